@@ -1,0 +1,78 @@
+"""Compiler: LLaMA checkpoint -> W8A8 quantisation -> HBM placement -> per-core instruction images."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .. import isa
+from ..config import load_target
+from ..errors import CompileError
+from .codegen import StepCodegen
+from .placement import Placement
+from .program import CoreIO, Program, StepProgram
+from .quantize import QuantizedModel, quantize_model
+
+__all__ = ["compile_model", "compile_quantized", "Program", "StepProgram", "quantize_model",
+           "QuantizedModel"]
+
+
+def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
+                  calibration_tokens=None, smooth: bool = True) -> Program:
+    """Compile a float checkpoint for `target`.
+
+    ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
+    the model's context).  all_logits: prefill writes logits for every row (for perplexity).
+    calibration_tokens: token ids for smoothing statistics (default: a built-in text).
+    """
+    if calibration_tokens is None and smooth:
+        calibration_tokens = default_calibration_tokens(ckpt)
+    qm = quantize_model(ckpt, calibration_tokens if smooth else None)
+    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits)
+
+
+def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
+                      all_logits: bool = False) -> Program:
+    tgt = load_target(target) if isinstance(target, str) else target
+    a = qm.args
+    if a.arch != "llama":
+        raise CompileError(f"the compiler supports llama models; got {a.arch!r}")
+    ctx = ctx or min(tgt.max_length, a.max_seq_len)
+    if ctx > tgt.max_length:
+        raise CompileError(f"context {ctx} exceeds the target's maximum length {tgt.max_length}")
+    if ctx % tgt.decode_bucket:
+        ctx = -(-ctx // tgt.decode_bucket) * tgt.decode_bucket
+    rows = min(tgt.prefill_bucket, ctx)
+    wsize = tgt.buffer("wbuf").bytes
+    kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
+    half = (wsize - kv_bytes) // 2 // 64 * 64
+    plan = Placement(qm, tgt, ctx, rows, half)
+    steps = {}
+    for name, step_rows, all_l in (("prefill", rows, all_logits), ("decode", 1, False)):
+        gen = StepCodegen(plan, step_rows, ctx, all_l)
+        streams = [isa.encode_stream(gen.core_stream(cp)) for cp in plan.cores]
+        steps[name] = StepProgram(name, step_rows, ctx, all_l, isa.pack_image(streams))
+    images = plan.layout.images
+    io = [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
+                 cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]
+    return Program(
+        model=asdict(a), target=tgt.name, ctx=ctx, rows=rows, steps=steps,
+        channel_static={ch: bytes_to_array(img.static) for ch, img in images.items() if img.size},
+        channel_size={ch: img.size for ch, img in images.items() if img.size},
+        io=io, embedding=qm.embedding, meta={"quantization": "W8A8 per-row weights, dynamic "
+                                             "per-row INT8 activations", **{
+                                                 "smoothing": qm.smoothing}})
+
+
+def bytes_to_array(b: bytearray):
+    import numpy as np
+    return np.frombuffer(bytes(b), dtype=np.uint8).copy()
+
+
+def default_calibration_tokens(ckpt, n: int = 512):
+    """Token ids of a fixed built-in English text (Python's own documentation topics)."""
+    import pydoc_data.topics as topics
+    if ckpt.tokenizer is None:
+        return None
+    keys = sorted(topics.topics)
+    text = "\n".join(topics.topics[k] for k in keys[1::2])
+    ids = ckpt.tokenizer.encode(text)
+    return ids[:n]

@@ -1,0 +1,266 @@
+"""Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core.
+
+A step program runs `len` new tokens (at most T, its row capacity) at positions pos..pos+len-1,
+reading the KV cache for positions 0..pos+len-1 (at most C, its context capacity); `pos` and `len`
+are the scheduler's run-time parameters, so one program serves every position.  The residual
+stream stays in the global buffer of every core for the whole step; the cores exchange the slices
+they computed through the remote-access LD after a SYS barrier.  Rows T > 16 use MM, else MV.
+"""
+from __future__ import annotations
+
+from ..errors import CompileError
+from ..isa import Instruction, f32_bits
+from .deps import insert_tokens
+from .placement import Placement
+from .quantize import softmax_scale
+
+
+class _Arena:
+    """Bump allocator of one on-chip buffer (byte addresses, 64-byte aligned)."""
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size, self.top = name, size, 0
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        addr = -(-self.top // 64) * 64
+        if addr + nbytes > self.size:
+            raise CompileError(f"on-chip {self.name} overflows placing {what}: needs "
+                               f"{addr + nbytes} of {self.size} bytes; use a smaller step "
+                               f"(rows) or context capacity")
+        self.top = addr + nbytes
+        return addr
+
+
+class StepCodegen:
+    """Emits the instruction streams of one step for every core."""
+
+    def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool):
+        if rows > plan.t_max or ctx > plan.ctx:
+            raise CompileError(f"step of {rows} rows x {ctx} context exceeds the placement "
+                               f"({plan.t_max} x {plan.ctx})")
+        self.p, self.T, self.C, self.all_logits = plan, rows, ctx, all_logits
+        a, t = plan.args, plan.target
+        self.a, self.d = a, a.head_dim
+        wsize = t.buffer("wbuf").bytes
+        kv_bytes = 2 * (ctx * self.d) + 4 * ctx
+        self.w_half = plan.weight_half
+        if 2 * self.w_half + kv_bytes > wsize:
+            raise CompileError(f"weight buffer too small: 2 x {self.w_half} + {kv_bytes} > {wsize}")
+        self.w_ping = (0, self.w_half)
+        self.kc = 2 * self.w_half
+        self.kcs = self.kc + ctx * self.d
+        self.vc = self.kcs + 4 * ctx
+        T, dim, hd = rows, a.dim, a.n_heads * self.d
+        cp0 = plan.cores
+        nq = max(len(c.q_heads) for c in cp0)
+        nk = max(len(c.kv_heads) for c in cp0)
+        ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
+        g = _Arena("global buffer", t.buffer("gbuf").bytes)
+        self.X = g.alloc(T * dim * 2, "residual")
+        self.H = g.alloc(T * dim * 2, "normed input")
+        self.ATT = g.alloc(T * hd * 2, "attention output")
+        self.O = g.alloc(T * dim * 2, "o_proj / down_proj output")
+        r2 = max(2 * nk * T * self.d * 2 + nq * T * self.d * 2, 2 * T * ffn_c * 2)
+        self.R2 = g.alloc(r2, "q/k/v or gate/up")
+        self.Q = self.R2
+        self.K = self.Q + nq * T * self.d * 2
+        self.V = self.K + nk * T * self.d * 2
+        self.GATE, self.UP = self.R2, self.R2 + T * ffn_c * 2
+        self.lg_cols = 0
+        r1 = max(T * ctx * 2, T * a.hidden_dim * 2)
+        self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
+        self.S, self.FF, self.LG = self.R1, self.R1, self.R1
+        self.RT = g.alloc(T * self.d * 2, "rope table rows")
+        self.NORM = g.alloc(2 * dim * 2, "norm gains")
+        self.VSC = g.alloc(4 * ctx, "V scales")
+        ab = _Arena("activation buffer", t.buffer("abuf").bytes)
+        kmax = max(dim, hd, a.hidden_dim)
+        self.HQ = ab.alloc(T * kmax, "quantised activations")
+        self.HS = ab.alloc(4 * T, "activation scales")
+        self.QQ = ab.alloc(nq * T * self.d, "quantised q")
+        self.QS = ab.alloc(4 * nq * T, "q scales")
+        self.KQ = ab.alloc(nk * T * self.d, "quantised k")
+        self.KS = ab.alloc(4 * nk * T, "k scales")
+        self.VQ = ab.alloc(nk * T * self.d, "quantised v")
+        self.VS = ab.alloc(4 * nk * T, "v scales")
+        self.PQ = ab.alloc(T * ctx, "quantised probabilities")
+        self.PS = ab.alloc(4 * T, "probability scales")
+        self.mpe_op = "MV" if T <= 16 else "MM"
+
+    # -- emit helpers -----------------------------------------------------------------------------
+    def _ld(self, s, region, buf, addr, rows, row_bytes, hbm_stride=None, buf_stride=None,
+            dyn="static", extra=0):
+        s.append(Instruction("LD", buf=buf, dyn=dyn, channel=region.channel,
+                             hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
+                             row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
+                             buf_stride=buf_stride or row_bytes))
+
+    def _st(self, s, region, buf, addr, rows, row_bytes, hbm_stride=None, buf_stride=None,
+            dyn="static", extra=0):
+        s.append(Instruction("ST", buf=buf, dyn=dyn, channel=region.channel,
+                             hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
+                             row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
+                             buf_stride=buf_stride or row_bytes))
+
+    def _misc(self, s, op, **f):
+        s.append(Instruction("MISC", op=op, **f))
+
+    def _quant(self, s, a_addr, rows, k, out, out2, a_stride=None, out_stride=None, **f):
+        self._misc(s, "quant", a_addr=a_addr, rows=rows, k=k, out_addr=out, out2_addr=out2,
+                   out_abuf=1, a_stride=a_stride or 2 * k, out_stride=out_stride or k, **f)
+
+    def _mpe(self, s, m, **f):
+        op = "MV" if m <= 16 else "MM"
+        for m0 in range(0, m, 128):
+            mm = min(128, m - m0)
+            g = dict(f)
+            g["a_addr"] = f["a_addr"] + m0 * f["a_stride"]
+            g["a_scale"] = f["a_scale"] + 4 * m0
+            g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
+            s.append(Instruction(op, m=mm, **g))
+
+    def _linear(self, s, tiles, a_addr, k, out_addr, out_stride, rows):
+        """out[:, tile rows] = A (rows x k at a_addr, scales HS) x tile^T, ping-ponging the
+        weight buffer halves."""
+        for tile in tiles:
+            half = self._next_half()
+            nbytes = tile.rows * k
+            self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
+            self._mpe(s, rows, n=tile.rows, k=k, a_addr=a_addr, a_scale=self.HS,
+                      a_stride=k, w_addr=half, w_scale=half + nbytes, w_stride=k,
+                      out_addr=out_addr + 2 * tile.row0, out_stride=out_stride)
+
+    def _next_half(self):
+        self._half = 1 - getattr(self, "_half", 1)
+        return self.w_ping[self._half]
+
+    def _exchange(self, s, cp, base, row_stride, ranges, elem=2):
+        """After a barrier, fetch the other cores' column slices of a (T, ...) FP16 array."""
+        for other, (c0, c1) in ranges:
+            if other == cp.index or c1 <= c0:
+                continue
+            s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=other,
+                                 buf_addr=base + elem * c0, rows=self.T,
+                                 row_bytes=elem * (c1 - c0), buf_stride=row_stride))
+
+    # -- the step ---------------------------------------------------------------------------------
+    def core_stream(self, cp) -> list:
+        a, d, T, C = self.a, self.d, self.T, self.C
+        dim, hd = a.dim, a.n_heads * a.head_dim
+        p = self.p
+        s = []
+        barrier = Instruction("SYS", op="barrier")
+        self._ld(s, cp.input, "gbuf", self.X, T, dim * 2)
+        self._ld(s, cp.rope, "gbuf", self.RT, T, d * 2, dyn="at_pos")
+        nq, nk = len(cp.q_heads), len(cp.kv_heads)
+        q_ranges = [(c.index, (c.q_heads[0] * d, (c.q_heads[-1] + 1) * d) if c.q_heads else (0, 0))
+                    for c in p.cores]
+        o_ranges = [(c.index, c.o_rows) for c in p.cores]
+        f_ranges = [(c.index, c.ffn_rows) for c in p.cores]
+        for li, tiles in enumerate(cp.layers):
+            # attention block
+            self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
+            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,
+                       k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                       imm=f32_bits(a.norm_eps))
+            self._quant(s, self.H, T, dim, self.HQ, self.HS)
+            for name, base, heads in (("wq", self.Q, nq), ("wk", self.K, nk), ("wv", self.V, nk)):
+                for h in range(heads):
+                    self._linear(s, tiles[name][h], self.HQ, dim, base + h * T * d * 2, 2 * d, T)
+            if nq:
+                for base, heads in ((self.Q, nq), (self.K, nk)):
+                    self._misc(s, "rope", a_addr=base, b_addr=self.RT, out_addr=base,
+                               rows=heads * T, k=d, groups=T, a_stride=2 * d, b_stride=2 * d,
+                               out_stride=2 * d)
+                self._quant(s, self.Q, nq * T, d, self.QQ, self.QS)
+                self._quant(s, self.K, nk * T, d, self.KQ, self.KS)
+                self._quant(s, self.V, nk * T, d, self.VQ, self.VS)
+            for j in range(nk):
+                kv = cp.kv[li][j]
+                self._st(s, kv.k, "abuf", self.KQ + j * T * d, T, d, dyn="at_pos")
+                self._st(s, kv.k_scale, "abuf", self.KS + 4 * j * T, T, 4, dyn="at_pos")
+                self._st(s, kv.v, "abuf", self.VQ + j * T * d, T, d, dyn="at_pos")
+                self._st(s, kv.v_scale, "abuf", self.VS + 4 * j * T, T, 4, dyn="at_pos")
+                self._ld(s, kv.k, "wbuf", self.kc, C, d, dyn="history")
+                self._ld(s, kv.k_scale, "wbuf", self.kcs, C, 4, dyn="history")
+                self._ld(s, kv.v, "wbuf", self.vc, C, d, dyn="history")
+                self._ld(s, kv.v_scale, "gbuf", self.VSC, C, 4, dyn="history")
+                for g in range(self.p.group):
+                    hl = j * self.p.group + g                  # local q head
+                    h = cp.q_heads[hl]                         # global q head
+                    self._mpe(s, T, n=C, k=d, a_addr=self.QQ + hl * T * d,
+                              a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
+                              w_scale=self.kcs, w_stride=d, out_addr=self.S,
+                              out_stride=2 * C, dyn_n=1)
+                    self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=T, k=C,
+                               a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
+                               imm=f32_bits(softmax_scale(a)))
+                    self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S,
+                               rows=T, k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1,
+                               bcast_b=1, b_f32=1)
+                    self._quant(s, self.S, T, C, self.PQ, self.PS, a_stride=2 * C,
+                                out_stride=C, dyn_k=1)
+                    self._mpe(s, T, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
+                              w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1,
+                              dyn_k=1, out_addr=self.ATT + h * d * 2, out_stride=hd * 2)
+            s.append(barrier)
+            self._exchange(s, cp, self.ATT, hd * 2, q_ranges)
+            self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
+            self._linear(s, tiles["wo"], self.HQ, hd, self.O + 2 * cp.o_rows[0], 2 * dim, T)
+            s.append(barrier)
+            self._exchange(s, cp, self.O, dim * 2, o_ranges)
+            self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
+                       a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+            # feed-forward block
+            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM + 2 * dim, out_addr=self.H,
+                       rows=T, k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                       imm=f32_bits(a.norm_eps))
+            self._quant(s, self.H, T, dim, self.HQ, self.HS)
+            fc = cp.ffn_rows[1] - cp.ffn_rows[0]
+            self._linear(s, tiles["w_gate"], self.HQ, dim, self.GATE, 2 * fc, T)
+            self._linear(s, tiles["w_up"], self.HQ, dim, self.UP, 2 * fc, T)
+            if fc:
+                self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
+                           a_stride=2 * fc, out_stride=2 * fc)
+                self._misc(s, "emul", a_addr=self.GATE, b_addr=self.UP,
+                           out_addr=self.FF + 2 * cp.ffn_rows[0], rows=T, k=fc, a_stride=2 * fc,
+                           b_stride=2 * fc, out_stride=2 * a.hidden_dim)
+            s.append(barrier)
+            self._exchange(s, cp, self.FF, a.hidden_dim * 2, f_ranges)
+            self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
+            self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, self.O + 2 * cp.o_rows[0],
+                         2 * dim, T)
+            s.append(barrier)
+            self._exchange(s, cp, self.O, dim * 2, o_ranges)
+            self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
+                       a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+        self._head(s, cp)
+        s.append(Instruction("SYS", op="end"))
+        return insert_tokens(s, C)
+
+    def _head(self, s, cp):
+        a, T, dim = self.a, self.T, self.a.dim
+        rows = T
+        if not self.all_logits and T > 1:
+            # keep only the last real token: out to HBM, back in by the run-time length
+            self._st(s, cp.scratch, "gbuf", self.X, T, dim * 2)
+            self._ld(s, cp.scratch, "gbuf", self.X, 1, dim * 2, hbm_stride=dim * 2, dyn="last")
+            rows = 1
+        self._ld(s, cp.final_norm, "gbuf", self.NORM, 1, dim * 2)
+        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=rows,
+                   k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                   imm=f32_bits(a.norm_eps))
+        self._quant(s, self.H, rows, dim, self.HQ, self.HS)
+        vc = cp.vocab_rows[1] - cp.vocab_rows[0]
+        for tile in cp.lm_head:
+            half = self._next_half()
+            nbytes = tile.rows * dim
+            self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
+            cols = tile.rows
+            if rows * cols * 2 > self.FF - self.R1 + max(T * self.C * 2, T * a.hidden_dim * 2):
+                raise CompileError("logits tile does not fit the global buffer")
+            self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
+                      w_addr=half, w_scale=half + nbytes, w_stride=dim, out_addr=self.LG,
+                      out_stride=2 * cols)
+            self._st(s, cp.logits, "gbuf", self.LG, rows, 2 * cols, hbm_stride=2 * vc,
+                     dyn="step" if rows > 1 else "static", extra=2 * tile.row0)

@@ -1,0 +1,105 @@
+"""HBM layout: where each weight tile, table, KV cache and I/O region lives, per pseudo-channel.
+
+Each core owns its pseudo-channels (config `core_channels`) and reads only them, so a core's
+weights are partitioned over its own channels (round robin, tile by tile).  Every channel image
+has a static part (weights, tables: written once by the host) followed, on a fresh page, by a
+mutable part (KV cache, I/O, scratch: written while running) so that the two never share a page.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CompileError
+
+ALIGN = 64                  # bytes: one HBM burst beat group
+PAGE = 1 << 20              # the mutable part starts on a fresh 1 MiB page
+
+
+@dataclass
+class Region:
+    """A placed array: pseudo-channel, byte offset inside the channel, size."""
+
+    channel: int
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class ChannelImage:
+    """What one pseudo-channel holds: static bytes, then a reserved mutable tail."""
+
+    channel: int
+    static: bytearray = field(default_factory=bytearray)
+    mutable_bytes: int = 0
+    frozen: bool = False
+
+    @property
+    def mutable_offset(self) -> int:
+        return -(-len(self.static) // PAGE) * PAGE
+
+    @property
+    def size(self) -> int:
+        return self.mutable_offset + self.mutable_bytes
+
+
+class HBMLayout:
+    """Allocates static and mutable regions on the pseudo-channels of each core."""
+
+    def __init__(self, target):
+        self.target = target
+        self.images = {ch: ChannelImage(ch) for chs in target.core_channels for ch in chs}
+        self._next = [0] * target.cores           # round-robin cursor per core
+
+    def next_channel(self, core: int) -> int:
+        chs = self.target.channels_of(core)
+        ch = chs[self._next[core] % len(chs)]
+        self._next[core] += 1
+        return ch
+
+    def put(self, channel: int, data) -> Region:
+        """Append static bytes (numpy array or bytes) to a channel image."""
+        img = self.images[channel]
+        if img.frozen:
+            raise CompileError("static data placed after the mutable part was fixed")
+        raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1) if isinstance(
+            data, np.ndarray) else np.frombuffer(bytes(data), np.uint8)
+        pad = -len(img.static) % ALIGN
+        img.static.extend(b"\0" * pad)
+        region = Region(channel, len(img.static), raw.size)
+        img.static.extend(raw.tobytes())
+        self._check(img)
+        return region
+
+    def reserve(self, channel: int, nbytes: int) -> Region:
+        """Reserve mutable (zero-initialised, device-written) bytes on a channel."""
+        img = self.images[channel]
+        img.frozen = True
+        img.mutable_bytes += -img.mutable_bytes % ALIGN
+        region = Region(channel, img.mutable_offset + img.mutable_bytes, nbytes)
+        img.mutable_bytes += nbytes
+        self._check(img)
+        return region
+
+    def _check(self, img: ChannelImage) -> None:
+        if img.size > self.target.hbm_channel_bytes:
+            raise CompileError(
+                f"HBM pseudo-channel {img.channel} would need {img.size / 2**20:.1f} MiB but holds "
+                f"{self.target.hbm_channel_bytes / 2**20:.0f} MiB; use a smaller context length "
+                f"or a smaller/compressed model")
+
+    def used_channels(self) -> list:
+        return sorted(ch for ch, img in self.images.items() if img.size)
+
+
+def split_even(total: int, parts: int, multiple: int = 1) -> list:
+    """Split `total` into `parts` contiguous (start, stop) ranges, sizes multiples of `multiple`."""
+    units = -(-total // multiple)
+    base, extra = divmod(units, parts)
+    out, pos = [], 0
+    for p in range(parts):
+        n = (base + (p < extra)) * multiple
+        out.append((min(pos, total), min(pos + n, total)))
+        pos += n
+    return out

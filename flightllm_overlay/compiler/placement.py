@@ -1,0 +1,143 @@
+"""Placement of a quantised model on the target: work split across cores, HBM regions per tensor.
+
+Model parallelism over cores: each core owns a contiguous set of KV heads (and their query
+heads), and a contiguous slice of the output rows of o_proj, gate/up, down and lm_head.  Weight
+matrices are cut into tiles that fit half of the weight buffer (the other half is being loaded
+meanwhile); each tile stores its INT8 rows followed by their FP32 scales, so one LD brings both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CompileError
+from .layout import HBMLayout, Region, split_even
+from .quantize import QuantizedModel, rope_table
+
+
+@dataclass
+class Tile:
+    """Rows [row0, row0 + rows) of a weight matrix with K columns, stored at `region`."""
+
+    region: Region
+    row0: int
+    rows: int
+    k: int
+
+
+@dataclass
+class KVRegions:
+    k: Region        # int8 (ctx, head_dim)
+    k_scale: Region  # f32 (ctx,)
+    v: Region
+    v_scale: Region
+
+
+@dataclass
+class CorePlan:
+    """What one core computes and where its data lives."""
+
+    index: int
+    kv_heads: tuple                  # global KV head indices
+    q_heads: tuple                   # global query head indices (G per KV head, in order)
+    o_rows: tuple                    # (start, stop) of dim for o_proj and down_proj outputs
+    ffn_rows: tuple                  # (start, stop) of the FFN hidden dimension
+    vocab_rows: tuple                # (start, stop) of the vocabulary for lm_head
+    layers: list = None              # per layer: {"wq": [[Tile] per local q head], ...}
+    lm_head: list = None
+    norms: list = None               # per layer: Region f16 (2, dim): attn gain, ffn gain
+    final_norm: Region = None
+    rope: Region = None              # f16 (ctx, head_dim)
+    kv: list = None                  # per layer: [KVRegions per local kv head]
+    input: Region = None             # f16 (t_max, dim), written by the host
+    logits: Region = None            # f16 (t_max, vocab slice), read by the host
+    scratch: Region = None           # f16 (t_max, dim)
+
+
+class Placement:
+    """Places `qm` on `target` for contexts up to `ctx` and steps of up to `t_max` tokens."""
+
+    def __init__(self, qm: QuantizedModel, target, ctx: int, t_max: int, weight_half: int):
+        a = qm.args
+        self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
+        self.weight_half = weight_half
+        self.layout = HBMLayout(target)
+        self.group = a.n_heads // a.n_kv_heads
+        kv_split = split_even(a.n_kv_heads, target.cores)
+        o_split = split_even(a.dim, target.cores, 16)
+        f_split = split_even(a.hidden_dim, target.cores, 16)
+        v_split = split_even(a.vocab_size, target.cores, 16)
+        self.cores = []
+        for c in range(target.cores):
+            kvh = tuple(range(*kv_split[c]))
+            qh = tuple(h for j in kvh for h in range(j * self.group, (j + 1) * self.group))
+            self.cores.append(CorePlan(c, kvh, qh, o_split[c], f_split[c], v_split[c]))
+        self._place_static(qm)
+        self._place_mutable()
+
+    # -- static data ----------------------------------------------------------------------------
+    def tile_rows(self, k: int) -> int:
+        rows = self.weight_half // (k + 4)
+        if rows < 1:
+            raise CompileError(f"one weight row of {k} INT8 values does not fit half of the "
+                               f"weight buffer ({self.weight_half} bytes)")
+        return rows if rows < 16 else rows // 16 * 16
+
+    def _tiles(self, core: int, q: np.ndarray, s: np.ndarray, start: int, stop: int) -> list:
+        k = q.shape[1]
+        step = self.tile_rows(k)
+        tiles = []
+        for r0 in range(start, stop, step):
+            r1 = min(stop, r0 + step)
+            blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
+                                   s[r0:r1].astype(np.float32).view(np.uint8)])
+            region = self.layout.put(self.layout.next_channel(core), blob)
+            tiles.append(Tile(region, r0 - start, r1 - r0, k))
+        return tiles
+
+    def _place_static(self, qm: QuantizedModel) -> None:
+        a, d = self.args, self.args.head_dim
+        table = rope_table(a, self.ctx)
+        for cp in self.cores:
+            c = cp.index
+            home = self.target.channels_of(c)[0]
+            cp.rope = self.layout.put(home, table)
+            cp.layers, cp.norms = [], []
+            for layer in qm.layers:
+                tiles = {}
+                for name, heads in (("wq", cp.q_heads), ("wk", cp.kv_heads), ("wv", cp.kv_heads)):
+                    q, s = layer[name]
+                    tiles[name] = [self._tiles(c, q, s, h * d, (h + 1) * d) for h in heads]
+                q, s = layer["wo"]
+                tiles["wo"] = self._tiles(c, q, s, *cp.o_rows)
+                for name in ("w_gate", "w_up"):
+                    q, s = layer[name]
+                    tiles[name] = self._tiles(c, q, s, *cp.ffn_rows)
+                q, s = layer["w_down"]
+                tiles["w_down"] = self._tiles(c, q, s, *cp.o_rows)
+                cp.layers.append(tiles)
+                cp.norms.append(self.layout.put(home, np.stack([layer["attn_norm"],
+                                                                layer["ffn_norm"]])))
+            cp.final_norm = self.layout.put(home, qm.norm)
+            cp.lm_head = self._tiles(c, *qm.lm_head, *cp.vocab_rows)
+
+    # -- mutable data ---------------------------------------------------------------------------
+    def _place_mutable(self) -> None:
+        a, d, C, T = self.args, self.args.head_dim, self.ctx, self.t_max
+        for cp in self.cores:
+            c = cp.index
+            cp.kv = []
+            for _ in range(a.n_layers):
+                regs = []
+                for _j in cp.kv_heads:
+                    ch = self.layout.next_channel(c)
+                    regs.append(KVRegions(self.layout.reserve(ch, C * d),
+                                          self.layout.reserve(ch, 4 * C),
+                                          self.layout.reserve(ch, C * d),
+                                          self.layout.reserve(ch, 4 * C)))
+                cp.kv.append(regs)
+            home = self.target.channels_of(c)[0]
+            cp.input = self.layout.reserve(home, T * a.dim * 2)
+            cp.logits = self.layout.reserve(home, T * (cp.vocab_rows[1] - cp.vocab_rows[0]) * 2)
+            cp.scratch = self.layout.reserve(home, T * a.dim * 2)

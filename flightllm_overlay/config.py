@@ -1,0 +1,141 @@
+"""Hardware targets: the single source of every hardware number (clock, MPE, buffers, HBM, lengths)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+TARGETS_DIR = Path(__file__).with_name("targets")
+
+#: Unit queues of one core, in the order their bits appear in wait/release masks.
+UNITS = ("LD", "ST", "MM", "MV", "MISC", "SYS")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One on-chip buffer of a core: `depth` lines of `width` bytes."""
+
+    name: str
+    depth: int
+    width: int
+    role: str = ""
+
+    @property
+    def bytes(self) -> int:
+        return self.depth * self.width
+
+
+@dataclass(frozen=True)
+class Target:
+    """A FlightLLM hardware target, loaded from `targets/<name>.json`."""
+
+    name: str
+    board: str
+    platform: str
+    clock_mhz: float
+    cores: int
+    mm_rows: int                 # MM tile: token rows per instruction pass
+    mm_cols: int                 # MM tile: output columns per pass
+    mv_k: int                    # MV: K elements per cycle per lane
+    mm_macs_per_cycle: int       # per core
+    mv_macs_per_cycle: int       # per core
+    misc_elements_per_cycle: int
+    buffers: dict = field(hash=False)
+    hbm_channels: int = 32
+    hbm_channel_bytes: int = 256 << 20
+    hbm_channel_gbps: float = 14.375
+    hbm_same_channel_efficiency: float = 0.70
+    hbm_cross_channel_efficiency: float = 0.35
+    core_channels: tuple = ()
+    ddr_banks: int = 2
+    ddr_bank_bytes: int = 16 << 30
+    instruction_bank: int = 0
+    prefill_bucket: int = 128
+    decode_bucket: int = 16
+    max_length: int = 2048
+    raw: dict = field(default=None, hash=False, compare=False, repr=False)
+
+    def buffer(self, name: str) -> Buffer:
+        try:
+            return self.buffers[name]
+        except KeyError:
+            raise ConfigError(f"target {self.name!r} has no on-chip buffer {name!r}; "
+                              f"it has {sorted(self.buffers)}") from None
+
+    @property
+    def clock_hz(self) -> float:
+        return self.clock_mhz * 1e6
+
+    @property
+    def hbm_bytes_per_cycle(self) -> float:
+        """Theoretical bytes one pseudo-channel delivers per kernel clock cycle."""
+        return self.hbm_channel_gbps * 1e9 / self.clock_hz
+
+    def channels_of(self, core: int) -> tuple:
+        return self.core_channels[core]
+
+    def with_overrides(self, **changes) -> "Target":
+        """A copy with some numbers changed (for what-if studies and tests)."""
+        from dataclasses import replace
+        return replace(self, **changes)
+
+
+def _build(raw: dict) -> Target:
+    try:
+        mpe, hbm, ddr, lengths = raw["mpe"], raw["hbm"], raw["ddr"], raw["lengths"]
+        buffers = {k: Buffer(k, int(v["depth"]), int(v["width"]), v.get("role", ""))
+                   for k, v in raw["buffers"].items()}
+        target = Target(
+            name=raw["name"], board=raw["board"], platform=raw["platform"],
+            clock_mhz=float(raw["clock_mhz"]), cores=int(raw["cores"]),
+            mm_rows=int(mpe["mm_rows"]), mm_cols=int(mpe["mm_cols"]), mv_k=int(mpe["mv_k"]),
+            mm_macs_per_cycle=int(mpe["mm_macs_per_cycle"]),
+            mv_macs_per_cycle=int(mpe["mv_macs_per_cycle"]),
+            misc_elements_per_cycle=int(raw["misc"]["elements_per_cycle"]),
+            buffers=buffers,
+            hbm_channels=int(hbm["channels"]), hbm_channel_bytes=int(hbm["channel_bytes"]),
+            hbm_channel_gbps=float(hbm["channel_gbps"]),
+            hbm_same_channel_efficiency=float(hbm["same_channel_efficiency"]),
+            hbm_cross_channel_efficiency=float(hbm["cross_channel_efficiency"]),
+            core_channels=tuple(tuple(int(c) for c in chs) for chs in hbm["core_channels"]),
+            ddr_banks=int(ddr["banks"]), ddr_bank_bytes=int(ddr["bank_bytes"]),
+            instruction_bank=int(ddr["instruction_bank"]),
+            prefill_bucket=int(lengths["prefill_bucket"]),
+            decode_bucket=int(lengths["decode_bucket"]), max_length=int(lengths["max_length"]),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"target description {raw.get('name', '?')!r} is malformed: {exc!r}; "
+                          f"compare it with targets/u280.json") from exc
+    _check(target)
+    return target
+
+
+def _check(t: Target) -> None:
+    if len(t.core_channels) != t.cores:
+        raise ConfigError(f"target {t.name}: {t.cores} cores but {len(t.core_channels)} channel lists")
+    seen = [c for chs in t.core_channels for c in chs]
+    if len(seen) != len(set(seen)) or any(not 0 <= c < t.hbm_channels for c in seen):
+        raise ConfigError(f"target {t.name}: HBM channel ownership must be disjoint and within "
+                          f"0..{t.hbm_channels - 1}: {t.core_channels}")
+    if t.max_length % t.prefill_bucket or t.max_length % t.decode_bucket:
+        raise ConfigError(f"target {t.name}: max_length must be a multiple of both buckets")
+
+
+@lru_cache(maxsize=None)
+def load_target(name: str = "u280") -> Target:
+    """Load a target by name (`u280`) or by path to a JSON file."""
+    path = Path(name)
+    if not path.suffix:
+        path = TARGETS_DIR / f"{name}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in TARGETS_DIR.glob("*.json"))
+        raise ConfigError(f"no hardware target {name!r}; known targets: {known}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"target file {path} is not valid JSON: {exc}") from exc
+    return _build(raw)

@@ -1,0 +1,348 @@
+"""The FlightLLM-style instruction set: a declarative table of formats, encode, decode, disassemble.
+
+Every instruction is a little-endian sequence of 32-bit words.  Its bits form one bit string
+(bit i lives in word i // 32, bit i % 32); fields are packed from bit 0 upward in the order the
+table below lists them.  The first three fields are common: `opcode` (4 bits), `wait` and
+`release` (6 bits each, one bit per unit queue in `config.UNITS` order).  `docs/isa.md` documents
+every field and each instruction's semantics; `tests/test_isa.py` holds the two equal.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import UNITS
+from .errors import IllegalInstructionError
+
+# ---------------------------------------------------------------------------------------------
+# Enumerations
+# ---------------------------------------------------------------------------------------------
+BUFFERS = ("wbuf", "abuf", "gbuf", "meta", "fsb", "bias")       # on-chip buffer ids
+DYN_MODES = ("static", "at_pos", "history", "step", "last")    # how LD/ST use run-time params
+MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
+SYS_OPS = ("barrier", "end")
+
+HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
+
+_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5),
+         ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
+         ("hbm_stride", 28), ("buf_stride", 22))
+_MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
+           ("k", 16), ("a_addr", 22), ("a_scale", 22), ("w_addr", 22), ("w_scale", 22),
+           ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16))
+_MISC = (("op", 4), ("dyn_k", 1), ("causal", 1), ("out_abuf", 1), ("bcast_b", 1), ("b_f32", 1),
+         ("rows", 16), ("k", 16), ("groups", 8), ("a_addr", 22), ("b_addr", 22),
+         ("out_addr", 22), ("out2_addr", 22), ("a_stride", 16), ("b_stride", 16),
+         ("out_stride", 16), ("imm", 32))
+_SYS = (("op", 4),)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One instruction format: its opcode, executing unit and ordered bit fields."""
+
+    name: str
+    opcode: int
+    unit: str
+    fields: tuple          # ((name, bits), ...) after the common header
+    summary: str
+
+    @property
+    def layout(self) -> tuple:
+        """((name, bit offset, bits), ...) for every field, header included."""
+        out, pos = [], 0
+        for fname, bits in HEADER + self.fields:
+            out.append((fname, pos, bits))
+            pos += bits
+        return tuple(out)
+
+    @property
+    def bits(self) -> int:
+        return sum(b for _, b in HEADER + self.fields)
+
+    @property
+    def words(self) -> int:
+        return -(-self.bits // 32)
+
+
+FORMATS = {f.name: f for f in (
+    Format("LD", 0x1, "LD", _MOVE, "copy rows from an HBM pseudo-channel (or a remote core's "
+                                   "buffer) into an on-chip buffer"),
+    Format("ST", 0x2, "ST", _MOVE, "copy rows from an on-chip buffer to an HBM pseudo-channel"),
+    Format("MM", 0x3, "MM", _MATRIX, "INT8 x INT8 matrix-matrix product with FP16 epilogue"),
+    Format("MV", 0x4, "MV", _MATRIX, "INT8 x INT8 matrix-vector product (M <= 16) with FP16 "
+                                     "epilogue"),
+    Format("MISC", 0x5, "MISC", _MISC, "special-function unit: FP16 element-wise and "
+                                       "two-phase row operations"),
+    Format("SYS", 0xF, "SYS", _SYS, "barrier across cores, or end of stream"),
+)}
+BY_OPCODE = {f.opcode: f for f in FORMATS.values()}
+MV_MAX_ROWS = 16
+
+_ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MODES,
+          ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS}
+
+
+def unit_mask(units) -> int:
+    """Bit mask of unit queue names, e.g. unit_mask(["LD", "MISC"])."""
+    mask = 0
+    for u in units:
+        mask |= 1 << UNITS.index(u)
+    return mask
+
+
+def mask_units(mask: int) -> tuple:
+    return tuple(u for i, u in enumerate(UNITS) if mask >> i & 1)
+
+
+def f32_bits(x: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", float(x)))[0]
+
+
+def bits_f32(b: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", b))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruction objects
+# ---------------------------------------------------------------------------------------------
+class Instruction:
+    """One instruction: an opcode name and its integer fields (missing fields are 0).
+
+    Enumerated fields (`buf`, `dyn`, MISC/SYS `op`) may be given by name.
+    """
+
+    __slots__ = ("op", "fields")
+
+    def __init__(self, op: str, /, **fields):
+        if op not in FORMATS:
+            raise IllegalInstructionError(f"unknown instruction {op!r}; the ISA has {list(FORMATS)}")
+        fmt = FORMATS[op]
+        names = {n for n, _ in fmt.fields} | {"wait", "release"}
+        clean = {}
+        for name, value in fields.items():
+            if name not in names:
+                raise IllegalInstructionError(f"{op} has no field {name!r}; its fields are "
+                                              f"{sorted(names)}")
+            if isinstance(value, str):
+                enum = _ENUMS.get((op, name))
+                if enum is None or value not in enum:
+                    raise IllegalInstructionError(f"{op}.{name}={value!r} is not a legal value"
+                                                  + (f"; use one of {enum}" if enum else ""))
+                value = enum.index(value)
+            elif isinstance(value, (list, tuple, set, frozenset)) and name in ("wait", "release"):
+                value = unit_mask(value)
+            clean[name] = int(value)
+        self.op = op
+        self.fields = clean
+
+    @property
+    def unit(self) -> str:
+        return FORMATS[self.op].unit
+
+    def __getitem__(self, name):
+        return self.fields.get(name, 0)
+
+    def replace(self, **changes) -> "Instruction":
+        merged = dict(self.fields)
+        merged.update(changes)
+        new = Instruction.__new__(Instruction)
+        new.op, new.fields = self.op, {k: int(v) for k, v in merged.items()}
+        return new
+
+    def __eq__(self, other):
+        return (isinstance(other, Instruction) and self.op == other.op
+                and {k: v for k, v in self.fields.items() if v}
+                == {k: v for k, v in other.fields.items() if v})
+
+    def __hash__(self):
+        return hash((self.op, tuple(sorted((k, v) for k, v in self.fields.items() if v))))
+
+    def __repr__(self):
+        return f"Instruction({self.op!r}, " + ", ".join(
+            f"{k}={v}" for k, v in self.fields.items() if v) + ")"
+
+    def __str__(self):
+        return disassemble_one(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encode / decode
+# ---------------------------------------------------------------------------------------------
+def encode(insn: Instruction) -> list:
+    """The instruction's words (list of int). Raises IllegalInstructionError on a field overflow."""
+    fmt = FORMATS[insn.op]
+    value = 0
+    for name, offset, bits in fmt.layout:
+        v = fmt.opcode if name == "opcode" else insn.fields.get(name, 0)
+        if not 0 <= v < (1 << bits):
+            raise IllegalInstructionError(
+                f"{insn.op}.{name}={v} does not fit its {bits}-bit field (0..{(1 << bits) - 1})")
+        value |= v << offset
+    _check_semantics(insn.op, {n: insn.fields.get(n, 0) for n, _, _ in fmt.layout})
+    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(fmt.words)]
+
+
+def encode_stream(insns) -> np.ndarray:
+    """Encode a sequence of instructions into one uint32 array."""
+    words = []
+    for insn in insns:
+        words.extend(encode(insn))
+    return np.asarray(words, dtype=np.uint32)
+
+
+def _check_semantics(op: str, f: dict) -> None:
+    own = 1 << UNITS.index(FORMATS[op].unit)
+    if f.get("wait", 0) & own or f.get("release", 0) & own:
+        raise IllegalInstructionError(f"{op} waits on or releases to its own queue "
+                                      f"({FORMATS[op].unit}); masks name other units only")
+    enum_fields = [(n, e) for (o, n), e in _ENUMS.items() if o == op]
+    for name, enum in enum_fields:
+        if f.get(name, 0) >= len(enum):
+            raise IllegalInstructionError(f"{op}.{name}={f[name]} is not a legal value; "
+                                          f"legal: {list(enumerate(enum))}")
+    if op == "ST" and f.get("remote"):
+        raise IllegalInstructionError("ST cannot target a remote core; remote access is LD only")
+    if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
+        raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
+                                      f"use MM")
+
+
+def decode_one(words, offset: int = 0):
+    """Decode the instruction starting at `words[offset]`. Returns (Instruction, n_words)."""
+    if offset >= len(words):
+        raise IllegalInstructionError(f"instruction stream ends at word {offset}")
+    opcode = int(words[offset]) & 0xF
+    fmt = BY_OPCODE.get(opcode)
+    if fmt is None:
+        raise IllegalInstructionError(
+            f"word {offset}: 0x{int(words[offset]):08x} has opcode {opcode:#x}, which is not in "
+            f"the ISA (legal opcodes: {', '.join(f'{f.name}={f.opcode:#x}' for f in FORMATS.values())})")
+    n = fmt.words
+    if offset + n > len(words):
+        raise IllegalInstructionError(f"word {offset}: {fmt.name} needs {n} words but the stream "
+                                      f"has only {len(words) - offset} left")
+    value = 0
+    for i in range(n):
+        value |= int(words[offset + i]) << (32 * i)
+    if value >> fmt.bits:
+        raise IllegalInstructionError(f"word {offset}: {fmt.name} has non-zero reserved bits")
+    fields = {name: (value >> off) & ((1 << bits) - 1) for name, off, bits in fmt.layout}
+    del fields["opcode"]
+    _check_semantics(fmt.name, fields)
+    return Instruction(fmt.name, **fields), n
+
+
+def decode_stream(words) -> list:
+    """Decode a whole uint32 stream into a list of Instructions."""
+    words = np.asarray(words, dtype=np.uint32).tolist()
+    out, pos = [], 0
+    while pos < len(words):
+        insn, n = decode_one(words, pos)
+        out.append(insn)
+        pos += n
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Disassembly
+# ---------------------------------------------------------------------------------------------
+def _deps(insn) -> str:
+    w, r = mask_units(insn["wait"]), mask_units(insn["release"])
+    s = ""
+    if w:
+        s += " wait=" + "|".join(w)
+    if r:
+        s += " rel=" + "|".join(r)
+    return s
+
+
+def disassemble_one(insn: Instruction) -> str:
+    f = insn.fields.get
+    op = insn.op
+    if op in ("LD", "ST"):
+        buf = BUFFERS[f("buf", 0)]
+        dyn = DYN_MODES[f("dyn", 0)]
+        src = (f"core{f('remote_core', 0)}.{buf}[{f('buf_addr', 0):#x}]" if f("remote", 0)
+               else f"hbm{f('channel', 0)}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
+        dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
+        a, b = (dst, src) if op == "LD" else (src, dst)
+        text = f"{op:4s} {a} <- {b} rows={f('rows', 0)}x{f('row_bytes', 0)}B"
+        if dyn != "static":
+            text += f" dyn={dyn}"
+    elif op in ("MM", "MV"):
+        flags = [n for n in ("wt", "dyn_n", "dyn_k", "no_wscale") if f(n, 0)]
+        text = (f"{op:4s} gbuf[{f('out_addr', 0):#x}] <- abuf[{f('a_addr', 0):#x}]"
+                f"(s@{f('a_scale', 0):#x}) x wbuf[{f('w_addr', 0):#x}](s@{f('w_scale', 0):#x}) "
+                f"m={f('m', 0)} n={f('n', 0)} k={f('k', 0)} strides="
+                f"{f('a_stride', 0)}/{f('w_stride', 0)}/{f('out_stride', 0)}")
+        if flags:
+            text += " " + ",".join(flags)
+    elif op == "MISC":
+        mop = MISC_OPS[f("op", 0)] if f("op", 0) < len(MISC_OPS) else f"op{f('op', 0)}"
+        flags = [n for n in ("dyn_k", "causal", "out_abuf", "bcast_b", "b_f32") if f(n, 0)]
+        text = (f"MISC {mop:8s} out@{f('out_addr', 0):#x} a@{f('a_addr', 0):#x} "
+                f"b@{f('b_addr', 0):#x} rows={f('rows', 0)} k={f('k', 0)} g={f('groups', 0)}")
+        if f("out2_addr", 0):
+            text += f" out2@{f('out2_addr', 0):#x}"
+        if f("imm", 0):
+            text += f" imm={bits_f32(f('imm', 0)):.6g}"
+        if flags:
+            text += " " + ",".join(flags)
+    else:
+        text = f"SYS  {SYS_OPS[f('op', 0)] if f('op', 0) < len(SYS_OPS) else f('op', 0)}"
+    return text + _deps(insn)
+
+
+def disassemble(words_or_insns, start_pc: int = 0) -> str:
+    """Human-readable listing, one instruction per line, prefixed by its word offset."""
+    if len(words_or_insns) and isinstance(words_or_insns[0], Instruction):
+        insns = list(words_or_insns)
+    else:
+        insns = decode_stream(words_or_insns)
+    lines, pc = [], start_pc
+    for insn in insns:
+        lines.append(f"{pc:08x}: {disassemble_one(insn)}")
+        pc += FORMATS[insn.op].words
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruction image: what the scheduler fetches from DDR
+# ---------------------------------------------------------------------------------------------
+IMAGE_MAGIC = 0x4D4C4C46          # b"FLLM" read as a little-endian word
+IMAGE_VERSION = 1
+IMAGE_HEADER_WORDS = 4            # magic, version, cores, total words; then (offset, words) per core
+
+
+def pack_image(streams) -> np.ndarray:
+    """One uint32 image holding a header and each core's encoded stream."""
+    streams = [np.asarray(s, dtype=np.uint32) for s in streams]
+    head = IMAGE_HEADER_WORDS + 2 * len(streams)
+    table, pos = [], head
+    for s in streams:
+        table += [pos, len(s)]
+        pos += len(s)
+    header = [IMAGE_MAGIC, IMAGE_VERSION, len(streams), pos] + table
+    return np.concatenate([np.asarray(header, dtype=np.uint32)] + streams)
+
+
+def image_table(head_words) -> list:
+    """[(offset_words, n_words), ...] per core from an image's first words; validates the header."""
+    w = [int(x) for x in head_words[:IMAGE_HEADER_WORDS]]
+    if len(w) < IMAGE_HEADER_WORDS or w[0] != IMAGE_MAGIC:
+        raise IllegalInstructionError(
+            f"no instruction image at this address (magic {w[0] if w else None!r:} != "
+            f"{IMAGE_MAGIC:#x}); load a program compiled by flightllm_overlay.compiler")
+    if w[1] != IMAGE_VERSION:
+        raise IllegalInstructionError(f"instruction image version {w[1]} is not supported "
+                                      f"(this simulator runs version {IMAGE_VERSION}); recompile")
+    n = w[2]
+    table = [(int(head_words[IMAGE_HEADER_WORDS + 2 * i]),
+              int(head_words[IMAGE_HEADER_WORDS + 2 * i + 1])) for i in range(n)]
+    for off, cnt in table:
+        if off + cnt > w[3]:
+            raise IllegalInstructionError("instruction image table points past the image end")
+    return table

@@ -1,0 +1,489 @@
+"""Functional simulator: executes instruction images bit-accurately over device memory, with counters.
+
+The simulated U280 calls `FunctionalSimulator.run` when the scheduler is started.  Each core's
+stream runs in program order (a valid schedule: every `wait` must be met by an earlier `release`);
+cores run phase by phase between SYS barriers.  Arithmetic is defined in `sim/units.py`.
+
+Speed: each image is decoded once (cached by address and memory version), and static weight
+loads into the weight buffer are tracked by reference to an immutable snapshot of the HBM bytes,
+so that a decode step does not copy or convert every weight again.  A snapshot is refreshed
+whenever the device reports that the HBM range changed, and the weight buffer's bytes are
+materialised whenever anything reads them other than the MPE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import isa
+from ..config import UNITS, Target
+from ..errors import AddressError, FlightLLMError, IllegalInstructionError, ProgramError
+from . import units as U
+
+_UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
+_F16, _F32, _I8 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.int8)
+
+
+@dataclass
+class CoreCounters:
+    """What one core did in one run."""
+
+    instructions: dict = field(default_factory=lambda: {u: 0 for u in UNITS})
+    macs: int = 0
+    misc_elements: int = 0
+
+
+@dataclass
+class RunCounters:
+    """What a run did: per core, and bytes per HBM pseudo-channel."""
+
+    per_core: list
+    hbm_read: dict = field(default_factory=dict)
+    hbm_written: dict = field(default_factory=dict)
+    cycles: int = 0
+
+    @property
+    def instructions(self) -> dict:
+        return {u: sum(c.instructions[u] for c in self.per_core) for u in UNITS}
+
+    @property
+    def total_instructions(self) -> int:
+        return sum(self.instructions.values())
+
+    @property
+    def macs(self) -> int:
+        return sum(c.macs for c in self.per_core)
+
+    @property
+    def misc_elements(self) -> int:
+        return sum(c.misc_elements for c in self.per_core)
+
+    @property
+    def hbm_bytes(self) -> int:
+        return sum(self.hbm_read.values()) + sum(self.hbm_written.values())
+
+
+class _Snapshot:
+    """Immutable copy of HBM bytes loaded into the weight buffer, with derived FP32 matrices."""
+
+    __slots__ = ("version", "data", "derived")
+
+    def __init__(self, version, data):
+        self.version, self.data, self.derived = version, data, {}
+
+
+class _Core:
+    def __init__(self, target: Target, index: int):
+        self.index = index
+        self.bufs = {name: np.zeros(target.buffer(name).bytes, np.uint8) for name in isa.BUFFERS}
+        self.wtags = []          # [(start, end, _Snapshot)] lazily loaded weight-buffer ranges
+        self.tokens = [[0] * len(UNITS) for _ in UNITS]   # tokens[src][dst]
+
+    # -- weight buffer laziness ---------------------------------------------------------------
+    def materialize(self, start: int, end: int) -> None:
+        keep = []
+        for t0, t1, snap in self.wtags:
+            if t0 < end and start < t1:
+                self.bufs["wbuf"][t0:t1] = snap.data
+            else:
+                keep.append((t0, t1, snap))
+        self.wtags = keep
+
+    def find_tag(self, start: int, end: int):
+        for t0, t1, snap in self.wtags:
+            if t0 <= start and end <= t1:
+                return t0, snap
+        return None
+
+
+def _region(buf: np.ndarray, addr: int, rows: int, row_bytes: int, stride: int, what: str):
+    if rows == 0 or row_bytes == 0:
+        return 0
+    end = addr + (rows - 1) * stride + row_bytes
+    if addr < 0 or end > buf.size:
+        raise AddressError(f"{what}: bytes {addr:#x}..{end:#x} fall outside the "
+                           f"{buf.size:#x}-byte buffer")
+    return end
+
+
+def _array(buf, addr, rows, cols, dtype, stride, what):
+    """A (rows, cols) view of `dtype` elements at byte `addr` with byte row `stride`."""
+    item = dtype.itemsize
+    if addr % item or (rows > 1 and stride % item):
+        raise ProgramError(f"{what}: address {addr:#x} / stride {stride} not aligned to "
+                           f"{item}-byte {dtype} elements")
+    _region(buf, addr, rows, cols * item, stride, what)
+    return np.ndarray((rows, cols), dtype, buffer=buf, offset=addr, strides=(stride, item))
+
+
+class FunctionalSimulator:
+    """Bit-accurate executor of FlightLLM instruction images for one target.
+
+    Keep one instance per device: it holds the on-chip buffers of every core and the caches.
+    """
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.cores = [_Core(target, i) for i in range(target.cores)]
+        self._decoded = {}       # (addr, version) -> per-core decoded streams
+        self._snapshots = {}     # (phys, rows, row_bytes, stride) -> _Snapshot
+
+    # ------------------------------------------------------------------------------------------
+    def decode_image(self, memory, program_addr: int) -> list:
+        head = memory.view(program_addr, 4 * isa.IMAGE_HEADER_WORDS).view(np.uint32)
+        total = int(head[3]) if head[0] == isa.IMAGE_MAGIC else isa.IMAGE_HEADER_WORDS
+        nbytes = 4 * max(total, isa.IMAGE_HEADER_WORDS)
+        key = (program_addr, nbytes, _version(memory, program_addr, nbytes))
+        hit = self._decoded.get(key)
+        if hit is not None:
+            return hit
+        words = np.array(memory.view(program_addr, nbytes).view(np.uint32))
+        table = isa.image_table(words)
+        if len(table) != self.target.cores:
+            raise ProgramError(f"the program was compiled for {len(table)} cores; the "
+                               f"{self.target.name} target has {self.target.cores}")
+        streams = []
+        for core, (off, n) in enumerate(table):
+            seg = words[off:off + n].tolist()
+            stream, pos = [], 0
+            while pos < n:
+                try:
+                    insn, size = isa.decode_one(seg, pos)
+                except FlightLLMError as exc:
+                    exc.core, exc.pc = core, pos
+                    raise
+                stream.append((insn.op, insn.fields, pos))
+                pos += size
+            if not stream or stream[-1][0] != "SYS" or stream[-1][1].get("op") != 1:
+                exc = ProgramError(f"core {core}'s stream does not end with SYS end")
+                exc.core, exc.pc = core, n
+                raise exc
+            streams.append(stream)
+        if len(self._decoded) > 64:
+            self._decoded.clear()
+        self._decoded[key] = streams
+        return streams
+
+    def run(self, memory, program_addr: int, params: dict | None = None,
+            channel_base: dict | None = None) -> RunCounters:
+        """Execute the image at `program_addr`; returns counters. Raises FlightLLMError."""
+        params = params or {}
+        pos, length = int(params.get("pos", 0)), int(params.get("len", 0))
+        streams = self.decode_image(memory, program_addr)
+        counters = RunCounters([CoreCounters() for _ in self.cores])
+        ctx = _RunContext(self, memory, pos, length, channel_base or {}, counters)
+        for core in self.cores:
+            core.tokens = [[0] * len(UNITS) for _ in UNITS]
+        pcs = [0] * len(self.cores)
+        while True:
+            stops = []
+            for c, core in enumerate(self.cores):
+                pcs[c], stop = ctx.run_phase(core, streams[c], pcs[c])
+                stops.append(stop)
+            if len(set(stops)) != 1:
+                exc = ProgramError(f"cores disagree at a SYS instruction ({stops}): every core "
+                                   f"must pass the same barriers before the end")
+                exc.core, exc.pc = 0, streams[0][min(pcs[0], len(streams[0]) - 1)][2]
+                raise exc
+            if stops[0] == "end":
+                break
+        for c, core in enumerate(self.cores):
+            left = [(UNITS[s], UNITS[d], n) for s, row in enumerate(core.tokens)
+                    for d, n in enumerate(row) if n]
+            if left:
+                exc = ProgramError(f"core {c} ends with unconsumed dependency tokens {left}: "
+                                   f"every release needs a matching wait")
+                exc.core, exc.pc = c, streams[c][-1][2]
+                raise exc
+        return counters
+
+
+def _version(memory, addr, nbytes):
+    try:
+        return memory.version(addr, nbytes)
+    except TypeError:                       # a memory that versions whole buffers only
+        return memory.version(addr)
+
+
+class _RunContext:
+    """State of one run: parameters, memory, counters; executes instructions."""
+
+    def __init__(self, sim, memory, pos, length, channel_base, counters):
+        self.sim, self.memory, self.P, self.L = sim, memory, pos, length
+        self.base, self.counters = channel_base, counters
+        self.handlers = {"LD": self.ld, "ST": self.st, "MM": self.mpe, "MV": self.mpe,
+                         "MISC": self.misc}
+
+    def run_phase(self, core: _Core, stream, pc: int):
+        cc = self.counters.per_core[core.index]
+        tokens = core.tokens
+        handlers = self.handlers
+        n = len(stream)
+        while pc < n:
+            op, f, word = stream[pc]
+            pc += 1
+            unit = _UNIT_INDEX[op if op != "SYS" else "SYS"]
+            try:
+                wait, rel = f.get("wait", 0), f.get("release", 0)
+                if wait:
+                    for src in range(len(UNITS)):
+                        if wait >> src & 1:
+                            if tokens[src][unit] == 0:
+                                raise ProgramError(
+                                    f"{op} waits for a token from {UNITS[src]} that no earlier "
+                                    f"instruction released (the program order is not a valid "
+                                    f"schedule)")
+                            tokens[src][unit] -= 1
+                cc.instructions[op] += 1
+                if op == "SYS":
+                    if rel:
+                        raise ProgramError("SYS releases no tokens")
+                    return pc, isa.SYS_OPS[f.get("op", 0)]
+                handlers[op](core, f, cc, op)
+                if rel:
+                    for dst in range(len(UNITS)):
+                        if rel >> dst & 1:
+                            tokens[unit][dst] += 1
+            except FlightLLMError as exc:
+                if getattr(exc, "core", None) is None:
+                    exc.core, exc.pc = core.index, word
+                    exc.args = (f"core {core.index}, word {word} ({op}): {exc.args[0]}",)
+                raise
+        exc = ProgramError("stream ran off its end without SYS end")
+        exc.core, exc.pc = core.index, stream[-1][2] if stream else 0
+        raise exc
+
+    # -- LD / ST --------------------------------------------------------------------------------
+    def _dyn(self, f):
+        """(rows, hbm offset) after applying the run-time parameters."""
+        mode, rows = f.get("dyn", 0), f.get("rows", 0)
+        if mode == 0:
+            return rows, f.get("hbm_addr", 0)
+        if mode == 4:                      # last: the single row len - 1
+            if self.L < 1 or rows < 1:
+                raise ProgramError("dyn=last needs len >= 1 and rows >= 1")
+            return 1, f.get("hbm_addr", 0) + (self.L - 1) * f.get("hbm_stride", 0)
+        eff = self.L if mode in (1, 3) else self.P + self.L
+        if eff > rows:
+            raise ProgramError(f"run-time length {eff} exceeds the {rows} rows this instruction "
+                               f"was compiled for (pos={self.P}, len={self.L}); pick a larger "
+                               f"bucket or a shorter input")
+        off = f.get("hbm_addr", 0) + (self.P * f.get("hbm_stride", 0) if mode == 1 else 0)
+        return eff, off
+
+    def _hbm(self, core, f, rows, off):
+        ch = f.get("channel", 0)
+        if ch not in self.base:
+            raise AddressError(f"HBM pseudo-channel {ch} is not bound to core {core.index} "
+                               f"(bound: {sorted(self.base)})")
+        if ch not in self.sim.target.channels_of(core.index):
+            raise AddressError(f"core {core.index} has no port to HBM pseudo-channel {ch}; it "
+                               f"owns {self.sim.target.channels_of(core.index)}")
+        row_bytes, stride = f.get("row_bytes", 0), f.get("hbm_stride", 0)
+        extent = (rows - 1) * stride + row_bytes if rows else 0
+        limit = self.sim.target.hbm_channel_bytes
+        if off + extent > limit:
+            raise AddressError(f"HBM address {off:#x}+{extent:#x} is past the end of pseudo-"
+                               f"channel {ch} ({limit:#x} bytes)")
+        phys = self.base[ch] + off
+        view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
+        rows_view = np.lib.stride_tricks.as_strided(view, (rows, row_bytes), (stride, 1)) \
+            if rows else view.reshape(0, 0)
+        return ch, phys, extent, rows_view
+
+    def ld(self, core, f, cc, op):
+        rows, off = self._dyn(f)
+        row_bytes, bstride = f.get("row_bytes", 0), f.get("buf_stride", 0)
+        bname = isa.BUFFERS[f.get("buf", 0)]
+        buf = core.bufs[bname]
+        addr = f.get("buf_addr", 0)
+        end = _region(buf, addr, rows, row_bytes, bstride, f"LD into {bname}")
+        if not rows or not row_bytes:
+            return
+        if f.get("remote", 0):
+            rc = f.get("remote_core", 0)
+            if rc >= len(self.sim.cores) or rc == core.index:
+                raise AddressError(f"LD from remote core {rc}: cores are 0..{len(self.sim.cores) - 1} "
+                                   f"and a core cannot be its own remote")
+            other = self.sim.cores[rc]
+            if bname == "wbuf":
+                other.materialize(addr, end)
+            src = np.lib.stride_tricks.as_strided(other.bufs[bname][addr:], (rows, row_bytes),
+                                                  (bstride, 1))
+            if bname == "wbuf":
+                core.materialize(addr, end)
+            _copy_rows(buf, addr, bstride, src)
+            return
+        ch, phys, extent, src = self._hbm(core, f, rows, off)
+        hr = self.counters.hbm_read
+        hr[ch] = hr.get(ch, 0) + rows * row_bytes
+        if bname == "wbuf" and f.get("dyn", 0) == 0 and bstride == row_bytes:
+            key = (phys, rows, row_bytes, f.get("hbm_stride", 0))
+            version = _version(self.memory, phys, extent)
+            snap = self.sim._snapshots.get(key)
+            if snap is None or snap.version != version:
+                snap = _Snapshot(version, np.ascontiguousarray(src).reshape(-1).copy())
+                self.sim._snapshots[key] = snap
+            core.materialize(addr, end)           # partially covered older tags keep their bytes
+            core.wtags.append((addr, end, snap))
+            return
+        if bname == "wbuf":
+            core.materialize(addr, end)
+        _copy_rows(buf, addr, bstride, src)
+
+    def st(self, core, f, cc, op):
+        rows, off = self._dyn(f)
+        row_bytes, bstride = f.get("row_bytes", 0), f.get("buf_stride", 0)
+        bname = isa.BUFFERS[f.get("buf", 0)]
+        buf = core.bufs[bname]
+        addr = f.get("buf_addr", 0)
+        end = _region(buf, addr, rows, row_bytes, bstride, f"ST from {bname}")
+        if not rows or not row_bytes:
+            return
+        if bname == "wbuf":
+            core.materialize(addr, end)
+        ch, phys, extent, dst = self._hbm(core, f, rows, off)
+        dst[...] = np.lib.stride_tricks.as_strided(buf[addr:], (rows, row_bytes), (bstride, 1))
+        hw = self.counters.hbm_written
+        hw[ch] = hw.get(ch, 0) + rows * row_bytes
+        try:
+            self.memory.touch(phys, extent)
+        except TypeError:
+            self.memory.touch(phys)
+
+    # -- MPE ------------------------------------------------------------------------------------
+    def mpe(self, core, f, cc, op):
+        m, n, k = f.get("m", 0), f.get("n", 0), f.get("k", 0)
+        if f.get("dyn_n", 0) or f.get("dyn_k", 0):
+            eff = self.P + self.L
+            limit = n if f.get("dyn_n", 0) else k
+            if eff > limit:
+                raise ProgramError(f"run-time length {eff} exceeds the {limit} this {op} was "
+                                   f"compiled for; pick a larger bucket")
+            if f.get("dyn_n", 0):
+                n = eff
+            if f.get("dyn_k", 0):
+                k = eff
+        if op == "MV" and m > isa.MV_MAX_ROWS:
+            raise IllegalInstructionError(f"MV handles at most {isa.MV_MAX_ROWS} rows")
+        if not (m and n and k):
+            return
+        abuf, wbuf, gbuf = core.bufs["abuf"], core.bufs["wbuf"], core.bufs["gbuf"]
+        a = _array(abuf, f.get("a_addr", 0), m, k, _I8, f.get("a_stride", 0) or k, "MPE input")
+        a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
+        wt, w_addr, w_stride = f.get("wt", 0), f.get("w_addr", 0), f.get("w_stride", 0)
+        rows, cols = (k, n) if wt else (n, k)
+        w_stride = w_stride or cols
+        w_end = _region(wbuf, w_addr, rows, cols, w_stride, "MPE weights")
+        w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+        if f.get("no_wscale", 0):
+            w_scale = None
+        else:
+            s_addr = f.get("w_scale", 0)
+            core_tag = core.find_tag(s_addr, s_addr + 4 * n)
+            if core_tag is None:
+                core.materialize(s_addr, s_addr + 4 * n)
+                w_scale = _array(wbuf, s_addr, 1, n, _F32, 4 * n, "MPE weight scales")[0]
+            else:
+                t0, snap = core_tag
+                w_scale = snap.data[s_addr - t0:s_addr - t0 + 4 * n].view(_F32)
+        acc = U.int_matmul(a, w_t)
+        out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
+                     "MPE output")
+        out[...] = U.mpe_epilogue(acc, a_scale, w_scale)
+        cc.macs += m * n * k
+
+    def _weights_t(self, core, addr, end, rows, cols, stride, wt):
+        """(K, N) float32 weights for the MPE, from a snapshot when the range is one."""
+        tag = core.find_tag(addr, end)
+        if tag is not None:
+            t0, snap = tag
+            key = (addr - t0, rows, cols, stride, wt)
+            w_t = snap.derived.get(key)
+            if w_t is None:
+                raw = np.ndarray((rows, cols), _I8, buffer=snap.data, offset=addr - t0,
+                                 strides=(stride, 1))
+                w_t = np.ascontiguousarray((raw if wt else raw.T).astype(_F32))
+                snap.derived[key] = w_t
+            return w_t
+        core.materialize(addr, end)
+        raw = np.ndarray((rows, cols), _I8, buffer=core.bufs["wbuf"], offset=addr,
+                         strides=(stride, 1))
+        return (raw if wt else raw.T).astype(_F32)
+
+    # -- MISC -----------------------------------------------------------------------------------
+    def misc(self, core, f, cc, op):
+        mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
+        rows, k, groups = f.get("rows", 0), f.get("k", 0), max(1, f.get("groups", 0))
+        if f.get("dyn_k", 0):
+            if self.P + self.L > k:
+                raise ProgramError(f"run-time length {self.P + self.L} exceeds the {k} columns "
+                                   f"this MISC {mop} was compiled for")
+            k = self.P + self.L
+        if not rows or not k:
+            return
+        g = core.bufs["gbuf"]
+        a = _array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k, "MISC a")
+
+        def operand_b(cols, per_row=True):
+            dt = _F32 if f.get("b_f32", 0) else _F16
+            if f.get("bcast_b", 0) or not per_row:
+                return _array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols, "MISC b")
+            return _array(g, f.get("b_addr", 0), rows, cols, dt,
+                          f.get("b_stride", 0) or dt.itemsize * cols, "MISC b")
+
+        def out_f16():
+            if f.get("out_abuf", 0):
+                raise ProgramError(f"MISC {mop} writes FP16 to the global buffer; only quant "
+                                   f"writes the activation buffer")
+            return _array(g, f.get("out_addr", 0), rows, k, _F16,
+                          f.get("out_stride", 0) or 2 * k, "MISC out")
+
+        imm = isa.bits_f32(f.get("imm", 0))
+        elements = rows * k
+        if mop == "eadd":
+            out_f16()[...] = U.eadd(a, operand_b(k))
+        elif mop == "emul":
+            out_f16()[...] = U.emul(a, operand_b(k))
+        elif mop == "silu":
+            out_f16()[...] = U.silu(a)
+        elif mop == "rmsnorm":
+            out_f16()[...] = U.rmsnorm(a, operand_b(k, per_row=False), imm)
+            elements *= 2
+        elif mop == "softmax":
+            valid = None
+            if f.get("causal", 0):
+                q_pos = self.P + np.arange(rows)[:, None] % groups
+                valid = np.arange(k)[None, :] <= q_pos
+            out_f16()[...] = U.softmax(a, imm, valid)
+            elements *= 2
+        elif mop == "rope":
+            if k % 2:
+                raise ProgramError("rope needs an even row length (head dimension)")
+            tokens = min(rows, groups)
+            table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
+                           f.get("b_stride", 0) or 2 * k, "rope table")
+            out_f16()[...] = U.rope(a, np.tile(table, (-(-rows // tokens), 1))[:rows])
+        elif mop == "quant":
+            if not f.get("out_abuf", 0):
+                raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
+            ab = core.bufs["abuf"]
+            q, s = U.quantize_rows(a)
+            _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
+                   "quant out")[...] = q
+            _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")[0] = s
+            elements *= 2
+        else:
+            raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
+                                          f"implemented by this target")
+        cc.misc_elements += elements
+
+
+def _copy_rows(buf, addr, stride, src):
+    rows, row_bytes = src.shape
+    if stride == row_bytes:
+        buf[addr:addr + rows * row_bytes] = src.reshape(-1) if src.flags.c_contiguous \
+            else np.ascontiguousarray(src).reshape(-1)
+    else:
+        np.lib.stride_tricks.as_strided(buf[addr:], (rows, row_bytes), (stride, 1))[...] = src
