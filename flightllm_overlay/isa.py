@@ -340,6 +340,9 @@ def image_table(head_words) -> list:
         raise IllegalInstructionError(f"instruction image version {w[1]} is not supported "
                                       f"(this simulator runs version {IMAGE_VERSION}); recompile")
     n = w[2]
+    if len(head_words) < IMAGE_HEADER_WORDS + 2 * n:
+        raise IllegalInstructionError(f"instruction image header announces {n} cores but its "
+                                      f"table is cut short at {len(head_words)} words; recompile")
     table = [(int(head_words[IMAGE_HEADER_WORDS + 2 * i]),
               int(head_words[IMAGE_HEADER_WORDS + 2 * i + 1])) for i in range(n)]
     for off, cnt in table:

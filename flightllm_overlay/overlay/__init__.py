@@ -1,0 +1,15 @@
+"""Drivers layer: FlightLLMOverlay (a pynq Overlay) and the DefaultIP drivers of its compute units."""
+import warnings
+
+with warnings.catch_warnings():       # pynq warns about the CPU on x86 at import: only that
+    warnings.filterwarnings("ignore", message="Pynq does not support the CPU Architecture",
+                            category=ResourceWarning)
+    import pynq  # noqa: F401
+
+from .drivers import (DEFAULT_TIMEOUT, DRIVERS, HLSKernel, MemoryControllerDriver, MISCDriver,
+                      MPEDriver, SchedulerDriver)
+from .overlay import DEFAULT_BITFILE, CoreStats, FlightLLMOverlay, RunStats, resolve_bitstream
+
+__all__ = ["DEFAULT_BITFILE", "DEFAULT_TIMEOUT", "DRIVERS", "CoreStats", "FlightLLMOverlay",
+           "HLSKernel", "MemoryControllerDriver", "MISCDriver", "MPEDriver", "RunStats",
+           "SchedulerDriver", "resolve_bitstream"]

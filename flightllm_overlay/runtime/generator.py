@@ -1,0 +1,182 @@
+"""Generator: prefill then decode on the accelerator, sampling and streaming tokens as they come."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import ContextLengthError
+from .sampling import SamplingParams, sample
+from .session import Session
+
+
+@dataclass
+class Token:
+    """One generated token: its id and the text it adds (may be empty mid-character)."""
+
+    id: int
+    text: str
+    index: int
+
+
+@dataclass
+class GenerationStats:
+    """What one generate() call did, on the host and on the device."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    instructions: int = 0
+    macs: int = 0
+    hbm_bytes: int = 0
+    device_cycles: int = 0
+    runs: dict = field(default_factory=dict)
+    finish_reason: str = ""
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Host wall-clock decode rate (on the simulator: simulation speed, not U280 speed)."""
+        n = max(self.generated_tokens - 1, 0)
+        return n / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.prompt_tokens} prompt + {self.generated_tokens} generated tokens; "
+                f"prefill {self.prefill_seconds:.2f} s, decode {self.decode_tokens_per_second:.1f} "
+                f"tok/s (host); {self.instructions:,} instructions, {self.macs / 1e9:.2f} GMAC, "
+                f"{self.hbm_bytes / 2**20:.1f} MiB HBM traffic; stop: {self.finish_reason}")
+
+
+class Generator:
+    """Text generation with a compiled program on an overlay.
+
+    Parameters
+    ----------
+    session : Session
+        The program resident on an overlay (see `Generator.load` for the one-call way).
+    tokenizer : flightllm_overlay.model.Tokenizer
+    """
+
+    def __init__(self, session: Session, tokenizer):
+        self.session, self.tokenizer = session, tokenizer
+        self.stats = GenerationStats()
+        self._stop = threading.Event()
+
+    @classmethod
+    def load(cls, model=None, overlay=None, ctx: int | None = None, progress: bool = True):
+        """Load a checkpoint (default SmolLM2-135M-Instruct), compile it, put it on an overlay
+        (default: `FlightLLMOverlay()`, the simulated U280 when no card is present)."""
+        from ..compiler import compile_model
+        from ..model import load_checkpoint
+        from ..overlay import FlightLLMOverlay
+        ckpt = load_checkpoint(model)
+        program = compile_model(ckpt, ctx=ctx)
+        overlay = overlay or FlightLLMOverlay()
+        return cls(Session(overlay, program), ckpt.tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        return self.session.program.ctx
+
+    def stop(self) -> None:
+        """Ask a running generation to stop after the current token (thread-safe)."""
+        self._stop.set()
+
+    def encode_prompt(self, prompt, chat: bool = True, system: str | None = None) -> list:
+        if not isinstance(prompt, str):
+            return [int(t) for t in prompt]
+        if chat and self.tokenizer.chat_template is not None:
+            messages = ([{"role": "system", "content": system}] if system else []) + \
+                [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(prompt)
+
+    def prefill(self, ids: list) -> np.ndarray:
+        """Run the prompt through in chunks of the prefill step's rows; last row's logits."""
+        rows = self.session.program.step("prefill").rows
+        logits = None
+        for start in range(0, len(ids), rows):
+            logits = self.session.run("prefill", ids[start:start + rows], start)
+        return logits[-1]
+
+    def decode_one(self, token: int, pos: int) -> np.ndarray:
+        return self.session.run("decode", [token], pos)[-1]
+
+    def generate(self, prompt, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
+                 stop_ids=None, chat: bool = True, callback: Callable[[Token], None] | None = None,
+                 **sampling_kw) -> Iterator[Token]:
+        """Yield tokens as they are generated (also passed to `callback`).
+
+        `prompt` is text (wrapped in the chat template when `chat` and the model has one) or a
+        list of token ids.  Sampling: `sampling` or keywords temperature/top_k/top_p/seed.
+        """
+        sampling = sampling or SamplingParams(**sampling_kw)
+        ids = self.encode_prompt(prompt, chat)
+        ctx = self.context_length
+        if not ids:
+            raise ContextLengthError("the prompt is empty; give at least one token")
+        if len(ids) >= ctx:
+            raise ContextLengthError(f"the prompt has {len(ids)} tokens but the context holds "
+                                     f"{ctx} (prompt plus at least one new token); shorten it or "
+                                     f"compile with a larger context")
+        stop = set(self.tokenizer.stop_ids if stop_ids is None else stop_ids)
+        rng = np.random.default_rng(sampling.seed)
+        self._stop.clear()
+        st = self.stats = GenerationStats(prompt_tokens=len(ids))
+        before = _snapshot(self.session.stats)
+        decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
+        t0 = time.perf_counter()
+        logits = self.prefill(ids)
+        st.prefill_seconds = time.perf_counter() - t0
+        pos = len(ids)
+        t_dec = time.perf_counter()
+        reason = "length"
+        try:
+            for i in range(max_new_tokens):
+                tok = sample(logits, sampling, rng)
+                st.generated_tokens += 1
+                if tok in stop:
+                    reason = "stop token"
+                    break
+                token = Token(tok, decoder.push(tok), i)
+                if callback is not None:
+                    callback(token)
+                yield token
+                if self._stop.is_set():
+                    reason = "stopped"
+                    break
+                if pos >= ctx or i == max_new_tokens - 1:
+                    reason = "context full" if pos >= ctx else "length"
+                    break
+                logits = self.decode_one(tok, pos)
+                pos += 1
+            tail = decoder.flush()
+            if tail:
+                token = Token(-1, tail, st.generated_tokens)
+                if callback is not None:
+                    callback(token)
+                yield token
+        finally:
+            st.decode_seconds = time.perf_counter() - t_dec
+            st.finish_reason = reason
+            _accumulate(st, before, self.session.stats)
+
+    def generate_text(self, prompt, max_new_tokens: int = 128, **kw) -> str:
+        """The whole completion as one string."""
+        return "".join(t.text for t in self.generate(prompt, max_new_tokens, **kw))
+
+
+def _snapshot(s):
+    return (s.instructions, s.macs, s.hbm_bytes, s.device_cycles, dict(s.per_step))
+
+
+def _accumulate(st: GenerationStats, before, now) -> None:
+    st.instructions = now.instructions - before[0]
+    st.macs = now.macs - before[1]
+    st.hbm_bytes = now.hbm_bytes - before[2]
+    st.device_cycles = now.device_cycles - before[3]
+    st.runs = {k: v - before[4].get(k, 0) for k, v in now.per_step.items()}

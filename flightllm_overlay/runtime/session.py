@@ -1,0 +1,129 @@
+"""A compiled program made resident on an overlay: HBM/DDR buffers, one call per step, logits back.
+
+Only the overlay's drivers and pynq buffers are used here, so the same code runs on the
+simulated U280 and on a card.  Per step the host writes the new tokens' embeddings into each
+core's input region, syncs just that slice, runs the scheduler with pos/len, then syncs back just
+the logits slice of each core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pynq
+
+from ..compiler.program import Program
+from ..errors import ContextLengthError, DeviceError, FlightLLMError
+
+
+@dataclass
+class StepStats:
+    """Counters accumulated over runs (from the compute units' registers)."""
+
+    runs: int = 0
+    instructions: int = 0
+    macs: int = 0
+    hbm_bytes: int = 0
+    device_cycles: int = 0
+    per_step: dict = field(default_factory=dict)     # step name -> runs
+
+    def add(self, name: str, stats) -> None:
+        self.runs += 1
+        self.instructions += stats.instructions
+        self.macs += stats.macs
+        self.hbm_bytes += stats.hbm_bytes
+        self.device_cycles += stats.cycles
+        self.per_step[name] = self.per_step.get(name, 0) + 1
+
+
+class Session:
+    """`program` loaded on `overlay`; `run(step, token_ids, pos)` returns logits."""
+
+    def __init__(self, overlay, program: Program, timeout: float = 60.0):
+        if program.target != overlay.target.name:
+            raise DeviceError(f"program was compiled for target {program.target!r}; the overlay "
+                              f"is {overlay.target.name!r}: recompile for it")
+        self.overlay, self.program, self.timeout = overlay, program, timeout
+        self.stats = StepStats()
+        self._buffers = []
+        self.channels = {}
+        try:
+            for ch, size in sorted(program.channel_size.items()):
+                buf = self._alloc(size, self._bank(f"HBM{ch}"))
+                static = program.channel_static.get(ch)
+                buf[:] = 0
+                if static is not None:
+                    buf[:static.size] = static
+                buf.sync_to_device()
+                self.channels[ch] = buf
+            self.images = {}
+            insn_bank = self._bank(f"DDR{overlay.target.instruction_bank}")
+            for name, st in program.steps.items():
+                buf = self._alloc(st.image.nbytes, insn_bank)
+                buf[:] = st.image.view(np.uint8)
+                buf.sync_to_device()
+                self.images[name] = buf
+        except Exception:
+            self.close()
+            raise
+
+    def _bank(self, name):
+        try:
+            return getattr(self.overlay, name)
+        except AttributeError:
+            raise DeviceError(f"the overlay has no memory bank {name}; its banks are "
+                              f"{sorted(self.overlay.mem_dict)}") from None
+
+    def _alloc(self, nbytes, bank):
+        buf = pynq.allocate((int(nbytes),), np.uint8, target=bank)
+        self._buffers.append(buf)
+        return buf
+
+    def _region(self, ch: int, offset: int, nbytes: int):
+        return self.channels[ch][offset:offset + nbytes]
+
+    def run(self, step: str, token_ids, pos: int) -> np.ndarray:
+        """Run one step on `token_ids` placed at positions pos..; returns (rows, vocab) float32
+        logits: every row for a step compiled with all_logits, else the last row only."""
+        p = self.program
+        st = p.step(step)
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        n = ids.size
+        if not 1 <= n <= st.rows:
+            raise ContextLengthError(f"step {step!r} runs 1..{st.rows} tokens at a time, got {n}")
+        if pos + n > st.ctx:
+            raise ContextLengthError(f"positions {pos}..{pos + n - 1} exceed the program's "
+                                     f"context of {st.ctx} tokens; shorten the prompt or "
+                                     f"compile with a larger context")
+        if ids.min() < 0 or ids.max() >= p.vocab_size:
+            raise FlightLLMError(f"token id out of range 0..{p.vocab_size - 1}")
+        rows_in = np.zeros((p.rows, p.dim), np.float16)
+        rows_in[:n] = p.embedding[ids]
+        for io in p.io:
+            region = self._region(io.input_channel, io.input_offset, rows_in.nbytes)
+            region[:] = rows_in.view(np.uint8).reshape(-1)
+            region.sync_to_device()
+        stats = self.overlay.run(self.images[step], pos, n, self.channels, timeout=self.timeout)
+        self.stats.add(step, stats)
+        rows = n if st.all_logits else 1
+        logits = np.empty((rows, p.vocab_size), np.float32)
+        for io in p.io:
+            vc = io.vocab_stop - io.vocab_start
+            region = self._region(io.logits_channel, io.logits_offset, rows * vc * 2)
+            region.sync_from_device()
+            logits[:, io.vocab_start:io.vocab_stop] = np.asarray(region).view(np.float16).reshape(rows, vc)
+        return logits
+
+    def close(self) -> None:
+        for buf in self._buffers:
+            try:
+                buf.freebuffer()
+            except Exception:       # already freed: freeing twice is harmless here
+                pass
+        self._buffers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

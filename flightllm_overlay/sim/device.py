@@ -1,0 +1,375 @@
+"""The simulated Alveo U280: a pynq Device with register files per compute unit, device memory and the simulator.
+
+`SimulatedU280` registers itself with pynq's Device metaclass, so `pynq.Overlay(path,
+device=dev)` runs pynq's genuine path on it: `get_bitfile_metadata` (pynq's own XclBin parser),
+`download` (which calls `post_download`), register access through `read_registers` /
+`write_registers` (capability REGISTER_RW), `open_context` per CU and `get_memory` per bank.
+No FPGA is involved: the xclbin it loads is read for metadata only.
+
+Behaviour of the compute units (ap_ctrl_hs, see `hw/control.py`):
+
+- AP_START on an mpe/misc/memctrl CU starts it: it waits for work from the scheduler.
+- AP_START on the scheduler runs the program once every unit of every core has been started:
+  synchronously, through `FunctionalSimulator(target).run(memory, program_addr, params,
+  channel_base)`.  Until then the scheduler reports STALLED and never finishes, like hardware
+  whose instruction FIFOs nobody drains; `soft_reset` (or starting the missing units) ends that.
+- When the run ends, every CU shows AP_DONE|AP_IDLE|AP_READY and the counters are set.  A
+  FlightLLMError from the simulator ends the run with status ERROR, error_code/core/pc set and
+  the message kept for the driver (`last_error`); any other exception is a simulator bug: the
+  device records INTERNAL and re-raises it.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections import deque
+from pathlib import Path
+
+with warnings.catch_warnings():       # pynq warns about the CPU on x86 at import: only that
+    warnings.filterwarnings("ignore", message="Pynq does not support the CPU Architecture",
+                            category=ResourceWarning)
+    from pynq.pl_server.device import Device
+    from pynq._3rdparty import xclbin as X
+    from pynq.pl_server.xclbin_parser import XclBin
+
+from .. import config
+from ..errors import (AddressError, BitstreamError, DeviceError, FlightLLMError,
+                      IllegalInstructionError, ProgramError)
+from ..hw import control as C
+from ..hw.design import BlockDesign, build_design, kernel_vlnv
+from ..hw.regfile import RegisterAccess, RegisterFile
+from .memory import DeviceMemory, SimMemoryBank
+from .xclbin import build_xclbin, is_metadata_only, section_kinds, sim_device_name
+
+__all__ = ["RegisterAccess", "SimulatedU280"]
+_OUR_VLNVS = {kernel_vlnv(k) for k in ("scheduler", "mpe", "misc", "memctrl")}
+_MPE_UNITS, _MISC_UNITS = ("MM", "MV"), ("MISC",)
+
+
+def _default_simulator_factory(target):
+    from .functional import FunctionalSimulator       # lazily: the simulator is heavy
+    return FunctionalSimulator(target)
+
+
+class SimulatedU280(Device):
+    """A simulated Alveo U280 card running the FlightLLM design; no FPGA involved.
+
+    Parameters
+    ----------
+    target : str or config.Target
+        Hardware target whose block design the card carries (default ``u280``).
+    simulator_factory : callable, optional
+        ``factory(target)`` returning an object with ``run(memory, program_addr, params,
+        channel_base)``; default `flightllm_overlay.sim.functional.FunctionalSimulator`.
+    index : int
+        Index used in the device tag.
+    """
+
+    _probe_priority_ = 300
+    is_simulated = True
+
+    @classmethod
+    def _probe_(cls):
+        forced = os.environ.get("FLIGHTLLM_SIMULATOR")
+        if forced == "0" or (forced != "1" and _real_card_present()):
+            return []
+        return [cls()]
+
+    def __init__(self, target="u280", simulator_factory=None, index: int = 0):
+        self.target = config.load_target(target) if isinstance(target, str) else target
+        self.design: BlockDesign = build_design(self.target)
+        super().__init__(f"{self.name}{index}")
+        self.capabilities = {"REGISTER_RW": True}
+        self.simulator_factory = simulator_factory or _default_simulator_factory
+        self._simulator = None
+        self.register_log = deque(maxlen=100_000)
+        self._cus, self._last_error, self.contexts = {}, {}, {}
+        self.bitfile_name, self.timestamp, self.loaded_metadata_only = "", "", None
+        fresh = XclBin(xclbin_data=bytearray(build_xclbin(self.design)))
+        self.ip_dict, self.mem_dict, self.clock_dict = {}, fresh.mem_dict, fresh.clock_dict
+        self.memory = DeviceMemory.from_mem_dict(self.mem_dict)
+
+    @property
+    def name(self) -> str:
+        return sim_device_name(self.design)
+
+    def __repr__(self):
+        return f"<SimulatedU280 {self.name}: simulated {self.target.board}, no FPGA>"
+
+    @property
+    def clocks(self) -> dict:
+        return {k: {"frequency": v["frequency"]} for k, v in self.clock_dict.items()}
+
+    # -- bitstream ---------------------------------------------------------------------------------
+    def get_bitfile_metadata(self, bitfile_name, partial=False):
+        if partial:
+            raise BitstreamError("the simulated U280 has no partial reconfiguration regions")
+        kinds = section_kinds(_read(bitfile_name))
+        if X.AXLF_SECTION_KIND.EMBEDDED_METADATA not in kinds:
+            raise BitstreamError(f"{bitfile_name} has no EMBEDDED_METADATA section, so its kernels "
+                                 f"cannot be known; use an xclbin produced by v++ or by "
+                                 f"flightllm_overlay.sim.xclbin")
+        return XclBin(bitfile_name)
+
+    def gen_cache(self, bitstream, parser=None):
+        pass
+
+    def download(self, bitstream, parser=None):
+        data = _read(bitstream.bitfile_name)
+        parser = parser or self.get_bitfile_metadata(bitstream.bitfile_name)
+        self._check_design(parser)
+        memory = DeviceMemory.from_mem_dict(parser.mem_dict)
+        if memory.layout() != self.memory.layout():
+            live = sum(len(b.allocations) for b in self.memory.banks.values())
+            if live:
+                raise BitstreamError(f"{bitstream.bitfile_name} has another memory topology and "
+                                     f"{live} buffers are still allocated: free them first")
+            self.memory = memory
+        self._cus = {}
+        for name, d in sorted(parser.ip_dict.items(), key=lambda kv: kv[1]["phys_addr"]):
+            unit = self.design.cu(name) if d["type"] in _OUR_VLNVS else None
+            self._cus[name] = RegisterFile(name, d["phys_addr"], d["addr_range"], unit,
+                                           self._start, self._log, self._on_write)
+        self.loaded_metadata_only = is_metadata_only(data)
+        self._last_error.clear()
+        self.post_download(bitstream, parser)
+
+    def _check_design(self, parser):
+        for mem in self.design.memories:
+            got = parser.mem_dict.get(mem.tag, {})
+            if (got.get("base_address"), got.get("size")) != (mem.base_address, mem.size):
+                raise BitstreamError(
+                    f"{mem.tag} is at {got.get('base_address')} with {got.get('size')} bytes in "
+                    f"this xclbin but at 0x{mem.base_address:x} with {mem.size} bytes in the "
+                    f"design of target {self.target.name}: load an xclbin built for this target")
+        for name, d in parser.ip_dict.items():
+            if d["type"] not in _OUR_VLNVS:
+                continue
+            unit = self.design.cu(name)
+            for reg in unit.registers:
+                got = d["registers"].get(reg.name, {})
+                want_mem = unit.port(reg.port).memory if reg.is_pointer else None
+                if got.get("address_offset") != reg.offset or got.get("memory") != want_mem:
+                    raise BitstreamError(
+                        f"{name}.{reg.name} is at offset {got.get('address_offset')} wired to "
+                        f"{got.get('memory')} in this xclbin but at 0x{reg.offset:x} wired to "
+                        f"{want_mem} in hw/design.py: rebuild the xclbin from the same design")
+
+    # -- registers ---------------------------------------------------------------------------------
+    def read_registers(self, address, length):
+        cu, off = self._locate(address, length)
+        return b"".join(struct.pack("<I", cu.read(off + i)) for i in range(0, length, 4))
+
+    def write_registers(self, address, data):
+        data = bytes(data)
+        cu, off = self._locate(address, len(data))
+        for i, (word,) in enumerate(struct.iter_unpack("<I", data)):
+            cu.write(off + 4 * i, word)
+
+    def _locate(self, address: int, length: int):
+        if not self._cus:
+            raise DeviceError("no design is loaded on the simulated U280: create the overlay "
+                              "with download=True, e.g. pynq.Overlay(path, device=dev)")
+        if address % 4 or length % 4:
+            raise DeviceError(f"register access at 0x{address:x} of {length} bytes is not made "
+                              f"of aligned 32-bit words")
+        for cu in self._cus.values():
+            if cu.base <= address and address + length <= cu.base + cu.size:
+                return cu, address - cu.base
+        raise DeviceError(f"no compute unit answers at 0x{address:x}; CUs: "
+                          + ", ".join(f"{c.name}@0x{c.base:x}" for c in self._cus.values()))
+
+    def _log(self, access: RegisterAccess):
+        self.register_log.append(access)
+
+    def open_context(self, description, shared=True):
+        self.contexts[description["fullpath"]] = shared
+        return description["cu_index"]
+
+    def last_error(self, cu: str = "scheduler") -> str | None:
+        """Message of the error that stopped the last run of `cu` (None if it did not fail)."""
+        return self._last_error.get(cu)
+
+    # -- memory ------------------------------------------------------------------------------------
+    def get_memory(self, desc):
+        if desc.get("streaming"):
+            raise DeviceError(f"{desc['tag']} is a stream, not a memory bank")
+        return SimMemoryBank(self, desc)
+
+    def get_memory_by_name(self, name: str):
+        for tag, desc in self.mem_dict.items():
+            if name in (tag, tag.replace("[", "").replace("]", "")):
+                return self.get_memory(desc)
+        raise DeviceError(f"the simulated U280 has no memory bank {name!r}; banks are "
+                          f"{list(self.mem_dict)}")
+
+    def get_memory_by_idx(self, idx: int):
+        for desc in self.mem_dict.values():
+            if desc["idx"] == idx:
+                return self.get_memory(desc)
+        raise DeviceError(f"the simulated U280 has no memory bank with index {idx}")
+
+    @property
+    def default_memory(self):
+        used = [d for d in self.mem_dict.values() if d["used"] and not d.get("streaming")]
+        if len(used) != 1:
+            raise DeviceError(f"the design uses {len(used)} memory banks, so there is no default: "
+                              f"allocate with pynq.allocate(shape, dtype, target=ol.HBM0) or "
+                              f"dev.allocate(shape, dtype, bank='HBM[0]')")
+        return self.get_memory(used[0])
+
+    def allocate(self, shape, dtype="u4", bank: str | None = None, **kwargs):
+        """Allocate a buffer in `bank` (e.g. ``"HBM[4]"`` or ``"HBM4"``)."""
+        memory = self.get_memory_by_name(bank) if bank else self.default_memory
+        return memory.allocate(shape, dtype, **kwargs)
+
+    def allocate_device(self, tag: str, nbytes: int):
+        if not self.mem_dict.get(tag, {}).get("used"):
+            used = [t for t, d in self.mem_dict.items() if d["used"]]
+            raise DeviceError(f"{tag} is not connected to any compute unit of the loaded design "
+                              f"(used=0 in its MEM_TOPOLOGY), so it cannot hold buffers; use one "
+                              f"of {used}")
+        return self.memory.bank(tag).allocate(nbytes)
+
+    def free_buffer(self, alloc):
+        alloc.bank.free(alloc)
+
+    def flush(self, bo, offset, ptr, size):
+        DeviceMemory.sync(bo, offset, size, to_device=True)
+
+    def invalidate(self, bo, offset, ptr, size):
+        DeviceMemory.sync(bo, offset, size, to_device=False)
+
+    # -- compute units -----------------------------------------------------------------------------
+    def _units(self):
+        return [self._cus[u.instance] for c in range(self.design.cores) for u in self.design.units(c)
+                if u.instance in self._cus]
+
+    def _start(self, cu: RegisterFile):
+        if cu.unit is None:                        # not ours: finishes at once
+            cu.finish()
+            return
+        self._try_run()
+
+    def _on_write(self, cu: RegisterFile, name: str, value: int) -> bool:
+        if cu.name == "scheduler" and name == "soft_reset":
+            if value & C.SOFT_RESET:
+                self._soft_reset()
+            return True                              # self-clearing: nothing stored
+        return False
+
+    def _try_run(self):
+        sched = self._cus.get("scheduler")
+        if sched is None or not sched.started or sched.get("status") == C.SchedulerStatus.RUNNING:
+            return
+        missing = [u for u in self._units() if not u.started]
+        if len(self._units()) < 3 * self.design.cores:
+            missing = missing or [None]
+        if missing:
+            sched.set("status", C.SchedulerStatus.STALLED)
+            sched.set("error_code", C.ErrorCode.UNIT_NOT_STARTED)
+            sched.set("error_core", missing[0].core if missing[0] else C.UNKNOWN)
+            sched.set("error_pc", C.UNKNOWN)
+            return
+        self._run(sched)
+
+    def _run(self, sched: RegisterFile):
+        for name in ("error_code", "error_core", "error_pc", "cycles_lo", "cycles_hi",
+                     "insns_lo", "insns_hi"):
+            sched.set(name, 0)
+        sched.set("status", C.SchedulerStatus.RUNNING)
+        self._last_error.pop("scheduler", None)
+        try:
+            program = sched.get("program")
+            instr = self.design.memory(self.design.scheduler.port("m_axi_instr").memory)
+            if not instr.contains(program):
+                raise AddressError(f"scheduler.program = 0x{program:x} is outside {instr.tag}, the "
+                                   f"bank its port m_axi_instr is wired to: put the program in a "
+                                   f"buffer allocated in {instr.tag}")
+            channel_base = self._channel_base()
+            if self._simulator is None:
+                self._simulator = self.simulator_factory(self.target)
+            counters = self._simulator.run(self.memory, program_addr=program,
+                                           params={"pos": sched.get("pos"), "len": sched.get("len")},
+                                           channel_base=channel_base)
+        except FlightLLMError as exc:
+            self._fail(sched, exc)
+            return
+        except Exception as exc:
+            self._fail(sched, exc)
+            raise
+        self._store_counters(sched, counters)
+        sched.set("status", C.SchedulerStatus.DONE)
+        for cu in self._units() + [sched]:
+            cu.finish()
+
+    def _channel_base(self) -> dict:
+        base = {}
+        for c, channels in enumerate(self.design.core_channels):
+            unit, cu = self.design.cu(f"memctrl_{c}"), self._cus[f"memctrl_{c}"]
+            for k, channel in enumerate(channels):
+                reg = unit.register(f"hbm{k}")
+                ptr, mem = cu.get(reg.name), self.design.memory(unit.port(reg.port).memory)
+                if mem.contains(ptr):
+                    base[channel] = ptr
+                elif ptr:
+                    other = self.design.memory_at(ptr)
+                    exc = AddressError(
+                        f"memctrl_{c}.{reg.name} = 0x{ptr:x} lies in "
+                        f"{other.tag if other else 'no memory bank'}, but port {reg.port} is wired "
+                        f"to {mem.tag} (HBM channel {channel}): bind a buffer allocated in {mem.tag}")
+                    exc.core, exc.pc = c, None
+                    raise exc
+        return base
+
+    def _fail(self, sched: RegisterFile, exc: BaseException):
+        code = (C.ErrorCode.ILLEGAL_INSTRUCTION if isinstance(exc, IllegalInstructionError) else
+                C.ErrorCode.ADDRESS if isinstance(exc, AddressError) else
+                C.ErrorCode.PROGRAM if isinstance(exc, ProgramError) else C.ErrorCode.INTERNAL)
+        core, pc = getattr(exc, "core", None), getattr(exc, "pc", None)
+        sched.set("status", C.SchedulerStatus.ERROR)
+        sched.set("error_code", code)
+        sched.set("error_core", C.UNKNOWN if core is None else int(core))
+        sched.set("error_pc", C.UNKNOWN if pc is None else int(pc))
+        self._last_error["scheduler"] = f"{type(exc).__name__}: {exc}"
+        for cu in self._units() + [sched]:
+            cu.finish()
+
+    def _store_counters(self, sched: RegisterFile, counters):
+        per_core = list(counters.per_core)
+        read, written = dict(counters.hbm_read), dict(counters.hbm_written)
+        sched.set_counter("cycles", getattr(counters, "cycles", 0) or 0)
+        sched.set_counter("insns", sum(sum(pc.instructions.values()) for pc in per_core))
+        for c, pc in enumerate(per_core):
+            mpe, misc, mem = (self._cus[u.instance] for u in self.design.units(c))
+            mpe.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MPE_UNITS))
+            mpe.set_counter("macs", pc.macs)
+            misc.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MISC_UNITS))
+            misc.set_counter("elements", pc.misc_elements)
+            channels = self.design.core_channels[c]
+            mem.set_counter("bytes_read", sum(read.get(ch, 0) for ch in channels))
+            mem.set_counter("bytes_written", sum(written.get(ch, 0) for ch in channels))
+
+    def _soft_reset(self):
+        for cu in self._cus.values():
+            cu.reset(keep_args=True)
+        self._last_error.clear()
+
+
+def _read(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _real_card_present() -> bool:
+    """True when XRT is sourced and reports at least one card (then the simulator stays out)."""
+    if not os.environ.get("XILINX_XRT"):
+        return False
+    try:
+        import pyxrt
+        return int(pyxrt.enumerate_devices()) > 0
+    except Exception:                        # no pyxrt, or XRT without a card: no real device
+        return False
