@@ -114,7 +114,7 @@ def cmd_info(args) -> int:
     for name, mem in sorted(ol.mem_dict.items(), key=lambda kv: kv[1].get("base_address", 0)):
         if mem.get("used"):
             print(f"  {name:10s} base {mem.get('base_address', 0):#014x} size "
-                  f"{mem.get('size', 0) // 1024} MiB")
+                  f"{mem.get('size', 0) // 2**20} MiB")
     return 0
 
 

@@ -80,6 +80,20 @@ def resolve_bitstream(bitfile_name: str, device) -> str:
     return name                                       # pynq: working dir, pynq.overlays entries
 
 
+def default_device():
+    """pynq's active device: a card when XRT finds one, else the simulated U280.
+
+    Importing `sim.device` registers `SimulatedU280` with pynq's Device metaclass.  pynq caches
+    its device list on first use, so if that happened before the import (empty list), the
+    simulated device is made directly.
+    """
+    from ..sim.device import SimulatedU280
+    try:
+        return Device.active_device
+    except RuntimeError:
+        return SimulatedU280()
+
+
 class FlightLLMOverlay(Overlay):
     """The FlightLLM accelerator as a pynq Overlay: scheduler, and per core mpe, misc, memctrl.
 
@@ -100,7 +114,7 @@ class FlightLLMOverlay(Overlay):
     def __init__(self, bitfile_name: str = DEFAULT_BITFILE, device=None, download: bool = True,
                  ignore_version: bool = False, target: str = "u280",
                  timeout: float = DEFAULT_TIMEOUT):
-        device = device if device is not None else Device.active_device
+        device = device if device is not None else default_device()
         # pynq's Overlay.__getattr__ needs a loaded bitstream, so set ours before super().__init__
         self.target = config.load_target(target)
         self.design = getattr(device, "design", None) or build_design(self.target)
