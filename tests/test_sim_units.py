@@ -295,3 +295,20 @@ def test_quantize_weight_per_output_channel():
     assert q.dtype == np.int8 and scale[2] == 1.0 and not q[2].any()
     assert (np.abs(q.astype(np.int32)).max(axis=1)[[0, 1, 3, 4]] == 127).all()
     assert (np.abs(q * scale[:, None] - w) <= scale[:, None] * (0.5 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("k", [7, 1024, 1025, 3000])
+def test_mpe_fast_path_equals_the_definition(k):
+    """The simulator's fused MPE path gives the bits of epilogue(int_matmul(...))."""
+    rng = np.random.default_rng(k)
+    a = rng.integers(-128, 128, (5, k)).astype(np.int8)
+    w = rng.integers(-128, 128, (9, k)).astype(np.int8)
+    a_scale = rng.uniform(1e-4, 1e-1, 5).astype(np.float32)
+    w_scale = rng.uniform(1e-4, 1e-1, 9).astype(np.float32)
+    w_t = np.ascontiguousarray(w.T.astype(np.float32))
+    want = U.mpe_epilogue(U.int_matmul(a, w_t), a_scale, w_scale)
+    got = U.mpe_fast(a, w_t, a_scale, w_scale).astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    got = U.mpe_fast(a, w_t, a_scale, None).astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16),
+                                  U.mpe_epilogue(U.int_matmul(a, w_t), a_scale, None).view(np.uint16))

@@ -62,12 +62,12 @@ class StepCodegen:
         self.O = g.alloc(T * dim * 2, "o_proj / down_proj output")
         r2 = max(2 * nk * T * self.d * 2 + nq * T * self.d * 2, 2 * T * ffn_c * 2)
         self.R2 = g.alloc(r2, "q/k/v or gate/up")
-        self.Q = self.R2
-        self.K = self.Q + nq * T * self.d * 2
-        self.V = self.K + nk * T * self.d * 2
-        self.GATE, self.UP = self.R2, self.R2 + T * ffn_c * 2
-        self.lg_cols = 0
-        r1 = max(T * ctx * 2, T * a.hidden_dim * 2)
+        self.Q = self.R2                        # then K, then V: per core (its head counts)
+        self.GATE = self.R2                     # UP follows GATE; per core (its FFN slice)
+        # One attention pass covers a whole query group when a step has one row (decode):
+        # rows (g, t) are then also token-major, so the PV output lands in place.
+        self.att_rows = plan.group if T == 1 else T
+        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2)
         self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
         self.RT = g.alloc(T * self.d * 2, "rope table rows")
@@ -77,14 +77,10 @@ class StepCodegen:
         kmax = max(dim, hd, a.hidden_dim)
         self.HQ = ab.alloc(T * kmax, "quantised activations")
         self.HS = ab.alloc(4 * T, "activation scales")
-        self.QQ = ab.alloc(nq * T * self.d, "quantised q")
-        self.QS = ab.alloc(4 * nq * T, "q scales")
-        self.KQ = ab.alloc(nk * T * self.d, "quantised k")
-        self.KS = ab.alloc(4 * nk * T, "k scales")
-        self.VQ = ab.alloc(nk * T * self.d, "quantised v")
-        self.VS = ab.alloc(4 * nk * T, "v scales")
-        self.PQ = ab.alloc(T * ctx, "quantised probabilities")
-        self.PS = ab.alloc(4 * T, "probability scales")
+        self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
+        self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
+        self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
+        self.PS = ab.alloc(4 * self.att_rows, "probability scales")
         self.mpe_op = "MV" if T <= 16 else "MM"
 
     # -- emit helpers -----------------------------------------------------------------------------
@@ -119,16 +115,22 @@ class StepCodegen:
             g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
             s.append(Instruction(op, m=mm, **g))
 
-    def _linear(self, s, tiles, a_addr, k, out_addr, out_stride, rows):
-        """out[:, tile rows] = A (rows x k at a_addr, scales HS) x tile^T, ping-ponging the
-        weight buffer halves."""
+    def _linear(self, s, tiles, a_addr, k, rows, segments):
+        """MPE over weight tiles (ping-ponging the weight-buffer halves): rows [r0, r1) of the
+        (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
+        in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS."""
         for tile in tiles:
             half = self._next_half()
             nbytes = tile.rows * k
             self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
-            self._mpe(s, rows, n=tile.rows, k=k, a_addr=a_addr, a_scale=self.HS,
-                      a_stride=k, w_addr=half, w_scale=half + nbytes, w_stride=k,
-                      out_addr=out_addr + 2 * tile.row0, out_stride=out_stride)
+            t0, t1 = tile.row0, tile.row0 + tile.rows
+            for r0, r1, out, stride in segments:
+                lo, hi = max(r0, t0), min(r1, t1)
+                if lo >= hi:
+                    continue
+                self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
+                          w_addr=half + (lo - t0) * k, w_scale=half + nbytes + 4 * (lo - t0),
+                          w_stride=k, out_addr=out + 2 * (lo - r0), out_stride=stride)
 
     def _next_half(self):
         self._half = 1 - getattr(self, "_half", 1)
@@ -152,7 +154,6 @@ class StepCodegen:
         barrier = Instruction("SYS", op="barrier")
         self._ld(s, cp.input, "gbuf", self.X, T, dim * 2)
         self._ld(s, cp.rope, "gbuf", self.RT, T, d * 2, dyn="at_pos")
-        nq, nk = len(cp.q_heads), len(cp.kv_heads)
         q_ranges = [(c.index, (c.q_heads[0] * d, (c.q_heads[-1] + 1) * d) if c.q_heads else (0, 0))
                     for c in p.cores]
         o_ranges = [(c.index, c.o_rows) for c in p.cores]
@@ -164,49 +165,12 @@ class StepCodegen:
                        k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
                        imm=f32_bits(a.norm_eps))
             self._quant(s, self.H, T, dim, self.HQ, self.HS)
-            for name, base, heads in (("wq", self.Q, nq), ("wk", self.K, nk), ("wv", self.V, nk)):
-                for h in range(heads):
-                    self._linear(s, tiles[name][h], self.HQ, dim, base + h * T * d * 2, 2 * d, T)
-            if nq:
-                for base, heads in ((self.Q, nq), (self.K, nk)):
-                    self._misc(s, "rope", a_addr=base, b_addr=self.RT, out_addr=base,
-                               rows=heads * T, k=d, groups=T, a_stride=2 * d, b_stride=2 * d,
-                               out_stride=2 * d)
-                self._quant(s, self.Q, nq * T, d, self.QQ, self.QS)
-                self._quant(s, self.K, nk * T, d, self.KQ, self.KS)
-                self._quant(s, self.V, nk * T, d, self.VQ, self.VS)
-            for j in range(nk):
-                kv = cp.kv[li][j]
-                self._st(s, kv.k, "abuf", self.KQ + j * T * d, T, d, dyn="at_pos")
-                self._st(s, kv.k_scale, "abuf", self.KS + 4 * j * T, T, 4, dyn="at_pos")
-                self._st(s, kv.v, "abuf", self.VQ + j * T * d, T, d, dyn="at_pos")
-                self._st(s, kv.v_scale, "abuf", self.VS + 4 * j * T, T, 4, dyn="at_pos")
-                self._ld(s, kv.k, "wbuf", self.kc, C, d, dyn="history")
-                self._ld(s, kv.k_scale, "wbuf", self.kcs, C, 4, dyn="history")
-                self._ld(s, kv.v, "wbuf", self.vc, C, d, dyn="history")
-                self._ld(s, kv.v_scale, "gbuf", self.VSC, C, 4, dyn="history")
-                for g in range(self.p.group):
-                    hl = j * self.p.group + g                  # local q head
-                    h = cp.q_heads[hl]                         # global q head
-                    self._mpe(s, T, n=C, k=d, a_addr=self.QQ + hl * T * d,
-                              a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
-                              w_scale=self.kcs, w_stride=d, out_addr=self.S,
-                              out_stride=2 * C, dyn_n=1)
-                    self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=T, k=C,
-                               a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
-                               imm=f32_bits(softmax_scale(a)))
-                    self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S,
-                               rows=T, k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1,
-                               bcast_b=1, b_f32=1)
-                    self._quant(s, self.S, T, C, self.PQ, self.PS, a_stride=2 * C,
-                                out_stride=C, dyn_k=1)
-                    self._mpe(s, T, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
-                              w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1,
-                              dyn_k=1, out_addr=self.ATT + h * d * 2, out_stride=hd * 2)
+            self._attention(s, cp, li, tiles["wqkv"])
             s.append(barrier)
             self._exchange(s, cp, self.ATT, hd * 2, q_ranges)
             self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
-            self._linear(s, tiles["wo"], self.HQ, hd, self.O + 2 * cp.o_rows[0], 2 * dim, T)
+            self._linear(s, tiles["wo"], self.HQ, hd, T,
+                         [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
             s.append(barrier)
             self._exchange(s, cp, self.O, dim * 2, o_ranges)
             self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
@@ -217,19 +181,21 @@ class StepCodegen:
                        imm=f32_bits(a.norm_eps))
             self._quant(s, self.H, T, dim, self.HQ, self.HS)
             fc = cp.ffn_rows[1] - cp.ffn_rows[0]
-            self._linear(s, tiles["w_gate"], self.HQ, dim, self.GATE, 2 * fc, T)
-            self._linear(s, tiles["w_up"], self.HQ, dim, self.UP, 2 * fc, T)
+            up = self.GATE + T * fc * 2
+            self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
+                         [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
+                         [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)])
             if fc:
                 self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
                            a_stride=2 * fc, out_stride=2 * fc)
-                self._misc(s, "emul", a_addr=self.GATE, b_addr=self.UP,
+                self._misc(s, "emul", a_addr=self.GATE, b_addr=up,
                            out_addr=self.FF + 2 * cp.ffn_rows[0], rows=T, k=fc, a_stride=2 * fc,
                            b_stride=2 * fc, out_stride=2 * a.hidden_dim)
             s.append(barrier)
             self._exchange(s, cp, self.FF, a.hidden_dim * 2, f_ranges)
             self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
-            self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, self.O + 2 * cp.o_rows[0],
-                         2 * dim, T)
+            self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
+                         [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
             s.append(barrier)
             self._exchange(s, cp, self.O, dim * 2, o_ranges)
             self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
@@ -237,6 +203,55 @@ class StepCodegen:
         self._head(s, cp)
         s.append(Instruction("SYS", op="end"))
         return insert_tokens(s, C)
+
+    def _attention(self, s, cp, li, wqkv):
+        """q/k/v projections, RoPE, KV-cache append and attention for this core's heads."""
+        a, d, T, C, G = self.a, self.d, self.T, self.C, self.p.group
+        dim, hd = a.dim, a.n_heads * a.head_dim
+        nq, nk = len(cp.q_heads), len(cp.kv_heads)
+        if not nk:
+            return
+        K, V = self.Q + nq * T * d * 2, self.Q + (nq + nk) * T * d * 2
+        if T == 1:              # head-major equals token-major: one segment for q, k and v
+            segments = [(0, (nq + 2 * nk) * d, self.Q, 2 * (nq + 2 * nk) * d)]
+        else:                   # each head's rows to its own (T, d) block
+            segments = [(h * d, (h + 1) * d, self.Q + h * T * d * 2, 2 * d)
+                        for h in range(nq + 2 * nk)]
+        self._linear(s, wqkv, self.HQ, dim, T, segments)
+        self._misc(s, "rope", a_addr=self.Q, b_addr=self.RT, out_addr=self.Q,
+                   rows=(nq + nk) * T, k=d, groups=T, a_stride=2 * d, b_stride=2 * d,
+                   out_stride=2 * d)
+        self._quant(s, self.Q, (nq + 2 * nk) * T, d, self.QQ, self.QS)
+        KQ, VQ = self.QQ + nq * T * d, self.QQ + (nq + nk) * T * d
+        KS, VS = self.QS + 4 * nq * T, self.QS + 4 * (nq + nk) * T
+        R = self.att_rows
+        for j in range(nk):
+            kv = cp.kv[li][j]
+            self._st(s, kv.k, "abuf", KQ + j * T * d, T, d, dyn="at_pos")
+            self._st(s, kv.k_scale, "abuf", KS + 4 * j * T, T, 4, dyn="at_pos")
+            self._st(s, kv.v, "abuf", VQ + j * T * d, T, d, dyn="at_pos")
+            self._st(s, kv.v_scale, "abuf", VS + 4 * j * T, T, 4, dyn="at_pos")
+            self._ld(s, kv.k, "wbuf", self.kc, C, d, dyn="history")
+            self._ld(s, kv.k_scale, "wbuf", self.kcs, C, 4, dyn="history")
+            self._ld(s, kv.v, "wbuf", self.vc, C, d, dyn="history")
+            self._ld(s, kv.v_scale, "gbuf", self.VSC, C, 4, dyn="history")
+            for g0 in range(0, G, R // T):
+                hl = j * G + g0                            # first local q head of this pass
+                h = cp.q_heads[hl]                         # its global index
+                self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
+                          a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
+                          w_scale=self.kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
+                          dyn_n=1)
+                self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=R, k=C,
+                           a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
+                           imm=f32_bits(softmax_scale(a)))
+                self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S, rows=R,
+                           k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
+                self._quant(s, self.S, R, C, self.PQ, self.PS, a_stride=2 * C, out_stride=C,
+                            dyn_k=1)
+                self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
+                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1,
+                          out_addr=self.ATT + h * d * 2, out_stride=(2 * d if T == 1 else hd * 2))
 
     def _head(self, s, cp):
         a, T, dim = self.a, self.T, self.a.dim
@@ -252,15 +267,15 @@ class StepCodegen:
                    imm=f32_bits(a.norm_eps))
         self._quant(s, self.H, rows, dim, self.HQ, self.HS)
         vc = cp.vocab_rows[1] - cp.vocab_rows[0]
+        cols_max = self.r1_bytes // (2 * rows) // 16 * 16
         for tile in cp.lm_head:
             half = self._next_half()
             nbytes = tile.rows * dim
             self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
-            cols = tile.rows
-            if rows * cols * 2 > self.FF - self.R1 + max(T * self.C * 2, T * a.hidden_dim * 2):
-                raise CompileError("logits tile does not fit the global buffer")
-            self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
-                      w_addr=half, w_scale=half + nbytes, w_stride=dim, out_addr=self.LG,
-                      out_stride=2 * cols)
-            self._st(s, cp.logits, "gbuf", self.LG, rows, 2 * cols, hbm_stride=2 * vc,
-                     dyn="step" if rows > 1 else "static", extra=2 * tile.row0)
+            for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
+                cols = min(cols_max, tile.rows - c0)
+                self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
+                          w_addr=half + c0 * dim, w_scale=half + nbytes + 4 * c0, w_stride=dim,
+                          out_addr=self.LG, out_stride=2 * cols)
+                self._st(s, cp.logits, "gbuf", self.LG, rows, 2 * cols, hbm_stride=2 * vc,
+                         dyn="step" if rows > 1 else "static", extra=2 * (tile.row0 + c0))

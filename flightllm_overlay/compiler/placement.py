@@ -44,7 +44,7 @@ class CorePlan:
     o_rows: tuple                    # (start, stop) of dim for o_proj and down_proj outputs
     ffn_rows: tuple                  # (start, stop) of the FFN hidden dimension
     vocab_rows: tuple                # (start, stop) of the vocabulary for lm_head
-    layers: list = None              # per layer: {"wq": [[Tile] per local q head], ...}
+    layers: list = None              # per layer: {"wqkv", "wo", "w_gate_up", "w_down": [Tile]}
     lm_head: list = None
     norms: list = None               # per layer: Region f16 (2, dim): attn gain, ffn gain
     final_norm: Region = None
@@ -96,6 +96,14 @@ class Placement:
             tiles.append(Tile(region, r0 - start, r1 - r0, k))
         return tiles
 
+    def _fused(self, core: int, pieces: list) -> list:
+        """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix."""
+        if not pieces:
+            return []
+        q = np.concatenate([w[0][r0:r1] for w, r0, r1 in pieces])
+        scale = np.concatenate([w[1][r0:r1] for w, r0, r1 in pieces])
+        return self._tiles(core, q, scale, 0, q.shape[0])
+
     def _place_static(self, qm: QuantizedModel) -> None:
         a, d = self.args, self.args.head_dim
         table = rope_table(a, self.ctx)
@@ -106,14 +114,15 @@ class Placement:
             cp.layers, cp.norms = [], []
             for layer in qm.layers:
                 tiles = {}
-                for name, heads in (("wq", cp.q_heads), ("wk", cp.kv_heads), ("wv", cp.kv_heads)):
-                    q, s = layer[name]
-                    tiles[name] = [self._tiles(c, q, s, h * d, (h + 1) * d) for h in heads]
+                # q rows of this core's heads, then its k rows, then v rows: one fused matrix,
+                # so that a decode step loads it with one LD and multiplies it with one MV.
+                tiles["wqkv"] = self._fused(c, [
+                    (layer[n], hs[0] * d, (hs[-1] + 1) * d) for n, hs in
+                    (("wq", cp.q_heads), ("wk", cp.kv_heads), ("wv", cp.kv_heads)) if hs])
                 q, s = layer["wo"]
                 tiles["wo"] = self._tiles(c, q, s, *cp.o_rows)
-                for name in ("w_gate", "w_up"):
-                    q, s = layer[name]
-                    tiles[name] = self._tiles(c, q, s, *cp.ffn_rows)
+                tiles["w_gate_up"] = self._fused(c, [(layer["w_gate"], *cp.ffn_rows),
+                                                     (layer["w_up"], *cp.ffn_rows)])
                 q, s = layer["w_down"]
                 tiles["w_down"] = self._tiles(c, q, s, *cp.o_rows)
                 cp.layers.append(tiles)

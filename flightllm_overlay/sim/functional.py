@@ -90,6 +90,14 @@ class _Core:
                 keep.append((t0, t1, snap))
         self.wtags = keep
 
+    def replace_tags(self, start: int, end: int, snap) -> None:
+        """A new lazy load of [start, end): drops tags it covers, materialises partial ones."""
+        if any(t0 < end and start < t1 and not (start <= t0 and t1 <= end)
+               for t0, t1, _ in self.wtags):
+            self.materialize(start, end)
+        self.wtags = [t for t in self.wtags if not (t[0] < end and start < t[1])]
+        self.wtags.append((start, end, snap))
+
     def find_tag(self, start: int, end: int):
         for t0, t1, snap in self.wtags:
             if t0 <= start and end <= t1:
@@ -107,8 +115,28 @@ def _region(buf: np.ndarray, addr: int, rows: int, row_bytes: int, stride: int, 
     return end
 
 
+_VIEWS = {}
+
+
 def _array(buf, addr, rows, cols, dtype, stride, what):
-    """A (rows, cols) view of `dtype` elements at byte `addr` with byte row `stride`."""
+    """A (rows, cols) view of `dtype` elements at byte `addr` with byte row `stride` (cached:
+    the on-chip buffers live as long as the simulator, and programs reuse the same views)."""
+    key = (id(buf), addr, rows, cols, dtype.char, stride)
+    view = _VIEWS.get(key)
+    if view is not None and view.base is buf:
+        return view
+    if len(_VIEWS) > 200_000:
+        _VIEWS.clear()
+    view = _VIEWS[key] = _make_array(buf, addr, rows, cols, dtype, stride, what)
+    return view
+
+
+def _strided(buf, addr, rows, row_bytes, stride):
+    """(rows, row_bytes) uint8 view of `buf` from byte `addr` with row `stride` (no checks)."""
+    return np.ndarray((rows, row_bytes), np.uint8, buffer=buf, offset=addr, strides=(stride, 1))
+
+
+def _make_array(buf, addr, rows, cols, dtype, stride, what):
     item = dtype.itemsize
     if addr % item or (rows > 1 and stride % item):
         raise ProgramError(f"{what}: address {addr:#x} / stride {stride} not aligned to "
@@ -289,8 +317,7 @@ class _RunContext:
                                f"channel {ch} ({limit:#x} bytes)")
         phys = self.base[ch] + off
         view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
-        rows_view = np.lib.stride_tricks.as_strided(view, (rows, row_bytes), (stride, 1)) \
-            if rows else view.reshape(0, 0)
+        rows_view = _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
         return ch, phys, extent, rows_view
 
     def ld(self, core, f, cc, op):
@@ -310,8 +337,7 @@ class _RunContext:
             other = self.sim.cores[rc]
             if bname == "wbuf":
                 other.materialize(addr, end)
-            src = np.lib.stride_tricks.as_strided(other.bufs[bname][addr:], (rows, row_bytes),
-                                                  (bstride, 1))
+            src = _strided(other.bufs[bname], addr, rows, row_bytes, bstride)
             if bname == "wbuf":
                 core.materialize(addr, end)
             _copy_rows(buf, addr, bstride, src)
@@ -326,8 +352,8 @@ class _RunContext:
             if snap is None or snap.version != version:
                 snap = _Snapshot(version, np.ascontiguousarray(src).reshape(-1).copy())
                 self.sim._snapshots[key] = snap
-            core.materialize(addr, end)           # partially covered older tags keep their bytes
-            core.wtags.append((addr, end, snap))
+            core.replace_tags(addr, end, snap)
+
             return
         if bname == "wbuf":
             core.materialize(addr, end)
@@ -345,7 +371,7 @@ class _RunContext:
         if bname == "wbuf":
             core.materialize(addr, end)
         ch, phys, extent, dst = self._hbm(core, f, rows, off)
-        dst[...] = np.lib.stride_tricks.as_strided(buf[addr:], (rows, row_bytes), (bstride, 1))
+        dst[...] = _strided(buf, addr, rows, row_bytes, bstride)
         hw = self.counters.hbm_written
         hw[ch] = hw.get(ch, 0) + rows * row_bytes
         try:
@@ -389,10 +415,10 @@ class _RunContext:
             else:
                 t0, snap = core_tag
                 w_scale = snap.data[s_addr - t0:s_addr - t0 + 4 * n].view(_F32)
-        acc = U.int_matmul(a, w_t)
+        res = U.mpe_fast(a, w_t, a_scale, w_scale)
         out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
                      "MPE output")
-        out[...] = U.mpe_epilogue(acc, a_scale, w_scale)
+        out[...] = res
         cc.macs += m * n * k
 
     def _weights_t(self, core, addr, end, rows, cols, stride, wt):
@@ -487,4 +513,4 @@ def _copy_rows(buf, addr, stride, src):
         buf[addr:addr + rows * row_bytes] = src.reshape(-1) if src.flags.c_contiguous \
             else np.ascontiguousarray(src).reshape(-1)
     else:
-        np.lib.stride_tricks.as_strided(buf[addr:], (rows, row_bytes), (stride, 1))[...] = src
+        _strided(buf, addr, rows, row_bytes, stride)[...] = src

@@ -34,6 +34,23 @@ def int_matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     return acc
 
 
+def mpe_fp32_acc(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """fp32(acc) of the exact INT32 accumulator, without an INT32 round trip when K <= 1024
+    (the FP32 sum is then exact, so it already equals fp32(acc))."""
+    if a.shape[1] <= EXACT_F32_K:
+        return a.astype(F32) @ w_t
+    return int_matmul(a, w_t).astype(F32)
+
+
+def mpe_fast(a: np.ndarray, w_t: np.ndarray, a_scale: np.ndarray, w_scale) -> np.ndarray:
+    """MPE result, equal bit for bit to mpe_epilogue(int_matmul(a, w_t), a_scale, w_scale)."""
+    out = mpe_fp32_acc(a, w_t)
+    out *= a_scale[:, None]
+    if w_scale is not None:
+        out *= w_scale[None, :]
+    return out
+
+
 def mpe_epilogue(acc: np.ndarray, a_scale: np.ndarray, w_scale) -> np.ndarray:
     """FP16 output of the MPE: fp16((fp32(acc) * a_scale[m]) * w_scale[n])."""
     out = acc.astype(F32) * a_scale.astype(F32, copy=False)[:, None]
@@ -68,7 +85,7 @@ def silu(a):
 def rmsnorm(a, gamma, eps: float):
     """Two-phase: mean of squares in FP32, then x * rsqrt(ms + eps) * gamma, rounded once."""
     x = a.astype(F32)
-    ms = np.mean(x * x, axis=-1, keepdims=True, dtype=F32)
+    ms = np.einsum("ij,ij->i", x, x)[:, None] / F32(x.shape[-1])
     r = F32(1) / np.sqrt(ms + F32(eps))
     return (x * r * gamma.astype(F32)).astype(F16)
 
@@ -109,10 +126,13 @@ def quantize_rows(a):
     Returns (q int8 (R, K), scale float32 (R,)); q = clip(rint(fp32(x) / scale), -127, 127).
     """
     x = a.astype(F32)
-    amax = np.max(np.abs(x), axis=-1) if x.shape[-1] else np.zeros(x.shape[0], F32)
-    scale = np.where(amax > 0, amax / F32(QMAX), F32(1)).astype(F32)
-    q = np.clip(np.rint(x / scale[:, None]), -QMAX, QMAX).astype(np.int8)
-    return q, scale
+    amax = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[0], F32)
+    scale = amax / F32(QMAX)
+    scale[amax == 0] = 1
+    q = np.rint(x / scale[:, None], out=x)
+    np.minimum(q, QMAX, out=q)
+    np.maximum(q, -QMAX, out=q)
+    return q.astype(np.int8), scale
 
 
 def quantize_weight(w: np.ndarray):
