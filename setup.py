@@ -21,7 +21,6 @@ setup(
             "bitstreams/*.xclbin",
             "bitstreams/flightllm.xclbin.d/*",
             "src/*",
-            "notebooks/*.ipynb",
         ],
     },
     install_requires=[
@@ -43,6 +42,6 @@ setup(
     entry_points={
         "console_scripts": ["flightllm = flightllm_overlay.cli:main"],
         "pynq.overlays": ["flightllm = flightllm_overlay.bitstreams"],
-        "pynq.notebooks": ["flightllm = flightllm_overlay.notebooks"],
+        "pynq.lib": ["flightllm = flightllm_overlay.overlay.drivers"],
     },
 )

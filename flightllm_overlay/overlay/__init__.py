@@ -6,6 +6,7 @@ with warnings.catch_warnings():       # pynq warns about the CPU on x86 at impor
                             category=ResourceWarning)
     import pynq  # noqa: F401
 
+from ..sim import device as _sim_device  # noqa: F401  registers SimulatedU280 with pynq
 from .drivers import (DEFAULT_TIMEOUT, DRIVERS, HLSKernel, MemoryControllerDriver, MISCDriver,
                       MPEDriver, SchedulerDriver)
 from .overlay import DEFAULT_BITFILE, CoreStats, FlightLLMOverlay, RunStats, resolve_bitstream
