@@ -350,3 +350,21 @@ def test_register_log_records_every_transaction(load):
     m.read(C.CTRL)
     assert [(a.op, a.cu, a.name, a.value) for a in dev.register_log] == \
         [("W", "misc_0", "IER", 3), ("R", "misc_0", "CTRL", C.AP_IDLE)]
+
+
+def test_versions_are_per_page_so_kv_writes_keep_weight_caches(load):
+    """The simulator caches what it derives from weights by version; writes to another page of
+    the same buffer (the KV cache) must not change the weights' version, writes to it must."""
+    from flightllm_overlay.sim.memory import PAGE
+    dev = load(program=False)
+    buf = dev.allocate((3 * PAGE,), np.uint8, bank="HBM[0]")
+    base, mem = buf.device_address, dev.memory
+    weights = mem.version(base, PAGE)
+    mem.touch(base + 2 * PAGE + 10, 64)                  # the simulator writes the KV page
+    buf[2 * PAGE:2 * PAGE + 8] = 1
+    buf[2 * PAGE:2 * PAGE + 8].sync_to_device()          # the host syncs an I/O slice there
+    assert mem.version(base, PAGE) == weights
+    assert mem.version(base, 3 * PAGE) != weights        # a range spanning the page sees it
+    buf[5] = 7
+    buf[0:16].sync_to_device()
+    assert mem.version(base, PAGE) != weights
