@@ -81,22 +81,20 @@ class StepCodegen:
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
         self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
         self.PS = ab.alloc(4 * self.att_rows, "probability scales")
-        self.mpe_op = "MV" if T <= 16 else "MM"
 
     # -- emit helpers -----------------------------------------------------------------------------
-    def _ld(self, s, region, buf, addr, rows, row_bytes, hbm_stride=None, buf_stride=None,
-            dyn="static", extra=0):
-        s.append(Instruction("LD", buf=buf, dyn=dyn, channel=region.channel,
+    def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
+              buf_stride=None, dyn="static", extra=0):
+        s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel,
                              hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
                              row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
                              buf_stride=buf_stride or row_bytes))
 
-    def _st(self, s, region, buf, addr, rows, row_bytes, hbm_stride=None, buf_stride=None,
-            dyn="static", extra=0):
-        s.append(Instruction("ST", buf=buf, dyn=dyn, channel=region.channel,
-                             hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
-                             row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
-                             buf_stride=buf_stride or row_bytes))
+    def _ld(self, s, region, buf, addr, rows, row_bytes, **kw):
+        self._move("LD", s, region, buf, addr, rows, row_bytes, **kw)
+
+    def _st(self, s, region, buf, addr, rows, row_bytes, **kw):
+        self._move("ST", s, region, buf, addr, rows, row_bytes, **kw)
 
     def _misc(self, s, op, **f):
         s.append(Instruction("MISC", op=op, **f))

@@ -320,13 +320,18 @@ class _RunContext:
         rows_view = _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
         return ch, phys, extent, rows_view
 
-    def ld(self, core, f, cc, op):
+    def _move_operands(self, core, f, op):
+        """(rows, hbm offset, row bytes, buffer stride, buffer name, buffer, address, end)."""
         rows, off = self._dyn(f)
         row_bytes, bstride = f.get("row_bytes", 0), f.get("buf_stride", 0)
         bname = isa.BUFFERS[f.get("buf", 0)]
         buf = core.bufs[bname]
         addr = f.get("buf_addr", 0)
-        end = _region(buf, addr, rows, row_bytes, bstride, f"LD into {bname}")
+        end = _region(buf, addr, rows, row_bytes, bstride, f"{op} of {bname}")
+        return rows, off, row_bytes, bstride, bname, buf, addr, end
+
+    def ld(self, core, f, cc, op):
+        rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
         if not rows or not row_bytes:
             return
         if f.get("remote", 0):
@@ -353,19 +358,13 @@ class _RunContext:
                 snap = _Snapshot(version, np.ascontiguousarray(src).reshape(-1).copy())
                 self.sim._snapshots[key] = snap
             core.replace_tags(addr, end, snap)
-
             return
         if bname == "wbuf":
             core.materialize(addr, end)
         _copy_rows(buf, addr, bstride, src)
 
     def st(self, core, f, cc, op):
-        rows, off = self._dyn(f)
-        row_bytes, bstride = f.get("row_bytes", 0), f.get("buf_stride", 0)
-        bname = isa.BUFFERS[f.get("buf", 0)]
-        buf = core.bufs[bname]
-        addr = f.get("buf_addr", 0)
-        end = _region(buf, addr, rows, row_bytes, bstride, f"ST from {bname}")
+        rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
         if not rows or not row_bytes:
             return
         if bname == "wbuf":
