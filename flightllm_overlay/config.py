@@ -44,6 +44,9 @@ class Target:
     mv_macs_per_cycle: int       # per core
     misc_elements_per_cycle: int
     buffers: dict = field(hash=False)
+    mm_parallel: tuple = (128, 2, 16)    # (M, N, K) multiply-accumulates per cycle in MM mode
+    mv_parallel: tuple = (1, 64, 16)     # (M, N, K) in MV mode
+    timing: dict = field(default_factory=dict, hash=False, compare=False)
     hbm_channels: int = 32
     hbm_channel_bytes: int = 256 << 20
     hbm_channel_gbps: float = 14.375
@@ -96,6 +99,9 @@ def _build(raw: dict) -> Target:
             mv_macs_per_cycle=int(mpe["mv_macs_per_cycle"]),
             misc_elements_per_cycle=int(raw["misc"]["elements_per_cycle"]),
             buffers=buffers,
+            mm_parallel=tuple(int(mpe["mm_parallel"][k]) for k in "mnk"),
+            mv_parallel=tuple(int(mpe["mv_parallel"][k]) for k in "mnk"),
+            timing={k: v for k, v in raw.get("timing", {}).items() if k != "sources"},
             hbm_channels=int(hbm["channels"]), hbm_channel_bytes=int(hbm["channel_bytes"]),
             hbm_channel_gbps=float(hbm["channel_gbps"]),
             hbm_same_channel_efficiency=float(hbm["same_channel_efficiency"]),
@@ -115,6 +121,11 @@ def _build(raw: dict) -> Target:
 
 
 def _check(t: Target) -> None:
+    for mode, par, macs in (("MM", t.mm_parallel, t.mm_macs_per_cycle),
+                            ("MV", t.mv_parallel, t.mv_macs_per_cycle)):
+        if par[0] * par[1] * par[2] != macs:
+            raise ConfigError(f"target {t.name}: {mode} parallelism {par} gives "
+                              f"{par[0] * par[1] * par[2]} MACs/cycle, not {macs}")
     if len(t.core_channels) != t.cores:
         raise ConfigError(f"target {t.name}: {t.cores} cores but {len(t.core_channels)} channel lists")
     seen = [c for chs in t.core_channels for c in chs]

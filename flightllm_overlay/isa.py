@@ -26,7 +26,7 @@ SYS_OPS = ("barrier", "end")
 
 HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
 
-_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5),
+_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 2),
          ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
          ("hbm_stride", 28), ("buf_stride", 22))
 _MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
@@ -205,6 +205,12 @@ def _check_semantics(op: str, f: dict) -> None:
                                           f"legal: {list(enumerate(enum))}")
     if op == "ST" and f.get("remote"):
         raise IllegalInstructionError("ST cannot target a remote core; remote access is LD only")
+    if f.get("stripe") and (op == "ST" or f.get("remote") or f.get("rows", 0) > 1
+                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+        raise IllegalInstructionError(
+            f"{op} with stripe={f['stripe']}: striping is for LD of one contiguous row whose "
+            f"length divides into 2**stripe equal chunks (got rows={f.get('rows', 0)}, "
+            f"row_bytes={f.get('row_bytes', 0)})")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")
@@ -265,8 +271,9 @@ def disassemble_one(insn: Instruction) -> str:
     if op in ("LD", "ST"):
         buf = BUFFERS[f("buf", 0)]
         dyn = DYN_MODES[f("dyn", 0)]
+        stripe = f"x{1 << f('stripe', 0)}ch" if f("stripe", 0) else ""
         src = (f"core{f('remote_core', 0)}.{buf}[{f('buf_addr', 0):#x}]" if f("remote", 0)
-               else f"hbm{f('channel', 0)}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
+               else f"hbm{f('channel', 0)}{stripe}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
         dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
         a, b = (dst, src) if op == "LD" else (src, dst)
         text = f"{op:4s} {a} <- {b} rows={f('rows', 0)}x{f('row_bytes', 0)}B"

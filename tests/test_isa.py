@@ -36,6 +36,9 @@ _MOVE_MEANING = {
               "ST: must be 0",
     "remote_core": "source core of a remote LD (must exist and differ from the executing core)",
     "channel": "HBM pseudo-channel; the executing core must own it (`core_channels` of the target)",
+    "stripe": "LD only: log2 of the channels one contiguous row is split over, in equal chunks, "
+              "starting at `channel` and going round the core's ports at the same `hbm_addr`; "
+              "needs rows <= 1 and no remote; ST: must be 0",
     "hbm_addr": "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment",
     "buf_addr": "byte address of row 0 in the on-chip buffer (same address in the remote core)",
     "rows": "rows to copy; for dynamic modes, the compiled maximum",
@@ -181,7 +184,7 @@ def field_max(op, name) -> int:
         return 63 & ~own_bit(op)
     if (op, name) in isa._ENUMS:
         return len(isa._ENUMS[(op, name)]) - 1
-    if (op, name) == ("ST", "remote"):
+    if (op, name) in (("ST", "remote"), ("ST", "stripe")):
         return 0
     if (op, name) == ("MV", "m"):
         return isa.MV_MAX_ROWS
@@ -210,7 +213,15 @@ def legal_instructions(op):
     strategies = {name: st.integers(0, field_max(op, name)) for name, _ in FORMATS[op].fields}
     for mask in ("wait", "release"):
         strategies[mask] = st.integers(0, 63).map(lambda m, op=op: m & ~own_bit(op))
-    return st.fixed_dictionaries(strategies).map(lambda f: Instruction(op, **f))
+    return st.fixed_dictionaries(strategies).map(lambda f: Instruction(op, **_legal_stripe(op, f)))
+
+
+def _legal_stripe(op, f):
+    """Striping is legal only for LD of one row that splits evenly: clear it otherwise."""
+    if f.get("stripe") and (op == "ST" or f.get("remote") or f.get("rows", 0) > 1
+                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+        f = dict(f, stripe=0)
+    return f
 
 
 ANY_INSTRUCTION = st.one_of(*[legal_instructions(op) for op in FORMATS])

@@ -85,7 +85,8 @@ class StepCodegen:
     # -- emit helpers -----------------------------------------------------------------------------
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
               buf_stride=None, dyn="static", extra=0):
-        s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel,
+        stripe = region.stripe.bit_length() - 1
+        s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel, stripe=stripe,
                              hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
                              row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
                              buf_stride=buf_stride or row_bytes))
@@ -120,7 +121,7 @@ class StepCodegen:
         for tile in tiles:
             half = self._next_half()
             nbytes = tile.rows * k
-            self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
+            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
             t0, t1 = tile.row0, tile.row0 + tile.rows
             for r0, r1, out, stride in segments:
                 lo, hi = max(r0, t0), min(r1, t1)
@@ -269,7 +270,7 @@ class StepCodegen:
         for tile in cp.lm_head:
             half = self._next_half()
             nbytes = tile.rows * dim
-            self._ld(s, tile.region, "wbuf", half, 1, nbytes + 4 * tile.rows)
+            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,

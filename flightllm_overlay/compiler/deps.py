@@ -26,6 +26,8 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
         if not f("remote", 0):
             h0, hs = f("hbm_addr", 0), f("hbm_stride", 0)
             span = max(rows, ctx_cap if isa.DYN_MODES[f("dyn", 0)] in ("at_pos", "last") else rows)
+            # a striped LD (static weights only) is recorded against its first channel
+            rb = rb >> f("stripe", 0)
             out.append((("hbm", f("channel", 0)), h0, h0 + max(span - 1, 0) * hs + rb, op == "ST"))
     elif op in ("MM", "MV"):
         m, n, k = f("m", 0), f("n", 0), f("k", 0)

@@ -24,6 +24,7 @@ class Region:
     channel: int
     offset: int
     nbytes: int
+    stripe: int = 1          # >1: nbytes split in equal chunks over that many channels
 
 
 @dataclass
@@ -71,6 +72,25 @@ class HBMLayout:
         img.static.extend(raw.tobytes())
         self._check(img)
         return region
+
+    def put_striped(self, core: int, data: np.ndarray) -> Region:
+        """Split `data` into equal chunks, one per pseudo-channel of `core`, all at the same
+        offset, so that one LD streams it from every channel at once (the paper's partitioning
+        of HBM data into channels)."""
+        chs = self.target.channels_of(core)
+        raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        chunk = -(-raw.size // (len(chs) * ALIGN)) * ALIGN
+        padded = np.zeros(chunk * len(chs), np.uint8)
+        padded[:raw.size] = raw
+        imgs = [self.images[ch] for ch in chs]
+        if any(img.frozen for img in imgs):
+            raise CompileError("static data placed after the mutable part was fixed")
+        top = max(-(-len(img.static) // ALIGN) * ALIGN for img in imgs)
+        for i, img in enumerate(imgs):
+            img.static.extend(b"\0" * (top - len(img.static)))
+            img.static.extend(padded[i * chunk:(i + 1) * chunk].tobytes())
+            self._check(img)
+        return Region(chs[0], top, padded.size, stripe=len(chs))
 
     def reserve(self, channel: int, nbytes: int) -> Region:
         """Reserve mutable (zero-initialised, device-written) bytes on a channel."""

@@ -78,7 +78,10 @@ class Placement:
 
     # -- static data ----------------------------------------------------------------------------
     def tile_rows(self, k: int) -> int:
-        rows = self.weight_half // (k + 4)
+        """Rows per weight tile: as many as fit half of the weight buffer once padded for
+        striping over the core's channels."""
+        pad = len(self.target.core_channels[0]) * 64
+        rows = (self.weight_half - pad) // (k + 4)
         if rows < 1:
             raise CompileError(f"one weight row of {k} INT8 values does not fit half of the "
                                f"weight buffer ({self.weight_half} bytes)")
@@ -92,8 +95,7 @@ class Placement:
             r1 = min(stop, r0 + step)
             blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
                                    s[r0:r1].astype(np.float32).view(np.uint8)])
-            region = self.layout.put(self.layout.next_channel(core), blob)
-            tiles.append(Tile(region, r0 - start, r1 - r0, k))
+            tiles.append(Tile(self.layout.put_striped(core, blob), r0 - start, r1 - r0, k))
         return tiles
 
     def _fused(self, core: int, pieces: list) -> list:

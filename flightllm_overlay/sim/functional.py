@@ -301,24 +301,43 @@ class _RunContext:
         off = f.get("hbm_addr", 0) + (self.P * f.get("hbm_stride", 0) if mode == 1 else 0)
         return eff, off
 
-    def _hbm(self, core, f, rows, off):
-        ch = f.get("channel", 0)
+    def _channel(self, core, ch):
         if ch not in self.base:
             raise AddressError(f"HBM pseudo-channel {ch} is not bound to core {core.index} "
                                f"(bound: {sorted(self.base)})")
         if ch not in self.sim.target.channels_of(core.index):
             raise AddressError(f"core {core.index} has no port to HBM pseudo-channel {ch}; it "
                                f"owns {self.sim.target.channels_of(core.index)}")
+        return self.base[ch]
+
+    def _hbm(self, core, f, rows, off):
+        """[(channel, physical address, extent, (rows, bytes) view)] of an LD/ST's HBM side:
+        one part, or 2**stripe equal chunks from consecutive ports of the core (LD only)."""
+        ch = f.get("channel", 0)
         row_bytes, stride = f.get("row_bytes", 0), f.get("hbm_stride", 0)
+        stripe = 1 << f.get("stripe", 0)
+        if stripe > 1:
+            ports = self.sim.target.channels_of(core.index)
+            if ch not in ports:
+                self._channel(core, ch)
+            first = ports.index(ch)
+            chans = [ports[(first + i) % len(ports)] for i in range(stripe)]
+            rows, row_bytes, stride = 1, row_bytes // stripe, row_bytes // stripe
+        else:
+            chans = [ch]
         extent = (rows - 1) * stride + row_bytes if rows else 0
         limit = self.sim.target.hbm_channel_bytes
-        if off + extent > limit:
-            raise AddressError(f"HBM address {off:#x}+{extent:#x} is past the end of pseudo-"
-                               f"channel {ch} ({limit:#x} bytes)")
-        phys = self.base[ch] + off
-        view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
-        rows_view = _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
-        return ch, phys, extent, rows_view
+        parts = []
+        for c in chans:
+            base = self._channel(core, c)
+            if off + extent > limit:
+                raise AddressError(f"HBM address {off:#x}+{extent:#x} is past the end of pseudo-"
+                                   f"channel {c} ({limit:#x} bytes)")
+            phys = base + off
+            view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
+            rows_view = _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
+            parts.append((c, phys, extent, rows_view))
+        return parts
 
     def _move_operands(self, core, f, op):
         """(rows, hbm offset, row bytes, buffer stride, buffer name, buffer, address, end)."""
@@ -347,12 +366,14 @@ class _RunContext:
                 core.materialize(addr, end)
             _copy_rows(buf, addr, bstride, src)
             return
-        ch, phys, extent, src = self._hbm(core, f, rows, off)
+        parts = self._hbm(core, f, rows, off)
         hr = self.counters.hbm_read
-        hr[ch] = hr.get(ch, 0) + rows * row_bytes
+        for ch, _, _, view in parts:
+            hr[ch] = hr.get(ch, 0) + view.size
+        src = parts[0][3] if len(parts) == 1 else np.concatenate([p[3] for p in parts], axis=1)
         if bname == "wbuf" and f.get("dyn", 0) == 0 and bstride == row_bytes:
-            key = (phys, rows, row_bytes, f.get("hbm_stride", 0))
-            version = _version(self.memory, phys, extent)
+            key = (tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0))
+            version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
             snap = self.sim._snapshots.get(key)
             if snap is None or snap.version != version:
                 snap = _Snapshot(version, np.ascontiguousarray(src).reshape(-1).copy())
@@ -369,7 +390,7 @@ class _RunContext:
             return
         if bname == "wbuf":
             core.materialize(addr, end)
-        ch, phys, extent, dst = self._hbm(core, f, rows, off)
+        (ch, phys, extent, dst), = self._hbm(core, f, rows, off)
         dst[...] = _strided(buf, addr, rows, row_bytes, bstride)
         hw = self.counters.hbm_written
         hw[ch] = hw.get(ch, 0) + rows * row_bytes

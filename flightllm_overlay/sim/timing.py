@@ -1,0 +1,217 @@
+"""Timing model: schedules instruction streams over each core's unit queues and predicts U280 cycles.
+
+Every number comes from the target (`targets/u280.json`: clock, MPE parallelism, MISC width, HBM
+pseudo-channel bandwidth and access efficiency, and the `timing` block whose entries each state
+their source).  No correction factor is applied.
+
+Model.  Each core has six in-order queues (LD, ST, MM, MV, MISC, SYS); MM and MV share the one
+MPE.  An instruction starts when (1) its unit (for MM/MV: the MPE) is free, (2) it has been
+fetched from DDR (the three cores share the instruction bank's bandwidth), (3) every token it
+waits for has been released, i.e. the producing instruction has finished, and (4) for LD/ST,
+its HBM pseudo-channel is free.  SYS barrier: every core drains, then all continue together.
+Streams are walked in program order, which is exact for in-order queues whose tokens only come
+from earlier instructions (the functional simulator enforces that); HBM channel contention is
+resolved in program order, an approximation.
+
+Lengths: instructions whose rows or columns depend on the run-time parameters are charged at
+their compiled capacity, as the hardware processes a whole length bucket and masks the rest
+(FlightLLM's length-adaptive compilation, docs/isa.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import isa
+from ..config import UNITS, Target
+
+_MPE = ("MM", "MV")
+_TWO_PHASE = ("softmax", "rmsnorm", "layernorm", "quant")
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class Event:
+    """One instruction on the timeline (cycles from the start of the run)."""
+
+    core: int
+    unit: str
+    op: str
+    pc: int
+    start: int
+    end: int
+    channel: int = -1
+    hbm_bytes: int = 0
+    macs: int = 0
+
+
+@dataclass
+class Timeline:
+    """The schedule of one run and what it adds up to."""
+
+    events: list
+    cycles: int
+    clock_hz: float
+    stalls: dict = field(default_factory=dict)     # (unit, cause) -> cycles waited
+    hbm_bytes: dict = field(default_factory=dict)  # channel -> bytes
+    macs: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.cycles / self.clock_hz
+
+    def busy(self, unit: str) -> int:
+        return sum(e.end - e.start for e in self.events if e.unit == unit)
+
+    def hbm_bandwidth_utilisation(self, target: Target, channels=None) -> float:
+        """Bytes moved over (theoretical bandwidth of `channels` x run time)."""
+        chs = channels or [c for cs in target.core_channels for c in cs]
+        peak = len(chs) * target.hbm_bytes_per_cycle * self.cycles
+        return sum(self.hbm_bytes.values()) / peak if peak else 0.0
+
+
+class TimingModel:
+    """Predicts the cycles of instruction streams on `target`."""
+
+    def __init__(self, target: Target):
+        self.t = target
+        tm = target.timing
+        self.hbm_latency = int(tm.get("hbm_latency_cycles", 64))
+        self.remote_bpc = float(tm.get("remote_bytes_per_cycle", 64))
+        self.remote_latency = int(tm.get("remote_latency_cycles", 16))
+        self.misc_latency = int(tm.get("misc_latency_cycles", 8))
+        self.mpe_latency = int(tm.get("mpe_latency_cycles", 16))
+        self.barrier = int(tm.get("barrier_cycles", 32))
+        self.ddr_bpc = float(tm.get("ddr_gbps", 19.2)) * 1e9 / target.clock_hz
+
+    # -- per-instruction costs ----------------------------------------------------------------
+    def hbm_cycles(self, nbytes: int, contiguous: bool) -> int:
+        eff = self.t.hbm_same_channel_efficiency if contiguous else \
+            self.t.hbm_cross_channel_efficiency
+        return self.hbm_latency + math.ceil(nbytes / (self.t.hbm_bytes_per_cycle * eff))
+
+    def mpe_cycles(self, op: str, m: int, n: int, k: int) -> int:
+        pm, pn, pk = self.t.mm_parallel if op == "MM" else self.t.mv_parallel
+        passes = _ceil(m, pm) * _ceil(n, pn) * _ceil(k, pk)
+        return self.mpe_latency + passes
+
+    def misc_cycles(self, mop: str, rows: int, k: int) -> int:
+        passes = 2 if mop in _TWO_PHASE else 1
+        return self.misc_latency + passes * _ceil(rows * k, self.t.misc_elements_per_cycle)
+
+    def cost(self, op: str, f: dict, ports=()):
+        """(cycles, [HBM channels], HBM bytes, MACs) of one instruction at capacity; `ports`
+        are the core's channels (a striped LD uses 2**stripe of them at once)."""
+        g = f.get
+        if op in ("LD", "ST"):
+            rows, rb = g("rows", 0), g("row_bytes", 0)
+            if isa.DYN_MODES[g("dyn", 0)] == "last":
+                rows = 1
+            nbytes = rows * rb
+            if g("remote", 0):
+                return self.remote_latency + _ceil(nbytes, int(self.remote_bpc)), [], 0, 0
+            stripe = 1 << g("stripe", 0)
+            ch = g("channel", 0)
+            if stripe > 1 and ch in ports:
+                first = ports.index(ch)
+                chans = [ports[(first + i) % len(ports)] for i in range(stripe)]
+            else:
+                chans = [ch]
+            contiguous = rows <= 1 or g("hbm_stride", 0) == rb
+            return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
+        if op in _MPE:
+            m, n, k = g("m", 0), g("n", 0), g("k", 0)
+            return self.mpe_cycles(op, m, n, k), [], 0, m * n * k
+        if op == "MISC":
+            mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
+            return self.misc_cycles(mop, g("rows", 0), g("k", 0)), [], 0, 0
+        return self.barrier, [], 0, 0
+
+    # -- scheduling -----------------------------------------------------------------------------
+    def schedule(self, streams: list, keep_events: bool = True) -> Timeline:
+        """Schedule per-core streams of (op, fields[, word]) tuples; returns the Timeline."""
+        n_cores = len(streams)
+        pcs = [0] * n_cores
+        words = [0] * n_cores                      # instruction bytes fetched so far, per core
+        t0 = 0                                      # start of the current phase
+        events, stalls, hbm, macs = [], {}, {}, 0
+        fetch_bpc = self.ddr_bpc / n_cores          # the cores share the instruction bank
+        chan_free = {}
+        ports = [self.t.channels_of(c) if c < self.t.cores else () for c in range(n_cores)]
+        done = [False] * n_cores
+        while not all(done):
+            phase_end = t0
+            for c in range(n_cores):
+                if done[c]:
+                    continue
+                unit_free = {u: t0 for u in UNITS}
+                fifo = {}
+                stream = streams[c]
+                while pcs[c] < len(stream):
+                    item = stream[pcs[c]]
+                    op, f = item[0], item[1]
+                    pc = item[2] if len(item) > 2 else pcs[c]
+                    pcs[c] += 1
+                    words[c] += 4 * isa.FORMATS[op].words
+                    if op == "SYS":
+                        if f.get("op", 0) == 1:
+                            done[c] = True
+                        break
+                    unit = op
+                    res = "MPE" if op in _MPE else unit
+                    cycles, chans, nbytes, mac = self.cost(op, f, ports[c])
+                    ready = {"unit": unit_free.get(res, t0), "fetch": int(words[c] / fetch_bpc)}
+                    wait = f.get("wait", 0)
+                    for p, src in enumerate(UNITS):
+                        if wait >> p & 1:
+                            q = fifo.get((src, unit))
+                            ready["wait " + src] = q.pop(0) if q else t0
+                    for ch in chans:
+                        ready["hbm channel"] = max(ready.get("hbm channel", t0),
+                                                   chan_free.get(ch, t0))
+                    start = max(ready.values())
+                    base = ready["unit"]
+                    if start > base:
+                        cause = max(ready, key=ready.get)
+                        key = (unit, cause)
+                        stalls[key] = stalls.get(key, 0) + start - base
+                    end = start + cycles
+                    # The memory controller pipelines requests: an LD/ST occupies its queue
+                    # only while issuing (one cycle per row); the channels stay busy until
+                    # the data has moved, and tokens are released then.
+                    unit_free[res] = start + max(1, f.get("rows", 1)) if chans else end
+                    for ch in chans:
+                        chan_free[ch] = end
+                        hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
+                    macs += mac
+                    rel = f.get("release", 0)
+                    for p, dst in enumerate(UNITS):
+                        if rel >> p & 1:
+                            fifo.setdefault((unit, dst), []).append(end)
+                    if keep_events:
+                        events.append(Event(c, unit, op, pc, start, end,
+                                            chans[0] if chans else -1, nbytes, mac))
+                    phase_end = max(phase_end, end)
+                phase_end = max(phase_end, max(unit_free.values()))
+            t0 = phase_end + self.barrier
+        return Timeline(events, t0, self.t.clock_hz, stalls, hbm, macs)
+
+    def schedule_image(self, image) -> Timeline:
+        """Schedule a packed instruction image (uint32 array) as compiled."""
+        table = isa.image_table(image)
+        streams = []
+        for off, n in table:
+            streams.append([(i.op, i.fields) for i in isa.decode_stream(image[off:off + n])])
+        return self.schedule(streams)
+
+
+def roofline_cycles(target: Target, hbm_bytes: int, macs: int, mpe_macs_per_cycle=None,
+                    channels: int | None = None) -> tuple:
+    """(memory bound, compute bound) in cycles: bytes / peak bandwidth, MACs / peak MPE rate."""
+    chs = channels or sum(len(c) for c in target.core_channels)
+    mem = hbm_bytes / (chs * target.hbm_bytes_per_cycle)
+    rate = mpe_macs_per_cycle or target.cores * target.mm_macs_per_cycle
+    return mem, macs / rate
