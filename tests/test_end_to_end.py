@@ -83,6 +83,19 @@ def test_device_counters_are_reported(session):
     session.run("decode", [7], 3)
     assert session.stats.instructions > before
     assert session.stats.macs > 0 and session.stats.hbm_bytes > 0
+    assert session.stats.step_cycles["decode"] > 0          # the timing model's prediction
+
+
+def test_generator_stats_carry_the_predicted_u280_rate(session, tiny_ckpt):
+    from flightllm_overlay.sim.timing import TimingModel
+    gen = Generator(session, tiny_ckpt.tokenizer)
+    list(gen.generate(PROMPT, 4, stop_ids=()))
+    cycles = TimingModel(session.overlay.target).schedule_image(
+        session.program.steps["decode"].image).cycles
+    want = session.overlay.target.clock_hz / cycles
+    assert gen.stats.runs["decode"] == 3
+    assert gen.stats.predicted_decode_tokens_per_second == pytest.approx(want)
+    assert "predicted U280" in gen.stats.summary()
 
 
 def test_prompt_longer_than_context_is_refused_and_overlay_still_works(session, tiny_ckpt):

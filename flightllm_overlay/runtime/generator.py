@@ -35,7 +35,20 @@ class GenerationStats:
     hbm_bytes: int = 0
     device_cycles: int = 0
     runs: dict = field(default_factory=dict)
+    step_cycles: dict = field(default_factory=dict)
+    clock_hz: float = 225e6
     finish_reason: str = ""
+
+    @property
+    def predicted_decode_tokens_per_second(self) -> float:
+        """U280 decode rate the timing model predicts for the program that ran (a prediction:
+        nothing has run on a card); 0 when the device reports no cycles."""
+        runs, cycles = self.runs.get("decode", 0), self.step_cycles.get("decode", 0)
+        return runs * self.clock_hz / cycles if cycles else 0.0
+
+    @property
+    def predicted_prefill_seconds(self) -> float:
+        return self.step_cycles.get("prefill", 0) / self.clock_hz
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -47,7 +60,10 @@ class GenerationStats:
         return (f"{self.prompt_tokens} prompt + {self.generated_tokens} generated tokens; "
                 f"prefill {self.prefill_seconds:.2f} s, decode {self.decode_tokens_per_second:.1f} "
                 f"tok/s (host); {self.instructions:,} instructions, {self.macs / 1e9:.2f} GMAC, "
-                f"{self.hbm_bytes / 2**20:.1f} MiB HBM traffic; stop: {self.finish_reason}")
+                f"{self.hbm_bytes / 2**20:.1f} MiB HBM traffic; predicted U280: prefill "
+                f"{self.predicted_prefill_seconds * 1e3:.2f} ms, decode "
+                f"{self.predicted_decode_tokens_per_second:.0f} tok/s (timing model); "
+                f"stop: {self.finish_reason}")
 
 
 class Generator:
@@ -126,7 +142,8 @@ class Generator:
         stop = set(self.tokenizer.stop_ids if stop_ids is None else stop_ids)
         rng = np.random.default_rng(sampling.seed)
         self._stop.clear()
-        st = self.stats = GenerationStats(prompt_tokens=len(ids))
+        st = self.stats = GenerationStats(prompt_tokens=len(ids),
+                                          clock_hz=self.session.overlay.target.clock_hz)
         before = _snapshot(self.session.stats)
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
         t0 = time.perf_counter()
@@ -171,7 +188,8 @@ class Generator:
 
 
 def _snapshot(s):
-    return (s.instructions, s.macs, s.hbm_bytes, s.device_cycles, dict(s.per_step))
+    return (s.instructions, s.macs, s.hbm_bytes, s.device_cycles, dict(s.per_step),
+            dict(s.step_cycles))
 
 
 def _accumulate(st: GenerationStats, before, now) -> None:
@@ -180,3 +198,4 @@ def _accumulate(st: GenerationStats, before, now) -> None:
     st.hbm_bytes = now.hbm_bytes - before[2]
     st.device_cycles = now.device_cycles - before[3]
     st.runs = {k: v - before[4].get(k, 0) for k, v in now.per_step.items()}
+    st.step_cycles = {k: v - before[5].get(k, 0) for k, v in now.step_cycles.items()}

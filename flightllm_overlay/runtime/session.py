@@ -26,6 +26,7 @@ class StepStats:
     hbm_bytes: int = 0
     device_cycles: int = 0
     per_step: dict = field(default_factory=dict)     # step name -> runs
+    step_cycles: dict = field(default_factory=dict)  # step name -> device cycles
 
     def add(self, name: str, stats) -> None:
         self.runs += 1
@@ -34,6 +35,7 @@ class StepStats:
         self.hbm_bytes += stats.hbm_bytes
         self.device_cycles += stats.cycles
         self.per_step[name] = self.per_step.get(name, 0) + 1
+        self.step_cycles[name] = self.step_cycles.get(name, 0) + stats.cycles
 
 
 class Session:

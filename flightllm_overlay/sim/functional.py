@@ -156,6 +156,7 @@ class FunctionalSimulator:
         self.cores = [_Core(target, i) for i in range(target.cores)]
         self._decoded = {}       # (addr, version) -> per-core decoded streams
         self._snapshots = {}     # (phys, rows, row_bytes, stride) -> _Snapshot
+        self._predictions = {}   # id(decoded streams) -> predicted cycles
 
     # ------------------------------------------------------------------------------------------
     def decode_image(self, memory, program_addr: int) -> list:
@@ -190,8 +191,22 @@ class FunctionalSimulator:
             streams.append(stream)
         if len(self._decoded) > 64:
             self._decoded.clear()
+            self._predictions.clear()
         self._decoded[key] = streams
         return streams
+
+    def predicted_cycles(self, streams) -> int:
+        """U280 cycles the timing model predicts for these streams (a prediction: nothing here
+        has run on a card). Cached per decoded image: the model charges compiled capacities,
+        so the figure does not depend on pos/len."""
+        cycles = self._predictions.get(id(streams))
+        if cycles is None:
+            from .timing import TimingModel
+            cycles = TimingModel(self.target).schedule(streams, keep_events=False).cycles
+            if len(self._predictions) > 64:
+                self._predictions.clear()
+            self._predictions[id(streams)] = cycles
+        return cycles
 
     def run(self, memory, program_addr: int, params: dict | None = None,
             channel_base: dict | None = None) -> RunCounters:
@@ -200,6 +215,7 @@ class FunctionalSimulator:
         pos, length = int(params.get("pos", 0)), int(params.get("len", 0))
         streams = self.decode_image(memory, program_addr)
         counters = RunCounters([CoreCounters() for _ in self.cores])
+        counters.cycles = self.predicted_cycles(streams)
         ctx = _RunContext(self, memory, pos, length, channel_base or {}, counters)
         for core in self.cores:
             core.tokens = [[0] * len(UNITS) for _ in UNITS]
