@@ -91,7 +91,7 @@ def test_generator_stats_carry_the_predicted_u280_rate(session, tiny_ckpt):
     gen = Generator(session, tiny_ckpt.tokenizer)
     list(gen.generate(PROMPT, 4, stop_ids=()))
     cycles = TimingModel(session.overlay.target).schedule_image(
-        session.program.steps["decode"].image).cycles
+        session.image("decode", len(PROMPT) + 1)[0].image).cycles
     want = session.overlay.target.clock_hz / cycles
     assert gen.stats.runs["decode"] == 3
     assert gen.stats.predicted_decode_tokens_per_second == pytest.approx(want)
@@ -108,7 +108,7 @@ def test_prompt_longer_than_context_is_refused_and_overlay_still_works(session, 
 
 
 def _corrupt_and_run(session, word_index, value, exc_type, match):
-    img = session.images["decode"]
+    img = session.image("decode", 1)[1]              # the bucket a decode at pos 0 uses
     saved = np.array(img)
     try:
         words = img.view(np.uint32)
@@ -124,13 +124,14 @@ def _corrupt_and_run(session, word_index, value, exc_type, match):
 
 
 def test_illegal_instruction_word_gives_clear_error(session):
-    table = isa.image_table(session.program.steps["decode"].image)
+    table = isa.image_table(session.image("decode", 1)[0].image)
     first = table[0][0]
     _corrupt_and_run(session, first, 0x0000000E, IllegalInstructionError, "opcode")
 
 
 def test_hbm_address_out_of_range_gives_clear_error(session):
-    image = session.program.steps["decode"].image
+    step, img = session.image("decode", 1)
+    image = step.image
     off, n = isa.image_table(image)[0]
     words = image[off:off + n].tolist()
     pos = 0
@@ -140,7 +141,6 @@ def test_hbm_address_out_of_range_gives_clear_error(session):
             break
         pos += size
     bad = isa.encode(insn.replace(hbm_addr=(1 << 28) - 64, rows=1, row_bytes=4096))
-    img = session.images["decode"]
     saved = np.array(img)
     try:
         img.view(np.uint32)[off + pos:off + pos + len(bad)] = bad

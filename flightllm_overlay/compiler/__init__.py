@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from .. import isa
 from ..config import load_target
 from ..errors import CompileError
-from .codegen import StepCodegen
+from .buckets import KINDS, StepBuilder
 from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
@@ -45,21 +44,20 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
     half = (wsize - kv_bytes) // 2 // 64 * 64
     plan = Placement(qm, tgt, ctx, rows, half)
-    steps = {}
-    for name, step_rows, all_l in (("prefill", rows, all_logits), ("decode", 1, False)):
-        gen = StepCodegen(plan, step_rows, ctx, all_l)
-        streams = [isa.encode_stream(gen.core_stream(cp)) for cp in plan.cores]
-        steps[name] = StepProgram(name, step_rows, ctx, all_l, isa.pack_image(streams))
+    builder = StepBuilder(plan, rows, all_logits)
+    steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}   # whole-context steps
     images = plan.layout.images
     io = [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
                  cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]
-    return Program(
+    program = Program(
         model=asdict(a), target=tgt.name, ctx=ctx, rows=rows, steps=steps,
         channel_static={ch: bytes_to_array(img.static) for ch, img in images.items() if img.size},
         channel_size={ch: img.size for ch, img in images.items() if img.size},
         io=io, embedding=qm.embedding, meta={"quantization": "W8A8 per-row weights, dynamic "
                                              "per-row INT8 activations", **{
                                                  "smoothing": qm.smoothing}})
+    program.builder = builder
+    return program
 
 
 def bytes_to_array(b: bytearray):

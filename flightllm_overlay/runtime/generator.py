@@ -36,6 +36,10 @@ class GenerationStats:
     device_cycles: int = 0
     runs: dict = field(default_factory=dict)
     step_cycles: dict = field(default_factory=dict)
+    buckets: dict = field(default_factory=dict)      # bucket stream -> runs
+    bucket_hits: int = 0
+    bucket_misses: int = 0
+    bucket_compiles: int = 0
     clock_hz: float = 225e6
     finish_reason: str = ""
 
@@ -63,6 +67,8 @@ class GenerationStats:
                 f"{self.hbm_bytes / 2**20:.1f} MiB HBM traffic; predicted U280: prefill "
                 f"{self.predicted_prefill_seconds * 1e3:.2f} ms, decode "
                 f"{self.predicted_decode_tokens_per_second:.0f} tok/s (timing model); "
+                f"buckets used {len(self.buckets)} (compiled {self.bucket_compiles}, loaded "
+                f"{self.bucket_misses}, reused {self.bucket_hits}); "
                 f"stop: {self.finish_reason}")
 
 
@@ -189,7 +195,8 @@ class Generator:
 
 def _snapshot(s):
     return (s.instructions, s.macs, s.hbm_bytes, s.device_cycles, dict(s.per_step),
-            dict(s.step_cycles))
+            dict(s.step_cycles), dict(s.buckets), s.bucket_hits, s.bucket_misses,
+            s.bucket_compiles)
 
 
 def _accumulate(st: GenerationStats, before, now) -> None:
@@ -199,3 +206,8 @@ def _accumulate(st: GenerationStats, before, now) -> None:
     st.device_cycles = now.device_cycles - before[3]
     st.runs = {k: v - before[4].get(k, 0) for k, v in now.per_step.items()}
     st.step_cycles = {k: v - before[5].get(k, 0) for k, v in now.step_cycles.items()}
+    st.buckets = {k: v - before[6].get(k, 0) for k, v in now.buckets.items()
+                  if v - before[6].get(k, 0)}
+    st.bucket_hits = now.bucket_hits - before[7]
+    st.bucket_misses = now.bucket_misses - before[8]
+    st.bucket_compiles = now.bucket_compiles - before[9]

@@ -25,7 +25,11 @@ class StepStats:
     macs: int = 0
     hbm_bytes: int = 0
     device_cycles: int = 0
-    per_step: dict = field(default_factory=dict)     # step name -> runs
+    per_step: dict = field(default_factory=dict)     # step kind -> runs
+    buckets: dict = field(default_factory=dict)      # bucket step name -> runs
+    bucket_hits: int = 0         # runs whose bucket stream was already in DDR
+    bucket_misses: int = 0       # runs that first had to load (and maybe compile) their bucket
+    bucket_compiles: int = 0     # bucket streams compiled during this session
     step_cycles: dict = field(default_factory=dict)  # step name -> device cycles
 
     def add(self, name: str, stats) -> None:
@@ -59,12 +63,7 @@ class Session:
                 buf.sync_to_device()
                 self.channels[ch] = buf
             self.images = {}
-            insn_bank = self._bank(f"DDR{overlay.target.instruction_bank}")
-            for name, st in program.steps.items():
-                buf = self._alloc(st.image.nbytes, insn_bank)
-                buf[:] = st.image.view(np.uint8)
-                buf.sync_to_device()
-                self.images[name] = buf
+            self._insn_bank = self._bank(f"DDR{overlay.target.instruction_bank}")
         except Exception:
             self.close()
             raise
@@ -81,21 +80,47 @@ class Session:
         self._buffers.append(buf)
         return buf
 
+    def image(self, kind: str, end: int, exact: bool = False):
+        """The DDR buffer holding the bucket stream for a `kind` step ending at `end`, loaded
+        (and compiled) on first use: one stream per bucket, loaded once and reused.  With
+        `exact`, a stream compiled for exactly `end` positions instead (for comparisons)."""
+        if exact:
+            name = f"{kind}#exact{end}"
+            st = self.program.steps.get(name)
+            compiled = st is None
+            if compiled:
+                if self.program.builder is None:
+                    raise FlightLLMError("exact-length streams need a freshly compiled program")
+                st = self.program.steps[name] = self.program.builder.build(kind, end, name)
+        else:
+            st, compiled = self.program.bucket_step(kind, end, self.overlay.target)
+        self.stats.bucket_compiles += compiled
+        buf = self.images.get(st.name)
+        if buf is None:
+            self.stats.bucket_misses += 1
+            buf = self._alloc(st.image.nbytes, self._insn_bank)
+            buf[:] = st.image.view(np.uint8)
+            buf.sync_to_device()
+            self.images[st.name] = buf
+        else:
+            self.stats.bucket_hits += 1
+        return st, buf
+
     def _region(self, ch: int, offset: int, nbytes: int):
         return self.channels[ch][offset:offset + nbytes]
 
-    def run(self, step: str, token_ids, pos: int) -> np.ndarray:
+    def run(self, step: str, token_ids, pos: int, exact: bool = False) -> np.ndarray:
         """Run one step on `token_ids` placed at positions pos..; returns (rows, vocab) float32
         logits: every row for a step compiled with all_logits, else the last row only."""
         p = self.program
-        st = p.step(step)
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         n = ids.size
-        if not 1 <= n <= st.rows:
-            raise ContextLengthError(f"step {step!r} runs 1..{st.rows} tokens at a time, got {n}")
-        if pos + n > st.ctx:
+        rows = p.step(step).rows
+        if not 1 <= n <= rows:
+            raise ContextLengthError(f"step {step!r} runs 1..{rows} tokens at a time, got {n}")
+        if pos < 0 or pos + n > p.ctx:
             raise ContextLengthError(f"positions {pos}..{pos + n - 1} exceed the program's "
-                                     f"context of {st.ctx} tokens; shorten the prompt or "
+                                     f"context of {p.ctx} tokens; shorten the prompt or "
                                      f"compile with a larger context")
         if ids.min() < 0 or ids.max() >= p.vocab_size:
             raise FlightLLMError(f"token id out of range 0..{p.vocab_size - 1}")
@@ -105,8 +130,10 @@ class Session:
             region = self._region(io.input_channel, io.input_offset, rows_in.nbytes)
             region[:] = rows_in.view(np.uint8).reshape(-1)
             region.sync_to_device()
-        stats = self.overlay.run(self.images[step], pos, n, self.channels, timeout=self.timeout)
+        st, image = self.image(step, pos + n, exact)
+        stats = self.overlay.run(image, pos, n, self.channels, timeout=self.timeout)
         self.stats.add(step, stats)
+        self.stats.buckets[st.name] = self.stats.buckets.get(st.name, 0) + 1
         rows = n if st.all_logits else 1
         logits = np.empty((rows, p.vocab_size), np.float32)
         for io in p.io:

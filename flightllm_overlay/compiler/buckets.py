@@ -1,0 +1,60 @@
+"""Length-adaptive compilation: one instruction stream per length bucket, compiled once, reused.
+
+FlightLLM groups lengths into buckets (128 wide for prefill, 16 wide for decode) and serves a
+whole bucket with one stream; what varies inside a bucket (the real length, the KV-cache end)
+comes from the scheduler's run-time parameters `pos` and `len`, not from new instructions.  A
+bucket's stream is compiled for the bucket's end as its context capacity: the timing model
+charges that capacity, the functional simulator masks what lies beyond pos + len.
+"""
+from __future__ import annotations
+
+from .. import isa
+from ..errors import ContextLengthError
+from .codegen import StepCodegen
+from .program import StepProgram
+
+KINDS = ("prefill", "decode")
+
+
+def bucket_width(target, kind: str) -> int:
+    return target.prefill_bucket if kind == "prefill" else target.decode_bucket
+
+
+def bucket_of(target, kind: str, end: int, ctx: int) -> int:
+    """The bucket (its end position) serving a step that ends at position `end` (exclusive)."""
+    if kind not in KINDS:
+        raise ValueError(f"step kind must be one of {KINDS}, got {kind!r}")
+    if not 1 <= end <= ctx:
+        raise ContextLengthError(f"a step ending at position {end} is outside the program's "
+                                 f"context of {ctx} tokens; shorten the input or compile with "
+                                 f"a larger context")
+    width = bucket_width(target, kind)
+    return min(-(-end // width) * width, ctx)
+
+
+def buckets(target, kind: str, ctx: int) -> list:
+    """Every bucket end of one kind, up to the context (the last one may be partial)."""
+    width = bucket_width(target, kind)
+    ends = list(range(width, ctx + 1, width))
+    if not ends or ends[-1] != ctx:
+        ends.append(ctx)
+    return ends
+
+
+def step_name(kind: str, bucket: int) -> str:
+    return f"{kind}@{bucket}"
+
+
+class StepBuilder:
+    """Compiles the stream of any bucket for one placed model (kept by a freshly compiled
+    Program so that buckets can be compiled on first use)."""
+
+    def __init__(self, plan, rows: int, all_logits: bool):
+        self.plan, self.rows, self.all_logits = plan, rows, all_logits
+
+    def build(self, kind: str, ctx: int, name: str | None = None) -> StepProgram:
+        rows, all_l = (self.rows, self.all_logits) if kind == "prefill" else (1, False)
+        gen = StepCodegen(self.plan, rows, ctx, all_l)
+        streams = [isa.encode_stream(gen.core_stream(cp)) for cp in self.plan.cores]
+        return StepProgram(name or step_name(kind, ctx), rows, ctx, all_l,
+                           isa.pack_image(streams))
