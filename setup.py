@@ -21,6 +21,7 @@ setup(
             "bitstreams/*.xclbin",
             "bitstreams/flightllm.xclbin.d/*",
             "src/*",
+            "src/rtl/*.v",
         ],
     },
     install_requires=[

@@ -144,7 +144,7 @@ class NMBlock:
 
     @classmethod
     def from_meta(cls, n: int, values: np.ndarray, meta: bytes) -> "NMBlock":
-        """Inverse of (values, meta_bytes()): rebuild the block from kept values and packed indices."""
+        """Inverse of (values, meta_bytes()): rebuild a block from kept values (array or bytes) and meta."""
         _check_code(n)
         if n == BLOCK:
             idx = np.tile(np.arange(BLOCK, dtype=np.uint8), (BLOCK, 1))
@@ -153,6 +153,8 @@ class NMBlock:
             if raw.size != BLOCK * n // 2:
                 raise ValueError(f"meta for a {n}:16 block has {BLOCK * n // 2} bytes, got {raw.size}")
             idx = np.stack([raw & 0xF, raw >> 4], axis=1).reshape(BLOCK, n)
+        if isinstance(values, (bytes, bytearray, memoryview)):
+            values = np.frombuffer(values, np.int8)
         return cls(n, np.asarray(values, np.int8).reshape(BLOCK, n), idx.astype(np.uint8))
 
 
