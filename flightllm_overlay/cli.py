@@ -1,4 +1,4 @@
-"""The `flightllm` command: generate, info, compile, disasm."""
+"""The `flightllm` command: generate, info, compile, disasm, selftest."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,9 @@ def _add_generate(sub):
     p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
     p.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     p.add_argument("--stats", action="store_true", help="print run statistics at the end")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile afresh instead of using the program cache "
+                        "($FLIGHTLLM_CACHE or ~/.cache/flightllm_overlay)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -52,6 +55,9 @@ def _add_compile(sub):
     p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
     p.add_argument("--all-logits", action="store_true",
                    help="prefill writes logits for every position (for perplexity)")
+    p.add_argument("--all-buckets", action="store_true",
+                   help="compile every length bucket now (128-token prefill, 16-token decode) "
+                        "instead of on first use, and report instruction storage")
     p.set_defaults(func=cmd_compile)
 
 
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_compile, _add_disasm):
+    for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest):
         add(sub)
     return parser
 
@@ -82,11 +88,19 @@ def cmd_generate(args) -> int:
     err = sys.stderr
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.model)
+    cache = None
     if args.program:
         program = Program.load(args.program)
-    else:
+    elif args.no_cache:
         print(f"[flightllm] compiling {ckpt.args.name} (W8A8)...", file=err, flush=True)
         program = compile_model(ckpt, ctx=args.ctx)
+    else:
+        from .compiler.cache import ProgramCache
+        cache = ProgramCache()
+        program = cache.get_or_compile(ckpt, ctx=args.ctx)
+        print(f"[flightllm] program for {ckpt.args.name} (W8A8) "
+              f"{'from the cache' if cache.hits else 'compiled and cached'} in {cache.root}",
+              file=err, flush=True)
     overlay = FlightLLMOverlay()
     print(f"[flightllm] {overlay.describe().splitlines()[0]}; ready in "
           f"{time.perf_counter() - t0:.1f} s", file=err, flush=True)
@@ -97,6 +111,8 @@ def cmd_generate(args) -> int:
         sys.stdout.write(tok.text)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if cache is not None and gen.stats.bucket_compiles:
+        cache.sync(program)                       # keep the buckets compiled on the way
     if args.stats:
         print(f"[flightllm] {gen.stats.summary()}", file=err)
     return 0
@@ -124,6 +140,14 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.model)
     program = compile_model(ckpt, target=args.target, ctx=args.ctx, all_logits=args.all_logits)
+    if args.all_buckets:
+        from .compiler.storage import storage_report
+        from .config import load_target
+        t1 = time.perf_counter()
+        program.compile_all_buckets(load_target(args.target), progress=True)
+        print(storage_report(program, load_target(args.target)).table())
+        print(f"compiled {len(program.steps) - 2} bucket streams in "
+              f"{time.perf_counter() - t1:.1f} s")
     path = program.save(args.output)
     counts = {n: sum(st.instruction_counts().values()) for n, st in program.steps.items()}
     print(f"wrote {path}: {ckpt.args.name} for {program.target}, context {program.ctx}, "
@@ -150,6 +174,32 @@ def cmd_disasm(args) -> int:
         lines = lines[:args.head]
     print("\n".join(lines))
     return 0
+
+
+# --- selftest (issue 6): flightllm_overlay/selftest.py does the work -------------------------
+def _add_selftest(sub):
+    p = sub.add_parser("selftest", help="run the on-board self-test of the device",
+                       description="Run small ISA programs and a decode step of a tiny random "
+                                   "model on the device (the card, or the simulated U280) and on "
+                                   "the reference simulator, and compare every output byte. "
+                                   "Exit status 1 on a mismatch or error.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random data and model")
+    p.add_argument("--no-model", action="store_true", help="skip the tiny model's decode step")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds each run may take (default: the overlay's)")
+    p.set_defaults(func=cmd_selftest)
+
+
+def cmd_selftest(args) -> int:
+    from .overlay import FlightLLMOverlay
+    from .selftest import SelfTestReport, device_label, run_selftest
+    overlay = FlightLLMOverlay()
+    print(SelfTestReport(device_label(overlay)).header(), flush=True)
+    report = run_selftest(overlay, seed=args.seed, model=not args.no_model, timeout=args.timeout,
+                          progress=lambda result: print(result.row(), flush=True))
+    print(report.summary())
+    return 0 if report.passed else 1
+# --- end of selftest ---------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:

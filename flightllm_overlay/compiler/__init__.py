@@ -34,11 +34,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     a = qm.args
     if a.arch != "llama":
         raise CompileError(f"the compiler supports llama models; got {a.arch!r}")
-    ctx = ctx or min(tgt.max_length, a.max_seq_len)
-    if ctx > tgt.max_length:
-        raise CompileError(f"context {ctx} exceeds the target's maximum length {tgt.max_length}")
-    if ctx % tgt.decode_bucket:
-        ctx = -(-ctx // tgt.decode_bucket) * tgt.decode_bucket
+    ctx = default_context(a, tgt, ctx)
     rows = min(tgt.prefill_bucket, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
@@ -58,6 +54,16 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
     return program
+
+
+def default_context(args, target, ctx=None) -> int:
+    """The KV-cache capacity to compile for: `ctx`, or the smaller of the target's maximum
+    length and the model's context, rounded up to a decode bucket."""
+    ctx = ctx or min(target.max_length, args.max_seq_len)
+    if ctx > target.max_length:
+        raise CompileError(f"context {ctx} exceeds the target's maximum length "
+                           f"{target.max_length}")
+    return -(-ctx // target.decode_bucket) * target.decode_bucket
 
 
 def bytes_to_array(b: bytearray):
