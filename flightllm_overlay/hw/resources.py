@@ -1,0 +1,374 @@
+"""Resource estimate of the accelerator per kernel (DSP48E2, BRAM36, URAM, LUT, FF) from the target config.
+
+An estimate, not a synthesis report: no kernel has been through Vitis HLS or Vivado here.  Every
+count follows from `config.Target` (MPE parallelism, MISC width, on-chip buffers, HBM ports per
+core) through a rule stated beside it; every per-unit cost names its basis.  `benchmarks/resources.py`
+prints the table beside the paper's U280 figures and the device's capacity.
+
+Rules, per core (the scheduler once):
+
+* MPE: ``mm_macs_per_cycle / dsp_macs`` DSP48E2s (two INT8 MACs share one weight per DSP,
+  WP486 packing, facts 1.2).  MV mode runs on the same CSD chains (``mv_macs <= mm_macs``) and
+  adds none.  The epilogue (INT32 -> FP32, x activation scale, x weight scale, -> FP16) has one
+  lane per output the array completes per cycle at the smallest K it is sized for (`EPILOGUE_MIN_K`).
+* MISC: ``misc_elements_per_cycle`` FP32 lanes (FP16 in and out, `docs/design.md`), each with the
+  operators RMSNorm, softmax, SiLU, RoPE and quantisation need (`MISC_LANE`).
+* memctrl: one 512-bit AXI master per HBM pseudo-channel it owns, and a dequantiser per byte lane
+  (the paper's MMU unpacks low-bit weights with group scales); its multipliers are narrower than
+  a DSP48E2 needs and go to LUTs (`DEQUANT_LANE`).  `dequant_in_dsp_what_if` gives the DSP cost if
+  they were packed into DSPs instead.
+* on-chip buffers: each buffer goes to URAM (4096 x 72 = 288 Kb, depth cascades) or BRAM36 (36 Kb,
+  best of its 512x72 ... 32Kx1 shapes) as stated per buffer in `BUFFER_RULES`; blocks =
+  ceil(depth / shape depth) x ceil(line bits / shape width).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import config
+from .design import AXI_DATA_WIDTH, build_design
+
+# ---------------------------------------------------------------------------------------------
+# Device primitives and figures to compare with
+# ---------------------------------------------------------------------------------------------
+URAM_SHAPE = (4096, 72)                         # depth x width: 288 Kb (UG573)
+BRAM36_SHAPES = ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))
+RESOURCES = ("DSP", "BRAM36", "URAM", "LUT", "FF")
+
+#: XCU280 capacity (Alveo U280 data sheet DS963).  LUT/FF beside the brief's DSP/BRAM/URAM.
+U280_CAPACITY = {"DSP": 9024, "BRAM36": 2016, "URAM": 960, "LUT": 1_303_680, "FF": 2_607_360}
+#: The paper's U280 build (facts 1.6, secondary sources); FF not reported.
+PAPER_U280 = {"DSP": 6345, "BRAM36": 1252, "URAM": 792, "LUT": 574_000, "FF": None}
+#: SLRs of the XCU280; their resources are taken as equal thirds (the shell is not subtracted).
+U280_SLRS = 3
+#: Utilisation above which placement and routing at 225 MHz on an SSI device gets hard (rule of
+#: thumb; the shell's static region also takes a share that this estimate does not subtract).
+TIGHT = 0.80
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Resources of one thing (BRAM36 may be fractional: a BRAM18 is half a BRAM36)."""
+
+    dsp: float = 0
+    bram: float = 0
+    uram: float = 0
+    lut: float = 0
+    ff: float = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def __mul__(self, n: float) -> "Cost":
+        return Cost(*(a * n for a in self.as_tuple()))
+
+    __rmul__ = __mul__
+
+    def as_tuple(self) -> tuple:
+        return (self.dsp, self.bram, self.uram, self.lut, self.ff)
+
+    def as_dict(self) -> dict:
+        """{"DSP": .., "BRAM36": .., ...}, whole blocks (rounded up)."""
+        return {k: math.ceil(round(v, 6)) for k, v in zip(RESOURCES, self.as_tuple())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-unit costs, each with its basis
+# ---------------------------------------------------------------------------------------------
+#: Floating-point operators: typical Vitis HLS 2023.1 / Floating-Point Operator (PG060) figures on
+#: UltraScale+ in the DSP-using variants HLS picks by default; good to about +-50% in LUT/FF.
+OPS = {
+    "fp32_mul": (Cost(dsp=3, lut=110, ff=150), "PG060 single multiply, max DSP usage: 3 DSP48E2"),
+    "fp32_add": (Cost(dsp=2, lut=230, ff=350), "PG060 single add/sub, full DSP usage: 2 DSP48E2"),
+    "fp32_exp": (Cost(dsp=7, lut=850, ff=1000), "PG060 single exponential: ~7 DSP48E2"),
+    "fp32_recip": (Cost(lut=800, ff=1400), "PG060 single reciprocal/divide, no-DSP variant"),
+    "fp32_rsqrt": (Cost(lut=500, ff=800), "PG060 single reciprocal square root, no-DSP variant"),
+    "int32_to_fp32": (Cost(lut=150, ff=200), "fixed-to-float conversion in fabric"),
+    "fp_convert": (Cost(lut=60, ff=60), "FP16 <-> FP32 conversion in fabric"),
+}
+
+
+def _op(*names) -> Cost:
+    total = Cost()
+    for name in names:
+        total = total + OPS[name][0]
+    return total
+
+
+#: One INT8 DSP48E2 of the MPE with what sits around it.  Sparse MUX: each DSP picks its two packed
+#: activations (8 bits each) out of 16 candidates by a 4-bit index: 16 bit-slices of a 16:1 mux,
+#: 4 LUT6 each (LUT6 + F7/F8 muxes) = 64 LUT; reduction node and overflow-adjust unit of each
+#: 2-DSP group, ~40 LUT per group = 20 per DSP.  FF: two pipeline stages of 2x8-bit activations,
+#: an 8-bit weight and a 4-bit index = 56.
+MPE_DSP = Cost(dsp=1, lut=64 + 20, ff=56)
+#: Smallest reduction length K the epilogue keeps up with: a 16-wide chain finishes one output
+#: every K/16 cycles, so the array completes mm_macs/K outputs per cycle.  LLaMA-family linears
+#: have K >= the hidden size (576 for SmolLM2-135M); attention P.V with under 256 keys stalls briefly.
+EPILOGUE_MIN_K = 256
+EPILOGUE_LANE = _op("int32_to_fp32", "fp32_mul", "fp32_mul", "fp_convert")
+#: One MISC lane: FP16 -> FP32 in, FP32 -> FP16 out; two multiplies (x*x and x*r*g of RMSNorm,
+#: RoPE, scaling), two adds (max-subtract and running sum of softmax, RoPE add, accumulation),
+#: an exponential (softmax, SiLU) and a reciprocal (SiLU's 1/(1+e^-x)).
+MISC_LANE = _op("fp_convert", "fp_convert", "fp32_mul", "fp32_mul", "fp32_add", "fp32_add",
+                "fp32_exp", "fp32_recip")
+#: Once per MISC unit: 1/sqrt of RMSNorm; the remote-SFU access engine (~2K LUT, estimated).
+MISC_SHARED = _op("fp32_rsqrt") + Cost(lut=2000, ff=2500)
+#: One memctrl dequantiser byte lane: a <=4-bit code times an INT8 group scale, shift and round.
+#: Multipliers this narrow are built from LUTs (Vivado infers DSP48E2 from about 10x10 bits up),
+#: ~30 LUT each.
+DEQUANT_LANE = Cost(lut=30, ff=16)
+#: One 512-bit HLS m_axi port: read and write burst buffers (one BRAM36 each, 64 beats x 512 bits)
+#: and the AXI adapter (~1.5K LUT, 2.5K FF, typical HLS report).
+M_AXI_PORT = Cost(bram=2, lut=1500, ff=2500)
+#: One s_axilite control port with its argument registers (typical HLS report).
+CONTROL_PORT = Cost(lut=400, ff=600)
+#: One dispatch queue of the scheduler (one per unit queue per core): 512 x 32-bit FIFO = one BRAM18.
+DISPATCH_QUEUE = Cost(bram=0.5, lut=80, ff=120)
+#: Instruction fetch, decode and dependency-token bookkeeping of the scheduler (estimated).
+SCHEDULER_LOGIC = Cost(lut=3000, ff=4000)
+
+#: Where each on-chip buffer goes, and why; (kernel that owns it, primitive, reason).
+BUFFER_RULES = {
+    "wbuf": ("mpe", "URAM", "largest buffer, deep lines read once per cycle: URAM is dense; the "
+                            "paper's build holds most of its memory in URAM"),
+    "abuf": ("mpe", "URAM", "deep, moderately wide: far fewer URAM than BRAM36 blocks"),
+    "meta": ("mpe", "URAM", "deep and narrow: a couple of cascaded URAM"),
+    "bias": ("mpe", "URAM", "deep, wide lines: far fewer URAM than BRAM36 blocks"),
+    "fsb": ("mpe", "BRAM36", "a few KiB: one BRAM36 rather than a mostly empty URAM"),
+    "gbuf": ("misc", "BRAM36", "shallow and very wide (a whole line per cycle for the MISC lanes and "
+                               "MPE outputs): in URAM most of every block's depth would be empty"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory mapping
+# ---------------------------------------------------------------------------------------------
+def blocks(depth: int, bits: int, primitive: str) -> int:
+    """Memory blocks of `primitive` ("URAM" or "BRAM36") holding depth x bits, best shape."""
+    shapes = (URAM_SHAPE,) if primitive == "URAM" else BRAM36_SHAPES
+    return min(math.ceil(depth / d) * math.ceil(bits / w) for d, w in shapes)
+
+
+@dataclass(frozen=True)
+class BufferMapping:
+    name: str
+    kernel: str
+    depth: int
+    bits: int                    # line width in bits
+    primitive: str               # "URAM" | "BRAM36"
+    blocks: int
+    other: str                   # the primitive not chosen
+    other_blocks: int
+    reason: str
+
+    @property
+    def cost(self) -> Cost:
+        return Cost(uram=self.blocks) if self.primitive == "URAM" else Cost(bram=self.blocks)
+
+
+def map_buffer(buf: config.Buffer) -> BufferMapping:
+    """Mapping of one buffer by `BUFFER_RULES`; an unknown buffer takes the primitive that uses
+    the smaller share of the device's pool of it."""
+    bits = buf.width * 8
+    counts = {p: blocks(buf.depth, bits, p) for p in ("URAM", "BRAM36")}
+    if buf.name in BUFFER_RULES:
+        kernel, primitive, reason = BUFFER_RULES[buf.name]
+    else:
+        share = {"URAM": counts["URAM"] / U280_CAPACITY["URAM"],
+                 "BRAM36": counts["BRAM36"] / U280_CAPACITY["BRAM36"]}
+        primitive = min(share, key=share.get)
+        kernel, reason = "mpe", "no stated rule: the smaller share of the device's pool"
+    other = "BRAM36" if primitive == "URAM" else "URAM"
+    return BufferMapping(buf.name, kernel, buf.depth, bits, primitive, counts[primitive], other,
+                         counts[other], reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """`count` of one thing in one kernel instance (of a core, or the scheduler)."""
+
+    kernel: str
+    what: str
+    count: float
+    unit: Cost
+    basis: str
+
+    @property
+    def cost(self) -> Cost:
+        return self.unit * self.count
+
+
+@dataclass(frozen=True)
+class Estimate:
+    target: str
+    cores: int
+    items: tuple                 # per kernel instance: per core, except the scheduler's
+    buffers: tuple               # BufferMapping per on-chip buffer of one core
+    dequant_lanes: int = 0       # per core, for the what-if
+    notes: tuple = field(default=())
+
+    def instances(self, kernel: str) -> int:
+        return 1 if kernel == "scheduler" else self.cores
+
+    def kernel_cost(self, kernel: str) -> Cost:
+        """Whole-device cost of one kernel (all its instances), buffers included."""
+        per = Cost()
+        for item in self.items:
+            if item.kernel == kernel:
+                per = per + item.cost
+        for buf in self.buffers:
+            if buf.kernel == kernel:
+                per = per + buf.cost
+        return per * self.instances(kernel)
+
+    @property
+    def kernels(self) -> tuple:
+        names = []
+        for k in [i.kernel for i in self.items] + [b.kernel for b in self.buffers]:
+            if k not in names:
+                names.append(k)
+        return tuple(names)
+
+    @property
+    def total(self) -> Cost:
+        total = Cost()
+        for kernel in self.kernels:
+            total = total + self.kernel_cost(kernel)
+        return total
+
+    @property
+    def buffer_blocks(self) -> dict:
+        """{"URAM": n, "BRAM36": n} for the on-chip buffers of all cores."""
+        out = {"URAM": 0, "BRAM36": 0}
+        for buf in self.buffers:
+            out[buf.primitive] += buf.blocks * self.cores
+        return out
+
+    def per_slr(self) -> dict:
+        """Cost on the busiest SLR: one core, plus the scheduler on SLR0."""
+        core = Cost()
+        for kernel in self.kernels:
+            if kernel != "scheduler":
+                core = core + self.kernel_cost(kernel) * (1 / self.cores)
+        return (core + self.kernel_cost("scheduler")).as_dict()
+
+    def utilization(self) -> dict:
+        total = self.total.as_dict()
+        return {k: total[k] / U280_CAPACITY[k] for k in RESOURCES}
+
+    def slr_utilization(self) -> dict:
+        slr = self.per_slr()
+        return {k: slr[k] / (U280_CAPACITY[k] / U280_SLRS) for k in RESOURCES}
+
+    @property
+    def fits(self) -> bool:
+        return (all(u <= 1 for u in self.utilization().values())
+                and all(u <= 1 for u in self.slr_utilization().values()))
+
+    def verdict(self) -> str:
+        use = self.utilization()
+        slr = self.slr_utilization()
+        worst = max(use, key=use.get)
+        worst_slr = max(slr, key=slr.get)
+        if not self.fits:
+            over = [k for k in RESOURCES if use[k] > 1 or slr[k] > 1]
+            return (f"DOES NOT FIT the U280: {', '.join(over)} over capacity "
+                    f"(device {use[worst]:.1%} {worst}, busiest SLR {slr[worst_slr]:.1%} "
+                    f"{worst_slr})")
+        tight = [k for k in RESOURCES if use[k] > TIGHT or slr[k] > TIGHT]
+        head = (f"fits the U280 (device: {use[worst]:.1%} {worst} at most; busiest SLR: "
+                f"{slr[worst_slr]:.1%} {worst_slr})")
+        return head + (f"; tight (>{TIGHT:.0%}): {', '.join(tight)}" if tight else "")
+
+    def dequant_in_dsp_what_if(self) -> int:
+        """Extra DSPs if every memctrl dequantiser lane used half a DSP48E2 (two per DSP)."""
+        return math.ceil(self.dequant_lanes / 2) * self.cores
+
+
+def estimate(target: config.Target | str | None = None) -> Estimate:
+    """Resource estimate of a target (default u280; a `Target` may carry what-if overrides)."""
+    t = config.load_target(target or "u280") if not isinstance(target, config.Target) else target
+    design = build_design(t)
+    dsp_macs = int((t.raw or {}).get("mpe", {}).get("dsp_macs", 2))
+    n_ports = len(design.cu("memctrl_0").ports)
+    dequant_lanes = n_ports * AXI_DATA_WIDTH // 8
+    items = [
+        Item("mpe", f"INT8 DSP48E2 ({dsp_macs} MACs each) with sparse MUX, RN, OAU",
+             math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs), MPE_DSP,
+             "mm_macs_per_cycle / dsp_macs; MV mode reuses these chains"),
+        Item("mpe", "epilogue lanes (INT32->FP32, x2 scales, ->FP16)",
+             max(1, t.mm_macs_per_cycle // EPILOGUE_MIN_K), EPILOGUE_LANE,
+             f"mm_macs_per_cycle / EPILOGUE_MIN_K ({EPILOGUE_MIN_K})"),
+        Item("mpe", "control port", 1, CONTROL_PORT, "HLS s_axilite"),
+        Item("misc", "FP32 lanes (2 mul, 2 add, exp, recip, FP16 in/out)",
+             t.misc_elements_per_cycle, MISC_LANE, "misc.elements_per_cycle"),
+        Item("misc", "rsqrt + remote-SFU access engine", 1, MISC_SHARED, "one per unit"),
+        Item("misc", "control port", 1, CONTROL_PORT, "HLS s_axilite"),
+        Item("memctrl", f"{AXI_DATA_WIDTH}-bit m_axi ports", n_ports, M_AXI_PORT,
+             "one per HBM pseudo-channel of the core"),
+        Item("memctrl", "dequantiser byte lanes (LUT multipliers)", dequant_lanes, DEQUANT_LANE,
+             f"{AXI_DATA_WIDTH // 8} per port"),
+        Item("memctrl", "control port", 1, CONTROL_PORT, "HLS s_axilite"),
+        Item("scheduler", f"{AXI_DATA_WIDTH}-bit m_axi port (program fetch)",
+             len(design.scheduler.ports), M_AXI_PORT, "design.py"),
+        Item("scheduler", "dispatch queues", t.cores * len(config.UNITS), DISPATCH_QUEUE,
+             "one per unit queue per core"),
+        Item("scheduler", "fetch, decode, dependency tokens", 1, SCHEDULER_LOGIC, "estimated"),
+        Item("scheduler", "control port", 1, CONTROL_PORT, "HLS s_axilite"),
+    ]
+    buffers = tuple(map_buffer(b) for b in t.buffers.values())
+    notes = ("kernel logic only: the shell's static region (PCIe, XDMA, HBM memory subsystem) and "
+             "the interconnect v++ adds are not counted",
+             "no kernel has been through HLS or Vivado: per-unit costs are typical figures, LUT/FF "
+             "good to about +-50%")
+    return Estimate(t.name, t.cores, tuple(items), buffers, dequant_lanes, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def _n(value) -> str:
+    return "n/r" if value is None else f"{value:,}"
+
+
+def format_report(est: Estimate | None = None) -> str:
+    """The estimate as text tables: per kernel, per buffer, totals beside the paper and the U280."""
+    est = est or estimate()
+    lines = [f"FlightLLM resource estimate, target {est.target} ({est.cores} cores, one per SLR; "
+             f"from config, not synthesis)", ""]
+    head = f"{'kernel':<12}{'inst':>5}" + "".join(f"{k:>11}" for k in RESOURCES)
+    lines += ["Per kernel (all instances):", head, "-" * len(head)]
+    for kernel in est.kernels:
+        cost = est.kernel_cost(kernel).as_dict()
+        lines.append(f"{kernel:<12}{est.instances(kernel):>5}"
+                     + "".join(f"{cost[k]:>11,}" for k in RESOURCES))
+    total = est.total.as_dict()
+    lines.append(f"{'total':<17}" + "".join(f"{total[k]:>11,}" for k in RESOURCES))
+    lines.append(f"{'paper (U280)':<17}" + "".join(f"{_n(PAPER_U280[k]):>11}" for k in RESOURCES))
+    lines.append(f"{'U280 capacity':<17}" + "".join(f"{U280_CAPACITY[k]:>11,}" for k in RESOURCES))
+    use = est.utilization()
+    lines.append(f"{'utilisation':<17}" + "".join(f"{use[k]:>11.1%}" for k in RESOURCES))
+    slr = est.slr_utilization()
+    lines.append(f"{'busiest SLR':<17}" + "".join(f"{slr[k]:>11.1%}" for k in RESOURCES))
+    lines += ["", "Items per instance:"]
+    for item in est.items:
+        c = item.cost
+        lines.append(f"  {item.kernel:<10}{item.count:>5g} x {item.what:<56} DSP {c.dsp:>5g}  "
+                     f"BRAM36 {c.bram:>3g}  LUT {c.lut:>8,.0f}  FF {c.ff:>8,.0f}  [{item.basis}]")
+    lines += ["", "On-chip buffers per core (line bits x depth -> blocks; the other primitive in ()):"]
+    for b in est.buffers:
+        lines.append(f"  {b.name:<5} {b.kernel:<5} {b.bits:>6} b x {b.depth:>5} -> "
+                     f"{b.blocks:>4} {b.primitive:<6} ({b.other_blocks} {b.other})  {b.reason}")
+    lines += ["", "Per-op costs:"]
+    for name, (cost, basis) in OPS.items():
+        lines.append(f"  {name:<14} DSP {cost.dsp:>2g}  LUT {cost.lut:>5g}  FF {cost.ff:>5g}   {basis}")
+    lines += ["", f"Verdict: {est.verdict()}",
+              f"What if the memctrl dequantisers used DSPs (2 lanes per DSP48E2): "
+              f"+{est.dequant_in_dsp_what_if():,} DSP -> {total['DSP'] + est.dequant_in_dsp_what_if():,}"
+              f" of {U280_CAPACITY['DSP']:,}"]
+    lines += [f"Note: {n}" for n in est.notes]
+    return "\n".join(lines)
