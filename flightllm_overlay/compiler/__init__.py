@@ -10,7 +10,7 @@ from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 
-__all__ = ["compile_model", "compile_quantized", "Program", "StepProgram", "quantize_model",
+__all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
 
 
@@ -35,25 +35,45 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     if a.arch != "llama":
         raise CompileError(f"the compiler supports llama models; got {a.arch!r}")
     ctx = default_context(a, tgt, ctx)
-    rows = min(tgt.prefill_bucket, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
     half = (wsize - kv_bytes) // 2 // 64 * 64
-    plan = Placement(qm, tgt, ctx, rows, half)
-    builder = StepBuilder(plan, rows, all_logits)
-    steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}   # whole-context steps
+    # Rows per prefill run: the 128-row MM tile when the step's activations fit on chip, else
+    # fewer (a 128-token bucket then runs as several launches of the same stream).
+    rows = min(tgt.prefill_bucket, ctx)
+    while True:
+        plan = Placement(qm, tgt, ctx, rows, half)
+        builder = StepBuilder(plan, rows, all_logits)
+        try:
+            steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
+            break
+        except CompileError as exc:
+            if "on-chip" not in str(exc) or rows == 1:
+                raise
+            rows //= 2
     images = plan.layout.images
     io = [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
                  cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]
     program = Program(
         model=asdict(a), target=tgt.name, ctx=ctx, rows=rows, steps=steps,
-        channel_static={ch: bytes_to_array(img.static) for ch, img in images.items() if img.size},
+        channel_static={} if plan.layout.shape_only else
+        {ch: bytes_to_array(img.static) for ch, img in images.items() if img.size},
         channel_size={ch: img.size for ch, img in images.items() if img.size},
         io=io, embedding=qm.embedding, meta={"quantization": "W8A8 per-row weights, dynamic "
                                              "per-row INT8 activations", **{
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
+    if plan.layout.shape_only:
+        program.meta["shape_only"] = True
     return program
+
+
+def compile_shapes(args, target="u280", ctx: int | None = None) -> Program:
+    """Compile a model from its shapes alone (no weights): the instruction streams and HBM
+    layout are those of the real model, the HBM images are sizes only.  For the timing model
+    and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run."""
+    from .quantize import shape_only_model
+    return compile_quantized(shape_only_model(args), target, ctx=ctx)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -27,6 +27,20 @@ class Region:
     stripe: int = 1          # >1: nbytes split in equal chunks over that many channels
 
 
+class SizeOnly:
+    """Stands in for a channel's static bytes when compiling from shapes alone: it counts bytes
+    and stores none (timing and storage studies of models whose weights are not at hand)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __len__(self):
+        return self.n
+
+    def extend(self, data):
+        self.n += data if isinstance(data, int) else len(data)
+
+
 @dataclass
 class ChannelImage:
     """What one pseudo-channel holds: static bytes, then a reserved mutable tail."""
@@ -48,9 +62,10 @@ class ChannelImage:
 class HBMLayout:
     """Allocates static and mutable regions on the pseudo-channels of each core."""
 
-    def __init__(self, target):
-        self.target = target
-        self.images = {ch: ChannelImage(ch) for chs in target.core_channels for ch in chs}
+    def __init__(self, target, shape_only: bool = False):
+        self.target, self.shape_only = target, shape_only
+        self.images = {ch: ChannelImage(ch, SizeOnly() if shape_only else bytearray())
+                       for chs in target.core_channels for ch in chs}
         self._next = [0] * target.cores           # round-robin cursor per core
 
     def next_channel(self, core: int) -> int:
@@ -69,7 +84,7 @@ class HBMLayout:
         pad = -len(img.static) % ALIGN
         img.static.extend(b"\0" * pad)
         region = Region(channel, len(img.static), raw.size)
-        img.static.extend(raw.tobytes())
+        img.static.extend(raw.size if self.shape_only else raw.tobytes())
         self._check(img)
         return region
 
@@ -78,19 +93,22 @@ class HBMLayout:
         offset, so that one LD streams it from every channel at once (the paper's partitioning
         of HBM data into channels)."""
         chs = self.target.channels_of(core)
-        raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
-        chunk = -(-raw.size // (len(chs) * ALIGN)) * ALIGN
-        padded = np.zeros(chunk * len(chs), np.uint8)
-        padded[:raw.size] = raw
+        size = data if isinstance(data, int) else data.nbytes
+        chunk = -(-size // (len(chs) * ALIGN)) * ALIGN
         imgs = [self.images[ch] for ch in chs]
         if any(img.frozen for img in imgs):
             raise CompileError("static data placed after the mutable part was fixed")
         top = max(-(-len(img.static) // ALIGN) * ALIGN for img in imgs)
         for i, img in enumerate(imgs):
             img.static.extend(b"\0" * (top - len(img.static)))
-            img.static.extend(padded[i * chunk:(i + 1) * chunk].tobytes())
+            if self.shape_only:
+                img.static.extend(chunk)
+            else:
+                raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+                part = raw[i * chunk:(i + 1) * chunk]
+                img.static.extend(part.tobytes() + b"\0" * (chunk - part.size))
             self._check(img)
-        return Region(chs[0], top, padded.size, stripe=len(chs))
+        return Region(chs[0], top, chunk * len(chs), stripe=len(chs))
 
     def reserve(self, channel: int, nbytes: int) -> Region:
         """Reserve mutable (zero-initialised, device-written) bytes on a channel."""

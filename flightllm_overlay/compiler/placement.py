@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
-from .quantize import QuantizedModel, rope_table
+from .quantize import QuantizedModel, ShapeWeight, rope_table
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Placement:
         a = qm.args
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
         self.weight_half = weight_half
-        self.layout = HBMLayout(target)
+        self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))
         self.group = a.n_heads // a.n_kv_heads
         kv_split = split_even(a.n_kv_heads, target.cores)
         o_split = split_even(a.dim, target.cores, 16)
@@ -93,8 +93,11 @@ class Placement:
         tiles = []
         for r0 in range(start, stop, step):
             r1 = min(stop, r0 + step)
-            blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
-                                   s[r0:r1].astype(np.float32).view(np.uint8)])
+            if isinstance(q, ShapeWeight):             # shape-only: sizes, no bytes
+                blob = (r1 - r0) * (k + 4)
+            else:
+                blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
+                                       s[r0:r1].astype(np.float32).view(np.uint8)])
             tiles.append(Tile(self.layout.put_striped(core, blob), r0 - start, r1 - r0, k))
         return tiles
 
@@ -102,6 +105,10 @@ class Placement:
         """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix."""
         if not pieces:
             return []
+        if isinstance(pieces[0][0][0], ShapeWeight):
+            rows = sum(r1 - r0 for _, r0, r1 in pieces)
+            w = ShapeWeight(rows, pieces[0][0][0].shape[1])
+            return self._tiles(core, w, w, 0, rows)
         q = np.concatenate([w[0][r0:r1] for w, r0, r1 in pieces])
         scale = np.concatenate([w[1][r0:r1] for w, r0, r1 in pieces])
         return self._tiles(core, q, scale, 0, q.shape[0])

@@ -142,3 +142,34 @@ def rope_table(args, length: int) -> np.ndarray:
 
 def softmax_scale(args) -> float:
     return 1.0 / math.sqrt(args.head_dim)
+
+
+class ShapeWeight:
+    """The shape of an INT8 weight (rows, k) with its row scales, but no data: what a
+    shape-only compile places (timing and storage studies without the checkpoint)."""
+
+    def __init__(self, rows: int, k: int):
+        self.shape = (int(rows), int(k))
+
+    def __getitem__(self, rows: slice) -> "ShapeWeight":
+        return ShapeWeight(len(range(*rows.indices(self.shape[0]))), self.shape[1])
+
+
+def shape_only_model(args) -> QuantizedModel:
+    """A QuantizedModel with the shapes of `args` and no weights (norm gains and the RoPE table
+    are real, the rest is sizes only)."""
+    d, hd = args.dim, args.n_heads * args.head_dim
+    kv = args.n_kv_heads * args.head_dim
+
+    def lin(n, k):
+        w = ShapeWeight(n, k)
+        return (w, w)
+
+    layer = {"wq": lin(hd, d), "wk": lin(kv, d), "wv": lin(kv, d), "wo": lin(d, hd),
+             "w_gate": lin(args.hidden_dim, d), "w_up": lin(args.hidden_dim, d),
+             "w_down": lin(d, args.hidden_dim),
+             "attn_norm": np.ones(d, np.float16), "ffn_norm": np.ones(d, np.float16)}
+    return QuantizedModel(args=args, layers=[layer] * args.n_layers,
+                          norm=np.ones(d, np.float16), lm_head=lin(args.vocab_size, d),
+                          embedding=np.broadcast_to(np.float16(0), (args.vocab_size, d)),
+                          smoothing={"shape_only": True})

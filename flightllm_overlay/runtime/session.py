@@ -46,6 +46,9 @@ class Session:
     """`program` loaded on `overlay`; `run(step, token_ids, pos)` returns logits."""
 
     def __init__(self, overlay, program: Program, timeout: float = 60.0):
+        if program.meta.get("shape_only"):
+            raise DeviceError("this program was compiled from shapes alone (no weights): it is "
+                              "for timing and storage studies; compile a checkpoint to run it")
         if program.target != overlay.target.name:
             raise DeviceError(f"program was compiled for target {program.target!r}; the overlay "
                               f"is {overlay.target.name!r}: recompile for it")

@@ -1,0 +1,35 @@
+"""Shape-only compilation: real instruction streams and layout without weights, for the timing
+model and storage accounting of models not at hand."""
+from __future__ import annotations
+
+import pytest
+
+from flightllm_overlay.compiler import compile_model, compile_shapes
+from flightllm_overlay.errors import CompileError, DeviceError
+from flightllm_overlay.model.args import ModelArgs
+
+
+def test_shape_only_streams_equal_the_real_compile(tiny_ckpt):
+    real = compile_model(tiny_ckpt, ctx=64, smooth=False)
+    shapes = compile_shapes(tiny_ckpt.args, ctx=64)
+    assert shapes.meta["shape_only"] and not shapes.channel_static
+    assert shapes.channel_size == real.channel_size
+    for name in ("prefill", "decode"):
+        assert (shapes.steps[name].image == real.steps[name].image).all()
+
+
+def test_big_model_prefill_falls_back_to_fewer_rows_per_launch():
+    two_layers = ModelArgs.from_name("llama2-7b").replace(n_layers=2)
+    prog = compile_shapes(two_layers)
+    assert prog.rows < 128 and prog.steps["prefill"].rows == prog.rows
+
+
+def test_llama2_7b_at_8_bits_does_not_fit_24_pseudo_channels():
+    with pytest.raises(CompileError, match="HBM pseudo-channel"):
+        compile_shapes(ModelArgs.from_name("llama2-7b"))
+
+
+def test_a_shape_only_program_cannot_run(sim_overlay, tiny_ckpt):
+    from flightllm_overlay.runtime import Session
+    with pytest.raises(DeviceError, match="shapes alone"):
+        Session(sim_overlay, compile_shapes(tiny_ckpt.args, ctx=64))
