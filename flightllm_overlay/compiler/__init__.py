@@ -15,7 +15,7 @@ __all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "S
 
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
-                  calibration_tokens=None, smooth: bool = True) -> Program:
+                  calibration_tokens=None, smooth: bool = True, fused: bool = True) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
@@ -25,11 +25,11 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
     qm = quantize_model(ckpt, calibration_tokens if smooth else None)
-    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits)
+    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused)
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
-                      all_logits: bool = False) -> Program:
+                      all_logits: bool = False, fused: bool = True) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     a = qm.args
     if a.arch != "llama":
@@ -43,7 +43,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     rows = min(tgt.prefill_bucket, ctx)
     while True:
         plan = Placement(qm, tgt, ctx, rows, half)
-        builder = StepBuilder(plan, rows, all_logits)
+        builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
             break
@@ -63,17 +63,18 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                              "per-row INT8 activations", **{
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
+    program.meta["fused"] = fused
     if plan.layout.shape_only:
         program.meta["shape_only"] = True
     return program
 
 
-def compile_shapes(args, target="u280", ctx: int | None = None) -> Program:
+def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run."""
     from .quantize import shape_only_model
-    return compile_quantized(shape_only_model(args), target, ctx=ctx)
+    return compile_quantized(shape_only_model(args), target, ctx=ctx, fused=fused)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -49,12 +49,12 @@ class StepBuilder:
     """Compiles the stream of any bucket for one placed model (kept by a freshly compiled
     Program so that buckets can be compiled on first use)."""
 
-    def __init__(self, plan, rows: int, all_logits: bool):
-        self.plan, self.rows, self.all_logits = plan, rows, all_logits
+    def __init__(self, plan, rows: int, all_logits: bool, fused: bool = True):
+        self.plan, self.rows, self.all_logits, self.fused = plan, rows, all_logits, fused
 
     def build(self, kind: str, ctx: int, name: str | None = None) -> StepProgram:
         rows, all_l = (self.rows, self.all_logits) if kind == "prefill" else (1, False)
-        gen = StepCodegen(self.plan, rows, ctx, all_l)
+        gen = StepCodegen(self.plan, rows, ctx, all_l, self.fused)
         streams = [isa.encode_stream(gen.core_stream(cp)) for cp in self.plan.cores]
         return StepProgram(name or step_name(kind, ctx), rows, ctx, all_l,
                            isa.pack_image(streams))

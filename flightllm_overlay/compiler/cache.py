@@ -37,7 +37,7 @@ def checkpoint_digest(source: str) -> str:
     return h.hexdigest()
 
 
-def program_key(ckpt, target, ctx, all_logits) -> str:
+def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
     tgt = load_target(target) if isinstance(target, str) else target
     parts = {
         "checkpoint": checkpoint_digest(ckpt.source) if ckpt.source and Path(ckpt.source).exists()
@@ -46,6 +46,7 @@ def program_key(ckpt, target, ctx, all_logits) -> str:
         "target": hashlib.sha256(json.dumps(tgt.raw, sort_keys=True).encode()).hexdigest(),
         "versions": [__version__, FORMAT_VERSION, isa.IMAGE_VERSION],
         "ctx": ctx, "all_logits": bool(all_logits),
+        "options": repr(sorted((options or {}).items())),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -87,7 +88,7 @@ class ProgramCache:
         from . import compile_model, default_context
         tgt = load_target(target) if isinstance(target, str) else target
         ctx = default_context(ckpt.args, tgt, ctx)
-        key = program_key(ckpt, tgt, ctx, all_logits)
+        key = program_key(ckpt, tgt, ctx, all_logits, kw)
         program = self.load(key)
         if program is None:
             self.misses += 1

@@ -34,7 +34,9 @@ class _Arena:
 class StepCodegen:
     """Emits the instruction streams of one step for every core."""
 
-    def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool):
+    def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
+                 fused: bool = True):
+        self.fused = fused
         if rows > plan.t_max or ctx > plan.ctx:
             raise CompileError(f"step of {rows} rows x {ctx} context exceeds the placement "
                                f"({plan.t_max} x {plan.ctx})")
@@ -201,7 +203,38 @@ class StepCodegen:
                        a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
         self._head(s, cp)
         s.append(Instruction("SYS", op="end"))
+        if not self.fused:
+            s = self._unfuse(s, cp)
         return insert_tokens(s, C)
+
+    def _unfuse(self, s, cp) -> list:
+        """The ablation without operator fusion: every intermediate an MPE or MISC instruction
+        produces is written to HBM and read back before anything uses it, as a design without
+        always-on-chip decode would do.  Results are unchanged; HBM traffic is not."""
+        out = []
+        gsize = self.p.target.buffer("gbuf").bytes
+        for insn in s:
+            out.append(insn)
+            f = insn.fields.get
+            spans = []
+            if insn.op in ("MM", "MV"):
+                n = f("n", 0)
+                spans.append(("gbuf", f("out_addr", 0), f("m", 0), 2 * n, f("out_stride", 0) or 2 * n))
+            elif insn.op == "MISC":
+                k, rows = f("k", 0), f("rows", 0)
+                if f("out_abuf", 0):
+                    spans.append(("abuf", f("out_addr", 0), rows, k, f("out_stride", 0) or k))
+                    spans.append(("abuf", f("out2_addr", 0), 1, 4 * rows, 4 * rows))
+                else:
+                    spans.append(("gbuf", f("out_addr", 0), rows, 2 * k, f("out_stride", 0) or 2 * k))
+            for buf, addr, rows, row_bytes, stride in spans:
+                if not rows or not row_bytes:
+                    continue
+                base = addr + (0 if buf == "gbuf" else gsize)   # same layout in the spill area
+                for op in ("ST", "LD"):
+                    self._move(op, out, cp.spill, buf, addr, rows, row_bytes, hbm_stride=stride,
+                               buf_stride=stride, extra=base)
+        return out
 
     def _attention(self, s, cp, li, wqkv):
         """q/k/v projections, RoPE, KV-cache append and attention for this core's heads."""

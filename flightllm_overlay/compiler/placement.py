@@ -53,6 +53,7 @@ class CorePlan:
     input: Region = None             # f16 (t_max, dim), written by the host
     logits: Region = None            # f16 (t_max, vocab slice), read by the host
     scratch: Region = None           # f16 (t_max, dim)
+    spill: Region = None             # the unfused ablation's HBM copy of on-chip intermediates
 
 
 class Placement:
@@ -159,3 +160,6 @@ class Placement:
             cp.input = self.layout.reserve(home, T * a.dim * 2)
             cp.logits = self.layout.reserve(home, T * (cp.vocab_rows[1] - cp.vocab_rows[0]) * 2)
             cp.scratch = self.layout.reserve(home, T * a.dim * 2)
+            # where the unfused ablation spills every intermediate (gbuf and abuf sized)
+            cp.spill = self.layout.reserve(home, self.target.buffer("gbuf").bytes
+                                           + self.target.buffer("abuf").bytes)
