@@ -71,11 +71,62 @@ def _add_disasm(sub):
     p.set_defaults(func=cmd_disasm)
 
 
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="predicted U280 performance of a model (timing model)",
+                       description="Compile a model and predict, with the timing model, prefill "
+                                   "latency, decode ms/token and tokens/s, HBM bandwidth and MPE "
+                                   "utilisation, roofline bounds and decode stalls for a "
+                                   "[prefill, decode] workload. Predictions, not measurements.")
+    _model_arg(p)
+    p.add_argument("--shape", default=None,
+                   help="compile a model of the shape table from its shapes alone instead "
+                        "(e.g. smollm2-360m, tinyllama-1.1b)")
+    p.add_argument("--workload", type=int, nargs=2, default=[128, 512],
+                   metavar=("PREFILL", "DECODE"))
+    p.add_argument("--target", default="u280")
+    p.add_argument("--ctx", type=int, default=None)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fused", dest="fused", action="store_true", default=True,
+                   help="always-on-chip decode (default)")
+    g.add_argument("--unfused", dest="fused", action="store_false",
+                   help="ablation: every intermediate through HBM")
+    p.add_argument("--gantt", default=None, help="write a per-unit Gantt chart of one decode "
+                                                  "step to this PNG file")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench, gantt
+    from .compiler import compile_model, compile_shapes
+    from .config import load_target
+    from .sim.timing import TimingModel
+    target = load_target(args.target)
+    if args.shape:
+        from .model.args import ModelArgs
+        margs = ModelArgs.from_name(args.shape)
+        program, name = compile_shapes(margs, target, ctx=args.ctx, fused=args.fused), args.shape
+    else:
+        from .model import load_checkpoint
+        ckpt = load_checkpoint(args.model)
+        program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused)
+        name = ckpt.args.name
+    pre, dec = args.workload
+    if pre + dec > program.ctx:
+        from .errors import ContextLengthError
+        raise ContextLengthError(f"workload [{pre}, {dec}] exceeds the context {program.ctx}")
+    result = bench(program, target, pre, dec, name)
+    print(result.report())
+    if args.gantt:
+        step, _ = program.bucket_step("decode", pre + 1, target)
+        print(f"wrote {gantt(TimingModel(target).schedule_image(step.image), args.gantt, f'{name}: one decode step ({step.name}), predicted')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest):
+    for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench):
         add(sub)
     return parser
 

@@ -7,6 +7,7 @@ with warnings.catch_warnings():       # pynq warns about the CPU on x86 at impor
     import pynq  # noqa: F401
 
 from ..sim import device as _sim_device  # noqa: F401  registers SimulatedU280 with pynq
+from ..xrt import device as _xrt_device  # noqa: F401  registers XrtU280 (a U280 card through pyxrt)
 from .drivers import (DEFAULT_TIMEOUT, DRIVERS, HLSKernel, MemoryControllerDriver, MISCDriver,
                       MPEDriver, SchedulerDriver)
 from .overlay import DEFAULT_BITFILE, CoreStats, FlightLLMOverlay, RunStats, resolve_bitstream
