@@ -21,6 +21,8 @@ from .errors import IllegalInstructionError
 # ---------------------------------------------------------------------------------------------
 BUFFERS = ("wbuf", "abuf", "gbuf", "meta", "fsb", "bias")       # on-chip buffer ids
 DYN_MODES = ("static", "at_pos", "history", "step", "last")    # how LD/ST use run-time params
+WEIGHT_FORMATS = ("int8", "int4")    # LD's dequantisation unit: HBM format -> INT8 in wbuf
+INT4_GROUP = 32                      # weights per group of an int4 row (one group byte each)
 MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
 SYS_OPS = ("barrier", "end")
 
@@ -28,7 +30,7 @@ HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
 
 _MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 2),
          ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
-         ("hbm_stride", 28), ("buf_stride", 22))
+         ("hbm_stride", 28), ("buf_stride", 22), ("wfmt", 2), ("wk", 16))
 _MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
            ("k", 16), ("a_addr", 22), ("a_scale", 22), ("w_addr", 22), ("w_scale", 22),
            ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16))
@@ -82,6 +84,7 @@ BY_OPCODE = {f.opcode: f for f in FORMATS.values()}
 MV_MAX_ROWS = 16
 
 _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MODES,
+          ("LD", "wfmt"): WEIGHT_FORMATS,
           ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS}
 
 
@@ -205,7 +208,13 @@ def _check_semantics(op: str, f: dict) -> None:
                                           f"legal: {list(enumerate(enum))}")
     if op == "ST" and f.get("remote"):
         raise IllegalInstructionError("ST cannot target a remote core; remote access is LD only")
-    if f.get("stripe") and (op == "ST" or f.get("remote") or f.get("rows", 0) > 1
+    if f.get("wfmt") and (op == "ST" or f.get("remote") or f.get("buf", 0) != 0
+                          or f.get("dyn", 0) or f.get("wk", 0) % INT4_GROUP):
+        raise IllegalInstructionError(
+            f"{op} with wfmt={f['wfmt']}: dequantising loads are static LDs of weight rows into "
+            f"the weight buffer, with wk a multiple of {INT4_GROUP}")
+    if f.get("stripe") and (op == "ST" or f.get("remote")
+                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
                             or f.get("row_bytes", 0) % (1 << f["stripe"])):
         raise IllegalInstructionError(
             f"{op} with stripe={f['stripe']}: striping is for LD of one contiguous row whose "
@@ -277,6 +286,8 @@ def disassemble_one(insn: Instruction) -> str:
         dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
         a, b = (dst, src) if op == "LD" else (src, dst)
         text = f"{op:4s} {a} <- {b} rows={f('rows', 0)}x{f('row_bytes', 0)}B"
+        if f("wfmt", 0):
+            text += f" {WEIGHT_FORMATS[f('wfmt', 0)]}->int8 k={f('wk', 0)}"
         if dyn != "static":
             text += f" dyn={dyn}"
     elif op in ("MM", "MV"):

@@ -45,6 +45,10 @@ _MOVE_MEANING = {
     "row_bytes": "bytes per row",
     "hbm_stride": "bytes between consecutive rows in HBM",
     "buf_stride": "bytes between consecutive rows in the on-chip buffer",
+    "wfmt": "LD only: weight format through the dequantisation unit (index into "
+            "`WEIGHT_FORMATS`); non-zero: `row_bytes` of a low-bit tile become `rows` INT8 rows of "
+            "`wk` columns plus FP32 row scales in wbuf; static LD into wbuf only; ST: must be 0",
+    "wk": "with `wfmt`: columns (K) of the weight rows, a multiple of 32; otherwise unused",
 }
 _MATRIX_MEANING = {
     "wt": "0: weights stored (N, K) row-major; 1: stored (K, N) row-major (already transposed)",
@@ -184,7 +188,7 @@ def field_max(op, name) -> int:
         return 63 & ~own_bit(op)
     if (op, name) in isa._ENUMS:
         return len(isa._ENUMS[(op, name)]) - 1
-    if (op, name) in (("ST", "remote"), ("ST", "stripe")):
+    if (op, name) in (("ST", "remote"), ("ST", "stripe"), ("ST", "wfmt")):
         return 0
     if (op, name) == ("MV", "m"):
         return isa.MV_MAX_ROWS
@@ -217,8 +221,12 @@ def legal_instructions(op):
 
 
 def _legal_stripe(op, f):
-    """Striping is legal only for LD of one row that splits evenly: clear it otherwise."""
-    if f.get("stripe") and (op == "ST" or f.get("remote") or f.get("rows", 0) > 1
+    """Striping and dequantising loads have preconditions: clear them where unmet."""
+    if f.get("wfmt") and (op == "ST" or f.get("remote") or f.get("buf", 0) or f.get("dyn", 0)
+                          or f.get("wk", 0) % isa.INT4_GROUP):
+        f = dict(f, wfmt=0)
+    if f.get("stripe") and (op == "ST" or f.get("remote")
+                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
                             or f.get("row_bytes", 0) % (1 << f["stripe"])):
         f = dict(f, stripe=0)
     return f

@@ -15,7 +15,8 @@ __all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "S
 
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
-                  calibration_tokens=None, smooth: bool = True, fused: bool = True) -> Program:
+                  calibration_tokens=None, smooth: bool = True, fused: bool = True,
+                  weight_bits: int = 8) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
@@ -24,7 +25,7 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
-    qm = quantize_model(ckpt, calibration_tokens if smooth else None)
+    qm = quantize_model(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
     return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused)
 
 
@@ -64,17 +65,20 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
     program.meta["fused"] = fused
+    program.meta["weight_bits"] = 4 if any(
+        t.fmt for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts) else 8
     if plan.layout.shape_only:
         program.meta["shape_only"] = True
     return program
 
 
-def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True) -> Program:
+def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
+                   weight_bits: int = 8) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run."""
     from .quantize import shape_only_model
-    return compile_quantized(shape_only_model(args), target, ctx=ctx, fused=fused)
+    return compile_quantized(shape_only_model(args, weight_bits), target, ctx=ctx, fused=fused)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -86,9 +86,9 @@ class StepCodegen:
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
-              buf_stride=None, dyn="static", extra=0):
+              buf_stride=None, dyn="static", extra=0, **more):
         stripe = region.stripe.bit_length() - 1
-        s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel, stripe=stripe,
+        s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel, stripe=stripe, **more,
                              hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
                              row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
                              buf_stride=buf_stride or row_bytes))
@@ -123,7 +123,7 @@ class StepCodegen:
         for tile in tiles:
             half = self._next_half()
             nbytes = tile.rows * k
-            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
+            self._load_tile(s, tile, half)
             t0, t1 = tile.row0, tile.row0 + tile.rows
             for r0, r1, out, stride in segments:
                 lo, hi = max(r0, t0), min(r1, t1)
@@ -132,6 +132,15 @@ class StepCodegen:
                 self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
                           w_addr=half + (lo - t0) * k, w_scale=half + nbytes + 4 * (lo - t0),
                           w_stride=k, out_addr=out + 2 * (lo - r0), out_stride=stride)
+
+    def _load_tile(self, s, tile, half):
+        """One striped LD of a weight tile; int4 tiles pass the dequantisation unit, which
+        writes the same INT8 rows + FP32 scales layout an int8 tile has."""
+        if tile.fmt:
+            self._ld(s, tile.region, "wbuf", half, tile.rows, tile.region.nbytes,
+                     wfmt=tile.fmt, wk=tile.k)
+        else:
+            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
 
     def _next_half(self):
         self._half = 1 - getattr(self, "_half", 1)
@@ -303,7 +312,7 @@ class StepCodegen:
         for tile in cp.lm_head:
             half = self._next_half()
             nbytes = tile.rows * dim
-            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
+            self._load_tile(s, tile, half)
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,

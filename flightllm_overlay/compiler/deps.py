@@ -22,7 +22,11 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
         rows, rb = f("rows", 0), f("row_bytes", 0)
         buf = isa.BUFFERS[f("buf", 0)]
         b0 = f("buf_addr", 0)
-        out.append((buf, b0, b0 + max(rows - 1, 0) * f("buf_stride", 0) + rb, op == "LD"))
+        if f("wfmt", 0):                        # dequantising load: rows x (wk + 4) land on chip
+            out.append((buf, b0, b0 + rows * (f("wk", 0) + 4), True))
+            rows = 1
+        else:
+            out.append((buf, b0, b0 + max(rows - 1, 0) * f("buf_stride", 0) + rb, op == "LD"))
         if not f("remote", 0):
             h0, hs = f("hbm_addr", 0), f("hbm_stride", 0)
             span = max(rows, ctx_cap if isa.DYN_MODES[f("dyn", 0)] in ("at_pos", "last") else rows)

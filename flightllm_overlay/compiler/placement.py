@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
-from .quantize import QuantizedModel, ShapeWeight, rope_table
+from .quantize import Int4Weight, QuantizedModel, ShapeWeight, rope_table
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Tile:
     row0: int
     rows: int
     k: int
+    fmt: int = 0            # isa.WEIGHT_FORMATS index: 0 int8, 1 int4 (dequantised by the LD)
 
 
 @dataclass
@@ -94,22 +95,29 @@ class Placement:
         tiles = []
         for r0 in range(start, stop, step):
             r1 = min(stop, r0 + step)
+            fmt = 0
             if isinstance(q, ShapeWeight):             # shape-only: sizes, no bytes
-                blob = (r1 - r0) * (k + 4)
+                blob, fmt = q.nbytes_of(r1 - r0), int(q.bits == 4)
+            elif isinstance(q, Int4Weight):
+                blob, fmt = q[r0:r1].blob(), 1
             else:
                 blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
                                        s[r0:r1].astype(np.float32).view(np.uint8)])
-            tiles.append(Tile(self.layout.put_striped(core, blob), r0 - start, r1 - r0, k))
+            tiles.append(Tile(self.layout.put_striped(core, blob), r0 - start, r1 - r0, k, fmt))
         return tiles
 
     def _fused(self, core: int, pieces: list) -> list:
         """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix."""
         if not pieces:
             return []
-        if isinstance(pieces[0][0][0], ShapeWeight):
+        first = pieces[0][0][0]
+        if isinstance(first, ShapeWeight):
             rows = sum(r1 - r0 for _, r0, r1 in pieces)
-            w = ShapeWeight(rows, pieces[0][0][0].shape[1])
+            w = ShapeWeight(rows, first.shape[1], first.bits)
             return self._tiles(core, w, w, 0, rows)
+        if isinstance(first, Int4Weight):
+            w = Int4Weight.concat([p[0][r0:r1] for p, r0, r1 in pieces])
+            return self._tiles(core, w, None, 0, w.shape[0])
         q = np.concatenate([w[0][r0:r1] for w, r0, r1 in pieces])
         scale = np.concatenate([w[1][r0:r1] for w, r0, r1 in pieces])
         return self._tiles(core, q, scale, 0, q.shape[0])

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..sim.units import quantize_weight
+from ..errors import CompileError
+from ..sim.units import INT4_GROUP, int4_tile_bytes, quantize_weight, quantize_weight_int4
 
 LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 _HF = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
@@ -83,7 +84,8 @@ def _smooth_scale(act_max, w_cols_max, alpha):
     return np.clip(s, 1e-2, 1e3).astype(np.float32)
 
 
-def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5) -> QuantizedModel:
+def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
+                   weight_bits: int = 8) -> QuantizedModel:
     """Quantise a float checkpoint to the device's W8A8 formats (smoothing if tokens are given)."""
     args, W = ckpt.args, ckpt.weights
     stats = calibration_stats(ckpt, calibration_tokens) if calibration_tokens is not None else None
@@ -119,7 +121,13 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5) -> Quantiz
             lin["wv"] = lin["wv"] / s_kv.reshape(-1)[:, None]
             s_o = np.repeat(s_kv[:, None, :], g, axis=1).reshape(-1)     # (n_heads * d,)
             lin["wo"] = lin["wo"] * s_o[None, :]
-        layer = {k: quantize_weight(v) for k, v in lin.items()}
+        if weight_bits == 4:            # rows whose K is not a whole number of groups stay INT8
+            layer = {k: (Int4Weight.quantize(v), None) if v.shape[1] % INT4_GROUP == 0
+                     else quantize_weight(v) for k, v in lin.items()}
+        elif weight_bits == 8:
+            layer = {k: quantize_weight(v) for k, v in lin.items()}
+        else:
+            raise CompileError(f"weight_bits must be 8 or 4, got {weight_bits}")
         layer["attn_norm"] = attn_norm.astype(np.float16)
         layer["ffn_norm"] = ffn_norm.astype(np.float16)
         layers.append(layer)
@@ -144,25 +152,60 @@ def softmax_scale(args) -> float:
     return 1.0 / math.sqrt(args.head_dim)
 
 
+class Int4Weight:
+    """An int4 weight matrix in the dequantisation unit's format, sliceable by rows.
+
+    packed (rows, k/2) uint8, groups (rows, k/32) uint8, scales (rows,) f32; see
+    `sim.units.quantize_weight_int4` for the format and `blob` for a tile's bytes."""
+
+    def __init__(self, packed, groups, scales):
+        self.packed, self.groups, self.scales = packed, groups, scales
+        self.shape = (packed.shape[0], packed.shape[1] * 2)
+
+    @classmethod
+    def quantize(cls, w: np.ndarray) -> "Int4Weight":
+        rows, k = w.shape
+        raw = np.frombuffer(quantize_weight_int4(w), np.uint8)
+        n_p, n_g = rows * k // 2, rows * k // INT4_GROUP
+        return cls(raw[:n_p].reshape(rows, k // 2), raw[n_p:n_p + n_g].reshape(rows, -1),
+                   raw[n_p + n_g:].view(np.float32))
+
+    def __getitem__(self, rows: slice) -> "Int4Weight":
+        return Int4Weight(self.packed[rows], self.groups[rows], self.scales[rows])
+
+    @staticmethod
+    def concat(parts) -> "Int4Weight":
+        return Int4Weight(*(np.concatenate([getattr(p, n) for p in parts])
+                            for n in ("packed", "groups", "scales")))
+
+    def blob(self) -> np.ndarray:
+        return np.concatenate([self.packed.reshape(-1), self.groups.reshape(-1),
+                               self.scales.astype(np.float32).view(np.uint8)])
+
+
 class ShapeWeight:
     """The shape of an INT8 weight (rows, k) with its row scales, but no data: what a
     shape-only compile places (timing and storage studies without the checkpoint)."""
 
-    def __init__(self, rows: int, k: int):
-        self.shape = (int(rows), int(k))
+    def __init__(self, rows: int, k: int, bits: int = 8):
+        self.shape, self.bits = (int(rows), int(k)), bits
 
     def __getitem__(self, rows: slice) -> "ShapeWeight":
-        return ShapeWeight(len(range(*rows.indices(self.shape[0]))), self.shape[1])
+        return ShapeWeight(len(range(*rows.indices(self.shape[0]))), self.shape[1], self.bits)
+
+    def nbytes_of(self, rows: int) -> int:
+        k = self.shape[1]
+        return int4_tile_bytes(rows, k) if self.bits == 4 else rows * (k + 4)
 
 
-def shape_only_model(args) -> QuantizedModel:
+def shape_only_model(args, weight_bits: int = 8) -> QuantizedModel:
     """A QuantizedModel with the shapes of `args` and no weights (norm gains and the RoPE table
-    are real, the rest is sizes only)."""
+    are real, the rest is sizes only); `weight_bits` 4 sizes the linear layers as int4."""
     d, hd = args.dim, args.n_heads * args.head_dim
     kv = args.n_kv_heads * args.head_dim
 
-    def lin(n, k):
-        w = ShapeWeight(n, k)
+    def lin(n, k, bits=weight_bits):
+        w = ShapeWeight(n, k, bits)
         return (w, w)
 
     layer = {"wq": lin(hd, d), "wk": lin(kv, d), "wv": lin(kv, d), "wo": lin(d, hd),
@@ -170,6 +213,6 @@ def shape_only_model(args) -> QuantizedModel:
              "w_down": lin(d, args.hidden_dim),
              "attn_norm": np.ones(d, np.float16), "ffn_norm": np.ones(d, np.float16)}
     return QuantizedModel(args=args, layers=[layer] * args.n_layers,
-                          norm=np.ones(d, np.float16), lm_head=lin(args.vocab_size, d),
+                          norm=np.ones(d, np.float16), lm_head=lin(args.vocab_size, d, 8),
                           embedding=np.broadcast_to(np.float16(0), (args.vocab_size, d)),
                           smoothing={"shape_only": True})

@@ -39,9 +39,11 @@ class StorageReport:
 
 def storage_report(program, target) -> StorageReport:
     """Count the bytes of every bucket stream (compiling the missing ones) and compute what one
-    stream per length 1..ctx would take.  The per-length figure is not materialised: a stream's
-    instructions do not depend on the length it is compiled for, only some field values do
-    (tests/test_buckets.py), so each length's stream has the byte size of its bucket's."""
+    stream per length 1..ctx would take.  The per-length figure is not materialised: inside a
+    bucket, a stream compiled for an exact length has the bucket stream's instructions with other
+    capacity values (tests/test_buckets.py; notebooks/03 spot-checks the sizes), so each length
+    is counted at its bucket's size.  (Across buckets the size can change, e.g. where on-chip
+    regions sized by the context start to dominate; that happens at bucket boundaries.)"""
     bucketed, streams, per_length = {}, {}, {}
     for kind in KINDS:
         ends = buckets(target, kind, program.ctx)

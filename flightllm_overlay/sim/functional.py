@@ -365,7 +365,36 @@ class _RunContext:
         end = _region(buf, addr, rows, row_bytes, bstride, f"{op} of {bname}")
         return rows, off, row_bytes, bstride, bname, buf, addr, end
 
+    def ld_dequant(self, core, f):
+        """A weight load through the dequantisation unit: `row_bytes` of low-bit tile from HBM
+        become `rows` INT8 weight rows of `wk` columns plus their FP32 scales in wbuf."""
+        rows, k, addr = f.get("rows", 0), f.get("wk", 0), f.get("buf_addr", 0)
+        if not rows or not k:
+            return
+        buf = core.bufs["wbuf"]
+        end = _region(buf, addr, 1, rows * (k + 4), 0, "LD (dequantising) of wbuf")
+        need = U.int4_tile_bytes(rows, k)
+        if f.get("row_bytes", 0) < need:
+            raise ProgramError(f"an int4 tile of {rows} x {k} needs {need} bytes; the LD "
+                               f"reads {f.get('row_bytes', 0)}")
+        parts = self._hbm(core, f, 1, f.get("hbm_addr", 0))
+        hr = self.counters.hbm_read
+        for ch, _, _, view in parts:
+            hr[ch] = hr.get(ch, 0) + view.size
+        key = ("int4", tuple(p[1] for p in parts), rows, k, f.get("row_bytes", 0))
+        version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
+        snap = self.sim._snapshots.get(key)
+        if snap is None or snap.version != version:
+            blob = np.concatenate([p[3].reshape(-1) for p in parts])
+            w8, scales = U.dequant_int4(blob, rows, k)
+            snap = _Snapshot(version, np.concatenate([w8.view(np.uint8).reshape(-1),
+                                                      scales.view(np.uint8)]))
+            self.sim._snapshots[key] = snap
+        core.replace_tags(addr, end, snap)
+
     def ld(self, core, f, cc, op):
+        if f.get("wfmt", 0):
+            return self.ld_dequant(core, f)
         rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
         if not rows or not row_bytes:
             return

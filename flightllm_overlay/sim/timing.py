@@ -108,8 +108,8 @@ class TimingModel:
         g = f.get
         if op in ("LD", "ST"):
             rows, rb = g("rows", 0), g("row_bytes", 0)
-            if isa.DYN_MODES[g("dyn", 0)] == "last":
-                rows = 1
+            if isa.DYN_MODES[g("dyn", 0)] == "last" or g("wfmt", 0):
+                rows = 1                        # one row, or one compressed weight tile
             nbytes = rows * rb
             if g("remote", 0):
                 return self.remote_latency + _ceil(nbytes, int(self.remote_bpc)), [], 0, 0

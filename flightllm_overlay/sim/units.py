@@ -77,15 +77,62 @@ def emul(a, b):
     return (a.astype(F32) * b.astype(F32)).astype(F16)
 
 
+# exp and row sums are defined exactly (not "numpy's exp" or "an FP32 sum in some order") so that
+# the HLS kernels (flightllm_overlay/src, which take these constants from the generated header)
+# reproduce them bit for bit.
+#: exp32: the Taylor coefficients 1/k!, k = 0..13, as float64 bit patterns (Horner from the top).
+EXP_COEFFS = ("0x1.0000000000000p+0", "0x1.0000000000000p+0", "0x1.0000000000000p-1",
+              "0x1.5555555555555p-3", "0x1.5555555555555p-5", "0x1.1111111111111p-7",
+              "0x1.6c16c16c16c17p-10", "0x1.a01a01a01a01ap-13", "0x1.a01a01a01a01ap-16",
+              "0x1.71de3a556c734p-19", "0x1.27e4fb7789f5cp-22", "0x1.ae64567f544e4p-26",
+              "0x1.1eed8eff8d898p-29", "0x1.6124613a86d09p-33")
+EXP_LOG2E = "0x1.71547652b82fep+0"          # log2(e)
+EXP_LN2_HI = "0x1.62e42fee00000p-1"         # ln 2 split (fdlibm): n * hi is exact for |n| < 2**20
+EXP_LN2_LO = "0x1.a39ef35793c76p-33"
+EXP_CLAMP = (-110.0, 89.0)                   # exp32 of x outside rounds to 0 / +inf anyway
+_EC = np.array([float.fromhex(c) for c in EXP_COEFFS])
+_LOG2E, _LN2_HI, _LN2_LO = (float.fromhex(c) for c in (EXP_LOG2E, EXP_LN2_HI, EXP_LN2_LO))
+
+
+def exp32(x):
+    """The MISC exponential: FP32 in, FP32 out, evaluated in float64 and rounded once.
+
+    t = clip(x, -110, 89); n = rint(t * log2e); r = (t - n*ln2_hi) - n*ln2_lo;
+    p = Horner(1/k!, k = 13..0) at r; exp32(x) = fp32(ldexp(p, n)); NaN stays NaN.
+    Every step is one IEEE float64 operation (no fused multiply-add), so the result is
+    reproducible; it is within about 1e-16 relative of exp before the final rounding.
+    """
+    x = np.asarray(x, F32)
+    t = np.clip(x.astype(np.float64), *EXP_CLAMP)
+    n = np.rint(t * _LOG2E)
+    r = (t - n * _LN2_HI) - n * _LN2_LO
+    p = np.full(r.shape, _EC[-1])
+    for c in _EC[-2::-1]:
+        p *= r
+        p += c
+    with np.errstate(over="ignore"):          # exp of x > ~88.72 is +inf by definition
+        out = np.ldexp(p, np.nan_to_num(n).astype(np.int32)).astype(F32)
+    return np.where(np.isnan(x), x, out)
+
+
+def row_sum(x):
+    """Sum of each row of FP32 values: left to right in float64, rounded once to FP32."""
+    x = np.asarray(x, F32)
+    if x.shape[-1] == 0:
+        return np.zeros(x.shape[:-1], F32)
+    return np.cumsum(x, axis=-1, dtype=np.float64)[..., -1].astype(F32)
+
+
 def silu(a):
     x = a.astype(F32)
-    return (x / (F32(1) + np.exp(-x))).astype(F16)
+    return (x / (F32(1) + exp32(-x))).astype(F16)
 
 
 def rmsnorm(a, gamma, eps: float):
-    """Two-phase: mean of squares in FP32, then x * rsqrt(ms + eps) * gamma, rounded once."""
+    """Two-phase: mean of squares (row_sum of the FP32 squares, / K in FP32), then
+    x * (1 / sqrt(ms + eps)) * gamma in FP32, rounded once to FP16."""
     x = a.astype(F32)
-    ms = np.einsum("ij,ij->i", x, x)[:, None] / F32(x.shape[-1])
+    ms = row_sum(x * x)[:, None] / F32(x.shape[-1])
     r = F32(1) / np.sqrt(ms + F32(eps))
     return (x * r * gamma.astype(F32)).astype(F16)
 
@@ -97,8 +144,8 @@ def softmax(a, scale: float, valid: np.ndarray | None = None):
         x = np.where(valid, x, F32(-np.inf))
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, F32(0))
-    e = np.exp(x - m)
-    s = np.sum(e, axis=-1, keepdims=True, dtype=F32)
+    e = exp32(x - m)
+    s = row_sum(e)[..., None]
     s = np.where(s > 0, s, F32(1))
     return (e / s).astype(F16)
 
@@ -142,3 +189,63 @@ def quantize_weight(w: np.ndarray):
     scale = np.where(amax > 0, amax / QMAX, 1.0).astype(F32)
     q = np.clip(np.rint(w / scale[:, None]), -QMAX, QMAX).astype(np.int8)
     return q, scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Low-bit weights: the dequantisation unit of the memory controller
+# ---------------------------------------------------------------------------------------------
+INT4_GROUP = 32
+INT4_MAX_MULT = 8
+
+
+def int4_tile_bytes(rows: int, k: int) -> int:
+    """HBM bytes of an int4 tile: packed nibbles, one byte per group, FP32 row scales."""
+    return rows * (k // 2 + k // INT4_GROUP + 4)
+
+
+def quantize_weight_int4(w: np.ndarray) -> bytes:
+    """Asymmetric 4-bit per group of 32 with an integer group multiplier, as one tile blob.
+
+    Per row: s_row = max_g(s_g) / 8, where s_g = (max - min) / 15 of group g; each group keeps
+    m_g = clip(rint(s_g / s_row), 1, 8) (3 bits) and a zero point z_g (4 bits), and
+    q = clip(rint(w / (m_g s_row) + z_g), 0, 15).  The dequantisation unit then produces the
+    INT8 weight (q - z_g) * m_g, within +-120, so the MPE multiplies INT8 exactly and applies
+    s_row in its epilogue: low-bit weights become INT8 multiplies.
+    Blob: [rows * k/2 bytes, low nibble first][rows * k/32 bytes: z | (m-1) << 4][rows f32].
+    """
+    w = np.asarray(w, np.float32)
+    rows, k = w.shape
+    g = w.reshape(rows, k // INT4_GROUP, INT4_GROUP)
+    lo, hi = np.minimum(g.min(-1), 0), np.maximum(g.max(-1), 0)
+    s_g = (hi - lo) / 15
+    s_row = np.where(s_g.max(-1) > 0, s_g.max(-1) / INT4_MAX_MULT, 1).astype(np.float32)
+    m = np.clip(np.rint(s_g / s_row[:, None]), 1, INT4_MAX_MULT)
+    step = m * s_row[:, None]
+    z = np.clip(np.rint(-lo / step), 0, 15)
+    q = np.clip(np.rint(g / step[..., None] + z[..., None]), 0, 15).astype(np.uint8)
+    q = q.reshape(rows, k)
+    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+    gbytes = (z.astype(np.uint8) | ((m.astype(np.uint8) - 1) << 4)).astype(np.uint8)
+    return packed.tobytes() + gbytes.tobytes() + s_row.tobytes()
+
+
+def dequant_int4(blob, rows: int, k: int):
+    """The dequantisation unit: an int4 tile blob -> (INT8 weights (rows, k), FP32 scales)."""
+    blob = np.frombuffer(blob, np.uint8) if not isinstance(blob, np.ndarray) else blob
+    n_packed, n_groups = rows * k // 2, rows * k // INT4_GROUP
+    packed = blob[:n_packed].reshape(rows, k // 2)
+    q = np.empty((rows, k), np.int16)
+    q[:, 0::2] = packed & 0xF
+    q[:, 1::2] = packed >> 4
+    gb = blob[n_packed:n_packed + n_groups].reshape(rows, k // INT4_GROUP)
+    z = (gb & 0xF).astype(np.int16)
+    m = ((gb >> 4) & 0x7).astype(np.int16) + 1
+    w8 = ((q.reshape(rows, -1, INT4_GROUP) - z[..., None]) * m[..., None]).reshape(rows, k)
+    scales = blob[n_packed + n_groups:n_packed + n_groups + 4 * rows].view(np.float32)
+    return w8.astype(np.int8), scales
+
+
+def int4_float(blob, rows: int, k: int) -> np.ndarray:
+    """The float weights an int4 blob stands for (for float emulation and tests)."""
+    w8, s = dequant_int4(blob, rows, k)
+    return w8.astype(np.float32) * s[:, None]
