@@ -85,10 +85,11 @@ class BenchResult:
 
 
 def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = "",
-          curve: bool = False) -> BenchResult:
-    """Predict a [prefill_tokens, decode_tokens] workload for `program` on `target`."""
+          curve: bool = False, cache: dict | None = None) -> BenchResult:
+    """Predict a [prefill_tokens, decode_tokens] workload for `program` on `target`.
+    `cache` (bucket name -> Timeline) can be shared between workloads of the same program."""
     tm = TimingModel(target)
-    cache = {}
+    cache = {} if cache is None else cache
 
     def timeline(kind, end):
         step, _ = program.bucket_step(kind, end, target)
