@@ -252,7 +252,6 @@ class StepCodegen:
         nq, nk = len(cp.q_heads), len(cp.kv_heads)
         if not nk:
             return
-        K, V = self.Q + nq * T * d * 2, self.Q + (nq + nk) * T * d * 2
         if T == 1:              # head-major equals token-major: one segment for q, k and v
             segments = [(0, (nq + 2 * nk) * d, self.Q, 2 * (nq + 2 * nk) * d)]
         else:                   # each head's rows to its own (T, d) block

@@ -221,8 +221,8 @@ def _bank_order(tag: str):
 # ---------------------------------------------------------------------------------------------
 # pynq-facing objects: the memory bank (what `ol.HBM0` returns) and the buffer
 # ---------------------------------------------------------------------------------------------
-class SimBuffer(PynqBuffer):
-    """A `PynqBuffer` whose host memory is an ordinary numpy array and whose device copy is apart.
+class SlicedBuffer(PynqBuffer):
+    """A `PynqBuffer` whose views sync exactly their own bytes (`bo.host` is the host array).
 
     Only the array returned by `allocate` owns the allocation; views and slices share it.
     Freeing (explicitly, by `with`, or by garbage collection) is idempotent.
@@ -248,30 +248,50 @@ class SimBuffer(PynqBuffer):
         self.device.invalidate(self.bo, offset, self.virtual_address, nbytes)
 
 
-class SimMemoryBank:
-    """One bank as pynq sees it (like pynq's XrtMemory): `allocate` buffers in it."""
+class MemoryBank:
+    """One bank as pynq sees it (like pynq's XrtMemory): `allocate` buffers in it.  Subclasses
+    say how a device allocation is made (`_allocation`) and which buffer class wraps it."""
+
+    buffer_class = SlicedBuffer
 
     def __init__(self, device, desc: dict):
         self.device, self.desc = device, desc
         self.idx, self.size, self.base_address = desc["idx"], desc["size"], desc["base_address"]
         self.tag = desc["tag"]
 
+    def _allocation(self, nbytes: int):
+        raise NotImplementedError
+
     def allocate(self, shape, dtype="u4", cacheable=0, **kwargs):
-        """A new `PynqBuffer` of `shape`/`dtype` in this bank (host and device copies zeroed)."""
+        """A new `PynqBuffer` of `shape`/`dtype` in this bank."""
         if kwargs:
             raise TypeError(f"allocate() got unexpected arguments {sorted(kwargs)}")
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        alloc = self.device.allocate_device(self.tag, nbytes)
-        buf = SimBuffer(shape, dtype, buffer=alloc.host, device=self.device,
-                        device_address=alloc.address, bo=alloc, coherent=False)
+        alloc = self._allocation(nbytes)
+        buf = self.buffer_class(shape, dtype, buffer=alloc.host, device=self.device,
+                                device_address=alloc.address, bo=alloc, coherent=False)
         buf._owner = True
         buf.memory = self
         return buf
 
+
+class SimBuffer(SlicedBuffer):
+    """A buffer of the simulated card: host memory is a numpy array, the device copy apart."""
+
+
+class SimMemoryBank(MemoryBank):
+    """A bank of the simulated card (host and device copies zeroed on allocation)."""
+
+    buffer_class = SimBuffer
+
+    def _allocation(self, nbytes: int):
+        return self.device.allocate_device(self.tag, nbytes)
+
     @property
     def mem_used(self) -> int:
         return self.device.memory.bank(self.tag).bytes_used
+
 
     @property
     def num_buffers(self) -> int:
