@@ -102,6 +102,9 @@ def render(target_name: str = "u280") -> str:
     _const(out, "NUM_UNITS", len(config.UNITS))
     out.append("")
     _enum(out, "DYN", isa.DYN_MODES, "LD/ST dyn modes (isa.DYN_MODES)")
+    _enum(out, "WFMT", isa.WEIGHT_FORMATS, "LD wfmt: weight format through the dequantisation "
+          "unit (isa.WEIGHT_FORMATS)")
+    _const(out, "INT4_GROUP", isa.INT4_GROUP, comment="int4 weights per group (one group byte)")
     _enum(out, "MISC_OP", isa.MISC_OPS, "MISC op (isa.MISC_OPS)")
     _enum(out, "SYS_OP", isa.SYS_OPS, "SYS op (isa.SYS_OPS)")
     _const(out, "MV_MAX_ROWS", isa.MV_MAX_ROWS, comment="MV runs at most this many rows of A")

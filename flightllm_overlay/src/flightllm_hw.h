@@ -73,6 +73,11 @@ static constexpr unsigned FLLM_DYN_HISTORY = 2;
 static constexpr unsigned FLLM_DYN_STEP = 3;
 static constexpr unsigned FLLM_DYN_LAST = 4;
 static constexpr unsigned FLLM_NUM_DYNS = 5;
+// LD wfmt: weight format through the dequantisation unit (isa.WEIGHT_FORMATS)
+static constexpr unsigned FLLM_WFMT_INT8 = 0;
+static constexpr unsigned FLLM_WFMT_INT4 = 1;
+static constexpr unsigned FLLM_NUM_WFMTS = 2;
+static constexpr unsigned FLLM_INT4_GROUP = 32;                          // int4 weights per group (one group byte)
 // MISC op (isa.MISC_OPS)
 static constexpr unsigned FLLM_MISC_OP_EADD = 0;
 static constexpr unsigned FLLM_MISC_OP_EMUL = 1;

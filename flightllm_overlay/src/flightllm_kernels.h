@@ -54,6 +54,7 @@ struct MoveFields {        // LD / ST
     unsigned wait, release, buf, dyn, remote, remote_core, channel, stripe;
     uint64_t hbm_addr, hbm_stride;
     unsigned buf_addr, rows, row_bytes, buf_stride;
+    unsigned wfmt, wk;     // LD through the dequantisation unit: weight format, columns
 };
 
 struct MatFields {         // MM / MV

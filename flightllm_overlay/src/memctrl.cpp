@@ -4,6 +4,9 @@
 // methods of sim/functional.py, whose checks are made here in the same order.
 #include "flightllm_kernels.h"
 
+// chunks of a striped row: 2**stripe, stripe < 2**FLLM_LD_STRIPE_W
+static constexpr unsigned MAX_STRIPE = 1u << ((1u << FLLM_LD_STRIPE_W) - 1);
+
 // (rows actually moved, HBM byte offset of row 0) after the run-time parameters (isa.md §4)
 static unsigned dyn_rows(const MoveFields& f, const RunContext& ctx, uint64_t& rows, uint64_t& off) {
     rows = f.rows;
@@ -51,7 +54,7 @@ COPY_ROWS:
 
 // HBM side of an LD/ST: the ports and the byte extent each one moves (functional.py _hbm)
 static unsigned hbm_parts(const MoveFields& f, const RunContext& ctx, uint64_t rows, uint64_t off,
-                          unsigned ports[4], unsigned& parts, uint64_t& part_bytes, uint64_t& part_rows,
+                          unsigned ports[MAX_STRIPE], unsigned& parts, uint64_t& part_bytes, uint64_t& part_rows,
                           uint64_t& stride) {
     unsigned stripe = 1u << f.stripe;
     part_rows = rows;
@@ -86,7 +89,52 @@ static unsigned hbm_parts(const MoveFields& f, const RunContext& ctx, uint64_t r
     return 0;
 }
 
+// LD through the dequantisation unit (wfmt = int4; functional.py ld_dequant, units.dequant_int4):
+// `row_bytes` of HBM tile -> `rows` INT8 weight rows of `wk` columns at buf_addr, then `rows`
+// FP32 row scales.  Tile: [rows*wk/2 packed nibbles, low first][rows*wk/32 group bytes: zero
+// point z in bits 3..0, multiplier m-1 in bits 6..4][rows FP32 scales]; w = (q - z) * m.
+static unsigned ld_dequant(const MoveFields& f, RunContext& ctx) {
+    uint64_t rows = f.rows, k = f.wk, addr = f.buf_addr;
+    if (!rows || !k) return 0;
+    unsigned err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, rows * (k + 4), 0, "LD (dequantising) of wbuf");
+    if (err) return err;
+    uint64_t groups = k / FLLM_INT4_GROUP;
+    uint64_t need = rows * (k / 2 + groups + 4);
+    if (f.row_bytes < need)
+        FLLM_FAIL(FLLM_ERR_PROGRAM, "an int4 tile of %llu x %llu needs %llu bytes; the LD reads %u",
+                  (unsigned long long)rows, (unsigned long long)k, (unsigned long long)need, f.row_bytes);
+    unsigned ports[MAX_STRIPE], parts;
+    uint64_t part_bytes, part_rows, stride;
+    err = hbm_parts(f, ctx, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
+    if (err) return err;
+    CoreCounters& cc = ctx.cores[ctx.core].count;
+    for (unsigned i = 0; i < parts; i++) cc.hbm_read[ports[i]] += part_bytes;
+    // byte j of the tile comes from chunk j / part_bytes (striped) at the same offset
+    auto tile = [&](uint64_t j) -> uint8_t {
+        unsigned i = (unsigned)(j / part_bytes);
+        return ctx.port[ports[i]][f.hbm_addr + (j - i * part_bytes)];
+    };
+    uint8_t* w = ctx.cores[ctx.core].wbuf;
+    const uint64_t packed = rows * k / 2, group_bytes = rows * groups;
+DEQUANT:
+    for (uint64_t r = 0; r < rows; r++) {
+        for (uint64_t c = 0; c < k; c++) {
+#pragma HLS PIPELINE II = 1
+            uint8_t byte = tile(r * (k / 2) + c / 2);
+            ap_int<6> q = (c & 1) ? (byte >> 4) : (byte & 0xF);
+            uint8_t g = tile(packed + r * groups + c / FLLM_INT4_GROUP);
+            ap_int<6> z = g & 0xF;
+            ap_int<5> m = ((g >> 4) & 0x7) + 1;
+            ap_int<8> v = (q - z) * m;                   // within +-120
+            w[addr + r * k + c] = (uint8_t)v.to_int();
+        }
+    }
+    for (uint64_t i = 0; i < 4 * rows; i++) w[addr + rows * k + i] = tile(packed + group_bytes + i);
+    return 0;
+}
+
 unsigned fllm_exec_ld(const MoveFields& f, RunContext& ctx) {
+    if (f.wfmt) return ld_dequant(f, ctx);
     uint64_t rows, off;
     unsigned err = dyn_rows(f, ctx, rows, off);
     if (err) return err;
@@ -103,7 +151,7 @@ unsigned fllm_exec_ld(const MoveFields& f, RunContext& ctx) {
         copy_rows(dst + f.buf_addr, f.buf_stride, src + f.buf_addr, f.buf_stride, rows, f.row_bytes);
         return 0;
     }
-    unsigned ports[4], parts;
+    unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
     err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;
@@ -129,7 +177,7 @@ unsigned fllm_exec_st(const MoveFields& f, RunContext& ctx) {
     err = fllm_check_region(FLLM_BUF_BYTES[f.buf], f.buf_addr, rows, f.row_bytes, f.buf_stride, "ST buffer");
     if (err) return err;
     if (!rows || !f.row_bytes) return 0;
-    unsigned ports[4], parts;
+    unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
     err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;

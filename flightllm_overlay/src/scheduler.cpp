@@ -29,6 +29,8 @@ MoveFields fllm_decode_move(const insn_bits_t& b) {
     f.row_bytes = FLLM_GET(b, LD, ROW_BYTES);
     f.hbm_stride = FLLM_GET(b, LD, HBM_STRIDE);
     f.buf_stride = FLLM_GET(b, LD, BUF_STRIDE);
+    f.wfmt = FLLM_GET(b, LD, WFMT);
+    f.wk = FLLM_GET(b, LD, WK);
     return f;
 }
 
@@ -156,7 +158,14 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "buf=%u / dyn=%u is not a legal value", f.buf, f.dyn);
         if (opcode == FLLM_OPCODE_ST && f.remote)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "ST cannot target a remote core");
-        if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote || f.rows > 1 || f.row_bytes % (1u << f.stripe)))
+        if (opcode == FLLM_OPCODE_LD && f.wfmt >= FLLM_NUM_WFMTS)
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u is not a legal value", f.wfmt);
+        if (f.wfmt && (opcode == FLLM_OPCODE_ST || f.remote || f.buf != FLLM_BUF_WBUF ||
+                       f.dyn != FLLM_DYN_STATIC || f.wk % FLLM_INT4_GROUP))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u: dequantising loads are static LDs of weight "
+                      "rows into the weight buffer, with wk a multiple of %u", f.wfmt, FLLM_INT4_GROUP);
+        if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote || (f.rows > 1 && !f.wfmt) ||
+                         f.row_bytes % (1u << f.stripe)))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "stripe=%u: striping is for LD of one contiguous row "
                       "whose length divides into 2**stripe chunks", f.stripe);
     } else if (opcode == FLLM_OPCODE_MV) {

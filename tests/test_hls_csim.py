@@ -1,0 +1,847 @@
+"""HLS C simulation (flightllm_overlay/src) against the Python FunctionalSimulator, bit for bit: the tiny model's steps and hand-written programs per instruction type.
+
+Builds the kernels with g++ and the Xilinx HLS headers that `.ci/install-hls` unpacks into
+.venv/hls_include (or $FLIGHTLLM_HLS_INCLUDE); when the headers or g++ are missing the tests FAIL
+(not skip) and name that script.  Each case runs the same DDR instruction image over the same HBM
+channel bytes and on-chip buffers through both executors and compares every HBM byte, every byte
+of every core's six buffers, the counters, or the error (code, core, pc).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flightllm_overlay import isa
+from flightllm_overlay.config import load_target
+from flightllm_overlay.errors import AddressError, IllegalInstructionError, ProgramError
+from flightllm_overlay.hw import hls_header
+from flightllm_overlay.hw.control import UNKNOWN, ErrorCode, SchedulerStatus
+from flightllm_overlay.isa import Instruction
+from flightllm_overlay.sim import units as U
+from flightllm_overlay.sim.functional import FunctionalSimulator
+
+# FP16 overflow to inf (and inf - inf) is part of the MISC/MPE definitions these cases exercise.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                                        "ignore:invalid value encountered:RuntimeWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "flightllm_overlay" / "src"
+SOURCES = ["csim_main.cpp", "scheduler.cpp", "memctrl.cpp", "mpe.cpp", "misc.cpp"]
+HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_fp.h"]
+HINT = ("run `bash .ci/install-hls` (downloads the hls4ml==1.3.0 wheel with pip and unpacks its "
+        "ap_int.h/ap_fixed.h/hls_stream.h into .venv/hls_include; installs g++ if missing)")
+# -ffp-contract=off: one rounding per FP operation, as numpy.  The ap_private headers trip g++'s
+# (maybe-)uninitialized analysis on default-constructed values: those warnings are theirs.
+CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
+            "-Wno-unused-label", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+
+TARGET = load_target("u280")
+CORES = TARGET.cores
+F16, F32, I8 = np.float16, np.float32, np.int8
+END, BARRIER = Instruction("SYS", op="end"), Instruction("SYS", op="barrier")
+UNIT_NAMES = ("LD", "ST", "MM", "MV", "MISC", "SYS")
+
+
+def hls_include() -> Path:
+    return Path(os.environ.get("FLIGHTLLM_HLS_INCLUDE", ROOT / ".venv" / "hls_include"))
+
+
+def build_command(out: Path) -> list:
+    """The g++ command line that builds the C simulation (see also the module docstring)."""
+    return (["g++"] + CXXFLAGS + [f"-I{SRC}", "-isystem", str(hls_include()), "-o", str(out)]
+            + [str(SRC / s) for s in SOURCES])
+
+
+@pytest.fixture(scope="session")
+def csim(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.fail(f"g++ not found on PATH: {HINT}", pytrace=False)
+    for h in ("ap_int.h", "ap_fixed.h", "hls_stream.h"):
+        if not (hls_include() / h).is_file():
+            pytest.fail(f"HLS header {h} not found in {hls_include()}: {HINT}", pytrace=False)
+    exe = tmp_path_factory.mktemp("csim") / "flightllm_csim"
+    proc = subprocess.run(build_command(exe), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    own = [ln for ln in proc.stderr.splitlines() if "warning" in ln and str(SRC) in ln]
+    assert not own, "\n".join(own)
+    return exe
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one image through both executors
+# ---------------------------------------------------------------------------------------------
+class FlatMemory:
+    """Device memory for the Python simulator: the image at 0, then each bound channel's bytes."""
+
+    def __init__(self, image: np.ndarray, channels: dict):
+        raw = np.ascontiguousarray(image, np.uint32).view(np.uint8)
+        off = -(-max(raw.size, 1) // 4096) * 4096
+        self.bases, self.sizes = {}, {}
+        for ch, arr in sorted(channels.items()):
+            self.bases[ch], self.sizes[ch] = off, arr.size
+            off += -(-max(arr.size, 1) // 4096) * 4096
+        self.data = np.zeros(off, np.uint8)
+        self.data[:raw.size] = raw
+        for ch, arr in channels.items():
+            self.data[self.bases[ch]:self.bases[ch] + arr.size] = arr
+        self.ver = 1
+
+    def view(self, addr, nbytes):
+        assert 0 <= addr and addr + nbytes <= self.data.size
+        return self.data[addr:addr + nbytes]
+
+    def version(self, addr, nbytes=None):
+        return self.ver
+
+    def touch(self, addr, nbytes=None):
+        self.ver += 1
+
+    def channel(self, ch) -> np.ndarray:
+        return self.data[self.bases[ch]:self.bases[ch] + self.sizes[ch]].copy()
+
+
+def sim_buffers(sim: FunctionalSimulator) -> list:
+    """Every core's on-chip buffers as bytes (lazily loaded weights materialised first)."""
+    out = []
+    for core in sim.cores:
+        core.materialize(0, core.bufs["wbuf"].size)
+        out.append({name: core.bufs[name].copy() for name in isa.BUFFERS})
+    return out
+
+
+def error_triple(exc) -> tuple:
+    code = (ErrorCode.ILLEGAL_INSTRUCTION if isinstance(exc, IllegalInstructionError) else
+            ErrorCode.ADDRESS if isinstance(exc, AddressError) else
+            ErrorCode.PROGRAM if isinstance(exc, ProgramError) else ErrorCode.INTERNAL)
+    core, pc = getattr(exc, "core", None), getattr(exc, "pc", None)
+    return int(code), UNKNOWN if core is None else int(core), UNKNOWN if pc is None else int(pc)
+
+
+class Outcome:
+    """What one executor left behind: error (code, core, pc) or None, HBM channels, buffers, counters."""
+
+    def __init__(self, error, channels, buffers, counters, message=""):
+        self.error, self.channels, self.buffers, self.counters = error, channels, buffers, counters
+        self.message = message
+
+
+def py_counters(c) -> dict:
+    out = {}
+    for i, pc in enumerate(c.per_core):
+        out[f"core{i}_insns"] = tuple(pc.instructions[u] for u in UNIT_NAMES)
+        out[f"core{i}_macs"], out[f"core{i}_misc_elements"] = pc.macs, pc.misc_elements
+    out.update({f"hbm_read{ch}": n for ch, n in c.hbm_read.items() if n})
+    out.update({f"hbm_written{ch}": n for ch, n in c.hbm_written.items() if n})
+    return out
+
+
+def run_python(sim, image, channels, pos, length) -> Outcome:
+    mem = FlatMemory(image, channels)
+    try:
+        counters = sim.run(mem, 0, {"pos": pos, "len": length}, channel_base=mem.bases)
+        error, message = None, ""
+    except (IllegalInstructionError, ProgramError) as exc:
+        counters, error, message = None, error_triple(exc), str(exc)
+    return Outcome(error, {ch: mem.channel(ch) for ch in channels}, sim_buffers(sim),
+                   py_counters(counters) if counters else None, message)
+
+
+def run_csim(exe, work: Path, image, channels, pos, length, buffers_in, schedule="program",
+             bases=None) -> Outcome:
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    (work / "program.bin").write_bytes(np.ascontiguousarray(image, np.uint32).tobytes())
+    bases = bases or FlatMemory(image, channels).bases
+    lines = [f"pos {pos}", f"len {length}", f"schedule {schedule}", "program program.bin",
+             "out out"]
+    for ch, arr in sorted(channels.items()):
+        (work / f"hbm{ch}.in.bin").write_bytes(np.ascontiguousarray(arr, np.uint8).tobytes())
+        lines.append(f"channel {ch} {bases[ch]} hbm{ch}.in.bin")
+    if buffers_in is not None:
+        (work / "buf_in").mkdir(exist_ok=True)
+        for c, bufs in enumerate(buffers_in):
+            for name, arr in bufs.items():
+                (work / "buf_in" / f"core{c}_{name}.bin").write_bytes(arr.tobytes())
+        lines.append("buffers_in buf_in")
+    (work / "run.txt").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([str(exe), str(work / "run.txt")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = {}
+    for line in (out / "result.txt").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        res[key] = value
+    chans = {ch: np.fromfile(out / f"hbm{ch}.bin", np.uint8) for ch in channels}
+    bufs = [{name: np.fromfile(out / f"core{c}_{name}.bin", np.uint8) for name in isa.BUFFERS}
+            for c in range(CORES)]
+    status = int(res["status"])
+    if status == SchedulerStatus.DONE:
+        counters = {k: (tuple(int(x) for x in v.split()) if k.endswith("_insns") else int(v))
+                    for k, v in res.items() if k.startswith(("core", "hbm_"))}
+        return Outcome(None, chans, bufs, counters)
+    assert status == SchedulerStatus.ERROR, res
+    return Outcome((int(res["error_code"]), int(res["error_core"]), int(res["error_pc"])), chans,
+                   bufs, None, res.get("message", ""))
+
+
+def assert_same(py: Outcome, cc: Outcome, what=""):
+    assert py.error == cc.error, (f"{what}: Python {py.error} ({py.message}) vs C++ {cc.error} "
+                                  f"({cc.message})")
+    if py.error is not None:
+        return
+    for ch in py.channels:
+        a, b = py.channels[ch], cc.channels[ch]
+        if not np.array_equal(a, b):
+            bad = np.flatnonzero(a != b)
+            pytest.fail(f"{what}: HBM channel {ch} differs at {bad.size} bytes, first at "
+                        f"0x{bad[0]:x} (Python {a[bad[0]]:#x}, C++ {b[bad[0]]:#x})")
+    for c in range(CORES):
+        for name in isa.BUFFERS:
+            a, b = py.buffers[c][name], cc.buffers[c][name]
+            if not np.array_equal(a, b):
+                bad = np.flatnonzero(a != b)
+                pytest.fail(f"{what}: core {c} {name} differs at {bad.size} bytes, first at "
+                            f"0x{bad[0]:x} (Python {a[bad[0]]:#x}, C++ {b[bad[0]]:#x})")
+    assert py.counters == cc.counters, what
+
+
+def check(csim, tmp_path, streams, channels=None, pos=0, length=0, sim=None, buffers=None,
+          schedule="program", what="") -> tuple:
+    """Run an image (streams, one per core; missing cores get just SYS end) both ways; assert
+    they agree; returns (python outcome, C++ outcome)."""
+    streams = list(streams) + [[]] * (CORES - len(streams))
+    image = isa.pack_image([isa.encode_stream(list(s) + [END]) for s in streams])
+    return check_image(csim, tmp_path, image, channels, pos, length, sim, buffers, schedule, what)
+
+
+def check_image(csim, tmp_path, image, channels=None, pos=0, length=0, sim=None, buffers=None,
+                schedule="program", what=""):
+    channels = {ch: np.asarray(a, np.uint8).copy() for ch, a in (channels or {}).items()}
+    sim = sim or FunctionalSimulator(TARGET)
+    if buffers is not None:
+        for core, bufs in zip(sim.cores, buffers):
+            core.wtags = []
+            for name, arr in bufs.items():
+                core.bufs[name][:] = arr
+    before = sim_buffers(sim)
+    py = run_python(sim, image, channels, pos, length)
+    cc = run_csim(csim, tmp_path / f"run{len(list(tmp_path.iterdir()))}", image, channels, pos,
+                  length, before, schedule)
+    assert_same(py, cc, what)
+    return py, cc
+
+
+# ---------------------------------------------------------------------------------------------
+# The header is generated, never edited
+# ---------------------------------------------------------------------------------------------
+def test_header_is_generated_and_current():
+    text = (SRC / "flightllm_hw.h").read_text()
+    assert text == hls_header.render("u280"), ("flightllm_overlay/src/flightllm_hw.h is stale: run "
+                                               "python -m flightllm_overlay.hw.hls_header --write")
+    for fmt in isa.FORMATS.values():
+        for name, off, bits in fmt.layout:
+            key = f"FLLM_{fmt.name}_{name.upper()}"
+            assert f"{key}_OFF = {off};" in text and f"{key}_W = {bits};" in text
+
+
+def test_sources_start_with_a_one_line_comment():
+    for name in SOURCES + HEADERS:
+        first = (SRC / name).read_text().splitlines()[0]
+        assert first.startswith("// ") and len(first) > 20, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic primitives against numpy (a small C++ harness over flightllm_fp.h)
+# ---------------------------------------------------------------------------------------------
+FP_HARNESS = r"""
+#include <cstdio>
+#include <vector>
+#include "flightllm_fp.h"
+int main(int argc, char** argv) {
+    FILE* in = std::fopen(argv[1], "rb"); FILE* out = std::fopen(argv[2], "wb");
+    std::vector<uint32_t> v; uint32_t x;
+    while (std::fread(&x, 4, 1, in) == 1) v.push_back(x);
+    for (uint32_t b : v) { uint16_t h = fllm_f32_to_f16(fllm_bits_f32(b)); std::fwrite(&h, 2, 1, out); }
+    for (uint32_t b : v) { uint32_t e = fllm_f32_bits(fllm_exp32(fllm_bits_f32(b))); std::fwrite(&e, 4, 1, out); }
+    for (uint32_t h = 0; h < 65536; h++) { uint32_t f = fllm_f32_bits(fllm_f16_to_f32((uint16_t)h)); std::fwrite(&f, 4, 1, out); }
+    std::fclose(out); return 0;
+}
+"""
+
+
+def test_fp_primitives_match_numpy(csim, tmp_path):
+    (tmp_path / "fp.cpp").write_text(FP_HARNESS)
+    exe = tmp_path / "fp"
+    subprocess.run(["g++"] + CXXFLAGS + [f"-I{SRC}", "-o", str(exe), str(tmp_path / "fp.cpp")],
+                   check=True, capture_output=True)
+    rng = np.random.default_rng(0)
+    bits = np.concatenate([
+        rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32),
+        np.arange(0x33000000 - 64, 0x33000000 + 64, dtype=np.uint32),      # fp16 underflow
+        np.arange(0x387FF000, 0x38801000, 7, dtype=np.uint32),             # subnormal/normal
+        np.arange(0x477FE000, 0x47801000, 3, dtype=np.uint32),             # overflow edge
+        (np.arange(-2 ** 16, 2 ** 16, dtype=np.int64) * 4096 + 0x3F800000).astype(np.uint32),
+        np.array([0, 0x80000000, 0x7F800000, 0xFF800000], np.uint32),
+    ])
+    finite = bits[np.isfinite(bits.view(F32))]
+    (tmp_path / "in.bin").write_bytes(finite.tobytes())
+    subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+    raw = np.fromfile(tmp_path / "out.bin", np.uint8)
+    n = finite.size
+    h = raw[:2 * n].view(np.uint16)
+    e = raw[2 * n:6 * n].view(np.uint32)
+    back = raw[6 * n:].view(np.uint32)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(h, finite.view(F32).astype(F16).view(np.uint16))
+    np.testing.assert_array_equal(e, U.exp32(finite.view(F32)).view(np.uint32))
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(F16)
+    ok = ~np.isnan(halves)
+    np.testing.assert_array_equal(back[ok], halves[ok].astype(F32).view(np.uint32))
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) The tiny model: prefill, decode and a second prefill chunk, both executors, same bits
+# ---------------------------------------------------------------------------------------------
+PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
+
+
+@pytest.fixture(scope="module")
+def tiny64(tiny_ckpt):
+    from flightllm_overlay.compiler import compile_model
+    return compile_model(tiny_ckpt, ctx=64)
+
+
+def place_inputs(program, channels, ids):
+    rows_in = np.zeros((program.rows, program.dim), F16)
+    rows_in[:len(ids)] = program.embedding[np.asarray(ids)]
+    raw = rows_in.view(np.uint8).reshape(-1)
+    for io in program.io:
+        channels[io.input_channel][io.input_offset:io.input_offset + raw.size] = raw
+
+
+def logits_of(program, channels, rows):
+    parts = []
+    for io in program.io:
+        vc = io.vocab_stop - io.vocab_start
+        raw = channels[io.logits_channel][io.logits_offset:io.logits_offset + rows * vc * 2]
+        parts.append(raw.view(F16).reshape(rows, vc))
+    return np.concatenate(parts, axis=1)
+
+
+def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
+    p = tiny64
+    channels = {}
+    for ch, size in p.channel_size.items():
+        arr = np.zeros(size, np.uint8)
+        static = p.channel_static.get(ch)
+        if static is not None:
+            arr[:static.size] = static
+        channels[ch] = arr
+    static_end = {ch: (p.channel_static[ch].size if ch in p.channel_static else 0) for ch in channels}
+    sim = FunctionalSimulator(TARGET)
+    steps = [("prefill", PROMPT, 0, "program"), ("decode", [11], len(PROMPT), "program"),
+             ("decode", [250], len(PROMPT) + 1, "decoupled"),
+             ("prefill", [4, 77, 123, 6, 2], len(PROMPT) + 2, "decoupled")]
+    for kind, ids, pos, schedule in steps:
+        step, _ = p.bucket_step(kind, pos + len(ids), TARGET)
+        place_inputs(p, channels, ids)
+        py, cc = check_image(csim, tmp_path, step.image, channels, pos, len(ids), sim=sim,
+                             schedule=schedule, what=f"{kind} at pos {pos} ({schedule})")
+        assert py.counters["core0_macs"] > 0
+        rows = len(ids) if step.all_logits else 1
+        logits = logits_of(p, cc.channels, rows)
+        np.testing.assert_array_equal(logits.view(np.uint16), logits_of(p, py.channels, rows).view(np.uint16))
+        assert np.isfinite(logits).all() and np.abs(logits).max() > 0.1
+        # the mutable part of each channel (KV cache, I/O regions) was written, equally
+        written = [ch for ch in channels if not np.array_equal(channels[ch][static_end[ch]:],
+                                                               cc.channels[ch][static_end[ch]:])]
+        assert written, "the step wrote nothing to HBM"
+        for ch in channels:
+            np.testing.assert_array_equal(cc.channels[ch][static_end[ch]:], py.channels[ch][static_end[ch]:])
+        channels = cc.channels
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) Hand-written programs per instruction type
+# ---------------------------------------------------------------------------------------------
+def chained(insns) -> list:
+    """The instructions with tokens that order each one after the previous when their units
+    differ (SYS releases nothing): correct under any schedule, so both schedules must agree."""
+    out = [i.replace() for i in insns]
+    for a, b in zip(out, out[1:]):
+        ua, ub = isa.FORMATS[a.op].unit, isa.FORMATS[b.op].unit
+        if ua != ub and ua != "SYS":
+            a.fields["release"] = a["release"] | isa.unit_mask([ub])
+            b.fields["wait"] = b["wait"] | isa.unit_mask([ua])
+    return out
+
+
+class Bench:
+    """A hand-written program: bytes of every bound HBM channel and one stream per core."""
+
+    def __init__(self, channel_bytes=1 << 16, unbound=()):
+        self.chan = {ch: np.zeros(channel_bytes, np.uint8) for chs in TARGET.core_channels
+                     for ch in chs if ch not in unbound}
+        self.cursor = {ch: 0 for ch in self.chan}
+        self.streams = [[] for _ in range(CORES)]
+
+    def put(self, ch, array) -> int:
+        raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        off = self.cursor[ch]
+        self.chan[ch][off:off + raw.size] = raw
+        self.cursor[ch] = off + -(-raw.size // 64) * 64
+        return off
+
+    def port(self, core, k=0) -> int:
+        return TARGET.channels_of(core)[k]
+
+    def load(self, core, buf, addr, array, k=0, **kw):
+        """Append an LD of a 2-D array (one row per row) into `buf` at `addr`."""
+        array = np.atleast_2d(np.asarray(array))
+        ch = self.port(core, k)
+        row_bytes = array.shape[1] * array.itemsize
+        off = self.put(ch, array)
+        self.streams[core].append(Instruction("LD", buf=buf, channel=ch, hbm_addr=off, buf_addr=addr,
+                                              rows=array.shape[0], row_bytes=row_bytes,
+                                              hbm_stride=row_bytes, buf_stride=row_bytes, **kw))
+
+    def add(self, core, *insns):
+        self.streams[core].extend(insns)
+
+    def run(self, csim, tmp_path, pos=0, length=0, schedule="program", chain=True, what=""):
+        streams = [chained(s) if chain else s for s in self.streams]
+        return check(csim, tmp_path, streams, self.chan, pos, length, schedule=schedule, what=what)
+
+
+def fp16_data(rng, shape, scale=4.0):
+    """Random FP16 values with zeros, signed zeros, subnormals and large values mixed in."""
+    x = (rng.standard_normal(shape) * scale).astype(F16)
+    flat = x.reshape(-1)
+    picks = rng.choice(flat.size, size=min(flat.size, 12), replace=False)
+    flat[picks] = np.array([0, -0.0, 6e-8, -6e-8, 1e-5, -3e-5, 1000, -2000, 0.5, -0.25, 65504,
+                            -65504], F16)[:len(picks)]
+    return x
+
+
+SCHEDULES = ["program", "decoupled"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("pos, length", [(0, 3), (2, 4), (3, 5), (7, 1)])
+def test_ld_st_every_buffer_and_dyn_mode(csim, tmp_path, pos, length, schedule):
+    rng = np.random.default_rng(pos * 10 + length)
+    b = Bench()
+    rows, row_bytes = 8, 24
+    for core in range(CORES):
+        for bi, buf in enumerate(isa.BUFFERS):
+            size = TARGET.buffer(buf).bytes
+            data = rng.integers(0, 256, (rows, row_bytes + 16), dtype=np.uint8)
+            ch = b.port(core, bi % 8)
+            off = b.put(ch, data)
+            hs, bs = row_bytes + 16, row_bytes + 8            # strides differ from the row size
+            base = min(size - 6 * rows * bs - 64, 96 * core + 8 * bi)
+            for mode in isa.DYN_MODES:
+                b.add(core, Instruction("LD", buf=buf, dyn=mode, channel=ch, hbm_addr=off,
+                                        buf_addr=base, rows=rows, row_bytes=row_bytes,
+                                        hbm_stride=hs, buf_stride=bs))
+                base += rows * bs
+            st_ch = b.port(core, (bi + 3) % 8)
+            for mode in isa.DYN_MODES:
+                dst = b.put(st_ch, np.zeros(rows * 40, np.uint8))
+                b.add(core, Instruction("ST", buf=buf, dyn=mode, channel=st_ch, hbm_addr=dst,
+                                        buf_addr=base - rows * bs, rows=rows, row_bytes=row_bytes - 4,
+                                        hbm_stride=40, buf_stride=bs))
+    b.run(csim, tmp_path, pos, length, schedule)
+
+
+@pytest.mark.parametrize("stripe, first", [(1, 0), (2, 3), (3, 0), (2, 6), (3, 5)])
+def test_striped_ld_wraps_round_the_cores_ports(csim, tmp_path, stripe, first):
+    rng = np.random.default_rng(stripe * 8 + first)
+    b = Bench()
+    for core in range(CORES):
+        chunks = 1 << stripe
+        chunk = 96
+        off = None
+        for i in range(chunks):       # chunk i at the same offset of the i-th port after `first`
+            ch = b.port(core, (first + i) % 8)
+            b.cursor[ch] = 256
+            o = b.put(ch, rng.integers(0, 256, chunk, dtype=np.uint8))
+            assert off in (None, o)
+            off = o
+        for buf, addr in (("wbuf", 64 * core), ("gbuf", 1000 + core)):
+            b.add(core, Instruction("LD", buf=buf, channel=b.port(core, first), stripe=stripe,
+                                    hbm_addr=off, buf_addr=addr, rows=1, row_bytes=chunk * chunks,
+                                    hbm_stride=chunk * chunks, buf_stride=chunk * chunks))
+    b.run(csim, tmp_path)
+    b.run(csim, tmp_path, schedule="decoupled")
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_remote_ld_reads_another_cores_buffer_after_a_barrier(csim, tmp_path, schedule):
+    rng = np.random.default_rng(3)
+    b = Bench()
+    for core in range(CORES):
+        b.load(core, "gbuf", 4096 * core, rng.integers(0, 256, (6, 64), dtype=np.uint8))
+        b.load(core, "abuf", 512 * core, rng.integers(0, 256, (2, 100), dtype=np.uint8))
+        b.add(core, BARRIER)
+    for core in range(CORES):
+        other = (core + 1) % CORES
+        b.add(core, Instruction("LD", buf="gbuf", remote=1, remote_core=other,
+                                buf_addr=4096 * other, rows=6, row_bytes=64, buf_stride=64),
+              Instruction("LD", buf="abuf", dyn="step", remote=1, remote_core=other,
+                          buf_addr=512 * other, rows=2, row_bytes=100, buf_stride=100),
+              Instruction("ST", buf="gbuf", channel=b.port(core, 2), hbm_addr=0,
+                          buf_addr=4096 * other, rows=6, row_bytes=64, hbm_stride=64,
+                          buf_stride=64))
+    b.run(csim, tmp_path, pos=0, length=1, schedule=schedule)
+
+
+MPE_CASES = [
+    # op, m, n, k, flags, strides (a, w, out)
+    ("MM", 5, 7, 9, {}, (0, 0, 0)),
+    ("MM", 33, 20, 70, {"wt": 1}, (0, 0, 0)),
+    ("MM", 4, 6, 1500, {}, (1504, 1510, 16)),          # K past the 1024 exact-FP32 chunk
+    ("MM", 3, 5, 3000, {"wt": 1, "no_wscale": 1}, (0, 0, 0)),
+    ("MM", 6, 12, 10, {"dyn_n": 1}, (10, 10, 32)),
+    ("MM", 6, 8, 12, {"wt": 1, "dyn_k": 1, "no_wscale": 1}, (12, 8, 16)),
+    ("MV", 1, 64, 96, {}, (0, 0, 0)),
+    ("MV", 16, 9, 40, {"wt": 1}, (48, 12, 20)),
+    ("MV", 2, 12, 10, {"dyn_n": 1, "dyn_k": 1}, (10, 10, 24)),
+]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("case", MPE_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}x{c[3]}-{'-'.join(c[4]) or 'plain'}"
+                                                 for c in MPE_CASES])
+def test_mpe(csim, tmp_path, case, schedule):
+    op, m, n, k, flags, (a_s, w_s, o_s) = case
+    rng = np.random.default_rng(m * n * k)
+    pos, length = 4, 5                       # dyn sizes: pos + len = 9 <= n, k of those cases
+    b = Bench(channel_bytes=1 << 20)
+    for core in range(CORES):
+        kk, nn = (k if not flags.get("dyn_k") else pos + length), (n if not flags.get("dyn_n") else pos + length)
+        a = rng.integers(-128, 128, (m, max(a_s, kk)), dtype=np.int64).astype(I8)
+        a[0, :] = -128
+        w_rows, w_cols = (kk, nn) if flags.get("wt") else (nn, kk)
+        w = rng.integers(-128, 128, (w_rows, max(w_s, w_cols)), dtype=np.int64).astype(I8)
+        w[0, :] = -128
+        sa = rng.uniform(1e-4, 1e-1, m).astype(F32)
+        sw = rng.uniform(1e-4, 1e-1, n).astype(F32)
+        b.load(core, "abuf", 0, a.reshape(1, -1), k=1)
+        b.load(core, "abuf", 400_000, sa[None, :], k=2)
+        b.load(core, "wbuf", 0, w.reshape(1, -1), k=3)
+        b.load(core, "wbuf", 1_800_000, sw[None, :], k=4)
+        b.add(core, Instruction(op, m=m, n=n, k=k, a_addr=0, a_scale=400_000, w_addr=0,
+                                w_scale=1_800_000, out_addr=64 * core, a_stride=a_s, w_stride=w_s,
+                                out_stride=o_s, **flags))
+    py, _ = b.run(csim, tmp_path, pos, length, schedule)
+    assert py.counters["core0_macs"] > 0
+
+
+MISC_CASES = {
+    "eadd-rows": (dict(op="eadd", b_stride=200), 6, 64),
+    "eadd-bcast-f32": (dict(op="eadd", bcast_b=1, b_f32=1), 5, 40),
+    "emul-rows-f32": (dict(op="emul", b_f32=1), 4, 33),
+    "emul-bcast": (dict(op="emul", bcast_b=1), 7, 64),
+    "emul-in-place": (dict(op="emul", bcast_b=1, in_place=1), 7, 64),
+    "silu": (dict(op="silu"), 9, 100),
+    "rmsnorm": (dict(op="rmsnorm", imm=isa.f32_bits(1e-5)), 6, 96),
+    "rmsnorm-f32-gamma": (dict(op="rmsnorm", b_f32=1, imm=isa.f32_bits(0.5)), 3, 576),
+    "softmax": (dict(op="softmax", imm=isa.f32_bits(0.3)), 12, 96),
+    "softmax-causal-dyn": (dict(op="softmax", causal=1, dyn_k=1, groups=3, imm=isa.f32_bits(0.25)), 6, 20),
+    "softmax-causal-g0": (dict(op="softmax", causal=1, imm=isa.f32_bits(1.5)), 4, 16),
+    "rope": (dict(op="rope", groups=3, b_stride=160), 6, 32),
+    "rope-g0": (dict(op="rope"), 4, 16),
+    "quant": (dict(op="quant", out_abuf=1, out_stride=80), 5, 64),
+    "quant-dyn": (dict(op="quant", out_abuf=1, dyn_k=1), 4, 20),
+    "strided": (dict(op="eadd", a_stride=300, out_stride=260), 5, 64),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("name", list(MISC_CASES))
+def test_misc(csim, tmp_path, name, schedule):
+    fields, rows, k = MISC_CASES[name]
+    fields = dict(fields)
+    in_place = fields.pop("in_place", 0)
+    rng = np.random.default_rng(len(name) * rows * k)
+    pos, length = 3, 6                        # causal with pos > 0; dyn K = 9
+    b = Bench(channel_bytes=1 << 18)
+    a_stride = fields.get("a_stride", 0) or 2 * k
+    for core in range(CORES):
+        a = fp16_data(rng, (rows, a_stride // 2), scale=3.0)
+        if fields["op"] == "rmsnorm":
+            a[0] = 0                                          # an all-zero row
+        if name == "quant":
+            a[1] = 0
+            a[2, :3] = [127, 0.5, -1.5]
+        b.load(core, "gbuf", 0, a.reshape(1, -1))
+        b_f32 = fields.get("b_f32", 0)
+        if fields["op"] in ("eadd", "emul", "rmsnorm"):
+            b_rows = 1 if (fields.get("bcast_b") or fields["op"] == "rmsnorm") else rows
+            stride = fields.get("b_stride", 0) // (4 if b_f32 else 2) or k
+            data = rng.standard_normal((b_rows, stride)) * 2
+            if fields["op"] == "rmsnorm":
+                data = 1 + 0.1 * data
+            b.load(core, "gbuf", 100_000, data.astype(F32 if b_f32 else F16).reshape(1, -1), k=1)
+        if fields["op"] == "rope":
+            tokens = min(rows, max(1, fields.get("groups", 0)))
+            stride = fields.get("b_stride", 0) // 2 or k
+            ang = rng.uniform(0, 6.3, (tokens, k // 2))
+            table = np.zeros((tokens, stride), F16)
+            table[:, :k] = np.concatenate([np.cos(ang), np.sin(ang)], axis=1).astype(F16)
+            b.load(core, "gbuf", 100_000, table.reshape(1, -1), k=1)
+        out = 0 if in_place else 200_000 + 2 * core
+        b.add(core, Instruction("MISC", rows=rows, k=k, a_addr=0, b_addr=100_000, out_addr=out,
+                                out2_addr=300_000 + 4 * core if fields["op"] == "quant" else 0,
+                                **fields))
+    py, _ = b.run(csim, tmp_path, pos, length, schedule)
+    assert py.counters["core0_misc_elements"] > 0
+
+
+def test_misc_special_values_and_overflow(csim, tmp_path):
+    """+-inf from FP16 overflow, huge softmax logits, subnormal outputs: still bit for bit."""
+    b = Bench()
+    a = np.array([[60000, -60000, 300, -300, 1e-4, 6e-8, 0, -0.0]] * 2, F16)
+    big = np.array([[60000, 59000, -65504, 0, 1, 2, 3, 4]] * 2, F16)
+    b.load(0, "gbuf", 0, a)
+    b.load(0, "gbuf", 64, big)
+    b.add(0, Instruction("MISC", op="emul", rows=2, k=8, a_addr=0, b_addr=0, out_addr=1024),
+          Instruction("MISC", op="eadd", rows=2, k=8, a_addr=0, b_addr=0, out_addr=1088),
+          Instruction("MISC", op="softmax", rows=2, k=8, a_addr=64, out_addr=1152,
+                      imm=isa.f32_bits(1.0)),
+          Instruction("MISC", op="silu", rows=2, k=8, a_addr=0, out_addr=1216),
+          Instruction("MISC", op="rmsnorm", rows=2, k=8, a_addr=64, b_addr=0, out_addr=1280,
+                      imm=isa.f32_bits(1e-6)),
+          Instruction("MISC", op="emul", rows=1, k=8, a_addr=1024, b_addr=0, out_addr=1344))
+    py, _ = b.run(csim, tmp_path)
+    out = py.buffers[0]["gbuf"][1024:1040].view(F16)
+    assert np.isinf(out).any()
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_multi_phase_program_with_tokens_and_barriers(csim, tmp_path, schedule):
+    """A small layer: LD, quant, MM, softmax, ST over three phases on every core."""
+    rng = np.random.default_rng(11)
+    b = Bench(channel_bytes=1 << 18)
+    for core in range(CORES):
+        b.load(core, "gbuf", 0, fp16_data(rng, (4, 48)))
+        b.load(core, "wbuf", 0, rng.integers(-127, 128, (1, 32 * 48), dtype=np.int64).astype(I8), k=1)
+        b.load(core, "wbuf", 8192, rng.uniform(0.01, 0.02, (1, 32)).astype(F32), k=2)
+        b.add(core, Instruction("MISC", op="quant", out_abuf=1, rows=4, k=48, a_addr=0, out_addr=0,
+                                out2_addr=4096),
+              BARRIER,
+              Instruction("MM", m=4, n=32, k=48, a_addr=0, a_scale=4096, w_addr=0, w_scale=8192,
+                          out_addr=8192),
+              Instruction("MISC", op="softmax", rows=4, k=32, a_addr=8192, out_addr=8192,
+                          imm=isa.f32_bits(0.125), causal=1, groups=4),
+              BARRIER,
+              Instruction("LD", buf="gbuf", remote=1, remote_core=(core + 2) % CORES,
+                          buf_addr=8192, rows=4, row_bytes=64, buf_stride=64),
+              Instruction("ST", buf="gbuf", dyn="step", channel=b.port(core, 5), hbm_addr=0,
+                          buf_addr=8192, rows=4, row_bytes=64, hbm_stride=64, buf_stride=64))
+    b.run(csim, tmp_path, pos=1, length=3, schedule=schedule)
+
+
+def test_decoupled_schedule_honours_only_the_tokens(csim, tmp_path):
+    """Without its wait, a MISC runs before the LD it reads in the decoupled schedule (consumers
+    first): C++ then differs from the program-order result; with the tokens both agree."""
+    rng = np.random.default_rng(5)
+    data = fp16_data(rng, (2, 32))
+
+    def bench():
+        b = Bench()
+        b.load(0, "gbuf", 0, data)
+        b.add(0, Instruction("MISC", op="silu", rows=2, k=32, a_addr=0, out_addr=4096))
+        return b
+
+    bench().run(csim, tmp_path, schedule="decoupled", chain=True)
+    b = bench()
+    image = isa.pack_image([isa.encode_stream(b.streams[0] + [END])] + [isa.encode_stream([END])] * 2)
+    sim = FunctionalSimulator(TARGET)
+    before = sim_buffers(sim)
+    py = run_python(sim, image, b.chan, 0, 0)
+    racy = run_csim(csim, tmp_path / "racy", image, b.chan, 0, 0, before, "decoupled")
+    assert racy.error is None
+    assert not np.array_equal(racy.buffers[0]["gbuf"], py.buffers[0]["gbuf"])
+    in_order = run_csim(csim, tmp_path / "ordered", image, b.chan, 0, 0, before, "program")
+    assert_same(py, in_order, "program order")
+
+
+def test_on_chip_buffers_persist_between_runs(csim, tmp_path):
+    """A run that reads what an earlier run left in the buffers (SRAM keeps its contents)."""
+    rng = np.random.default_rng(9)
+    b = Bench()
+    b.load(1, "gbuf", 0, fp16_data(rng, (3, 16)))
+    sim = FunctionalSimulator(TARGET)
+    check(csim, tmp_path, b.streams, b.chan, sim=sim)
+    second = [[], [Instruction("MISC", op="silu", rows=3, k=16, a_addr=0, out_addr=512)]]
+    check(csim, tmp_path, second, b.chan, sim=sim)
+
+
+@pytest.mark.parametrize("stripe, rows, k, pad", [(0, 3, 64, 0), (3, 8, 96, 4), (2, 5, 32, 12)])
+def test_int4_dequantising_ld(csim, tmp_path, stripe, rows, k, pad):
+    """LD wfmt=int4: the tile (striped or not) becomes INT8 rows and FP32 scales in wbuf; an MM
+    then uses them."""
+    rng = np.random.default_rng(rows * k)
+    b = Bench()
+    for core in range(CORES):
+        blob = np.frombuffer(U.quantize_weight_int4(rng.standard_normal((rows, k)).astype(F32)),
+                             np.uint8)
+        tile = np.concatenate([blob, rng.integers(0, 256, pad, dtype=np.uint8)])
+        chunks = 1 << stripe
+        tile = np.concatenate([tile, np.zeros(-tile.size % chunks, np.uint8)])
+        part = tile.size // chunks
+        for i in range(chunks):
+            ch = b.port(core, (1 + i) % 8)
+            b.cursor[ch] = 128
+            b.put(ch, tile[i * part:(i + 1) * part])
+        b.load(core, "abuf", 0, rng.integers(-127, 128, (2, k), dtype=np.int64).astype(I8), k=0)
+        b.load(core, "abuf", 4096, rng.uniform(0.01, 0.1, (1, 2)).astype(F32), k=0)
+        b.add(core, Instruction("LD", buf="wbuf", wfmt="int4", wk=k, channel=b.port(core, 1),
+                                stripe=stripe, hbm_addr=128, buf_addr=256, rows=rows,
+                                row_bytes=tile.size),
+              Instruction("MM", m=2, n=rows, k=k, a_addr=0, a_scale=4096, w_addr=256,
+                          w_scale=256 + rows * k, out_addr=0))
+    py, _ = b.run(csim, tmp_path)
+    assert py.counters["core0_macs"] == 2 * rows * k
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: the same code, core and pc as the Python simulator
+# ---------------------------------------------------------------------------------------------
+def _ld(core=0, **kw):
+    f = dict(buf="gbuf", channel=TARGET.channels_of(core)[0], hbm_addr=0, buf_addr=0, rows=2,
+             row_bytes=16, hbm_stride=16, buf_stride=16)
+    f.update(kw)
+    return Instruction("LD", **f)
+
+
+def _misc(**kw):
+    f = dict(op="eadd", rows=2, k=8, a_addr=0, b_addr=64, out_addr=128)
+    f.update(kw)
+    return Instruction("MISC", **f)
+
+
+def _mm(op="MM", **kw):
+    f = dict(m=2, n=4, k=8, a_addr=0, a_scale=64, w_addr=0, w_scale=64, out_addr=0)
+    f.update(kw)
+    return Instruction(op, **f)
+
+
+def _raw(insn, **bits):
+    """Encode `insn`, then overwrite raw fields (to build words encode refuses)."""
+    fmt = isa.FORMATS[insn.op]
+    words = isa.encode(insn)
+    value = sum(w << (32 * i) for i, w in enumerate(words))
+    for name, v in bits.items():
+        if name == "reserved":
+            value |= v << fmt.bits
+            continue
+        off, width = next((o, w) for n, o, w in fmt.layout if n == name)
+        value = value & ~(((1 << width) - 1) << off) | (v << off)
+    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(fmt.words)]
+
+
+def _img(*streams, end=True):
+    streams = list(streams) + [[]] * (CORES - len(streams))
+    out = []
+    for s in streams:
+        words = []
+        for x in list(s) + ([END] if end else []):
+            words.extend(isa.encode(x) if isinstance(x, Instruction) else x)
+        out.append(np.asarray(words, np.uint32))
+    return isa.pack_image(out)
+
+
+LD_MM = isa.unit_mask(["MM"])
+ERROR_CASES = {
+    # decode time
+    "bad-magic": lambda: np.array([0, 1, 3, 4], np.uint32),
+    "bad-version": lambda: np.concatenate([[isa.IMAGE_MAGIC, 2], _img([])[2:]]).astype(np.uint32),
+    "two-cores": lambda: isa.pack_image([isa.encode_stream([END])] * 2),
+    "table-past-end": lambda: np.concatenate([_img([])[:5], [999], _img([])[6:]]).astype(np.uint32),
+    "illegal-opcode": lambda: _img([], [[0x6]]),
+    "cut-instruction": lambda: _img([END], [END], [END, isa.encode(_ld(2))[:3]], end=False),
+    "reserved-bits": lambda: _img([_raw(_misc(), reserved=1)]),
+    "own-unit-wait": lambda: _img([], [_raw(_ld(1), wait=1)]),
+    "bad-enum": lambda: _img([_raw(_ld(), dyn=6)]),
+    "st-remote": lambda: _img([_raw(Instruction("ST", buf="gbuf"), remote=1)]),
+    "stripe-rows": lambda: _img([_raw(_ld(), stripe=1)]),
+    "mv-rows": lambda: _img([_raw(_mm("MV"), m=17)]),
+    "wfmt-into-gbuf": lambda: _img([_raw(_ld(), wfmt=1)]),
+    "no-end": lambda: _img([_ld()], end=False),
+    # run time
+    "wait-without-release": lambda: _img([_ld(), _mm(wait=isa.unit_mask(["LD"]))],
+                                         [_ld(1, wait=LD_MM)]),
+    "unconsumed-token": lambda: _img([], [_ld(1, release=LD_MM)]),
+    "sys-release": lambda: _img([Instruction("SYS", op="barrier", release=1)], [BARRIER], [BARRIER]),
+    "cores-disagree": lambda: _img([BARRIER], [BARRIER], []),
+    "error-in-second-phase": lambda: _img([BARRIER, _ld(buf="fsb", buf_addr=4090)], [BARRIER],
+                                          [BARRIER]),
+    "channel-not-owned": lambda: _img([_ld(channel=1)]),
+    "channel-unbound": lambda: _img([], [], [_ld(2, channel=30)]),
+    "stripe-unbound": lambda: _img([], [], [_ld(2, channel=26, stripe=3, rows=1, row_bytes=64)]),
+    "hbm-past-end": lambda: _img([_ld(hbm_addr=(256 << 20) - 20)]),
+    "buffer-past-end": lambda: _img([], [_ld(1, buf="fsb", buf_addr=4090)]),
+    "remote-self": lambda: _img([_ld(remote=1, remote_core=0)]),
+    "remote-missing": lambda: _img([_ld(remote=1, remote_core=3)]),
+    "at-pos-too-long": lambda: _img([_ld(dyn="at_pos", rows=2)]),
+    "last-without-len": lambda: _img([], [_ld(1, dyn="last")]),
+    "mpe-misaligned-scale": lambda: _img([_mm(a_scale=66)]),
+    "mpe-misaligned-out": lambda: _img([_mm(out_addr=3)]),
+    "mpe-out-stride": lambda: _img([_mm(out_stride=9)]),
+    "mpe-dyn-n": lambda: _img([_mm(dyn_n=1, n=4)]),
+    "mpe-weights-past-end": lambda: _img([_mm(w_addr=(2 << 20) - 8)]),
+    "misc-misaligned": lambda: _img([_misc(a_addr=1)]),
+    "misc-out-abuf": lambda: _img([_misc(out_abuf=1)]),
+    "quant-without-out-abuf": lambda: _img([_misc(op="quant")]),
+    "quant-scales-past-end": lambda: _img([_misc(op="quant", out_abuf=1, out2_addr=(512 << 10) - 4)]),
+    "rope-odd": lambda: _img([_misc(op="rope", k=7)]),
+    "layernorm": lambda: _img([], [_misc(op="layernorm")]),
+    "misc-dyn-k": lambda: _img([_misc(dyn_k=1, k=4)]),
+    "int4-short-tile": lambda: _img([_ld(buf="wbuf", wfmt="int4", wk=32, rows=2, row_bytes=20)]),
+    "first-error-wins": lambda: _img([_ld(), _misc(op="rope", k=7), _ld(buf="fsb", buf_addr=4090)]),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("name", list(ERROR_CASES))
+def test_errors_agree(csim, tmp_path, name, schedule):
+    image = ERROR_CASES[name]()
+    channels = {ch: np.zeros(4096, np.uint8) for chs in TARGET.core_channels for ch in chs
+                if ch not in (26, 30)}
+    py, cc = check_image(csim, tmp_path, image, channels, pos=3, length=0 if "last" in name else 4,
+                         schedule=schedule, what=name)
+    assert py.error is not None, f"{name}: the Python simulator accepted the program"
+
+
+def test_kernel_arguments_follow_the_block_design():
+    """Each kernel's s_axilite arguments are hw/design.py's registers, in their order (so the
+    Vitis register map matches the drivers and the simulated device), and every m_axi bundle is
+    the design's port name."""
+    import re
+
+    from flightllm_overlay.hw.design import block_design
+    bd = block_design("u280")
+    files = {"scheduler": "scheduler.cpp", "mpe": "mpe.cpp", "misc": "misc.cpp",
+             "memctrl": "memctrl.cpp"}
+    for kernel, fname in files.items():
+        text = (SRC / fname).read_text()
+        sig = re.search(rf"^void {kernel}\((.*?)\)\s*{{", text, re.S | re.M)
+        assert sig, kernel
+        args = [re.split(r"[\s*&]+", a.strip())[-1] for a in sig.group(1).split(",")]
+        unit = next(u for u in bd.compute_units if u.kernel == kernel)
+        regs = [r.name for r in unit.registers]
+        assert args[:len(regs)] == regs, (kernel, args, regs)
+        for reg in regs:
+            assert re.search(rf"INTERFACE mode = s_axilite port = {reg} bundle = control", text), reg
+        for port in unit.ports:
+            bundle = port.name.removeprefix("m_axi_")
+            assert re.search(rf"INTERFACE mode = m_axi port = \w+ bundle = {bundle}\b", text), port
