@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Format:
     fields: tuple          # ((name, bits), ...) after the common header
     summary: str
 
-    @property
+    @cached_property
     def layout(self) -> tuple:
         """((name, bit offset, bits), ...) for every field, header included."""
         out, pos = [], 0
@@ -60,11 +61,11 @@ class Format:
             pos += bits
         return tuple(out)
 
-    @property
+    @cached_property
     def bits(self) -> int:
         return sum(b for _, b in HEADER + self.fields)
 
-    @property
+    @cached_property
     def words(self) -> int:
         return -(-self.bits // 32)
 

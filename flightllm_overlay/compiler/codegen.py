@@ -69,7 +69,10 @@ class StepCodegen:
         # One attention pass covers a whole query group when a step has one row (decode):
         # rows (g, t) are then also token-major, so the PV output lands in place.
         self.att_rows = plan.group if T == 1 else T
-        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2)
+        # (decode also sizes it for whole lm_head tiles, so that small buckets do not cut the
+        # logits into many small pieces)
+        lm_cols = plan.tile_rows(a.dim) if T == 1 else 0
+        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2, 2 * lm_cols)
         self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
         self.RT = g.alloc(T * self.d * 2, "rope table rows")

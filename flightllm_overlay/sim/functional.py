@@ -157,6 +157,7 @@ class FunctionalSimulator:
         self._decoded = {}       # (addr, version) -> per-core decoded streams
         self._snapshots = {}     # (phys, rows, row_bytes, stride) -> _Snapshot
         self._predictions = {}   # id(decoded streams) -> predicted cycles
+        self._hbm_parts = {}     # (bindings, core, id(fields)) -> (fields, resolved HBM parts)
 
     # ------------------------------------------------------------------------------------------
     def decode_image(self, memory, program_addr: int) -> list:
@@ -259,6 +260,7 @@ class _RunContext:
         self.base, self.counters = channel_base, counters
         self.handlers = {"LD": self.ld, "ST": self.st, "MM": self.mpe, "MV": self.mpe,
                          "MISC": self.misc}
+        self.base_key = tuple(sorted(self.base.items()))
 
     def run_phase(self, core: _Core, stream, pc: int):
         cc = self.counters.per_core[core.index]
@@ -326,9 +328,27 @@ class _RunContext:
                                f"owns {self.sim.target.channels_of(core.index)}")
         return self.base[ch]
 
+    def _view(self, part):
+        """The (rows, row_bytes) uint8 view of one HBM part (made only when bytes move)."""
+        c, phys, extent, rows, row_bytes, stride = part
+        view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
+        return _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
+
     def _hbm(self, core, f, rows, off):
-        """[(channel, physical address, extent, (rows, bytes) view)] of an LD/ST's HBM side:
-        one part, or 2**stripe equal chunks from consecutive ports of the core (LD only)."""
+        """[(channel, physical address, extent, rows, row bytes, stride)] of an LD/ST's HBM
+        side: one part, or 2**stripe equal chunks from consecutive ports of the core (LD only).
+        Static instructions resolve to the same parts every run with the same bindings."""
+        if f.get("dyn", 0):
+            return self._resolve_hbm(core, f, rows, off)
+        key = (self.base_key, core.index, id(f))
+        parts = self.sim._hbm_parts.get(key)
+        if parts is None or parts[0] is not f:
+            if len(self.sim._hbm_parts) > 100_000:
+                self.sim._hbm_parts.clear()
+            parts = self.sim._hbm_parts[key] = (f, self._resolve_hbm(core, f, rows, off))
+        return parts[1]
+
+    def _resolve_hbm(self, core, f, rows, off):
         ch = f.get("channel", 0)
         row_bytes, stride = f.get("row_bytes", 0), f.get("hbm_stride", 0)
         stripe = 1 << f.get("stripe", 0)
@@ -349,10 +369,7 @@ class _RunContext:
             if off + extent > limit:
                 raise AddressError(f"HBM address {off:#x}+{extent:#x} is past the end of pseudo-"
                                    f"channel {c} ({limit:#x} bytes)")
-            phys = base + off
-            view = self.memory.view(phys, extent) if extent else np.zeros(0, np.uint8)
-            rows_view = _strided(view, 0, rows, row_bytes, stride) if rows else view.reshape(0, 0)
-            parts.append((c, phys, extent, rows_view))
+            parts.append((c, base + off, extent, rows, row_bytes, stride))
         return parts
 
     def _move_operands(self, core, f, op):
@@ -379,13 +396,13 @@ class _RunContext:
                                f"reads {f.get('row_bytes', 0)}")
         parts = self._hbm(core, f, 1, f.get("hbm_addr", 0))
         hr = self.counters.hbm_read
-        for ch, _, _, view in parts:
-            hr[ch] = hr.get(ch, 0) + view.size
+        for p in parts:
+            hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
         key = ("int4", tuple(p[1] for p in parts), rows, k, f.get("row_bytes", 0))
         version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
-            blob = np.concatenate([p[3].reshape(-1) for p in parts])
+            blob = np.concatenate([self._view(p).reshape(-1) for p in parts])
             w8, scales = U.dequant_int4(blob, rows, k)
             snap = _Snapshot(version, np.concatenate([w8.view(np.uint8).reshape(-1),
                                                       scales.view(np.uint8)]))
@@ -413,21 +430,24 @@ class _RunContext:
             return
         parts = self._hbm(core, f, rows, off)
         hr = self.counters.hbm_read
-        for ch, _, _, view in parts:
-            hr[ch] = hr.get(ch, 0) + view.size
-        src = parts[0][3] if len(parts) == 1 else np.concatenate([p[3] for p in parts], axis=1)
+        for p in parts:
+            hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
+
+        def gathered():
+            views = [self._view(p) for p in parts]
+            return views[0] if len(views) == 1 else np.concatenate(views, 1)
         if bname == "wbuf" and f.get("dyn", 0) == 0 and bstride == row_bytes:
             key = (tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0))
             version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
             snap = self.sim._snapshots.get(key)
             if snap is None or snap.version != version:
-                snap = _Snapshot(version, np.ascontiguousarray(src).reshape(-1).copy())
+                snap = _Snapshot(version, np.ascontiguousarray(gathered()).reshape(-1).copy())
                 self.sim._snapshots[key] = snap
             core.replace_tags(addr, end, snap)
             return
         if bname == "wbuf":
             core.materialize(addr, end)
-        _copy_rows(buf, addr, bstride, src)
+        _copy_rows(buf, addr, bstride, gathered())
 
     def st(self, core, f, cc, op):
         rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
@@ -435,7 +455,9 @@ class _RunContext:
             return
         if bname == "wbuf":
             core.materialize(addr, end)
-        (ch, phys, extent, dst), = self._hbm(core, f, rows, off)
+        part, = self._hbm(core, f, rows, off)
+        ch, phys, extent = part[:3]
+        dst = self._view(part)
         dst[...] = _strided(buf, addr, rows, row_bytes, bstride)
         hw = self.counters.hbm_written
         hw[ch] = hw.get(ch, 0) + rows * row_bytes

@@ -118,6 +118,7 @@ class DeviceMemory:
 
     def __init__(self, banks):
         self.banks = {b.tag: b for b in banks}
+        self._recent = {}                  # address >> 28 -> allocation last found there
 
     @classmethod
     def from_mem_dict(cls, mem_dict: dict) -> "DeviceMemory":
@@ -150,9 +151,14 @@ class DeviceMemory:
     def find(self, address: int, nbytes: int = 1) -> Allocation:
         """The allocated buffer holding [address, address + nbytes); AddressError otherwise."""
         address, nbytes = int(address), int(nbytes)
+        recent = self._recent.get(address >> 28)       # the simulator asks for the same few
+        if (recent is not None and not recent.freed and recent.address <= address
+                and address + nbytes <= recent.end):
+            return recent
         bank = self.bank_at(address)
         for alloc in bank.allocations if bank else ():
             if alloc.address <= address and address + nbytes <= alloc.end:
+                self._recent[address >> 28] = alloc
                 return alloc
         raise AddressError(self._explain(address, nbytes, bank))
 
@@ -169,7 +175,11 @@ class DeviceMemory:
         simulator derived from the weights held in the same buffer."""
         nbytes = max(int(nbytes), 1)
         alloc = self.find(address, nbytes)
-        return int(alloc.pages[alloc.page_range(int(address) - alloc.address, nbytes)].max())
+        off = int(address) - alloc.address
+        first, last = off // PAGE, (off + nbytes - 1) // PAGE
+        if first == last:                                 # the common case, without numpy
+            return int(alloc.pages[first])
+        return int(alloc.pages[first:last + 1].max())
 
     def touch(self, address: int, nbytes: int = 1) -> None:
         """Record that the device side wrote [address, address + nbytes)."""

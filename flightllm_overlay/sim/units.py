@@ -123,9 +123,25 @@ def row_sum(x):
     return np.cumsum(x, axis=-1, dtype=np.float64)[..., -1].astype(F32)
 
 
+_SILU_EXP = None
+
+
+def _silu_exp_table():
+    """exp32(-x) for every FP16 bit pattern x: SiLU's input is FP16, so the table holds exactly
+    the values exp32 gives (computed once, 65,536 entries)."""
+    global _SILU_EXP
+    if _SILU_EXP is None:
+        every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(F16)
+        with np.errstate(invalid="ignore", over="ignore"):
+            _SILU_EXP = exp32(-every.astype(F32))
+    return _SILU_EXP
+
+
 def silu(a):
+    """x / (1 + exp32(-x)) in FP32, rounded to FP16 (exp32 taken from its table of FP16 inputs)."""
+    a = np.asarray(a, F16)
     x = a.astype(F32)
-    return (x / (F32(1) + exp32(-x))).astype(F16)
+    return (x / (F32(1) + _silu_exp_table()[a.view(np.uint16)])).astype(F16)
 
 
 def rmsnorm(a, gamma, eps: float):
