@@ -77,31 +77,40 @@ class _Core:
     def __init__(self, target: Target, index: int):
         self.index = index
         self.bufs = {name: np.zeros(target.buffer(name).bytes, np.uint8) for name in isa.BUFFERS}
-        self.wtags = []          # [(start, end, _Snapshot)] lazily loaded weight-buffer ranges
+        self.wtags = []          # [(start, end, _Snapshot, base)] lazily loaded weight-buffer ranges
         self.tokens = [[0] * len(UNITS) for _ in UNITS]   # tokens[src][dst]
 
     # -- weight buffer laziness ---------------------------------------------------------------
+    # A tag (t0, t1, snap, base) says: wbuf[t0:t1] holds snap.data[t0 - base : t1 - base].
     def materialize(self, start: int, end: int) -> None:
+        """Write the bytes of every lazy range overlapping [start, end) into the buffer."""
         keep = []
-        for t0, t1, snap in self.wtags:
+        for t0, t1, snap, base in self.wtags:
             if t0 < end and start < t1:
-                self.bufs["wbuf"][t0:t1] = snap.data
+                self.bufs["wbuf"][t0:t1] = snap.data[t0 - base:t1 - base]
             else:
-                keep.append((t0, t1, snap))
+                keep.append((t0, t1, snap, base))
         self.wtags = keep
 
     def replace_tags(self, start: int, end: int, snap) -> None:
-        """A new lazy load of [start, end): drops tags it covers, materialises partial ones."""
-        if any(t0 < end and start < t1 and not (start <= t0 and t1 <= end)
-               for t0, t1, _ in self.wtags):
-            self.materialize(start, end)
-        self.wtags = [t for t in self.wtags if not (t[0] < end and start < t[1])]
-        self.wtags.append((start, end, snap))
+        """A new lazy load of [start, end): older ranges keep only what lies outside it."""
+        keep = []
+        for t0, t1, old, base in self.wtags:
+            if t1 <= start or end <= t0:
+                keep.append((t0, t1, old, base))
+                continue
+            if t0 < start:
+                keep.append((t0, start, old, base))
+            if end < t1:
+                keep.append((end, t1, old, base))
+        keep.append((start, end, snap, start))
+        self.wtags = keep
 
     def find_tag(self, start: int, end: int):
-        for t0, t1, snap in self.wtags:
+        """(base, snapshot) of the lazy range holding all of [start, end), or None."""
+        for t0, t1, snap, base in self.wtags:
             if t0 <= start and end <= t1:
-                return t0, snap
+                return base, snap
         return None
 
 
@@ -158,6 +167,7 @@ class FunctionalSimulator:
         self._snapshots = {}     # (phys, rows, row_bytes, stride) -> _Snapshot
         self._predictions = {}   # id(decoded streams) -> predicted cycles
         self._hbm_parts = {}     # (bindings, core, id(fields)) -> (fields, resolved HBM parts)
+        self._misc_plans = {}    # (core, id(fields)) -> (fields, prepared action, elements)
 
     # ------------------------------------------------------------------------------------------
     def decode_image(self, memory, program_addr: int) -> list:
@@ -528,9 +538,16 @@ class _RunContext:
 
     # -- MISC -----------------------------------------------------------------------------------
     def misc(self, core, f, cc, op):
+        dyn = f.get("dyn_k", 0)
+        if not dyn:                               # a static MISC runs its prepared plan
+            plan = self.sim._misc_plans.get((core.index, id(f)))
+            if plan is not None and plan[0] is f:
+                plan[1]()
+                cc.misc_elements += plan[2]
+                return
         mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
         rows, k, groups = f.get("rows", 0), f.get("k", 0), max(1, f.get("groups", 0))
-        if f.get("dyn_k", 0):
+        if dyn:
             if self.P + self.L > k:
                 raise ProgramError(f"run-time length {self.P + self.L} exceeds the {k} columns "
                                    f"this MISC {mop} was compiled for")
@@ -556,42 +573,63 @@ class _RunContext:
 
         imm = isa.bits_f32(f.get("imm", 0))
         elements = rows * k
-        if mop == "eadd":
-            out_f16()[...] = U.eadd(a, operand_b(k))
-        elif mop == "emul":
-            out_f16()[...] = U.emul(a, operand_b(k))
+        if mop in ("eadd", "emul"):
+            fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
+
+            def action():
+                out[...] = fn(a, b)
         elif mop == "silu":
-            out_f16()[...] = U.silu(a)
+            out = out_f16()
+
+            def action():
+                out[...] = U.silu(a)
         elif mop == "rmsnorm":
-            out_f16()[...] = U.rmsnorm(a, operand_b(k, per_row=False), imm)
+            b, out = operand_b(k, per_row=False), out_f16()
             elements *= 2
+
+            def action():
+                out[...] = U.rmsnorm(a, b, imm)
         elif mop == "softmax":
             valid = None
             if f.get("causal", 0):
                 q_pos = self.P + np.arange(rows)[:, None] % groups
                 valid = np.arange(k)[None, :] <= q_pos
-            out_f16()[...] = U.softmax(a, imm, valid)
+            out = out_f16()
             elements *= 2
+            dyn = True                              # the mask depends on pos: never planned
+
+            def action():
+                out[...] = U.softmax(a, imm, valid)
         elif mop == "rope":
             if k % 2:
                 raise ProgramError("rope needs an even row length (head dimension)")
             tokens = min(rows, groups)
             table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
                            f.get("b_stride", 0) or 2 * k, "rope table")
-            out_f16()[...] = U.rope(a, np.tile(table, (-(-rows // tokens), 1))[:rows])
+            reps, out = -(-rows // tokens), out_f16()
+
+            def action():
+                out[...] = U.rope(a, np.tile(table, (reps, 1))[:rows])
         elif mop == "quant":
             if not f.get("out_abuf", 0):
                 raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
             ab = core.bufs["abuf"]
-            q, s = U.quantize_rows(a)
-            _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
-                   "quant out")[...] = q
-            _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")[0] = s
+            out = _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
+                         "quant out")
+            out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
             elements *= 2
+
+            def action():
+                out[...], out2[0] = U.quantize_rows(a)
         else:
             raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
                                           f"implemented by this target")
+        action()
         cc.misc_elements += elements
+        if not dyn:
+            if len(self.sim._misc_plans) > 100_000:
+                self.sim._misc_plans.clear()
+            self.sim._misc_plans[(core.index, id(f))] = (f, action, elements)
 
 
 def _copy_rows(buf, addr, stride, src):
