@@ -39,7 +39,7 @@ from ..errors import (AddressError, BitstreamError, DeviceError, FlightLLMError,
 from ..hw import control as C
 from ..hw.design import BlockDesign, build_design, kernel_vlnv
 from ..hw.regfile import RegisterAccess, RegisterFile
-from .memory import DeviceMemory, SimMemoryBank
+from .memory import BankAccess, DeviceMemory, SimMemoryBank
 from .xclbin import build_xclbin, is_metadata_only, section_kinds, sim_device_name
 
 __all__ = ["RegisterAccess", "SimulatedU280"]
@@ -52,7 +52,7 @@ def _default_simulator_factory(target):
     return FunctionalSimulator(target)
 
 
-class SimulatedU280(Device):
+class SimulatedU280(BankAccess, Device):
     """A simulated Alveo U280 card running the FlightLLM design; no FPGA involved.
 
     Parameters
@@ -65,6 +65,9 @@ class SimulatedU280(Device):
     index : int
         Index used in the device tag.
     """
+
+    bank_class = SimMemoryBank
+    bank_where = "the simulated U280"
 
     _probe_priority_ = 300
     is_simulated = True
@@ -192,38 +195,6 @@ class SimulatedU280(Device):
         return self._last_error.get(cu)
 
     # -- memory ------------------------------------------------------------------------------------
-    def get_memory(self, desc):
-        if desc.get("streaming"):
-            raise DeviceError(f"{desc['tag']} is a stream, not a memory bank")
-        return SimMemoryBank(self, desc)
-
-    def get_memory_by_name(self, name: str):
-        for tag, desc in self.mem_dict.items():
-            if name in (tag, tag.replace("[", "").replace("]", "")):
-                return self.get_memory(desc)
-        raise DeviceError(f"the simulated U280 has no memory bank {name!r}; banks are "
-                          f"{list(self.mem_dict)}")
-
-    def get_memory_by_idx(self, idx: int):
-        for desc in self.mem_dict.values():
-            if desc["idx"] == idx:
-                return self.get_memory(desc)
-        raise DeviceError(f"the simulated U280 has no memory bank with index {idx}")
-
-    @property
-    def default_memory(self):
-        used = [d for d in self.mem_dict.values() if d["used"] and not d.get("streaming")]
-        if len(used) != 1:
-            raise DeviceError(f"the design uses {len(used)} memory banks, so there is no default: "
-                              f"allocate with pynq.allocate(shape, dtype, target=ol.HBM0) or "
-                              f"dev.allocate(shape, dtype, bank='HBM[0]')")
-        return self.get_memory(used[0])
-
-    def allocate(self, shape, dtype="u4", bank: str | None = None, **kwargs):
-        """Allocate a buffer in `bank` (e.g. ``"HBM[4]"`` or ``"HBM4"``)."""
-        memory = self.get_memory_by_name(bank) if bank else self.default_memory
-        return memory.allocate(shape, dtype, **kwargs)
-
     def allocate_device(self, tag: str, nbytes: int):
         if not self.mem_dict.get(tag, {}).get("used"):
             used = [t for t, d in self.mem_dict.items() if d["used"]]

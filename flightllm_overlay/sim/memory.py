@@ -315,3 +315,43 @@ class SimMemoryBank(MemoryBank):
 
     def __repr__(self):
         return f"SimMemoryBank({self.tag}, {_size(self.size)}, simulated)"
+
+
+class BankAccess:
+    """pynq Device memory lookups shared by our devices; a subclass names its `bank_class` and
+    says in `bank_where` where the banks come from (for error messages)."""
+
+    bank_class = MemoryBank
+    bank_where = "the device"
+
+    def get_memory(self, desc):
+        if desc.get("streaming"):
+            raise DeviceError(f"{desc['tag']} is a stream, not a memory bank")
+        return self.bank_class(self, desc)
+
+    def get_memory_by_name(self, name: str):
+        for tag, desc in self.mem_dict.items():
+            if name in (tag, tag.replace("[", "").replace("]", "")):
+                return self.get_memory(desc)
+        raise DeviceError(f"{self.bank_where} has no memory bank {name!r}; banks are "
+                          f"{list(self.mem_dict)}")
+
+    def get_memory_by_idx(self, idx: int):
+        for desc in self.mem_dict.values():
+            if desc["idx"] == idx:
+                return self.get_memory(desc)
+        raise DeviceError(f"{self.bank_where} has no memory bank with index {idx}")
+
+    @property
+    def default_memory(self):
+        used = [d for d in self.mem_dict.values() if d["used"] and not d.get("streaming")]
+        if len(used) != 1:
+            raise DeviceError(f"the design uses {len(used)} memory banks, so there is no default: "
+                              f"allocate with pynq.allocate(shape, dtype, target=ol.HBM0) or "
+                              f"dev.allocate(shape, dtype, bank='HBM[0]')")
+        return self.get_memory(used[0])
+
+    def allocate(self, shape, dtype="u4", bank: str | None = None, **kwargs):
+        """Allocate a buffer in `bank` (e.g. ``"HBM[4]"`` or ``"HBM4"``)."""
+        memory = self.get_memory_by_name(bank) if bank else self.default_memory
+        return memory.allocate(shape, dtype, **kwargs)

@@ -46,6 +46,7 @@ from .. import config
 from ..errors import BitstreamError, DeviceError
 from ..hw.design import BlockDesign, build_design
 from ..sim.xclbin import PLATFORM_PREFIX, is_metadata_only, section_kinds
+from ..sim.memory import BankAccess
 from .memory import XrtBuffer, XrtMemoryBank, _Allocation
 
 __all__ = ["PLATFORM", "XRT_VERSION", "XrtBuffer", "XrtMemoryBank", "XrtU280"]
@@ -66,7 +67,7 @@ def _import_pyxrt():
     return pyxrt
 
 
-class XrtU280(Device):
+class XrtU280(BankAccess, Device):
     """An Alveo U280 card driven through XRT's pyxrt (untested on hardware, see module docstring).
 
     Parameters
@@ -83,6 +84,9 @@ class XrtU280(Device):
         ``ip_factory(device, cu_name)`` returning an object with ``read_register(offset)`` and
         ``write_register(offset, value)``, for a pyxrt without an ``ip`` class.
     """
+
+    bank_class = XrtMemoryBank
+    bank_where = "the loaded xclbin"
 
     _probe_priority_ = 250           # before SimulatedU280 (300): a card is picked when present
     is_simulated = False
@@ -264,38 +268,6 @@ class XrtU280(Device):
         return description["cu_index"]
 
     # -- memory ------------------------------------------------------------------------------------
-    def get_memory(self, desc):
-        if desc.get("streaming"):
-            raise DeviceError(f"{desc['tag']} is a stream, not a memory bank")
-        return XrtMemoryBank(self, desc)
-
-    def get_memory_by_name(self, name: str):
-        for tag, desc in self.mem_dict.items():
-            if name in (tag, tag.replace("[", "").replace("]", "")):
-                return self.get_memory(desc)
-        raise DeviceError(f"the loaded xclbin has no memory bank {name!r}; banks are "
-                          f"{list(self.mem_dict)}")
-
-    def get_memory_by_idx(self, idx: int):
-        for desc in self.mem_dict.values():
-            if desc["idx"] == idx:
-                return self.get_memory(desc)
-        raise DeviceError(f"the loaded xclbin has no memory bank with index {idx}")
-
-    @property
-    def default_memory(self):
-        used = [d for d in self.mem_dict.values() if d["used"] and not d.get("streaming")]
-        if len(used) != 1:
-            raise DeviceError(f"the design uses {len(used)} memory banks, so there is no default: "
-                              f"allocate with pynq.allocate(shape, dtype, target=ol.HBM0) or "
-                              f"dev.allocate(shape, dtype, bank='HBM[0]')")
-        return self.get_memory(used[0])
-
-    def allocate(self, shape, dtype="u4", bank: str | None = None, **kwargs):
-        """Allocate a buffer in `bank` (e.g. ``"HBM[4]"`` or ``"HBM4"``)."""
-        memory = self.get_memory_by_name(bank) if bank else self.default_memory
-        return memory.allocate(shape, dtype, **kwargs)
-
     def allocate_bo(self, desc: dict, nbytes: int) -> _Allocation:
         """A pyxrt bo of `nbytes` in the bank `desc` (pynq mem_dict entry), mapped on the host."""
         if self.xclbin_uuid is None:
