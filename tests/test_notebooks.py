@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("ipywidgets")
+import nbclient                     # from the tests extra (nbmake); missing means a broken install
+import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -23,7 +21,19 @@ EXPECT = {
                             "W scheduler.CTRL", "generated tokens", "tokens/s"],
     "demo_streaming.ipynb": ["tiny random LLaMA", "tok/s (host)", "generated tokens",
                              "(stopped)"],
+    "03_instruction_reuse.ipynb": [
+        "decode@16 vs decode@32: identical opcodes",        # neighbouring streams
+        "prefill@128 vs prefill@256: identical opcodes",
+        "| MV | `n` |",                                      # the field table
+        "instruction storage:", "reduction",                 # the storage report
+        "exact-length spot check: largest size difference from the bucket stream 0.00%",
+        "predicted decode step (timing model)",              # the staircase
+        "16 distinct values over 256 lengths",
+        "| bucket hits 0 | misses 1 | compiles 1",           # the live counter
+        "(final)", "bucket cache:",
+        "second generation: bucket cache 40 hits, 0 misses, 0 compiles"],
 }
+PLOTS = {"03_instruction_reuse.ipynb": 1}  # notebook -> images its outputs must hold at least
 
 
 def _text_outputs(nb) -> str:
@@ -55,5 +65,7 @@ def test_notebook_runs_headless_in_fast_mode(name, tmp_path, monkeypatch):
     text = _text_outputs(nb)
     missing = [s for s in EXPECT[name] if s not in text]
     assert not missing, f"{name}: outputs lack {missing}"
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert images >= PLOTS.get(name, 0), f"{name}: a plot is missing"
     assert elapsed < LIMIT_S, f"{name} took {elapsed:.1f} s headless; keep it under {LIMIT_S:g} s"
     assert list(tmp_path.iterdir()) == [], "the notebook wrote into its working directory"
