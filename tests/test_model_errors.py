@@ -12,7 +12,7 @@ from flightllm_overlay.model import load_checkpoint
 from flightllm_overlay.model.gguf_writer import write_gguf
 from flightllm_overlay.model.testing import make_tiny_llama
 
-gguf = pytest.importorskip("gguf")
+import gguf
 
 
 @pytest.fixture(scope="module")

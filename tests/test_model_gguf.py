@@ -8,7 +8,7 @@ from flightllm_overlay.model.gguf_loader import SUPPORTED_TYPES, permute_qk, unp
 from flightllm_overlay.model.gguf_writer import WRITABLE_TYPES, write_gguf
 from flightllm_overlay.model.testing import make_tiny_llama
 
-gguf = pytest.importorskip("gguf")
+import gguf
 Q = gguf.GGMLQuantizationType
 
 
@@ -56,7 +56,7 @@ def test_gguf_dequantize_matches_block_format(name):
 @pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
 def test_gguf_dequantize_matches_transformers(name):
     """K-quants have no quantizer in gguf-py: decode random blocks with both libraries instead."""
-    dq = pytest.importorskip("transformers.integrations.gguf.dequant")
+    import transformers.integrations.gguf.dequant as dq
     qtype = Q[name]
     n_el, size = gguf.GGML_QUANT_SIZES[qtype]
     rng = np.random.default_rng(1)

@@ -9,7 +9,7 @@ from flightllm_overlay.model import MODEL_TABLE, ModelArgs, Transformer, load_ch
 from flightllm_overlay.model.llama import rms_norm, rope, rope_tables
 from flightllm_overlay.model.testing import TINY_ARGS, make_tiny_llama
 
-transformers = pytest.importorskip("transformers")
+import transformers  # the independent oracle (tests extra); missing means a broken install
 
 PROMPT = "What is the capital of France? 2024 was"
 

@@ -7,7 +7,7 @@ from flightllm_overlay.model import Tokenizer
 from flightllm_overlay.model.testing import make_tiny_llama
 from flightllm_overlay.model.tokenizer import CHATML_TEMPLATE
 
-transformers = pytest.importorskip("transformers")
+import transformers  # the independent oracle (tests extra); missing means a broken install
 
 TEXTS = ["Hello, world!", "In 2024: 8 GB at 225 MHz", "héllo wörld 日本語 🤖", "<|im_start|>user\nhi<|im_end|>\n",
          "  two  spaces\n\n\ttab", "don't stop", ""]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-pytest.importorskip("ipywidgets")
+import ipywidgets  # noqa: F401  (notebooks extra)
 
 from flightllm_overlay.errors import ContextLengthError, FlightLLMError  # noqa: E402
 from flightllm_overlay.runtime import Generator, Session, Token  # noqa: E402
