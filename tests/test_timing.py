@@ -2,7 +2,6 @@
 the way a memory-bound decode and a compute-bound prefill should."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
