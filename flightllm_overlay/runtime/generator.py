@@ -1,6 +1,7 @@
 """Generator: prefill then decode on the accelerator, sampling and streaming tokens as they come."""
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class Generator:
         self._stop.clear()
         st = self.stats = GenerationStats(prompt_tokens=len(ids),
                                           clock_hz=self.session.overlay.target.clock_hz)
-        before = _snapshot(self.session.stats)
+        before = copy.deepcopy(self.session.stats)
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
         t0 = time.perf_counter()
         logits = self.prefill(ids)
@@ -186,28 +187,16 @@ class Generator:
         finally:
             st.decode_seconds = time.perf_counter() - t_dec
             st.finish_reason = reason
-            _accumulate(st, before, self.session.stats)
+            _accumulate(st, self.session.stats.since(before))
 
     def generate_text(self, prompt, max_new_tokens: int = 128, **kw) -> str:
         """The whole completion as one string."""
         return "".join(t.text for t in self.generate(prompt, max_new_tokens, **kw))
 
 
-def _snapshot(s):
-    return (s.instructions, s.macs, s.hbm_bytes, s.device_cycles, dict(s.per_step),
-            dict(s.step_cycles), dict(s.buckets), s.bucket_hits, s.bucket_misses,
-            s.bucket_compiles)
-
-
-def _accumulate(st: GenerationStats, before, now) -> None:
-    st.instructions = now.instructions - before[0]
-    st.macs = now.macs - before[1]
-    st.hbm_bytes = now.hbm_bytes - before[2]
-    st.device_cycles = now.device_cycles - before[3]
-    st.runs = {k: v - before[4].get(k, 0) for k, v in now.per_step.items()}
-    st.step_cycles = {k: v - before[5].get(k, 0) for k, v in now.step_cycles.items()}
-    st.buckets = {k: v - before[6].get(k, 0) for k, v in now.buckets.items()
-                  if v - before[6].get(k, 0)}
-    st.bucket_hits = now.bucket_hits - before[7]
-    st.bucket_misses = now.bucket_misses - before[8]
-    st.bucket_compiles = now.bucket_compiles - before[9]
+def _accumulate(st: GenerationStats, d) -> None:
+    """Copy the device counters of one generation (a StepStats difference) into `st`."""
+    for name in ("instructions", "macs", "hbm_bytes", "device_cycles", "step_cycles", "buckets",
+                 "bucket_hits", "bucket_misses", "bucket_compiles"):
+        setattr(st, name, getattr(d, name))
+    st.runs = d.per_step

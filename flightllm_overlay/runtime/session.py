@@ -7,7 +7,7 @@ the logits slice of each core.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pynq
@@ -40,6 +40,18 @@ class StepStats:
         self.device_cycles += stats.cycles
         self.per_step[name] = self.per_step.get(name, 0) + 1
         self.step_cycles[name] = self.step_cycles.get(name, 0) + stats.cycles
+
+    def since(self, before: "StepStats") -> "StepStats":
+        """What was counted after `before` (a copy taken earlier): field by field differences."""
+        out = StepStats()
+        for f in fields(self):
+            now, then = getattr(self, f.name), getattr(before, f.name)
+            if isinstance(now, dict):
+                diff = {k: v - then.get(k, 0) for k, v in now.items()}
+                setattr(out, f.name, {k: v for k, v in diff.items() if v})
+            else:
+                setattr(out, f.name, now - then)
+        return out
 
 
 class Session:
