@@ -32,3 +32,6 @@ def sim_overlay():
     from flightllm_overlay.overlay import FlightLLMOverlay
     from flightllm_overlay.sim.device import SimulatedU280
     return FlightLLMOverlay(device=SimulatedU280())
+
+
+from hls_harness import csim  # noqa: E402,F401  the C-simulation build, once per session

@@ -1,241 +1,44 @@
-"""HLS C simulation (flightllm_overlay/src) against the Python FunctionalSimulator, bit for bit: the tiny model's steps and hand-written programs per instruction type.
+"""HLS C simulation (flightllm_overlay/src) against the Python FunctionalSimulator, bit for bit: the generated header, FP primitives, the tiny model's steps and hand-written programs per instruction type.
 
-Builds the kernels with g++ and the Xilinx HLS headers that `.ci/install-hls` unpacks into
-.venv/hls_include (or $FLIGHTLLM_HLS_INCLUDE); when the headers or g++ are missing the tests FAIL
-(not skip) and name that script.  Each case runs the same DDR instruction image over the same HBM
-channel bytes and on-chip buffers through both executors and compares every HBM byte, every byte
-of every core's six buffers, the counters, or the error (code, core, pc).
+The kernels are built with g++ and the Xilinx HLS headers that `.ci/install-hls` unpacks (see
+tests/hls_harness.py); without them the tests FAIL (not skip) and name that script.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
-
+import subprocess
 from flightllm_overlay import isa
-from flightllm_overlay.config import load_target
-from flightllm_overlay.errors import AddressError, IllegalInstructionError, ProgramError
 from flightllm_overlay.hw import hls_header
-from flightllm_overlay.hw.control import UNKNOWN, ErrorCode, SchedulerStatus
 from flightllm_overlay.isa import Instruction
 from flightllm_overlay.sim import units as U
 from flightllm_overlay.sim.functional import FunctionalSimulator
 
+from hls_harness import (
+    BARRIER,
+    Bench,
+    CORES,
+    CXXFLAGS,
+    END,
+    F16,
+    F32,
+    HEADERS,
+    I8,
+    SCHEDULES,
+    SOURCES,
+    SRC,
+    TARGET,
+    assert_same,
+    check,
+    check_image,
+    fp16_data,
+    run_csim,
+    run_python,
+    sim_buffers)
+
 # FP16 overflow to inf (and inf - inf) is part of the MISC/MPE definitions these cases exercise.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning")
-
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "flightllm_overlay" / "src"
-SOURCES = ["csim_main.cpp", "scheduler.cpp", "memctrl.cpp", "mpe.cpp", "misc.cpp"]
-HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_fp.h"]
-HINT = ("run `bash .ci/install-hls` (downloads the hls4ml==1.3.0 wheel with pip and unpacks its "
-        "ap_int.h/ap_fixed.h/hls_stream.h into .venv/hls_include; installs g++ if missing)")
-# -ffp-contract=off: one rounding per FP operation, as numpy.  The ap_private headers trip g++'s
-# (maybe-)uninitialized analysis on default-constructed values: those warnings are theirs.
-CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
-            "-Wno-unused-label", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
-
-TARGET = load_target("u280")
-CORES = TARGET.cores
-F16, F32, I8 = np.float16, np.float32, np.int8
-END, BARRIER = Instruction("SYS", op="end"), Instruction("SYS", op="barrier")
-UNIT_NAMES = ("LD", "ST", "MM", "MV", "MISC", "SYS")
-
-
-def hls_include() -> Path:
-    return Path(os.environ.get("FLIGHTLLM_HLS_INCLUDE", ROOT / ".venv" / "hls_include"))
-
-
-def build_command(out: Path) -> list:
-    """The g++ command line that builds the C simulation (see also the module docstring)."""
-    return (["g++"] + CXXFLAGS + [f"-I{SRC}", "-isystem", str(hls_include()), "-o", str(out)]
-            + [str(SRC / s) for s in SOURCES])
-
-
-@pytest.fixture(scope="session")
-def csim(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.fail(f"g++ not found on PATH: {HINT}", pytrace=False)
-    for h in ("ap_int.h", "ap_fixed.h", "hls_stream.h"):
-        if not (hls_include() / h).is_file():
-            pytest.fail(f"HLS header {h} not found in {hls_include()}: {HINT}", pytrace=False)
-    exe = tmp_path_factory.mktemp("csim") / "flightllm_csim"
-    proc = subprocess.run(build_command(exe), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    own = [ln for ln in proc.stderr.splitlines() if "warning" in ln and str(SRC) in ln]
-    assert not own, "\n".join(own)
-    return exe
-
-
-# ---------------------------------------------------------------------------------------------
-# Running one image through both executors
-# ---------------------------------------------------------------------------------------------
-class FlatMemory:
-    """Device memory for the Python simulator: the image at 0, then each bound channel's bytes."""
-
-    def __init__(self, image: np.ndarray, channels: dict):
-        raw = np.ascontiguousarray(image, np.uint32).view(np.uint8)
-        off = -(-max(raw.size, 1) // 4096) * 4096
-        self.bases, self.sizes = {}, {}
-        for ch, arr in sorted(channels.items()):
-            self.bases[ch], self.sizes[ch] = off, arr.size
-            off += -(-max(arr.size, 1) // 4096) * 4096
-        self.data = np.zeros(off, np.uint8)
-        self.data[:raw.size] = raw
-        for ch, arr in channels.items():
-            self.data[self.bases[ch]:self.bases[ch] + arr.size] = arr
-        self.ver = 1
-
-    def view(self, addr, nbytes):
-        assert 0 <= addr and addr + nbytes <= self.data.size
-        return self.data[addr:addr + nbytes]
-
-    def version(self, addr, nbytes=None):
-        return self.ver
-
-    def touch(self, addr, nbytes=None):
-        self.ver += 1
-
-    def channel(self, ch) -> np.ndarray:
-        return self.data[self.bases[ch]:self.bases[ch] + self.sizes[ch]].copy()
-
-
-def sim_buffers(sim: FunctionalSimulator) -> list:
-    """Every core's on-chip buffers as bytes (lazily loaded weights materialised first)."""
-    out = []
-    for core in sim.cores:
-        core.materialize(0, core.bufs["wbuf"].size)
-        out.append({name: core.bufs[name].copy() for name in isa.BUFFERS})
-    return out
-
-
-def error_triple(exc) -> tuple:
-    code = (ErrorCode.ILLEGAL_INSTRUCTION if isinstance(exc, IllegalInstructionError) else
-            ErrorCode.ADDRESS if isinstance(exc, AddressError) else
-            ErrorCode.PROGRAM if isinstance(exc, ProgramError) else ErrorCode.INTERNAL)
-    core, pc = getattr(exc, "core", None), getattr(exc, "pc", None)
-    return int(code), UNKNOWN if core is None else int(core), UNKNOWN if pc is None else int(pc)
-
-
-class Outcome:
-    """What one executor left behind: error (code, core, pc) or None, HBM channels, buffers, counters."""
-
-    def __init__(self, error, channels, buffers, counters, message=""):
-        self.error, self.channels, self.buffers, self.counters = error, channels, buffers, counters
-        self.message = message
-
-
-def py_counters(c) -> dict:
-    out = {}
-    for i, pc in enumerate(c.per_core):
-        out[f"core{i}_insns"] = tuple(pc.instructions[u] for u in UNIT_NAMES)
-        out[f"core{i}_macs"], out[f"core{i}_misc_elements"] = pc.macs, pc.misc_elements
-    out.update({f"hbm_read{ch}": n for ch, n in c.hbm_read.items() if n})
-    out.update({f"hbm_written{ch}": n for ch, n in c.hbm_written.items() if n})
-    return out
-
-
-def run_python(sim, image, channels, pos, length) -> Outcome:
-    mem = FlatMemory(image, channels)
-    try:
-        counters = sim.run(mem, 0, {"pos": pos, "len": length}, channel_base=mem.bases)
-        error, message = None, ""
-    except (IllegalInstructionError, ProgramError) as exc:
-        counters, error, message = None, error_triple(exc), str(exc)
-    return Outcome(error, {ch: mem.channel(ch) for ch in channels}, sim_buffers(sim),
-                   py_counters(counters) if counters else None, message)
-
-
-def run_csim(exe, work: Path, image, channels, pos, length, buffers_in, schedule="program",
-             bases=None) -> Outcome:
-    work.mkdir(parents=True, exist_ok=True)
-    out = work / "out"
-    out.mkdir(exist_ok=True)
-    (work / "program.bin").write_bytes(np.ascontiguousarray(image, np.uint32).tobytes())
-    bases = bases or FlatMemory(image, channels).bases
-    lines = [f"pos {pos}", f"len {length}", f"schedule {schedule}", "program program.bin",
-             "out out"]
-    for ch, arr in sorted(channels.items()):
-        (work / f"hbm{ch}.in.bin").write_bytes(np.ascontiguousarray(arr, np.uint8).tobytes())
-        lines.append(f"channel {ch} {bases[ch]} hbm{ch}.in.bin")
-    if buffers_in is not None:
-        (work / "buf_in").mkdir(exist_ok=True)
-        for c, bufs in enumerate(buffers_in):
-            for name, arr in bufs.items():
-                (work / "buf_in" / f"core{c}_{name}.bin").write_bytes(arr.tobytes())
-        lines.append("buffers_in buf_in")
-    (work / "run.txt").write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([str(exe), str(work / "run.txt")], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = {}
-    for line in (out / "result.txt").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        res[key] = value
-    chans = {ch: np.fromfile(out / f"hbm{ch}.bin", np.uint8) for ch in channels}
-    bufs = [{name: np.fromfile(out / f"core{c}_{name}.bin", np.uint8) for name in isa.BUFFERS}
-            for c in range(CORES)]
-    status = int(res["status"])
-    if status == SchedulerStatus.DONE:
-        counters = {k: (tuple(int(x) for x in v.split()) if k.endswith("_insns") else int(v))
-                    for k, v in res.items() if k.startswith(("core", "hbm_"))}
-        return Outcome(None, chans, bufs, counters)
-    assert status == SchedulerStatus.ERROR, res
-    return Outcome((int(res["error_code"]), int(res["error_core"]), int(res["error_pc"])), chans,
-                   bufs, None, res.get("message", ""))
-
-
-def assert_same(py: Outcome, cc: Outcome, what=""):
-    assert py.error == cc.error, (f"{what}: Python {py.error} ({py.message}) vs C++ {cc.error} "
-                                  f"({cc.message})")
-    if py.error is not None:
-        return
-    for ch in py.channels:
-        a, b = py.channels[ch], cc.channels[ch]
-        if not np.array_equal(a, b):
-            bad = np.flatnonzero(a != b)
-            pytest.fail(f"{what}: HBM channel {ch} differs at {bad.size} bytes, first at "
-                        f"0x{bad[0]:x} (Python {a[bad[0]]:#x}, C++ {b[bad[0]]:#x})")
-    for c in range(CORES):
-        for name in isa.BUFFERS:
-            a, b = py.buffers[c][name], cc.buffers[c][name]
-            if not np.array_equal(a, b):
-                bad = np.flatnonzero(a != b)
-                pytest.fail(f"{what}: core {c} {name} differs at {bad.size} bytes, first at "
-                            f"0x{bad[0]:x} (Python {a[bad[0]]:#x}, C++ {b[bad[0]]:#x})")
-    assert py.counters == cc.counters, what
-
-
-def check(csim, tmp_path, streams, channels=None, pos=0, length=0, sim=None, buffers=None,
-          schedule="program", what="") -> tuple:
-    """Run an image (streams, one per core; missing cores get just SYS end) both ways; assert
-    they agree; returns (python outcome, C++ outcome)."""
-    streams = list(streams) + [[]] * (CORES - len(streams))
-    image = isa.pack_image([isa.encode_stream(list(s) + [END]) for s in streams])
-    return check_image(csim, tmp_path, image, channels, pos, length, sim, buffers, schedule, what)
-
-
-def check_image(csim, tmp_path, image, channels=None, pos=0, length=0, sim=None, buffers=None,
-                schedule="program", what=""):
-    channels = {ch: np.asarray(a, np.uint8).copy() for ch, a in (channels or {}).items()}
-    sim = sim or FunctionalSimulator(TARGET)
-    if buffers is not None:
-        for core, bufs in zip(sim.cores, buffers):
-            core.wtags = []
-            for name, arr in bufs.items():
-                core.bufs[name][:] = arr
-    before = sim_buffers(sim)
-    py = run_python(sim, image, channels, pos, length)
-    cc = run_csim(csim, tmp_path / f"run{len(list(tmp_path.iterdir()))}", image, channels, pos,
-                  length, before, schedule)
-    assert_same(py, cc, what)
-    return py, cc
-
 
 # ---------------------------------------------------------------------------------------------
 # The header is generated, never edited
@@ -365,71 +168,6 @@ def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
         for ch in channels:
             np.testing.assert_array_equal(cc.channels[ch][static_end[ch]:], py.channels[ch][static_end[ch]:])
         channels = cc.channels
-
-
-# ---------------------------------------------------------------------------------------------
-# (b) Hand-written programs per instruction type
-# ---------------------------------------------------------------------------------------------
-def chained(insns) -> list:
-    """The instructions with tokens that order each one after the previous when their units
-    differ (SYS releases nothing): correct under any schedule, so both schedules must agree."""
-    out = [i.replace() for i in insns]
-    for a, b in zip(out, out[1:]):
-        ua, ub = isa.FORMATS[a.op].unit, isa.FORMATS[b.op].unit
-        if ua != ub and ua != "SYS":
-            a.fields["release"] = a["release"] | isa.unit_mask([ub])
-            b.fields["wait"] = b["wait"] | isa.unit_mask([ua])
-    return out
-
-
-class Bench:
-    """A hand-written program: bytes of every bound HBM channel and one stream per core."""
-
-    def __init__(self, channel_bytes=1 << 16, unbound=()):
-        self.chan = {ch: np.zeros(channel_bytes, np.uint8) for chs in TARGET.core_channels
-                     for ch in chs if ch not in unbound}
-        self.cursor = {ch: 0 for ch in self.chan}
-        self.streams = [[] for _ in range(CORES)]
-
-    def put(self, ch, array) -> int:
-        raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        off = self.cursor[ch]
-        self.chan[ch][off:off + raw.size] = raw
-        self.cursor[ch] = off + -(-raw.size // 64) * 64
-        return off
-
-    def port(self, core, k=0) -> int:
-        return TARGET.channels_of(core)[k]
-
-    def load(self, core, buf, addr, array, k=0, **kw):
-        """Append an LD of a 2-D array (one row per row) into `buf` at `addr`."""
-        array = np.atleast_2d(np.asarray(array))
-        ch = self.port(core, k)
-        row_bytes = array.shape[1] * array.itemsize
-        off = self.put(ch, array)
-        self.streams[core].append(Instruction("LD", buf=buf, channel=ch, hbm_addr=off, buf_addr=addr,
-                                              rows=array.shape[0], row_bytes=row_bytes,
-                                              hbm_stride=row_bytes, buf_stride=row_bytes, **kw))
-
-    def add(self, core, *insns):
-        self.streams[core].extend(insns)
-
-    def run(self, csim, tmp_path, pos=0, length=0, schedule="program", chain=True, what=""):
-        streams = [chained(s) if chain else s for s in self.streams]
-        return check(csim, tmp_path, streams, self.chan, pos, length, schedule=schedule, what=what)
-
-
-def fp16_data(rng, shape, scale=4.0):
-    """Random FP16 values with zeros, signed zeros, subnormals and large values mixed in."""
-    x = (rng.standard_normal(shape) * scale).astype(F16)
-    flat = x.reshape(-1)
-    picks = rng.choice(flat.size, size=min(flat.size, 12), replace=False)
-    flat[picks] = np.array([0, -0.0, 6e-8, -6e-8, 1e-5, -3e-5, 1000, -2000, 0.5, -0.25, 65504,
-                            -65504], F16)[:len(picks)]
-    return x
-
-
-SCHEDULES = ["program", "decoupled"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -711,137 +449,3 @@ def test_int4_dequantising_ld(csim, tmp_path, stripe, rows, k, pad):
                           w_scale=256 + rows * k, out_addr=0))
     py, _ = b.run(csim, tmp_path)
     assert py.counters["core0_macs"] == 2 * rows * k
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors: the same code, core and pc as the Python simulator
-# ---------------------------------------------------------------------------------------------
-def _ld(core=0, **kw):
-    f = dict(buf="gbuf", channel=TARGET.channels_of(core)[0], hbm_addr=0, buf_addr=0, rows=2,
-             row_bytes=16, hbm_stride=16, buf_stride=16)
-    f.update(kw)
-    return Instruction("LD", **f)
-
-
-def _misc(**kw):
-    f = dict(op="eadd", rows=2, k=8, a_addr=0, b_addr=64, out_addr=128)
-    f.update(kw)
-    return Instruction("MISC", **f)
-
-
-def _mm(op="MM", **kw):
-    f = dict(m=2, n=4, k=8, a_addr=0, a_scale=64, w_addr=0, w_scale=64, out_addr=0)
-    f.update(kw)
-    return Instruction(op, **f)
-
-
-def _raw(insn, **bits):
-    """Encode `insn`, then overwrite raw fields (to build words encode refuses)."""
-    fmt = isa.FORMATS[insn.op]
-    words = isa.encode(insn)
-    value = sum(w << (32 * i) for i, w in enumerate(words))
-    for name, v in bits.items():
-        if name == "reserved":
-            value |= v << fmt.bits
-            continue
-        off, width = next((o, w) for n, o, w in fmt.layout if n == name)
-        value = value & ~(((1 << width) - 1) << off) | (v << off)
-    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(fmt.words)]
-
-
-def _img(*streams, end=True):
-    streams = list(streams) + [[]] * (CORES - len(streams))
-    out = []
-    for s in streams:
-        words = []
-        for x in list(s) + ([END] if end else []):
-            words.extend(isa.encode(x) if isinstance(x, Instruction) else x)
-        out.append(np.asarray(words, np.uint32))
-    return isa.pack_image(out)
-
-
-LD_MM = isa.unit_mask(["MM"])
-ERROR_CASES = {
-    # decode time
-    "bad-magic": lambda: np.array([0, 1, 3, 4], np.uint32),
-    "bad-version": lambda: np.concatenate([[isa.IMAGE_MAGIC, 2], _img([])[2:]]).astype(np.uint32),
-    "two-cores": lambda: isa.pack_image([isa.encode_stream([END])] * 2),
-    "table-past-end": lambda: np.concatenate([_img([])[:5], [999], _img([])[6:]]).astype(np.uint32),
-    "illegal-opcode": lambda: _img([], [[0x6]]),
-    "cut-instruction": lambda: _img([END], [END], [END, isa.encode(_ld(2))[:3]], end=False),
-    "reserved-bits": lambda: _img([_raw(_misc(), reserved=1)]),
-    "own-unit-wait": lambda: _img([], [_raw(_ld(1), wait=1)]),
-    "bad-enum": lambda: _img([_raw(_ld(), dyn=6)]),
-    "st-remote": lambda: _img([_raw(Instruction("ST", buf="gbuf"), remote=1)]),
-    "stripe-rows": lambda: _img([_raw(_ld(), stripe=1)]),
-    "mv-rows": lambda: _img([_raw(_mm("MV"), m=17)]),
-    "wfmt-into-gbuf": lambda: _img([_raw(_ld(), wfmt=1)]),
-    "no-end": lambda: _img([_ld()], end=False),
-    # run time
-    "wait-without-release": lambda: _img([_ld(), _mm(wait=isa.unit_mask(["LD"]))],
-                                         [_ld(1, wait=LD_MM)]),
-    "unconsumed-token": lambda: _img([], [_ld(1, release=LD_MM)]),
-    "sys-release": lambda: _img([Instruction("SYS", op="barrier", release=1)], [BARRIER], [BARRIER]),
-    "cores-disagree": lambda: _img([BARRIER], [BARRIER], []),
-    "error-in-second-phase": lambda: _img([BARRIER, _ld(buf="fsb", buf_addr=4090)], [BARRIER],
-                                          [BARRIER]),
-    "channel-not-owned": lambda: _img([_ld(channel=1)]),
-    "channel-unbound": lambda: _img([], [], [_ld(2, channel=30)]),
-    "stripe-unbound": lambda: _img([], [], [_ld(2, channel=26, stripe=3, rows=1, row_bytes=64)]),
-    "hbm-past-end": lambda: _img([_ld(hbm_addr=(256 << 20) - 20)]),
-    "buffer-past-end": lambda: _img([], [_ld(1, buf="fsb", buf_addr=4090)]),
-    "remote-self": lambda: _img([_ld(remote=1, remote_core=0)]),
-    "remote-missing": lambda: _img([_ld(remote=1, remote_core=3)]),
-    "at-pos-too-long": lambda: _img([_ld(dyn="at_pos", rows=2)]),
-    "last-without-len": lambda: _img([], [_ld(1, dyn="last")]),
-    "mpe-misaligned-scale": lambda: _img([_mm(a_scale=66)]),
-    "mpe-misaligned-out": lambda: _img([_mm(out_addr=3)]),
-    "mpe-out-stride": lambda: _img([_mm(out_stride=9)]),
-    "mpe-dyn-n": lambda: _img([_mm(dyn_n=1, n=4)]),
-    "mpe-weights-past-end": lambda: _img([_mm(w_addr=(2 << 20) - 8)]),
-    "misc-misaligned": lambda: _img([_misc(a_addr=1)]),
-    "misc-out-abuf": lambda: _img([_misc(out_abuf=1)]),
-    "quant-without-out-abuf": lambda: _img([_misc(op="quant")]),
-    "quant-scales-past-end": lambda: _img([_misc(op="quant", out_abuf=1, out2_addr=(512 << 10) - 4)]),
-    "rope-odd": lambda: _img([_misc(op="rope", k=7)]),
-    "layernorm": lambda: _img([], [_misc(op="layernorm")]),
-    "misc-dyn-k": lambda: _img([_misc(dyn_k=1, k=4)]),
-    "int4-short-tile": lambda: _img([_ld(buf="wbuf", wfmt="int4", wk=32, rows=2, row_bytes=20)]),
-    "first-error-wins": lambda: _img([_ld(), _misc(op="rope", k=7), _ld(buf="fsb", buf_addr=4090)]),
-}
-
-
-@pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("name", list(ERROR_CASES))
-def test_errors_agree(csim, tmp_path, name, schedule):
-    image = ERROR_CASES[name]()
-    channels = {ch: np.zeros(4096, np.uint8) for chs in TARGET.core_channels for ch in chs
-                if ch not in (26, 30)}
-    py, cc = check_image(csim, tmp_path, image, channels, pos=3, length=0 if "last" in name else 4,
-                         schedule=schedule, what=name)
-    assert py.error is not None, f"{name}: the Python simulator accepted the program"
-
-
-def test_kernel_arguments_follow_the_block_design():
-    """Each kernel's s_axilite arguments are hw/design.py's registers, in their order (so the
-    Vitis register map matches the drivers and the simulated device), and every m_axi bundle is
-    the design's port name."""
-    import re
-
-    from flightllm_overlay.hw.design import block_design
-    bd = block_design("u280")
-    files = {"scheduler": "scheduler.cpp", "mpe": "mpe.cpp", "misc": "misc.cpp",
-             "memctrl": "memctrl.cpp"}
-    for kernel, fname in files.items():
-        text = (SRC / fname).read_text()
-        sig = re.search(rf"^void {kernel}\((.*?)\)\s*{{", text, re.S | re.M)
-        assert sig, kernel
-        args = [re.split(r"[\s*&]+", a.strip())[-1] for a in sig.group(1).split(",")]
-        unit = next(u for u in bd.compute_units if u.kernel == kernel)
-        regs = [r.name for r in unit.registers]
-        assert args[:len(regs)] == regs, (kernel, args, regs)
-        for reg in regs:
-            assert re.search(rf"INTERFACE mode = s_axilite port = {reg} bundle = control", text), reg
-        for port in unit.ports:
-            bundle = port.name.removeprefix("m_axi_")
-            assert re.search(rf"INTERFACE mode = m_axi port = \w+ bundle = {bundle}\b", text), port
