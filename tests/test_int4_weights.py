@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from flightllm_overlay.compiler import compile_model
-from flightllm_overlay.compiler.quantize import LINEARS, _HF, Int4Weight
+from flightllm_overlay.compiler.quantize import Int4Weight
+from flightllm_overlay.compress.smooth import HF_NAMES as _HF, LINEARS
 from flightllm_overlay.model.checkpoint import Checkpoint
 from flightllm_overlay.model.llama import Transformer
 from flightllm_overlay.runtime import Session

@@ -1,10 +1,7 @@
 """W8A8 quantisation pass: smoothing from calibration statistics, then INT8 weights per output row.
 
-Activations are quantised on the device (MISC quant: INT8 per row, dynamic).  Outlier input
-channels are first migrated into the weights (SmoothQuant-style, alpha = 0.5): each linear
-input channel j is divided by s_j and the weight column multiplied by s_j, with s folded into
-the operation that produces the input (an RMSNorm gain, v_proj rows, up_proj rows), so the
-float function is unchanged and no extra instruction runs.
+Activations are quantised on the device (MISC quant: INT8 per row, dynamic); outlier input
+channels are first migrated into the weights (`compress.smooth`).
 """
 from __future__ import annotations
 
@@ -12,15 +9,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from ..compress.smooth import smoothed_layers, tensor
 from ..errors import CompileError
 from ..sim.units import INT4_GROUP, int4_tile_bytes, quantize_weight, quantize_weight_int4
-
-LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
-_HF = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
-       "wo": "self_attn.o_proj", "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj",
-       "w_down": "mlp.down_proj"}
 
 
 @dataclass
@@ -36,91 +28,13 @@ class QuantizedModel:
     smoothing: dict = field(default_factory=dict)   # description of what was calibrated
 
 
-def _w(weights, name) -> np.ndarray:
-    t = weights[name]
-    return (t.detach().float().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float32))
-
-
-def calibration_stats(ckpt, tokens) -> list:
-    """Per layer, absmax of each linear group's input channels over the calibration tokens.
-
-    Runs the float reference once with hooks; returns [{"qkv", "o", "gate_up", "down"}: (K,)].
-    """
-    from ..model.llama import Transformer
-    import torch.nn.functional as F
-    model = Transformer.from_checkpoint(ckpt)
-    stats = [dict() for _ in range(ckpt.args.n_layers)]
-
-    def amax(x):
-        return x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float().numpy()
-
-    def put(layer, key, m):
-        old = stats[layer].get(key)
-        stats[layer][key] = m if old is None else np.maximum(old, m)
-
-    def hook(name, layer, x):
-        if name == "attn_in":
-            put(layer, "qkv", amax(x))
-        elif name == "attn":
-            put(layer, "o", amax(x))
-        elif name == "ffn_in":
-            put(layer, "gate_up", amax(x))
-            lw = model.layers[layer]
-            put(layer, "down", amax(F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up)))
-
-    tokens = list(tokens)
-    window = min(256, ckpt.args.max_seq_len)
-    for start in range(0, len(tokens), window):
-        model.reset()
-        model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
-                      hook=hook)
-    return stats
-
-
-def _smooth_scale(act_max, w_cols_max, alpha):
-    a = np.maximum(act_max, 1e-5)
-    w = np.maximum(w_cols_max, 1e-5)
-    s = a ** alpha / w ** (1 - alpha)
-    return np.clip(s, 1e-2, 1e3).astype(np.float32)
-
-
 def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
                    weight_bits: int = 8) -> QuantizedModel:
     """Quantise a float checkpoint to the device's W8A8 formats (smoothing if tokens are given)."""
     args, W = ckpt.args, ckpt.weights
-    stats = calibration_stats(ckpt, calibration_tokens) if calibration_tokens is not None else None
-    g = args.n_heads // args.n_kv_heads
-    d = args.head_dim
+    tokens = None if calibration_tokens is None else list(calibration_tokens)
     layers = []
-    for i in range(args.n_layers):
-        p = f"model.layers.{i}."
-        lin = {k: _w(W, p + _HF[k] + ".weight") for k in LINEARS}
-        attn_norm = _w(W, p + "input_layernorm.weight")
-        ffn_norm = _w(W, p + "post_attention_layernorm.weight")
-        if stats is not None:
-            st = stats[i]
-            # q/k/v share the attention RMSNorm's output: fold 1/s into its gain.
-            s = _smooth_scale(st["qkv"] , np.max([np.abs(lin[k]).max(0) for k in ("wq", "wk", "wv")], 0), alpha)
-            attn_norm = attn_norm / s
-            for k in ("wq", "wk", "wv"):
-                lin[k] = lin[k] * s[None, :]
-            # gate/up share the FFN RMSNorm's output.
-            s = _smooth_scale(st["gate_up"], np.max([np.abs(lin[k]).max(0) for k in ("w_gate", "w_up")], 0), alpha)
-            ffn_norm = ffn_norm / s
-            for k in ("w_gate", "w_up"):
-                lin[k] = lin[k] * s[None, :]
-            # down's input is silu(gate) * up: fold 1/s into up's rows.
-            s = _smooth_scale(st["down"], np.abs(lin["w_down"]).max(0), alpha)
-            lin["w_up"] = lin["w_up"] / s[:, None]
-            lin["w_down"] = lin["w_down"] * s[None, :]
-            # o's input is the attention output, linear in v: fold 1/s into v's rows.  Query
-            # heads that share a KV head must share s, so take the group-wise maximum.
-            act = st["o"].reshape(args.n_kv_heads, g, d).max(1)
-            wmax = np.abs(lin["wo"]).max(0).reshape(args.n_kv_heads, g, d).max(1)
-            s_kv = _smooth_scale(act, wmax, alpha)                       # (n_kv_heads, d)
-            lin["wv"] = lin["wv"] / s_kv.reshape(-1)[:, None]
-            s_o = np.repeat(s_kv[:, None, :], g, axis=1).reshape(-1)     # (n_heads * d,)
-            lin["wo"] = lin["wo"] * s_o[None, :]
+    for lin, attn_norm, ffn_norm in smoothed_layers(ckpt, tokens, alpha):
         if weight_bits == 4:            # rows whose K is not a whole number of groups stay INT8
             layer = {k: (Int4Weight.quantize(v), None) if v.shape[1] % INT4_GROUP == 0
                      else quantize_weight(v) for k, v in lin.items()}
@@ -131,13 +45,12 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
         layer["attn_norm"] = attn_norm.astype(np.float16)
         layer["ffn_norm"] = ffn_norm.astype(np.float16)
         layers.append(layer)
-    emb = _w(W, "model.embed_tokens.weight")
-    head = _w(W, "lm_head.weight") if "lm_head.weight" in W else emb
+    emb = tensor(W, "model.embed_tokens.weight")
+    head = tensor(W, "lm_head.weight") if "lm_head.weight" in W else emb
     return QuantizedModel(
-        args=args, layers=layers, norm=_w(W, "model.norm.weight").astype(np.float16),
+        args=args, layers=layers, norm=tensor(W, "model.norm.weight").astype(np.float16),
         lm_head=quantize_weight(head), embedding=emb.astype(np.float16),
-        smoothing={"alpha": alpha, "tokens": 0 if calibration_tokens is None
-                   else len(list(calibration_tokens))} if stats is not None else {})
+        smoothing={"alpha": alpha, "tokens": len(tokens)} if tokens is not None else {})
 
 
 def rope_table(args, length: int) -> np.ndarray:
