@@ -2,6 +2,8 @@
 sparse MPE on the simulated overlay match their float emulation; tiles, counters and errors."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,32 @@ def test_sparse_weights_need_whole_blocks(tiny_ckpt):
     spec = dict(MIXED, w_gate=(4, 32, 0.5))          # FFN hidden 200: not whole 16-blocks
     with pytest.raises(CompileError, match="16x16 blocks"):
         packed_model(tiny_ckpt, spec)
+
+
+def test_timing_model_charges_kept_weights_and_counts_both_chains():
+    from flightllm_overlay.config import load_target
+    from flightllm_overlay.sim.timing import TimingModel
+    t = load_target("u280")
+    end = ("SYS", {"op": 1})
+    dense = dict(m=1, n=1024, k=4096)
+    half = dict(dense, sparse=1, nnz=1024 * 4096 // 16 // 2)       # every block 8:16
+
+    def run(f):
+        return TimingModel(t).schedule([[("MV", f), end]] + [[end]] * (t.cores - 1))
+    d, s = run(dense), run(half)
+    assert s.macs * 2 == d.macs
+    assert s.cycles < 0.6 * d.cycles                       # half the passes, plus latencies
+    assert s.dsp_utilisation() > 0.99 and d.dsp_utilisation() > 0.99
+    assert abs(s.dsp_utilisation(fixed=True) - 0.5) < 0.01  # the dense chain multiplies zeros
+    assert s.mpe_slots_fixed == d.mpe_slots
+
+
+def test_bench_prints_dsp_utilisation_of_both_chains(capsys):
+    from flightllm_overlay.cli import main
+    assert main(["bench", "--shape", "smollm2-135m", "--weight-bits", "4", "--qk-density", "0.5",
+                 "--workload", "16", "4", "--ctx", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "configurable sparse chain" in out and "fixed dense chain" in out
+    conf, fixed = (float(x) for x in re.findall(
+        r"decode ([\d.]+)% configurable sparse chain vs ([\d.]+)% fixed", out)[0])
+    assert conf > fixed
