@@ -26,6 +26,18 @@ WEIGHT_FORMATS = ("int8", "packed")  # LD's dequantisation unit: HBM format -> I
 WEIGHT_BITS = (2, 3, 4, 8)           # code widths of packed weights (sim/wformat.py)
 WEIGHT_GROUPS = (16, 32, 64, 128)    # group sizes of packed weights below 8 bits
 SPARSE_BLOCK = 16                    # N:16 blocks of 16 x 16 weights
+ATTN_BLOCK = 64                      # block-sparse attention: 64-token query and key blocks
+
+
+def attention_block_keep(q_pos, k_pos, sink: int, window: int):
+    """Block-sparse attention pattern (`blk_sink`, `blk_win`; window 0 = dense): key position
+    k_pos is kept for query position q_pos if causal and its 64-token block is one of the first
+    `sink` blocks or within `window` blocks of the query's block (the diagonal block included)."""
+    causal = k_pos <= q_pos
+    if not window:
+        return causal
+    qb, kb = q_pos // ATTN_BLOCK, k_pos // ATTN_BLOCK
+    return causal & ((kb < sink) | (qb - kb < window))
 MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
 SYS_OPS = ("barrier", "end")
 
@@ -39,11 +51,12 @@ _MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 
 _MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
            ("k", 16), ("a_addr", 22), ("a_scale", 22), ("w_addr", 22), ("w_scale", 22),
            ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16),
-           ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("nnz", 20), ("meta_len", 16))
+           ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("nnz", 20), ("meta_len", 16),
+           ("blk_sink", 6), ("blk_win", 6))
 _MISC = (("op", 4), ("dyn_k", 1), ("causal", 1), ("out_abuf", 1), ("bcast_b", 1), ("b_f32", 1),
          ("rows", 16), ("k", 16), ("groups", 8), ("a_addr", 22), ("b_addr", 22),
          ("out_addr", 22), ("out2_addr", 22), ("a_stride", 16), ("b_stride", 16),
-         ("out_stride", 16), ("imm", 32))
+         ("out_stride", 16), ("imm", 32), ("blk_sink", 6), ("blk_win", 6))
 _SYS = (("op", 4),)
 
 

@@ -86,6 +86,9 @@ _MATRIX_MEANING = {
     "fsb_addr": "sparse: fsb-buffer byte address of the first block's N code",
     "nnz": "sparse: kept weights / 16 over the n x k operand (the sum of its N codes)",
     "meta_len": "sparse: bytes of indices the operand reads from the meta buffer",
+    "blk_sink": "with dyn_n or dyn_k (attention): sink blocks of the block-sparse pattern "
+                "(`isa.attention_block_keep`); the MPE skips masked key blocks, results unchanged",
+    "blk_win": "with dyn_n or dyn_k: local window in 64-token blocks (0: dense attention)",
 }
 _MISC_MEANING = {
     "op": "operation (index into `MISC_OPS`)",
@@ -106,6 +109,9 @@ _MISC_MEANING = {
     "b_stride": "bytes between rows of b; 0 = K elements packed",
     "out_stride": "bytes between output rows; 0 = 2K (quant: K)",
     "imm": "FP32 bit pattern: softmax scale, rmsnorm epsilon; ignored by the other ops",
+    "blk_sink": "causal softmax: sink blocks of the block-sparse pattern; otherwise unused",
+    "blk_win": "causal softmax: local window in 64-token blocks; keys outside the pattern are "
+               "masked like future keys (0: dense causal)",
 }
 _SYS_MEANING = {"op": "operation (index into `SYS_OPS`)"}
 FIELD_MEANING = {

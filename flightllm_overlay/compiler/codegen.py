@@ -305,20 +305,29 @@ class StepCodegen:
             for g0 in range(0, G, R // T):
                 hl = j * G + g0                            # first local q head of this pass
                 h = cp.q_heads[hl]                         # its global index
+                blk = self._block_pattern(li, h)
                 self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
                           a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
                           w_scale=self.kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
-                          dyn_n=1)
+                          dyn_n=1, **blk)
                 self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=R, k=C,
                            a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
-                           imm=f32_bits(softmax_scale(a)))
+                           imm=f32_bits(softmax_scale(a)), **blk)
                 self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S, rows=R,
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
                 self._quant(s, self.S, R, C, self.PQ, self.PS, a_stride=2 * C, out_stride=C,
                             dyn_k=1)
                 self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
-                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1,
+                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
                           out_addr=self.ATT + h * d * 2, out_stride=(2 * d if T == 1 else hd * 2))
+
+    def _block_pattern(self, layer: int, head: int) -> dict:
+        """Block-sparse attention fields of a prefill pass (decode attention stays dense)."""
+        pattern = self.p.attn_pattern
+        if self.T == 1 or not pattern:
+            return {}
+        sink, window = pattern[layer][head]
+        return dict(blk_sink=int(sink), blk_win=int(window)) if window else {}
 
     def _head(self, s, cp):
         a, T, dim = self.a, self.T, self.a.dim

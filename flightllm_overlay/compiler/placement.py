@@ -96,6 +96,7 @@ class Placement:
         a = qm.args
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
         self.weight_half = weight_half
+        self.attn_pattern = qm.attn_pattern
         self.meta_half = target.buffer("meta").bytes // 2     # ping-pong like the weight buffer
         self.fsb_half = target.buffer("fsb").bytes // 2
         self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))

@@ -30,6 +30,8 @@ class QuantizedModel:
     lm_head: tuple                  # (int8 (vocab, dim), f32 (vocab,))
     embedding: np.ndarray           # f16 (vocab, dim), gathered by the host
     smoothing: dict = field(default_factory=dict)   # description of what was calibrated
+    attn_pattern: list | None = None   # per layer, per query head: (sink, window) in 64-token
+                                       # blocks for prefill attention (window 0: dense)
 
 
 def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,

@@ -557,7 +557,8 @@ class _RunContext:
             valid = None
             if f.get("causal", 0):
                 q_pos = self.P + np.arange(rows)[:, None] % groups
-                valid = np.arange(k)[None, :] <= q_pos
+                valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
+                                                 f.get("blk_sink", 0), f.get("blk_win", 0))
             out = out_f16()
             elements *= 2
             dyn = True                              # the mask depends on pos: never planned

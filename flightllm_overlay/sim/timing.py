@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
 
 from .. import isa
 from ..config import UNITS, Target
@@ -139,6 +142,9 @@ class TimingModel:
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
             m, n, k = g("m", 0), g("n", 0), g("k", 0)
+            if g("blk_win", 0) and (g("dyn_n", 0) or g("dyn_k", 0)):
+                keys = kept_keys(m, n if g("dyn_n", 0) else k, g("blk_sink", 0), g("blk_win", 0))
+                n, k = (keys, k) if g("dyn_n", 0) else (n, keys)
             kept = 16 * g("nnz", 0) if g("sparse", 0) else None
             return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
         if op == "MISC":
@@ -229,6 +235,19 @@ class TimingModel:
         for off, n in table:
             streams.append([(i.op, i.fields) for i in isa.decode_stream(image[off:off + n])])
         return self.schedule(streams)
+
+
+@lru_cache(maxsize=4096)
+def kept_keys(rows: int, keys: int, sink: int, window: int) -> int:
+    """Average keys per query row that a block-sparse attention pattern keeps, for `rows` queries
+    at the last positions of a `keys`-long context (the capacity a bucket is charged at): the
+    MPE skips the key blocks the pattern masks, the causal future included (docs/isa.md)."""
+    p = np.arange(max(keys - rows, 0), keys)
+    qb = p // isa.ATTN_BLOCK
+    local = np.minimum(qb, window - 1)                     # whole blocks before the diagonal
+    sinks = np.clip(np.minimum(sink, qb - local), 0, None)
+    kept = (local + sinks) * isa.ATTN_BLOCK + p % isa.ATTN_BLOCK + 1
+    return max(1, -(-int(kept.sum()) // max(len(p), 1)))
 
 
 def roofline_cycles(target: Target, hbm_bytes: int, macs: int, mpe_macs_per_cycle=None,
