@@ -31,6 +31,13 @@ MoveFields fllm_decode_move(const insn_bits_t& b) {
     f.buf_stride = FLLM_GET(b, LD, BUF_STRIDE);
     f.wfmt = FLLM_GET(b, LD, WFMT);
     f.wk = FLLM_GET(b, LD, WK);
+    f.wbits = FLLM_GET(b, LD, WBITS);
+    f.wgroup = FLLM_GET(b, LD, WGROUP);
+    f.sparse = FLLM_GET(b, LD, SPARSE);
+    f.meta_addr = FLLM_GET(b, LD, META_ADDR);
+    f.fsb_addr = FLLM_GET(b, LD, FSB_ADDR);
+    f.wn = FLLM_GET(b, LD, WN);
+    f.wmeta = FLLM_GET(b, LD, WMETA);
     return f;
 }
 
@@ -53,6 +60,11 @@ MatFields fllm_decode_mat(const insn_bits_t& b) {
     f.a_stride = FLLM_GET(b, MM, A_STRIDE);
     f.w_stride = FLLM_GET(b, MM, W_STRIDE);
     f.out_stride = FLLM_GET(b, MM, OUT_STRIDE);
+    f.sparse = FLLM_GET(b, MM, SPARSE);
+    f.meta_addr = FLLM_GET(b, MM, META_ADDR);
+    f.fsb_addr = FLLM_GET(b, MM, FSB_ADDR);
+    f.nnz = FLLM_GET(b, MM, NNZ);
+    f.meta_len = FLLM_GET(b, MM, META_LEN);
     return f;
 }
 
@@ -161,15 +173,26 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
         if (opcode == FLLM_OPCODE_LD && f.wfmt >= FLLM_NUM_WFMTS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u is not a legal value", f.wfmt);
         if (f.wfmt && (opcode == FLLM_OPCODE_ST || f.remote || f.buf != FLLM_BUF_WBUF ||
-                       f.dyn != FLLM_DYN_STATIC || f.wk % FLLM_INT4_GROUP))
+                       f.dyn != FLLM_DYN_STATIC))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u: dequantising loads are static LDs of weight "
-                      "rows into the weight buffer, with wk a multiple of %u", f.wfmt, FLLM_INT4_GROUP);
+                      "rows into the weight buffer", f.wfmt);
+        if (f.wfmt && FLLM_WEIGHT_BITS[f.wbits] < 8 && f.wk % FLLM_WEIGHT_GROUPS[f.wgroup])
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "LD of %u-bit weights: wk=%u is not a whole number of "
+                      "groups of %u", FLLM_WEIGHT_BITS[f.wbits], f.wk, FLLM_WEIGHT_GROUPS[f.wgroup]);
+        if (f.wfmt && f.sparse && (f.rows % FLLM_SPARSE_BLOCK || f.wk % FLLM_SPARSE_BLOCK))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse LD: rows=%u and wk=%u must be multiples of %u "
+                      "(whole N:16 blocks)", f.rows, f.wk, FLLM_SPARSE_BLOCK);
         if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote || (f.rows > 1 && !f.wfmt) ||
                          f.row_bytes % (1u << f.stripe)))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "stripe=%u: striping is for LD of one contiguous row "
                       "whose length divides into 2**stripe chunks", f.stripe);
-    } else if (opcode == FLLM_OPCODE_MV) {
-        if (FLLM_GET(b, MV, M) > FLLM_MV_MAX_ROWS)
+    } else if (opcode == FLLM_OPCODE_MM || opcode == FLLM_OPCODE_MV) {
+        MatFields f = fllm_decode_mat(b);
+        if (f.sparse && (f.wt || f.n % FLLM_SPARSE_BLOCK || f.k % FLLM_SPARSE_BLOCK || f.dyn_n || f.dyn_k ||
+                         f.w_stride))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse MM/MV: weights are whole 16x16 blocks in the packed "
+                      "order (n and k multiples of %u, no wt, no dynamic n/k, w_stride 0)", FLLM_SPARSE_BLOCK);
+        if (opcode == FLLM_OPCODE_MV && f.m > FLLM_MV_MAX_ROWS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MV handles at most %u rows", FLLM_MV_MAX_ROWS);
     } else if (opcode == FLLM_OPCODE_MISC) {
         if (FLLM_GET(b, MISC, OP) >= FLLM_NUM_MISC_OPS)
@@ -337,11 +360,11 @@ CHECK_STREAMS:
 static void run_units(RunContext& link) {
 #ifndef __SYNTHESIS__
     CoreState& cs = link.cores[link.core];
-    unsigned regs[4];
+    unsigned regs[6];
     while (true) {
         size_t before = cs.done.size();
         misc(&regs[0], &regs[1], &regs[2], &regs[3], link);
-        mpe(&regs[0], &regs[1], &regs[2], &regs[3], link);
+        mpe(&regs[0], &regs[1], &regs[2], &regs[3], &regs[4], &regs[5], link);
         memctrl(link.port[0], link.port[1], link.port[2], link.port[3], link.port[4], link.port[5],
                 link.port[6], link.port[7], &regs[0], &regs[1], &regs[2], &regs[3], link);
         if (cs.done.size() == before) break;
