@@ -21,7 +21,7 @@ from flightllm_overlay.sim.functional import FunctionalSimulator
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "flightllm_overlay" / "src"
 SOURCES = ["csim_main.cpp", "scheduler.cpp", "memctrl.cpp", "mpe.cpp", "misc.cpp"]
-HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_fp.h"]
+HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_decode.h", "flightllm_fp.h"]
 HINT = ("run `bash .ci/install-hls` (downloads the hls4ml==1.3.0 wheel with pip and unpacks its "
         "ap_int.h/ap_fixed.h/hls_stream.h into .venv/hls_include; installs g++ if missing)")
 # -ffp-contract=off: one rounding per FP operation, as numpy.  The ap_private headers trip g++'s

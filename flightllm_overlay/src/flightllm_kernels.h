@@ -74,9 +74,7 @@ struct MiscFields {
     uint32_t imm;
 };
 
-MoveFields fllm_decode_move(const insn_bits_t& b);
-MatFields fllm_decode_mat(const insn_bits_t& b);
-MiscFields fllm_decode_misc(const insn_bits_t& b);
+#include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc
 
 // ---------------------------------------------------------------------------------------------
 // Per-core state

@@ -51,10 +51,13 @@ CODES:
         kept += code;
         if (code < BLK) n_idx += BLK * code;
     }
-    if (!legal || kept != f.nnz)
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse MPE: the N:16 codes at fsb 0x%x keep %s weights, but nnz=%u (x16); "
+    if (!legal)
+        FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse MPE: the N:16 codes at fsb 0x%x keep invalid weights, but nnz=%u "
+                  "(x16); the operand does not match the tile the LD brought in", f.fsb_addr, f.nnz);
+    if (kept != f.nnz)
+        FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse MPE: the N:16 codes at fsb 0x%x keep %llu weights, but nnz=%u (x16); "
                   "the operand does not match the tile the LD brought in", f.fsb_addr,
-                  legal ? "another number of" : "invalid", f.nnz);
+                  (unsigned long long)(BLK * kept), f.nnz);
     if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, f.w_addr, 1, (uint64_t)BLK * f.nnz, 0, "sparse MPE weights")))
         return err;
     if (2 * (uint64_t)f.meta_len < n_idx)
@@ -86,13 +89,14 @@ static acc_t sparse_dot(const MatFields& f, const CoreState& core, uint64_t i, u
     const uint8_t* a_row = core.abuf + f.a_addr + i * a_stride;
     acc_t acc = 0;
 SPARSE_BLOCKS:
-    for (uint64_t cb = 0; cb < nbc; cb++) {
+    for (uint64_t cb = 0; cb < nbc; cb++) {       // one 16-column block per cycle
+#pragma HLS PIPELINE II = 1
         const uint64_t b = jb * nbc + cb;
         const unsigned code = core.fsb[f.fsb_addr + b];
         const uint64_t v0 = f.w_addr + block_values[b] + r * code, i0 = block_indices[b] + r * code;
     SPARSE_MUX:
-        for (unsigned t = 0; t < BLK; t++) {        // the chain has BLK slots; N of them are used
-#pragma HLS PIPELINE II = 1
+        for (unsigned t = 0; t < BLK; t++) {        // the chain's BLK slots side by side; N are used
+#pragma HLS UNROLL
             if (t < code) {
                 unsigned col = code == BLK ? t : index_at(core.meta, f.meta_addr, i0 + t);
                 i8_t a = (i8_t)fllm_ld_i8(a_row, cb * BLK + col);
