@@ -121,6 +121,24 @@ def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
     check_model_steps(csim, tmp_path, tiny64)
 
 
+def test_block_sparse_attention_prefill_is_bit_exact(csim, tmp_path, tiny_ckpt):
+    """A (sink 1, window 1) pattern of 64-token blocks on every head: a 150-token prefill (two
+    launches of the 128-row stream; the second one's queries, in block 2, lose key block 1) and a
+    decode step; both executors agree."""
+    from flightllm_overlay.compiler import compile_quantized, quantize_model
+    qm = quantize_model(tiny_ckpt, None)
+    qm.attn_pattern = [[(1, 1)] * tiny_ckpt.args.n_heads] * tiny_ckpt.args.n_layers
+    program = compile_quantized(qm, ctx=256)
+    image = program.bucket_step("prefill", 150, TARGET)[0].image
+    off, n = isa.image_table(image)[0]
+    assert any(i.op == "MISC" and i["blk_win"] for i in isa.decode_stream(image[off:off + n]))
+    prompt = [int(t) for t in np.random.default_rng(4).integers(3, 300, 150)]
+    rows = program.rows
+    check_model_steps(csim, tmp_path, program, [("prefill", prompt[:rows], 0, "program"),
+                                                 ("prefill", prompt[rows:], rows, "decoupled"),
+                                                 ("decode", [11], 150, "program")])
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("pos, length", [(0, 3), (2, 4), (3, 5), (7, 1)])
 def test_ld_st_every_buffer_and_dyn_mode(csim, tmp_path, pos, length, schedule):
@@ -198,6 +216,7 @@ MPE_CASES = [
     ("MM", 4, 6, 1500, {}, (1504, 1510, 16)),          # K past the 1024 exact-FP32 chunk
     ("MM", 3, 5, 3000, {"wt": 1, "no_wscale": 1}, (0, 0, 0)),
     ("MM", 6, 12, 10, {"dyn_n": 1}, (10, 10, 32)),
+    ("MM", 6, 12, 10, {"dyn_n": 1, "blk_sink": 1, "blk_win": 2}, (10, 10, 32)),
     ("MM", 6, 8, 12, {"wt": 1, "dyn_k": 1, "no_wscale": 1}, (12, 8, 16)),
     ("MV", 1, 64, 96, {}, (0, 0, 0)),
     ("MV", 16, 9, 40, {"wt": 1}, (48, 12, 20)),
@@ -245,6 +264,10 @@ MISC_CASES = {
     "softmax": (dict(op="softmax", imm=isa.f32_bits(0.3)), 12, 96),
     "softmax-causal-dyn": (dict(op="softmax", causal=1, dyn_k=1, groups=3, imm=isa.f32_bits(0.25)), 6, 20),
     "softmax-causal-g0": (dict(op="softmax", causal=1, imm=isa.f32_bits(1.5)), 4, 16),
+    "softmax-block-sparse": (dict(op="softmax", causal=1, groups=200, blk_sink=1, blk_win=1,
+                                  imm=isa.f32_bits(0.5)), 200, 256),
+    "softmax-block-sparse-wide": (dict(op="softmax", causal=1, groups=150, blk_sink=2, blk_win=3,
+                                       imm=isa.f32_bits(0.7)), 150, 320),
     "rope": (dict(op="rope", groups=3, b_stride=160), 6, 32),
     "rope-g0": (dict(op="rope"), 4, 16),
     "quant": (dict(op="quant", out_abuf=1, out_stride=80), 5, 64),

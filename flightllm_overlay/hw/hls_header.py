@@ -117,6 +117,8 @@ def render(target_name: str = "u280") -> str:
     _const(out, "DEQ_SHIFT", wformat.SHIFT, comment="dequantisation: w8 = clamp((q*M + B + "
            "2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX)")
     _const(out, "DEQ_WMAX", wformat.WMAX, "int", "INT8 weights stay in [-WMAX, WMAX]")
+    _const(out, "ATTN_BLOCK", isa.ATTN_BLOCK, comment="block-sparse attention: tokens per query/key "
+           "block (blk_sink, blk_win)")
     _enum(out, "MISC_OP", isa.MISC_OPS, "MISC op (isa.MISC_OPS)")
     _enum(out, "SYS_OP", isa.SYS_OPS, "SYS op (isa.SYS_OPS)")
     _const(out, "MV_MAX_ROWS", isa.MV_MAX_ROWS, comment="MV runs at most this many rows of A")

@@ -57,6 +57,8 @@ static inline MatFields fllm_decode_mat(const insn_bits_t& b) {
     f.fsb_addr = FLLM_GET(b, MM, FSB_ADDR);
     f.nnz = FLLM_GET(b, MM, NNZ);
     f.meta_len = FLLM_GET(b, MM, META_LEN);
+    f.blk_sink = FLLM_GET(b, MM, BLK_SINK);
+    f.blk_win = FLLM_GET(b, MM, BLK_WIN);
     return f;
 }
 
@@ -81,6 +83,8 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.b_stride = FLLM_GET(b, MISC, B_STRIDE);
     f.out_stride = FLLM_GET(b, MISC, OUT_STRIDE);
     f.imm = (uint32_t)FLLM_GET(b, MISC, IMM);
+    f.blk_sink = FLLM_GET(b, MISC, BLK_SINK);
+    f.blk_win = FLLM_GET(b, MISC, BLK_WIN);
     return f;
 }
 

@@ -89,6 +89,7 @@ static constexpr unsigned FLLM_FSB_CODES[4] = {2, 4, 8, 16};
 static constexpr unsigned FLLM_NUM_FSB_CODES = 4;
 static constexpr unsigned FLLM_DEQ_SHIFT = 8;                            // dequantisation: w8 = clamp((q*M + B + 2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX)
 static constexpr int FLLM_DEQ_WMAX = 127;                                // INT8 weights stay in [-WMAX, WMAX]
+static constexpr unsigned FLLM_ATTN_BLOCK = 64;                          // block-sparse attention: tokens per query/key block (blk_sink, blk_win)
 // MISC op (isa.MISC_OPS)
 static constexpr unsigned FLLM_MISC_OP_EADD = 0;
 static constexpr unsigned FLLM_MISC_OP_EMUL = 1;
@@ -216,8 +217,8 @@ static constexpr unsigned FLLM_ST_WMETA_W = 16;
 // MM: INT8 x INT8 matrix-matrix product with FP16 epilogue
 static constexpr unsigned FLLM_OPCODE_MM = 0x3;
 static constexpr unsigned FLLM_MM_UNIT = 2;
-static constexpr unsigned FLLM_MM_BITS = 283;
-static constexpr unsigned FLLM_MM_WORDS = 9;
+static constexpr unsigned FLLM_MM_BITS = 295;
+static constexpr unsigned FLLM_MM_WORDS = 10;
 static constexpr unsigned FLLM_MM_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MM_OPCODE_W = 4;
 static constexpr unsigned FLLM_MM_WAIT_OFF = 4;
@@ -264,11 +265,15 @@ static constexpr unsigned FLLM_MM_NNZ_OFF = 247;
 static constexpr unsigned FLLM_MM_NNZ_W = 20;
 static constexpr unsigned FLLM_MM_META_LEN_OFF = 267;
 static constexpr unsigned FLLM_MM_META_LEN_W = 16;
+static constexpr unsigned FLLM_MM_BLK_SINK_OFF = 283;
+static constexpr unsigned FLLM_MM_BLK_SINK_W = 6;
+static constexpr unsigned FLLM_MM_BLK_WIN_OFF = 289;
+static constexpr unsigned FLLM_MM_BLK_WIN_W = 6;
 // MV: INT8 x INT8 matrix-vector product (M <= 16) with FP16 epilogue
 static constexpr unsigned FLLM_OPCODE_MV = 0x4;
 static constexpr unsigned FLLM_MV_UNIT = 3;
-static constexpr unsigned FLLM_MV_BITS = 283;
-static constexpr unsigned FLLM_MV_WORDS = 9;
+static constexpr unsigned FLLM_MV_BITS = 295;
+static constexpr unsigned FLLM_MV_WORDS = 10;
 static constexpr unsigned FLLM_MV_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MV_OPCODE_W = 4;
 static constexpr unsigned FLLM_MV_WAIT_OFF = 4;
@@ -315,10 +320,14 @@ static constexpr unsigned FLLM_MV_NNZ_OFF = 247;
 static constexpr unsigned FLLM_MV_NNZ_W = 20;
 static constexpr unsigned FLLM_MV_META_LEN_OFF = 267;
 static constexpr unsigned FLLM_MV_META_LEN_W = 16;
+static constexpr unsigned FLLM_MV_BLK_SINK_OFF = 283;
+static constexpr unsigned FLLM_MV_BLK_SINK_W = 6;
+static constexpr unsigned FLLM_MV_BLK_WIN_OFF = 289;
+static constexpr unsigned FLLM_MV_BLK_WIN_W = 6;
 // MISC: special-function unit: FP16 element-wise and two-phase row operations
 static constexpr unsigned FLLM_OPCODE_MISC = 0x5;
 static constexpr unsigned FLLM_MISC_UNIT = 4;
-static constexpr unsigned FLLM_MISC_BITS = 233;
+static constexpr unsigned FLLM_MISC_BITS = 245;
 static constexpr unsigned FLLM_MISC_WORDS = 8;
 static constexpr unsigned FLLM_MISC_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MISC_OPCODE_W = 4;
@@ -360,6 +369,10 @@ static constexpr unsigned FLLM_MISC_OUT_STRIDE_OFF = 185;
 static constexpr unsigned FLLM_MISC_OUT_STRIDE_W = 16;
 static constexpr unsigned FLLM_MISC_IMM_OFF = 201;
 static constexpr unsigned FLLM_MISC_IMM_W = 32;
+static constexpr unsigned FLLM_MISC_BLK_SINK_OFF = 233;
+static constexpr unsigned FLLM_MISC_BLK_SINK_W = 6;
+static constexpr unsigned FLLM_MISC_BLK_WIN_OFF = 239;
+static constexpr unsigned FLLM_MISC_BLK_WIN_W = 6;
 // SYS: barrier across cores, or end of stream
 static constexpr unsigned FLLM_OPCODE_SYS = 0xF;
 static constexpr unsigned FLLM_SYS_UNIT = 5;
@@ -373,9 +386,9 @@ static constexpr unsigned FLLM_SYS_RELEASE_OFF = 10;
 static constexpr unsigned FLLM_SYS_RELEASE_W = 6;
 static constexpr unsigned FLLM_SYS_OP_OFF = 16;
 static constexpr unsigned FLLM_SYS_OP_W = 4;
-static constexpr unsigned FLLM_MAX_INSN_WORDS = 9;                       // words of the longest format
+static constexpr unsigned FLLM_MAX_INSN_WORDS = 10;                      // words of the longest format
 // words per opcode (0: illegal)
-static constexpr unsigned FLLM_WORDS_OF_OPCODE[16] = {0, 8, 8, 9, 9, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+static constexpr unsigned FLLM_WORDS_OF_OPCODE[16] = {0, 8, 8, 10, 10, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 // unit queue per opcode (0xFF: illegal)
 static constexpr unsigned FLLM_UNIT_OF_OPCODE[16] = {255, 0, 1, 2, 3, 4, 255, 255, 255, 255, 255, 255, 255, 255, 255, 5};
 

@@ -66,12 +66,16 @@ struct MatFields {         // MM / MV
     // sparse operand (N:16 blocks): codes at fsb_addr, meta_len index bytes at meta_addr,
     // 16*nnz kept INT8 weights at w_addr in MPE order
     unsigned sparse, meta_addr, fsb_addr, nnz, meta_len;
+    // block-sparse attention (isa.attention_block_keep): the hardware skips masked key blocks;
+    // the results are those of the dense product, so the C simulation computes that
+    unsigned blk_sink, blk_win;
 };
 
 struct MiscFields {
     unsigned wait, release, op, dyn_k, causal, out_abuf, bcast_b, b_f32, rows, k, groups;
     unsigned a_addr, b_addr, out_addr, out2_addr, a_stride, b_stride, out_stride;
     uint32_t imm;
+    unsigned blk_sink, blk_win;   // causal softmax: block-sparse pattern (0 window: dense causal)
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc
