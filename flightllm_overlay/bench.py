@@ -17,7 +17,13 @@ class StepFigures:
     cycles: int = 0
     hbm_bytes: int = 0
     macs: int = 0
+    mpe_slots: int = 0            # MAC slots the configurable chain spent
+    mpe_slots_fixed: int = 0      # ... a fixed dense chain would spend on the same work
     stalls: dict = field(default_factory=dict)
+
+    def dsp_utilisation(self, fixed: bool = False) -> float:
+        slots = self.mpe_slots_fixed if fixed else self.mpe_slots
+        return self.macs / slots if slots else 0.0
 
 
 @dataclass
@@ -77,6 +83,11 @@ class BenchResult:
             f"{self.bandwidth_utilisation(p):.1%}, decode {self.bandwidth_utilisation(d):.1%}",
             f"MPE utilisation: prefill {self.mpe_utilisation(p, self.mm_peak):.1%} of MM peak, "
             f"decode {self.mpe_utilisation(d, self.mv_peak):.1%} of MV peak",
+            f"DSP utilisation (useful MACs / MAC slots of the MPE passes): decode "
+            f"{d.dsp_utilisation():.1%} configurable sparse chain vs "
+            f"{d.dsp_utilisation(fixed=True):.1%} fixed dense chain "
+            f"({d.mpe_slots_fixed / max(d.mpe_slots, 1):.2f}x); prefill "
+            f"{p.dsp_utilisation():.1%} vs {p.dsp_utilisation(fixed=True):.1%}",
             "decode stalls (unit waited on -> share of stalled cycles):"]
         total = sum(d.stalls.values()) or 1
         for (unit, cause), cyc in sorted(d.stalls.items(), key=lambda kv: -kv[1])[:8]:
@@ -102,6 +113,8 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
         fig.cycles += tl.cycles
         fig.hbm_bytes += sum(tl.hbm_bytes.values())
         fig.macs += tl.macs
+        fig.mpe_slots += tl.mpe_slots
+        fig.mpe_slots_fixed += tl.mpe_slots_fixed
         for k, v in tl.stalls.items():
             fig.stalls[k] = fig.stalls.get(k, 0) + v
 

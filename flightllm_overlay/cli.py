@@ -83,6 +83,11 @@ def _add_bench(sub):
                         "(e.g. smollm2-360m, tinyllama-1.1b)")
     p.add_argument("--workload", type=int, nargs=2, default=[128, 512],
                    metavar=("PREFILL", "DECODE"))
+    p.add_argument("--weight-bits", type=int, default=None, choices=(2, 3, 4, 8),
+                   help="with --shape: linear weights in this many bits (default 8; the paper "
+                        "runs LLaMA2-7B at 4)")
+    p.add_argument("--qk-density", type=float, default=1.0,
+                   help="with --shape: N:16 density of the Q and K projections (the paper: 0.7)")
     p.add_argument("--target", default="u280")
     p.add_argument("--ctx", type=int, default=None)
     g = p.add_mutually_exclusive_group()
@@ -104,11 +109,18 @@ def cmd_bench(args) -> int:
     if args.shape:
         from .model.args import ModelArgs
         margs = ModelArgs.from_name(args.shape)
-        program, name = compile_shapes(margs, target, ctx=args.ctx, fused=args.fused), args.shape
+        program = compile_shapes(margs, target, ctx=args.ctx, fused=args.fused,
+                                 weight_bits=args.weight_bits or 8, qk_density=args.qk_density)
+        name = args.shape
     else:
+        if args.qk_density < 1:
+            from .errors import CompileError
+            raise CompileError("--qk-density applies to --shape models; compress a checkpoint "
+                               "with `flightllm compress` to make it sparse")
         from .model import load_checkpoint
         ckpt = load_checkpoint(args.model)
-        program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused)
+        program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused,
+                                weight_bits=args.weight_bits or 8)
         name = ckpt.args.name
     pre, dec = args.workload
     if pre + dec > program.ctx:

@@ -22,8 +22,22 @@ from .errors import IllegalInstructionError
 # ---------------------------------------------------------------------------------------------
 BUFFERS = ("wbuf", "abuf", "gbuf", "meta", "fsb", "bias")       # on-chip buffer ids
 DYN_MODES = ("static", "at_pos", "history", "step", "last")    # how LD/ST use run-time params
-WEIGHT_FORMATS = ("int8", "int4")    # LD's dequantisation unit: HBM format -> INT8 in wbuf
-INT4_GROUP = 32                      # weights per group of an int4 row (one group byte each)
+WEIGHT_FORMATS = ("int8", "packed")  # LD's dequantisation unit: HBM format -> INT8 in wbuf
+WEIGHT_BITS = (2, 3, 4, 8)           # code widths of packed weights (sim/wformat.py)
+WEIGHT_GROUPS = (16, 32, 64, 128)    # group sizes of packed weights below 8 bits
+SPARSE_BLOCK = 16                    # N:16 blocks of 16 x 16 weights
+ATTN_BLOCK = 64                      # block-sparse attention: 64-token query and key blocks
+
+
+def attention_block_keep(q_pos, k_pos, sink: int, window: int):
+    """Block-sparse attention pattern (`blk_sink`, `blk_win`; window 0 = dense): key position
+    k_pos is kept for query position q_pos if causal and its 64-token block is one of the first
+    `sink` blocks or within `window` blocks of the query's block (the diagonal block included)."""
+    causal = k_pos <= q_pos
+    if not window:
+        return causal
+    qb, kb = q_pos // ATTN_BLOCK, k_pos // ATTN_BLOCK
+    return causal & ((kb < sink) | (qb - kb < window))
 MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
 SYS_OPS = ("barrier", "end")
 
@@ -31,14 +45,18 @@ HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
 
 _MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 2),
          ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
-         ("hbm_stride", 28), ("buf_stride", 22), ("wfmt", 2), ("wk", 16))
+         ("hbm_stride", 28), ("buf_stride", 22), ("wfmt", 2), ("wk", 16), ("wbits", 2),
+         ("wgroup", 2), ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("wn", 20),
+         ("wmeta", 16))
 _MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
            ("k", 16), ("a_addr", 22), ("a_scale", 22), ("w_addr", 22), ("w_scale", 22),
-           ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16))
+           ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16),
+           ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("nnz", 20), ("meta_len", 16),
+           ("blk_sink", 6), ("blk_win", 6))
 _MISC = (("op", 4), ("dyn_k", 1), ("causal", 1), ("out_abuf", 1), ("bcast_b", 1), ("b_f32", 1),
          ("rows", 16), ("k", 16), ("groups", 8), ("a_addr", 22), ("b_addr", 22),
          ("out_addr", 22), ("out2_addr", 22), ("a_stride", 16), ("b_stride", 16),
-         ("out_stride", 16), ("imm", 32))
+         ("out_stride", 16), ("imm", 32), ("blk_sink", 6), ("blk_win", 6))
 _SYS = (("op", 4),)
 
 
@@ -209,11 +227,10 @@ def _check_semantics(op: str, f: dict) -> None:
                                           f"legal: {list(enumerate(enum))}")
     if op == "ST" and f.get("remote"):
         raise IllegalInstructionError("ST cannot target a remote core; remote access is LD only")
-    if f.get("wfmt") and (op == "ST" or f.get("remote") or f.get("buf", 0) != 0
-                          or f.get("dyn", 0) or f.get("wk", 0) % INT4_GROUP):
-        raise IllegalInstructionError(
-            f"{op} with wfmt={f['wfmt']}: dequantising loads are static LDs of weight rows into "
-            f"the weight buffer, with wk a multiple of {INT4_GROUP}")
+    if op in ("LD", "ST"):
+        _check_packed_move(op, f)
+    if op in ("MM", "MV"):
+        _check_sparse_matrix(op, f)
     if f.get("stripe") and (op == "ST" or f.get("remote")
                             or (f.get("rows", 0) > 1 and not f.get("wfmt"))
                             or f.get("row_bytes", 0) % (1 << f["stripe"])):
@@ -224,6 +241,33 @@ def _check_semantics(op: str, f: dict) -> None:
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")
+
+
+def _check_packed_move(op: str, f: dict) -> None:
+    """A packed weight load (wfmt=packed) and its format fields; unused otherwise."""
+    if not f.get("wfmt"):
+        return
+    bits, group = WEIGHT_BITS[f.get("wbits", 0)], WEIGHT_GROUPS[f.get("wgroup", 0)]
+    k = f.get("wk", 0)
+    if op == "ST" or f.get("remote") or f.get("buf", 0) != 0 or f.get("dyn", 0):
+        raise IllegalInstructionError(f"{op} with wfmt=packed: dequantising loads are static LDs "
+                                      f"of weight rows into the weight buffer")
+    if bits < 8 and k % group:
+        raise IllegalInstructionError(f"LD of {bits}-bit weights: wk={k} is not a whole number of "
+                                      f"groups of {group}")
+    if f.get("sparse") and (f.get("rows", 0) % SPARSE_BLOCK or k % SPARSE_BLOCK):
+        raise IllegalInstructionError(f"sparse LD: rows={f.get('rows', 0)} and wk={k} must be "
+                                      f"multiples of {SPARSE_BLOCK} (whole N:16 blocks)")
+
+
+def _check_sparse_matrix(op: str, f: dict) -> None:
+    """A sparse MM/MV walks packed 16x16 blocks; its sparse fields are unused otherwise."""
+    if f.get("sparse") and (f.get("wt") or f.get("n", 0) % SPARSE_BLOCK
+                            or f.get("k", 0) % SPARSE_BLOCK or f.get("dyn_n") or f.get("dyn_k")
+                            or f.get("w_stride")):
+        raise IllegalInstructionError(
+            f"sparse {op}: weights are whole 16x16 blocks in the packed order (n and k multiples "
+            f"of {SPARSE_BLOCK}, no wt, no dynamic n/k, w_stride 0)")
 
 
 def decode_one(words, offset: int = 0):
@@ -288,7 +332,12 @@ def disassemble_one(insn: Instruction) -> str:
         a, b = (dst, src) if op == "LD" else (src, dst)
         text = f"{op:4s} {a} <- {b} rows={f('rows', 0)}x{f('row_bytes', 0)}B"
         if f("wfmt", 0):
-            text += f" {WEIGHT_FORMATS[f('wfmt', 0)]}->int8 k={f('wk', 0)}"
+            bits = WEIGHT_BITS[f("wbits", 0)]
+            text += f" w{bits}" + (f"g{WEIGHT_GROUPS[f('wgroup', 0)]}" if bits < 8 else "")
+            text += f"->int8 k={f('wk', 0)}"
+            if f("sparse", 0):
+                text += (f" sparse kept=16*{f('wn', 0)} meta[{f('meta_addr', 0):#x}+"
+                         f"{f('wmeta', 0)}] fsb[{f('fsb_addr', 0):#x}]")
         if dyn != "static":
             text += f" dyn={dyn}"
     elif op in ("MM", "MV"):
@@ -299,6 +348,9 @@ def disassemble_one(insn: Instruction) -> str:
                 f"{f('a_stride', 0)}/{f('w_stride', 0)}/{f('out_stride', 0)}")
         if flags:
             text += " " + ",".join(flags)
+        if f("sparse", 0):
+            text += (f" sparse kept=16*{f('nnz', 0)} meta[{f('meta_addr', 0):#x}+"
+                     f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")
     elif op == "MISC":
         mop = MISC_OPS[f("op", 0)] if f("op", 0) < len(MISC_OPS) else f"op{f('op', 0)}"
         flags = [n for n in ("dyn_k", "causal", "out_abuf", "bcast_b", "b_f32") if f(n, 0)]

@@ -2,6 +2,7 @@
 through the C++ build and the Python FunctionalSimulator, and compares every byte."""
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from flightllm_overlay.sim.functional import FunctionalSimulator
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "flightllm_overlay" / "src"
 SOURCES = ["csim_main.cpp", "scheduler.cpp", "memctrl.cpp", "mpe.cpp", "misc.cpp"]
-HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_fp.h"]
+HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_decode.h", "flightllm_fp.h"]
 HINT = ("run `bash .ci/install-hls` (downloads the hls4ml==1.3.0 wheel with pip and unpacks its "
         "ap_int.h/ap_fixed.h/hls_stream.h into .venv/hls_include; installs g++ if missing)")
 # -ffp-contract=off: one rounding per FP operation, as numpy.  The ap_private headers trip g++'s
@@ -64,7 +65,13 @@ def csim(tmp_path_factory) -> Path:
 # Running one image through both executors
 # ---------------------------------------------------------------------------------------------
 class FlatMemory:
-    """Device memory for the Python simulator: the image at 0, then each bound channel's bytes."""
+    """Device memory for the Python simulator: the image at 0, then each bound channel's bytes.
+
+    Versions come from one counter shared by every FlatMemory: a simulator reused across runs
+    caches decoded images by (address, size, version), so two different images of the same size
+    at address 0 must never show the same version."""
+
+    _versions = itertools.count(1)
 
     def __init__(self, image: np.ndarray, channels: dict):
         raw = np.ascontiguousarray(image, np.uint32).view(np.uint8)
@@ -77,7 +84,7 @@ class FlatMemory:
         self.data[:raw.size] = raw
         for ch, arr in channels.items():
             self.data[self.bases[ch]:self.bases[ch] + arr.size] = arr
-        self.ver = 1
+        self.ver = next(FlatMemory._versions)
 
     def view(self, addr, nbytes):
         assert 0 <= addr and addr + nbytes <= self.data.size
@@ -87,7 +94,7 @@ class FlatMemory:
         return self.ver
 
     def touch(self, addr, nbytes=None):
-        self.ver += 1
+        self.ver = next(FlatMemory._versions)
 
     def channel(self, ch) -> np.ndarray:
         return self.data[self.bases[ch]:self.bases[ch] + self.sizes[ch]].copy()
@@ -123,6 +130,7 @@ def py_counters(c) -> dict:
     for i, pc in enumerate(c.per_core):
         out[f"core{i}_insns"] = tuple(pc.instructions[u] for u in UNIT_NAMES)
         out[f"core{i}_macs"], out[f"core{i}_misc_elements"] = pc.macs, pc.misc_elements
+        out[f"core{i}_fixed_macs"] = pc.fixed_chain_macs
     out.update({f"hbm_read{ch}": n for ch, n in c.hbm_read.items() if n})
     out.update({f"hbm_written{ch}": n for ch, n in c.hbm_written.items() if n})
     return out
@@ -291,3 +299,65 @@ def fp16_data(rng, shape, scale=4.0):
 SCHEDULES = ["program", "decoupled"]
 
 
+# ---------------------------------------------------------------------------------------------
+# (a) A compiled model: prefill, decode and a second prefill chunk, both executors, same bits
+# ---------------------------------------------------------------------------------------------
+PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
+MODEL_STEPS = [("prefill", PROMPT, 0, "program"), ("decode", [11], len(PROMPT), "program"),
+               ("decode", [250], len(PROMPT) + 1, "decoupled"),
+               ("prefill", [4, 77, 123, 6, 2], len(PROMPT) + 2, "decoupled")]
+
+
+def place_inputs(program, channels, ids):
+    rows_in = np.zeros((program.rows, program.dim), F16)
+    rows_in[:len(ids)] = program.embedding[np.asarray(ids)]
+    raw = rows_in.view(np.uint8).reshape(-1)
+    for io in program.io:
+        channels[io.input_channel][io.input_offset:io.input_offset + raw.size] = raw
+
+
+def logits_of(program, channels, rows):
+    parts = []
+    for io in program.io:
+        vc = io.vocab_stop - io.vocab_start
+        raw = channels[io.logits_channel][io.logits_offset:io.logits_offset + rows * vc * 2]
+        parts.append(raw.view(F16).reshape(rows, vc))
+    return np.concatenate(parts, axis=1)
+
+
+def check_model_steps(csim, tmp_path, program, steps=MODEL_STEPS) -> list:
+    """Run a compiled program's step images (kind, token ids, pos, schedule) one after another on
+    the same HBM and on-chip state, both executors; every byte must agree.  Returns the Python
+    counters of each step."""
+    p = program
+    channels = {}
+    for ch, size in p.channel_size.items():
+        arr = np.zeros(size, np.uint8)
+        static = p.channel_static.get(ch)
+        if static is not None:
+            arr[:static.size] = static
+        channels[ch] = arr
+    static_end = {ch: (p.channel_static[ch].size if ch in p.channel_static else 0) for ch in channels}
+    sim = FunctionalSimulator(TARGET)
+    counters = []
+    for kind, ids, pos, schedule in steps:
+        step, _ = p.bucket_step(kind, pos + len(ids), TARGET)
+        place_inputs(p, channels, ids)
+        py, cc = check_image(csim, tmp_path, step.image, channels, pos, len(ids), sim=sim,
+                             schedule=schedule, what=f"{kind} at pos {pos} ({schedule})")
+        assert py.counters["core0_macs"] > 0
+        rows = len(ids) if step.all_logits else 1
+        logits = logits_of(p, cc.channels, rows)
+        np.testing.assert_array_equal(logits.view(np.uint16),
+                                      logits_of(p, py.channels, rows).view(np.uint16))
+        assert np.isfinite(logits).all() and np.abs(logits).max() > 0.1
+        # the mutable part of each channel (KV cache, I/O regions) was written, equally
+        written = [ch for ch in channels if not np.array_equal(channels[ch][static_end[ch]:],
+                                                               cc.channels[ch][static_end[ch]:])]
+        assert written, "the step wrote nothing to HBM"
+        for ch in channels:
+            np.testing.assert_array_equal(cc.channels[ch][static_end[ch]:],
+                                          py.channels[ch][static_end[ch]:])
+        channels = cc.channels
+        counters.append(py.counters)
+    return counters

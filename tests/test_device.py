@@ -258,6 +258,7 @@ def test_run_passes_pointers_and_parameters_and_sets_counters(load):
     assert mpe2.read(regs(dev, "mpe_2")["insns_lo"]) == (20 + 3) + (20 + 4)   # MM + MV
     assert mpe2.read(regs(dev, "mpe_2")["macs_hi"]) == 2
     assert mpe2.read(regs(dev, "mpe_2")["macs_lo"]) == 2
+    assert mpe2.read(regs(dev, "mpe_2")["fixed_macs_hi"]) == 6
     assert mmio(dev, "misc_1").read(regs(dev, "misc_1")["elements_lo"]) == 1001
     m1 = regs(dev, "memctrl_1")
     assert mem1.read(m1["bytes_read_lo"]) == sum(64 * (ch + 1) for ch in DESIGN.core_channels[1])

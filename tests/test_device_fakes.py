@@ -32,7 +32,8 @@ class FakeSimulator:
 
 def fake_counters(target):
     per_core = [SimpleNamespace(instructions={u: 10 * c + i + 1 for i, u in enumerate(UNITS)},
-                                macs=(1 << 33) + c, misc_elements=1000 + c)
+                                macs=(1 << 33) + c, fixed_chain_macs=(3 << 33) + c,
+                                misc_elements=1000 + c)
                 for c in range(target.cores)]
     read = {ch: 64 * (ch + 1) for chs in target.core_channels for ch in chs}
     written = {ch: 32 for ch in target.core_channels[1]}

@@ -30,7 +30,7 @@ from hls_harness import (
     TARGET,
     assert_same,
     check,
-    check_image,
+    check_model_steps,
     fp16_data,
     run_csim,
     run_python,
@@ -111,63 +111,32 @@ def test_fp_primitives_match_numpy(csim, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # (a) The tiny model: prefill, decode and a second prefill chunk, both executors, same bits
 # ---------------------------------------------------------------------------------------------
-PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
-
-
 @pytest.fixture(scope="module")
 def tiny64(tiny_ckpt):
     from flightllm_overlay.compiler import compile_model
     return compile_model(tiny_ckpt, ctx=64)
 
 
-def place_inputs(program, channels, ids):
-    rows_in = np.zeros((program.rows, program.dim), F16)
-    rows_in[:len(ids)] = program.embedding[np.asarray(ids)]
-    raw = rows_in.view(np.uint8).reshape(-1)
-    for io in program.io:
-        channels[io.input_channel][io.input_offset:io.input_offset + raw.size] = raw
-
-
-def logits_of(program, channels, rows):
-    parts = []
-    for io in program.io:
-        vc = io.vocab_stop - io.vocab_start
-        raw = channels[io.logits_channel][io.logits_offset:io.logits_offset + rows * vc * 2]
-        parts.append(raw.view(F16).reshape(rows, vc))
-    return np.concatenate(parts, axis=1)
-
-
 def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
-    p = tiny64
-    channels = {}
-    for ch, size in p.channel_size.items():
-        arr = np.zeros(size, np.uint8)
-        static = p.channel_static.get(ch)
-        if static is not None:
-            arr[:static.size] = static
-        channels[ch] = arr
-    static_end = {ch: (p.channel_static[ch].size if ch in p.channel_static else 0) for ch in channels}
-    sim = FunctionalSimulator(TARGET)
-    steps = [("prefill", PROMPT, 0, "program"), ("decode", [11], len(PROMPT), "program"),
-             ("decode", [250], len(PROMPT) + 1, "decoupled"),
-             ("prefill", [4, 77, 123, 6, 2], len(PROMPT) + 2, "decoupled")]
-    for kind, ids, pos, schedule in steps:
-        step, _ = p.bucket_step(kind, pos + len(ids), TARGET)
-        place_inputs(p, channels, ids)
-        py, cc = check_image(csim, tmp_path, step.image, channels, pos, len(ids), sim=sim,
-                             schedule=schedule, what=f"{kind} at pos {pos} ({schedule})")
-        assert py.counters["core0_macs"] > 0
-        rows = len(ids) if step.all_logits else 1
-        logits = logits_of(p, cc.channels, rows)
-        np.testing.assert_array_equal(logits.view(np.uint16), logits_of(p, py.channels, rows).view(np.uint16))
-        assert np.isfinite(logits).all() and np.abs(logits).max() > 0.1
-        # the mutable part of each channel (KV cache, I/O regions) was written, equally
-        written = [ch for ch in channels if not np.array_equal(channels[ch][static_end[ch]:],
-                                                               cc.channels[ch][static_end[ch]:])]
-        assert written, "the step wrote nothing to HBM"
-        for ch in channels:
-            np.testing.assert_array_equal(cc.channels[ch][static_end[ch]:], py.channels[ch][static_end[ch]:])
-        channels = cc.channels
+    check_model_steps(csim, tmp_path, tiny64)
+
+
+def test_block_sparse_attention_prefill_is_bit_exact(csim, tmp_path, tiny_ckpt):
+    """A (sink 1, window 1) pattern of 64-token blocks on every head: a 150-token prefill (two
+    launches of the 128-row stream; the second one's queries, in block 2, lose key block 1) and a
+    decode step; both executors agree."""
+    from flightllm_overlay.compiler import compile_quantized, quantize_model
+    qm = quantize_model(tiny_ckpt, None)
+    qm.attn_pattern = [[(1, 1)] * tiny_ckpt.args.n_heads] * tiny_ckpt.args.n_layers
+    program = compile_quantized(qm, ctx=256)
+    image = program.bucket_step("prefill", 150, TARGET)[0].image
+    off, n = isa.image_table(image)[0]
+    assert any(i.op == "MISC" and i["blk_win"] for i in isa.decode_stream(image[off:off + n]))
+    prompt = [int(t) for t in np.random.default_rng(4).integers(3, 300, 150)]
+    rows = program.rows
+    check_model_steps(csim, tmp_path, program, [("prefill", prompt[:rows], 0, "program"),
+                                                 ("prefill", prompt[rows:], rows, "decoupled"),
+                                                 ("decode", [11], 150, "program")])
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -247,6 +216,7 @@ MPE_CASES = [
     ("MM", 4, 6, 1500, {}, (1504, 1510, 16)),          # K past the 1024 exact-FP32 chunk
     ("MM", 3, 5, 3000, {"wt": 1, "no_wscale": 1}, (0, 0, 0)),
     ("MM", 6, 12, 10, {"dyn_n": 1}, (10, 10, 32)),
+    ("MM", 6, 12, 10, {"dyn_n": 1, "blk_sink": 1, "blk_win": 2}, (10, 10, 32)),
     ("MM", 6, 8, 12, {"wt": 1, "dyn_k": 1, "no_wscale": 1}, (12, 8, 16)),
     ("MV", 1, 64, 96, {}, (0, 0, 0)),
     ("MV", 16, 9, 40, {"wt": 1}, (48, 12, 20)),
@@ -294,6 +264,10 @@ MISC_CASES = {
     "softmax": (dict(op="softmax", imm=isa.f32_bits(0.3)), 12, 96),
     "softmax-causal-dyn": (dict(op="softmax", causal=1, dyn_k=1, groups=3, imm=isa.f32_bits(0.25)), 6, 20),
     "softmax-causal-g0": (dict(op="softmax", causal=1, imm=isa.f32_bits(1.5)), 4, 16),
+    "softmax-block-sparse": (dict(op="softmax", causal=1, groups=200, blk_sink=1, blk_win=1,
+                                  imm=isa.f32_bits(0.5)), 200, 256),
+    "softmax-block-sparse-wide": (dict(op="softmax", causal=1, groups=150, blk_sink=2, blk_win=3,
+                                       imm=isa.f32_bits(0.7)), 150, 320),
     "rope": (dict(op="rope", groups=3, b_stride=160), 6, 32),
     "rope-g0": (dict(op="rope"), 4, 16),
     "quant": (dict(op="quant", out_abuf=1, out_stride=80), 5, 64),
@@ -421,31 +395,3 @@ def test_on_chip_buffers_persist_between_runs(csim, tmp_path):
     check(csim, tmp_path, b.streams, b.chan, sim=sim)
     second = [[], [Instruction("MISC", op="silu", rows=3, k=16, a_addr=0, out_addr=512)]]
     check(csim, tmp_path, second, b.chan, sim=sim)
-
-
-@pytest.mark.parametrize("stripe, rows, k, pad", [(0, 3, 64, 0), (3, 8, 96, 4), (2, 5, 32, 12)])
-def test_int4_dequantising_ld(csim, tmp_path, stripe, rows, k, pad):
-    """LD wfmt=int4: the tile (striped or not) becomes INT8 rows and FP32 scales in wbuf; an MM
-    then uses them."""
-    rng = np.random.default_rng(rows * k)
-    b = Bench()
-    for core in range(CORES):
-        blob = np.frombuffer(U.quantize_weight_int4(rng.standard_normal((rows, k)).astype(F32)),
-                             np.uint8)
-        tile = np.concatenate([blob, rng.integers(0, 256, pad, dtype=np.uint8)])
-        chunks = 1 << stripe
-        tile = np.concatenate([tile, np.zeros(-tile.size % chunks, np.uint8)])
-        part = tile.size // chunks
-        for i in range(chunks):
-            ch = b.port(core, (1 + i) % 8)
-            b.cursor[ch] = 128
-            b.put(ch, tile[i * part:(i + 1) * part])
-        b.load(core, "abuf", 0, rng.integers(-127, 128, (2, k), dtype=np.int64).astype(I8), k=0)
-        b.load(core, "abuf", 4096, rng.uniform(0.01, 0.1, (1, 2)).astype(F32), k=0)
-        b.add(core, Instruction("LD", buf="wbuf", wfmt="int4", wk=k, channel=b.port(core, 1),
-                                stripe=stripe, hbm_addr=128, buf_addr=256, rows=rows,
-                                row_bytes=tile.size),
-              Instruction("MM", m=2, n=rows, k=k, a_addr=0, a_scale=4096, w_addr=256,
-                          w_scale=256 + rows * k, out_addr=0))
-    py, _ = b.run(csim, tmp_path)
-    assert py.counters["core0_macs"] == 2 * rows * k

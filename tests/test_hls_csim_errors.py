@@ -1,5 +1,5 @@
 """HLS C simulation against the Python FunctionalSimulator: every error case stops with the same
-code, core and pc in both executors."""
+code, core and pc in both executors (decode, run time, packed tiles and sparse operands)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,11 +10,14 @@ from flightllm_overlay.isa import Instruction
 from hls_harness import (
     BARRIER,
     CORES,
+    I8,
+    Bench,
     END,
     SCHEDULES,
     SRC,
     TARGET,
     check_image)
+from test_hls_csim_packed import mpe_on, packed_ld, random_tile
 
 # FP16 overflow to inf (and inf - inf) is part of the MISC/MPE definitions these cases exercise.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
@@ -113,7 +116,21 @@ ERROR_CASES = {
     "rope-odd": lambda: _img([_misc(op="rope", k=7)]),
     "layernorm": lambda: _img([], [_misc(op="layernorm")]),
     "misc-dyn-k": lambda: _img([_misc(dyn_k=1, k=4)]),
-    "int4-short-tile": lambda: _img([_ld(buf="wbuf", wfmt="int4", wk=32, rows=2, row_bytes=20)]),
+    "packed-short-tile": lambda: _img([_ld(buf="wbuf", wfmt="packed", wk=32, wbits=3, rows=2,
+                                           row_bytes=20)]),
+    "packed-zero-fsb-codes": lambda: _img([_ld(buf="wbuf", wfmt="packed", wk=16, wbits=1, rows=16,
+                                               row_bytes=64, sparse=1)]),
+    "packed-into-gbuf": lambda: _img([_raw(_ld(buf="wbuf", wfmt="packed", wk=32), buf=2)]),
+    "packed-group-not-whole": lambda: _img([_raw(_ld(buf="wbuf", wfmt="packed", wk=32, wbits=0,
+                                                     wgroup=1), wk=48)]),
+    "packed-sparse-rows": lambda: _img([_raw(_ld(buf="wbuf", wfmt="packed", wk=16, wbits=3,
+                                                 rows=16, sparse=1), rows=8)]),
+    "sparse-mm-wt": lambda: _img([_raw(_mm(n=16, k=16, sparse=1, nnz=16), wt=1)]),
+    "sparse-mv-k": lambda: _img([_raw(_mm("MV", n=16, k=16, sparse=1, nnz=16), k=24)]),
+    "sparse-mm-zero-codes": lambda: _img([_mm(n=16, k=32, sparse=1, nnz=8)]),
+    "sparse-mm-fsb-past-end": lambda: _img([_mm(n=32, k=32, sparse=1, nnz=8, fsb_addr=4094)]),
+    "sparse-mm-meta-past-end": lambda: _img([_mm(n=16, k=16, sparse=1, meta_addr=65530,
+                                                 meta_len=8)]),
     "first-error-wins": lambda: _img([_ld(), _misc(op="rope", k=7), _ld(buf="fsb", buf_addr=4090)]),
 }
 
@@ -127,6 +144,69 @@ def test_errors_agree(csim, tmp_path, name, schedule):
     py, cc = check_image(csim, tmp_path, image, channels, pos=3, length=0 if "last" in name else 4,
                          schedule=schedule, what=name)
     assert py.error is not None, f"{name}: the Python simulator accepted the program"
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed tiles and sparse operands that do not fit: a valid 4-bit (or 8-bit) sparse tile on core 1,
+# corrupted one way per case; its LD then an MM over it
+# ---------------------------------------------------------------------------------------------
+def _corrupt_index(blob, lay, pw):
+    """Swap the first two indices of the first row of the first sparse block (now decreasing)."""
+    first = int(np.flatnonzero(pw.block_n.reshape(-1) < 16)[0])
+    skip = int((pw.block_n.reshape(-1)[:first][pw.block_n.reshape(-1)[:first] < 16]).sum()) * 16
+    at = lay["fsb"] + skip // 2          # skip is even: the first two nibbles share one byte
+    blob[at] = ((blob[at] & 0xF) << 4) | (blob[at] >> 4)
+    return blob
+
+
+PACKED_ERRORS = {
+    # name: (bits, blob change, LD field overrides, MM field overrides, expected error code)
+    "ld-corrupt-fsb-code": (4, lambda blob, lay, pw: _set(blob, 0, 3), {}, {}, 3),
+    "ld-short-tile": (4, None, {"row_bytes": -1}, {}, 3),
+    "ld-wn-mismatch": (4, None, {"wn": +1}, {}, 3),
+    "ld-wmeta-mismatch": (4, None, {"wmeta": -1}, {}, 3),
+    "ld-indices-not-increasing": (4, _corrupt_index, {}, {}, 3),
+    "ld-wbuf-past-end": (4, None, {"buf_addr": (2 << 20) - 600}, {"w_addr": 0, "w_scale": 0}, 2),
+    "ld-meta-past-end": (8, None, {"meta_addr": (64 << 10) - 2}, {}, 2),
+    "mm-nnz-mismatch": (8, None, {}, {"nnz": -1}, 3),
+    "mm-meta-too-short": (8, None, {}, {"meta_len": -2}, 3),
+    "mm-indices-not-increasing": (8, _corrupt_index, {}, {}, 3),
+    "mm-corrupt-code-in-fsb": (8, None, {}, {"corrupt_fsb": 1}, 3),
+    "mm-weights-past-end": (8, None, {}, {"w_addr": (2 << 20) - 64, "w_scale": 0}, 2),
+}
+
+
+def _set(blob, i, v):
+    blob[i] = v
+    return blob
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("name", list(PACKED_ERRORS))
+def test_packed_and_sparse_errors_agree(csim, tmp_path, name, schedule):
+    bits, change, ld_fix, mm_fix, code = PACKED_ERRORS[name]
+    rng = np.random.default_rng(len(name))
+    pw = random_tile(rng, 32, 64, bits, 16, True)
+    while (pw.block_n == 16).all() or (pw.block_n < 16).sum() < 2:
+        pw = random_tile(rng, 32, 64, bits, 16, True)
+    lay = pw.layout()
+    b = Bench(channel_bytes=1 << 16)
+    ld = packed_ld(b, 1, pw, 512, fsb_addr=3, meta_addr=10)
+    if change is not None:                  # rewrite the tile in HBM
+        blob = change(pw.blob().copy(), lay, pw)
+        b.chan[ld["channel"]][ld["hbm_addr"]:ld["hbm_addr"] + blob.size] = blob
+    b.streams[1][-1] = ld.replace(**{k: (v if k.endswith("addr") else ld[k] + v)
+                                     for k, v in ld_fix.items()})
+    b.load(1, "abuf", 0, rng.integers(-128, 128, (2, 64), dtype=np.int64).astype(I8), k=2)
+    b.load(1, "abuf", 60_000, np.ones((1, 2), np.float32), k=2)
+    fix = dict(mm_fix)
+    if fix.pop("corrupt_fsb", 0):
+        b.load(1, "fsb", 4, np.array([[5]], np.uint8), k=3)
+    mm = mpe_on("MM", pw, 2, 512, 3, 10)
+    b.add(1, mm.replace(**{k: (v if k.startswith("w_") else mm[k] + v) for k, v in fix.items()}))
+    py, cc = b.run(csim, tmp_path, schedule=schedule, what=name)
+    assert py.error is not None and py.error[0] == code, (name, py.error, py.message)
+    assert py.error[1] == 1
 
 
 def test_kernel_arguments_follow_the_block_design():

@@ -45,10 +45,21 @@ _MOVE_MEANING = {
     "row_bytes": "bytes per row",
     "hbm_stride": "bytes between consecutive rows in HBM",
     "buf_stride": "bytes between consecutive rows in the on-chip buffer",
-    "wfmt": "LD only: weight format through the dequantisation unit (index into "
-            "`WEIGHT_FORMATS`); non-zero: `row_bytes` of a low-bit tile become `rows` INT8 rows of "
-            "`wk` columns plus FP32 row scales in wbuf; static LD into wbuf only; ST: must be 0",
-    "wk": "with `wfmt`: columns (K) of the weight rows, a multiple of 32; otherwise unused",
+    "wfmt": "LD only: weight format (index into `WEIGHT_FORMATS`); packed: `row_bytes` of a "
+            "packed tile (sim/wformat.py) pass the dequantisation unit: `rows` rows of `wk` "
+            "columns become INT8 kept weights plus FP32 row scales in wbuf (and, if sparse, FSB "
+            "codes and indices in the fsb and meta buffers); static LD into wbuf only; ST: must be 0",
+    "wk": "packed: columns (K) of the weight rows (whole groups; whole 16-blocks if sparse); "
+          "otherwise unused",
+    "wbits": "packed: code width, index into `WEIGHT_BITS`; otherwise unused",
+    "wgroup": "packed below 8 bits: columns per (M, B) group, index into `WEIGHT_GROUPS`; "
+              "otherwise unused",
+    "sparse": "packed: 1 = N:16 block-sparse tile (rows and wk multiples of 16); otherwise unused",
+    "meta_addr": "packed sparse: meta-buffer byte address the 4-bit indices go to",
+    "fsb_addr": "packed sparse: fsb-buffer byte address the per-block N codes go to",
+    "wn": "packed sparse: kept weights / 16 (the sum of the tile's N codes); the INT8 values "
+          "take 16 * wn bytes of wbuf, followed by the row scales",
+    "wmeta": "packed sparse: bytes of indices written to the meta buffer",
 }
 _MATRIX_MEANING = {
     "wt": "0: weights stored (N, K) row-major; 1: stored (K, N) row-major (already transposed)",
@@ -67,6 +78,17 @@ _MATRIX_MEANING = {
     "a_stride": "bytes between rows of A; 0 = K (packed, run-time K)",
     "w_stride": "bytes between stored weight rows; 0 = K (wt=0) or N (wt=1)",
     "out_stride": "bytes between output rows; 0 = 2N",
+    "sparse": "1: the weights at `w_addr` are packed N:16 blocks (block-row by block-row, block by "
+              "block, row by row, kept columns ascending) read through the sparse MUX with the "
+              "codes at `fsb_addr` and indices at `meta_addr`; n, k multiples of 16, wt = 0, "
+              "w_stride = 0, no dynamic n/k",
+    "meta_addr": "sparse: meta-buffer byte address of the first block's indices",
+    "fsb_addr": "sparse: fsb-buffer byte address of the first block's N code",
+    "nnz": "sparse: kept weights / 16 over the n x k operand (the sum of its N codes)",
+    "meta_len": "sparse: bytes of indices the operand reads from the meta buffer",
+    "blk_sink": "with dyn_n or dyn_k (attention): sink blocks of the block-sparse pattern "
+                "(`isa.attention_block_keep`); the MPE skips masked key blocks, results unchanged",
+    "blk_win": "with dyn_n or dyn_k: local window in 64-token blocks (0: dense attention)",
 }
 _MISC_MEANING = {
     "op": "operation (index into `MISC_OPS`)",
@@ -87,6 +109,9 @@ _MISC_MEANING = {
     "b_stride": "bytes between rows of b; 0 = K elements packed",
     "out_stride": "bytes between output rows; 0 = 2K (quant: K)",
     "imm": "FP32 bit pattern: softmax scale, rmsnorm epsilon; ignored by the other ops",
+    "blk_sink": "causal softmax: sink blocks of the block-sparse pattern; otherwise unused",
+    "blk_win": "causal softmax: local window in 64-token blocks; keys outside the pattern are "
+               "masked like future keys (0: dense causal)",
 }
 _SYS_MEANING = {"op": "operation (index into `SYS_OPS`)"}
 FIELD_MEANING = {
@@ -104,8 +129,8 @@ ENUM_MEANING = {
     "BUFFERS": {"wbuf": "INT8 weights and FP32 weight scales; MPE B operand",
                 "abuf": "INT8 MPE inputs and FP32 row scales; quant output",
                 "gbuf": "FP16 MPE outputs and MISC workspace",
-                "meta": "sparse metadata (4-bit indices); LD/ST only",
-                "fsb": "per-block N:16 sparsity codes; LD/ST only",
+                "meta": "4-bit indices of sparse blocks: written by packed LDs, read by sparse MM/MV",
+                "fsb": "per-block N:16 codes: written by packed LDs, read by sparse MM/MV",
                 "bias": "INT32 bias; LD/ST only"},
     "DYN_MODES": {"static": "`rows` rows at `hbm_addr`",
                   "at_pos": "`len` rows at HBM row `pos` (KV append, RoPE rows)",
@@ -117,6 +142,12 @@ ENUM_MEANING = {
                  "rmsnorm": "a * rsqrt(mean(a^2) + imm) * gamma", "silu": "a * sigmoid(a)",
                  "rope": "rotate-half rotary embedding with a [cos, sin] table",
                  "quant": "dynamic per-row INT8 quantization into abuf"},
+    "WEIGHT_FORMATS": {"int8": "raw bytes: INT8 rows then FP32 row scales (no unit involved)",
+                       "packed": "the packed format of sim/wformat.py through the dequantisation "
+                                 "unit: w8 = clamp((q * M + B + 128) >> 8, -127, 127)"},
+    "WEIGHT_BITS": {2: "2-bit codes, (M, B) per group", 3: "3-bit codes, (M, B) per group",
+                    4: "4-bit codes, (M, B) per group", 8: "INT8 codes, no groups"},
+    "WEIGHT_GROUPS": {g: f"{g} columns per (M, B)" for g in (16, 32, 64, 128)},
     "SYS_OPS": {"barrier": "fence, then wait for every core to reach its matching barrier",
                 "end": "fence, end of this core's stream (every core must end together)"},
 }
@@ -133,6 +164,9 @@ def render_field_tables() -> str:
     out = []
     enums = (("UNITS", UNITS, "bit of wait/release"), ("BUFFERS", isa.BUFFERS, "`buf` value"),
              ("DYN_MODES", isa.DYN_MODES, "`dyn` value"), ("MISC_OPS", isa.MISC_OPS, "MISC `op`"),
+             ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS, "LD `wfmt`"),
+             ("WEIGHT_BITS", isa.WEIGHT_BITS, "LD `wbits`"),
+             ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS, "LD `wgroup`"),
              ("SYS_OPS", isa.SYS_OPS, "SYS `op`"))
     u280 = load_target("u280")
     for name, values, what in enums:
@@ -221,10 +255,16 @@ def legal_instructions(op):
 
 
 def _legal_stripe(op, f):
-    """Striping and dequantising loads have preconditions: clear them where unmet."""
+    """Striping, packed loads and sparse matrices have preconditions: clear them where unmet."""
+    k, bits = f.get("wk", 0), isa.WEIGHT_BITS[f.get("wbits", 0)]
     if f.get("wfmt") and (op == "ST" or f.get("remote") or f.get("buf", 0) or f.get("dyn", 0)
-                          or f.get("wk", 0) % isa.INT4_GROUP):
+                          or (bits < 8 and k % isa.WEIGHT_GROUPS[f.get("wgroup", 0)])
+                          or (f.get("sparse") and (k % 16 or f.get("rows", 0) % 16))):
         f = dict(f, wfmt=0)
+    if op in ("MM", "MV") and f.get("sparse") and (
+            f.get("wt") or f.get("n", 0) % 16 or f.get("k", 0) % 16 or f.get("dyn_n")
+            or f.get("dyn_k") or f.get("w_stride")):
+        f = dict(f, sparse=0)
     if f.get("stripe") and (op == "ST" or f.get("remote")
                             or (f.get("rows", 0) > 1 and not f.get("wfmt"))
                             or f.get("row_bytes", 0) % (1 << f["stripe"])):
@@ -360,6 +400,23 @@ def test_semantically_illegal_words_are_rejected(op, name, value, match):
         isa.encode(Instruction(op, **{name: value}))
 
 
+@pytest.mark.parametrize("op, fields, match", [
+    ("LD", dict(wfmt=1, buf=1), "static LDs of weight rows into the weight buffer"),
+    ("LD", dict(wfmt=1, dyn=2), "static LDs"),
+    ("LD", dict(wfmt=1, remote=1), "static LDs"),
+    ("LD", dict(wfmt=1, wbits=2, wgroup=1, wk=48), "not a whole number of groups of 32"),
+    ("LD", dict(wfmt=1, wbits=3, sparse=1, rows=8, wk=32), "multiples of 16"),
+    ("MV", dict(sparse=1, n=16, k=24, nnz=4), "whole 16x16 blocks"),
+    ("MM", dict(sparse=1, n=16, k=16, wt=1, nnz=4), "no wt"),
+    ("MV", dict(sparse=1, n=16, k=16, dyn_n=1, nnz=4), "no dynamic"),
+])
+def test_illegal_packed_loads_and_sparse_matrices_are_rejected(op, fields, match):
+    with pytest.raises(IllegalInstructionError, match=match):
+        isa.encode(Instruction(op, **fields))
+    with pytest.raises(IllegalInstructionError, match=match):
+        isa.decode_one(raw_words(op, **fields))
+
+
 def test_bad_instruction_objects_are_rejected():
     with pytest.raises(IllegalInstructionError, match="unknown instruction 'GEMM'"):
         Instruction("GEMM")
@@ -381,6 +438,13 @@ def test_bad_instruction_objects_are_rejected():
                  release=["MISC", "ST"]),
      ["LD", "gbuf[0x40+r*64]", "hbm12[0x100+r*128]", "rows=4x64B", "dyn=at_pos", "wait=MM",
       "rel=ST|MISC"]),
+    (Instruction("LD", buf="wbuf", channel=4, stripe=3, rows=32, row_bytes=1024, wfmt="packed",
+                 wk=64, wbits=2, wgroup=1, sparse=1, meta_addr=0x10, fsb_addr=0x8, wn=80,
+                 wmeta=320),
+     ["LD", "hbm4x8ch", "w4g32->int8 k=64", "sparse kept=16*80", "meta[0x10+320]", "fsb[0x8]"]),
+    (Instruction("MV", m=1, n=32, k=64, sparse=1, nnz=40, meta_addr=0x20, meta_len=96,
+                 fsb_addr=0x4),
+     ["MV", "m=1 n=32 k=64", "sparse kept=16*40", "meta[0x20+96]", "fsb[0x4]"]),
     (Instruction("LD", buf="abuf", remote=1, remote_core=2, buf_addr=0x80, rows=3, row_bytes=8),
      ["LD", "core2.abuf[0x80]", "rows=3x8B"]),
     (Instruction("ST", buf="wbuf", channel=5, hbm_addr=0x2000, rows=1, row_bytes=16),
@@ -463,7 +527,9 @@ def test_every_field_and_enum_value_has_a_meaning():
     for op, fmt in FORMATS.items():
         assert set(FIELD_MEANING[op]) == {n for n, _, _ in fmt.layout}, op
     for name, values in (("UNITS", UNITS), ("BUFFERS", isa.BUFFERS), ("DYN_MODES", isa.DYN_MODES),
-                         ("MISC_OPS", isa.MISC_OPS), ("SYS_OPS", isa.SYS_OPS)):
+                         ("MISC_OPS", isa.MISC_OPS), ("SYS_OPS", isa.SYS_OPS),
+                         ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS), ("WEIGHT_BITS", isa.WEIGHT_BITS),
+                         ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS)):
         assert set(ENUM_MEANING[name]) == set(values), name
 
 

@@ -135,7 +135,8 @@ def test_exact_register_sequence_of_a_run():
         mm = pc.instructions["MM"] + pc.instructions["MV"]
         read = sum(counters.hbm_read[ch] for ch in DESIGN.core_channels[c])
         written = sum(counters.hbm_written.get(ch, 0) for ch in DESIGN.core_channels[c])
-        for unit, pairs in ((f"mpe_{c}", [("insns", mm), ("macs", pc.macs)]),
+        for unit, pairs in ((f"mpe_{c}", [("insns", mm), ("macs", pc.macs),
+                                           ("fixed_macs", pc.fixed_chain_macs)]),
                             (f"misc_{c}", [("insns", pc.instructions["MISC"]),
                                            ("elements", pc.misc_elements)]),
                             (f"memctrl_{c}", [("bytes_read", read), ("bytes_written", written)])):
@@ -149,6 +150,7 @@ def test_exact_register_sequence_of_a_run():
     assert got == want
 
     assert stats.cycles == (7 << 32) + 5
+    assert stats.per_core[2].fixed_chain_macs == (3 << 33) + 2
     assert stats.per_core[2].macs == (1 << 33) + 2
     assert stats.per_core[1].hbm_bytes_written == 32 * 8
     assert stats.seconds == pytest.approx(stats.cycles / 225e6)

@@ -511,7 +511,7 @@ def test_cores_disagreeing_at_a_barrier_is_a_program_error():
 @pytest.mark.parametrize("word, match", [
     ([0x0], "opcode 0x0"),
     (isa.encode(Instruction("MV"))[:-1] + [1 << 31], "non-zero reserved bits"),
-    (isa.encode(Instruction("ST"))[:-1], "ST needs 6 words"),
+    (isa.encode(Instruction("ST"))[:-1], f"ST needs {isa.FORMATS['ST'].words} words"),
 ])
 def test_illegal_words_in_the_image_name_core_and_pc(word, match):
     tail = isa.encode(END) if len(word) != FORMATS["ST"].words - 1 else []

@@ -42,6 +42,8 @@ namespace eval ::flightllm {
         insns_hi {offset 0x18 bits 32 access ro arg 1 port s_axi_control}
         macs_lo {offset 0x20 bits 32 access ro arg 2 port s_axi_control}
         macs_hi {offset 0x28 bits 32 access ro arg 3 port s_axi_control}
+        fixed_macs_lo {offset 0x30 bits 32 access ro arg 4 port s_axi_control}
+        fixed_macs_hi {offset 0x38 bits 32 access ro arg 5 port s_axi_control}
     }
     dict set registers misc {
         insns_lo {offset 0x10 bits 32 access ro arg 0 port s_axi_control}

@@ -65,20 +65,23 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
     program.meta["fused"] = fused
-    program.meta["weight_bits"] = 4 if any(
-        t.fmt for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts) else 8
+    tiles = [t for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts]
+    program.meta["weight_bits"] = sorted({t.bits for t in tiles}) if tiles else []
+    program.meta["sparse"] = any(t.sparse for t in tiles)
     if plan.layout.shape_only:
         program.meta["shape_only"] = True
     return program
 
 
 def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
-                   weight_bits: int = 8) -> Program:
+                   weight_bits: int = 8, qk_density: float = 1.0) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
-    and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run."""
+    and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
+    `qk_density` below 1 makes the Q and K projections N:16 sparse (the paper's setting: 0.7)."""
     from .quantize import shape_only_model
-    return compile_quantized(shape_only_model(args, weight_bits), target, ctx=ctx, fused=fused)
+    return compile_quantized(shape_only_model(args, weight_bits, qk_density), target, ctx=ctx,
+                             fused=fused)
 
 
 def default_context(args, target, ctx=None) -> int:

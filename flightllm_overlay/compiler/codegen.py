@@ -9,6 +9,7 @@ they computed through the remote-access LD after a SYS barrier.  Rows T > 16 use
 from __future__ import annotations
 
 from ..errors import CompileError
+from .. import isa
 from ..isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .placement import Placement
@@ -125,28 +126,51 @@ class StepCodegen:
         in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS."""
         for tile in tiles:
             half = self._next_half()
-            nbytes = tile.rows * k
             self._load_tile(s, tile, half)
             t0, t1 = tile.row0, tile.row0 + tile.rows
             for r0, r1, out, stride in segments:
                 lo, hi = max(r0, t0), min(r1, t1)
                 if lo >= hi:
                     continue
+                w = self._tile_operand(tile, half, lo - t0, hi - t0)
                 self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
-                          w_addr=half + (lo - t0) * k, w_scale=half + nbytes + 4 * (lo - t0),
-                          w_stride=k, out_addr=out + 2 * (lo - r0), out_stride=stride)
+                          out_addr=out + 2 * (lo - r0), out_stride=stride, **w)
+
+    def _tile_operand(self, tile, half, lo, hi) -> dict:
+        """MPE weight fields for local rows [lo, hi) of a tile loaded at `half`: INT8 rows, or
+        a sparse tile's kept weights, codes and indices from block-row lo / 16 on."""
+        scales = half + tile.kept + 4 * lo
+        if not tile.sparse:
+            return dict(w_addr=half + lo * tile.k, w_scale=scales, w_stride=tile.k)
+        if lo % 16 or (hi % 16 and hi != tile.rows):
+            raise CompileError(f"a sparse tile is read in whole 16-row blocks; rows [{lo}, {hi}) "
+                               f"of a tile split an output segment mid-block (head or slice "
+                               f"widths must be multiples of 16 for sparse weights)")
+        v0, v1 = tile.values_before(lo), tile.values_before(hi)
+        m0, m1 = tile.meta_before(lo), tile.meta_before(hi)
+        return dict(w_addr=half + v0, w_scale=scales, sparse=1, nnz=(v1 - v0) // 16,
+                    meta_addr=self.meta_base + m0, meta_len=m1 - m0,
+                    fsb_addr=self.fsb_base + lo // 16 * (tile.k // 16))
 
     def _load_tile(self, s, tile, half):
-        """One striped LD of a weight tile; int4 tiles pass the dequantisation unit, which
-        writes the same INT8 rows + FP32 scales layout an int8 tile has."""
-        if tile.fmt:
-            self._ld(s, tile.region, "wbuf", half, tile.rows, tile.region.nbytes,
-                     wfmt=tile.fmt, wk=tile.k)
-        else:
-            self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
+        """One striped LD of a weight tile; packed tiles pass the dequantisation unit, which
+        writes the kept INT8 weights and then the FP32 row scales (and, if sparse, the N:16
+        codes and indices to the fsb and meta buffers of the same half)."""
+        if not tile.fmt:
+            return self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
+        sp = {}
+        if tile.sparse:
+            sp = dict(sparse=1, wn=tile.kept // 16, wmeta=tile.meta_before(tile.rows),
+                      meta_addr=self.meta_base, fsb_addr=self.fsb_base)
+        self._ld(s, tile.region, "wbuf", half, tile.rows, tile.region.nbytes, wfmt="packed",
+                 wk=tile.k, wbits=isa.WEIGHT_BITS.index(tile.bits),
+                 wgroup=isa.WEIGHT_GROUPS.index(tile.group) if tile.bits < 8 else 0, **sp)
 
     def _next_half(self):
+        """The other half of the weight buffer (and of the meta and fsb buffers with it)."""
         self._half = 1 - getattr(self, "_half", 1)
+        self.meta_base = self._half * self.p.meta_half
+        self.fsb_base = self._half * self.p.fsb_half
         return self.w_ping[self._half]
 
     def _exchange(self, s, cp, base, row_stride, ranges, elem=2):
@@ -281,20 +305,29 @@ class StepCodegen:
             for g0 in range(0, G, R // T):
                 hl = j * G + g0                            # first local q head of this pass
                 h = cp.q_heads[hl]                         # its global index
+                blk = self._block_pattern(li, h)
                 self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
                           a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
                           w_scale=self.kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
-                          dyn_n=1)
+                          dyn_n=1, **blk)
                 self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=R, k=C,
                            a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
-                           imm=f32_bits(softmax_scale(a)))
+                           imm=f32_bits(softmax_scale(a)), **blk)
                 self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S, rows=R,
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
                 self._quant(s, self.S, R, C, self.PQ, self.PS, a_stride=2 * C, out_stride=C,
                             dyn_k=1)
                 self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
-                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1,
+                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
                           out_addr=self.ATT + h * d * 2, out_stride=(2 * d if T == 1 else hd * 2))
+
+    def _block_pattern(self, layer: int, head: int) -> dict:
+        """Block-sparse attention fields of a prefill pass (decode attention stays dense)."""
+        pattern = self.p.attn_pattern
+        if self.T == 1 or not pattern:
+            return {}
+        sink, window = pattern[layer][head]
+        return dict(blk_sink=int(sink), blk_win=int(window)) if window else {}
 
     def _head(self, s, cp):
         a, T, dim = self.a, self.T, self.a.dim
@@ -313,12 +346,11 @@ class StepCodegen:
         cols_max = self.r1_bytes // (2 * rows) // 16 * 16
         for tile in cp.lm_head:
             half = self._next_half()
-            nbytes = tile.rows * dim
             self._load_tile(s, tile, half)
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
-                          w_addr=half + c0 * dim, w_scale=half + nbytes + 4 * c0, w_stride=dim,
-                          out_addr=self.LG, out_stride=2 * cols)
+                          out_addr=self.LG, out_stride=2 * cols,
+                          **self._tile_operand(tile, half, c0, c0 + cols))
                 self._st(s, cp.logits, "gbuf", self.LG, rows, 2 * cols, hbm_stride=2 * vc,
                          dyn="step" if rows > 1 else "static", extra=2 * (tile.row0 + c0))

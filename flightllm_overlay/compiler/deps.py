@@ -22,8 +22,13 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
         rows, rb = f("rows", 0), f("row_bytes", 0)
         buf = isa.BUFFERS[f("buf", 0)]
         b0 = f("buf_addr", 0)
-        if f("wfmt", 0):                        # dequantising load: rows x (wk + 4) land on chip
-            out.append((buf, b0, b0 + rows * (f("wk", 0) + 4), True))
+        if f("wfmt", 0):                        # packed load: kept INT8 weights + row scales
+            kept = 16 * f("wn", 0) if f("sparse", 0) else rows * f("wk", 0)
+            out.append((buf, b0, b0 + kept + 4 * rows, True))
+            if f("sparse", 0):                  # and the N:16 codes and indices
+                out.append(("fsb", f("fsb_addr", 0),
+                            f("fsb_addr", 0) + rows // 16 * (f("wk", 0) // 16), True))
+                out.append(("meta", f("meta_addr", 0), f("meta_addr", 0) + f("wmeta", 0), True))
             rows = 1
         else:
             out.append((buf, b0, b0 + max(rows - 1, 0) * f("buf_stride", 0) + rb, op == "LD"))
@@ -40,7 +45,13 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
         out.append(("abuf", f("a_scale", 0), f("a_scale", 0) + 4 * m, False))
         rows, cols = (k, n) if f("wt", 0) else (n, k)
         w0 = f("w_addr", 0)
-        out.append(("wbuf", w0, w0 + max(rows - 1, 0) * (f("w_stride", 0) or cols) + cols, False))
+        if f("sparse", 0):                      # kept weights, codes, indices
+            out.append(("wbuf", w0, w0 + 16 * f("nnz", 0), False))
+            out.append(("fsb", f("fsb_addr", 0), f("fsb_addr", 0) + n // 16 * (k // 16), False))
+            out.append(("meta", f("meta_addr", 0), f("meta_addr", 0) + f("meta_len", 0), False))
+        else:
+            out.append(("wbuf", w0, w0 + max(rows - 1, 0) * (f("w_stride", 0) or cols) + cols,
+                        False))
         if not f("no_wscale", 0):
             out.append(("wbuf", f("w_scale", 0), f("w_scale", 0) + 4 * n, False))
         o0 = f("out_addr", 0)

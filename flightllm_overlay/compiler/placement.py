@@ -8,23 +8,55 @@ meanwhile); each tile stores its INT8 rows followed by their FP32 scales, so one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
-from .quantize import Int4Weight, QuantizedModel, ShapeWeight, rope_table
+from ..sim.wformat import PackedWeight
+from .quantize import QuantizedModel, ShapeWeight, rope_table
 
 
 @dataclass
 class Tile:
-    """Rows [row0, row0 + rows) of a weight matrix with K columns, stored at `region`."""
+    """Rows [row0, row0 + rows) of a weight matrix with K columns, stored at `region`.
+
+    fmt 0: raw INT8 rows then FP32 scales.  fmt 1: packed (sim/wformat.py) with `bits`,
+    `group` and, when sparse, the N:16 codes `block_n` (rows/16, k/16); the LD leaves the kept
+    INT8 weights (MPE order) and then the row scales in the weight buffer."""
 
     region: Region
     row0: int
     rows: int
     k: int
-    fmt: int = 0            # isa.WEIGHT_FORMATS index: 0 int8, 1 int4 (dequantised by the LD)
+    fmt: int = 0
+    bits: int = 8
+    group: int = 32
+    block_n: np.ndarray | None = None
+
+    @property
+    def sparse(self) -> bool:
+        return self.block_n is not None
+
+    @cached_property
+    def _prefix(self):
+        """Kept weights and index bytes before each block-row (and in total)."""
+        bn = self.block_n.astype(np.int64)
+        kept = np.concatenate([[0], np.cumsum(16 * bn.sum(1))])
+        meta = np.concatenate([[0], np.cumsum(8 * np.where(bn < 16, bn, 0).sum(1))])
+        return kept, meta
+
+    def values_before(self, r: int) -> int:
+        """INT8 values in the weight buffer before local row r (a block-row start if sparse)."""
+        return int(self._prefix[0][r // 16]) if self.sparse else r * self.k
+
+    def meta_before(self, r: int) -> int:
+        return int(self._prefix[1][r // 16]) if self.sparse else 0
+
+    @property
+    def kept(self) -> int:
+        return self.values_before(self.rows) if self.sparse else self.rows * self.k
 
 
 @dataclass
@@ -64,6 +96,9 @@ class Placement:
         a = qm.args
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
         self.weight_half = weight_half
+        self.attn_pattern = qm.attn_pattern
+        self.meta_half = target.buffer("meta").bytes // 2     # ping-pong like the weight buffer
+        self.fsb_half = target.buffer("fsb").bytes // 2
         self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))
         self.group = a.n_heads // a.n_kv_heads
         kv_split = split_even(a.n_kv_heads, target.cores)
@@ -89,38 +124,83 @@ class Placement:
                                f"weight buffer ({self.weight_half} bytes)")
         return rows if rows < 16 else rows // 16 * 16
 
-    def _tiles(self, core: int, q: np.ndarray, s: np.ndarray, start: int, stop: int) -> list:
+    def _tiles(self, core: int, q, s, start: int, stop: int, row0: int = 0) -> list:
+        """Tiles of rows [start, stop) of a weight: (INT8, scales), PackedWeight or ShapeWeight;
+        `row0` offsets the tiles' rows inside a stacked matrix."""
         k = q.shape[1]
-        step = self.tile_rows(k)
+        packed = isinstance(q, PackedWeight) or (isinstance(q, ShapeWeight) and q.packed)
         tiles = []
-        for r0 in range(start, stop, step):
-            r1 = min(stop, r0 + step)
-            fmt = 0
+        for r0, r1 in (self._packed_cuts(q, start, stop) if packed else
+                       ((r, min(stop, r + self.tile_rows(k)))
+                        for r in range(start, stop, self.tile_rows(k)))):
             if isinstance(q, ShapeWeight):             # shape-only: sizes, no bytes
-                blob, fmt = q.nbytes_of(r1 - r0), int(q.bits == 4)
-            elif isinstance(q, Int4Weight):
-                blob, fmt = q[r0:r1].blob(), 1
+                blob = q[r0:r1].nbytes_of()
+            elif packed:
+                blob = q[r0:r1].blob()
             else:
                 blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
                                        s[r0:r1].astype(np.float32).view(np.uint8)])
-            tiles.append(Tile(self.layout.put_striped(core, blob), r0 - start, r1 - r0, k, fmt))
+            fmt = dict(fmt=1, bits=q.bits, group=q.group,
+                       block_n=None if q.block_n is None else q[r0:r1].block_n) if packed else {}
+            tiles.append(Tile(self.layout.put_striped(core, blob), row0 + r0 - start, r1 - r0, k,
+                              **fmt))
         return tiles
 
+    def _packed_cuts(self, q, start: int, stop: int) -> list:
+        """Row ranges of packed tiles: whole block-rows of a sparse weight while the kept
+        weights + row scales fit half of the weight buffer, and the indices and codes half of
+        the meta and fsb buffers; dense packed weights cut like INT8 ones."""
+        k = q.shape[1]
+        if q.block_n is None:
+            step = self.tile_rows(k)
+            return [(r, min(stop, r + step)) for r in range(start, stop, step)]
+        if start % 16:
+            raise CompileError(f"a sparse weight is cut at multiples of 16 rows, not {start}")
+        wcap = self.weight_half - len(self.target.core_channels[0]) * 64
+        mcap, fcap = self.meta_half, self.fsb_half
+        bn = q.block_n.astype(np.int64)
+        cuts, r0, kept, meta = [], start, 0, 0
+        for br in range(start // 16, -(-stop // 16)):
+            r = br * 16
+            rows_after = min(stop, r + 16) - r0
+            k_i = 16 * int(bn[br].sum())
+            m_i = 8 * int(np.where(bn[br] < 16, bn[br], 0).sum())
+            f_after = (rows_after + 15) // 16 * (k // 16)
+            if r > r0 and (kept + k_i + 4 * rows_after > wcap or meta + m_i > mcap
+                           or f_after > fcap):
+                cuts.append((r0, r))
+                r0, kept, meta = r, 0, 0
+                rows_after = min(stop, r + 16) - r0
+            if kept + k_i + 4 * rows_after > wcap or meta + m_i > mcap or k // 16 > fcap:
+                raise CompileError(f"one block-row of a sparse {k}-column weight does not fit "
+                                   f"half of the weight, meta or fsb buffer")
+            kept, meta = kept + k_i, meta + m_i
+        cuts.append((r0, stop))
+        return cuts
+
     def _fused(self, core: int, pieces: list) -> list:
-        """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix."""
-        if not pieces:
-            return []
-        first = pieces[0][0][0]
-        if isinstance(first, ShapeWeight):
-            rows = sum(r1 - r0 for _, r0, r1 in pieces)
-            w = ShapeWeight(rows, first.shape[1], first.bits)
-            return self._tiles(core, w, w, 0, rows)
-        if isinstance(first, Int4Weight):
-            w = Int4Weight.concat([p[0][r0:r1] for p, r0, r1 in pieces])
-            return self._tiles(core, w, None, 0, w.shape[0])
-        q = np.concatenate([w[0][r0:r1] for w, r0, r1 in pieces])
-        scale = np.concatenate([w[1][r0:r1] for w, r0, r1 in pieces])
-        return self._tiles(core, q, scale, 0, q.shape[0])
+        """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix;
+        packed slices of one format share tiles, a change of format starts new ones."""
+        tiles, row0, i = [], 0, 0
+        while i < len(pieces):
+            first = pieces[i][0][0]
+            if isinstance(first, (PackedWeight, ShapeWeight)):
+                j = i
+                while j < len(pieces) and type(pieces[j][0][0]) is type(first) \
+                        and pieces[j][0][0].format_key == first.format_key:
+                    j += 1
+                w = type(first).concat([p[0][r0:r1] for p, r0, r1 in pieces[i:j]])
+                tiles += self._tiles(core, w, w, 0, w.shape[0], row0)
+            else:
+                j = i
+                while j < len(pieces) and isinstance(pieces[j][0][0], np.ndarray):
+                    j += 1
+                q = np.concatenate([w[0][r0:r1] for w, r0, r1 in pieces[i:j]])
+                scale = np.concatenate([w[1][r0:r1] for w, r0, r1 in pieces[i:j]])
+                tiles += self._tiles(core, q, scale, 0, q.shape[0], row0)
+            row0 += sum(r1 - r0 for _, r0, r1 in pieces[i:j])
+            i = j
+        return tiles
 
     def _place_static(self, qm: QuantizedModel) -> None:
         a, d = self.args, self.args.head_dim

@@ -12,7 +12,11 @@ import numpy as np
 
 from ..compress.smooth import smoothed_layers, tensor
 from ..errors import CompileError
-from ..sim.units import INT4_GROUP, int4_tile_bytes, quantize_weight, quantize_weight_int4
+from ..sim import wformat as WF
+from ..sim.units import quantize_weight
+
+#: Group size of `quantize_model(weight_bits < 8)`: the GGUF Q4 grid's group.
+LOWBIT_GROUP = 32
 
 
 @dataclass
@@ -26,6 +30,8 @@ class QuantizedModel:
     lm_head: tuple                  # (int8 (vocab, dim), f32 (vocab,))
     embedding: np.ndarray           # f16 (vocab, dim), gathered by the host
     smoothing: dict = field(default_factory=dict)   # description of what was calibrated
+    attn_pattern: list | None = None   # per layer, per query head: (sink, window) in 64-token
+                                       # blocks for prefill attention (window 0: dense)
 
 
 def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
@@ -35,13 +41,14 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
     tokens = None if calibration_tokens is None else list(calibration_tokens)
     layers = []
     for lin, attn_norm, ffn_norm in smoothed_layers(ckpt, tokens, alpha):
-        if weight_bits == 4:            # rows whose K is not a whole number of groups stay INT8
-            layer = {k: (Int4Weight.quantize(v), None) if v.shape[1] % INT4_GROUP == 0
-                     else quantize_weight(v) for k, v in lin.items()}
+        if weight_bits in (2, 3, 4):    # rows whose K is not a whole number of groups stay INT8
+            layer = {k: (WF.quantize(v, weight_bits, LOWBIT_GROUP), None)
+                     if v.shape[1] % LOWBIT_GROUP == 0 else quantize_weight(v)
+                     for k, v in lin.items()}
         elif weight_bits == 8:
             layer = {k: quantize_weight(v) for k, v in lin.items()}
         else:
-            raise CompileError(f"weight_bits must be 8 or 4, got {weight_bits}")
+            raise CompileError(f"weight_bits must be 8, 4, 3 or 2, got {weight_bits}")
         layer["attn_norm"] = attn_norm.astype(np.float16)
         layer["ffn_norm"] = ffn_norm.astype(np.float16)
         layers.append(layer)
@@ -65,63 +72,65 @@ def softmax_scale(args) -> float:
     return 1.0 / math.sqrt(args.head_dim)
 
 
-class Int4Weight:
-    """An int4 weight matrix in the dequantisation unit's format, sliceable by rows.
-
-    packed (rows, k/2) uint8, groups (rows, k/32) uint8, scales (rows,) f32; see
-    `sim.units.quantize_weight_int4` for the format and `blob` for a tile's bytes."""
-
-    def __init__(self, packed, groups, scales):
-        self.packed, self.groups, self.scales = packed, groups, scales
-        self.shape = (packed.shape[0], packed.shape[1] * 2)
-
-    @classmethod
-    def quantize(cls, w: np.ndarray) -> "Int4Weight":
-        rows, k = w.shape
-        raw = np.frombuffer(quantize_weight_int4(w), np.uint8)
-        n_p, n_g = rows * k // 2, rows * k // INT4_GROUP
-        return cls(raw[:n_p].reshape(rows, k // 2), raw[n_p:n_p + n_g].reshape(rows, -1),
-                   raw[n_p + n_g:].view(np.float32))
-
-    def __getitem__(self, rows: slice) -> "Int4Weight":
-        return Int4Weight(self.packed[rows], self.groups[rows], self.scales[rows])
-
-    @staticmethod
-    def concat(parts) -> "Int4Weight":
-        return Int4Weight(*(np.concatenate([getattr(p, n) for p in parts])
-                            for n in ("packed", "groups", "scales")))
-
-    def blob(self) -> np.ndarray:
-        return np.concatenate([self.packed.reshape(-1), self.groups.reshape(-1),
-                               self.scales.astype(np.float32).view(np.uint8)])
-
-
 class ShapeWeight:
-    """The shape of an INT8 weight (rows, k) with its row scales, but no data: what a
-    shape-only compile places (timing and storage studies without the checkpoint)."""
+    """The shape of a weight (rows, k) in a device format, with no data: what a shape-only
+    compile places (timing and storage studies without the checkpoint).  8 bits dense is the
+    raw INT8 format; fewer bits or a density below 1 is the packed format (sim/wformat.py),
+    with N:16 codes spread evenly to the given density."""
 
-    def __init__(self, rows: int, k: int, bits: int = 8):
-        self.shape, self.bits = (int(rows), int(k)), bits
+    def __init__(self, rows: int, k: int, bits: int = 8, density: float = 1.0,
+                 group: int = 32, block_n=None):
+        self.shape, self.bits, self.group = (int(rows), int(k)), bits, group
+        self.block_n = WF.synthetic_codes(rows, k, density) if block_n is None and density < 1 \
+            else block_n
+        WF.check_bits(bits, group)
+
+    @property
+    def sparse(self) -> bool:
+        return self.block_n is not None
+
+    @property
+    def packed(self) -> bool:
+        return self.bits < 8 or self.sparse
+
+    @property
+    def format_key(self) -> tuple:
+        return (self.bits, self.group if self.bits < 8 else 0, self.sparse)
 
     def __getitem__(self, rows: slice) -> "ShapeWeight":
-        return ShapeWeight(len(range(*rows.indices(self.shape[0]))), self.shape[1], self.bits)
+        r0, r1, _ = rows.indices(self.shape[0])
+        bn = None if self.block_n is None else self.block_n[r0 // 16:-(-r1 // 16)]
+        return ShapeWeight(r1 - r0, self.shape[1], self.bits, group=self.group, block_n=bn)
 
-    def nbytes_of(self, rows: int) -> int:
-        k = self.shape[1]
-        return int4_tile_bytes(rows, k) if self.bits == 4 else rows * (k + 4)
+    @staticmethod
+    def concat(parts) -> "ShapeWeight":
+        first = parts[0]
+        bn = None if not first.sparse else np.concatenate([p.block_n for p in parts])
+        return ShapeWeight(sum(p.shape[0] for p in parts), first.shape[1], first.bits,
+                           group=first.group, block_n=bn)
+
+    def layout(self) -> dict:
+        return WF.tile_layout(*self.shape, self.bits, self.group, self.block_n)
+
+    def nbytes_of(self, rows: int | None = None) -> int:
+        """HBM bytes of the first `rows` rows (all by default) in this weight's format."""
+        w = self if rows is None else self[:rows]
+        return w.layout()["total"] if w.packed else w.shape[0] * (w.shape[1] + 4)
 
 
-def shape_only_model(args, weight_bits: int = 8) -> QuantizedModel:
+def shape_only_model(args, weight_bits: int = 8, qk_density: float = 1.0) -> QuantizedModel:
     """A QuantizedModel with the shapes of `args` and no weights (norm gains and the RoPE table
-    are real, the rest is sizes only); `weight_bits` 4 sizes the linear layers as int4."""
+    are real, the rest is sizes only); `weight_bits` below 8 sizes the linear layers as packed
+    group-32 weights, `qk_density` below 1 makes the Q and K projections N:16 sparse."""
     d, hd = args.dim, args.n_heads * args.head_dim
     kv = args.n_kv_heads * args.head_dim
 
-    def lin(n, k, bits=weight_bits):
-        w = ShapeWeight(n, k, bits)
+    def lin(n, k, bits=weight_bits, density=1.0):
+        w = ShapeWeight(n, k, bits, density)
         return (w, w)
 
-    layer = {"wq": lin(hd, d), "wk": lin(kv, d), "wv": lin(kv, d), "wo": lin(d, hd),
+    layer = {"wq": lin(hd, d, density=qk_density), "wk": lin(kv, d, density=qk_density),
+             "wv": lin(kv, d), "wo": lin(d, hd),
              "w_gate": lin(args.hidden_dim, d), "w_up": lin(args.hidden_dim, d),
              "w_down": lin(d, args.hidden_dim),
              "attn_norm": np.ones(d, np.float16), "ffn_norm": np.ones(d, np.float16)}

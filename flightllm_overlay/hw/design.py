@@ -272,7 +272,9 @@ def build_design(t: config.Target) -> BlockDesign:
     specs = [("scheduler", None, _scheduler_args(), {"m_axi_instr": instr})]
     for c in range(t.cores):
         specs.append(("mpe", c, _counter("insns", "MM/MV instructions executed")
-                      + _counter("macs", "multiply-accumulates performed"), {}))
+                      + _counter("macs", "multiply-accumulates performed (kept weights)")
+                      + _counter("fixed_macs", "MAC slots a fixed dense chain would spend on the "
+                                               "same work (sparse blocks counted dense)"), {}))
         specs.append(("misc", c, _counter("insns", "MISC instructions executed")
                       + _counter("elements", "elements processed"), {}))
         specs.append(("memctrl", c, _memctrl_args(n_ports),

@@ -1,7 +1,7 @@
-"""Generates flightllm_overlay/src/flightllm_hw.h, the HLS kernels' constants, from config, isa.FORMATS and sim/units.
+"""Generates flightllm_overlay/src/flightllm_hw.h, the HLS kernels' constants, from config, isa.FORMATS, sim/units and sim/wformat.
 
 Every number of the header comes from the target JSON (through `config`), the instruction table
-(`isa`), the control protocol (`hw/control.py`), the block design (`hw/design.py`) or the MISC
+(`isa`), the packed weight format (`sim/wformat.py`), the control protocol (`hw/control.py`), the block design (`hw/design.py`) or the MISC
 arithmetic definitions (`sim/units.py`); nothing is written by hand.  Usage::
 
     python -m flightllm_overlay.hw.hls_header --write     # regenerate the committed header
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import config, isa
-from ..sim import units
+from ..sim import units, wformat
 from . import control, design
 
 HEADER_PATH = Path(__file__).resolve().parents[1] / "src" / "flightllm_hw.h"
@@ -104,7 +104,21 @@ def render(target_name: str = "u280") -> str:
     _enum(out, "DYN", isa.DYN_MODES, "LD/ST dyn modes (isa.DYN_MODES)")
     _enum(out, "WFMT", isa.WEIGHT_FORMATS, "LD wfmt: weight format through the dequantisation "
           "unit (isa.WEIGHT_FORMATS)")
-    _const(out, "INT4_GROUP", isa.INT4_GROUP, comment="int4 weights per group (one group byte)")
+    _array(out, "WEIGHT_BITS", isa.WEIGHT_BITS, comment="LD wbits: code width of packed weights "
+           "(isa.WEIGHT_BITS)")
+    _const(out, "NUM_WEIGHT_BITS", len(isa.WEIGHT_BITS))
+    _array(out, "WEIGHT_GROUPS", isa.WEIGHT_GROUPS, comment="LD wgroup: columns sharing one "
+           "(M, B) below 8 bits (isa.WEIGHT_GROUPS)")
+    _const(out, "NUM_WEIGHT_GROUPS", len(isa.WEIGHT_GROUPS))
+    _const(out, "SPARSE_BLOCK", isa.SPARSE_BLOCK, comment="N:16 blocks of 16 x 16 weights")
+    _array(out, "FSB_CODES", wformat.FSB_CODES, comment="legal N of N:16 (sim/wformat.py; "
+           "N = SPARSE_BLOCK: dense block, no indices)")
+    _const(out, "NUM_FSB_CODES", len(wformat.FSB_CODES))
+    _const(out, "DEQ_SHIFT", wformat.SHIFT, comment="dequantisation: w8 = clamp((q*M + B + "
+           "2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX)")
+    _const(out, "DEQ_WMAX", wformat.WMAX, "int", "INT8 weights stay in [-WMAX, WMAX]")
+    _const(out, "ATTN_BLOCK", isa.ATTN_BLOCK, comment="block-sparse attention: tokens per query/key "
+           "block (blk_sink, blk_win)")
     _enum(out, "MISC_OP", isa.MISC_OPS, "MISC op (isa.MISC_OPS)")
     _enum(out, "SYS_OP", isa.SYS_OPS, "SYS op (isa.SYS_OPS)")
     _const(out, "MV_MAX_ROWS", isa.MV_MAX_ROWS, comment="MV runs at most this many rows of A")

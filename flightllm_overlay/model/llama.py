@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,11 +65,13 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos[:, None, :] + rotated * sin[:, None, :]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
+              keep: torch.Tensor | None = None) -> torch.Tensor:
     """Causal grouped-query attention of T new queries over S cached positions.
 
     q: (T, n_heads, hd) at positions ``start_pos .. start_pos+T-1``; k, v: (n_kv_heads, S, hd) with
     ``S = start_pos + T``. Query head h reads KV head ``h // (n_heads // n_kv_heads)``.
+    keep: optional (n_heads, T, S) bool, the keys each query may see (block-sparse attention).
     Returns (T, n_heads * hd).
     """
     T, H, hd = q.shape
@@ -79,6 +82,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int)
     q_pos = torch.arange(start_pos, start_pos + T).repeat(group)  # (group*T,)
     future = torch.arange(S)[None, :] > q_pos[:, None]  # (group*T, S)
     scores = scores.masked_fill(future, float("-inf"))
+    if keep is not None:
+        scores = scores.masked_fill(~keep.reshape(n_kv, group * T, S), float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     out = probs @ v  # (n_kv, group*T, hd)
     return out.view(n_kv, group, T, hd).permute(2, 0, 1, 3).reshape(T, H * hd)
@@ -114,6 +119,8 @@ class Transformer:
         self.k_cache = torch.empty(0)  # (n_layers, n_kv_heads, capacity, head_dim)
         self.v_cache = torch.empty(0)  # (n_layers, n_kv_heads, capacity, head_dim)
         self.pos = 0  # positions held in the cache
+        #: per layer, per query head: (sink, window) 64-token blocks of prefill attention, or None
+        self.attn_pattern = None
 
     @classmethod
     def from_checkpoint(cls, ckpt, max_seq_len: int | None = None) -> "Transformer":
@@ -180,7 +187,8 @@ class Transformer:
             emit("q", i, q), emit("k", i, k), emit("v", i, v)
             self.k_cache[i, :, start_pos:end] = k.transpose(0, 1)
             self.v_cache[i, :, start_pos:end] = v.transpose(0, 1)
-            att = attention(q, self.k_cache[i, :, :end], self.v_cache[i, :, :end], start_pos)  # (T, H*hd)
+            keep = self._block_keep(i, start_pos, T) if T > 1 else None  # prefill only
+            att = attention(q, self.k_cache[i, :, :end], self.v_cache[i, :, :end], start_pos, keep)
             emit("attn", i, att)
             att = F.linear(att, lw.wo)  # (T, dim)
             emit("attn_out", i, att)
@@ -199,6 +207,16 @@ class Transformer:
         return logits
 
     __call__ = forward
+
+    def _block_keep(self, layer: int, start_pos: int, T: int) -> torch.Tensor | None:
+        """(H, T, S) keys kept by the block-sparse attention pattern of `layer`, if one is set."""
+        if not self.attn_pattern:
+            return None
+        from ..isa import attention_block_keep
+        q_pos = np.arange(start_pos, start_pos + T)[:, None]
+        k_pos = np.arange(start_pos + T)[None, :]
+        return torch.from_numpy(np.stack([attention_block_keep(q_pos, k_pos, int(s), int(w))
+                                          for s, w in self.attn_pattern[layer]]))
 
     # ------------------------------------------------------------------ generation helpers
     def prefill(self, tokens: torch.Tensor | Sequence[int]) -> torch.Tensor:

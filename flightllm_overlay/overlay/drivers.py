@@ -181,7 +181,8 @@ class MPEDriver(HLSKernel):
     bindto = [kernel_vlnv("mpe")]
 
     def counters(self) -> dict:
-        return {"instructions": self.read_counter("insns"), "macs": self.read_counter("macs")}
+        return {"instructions": self.read_counter("insns"), "macs": self.read_counter("macs"),
+                "fixed_macs": self.read_counter("fixed_macs")}
 
 
 class MISCDriver(HLSKernel):

@@ -34,6 +34,7 @@ class CoreStats:
     misc_elements: int
     hbm_bytes_read: int
     hbm_bytes_written: int
+    fixed_chain_macs: int = 0      # MAC slots a fixed dense chain would spend on the same work
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RunStats:
     @property
     def macs(self) -> int:
         return sum(c.macs for c in self.per_core)
+
+    @property
+    def fixed_chain_macs(self) -> int:
+        return sum(c.fixed_chain_macs for c in self.per_core)
 
     @property
     def hbm_bytes(self) -> int:
@@ -211,7 +216,8 @@ class FlightLLMOverlay(Overlay):
         for c in range(self.design.cores):
             mpe, misc, mem = (u.counters() for u in self.units(c))
             per_core.append(CoreStats(mpe["instructions"], mpe["macs"], misc["instructions"],
-                                      misc["elements"], mem["bytes_read"], mem["bytes_written"]))
+                                      misc["elements"], mem["bytes_read"], mem["bytes_written"],
+                                      mpe["fixed_macs"]))
         top = self.scheduler.counters()
         return RunStats(top["cycles"], top["instructions"], tuple(per_core), self.target.clock_mhz)
 

@@ -23,6 +23,7 @@ class StepStats:
     runs: int = 0
     instructions: int = 0
     macs: int = 0
+    fixed_chain_macs: int = 0    # MAC slots a fixed dense chain would have spent
     hbm_bytes: int = 0
     device_cycles: int = 0
     per_step: dict = field(default_factory=dict)     # step kind -> runs
@@ -36,6 +37,7 @@ class StepStats:
         self.runs += 1
         self.instructions += stats.instructions
         self.macs += stats.macs
+        self.fixed_chain_macs += stats.fixed_chain_macs
         self.hbm_bytes += stats.hbm_bytes
         self.device_cycles += stats.cycles
         self.per_step[name] = self.per_step.get(name, 0) + 1

@@ -316,6 +316,7 @@ class SimulatedU280(BankAccess, Device):
             mpe, misc, mem = (self._cus[u.instance] for u in self.design.units(c))
             mpe.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MPE_UNITS))
             mpe.set_counter("macs", pc.macs)
+            mpe.set_counter("fixed_macs", pc.fixed_chain_macs)
             misc.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MISC_UNITS))
             misc.set_counter("elements", pc.misc_elements)
             channels = self.design.core_channels[c]

@@ -20,6 +20,7 @@ from .. import isa
 from ..config import UNITS, Target
 from ..errors import AddressError, FlightLLMError, IllegalInstructionError, ProgramError
 from . import units as U
+from . import wformat as WF
 from .onchip import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
@@ -31,7 +32,8 @@ class CoreCounters:
     """What one core did in one run."""
 
     instructions: dict = field(default_factory=lambda: {u: 0 for u in UNITS})
-    macs: int = 0
+    macs: int = 0                # MACs the configurable chain performs (kept weights only)
+    fixed_chain_macs: int = 0    # MAC slots a fixed dense chain spends on the same work
     misc_elements: int = 0
 
 
@@ -55,6 +57,10 @@ class RunCounters:
     @property
     def macs(self) -> int:
         return sum(c.macs for c in self.per_core)
+
+    @property
+    def fixed_chain_macs(self) -> int:
+        return sum(c.fixed_chain_macs for c in self.per_core)
 
     @property
     def misc_elements(self) -> int:
@@ -303,36 +309,46 @@ class _RunContext:
         end = _region(buf, addr, rows, row_bytes, bstride, f"{op} of {bname}")
         return rows, off, row_bytes, bstride, bname, buf, addr, end
 
-    def ld_dequant(self, core, f):
-        """A weight load through the dequantisation unit: `row_bytes` of low-bit tile from HBM
-        become `rows` INT8 weight rows of `wk` columns plus their FP32 scales in wbuf."""
+    def ld_packed(self, core, f):
+        """A weight load through the dequantisation unit (sim/wformat.py): a packed tile of
+        `row_bytes` in HBM becomes INT8 kept weights + FP32 row scales in wbuf, and, if sparse,
+        N:16 codes in the fsb buffer and 4-bit indices in the meta buffer."""
         rows, k, addr = f.get("rows", 0), f.get("wk", 0), f.get("buf_addr", 0)
         if not rows or not k:
             return
-        buf = core.bufs["wbuf"]
-        end = _region(buf, addr, 1, rows * (k + 4), 0, "LD (dequantising) of wbuf")
-        need = U.int4_tile_bytes(rows, k)
-        if f.get("row_bytes", 0) < need:
-            raise ProgramError(f"an int4 tile of {rows} x {k} needs {need} bytes; the LD "
-                               f"reads {f.get('row_bytes', 0)}")
+        bits, group = isa.WEIGHT_BITS[f.get("wbits", 0)], isa.WEIGHT_GROUPS[f.get("wgroup", 0)]
+        sparse = bool(f.get("sparse", 0))
         parts = self._hbm(core, f, 1, f.get("hbm_addr", 0))
         hr = self.counters.hbm_read
         for p in parts:
             hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
-        key = ("int4", tuple(p[1] for p in parts), rows, k, f.get("row_bytes", 0))
+        key = ("packed", tuple(p[1] for p in parts), rows, k, bits, group, sparse,
+               f.get("row_bytes", 0))
         version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
             blob = np.concatenate([self._view(p).reshape(-1) for p in parts])
-            w8, scales = U.dequant_int4(blob, rows, k)
-            snap = _Snapshot(version, np.concatenate([w8.view(np.uint8).reshape(-1),
-                                                      scales.view(np.uint8)]))
+            tile = WF.dequant_tile(blob, rows, k, bits, group, sparse)
+            snap = _Snapshot(version, tile.wbuf_bytes())
+            snap.derived["tile"] = tile
             self.sim._snapshots[key] = snap
+        tile = snap.derived["tile"]
+        if sparse and (16 * f.get("wn", 0) != tile.values.size
+                       or f.get("wmeta", 0) != tile.meta.size):
+            raise ProgramError(f"sparse LD: the tile keeps {tile.values.size} weights with "
+                               f"{tile.meta.size} index bytes, but the instruction says "
+                               f"wn={f.get('wn', 0)} (x16) and wmeta={f.get('wmeta', 0)}")
+        end = _region(core.bufs["wbuf"], addr, 1, snap.data.size, 0, "LD (packed) of wbuf")
         core.replace_tags(addr, end, snap)
+        if sparse:
+            for name, data, at in (("fsb", tile.fsb, f.get("fsb_addr", 0)),
+                                   ("meta", tile.meta, f.get("meta_addr", 0))):
+                _region(core.bufs[name], at, 1, data.size, 0, f"LD (packed) of {name}")
+                core.bufs[name][at:at + data.size] = data
 
     def ld(self, core, f, cc, op):
         if f.get("wfmt", 0):
-            return self.ld_dequant(core, f)
+            return self.ld_packed(core, f)
         rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
         if not rows or not row_bytes:
             return
@@ -410,8 +426,15 @@ class _RunContext:
         wt, w_addr, w_stride = f.get("wt", 0), f.get("w_addr", 0), f.get("w_stride", 0)
         rows, cols = (k, n) if wt else (n, k)
         w_stride = w_stride or cols
-        w_end = _region(wbuf, w_addr, rows, cols, w_stride, "MPE weights")
-        w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+        if f.get("sparse", 0):
+            w_t = self._sparse_weights_t(core, f, n, k)
+            cc.macs += m * 16 * f.get("nnz", 0)
+            cc.fixed_chain_macs += m * n * k
+        else:
+            w_end = _region(wbuf, w_addr, rows, cols, w_stride, "MPE weights")
+            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+            cc.macs += m * n * k
+            cc.fixed_chain_macs += m * n * k
         if f.get("no_wscale", 0):
             w_scale = None
         else:
@@ -427,7 +450,37 @@ class _RunContext:
         out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
                      "MPE output")
         out[...] = res
-        cc.macs += m * n * k
+
+    def _sparse_weights_t(self, core, f, n, k):
+        """(K, N) float32 weights of a sparse MPE: kept INT8 values from wbuf placed by the
+        N:16 codes (fsb buffer) and 4-bit indices (meta buffer), as the sparse MUX reads them."""
+        nnz, w_addr = f.get("nnz", 0), f.get("w_addr", 0)
+        fa, ma, ml = f.get("fsb_addr", 0), f.get("meta_addr", 0), f.get("meta_len", 0)
+        nb = (n // 16) * (k // 16)
+        _region(core.bufs["fsb"], fa, 1, nb, 0, "sparse MPE codes (fsb)")
+        _region(core.bufs["meta"], ma, 1, ml, 0, "sparse MPE indices (meta)")
+        fsb = core.bufs["fsb"][fa:fa + nb].copy()
+        meta = core.bufs["meta"][ma:ma + ml].copy()
+        kept = int(fsb.astype(np.int64).sum()) if np.isin(fsb, WF.FSB_CODES).all() else -1
+        if kept != nnz:
+            raise ProgramError(f"sparse MPE: the N:16 codes at fsb {fa:#x} keep "
+                               f"{'invalid' if kept < 0 else 16 * kept} weights, but nnz={nnz} "
+                               f"(x16); the operand does not match the tile the LD brought in")
+        end = _region(core.bufs["wbuf"], w_addr, 1, 16 * nnz, 0, "sparse MPE weights")
+        tag = core.find_tag(w_addr, end)
+        key = ("sparse", n, k, fsb.tobytes(), meta.tobytes())
+        if tag is not None:
+            t0, snap = tag
+            key = (w_addr - t0,) + key
+            w_t = snap.derived.get(key)
+            if w_t is None:
+                vals = snap.data[w_addr - t0:end - t0].view(_I8)
+                w_t = snap.derived[key] = np.ascontiguousarray(
+                    WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
+            return w_t
+        core.materialize(w_addr, end)
+        vals = core.bufs["wbuf"][w_addr:end].view(_I8)
+        return np.ascontiguousarray(WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
 
     def _weights_t(self, core, addr, end, rows, cols, stride, wt):
         """(K, N) float32 weights for the MPE, from a snapshot when the range is one."""
@@ -504,7 +557,8 @@ class _RunContext:
             valid = None
             if f.get("causal", 0):
                 q_pos = self.P + np.arange(rows)[:, None] % groups
-                valid = np.arange(k)[None, :] <= q_pos
+                valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
+                                                 f.get("blk_sink", 0), f.get("blk_win", 0))
             out = out_f16()
             elements *= 2
             dyn = True                              # the mask depends on pos: never planned

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
 
 from .. import isa
 from ..config import UNITS, Target
@@ -57,7 +60,15 @@ class Timeline:
     clock_hz: float
     stalls: dict = field(default_factory=dict)     # (unit, cause) -> cycles waited
     hbm_bytes: dict = field(default_factory=dict)  # channel -> bytes
-    macs: int = 0
+    macs: int = 0                                  # MACs on kept weights (useful work)
+    mpe_slots: int = 0                             # MAC slots the MPE spent (passes x width)
+    mpe_slots_fixed: int = 0                       # ... a fixed dense chain would spend
+
+    def dsp_utilisation(self, fixed: bool = False) -> float:
+        """Useful MACs / MAC slots of the MPE's passes: the configurable sparse chain as
+        scheduled, or (`fixed`) a dense chain fed the same work, which multiplies the zeros."""
+        slots = self.mpe_slots_fixed if fixed else self.mpe_slots
+        return self.macs / slots if slots else 0.0
 
     @property
     def seconds(self) -> float:
@@ -93,10 +104,17 @@ class TimingModel:
             self.t.hbm_cross_channel_efficiency
         return self.hbm_latency + math.ceil(nbytes / (self.t.hbm_bytes_per_cycle * eff))
 
-    def mpe_cycles(self, op: str, m: int, n: int, k: int) -> int:
+    def mpe_passes(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> tuple:
+        """(passes, MAC slots per pass) of an MPE instruction.  A dense operand takes
+        ceil(n/pn) * ceil(k/pk) passes per row block; a sparse one (``kept`` weights in N:16
+        blocks) keeps the configurable chain full, so its kept weights fill pn * pk slots a pass
+        (paper §3.2: the chain is reconfigured per block so that no DSP multiplies a zero)."""
         pm, pn, pk = self.t.mm_parallel if op == "MM" else self.t.mv_parallel
-        passes = _ceil(m, pm) * _ceil(n, pn) * _ceil(k, pk)
-        return self.mpe_latency + passes
+        inner = _ceil(n, pn) * _ceil(k, pk) if kept is None else _ceil(kept, pn * pk)
+        return _ceil(m, pm) * inner, pm * pn * pk
+
+    def mpe_cycles(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> int:
+        return self.mpe_latency + self.mpe_passes(op, m, n, k, kept)[0]
 
     def misc_cycles(self, mop: str, rows: int, k: int) -> int:
         passes = 2 if mop in _TWO_PHASE else 1
@@ -124,7 +142,11 @@ class TimingModel:
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
             m, n, k = g("m", 0), g("n", 0), g("k", 0)
-            return self.mpe_cycles(op, m, n, k), [], 0, m * n * k
+            if g("blk_win", 0) and (g("dyn_n", 0) or g("dyn_k", 0)):
+                keys = kept_keys(m, n if g("dyn_n", 0) else k, g("blk_sink", 0), g("blk_win", 0))
+                n, k = (keys, k) if g("dyn_n", 0) else (n, keys)
+            kept = 16 * g("nnz", 0) if g("sparse", 0) else None
+            return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
             return self.misc_cycles(mop, g("rows", 0), g("k", 0)), [], 0, 0
@@ -138,6 +160,7 @@ class TimingModel:
         words = [0] * n_cores                      # instruction bytes fetched so far, per core
         t0 = 0                                      # start of the current phase
         events, stalls, hbm, macs = [], {}, {}, 0
+        slots = [0, 0]                              # configurable, fixed
         fetch_bpc = self.ddr_bpc / n_cores          # the cores share the instruction bank
         chan_free = {}
         ports = [self.t.channels_of(c) if c < self.t.cores else () for c in range(n_cores)]
@@ -187,6 +210,12 @@ class TimingModel:
                         chan_free[ch] = end
                         hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
                     macs += mac
+                    if op in _MPE:
+                        m, n, k = f.get("m", 0), f.get("n", 0), f.get("k", 0)
+                        kept = 16 * f.get("nnz", 0) if f.get("sparse", 0) else None
+                        p, w = self.mpe_passes(op, m, n, k, kept)
+                        slots[0] += p * w
+                        slots[1] += self.mpe_passes(op, m, n, k)[0] * w
                     rel = f.get("release", 0)
                     for p, dst in enumerate(UNITS):
                         if rel >> p & 1:
@@ -197,7 +226,7 @@ class TimingModel:
                     phase_end = max(phase_end, end)
                 phase_end = max(phase_end, max(unit_free.values()))
             t0 = phase_end + self.barrier
-        return Timeline(events, t0, self.t.clock_hz, stalls, hbm, macs)
+        return Timeline(events, t0, self.t.clock_hz, stalls, hbm, macs, *slots)
 
     def schedule_image(self, image) -> Timeline:
         """Schedule a packed instruction image (uint32 array) as compiled."""
@@ -206,6 +235,19 @@ class TimingModel:
         for off, n in table:
             streams.append([(i.op, i.fields) for i in isa.decode_stream(image[off:off + n])])
         return self.schedule(streams)
+
+
+@lru_cache(maxsize=4096)
+def kept_keys(rows: int, keys: int, sink: int, window: int) -> int:
+    """Average keys per query row that a block-sparse attention pattern keeps, for `rows` queries
+    at the last positions of a `keys`-long context (the capacity a bucket is charged at): the
+    MPE skips the key blocks the pattern masks, the causal future included (docs/isa.md)."""
+    p = np.arange(max(keys - rows, 0), keys)
+    qb = p // isa.ATTN_BLOCK
+    local = np.minimum(qb, window - 1)                     # whole blocks before the diagonal
+    sinks = np.clip(np.minimum(sink, qb - local), 0, None)
+    kept = (local + sinks) * isa.ATTN_BLOCK + p % isa.ATTN_BLOCK + 1
+    return max(1, -(-int(kept.sum()) // max(len(p), 1)))
 
 
 def roofline_cycles(target: Target, hbm_bytes: int, macs: int, mpe_macs_per_cycle=None,

@@ -154,6 +154,24 @@ def _pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.packbits(flat.reshape(-1), bitorder="little")
 
 
+def synthetic_codes(rows: int, k: int, density: float) -> np.ndarray | None:
+    """N:16 codes of a given average density, spread evenly over the blocks (for shape-only
+    models: the sizes and the chain's work of a sparse layer without its weights)."""
+    if density >= 1:
+        return None
+    if rows % BLOCK or k % BLOCK:
+        raise CompileError(f"a sparse weight is whole 16x16 blocks; {rows} x {k} is not")
+    lo = max(c for c in FSB_CODES if c / BLOCK <= density) if density >= 2 / BLOCK else None
+    if lo is None:
+        raise CompileError(f"density {density} is below the sparsest N:16 code (2/16)")
+    hi = min(c for c in FSB_CODES if c >= lo * 2 or c == BLOCK) if lo < BLOCK else BLOCK
+    frac_lo = (hi / BLOCK - density) / ((hi - lo) / BLOCK) if hi > lo else 1.0
+    n = (rows // BLOCK) * (k // BLOCK)
+    i = np.arange(n)
+    pick_lo = np.floor((i + 1) * frac_lo) > np.floor(i * frac_lo)
+    return np.where(pick_lo, lo, hi).astype(np.uint8).reshape(rows // BLOCK, k // BLOCK)
+
+
 def tile_layout(rows: int, k: int, bits: int, group: int, fsb=None) -> dict:
     """Byte sizes of a packed tile's sections, from its shape, format and FSB codes."""
     check_bits(bits, group)
@@ -274,6 +292,24 @@ class PackedWeight:
         bn = None if self.block_n is None else self.block_n[r0 // BLOCK:-(-r1 // BLOCK)]
         return PackedWeight(self.bits, self.group, self.q[rows], pick(self.mult),
                             pick(self.offset), self.scale[rows], bn, pick(self.mask))
+
+    @property
+    def format_key(self) -> tuple:
+        """(bits, group, sparse): weights with the same key can share a tile."""
+        return (self.bits, self.group if self.bits < 8 else 0, self.sparse)
+
+    @staticmethod
+    def concat(parts) -> "PackedWeight":
+        """Stack row blocks of the same format into one matrix."""
+        first = parts[0]
+        if any(p.format_key != first.format_key or p.shape[1] != first.shape[1] for p in parts):
+            raise CompileError("only weights of one format and width stack into one matrix")
+        if first.sparse and any(p.shape[0] % BLOCK for p in parts[:-1]):
+            raise CompileError(f"sparse weights stack at multiples of {BLOCK} rows")
+        cat = (lambda name: None if getattr(first, name) is None
+               else np.concatenate([getattr(p, name) for p in parts]))
+        return PackedWeight(first.bits, first.group, cat("q"), cat("mult"), cat("offset"),
+                            cat("scale"), cat("block_n"), cat("mask"))
 
     def int8(self) -> np.ndarray:
         """(R, K) INT8 weights the MPE multiplies (zeros where pruned)."""

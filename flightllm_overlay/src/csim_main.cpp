@@ -13,7 +13,7 @@
 //                                DIR/core<c>_<buf>.bin per core and buffer, DIR/result.txt
 //     runs N                     optional: run the image N times in a row (default 1)
 // result.txt: "key value" lines: status, error_code, error_core, error_pc, insns, message, and per
-// core "core<c>_insns LD ST MM MV MISC SYS", "core<c>_macs", "core<c>_misc_elements", and per
+// core "core<c>_insns LD ST MM MV MISC SYS", "core<c>_macs", "core<c>_fixed_macs", "core<c>_misc_elements", and per
 // channel "hbm_read<ch>", "hbm_written<ch>".
 #include <cstdio>
 #include <cstdlib>
@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
         const CoreCounters& cc = cores[c].count;
         res << "core" << c << "_insns";
         for (unsigned u = 0; u < FLLM_NUM_UNITS; u++) res << " " << cc.insns[u];
-        res << "\ncore" << c << "_macs " << cc.macs << "\ncore" << c << "_misc_elements " << cc.misc_elements
-            << "\n";
+        res << "\ncore" << c << "_macs " << cc.macs << "\ncore" << c << "_fixed_macs " << cc.fixed_macs
+            << "\ncore" << c << "_misc_elements " << cc.misc_elements << "\n";
         for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) {
             unsigned ch = FLLM_CORE_CHANNELS[c][k];
             if (cc.hbm_read[k]) res << "hbm_read" << ch << " " << cc.hbm_read[k] << "\n";

@@ -54,23 +54,31 @@ struct MoveFields {        // LD / ST
     unsigned wait, release, buf, dyn, remote, remote_core, channel, stripe;
     uint64_t hbm_addr, hbm_stride;
     unsigned buf_addr, rows, row_bytes, buf_stride;
-    unsigned wfmt, wk;     // LD through the dequantisation unit: weight format, columns
+    // LD through the dequantisation unit (wfmt = packed, sim/wformat.py): columns, code width
+    // and group size (indices into FLLM_WEIGHT_BITS / FLLM_WEIGHT_GROUPS), N:16 sparsity with
+    // where the codes (fsb) and indices (meta) go, and the tile's kept weights / 16 and index bytes
+    unsigned wfmt, wk, wbits, wgroup, sparse, meta_addr, fsb_addr, wn, wmeta;
 };
 
 struct MatFields {         // MM / MV
     unsigned wait, release, wt, dyn_n, dyn_k, no_wscale, m, n, k;
     unsigned a_addr, a_scale, w_addr, w_scale, out_addr, a_stride, w_stride, out_stride;
+    // sparse operand (N:16 blocks): codes at fsb_addr, meta_len index bytes at meta_addr,
+    // 16*nnz kept INT8 weights at w_addr in MPE order
+    unsigned sparse, meta_addr, fsb_addr, nnz, meta_len;
+    // block-sparse attention (isa.attention_block_keep): the hardware skips masked key blocks;
+    // the results are those of the dense product, so the C simulation computes that
+    unsigned blk_sink, blk_win;
 };
 
 struct MiscFields {
     unsigned wait, release, op, dyn_k, causal, out_abuf, bcast_b, b_f32, rows, k, groups;
     unsigned a_addr, b_addr, out_addr, out2_addr, a_stride, b_stride, out_stride;
     uint32_t imm;
+    unsigned blk_sink, blk_win;   // causal softmax: block-sparse pattern (0 window: dense causal)
 };
 
-MoveFields fllm_decode_move(const insn_bits_t& b);
-MatFields fllm_decode_mat(const insn_bits_t& b);
-MiscFields fllm_decode_misc(const insn_bits_t& b);
+#include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc
 
 // ---------------------------------------------------------------------------------------------
 // Per-core state
@@ -86,7 +94,9 @@ struct UnitHead {          // the instruction a unit has taken from its queue bu
 
 struct CoreCounters {
     uint64_t insns[FLLM_NUM_UNITS];
-    uint64_t macs, misc_elements;
+    uint64_t macs;         // multiply-accumulates the configurable chain performs (kept weights)
+    uint64_t fixed_macs;   // MAC slots a fixed dense chain would spend on the same work (m*n*k)
+    uint64_t misc_elements;
     uint64_t hbm_read[FLLM_CHANNELS_PER_CORE], hbm_written[FLLM_CHANNELS_PER_CORE];
 };
 
@@ -193,7 +203,7 @@ void memctrl(uint8_t* hbm0, uint8_t* hbm1, uint8_t* hbm2, uint8_t* hbm3, uint8_t
              unsigned* bytes_read_hi, unsigned* bytes_written_lo, unsigned* bytes_written_hi,
              RunContext& link);
 void mpe(unsigned* insns_lo, unsigned* insns_hi, unsigned* macs_lo, unsigned* macs_hi,
-         RunContext& link);
+         unsigned* fixed_macs_lo, unsigned* fixed_macs_hi, RunContext& link);
 void misc(unsigned* insns_lo, unsigned* insns_hi, unsigned* elements_lo, unsigned* elements_hi,
           RunContext& link);
 

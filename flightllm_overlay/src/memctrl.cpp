@@ -1,4 +1,4 @@
-// memctrl.cpp: the memory controller kernel of one core: LD (HBM or remote core -> on-chip buffer, all dyn modes, striped) and ST.
+// memctrl.cpp: the memory controller kernel of one core: LD (HBM or remote core -> on-chip buffer, all dyn modes, striped, packed weights through the dequantisation unit) and ST.
 //
 // Semantics: docs/isa.md section 5 (LD, ST) and section 4 (dyn modes); reference: the ld/st
 // methods of sim/functional.py, whose checks are made here in the same order.
@@ -89,52 +89,188 @@ static unsigned hbm_parts(const MoveFields& f, const RunContext& ctx, uint64_t r
     return 0;
 }
 
-// LD through the dequantisation unit (wfmt = int4; functional.py ld_dequant, units.dequant_int4):
-// `row_bytes` of HBM tile -> `rows` INT8 weight rows of `wk` columns at buf_addr, then `rows`
-// FP32 row scales.  Tile: [rows*wk/2 packed nibbles, low first][rows*wk/32 group bytes: zero
-// point z in bits 3..0, multiplier m-1 in bits 6..4][rows FP32 scales]; w = (q - z) * m.
-static unsigned ld_dequant(const MoveFields& f, RunContext& ctx) {
-    uint64_t rows = f.rows, k = f.wk, addr = f.buf_addr;
+// ---------------------------------------------------------------------------------------------
+// LD through the dequantisation unit (wfmt = packed; sim/wformat.py dequant_tile, functional.py
+// ld_packed).  The tile is `row_bytes` of HBM (the concatenation of 2**stripe chunks, if striped):
+//     [FSB codes: one byte per 16x16 block, block-row major]          (sparse only)
+//     [4-bit indices, low nibble first, of the blocks with N < 16]     (sparse only)
+//     [codes: a `bits`-wide little-endian bit stream of the kept weights, MPE order]
+//     [(M uint16, B int16) per row per group of `group` columns]       (bits < 8 only)
+//     [rows FP32 row scales]
+// It writes the kept INT8 weights (MPE order) then the row scales to wbuf at buf_addr, and if
+// sparse the codes to fsb at fsb_addr and the indices to meta at meta_addr.  MPE order: dense
+// tiles row by row; sparse tiles block-row by block-row, block by block, row by row inside a
+// block, kept columns ascending.
+// ---------------------------------------------------------------------------------------------
+static constexpr unsigned BLK = FLLM_SPARSE_BLOCK;
+
+// Byte j of a (possibly striped) tile: chunk j / part_bytes, at the same offset of its port.
+struct TileReader {
+    const RunContext* ctx;
+    const unsigned* ports;
+    uint64_t base, part_bytes;
+    uint8_t operator()(uint64_t j) const {
+        unsigned i = (unsigned)(j / part_bytes);
+        return ctx->port[ports[i]][base + (j - i * part_bytes)];
+    }
+};
+
+// Code `i` of the bit stream starting at tile byte `at` (bit b of the stream: bit b%8 of byte b/8).
+static unsigned read_code(const TileReader& tile, uint64_t at, uint64_t i, unsigned bits) {
+    if (bits == 8) return tile(at + i);
+    uint64_t bit = i * bits;
+    unsigned shift = (unsigned)(bit & 7);
+    unsigned word = tile(at + (bit >> 3));
+    if (shift + bits > 8) word |= (unsigned)tile(at + (bit >> 3) + 1) << 8;   // a 3-bit code across bytes
+    return (word >> shift) & ((1u << bits) - 1);
+}
+
+// The dequantisation unit: w8 = clamp((q*M + B + 2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX); 8-bit codes
+// are the INT8 weights themselves.
+static int8_t dequant(unsigned q, unsigned bits, uint16_t mult, int16_t offset) {
+#pragma HLS INLINE
+    if (bits == 8) return (int8_t)(uint8_t)q;
+    ap_int<24> acc = (ap_int<24>)((int)q * (int)mult + (int)offset + (1 << (FLLM_DEQ_SHIFT - 1)));
+    ap_int<24> w = acc >> FLLM_DEQ_SHIFT;                       // arithmetic: floors
+    if (w > FLLM_DEQ_WMAX) w = FLLM_DEQ_WMAX;
+    if (w < -FLLM_DEQ_WMAX) w = -FLLM_DEQ_WMAX;
+    return (int8_t)w.to_int();
+}
+
+// 4-bit index `i` of the index section starting at tile byte `at`
+static unsigned read_index(const TileReader& tile, uint64_t at, uint64_t i) {
+    uint8_t byte = tile(at + i / 2);
+    return (i & 1) ? (byte >> 4) : (byte & 0xF);
+}
+
+static bool legal_fsb_code(unsigned code) {
+    for (unsigned c = 0; c < FLLM_NUM_FSB_CODES; c++)
+        if (code == FLLM_FSB_CODES[c]) return true;
+    return false;
+}
+
+static unsigned ld_packed(const MoveFields& f, RunContext& ctx) {
+    const uint64_t rows = f.rows, k = f.wk, addr = f.buf_addr;
     if (!rows || !k) return 0;
-    unsigned err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, rows * (k + 4), 0, "LD (dequantising) of wbuf");
-    if (err) return err;
-    uint64_t groups = k / FLLM_INT4_GROUP;
-    uint64_t need = rows * (k / 2 + groups + 4);
-    if (f.row_bytes < need)
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "an int4 tile of %llu x %llu needs %llu bytes; the LD reads %u",
-                  (unsigned long long)rows, (unsigned long long)k, (unsigned long long)need, f.row_bytes);
+    const unsigned bits = FLLM_WEIGHT_BITS[f.wbits], group = FLLM_WEIGHT_GROUPS[f.wgroup];
     unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
-    err = hbm_parts(f, ctx, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
+    unsigned err = hbm_parts(f, ctx, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;
-    CoreCounters& cc = ctx.cores[ctx.core].count;
-    for (unsigned i = 0; i < parts; i++) cc.hbm_read[ports[i]] += part_bytes;
-    // byte j of the tile comes from chunk j / part_bytes (striped) at the same offset
-    auto tile = [&](uint64_t j) -> uint8_t {
-        unsigned i = (unsigned)(j / part_bytes);
-        return ctx.port[ports[i]][f.hbm_addr + (j - i * part_bytes)];
-    };
-    uint8_t* w = ctx.cores[ctx.core].wbuf;
-    const uint64_t packed = rows * k / 2, group_bytes = rows * groups;
-DEQUANT:
-    for (uint64_t r = 0; r < rows; r++) {
-        for (uint64_t c = 0; c < k; c++) {
+    CoreState& core = ctx.cores[ctx.core];
+    for (unsigned i = 0; i < parts; i++) core.count.hbm_read[ports[i]] += part_bytes;
+    const TileReader tile = {&ctx, ports, f.hbm_addr, part_bytes};
+    const uint64_t size = f.row_bytes;
+
+    // sections of the tile (wformat.tile_layout); the FSB codes say how much a sparse tile keeps
+    const uint64_t nbc = k / BLK, nb = f.sparse ? (rows / BLK) * nbc : 0;
+    uint64_t kept = rows * k, n_idx = 0;
+    if (f.sparse) {
+        if (nb > size)
+            FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile: FSB codes are not N:16 codes; the blob is corrupt or "
+                      "not sparse (%llu blocks, %llu bytes)", (unsigned long long)nb, (unsigned long long)size);
+        kept = 0;
+    FSB_SCAN:
+        for (uint64_t b = 0; b < nb; b++) {
 #pragma HLS PIPELINE II = 1
-            uint8_t byte = tile(r * (k / 2) + c / 2);
-            ap_int<6> q = (c & 1) ? (byte >> 4) : (byte & 0xF);
-            uint8_t g = tile(packed + r * groups + c / FLLM_INT4_GROUP);
-            ap_int<6> z = g & 0xF;
-            ap_int<5> m = ((g >> 4) & 0x7) + 1;
-            ap_int<8> v = (q - z) * m;                   // within +-120
-            w[addr + r * k + c] = (uint8_t)v.to_int();
+            unsigned code = tile(b);
+            if (!legal_fsb_code(code))
+                FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile: FSB code %u of block %llu is not an N:16 code; the "
+                          "blob is corrupt or not sparse", code, (unsigned long long)b);
+            kept += BLK * code;
+            if (code < BLK) n_idx += BLK * code;
         }
     }
-    for (uint64_t i = 0; i < 4 * rows; i++) w[addr + rows * k + i] = tile(packed + group_bytes + i);
+    const uint64_t meta_at = nb, meta_bytes = (n_idx + 1) / 2;
+    const uint64_t codes_at = meta_at + meta_bytes, code_bytes = (kept * bits + 7) / 8;
+    const uint64_t groups = bits < 8 ? k / group : 0;
+    const uint64_t params_at = codes_at + code_bytes, scales_at = params_at + 4 * rows * groups;
+    const uint64_t total = scales_at + 4 * rows;
+    if (size < total)
+        FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile of %llu x %llu (%u-bit%s) needs %llu bytes; the LD reads %llu",
+                  (unsigned long long)rows, (unsigned long long)k, bits, f.sparse ? ", sparse" : "",
+                  (unsigned long long)total, (unsigned long long)size);
+    if (f.sparse && bits < 8) {      // the group of a kept weight comes from its index: ascending
+        uint64_t ip = 0;
+    INDEX_ORDER:
+        for (uint64_t b = 0; b < nb; b++) {
+            unsigned code = tile(b);
+            if (code == BLK) continue;
+            for (unsigned r = 0; r < BLK; r++) {
+                for (unsigned t = 1; t < code; t++) {
+#pragma HLS PIPELINE II = 1
+                    if (read_index(tile, meta_at, ip + t) <= read_index(tile, meta_at, ip + t - 1))
+                        FLLM_FAIL(FLLM_ERR_PROGRAM, "meta buffer: the indices of block (%llu, %llu) are not "
+                                  "strictly increasing per row; the tile is corrupt",
+                                  (unsigned long long)(b / nbc), (unsigned long long)(b % nbc));
+                }
+                ip += code;
+            }
+        }
+    }
+    if (f.sparse && ((uint64_t)BLK * f.wn != kept || f.wmeta != meta_bytes))
+        FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse LD: the tile keeps %llu weights with %llu index bytes, but the "
+                  "instruction says wn=%u (x16) and wmeta=%u", (unsigned long long)kept,
+                  (unsigned long long)meta_bytes, f.wn, f.wmeta);
+    if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, kept + 4 * rows, 0, "LD (packed) of wbuf")))
+        return err;
+    if (f.sparse) {
+        if ((err = fllm_check_region(FLLM_BUF_FSB_BYTES, f.fsb_addr, 1, nb, 0, "LD (packed) of fsb"))) return err;
+        if ((err = fllm_check_region(FLLM_BUF_META_BYTES, f.meta_addr, 1, meta_bytes, 0, "LD (packed) of meta")))
+            return err;
+    }
+
+    // kept weights in MPE order through the dequantisation unit
+    uint8_t* w = core.wbuf + addr;
+    auto param = [&](uint64_t r, uint64_t c, uint16_t& mult, int16_t& offset) {
+        uint64_t at = params_at + 4 * (r * groups + c / group);
+        mult = (uint16_t)(tile(at) | (tile(at + 1) << 8));
+        offset = (int16_t)(uint16_t)(tile(at + 2) | (tile(at + 3) << 8));
+    };
+    uint16_t mult = 0;
+    int16_t offset = 0;
+    if (!f.sparse) {
+    DEQUANT_DENSE:
+        for (uint64_t i = 0; i < kept; i++) {
+#pragma HLS PIPELINE II = 1
+            if (bits < 8) param(i / k, i % k, mult, offset);
+            w[i] = (uint8_t)dequant(read_code(tile, codes_at, i, bits), bits, mult, offset);
+        }
+    } else {
+        uint64_t vp = 0, ip = 0;     // next kept weight, next index
+    DEQUANT_BLOCKS:
+        for (uint64_t b = 0; b < nb; b++) {
+            unsigned code = tile(b);
+            uint64_t row0 = (b / nbc) * BLK, col0 = (b % nbc) * BLK;
+            for (unsigned r = 0; r < BLK; r++) {
+            DEQUANT_KEPT:
+                for (unsigned t = 0; t < code; t++) {
+#pragma HLS PIPELINE II = 1
+                    unsigned col = code == BLK ? t : read_index(tile, meta_at, ip + t);
+                    if (bits < 8) param(row0 + r, col0 + col, mult, offset);
+                    w[vp + t] = (uint8_t)dequant(read_code(tile, codes_at, vp + t, bits), bits, mult, offset);
+                }
+                vp += code;
+                if (code < BLK) ip += code;
+            }
+        }
+    }
+SCALES:
+    for (uint64_t i = 0; i < 4 * rows; i++) {
+#pragma HLS PIPELINE II = 1
+        w[kept + i] = tile(scales_at + i);
+    }
+    if (f.sparse) {
+    FSB_CODES:
+        for (uint64_t b = 0; b < nb; b++) core.fsb[f.fsb_addr + b] = tile(b);
+    META:
+        for (uint64_t i = 0; i < meta_bytes; i++) core.meta[f.meta_addr + i] = tile(meta_at + i);
+    }
     return 0;
 }
 
 unsigned fllm_exec_ld(const MoveFields& f, RunContext& ctx) {
-    if (f.wfmt) return ld_dequant(f, ctx);
+    if (f.wfmt) return ld_packed(f, ctx);
     uint64_t rows, off;
     unsigned err = dyn_rows(f, ctx, rows, off);
     if (err) return err;

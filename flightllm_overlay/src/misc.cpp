@@ -1,4 +1,4 @@
-// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, rmsnorm, silu, rope, quant (dyn_k, causal, groups, bcast_b, b_f32).
+// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, rmsnorm, silu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
 //
 // Semantics: docs/isa.md section 5 (MISC); reference: the MISC functions of sim/units.py and the
 // misc method of sim/functional.py (same checks in the same order).  FP16 in, FP32 arithmetic with
@@ -17,6 +17,17 @@ static float row_sum_f64(const float* v, uint64_t n) {
 SUM:
     for (uint64_t c = 0; c < n; c++) s = s + (double)v[c];   // left to right, float64
     return (float)s;
+}
+
+// Causal attention mask with the block-sparse pattern (isa.attention_block_keep): key c is kept
+// for query position q if c <= q and, when `win` > 0, its ATTN_BLOCK-token block is one of the
+// first `sink` blocks or within `win` blocks of the query's (the diagonal block included).
+static bool attention_keep(uint64_t q, uint64_t c, unsigned sink, unsigned win) {
+#pragma HLS INLINE
+    if (c > q) return false;
+    if (!win) return true;
+    uint64_t qb = q / FLLM_ATTN_BLOCK, kb = c / FLLM_ATTN_BLOCK;
+    return kb < sink || qb - kb < win;
 }
 
 unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
@@ -116,7 +127,7 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
                 bool nan = false;
                 for (uint64_t c = 0; c < k; c++) {         // phase 1: scale, mask, max
                     float z = a_at(r, c) * scale;
-                    if (f.causal && c > q_pos) z = -INFINITY;
+                    if (f.causal && !attention_keep(q_pos, c, f.blk_sink, f.blk_win)) z = -INFINITY;
                     x[c] = z;
                     if (std::isnan(z)) nan = true;
                     else if (z > m) m = z;

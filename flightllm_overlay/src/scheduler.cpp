@@ -10,76 +10,6 @@
 char fllm_error_message[512];
 #endif
 
-// ---------------------------------------------------------------------------------------------
-// Field decoding
-// ---------------------------------------------------------------------------------------------
-MoveFields fllm_decode_move(const insn_bits_t& b) {
-    MoveFields f;
-    f.wait = FLLM_GET(b, LD, WAIT);
-    f.release = FLLM_GET(b, LD, RELEASE);
-    f.buf = FLLM_GET(b, LD, BUF);
-    f.dyn = FLLM_GET(b, LD, DYN);
-    f.remote = FLLM_GET(b, LD, REMOTE);
-    f.remote_core = FLLM_GET(b, LD, REMOTE_CORE);
-    f.channel = FLLM_GET(b, LD, CHANNEL);
-    f.stripe = FLLM_GET(b, LD, STRIPE);
-    f.hbm_addr = FLLM_GET(b, LD, HBM_ADDR);
-    f.buf_addr = FLLM_GET(b, LD, BUF_ADDR);
-    f.rows = FLLM_GET(b, LD, ROWS);
-    f.row_bytes = FLLM_GET(b, LD, ROW_BYTES);
-    f.hbm_stride = FLLM_GET(b, LD, HBM_STRIDE);
-    f.buf_stride = FLLM_GET(b, LD, BUF_STRIDE);
-    f.wfmt = FLLM_GET(b, LD, WFMT);
-    f.wk = FLLM_GET(b, LD, WK);
-    return f;
-}
-
-MatFields fllm_decode_mat(const insn_bits_t& b) {
-    MatFields f;
-    f.wait = FLLM_GET(b, MM, WAIT);
-    f.release = FLLM_GET(b, MM, RELEASE);
-    f.wt = FLLM_GET(b, MM, WT);
-    f.dyn_n = FLLM_GET(b, MM, DYN_N);
-    f.dyn_k = FLLM_GET(b, MM, DYN_K);
-    f.no_wscale = FLLM_GET(b, MM, NO_WSCALE);
-    f.m = FLLM_GET(b, MM, M);
-    f.n = FLLM_GET(b, MM, N);
-    f.k = FLLM_GET(b, MM, K);
-    f.a_addr = FLLM_GET(b, MM, A_ADDR);
-    f.a_scale = FLLM_GET(b, MM, A_SCALE);
-    f.w_addr = FLLM_GET(b, MM, W_ADDR);
-    f.w_scale = FLLM_GET(b, MM, W_SCALE);
-    f.out_addr = FLLM_GET(b, MM, OUT_ADDR);
-    f.a_stride = FLLM_GET(b, MM, A_STRIDE);
-    f.w_stride = FLLM_GET(b, MM, W_STRIDE);
-    f.out_stride = FLLM_GET(b, MM, OUT_STRIDE);
-    return f;
-}
-
-MiscFields fllm_decode_misc(const insn_bits_t& b) {
-    MiscFields f;
-    f.wait = FLLM_GET(b, MISC, WAIT);
-    f.release = FLLM_GET(b, MISC, RELEASE);
-    f.op = FLLM_GET(b, MISC, OP);
-    f.dyn_k = FLLM_GET(b, MISC, DYN_K);
-    f.causal = FLLM_GET(b, MISC, CAUSAL);
-    f.out_abuf = FLLM_GET(b, MISC, OUT_ABUF);
-    f.bcast_b = FLLM_GET(b, MISC, BCAST_B);
-    f.b_f32 = FLLM_GET(b, MISC, B_F32);
-    f.rows = FLLM_GET(b, MISC, ROWS);
-    f.k = FLLM_GET(b, MISC, K);
-    f.groups = FLLM_GET(b, MISC, GROUPS);
-    f.a_addr = FLLM_GET(b, MISC, A_ADDR);
-    f.b_addr = FLLM_GET(b, MISC, B_ADDR);
-    f.out_addr = FLLM_GET(b, MISC, OUT_ADDR);
-    f.out2_addr = FLLM_GET(b, MISC, OUT2_ADDR);
-    f.a_stride = FLLM_GET(b, MISC, A_STRIDE);
-    f.b_stride = FLLM_GET(b, MISC, B_STRIDE);
-    f.out_stride = FLLM_GET(b, MISC, OUT_STRIDE);
-    f.imm = (uint32_t)FLLM_GET(b, MISC, IMM);
-    return f;
-}
-
 // Every format starts with opcode, wait, release at the same offsets.
 static_assert(FLLM_LD_WAIT_OFF == FLLM_SYS_WAIT_OFF && FLLM_MM_WAIT_OFF == FLLM_MISC_WAIT_OFF &&
               FLLM_LD_RELEASE_OFF == FLLM_SYS_RELEASE_OFF && FLLM_MM_RELEASE_OFF == FLLM_MISC_RELEASE_OFF &&
@@ -161,15 +91,26 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
         if (opcode == FLLM_OPCODE_LD && f.wfmt >= FLLM_NUM_WFMTS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u is not a legal value", f.wfmt);
         if (f.wfmt && (opcode == FLLM_OPCODE_ST || f.remote || f.buf != FLLM_BUF_WBUF ||
-                       f.dyn != FLLM_DYN_STATIC || f.wk % FLLM_INT4_GROUP))
+                       f.dyn != FLLM_DYN_STATIC))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wfmt=%u: dequantising loads are static LDs of weight "
-                      "rows into the weight buffer, with wk a multiple of %u", f.wfmt, FLLM_INT4_GROUP);
+                      "rows into the weight buffer", f.wfmt);
+        if (f.wfmt && FLLM_WEIGHT_BITS[f.wbits] < 8 && f.wk % FLLM_WEIGHT_GROUPS[f.wgroup])
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "LD of %u-bit weights: wk=%u is not a whole number of "
+                      "groups of %u", FLLM_WEIGHT_BITS[f.wbits], f.wk, FLLM_WEIGHT_GROUPS[f.wgroup]);
+        if (f.wfmt && f.sparse && (f.rows % FLLM_SPARSE_BLOCK || f.wk % FLLM_SPARSE_BLOCK))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse LD: rows=%u and wk=%u must be multiples of %u "
+                      "(whole N:16 blocks)", f.rows, f.wk, FLLM_SPARSE_BLOCK);
         if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote || (f.rows > 1 && !f.wfmt) ||
                          f.row_bytes % (1u << f.stripe)))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "stripe=%u: striping is for LD of one contiguous row "
                       "whose length divides into 2**stripe chunks", f.stripe);
-    } else if (opcode == FLLM_OPCODE_MV) {
-        if (FLLM_GET(b, MV, M) > FLLM_MV_MAX_ROWS)
+    } else if (opcode == FLLM_OPCODE_MM || opcode == FLLM_OPCODE_MV) {
+        MatFields f = fllm_decode_mat(b);
+        if (f.sparse && (f.wt || f.n % FLLM_SPARSE_BLOCK || f.k % FLLM_SPARSE_BLOCK || f.dyn_n || f.dyn_k ||
+                         f.w_stride))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse MM/MV: weights are whole 16x16 blocks in the packed "
+                      "order (n and k multiples of %u, no wt, no dynamic n/k, w_stride 0)", FLLM_SPARSE_BLOCK);
+        if (opcode == FLLM_OPCODE_MV && f.m > FLLM_MV_MAX_ROWS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MV handles at most %u rows", FLLM_MV_MAX_ROWS);
     } else if (opcode == FLLM_OPCODE_MISC) {
         if (FLLM_GET(b, MISC, OP) >= FLLM_NUM_MISC_OPS)
@@ -337,11 +278,11 @@ CHECK_STREAMS:
 static void run_units(RunContext& link) {
 #ifndef __SYNTHESIS__
     CoreState& cs = link.cores[link.core];
-    unsigned regs[4];
+    unsigned regs[6];
     while (true) {
         size_t before = cs.done.size();
         misc(&regs[0], &regs[1], &regs[2], &regs[3], link);
-        mpe(&regs[0], &regs[1], &regs[2], &regs[3], link);
+        mpe(&regs[0], &regs[1], &regs[2], &regs[3], &regs[4], &regs[5], link);
         memctrl(link.port[0], link.port[1], link.port[2], link.port[3], link.port[4], link.port[5],
                 link.port[6], link.port[7], &regs[0], &regs[1], &regs[2], &regs[3], link);
         if (cs.done.size() == before) break;
