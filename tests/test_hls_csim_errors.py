@@ -173,6 +173,7 @@ PACKED_ERRORS = {
     "mm-indices-not-increasing": (8, _corrupt_index, {}, {}, 3),
     "mm-corrupt-code-in-fsb": (8, None, {}, {"corrupt_fsb": 1}, 3),
     "mm-weights-past-end": (8, None, {}, {"w_addr": (2 << 20) - 64, "w_scale": 0}, 2),
+    "mm-scales-misaligned": (8, None, {}, {"w_scale": 512 + 1}, 3),   # inside the loaded tile
 }
 
 

@@ -439,6 +439,9 @@ class _RunContext:
             w_scale = None
         else:
             s_addr = f.get("w_scale", 0)
+            if s_addr % 4:              # the lazy path below must check what _array checks
+                raise ProgramError(f"MPE weight scales: address {s_addr:#x} / stride {4 * n} not "
+                                   f"aligned to 4-byte float32 elements")
             core_tag = core.find_tag(s_addr, s_addr + 4 * n)
             if core_tag is None:
                 core.materialize(s_addr, s_addr + 4 * n)
