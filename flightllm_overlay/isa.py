@@ -24,7 +24,7 @@ BUFFERS = ("wbuf", "abuf", "gbuf", "meta", "fsb", "bias")       # on-chip buffer
 DYN_MODES = ("static", "at_pos", "history", "step", "last")    # how LD/ST use run-time params
 WEIGHT_FORMATS = ("int8", "int4")    # LD's dequantisation unit: HBM format -> INT8 in wbuf
 INT4_GROUP = 32                      # weights per group of an int4 row (one group byte each)
-MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
+MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant", "relu")
 SYS_OPS = ("barrier", "end")
 
 HEADER = (("opcode", 4), ("wait", 6), ("release", 6))

@@ -74,19 +74,20 @@ _MISC_MEANING = {
     "causal": "softmax: key j of row r is valid only if j <= pos + (r mod groups)",
     "out_abuf": "1: write the activation buffer; required by quant, illegal for every other op",
     "bcast_b": "eadd/emul: b is one row used for every row (b_stride ignored)",
-    "b_f32": "b elements are FP32 instead of FP16 (eadd, emul, rmsnorm gamma)",
+    "b_f32": "b elements are FP32 instead of FP16 (eadd, emul, rmsnorm gamma, layernorm gamma/beta)",
     "rows": "rows to process",
     "k": "elements per row",
     "groups": "tokens per group: row r belongs to token r mod groups (rope, causal softmax); "
               "0 means 1",
     "a_addr": "gbuf byte address of the FP16 input a (rows, K)",
-    "b_addr": "gbuf byte address of operand b: eadd/emul b, rmsnorm gamma, rope table",
+    "b_addr": "gbuf byte address of operand b: eadd/emul b, rmsnorm gamma, layernorm gamma "
+              "(beta one b_stride after it), rope table",
     "out_addr": "byte address of the output: gbuf FP16, or abuf INT8 for quant",
     "out2_addr": "quant: abuf byte address of the `rows` FP32 scales",
     "a_stride": "bytes between rows of a; 0 = 2K",
     "b_stride": "bytes between rows of b; 0 = K elements packed",
     "out_stride": "bytes between output rows; 0 = 2K (quant: K)",
-    "imm": "FP32 bit pattern: softmax scale, rmsnorm epsilon; ignored by the other ops",
+    "imm": "FP32 bit pattern: softmax scale, rmsnorm/layernorm epsilon; ignored by the other ops",
 }
 _SYS_MEANING = {"op": "operation (index into `SYS_OPS`)"}
 FIELD_MEANING = {
@@ -113,10 +114,11 @@ ENUM_MEANING = {
                   "step": "`len` rows from HBM row 0 (this step's rows)",
                   "last": "1 row: HBM row `len - 1` (the last real token of this step)"},
     "MISC_OPS": {"eadd": "out = a + b", "emul": "out = a * b", "softmax": "row softmax of a * imm",
-                 "layernorm": "reserved: decodes, but no target implements it",
+                 "layernorm": "(a - mean) * rsqrt(var + imm) * gamma + beta",
                  "rmsnorm": "a * rsqrt(mean(a^2) + imm) * gamma", "silu": "a * sigmoid(a)",
                  "rope": "rotate-half rotary embedding with a [cos, sin] table",
-                 "quant": "dynamic per-row INT8 quantization into abuf"},
+                 "quant": "dynamic per-row INT8 quantization into abuf",
+                 "relu": "max(a, 0) (OPT's FFN activation)"},
     "SYS_OPS": {"barrier": "fence, then wait for every core to reach its matching barrier",
                 "end": "fence, end of this core's stream (every core must end together)"},
 }
