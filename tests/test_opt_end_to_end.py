@@ -13,6 +13,10 @@ from flightllm_overlay.model import ModelArgs, Transformer, load_checkpoint
 from flightllm_overlay.model.testing import make_tiny_opt
 from flightllm_overlay.runtime import Generator, Session
 
+# Rows of a prefill step past `len` must stay finite too (stale position rows once fed back and
+# overflowed to inf/NaN there): any numpy overflow or invalid-cast warning fails a test here.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 # W8A8 with FP16 on-chip arithmetic against the float32 reference: the LLaMA test's tolerances.
 COSINE_MIN = 0.995          # cosine similarity of a logits row
 REL_MAX = 0.12              # max |device - reference| relative to max |reference|
@@ -96,6 +100,16 @@ def test_greedy_tokens_agree_with_float_reference(session, opt_ckpt):
             decided += 1
         logits = ref.forward([tok], len(PROMPT) + i)[-1].numpy()
     assert decided >= 6
+
+
+def test_rows_past_len_do_not_read_stale_buffer_contents(sim_overlay, opt_program):
+    """A prefill step computes all its rows; those past `len` must not pick up whatever an earlier
+    program left in the global buffer (here: +inf everywhere), or they overflow to NaN."""
+    with Session(sim_overlay, opt_program) as s:
+        want = s.run("prefill", PROMPT[:5], 0)
+        for core in sim_overlay.device._simulator.cores:
+            core.bufs["gbuf"].view(np.uint16)[:] = 0x7C00     # FP16 +inf
+        np.testing.assert_array_equal(s.run("prefill", PROMPT[:5], 0), want)
 
 
 def test_chunked_prefill_equals_one_prefill(session):

@@ -181,7 +181,8 @@ def param_row(args, layer: dict, cp) -> np.ndarray:
 
 class OptPlacement(Placement):
     """`Placement` of an OPT: fc1 split by FFN rows, fc2 by output rows (as gate/up and down),
-    one parameter row per layer (`param_row`) and the position table on each core's first channel."""
+    one parameter row per layer (`param_row`), the position table and a block of zero rows (the
+    positions of a step's rows past `len`) on each core's first channel."""
 
     def _place_static(self, qm: OptQuantizedModel) -> None:
         a, d = self.args, self.args.head_dim
@@ -192,6 +193,7 @@ class OptPlacement(Placement):
             c = cp.index
             home = self.target.channels_of(c)[0]
             cp.positions = self.layout.put(home, table)
+            cp.zero_rows = self.layout.put(home, np.zeros((self.t_max, a.dim), np.float16))
             cp.layers, cp.norms = [], []
             for layer in qm.layers:
                 cp.layers.append({
@@ -229,6 +231,8 @@ class OptStepCodegen(StepCodegen):
         """Embeddings (from the host) plus the step's rows of the learned position table."""
         T, dim = self.T, self.a.dim
         self._ld(s, cp.input, "gbuf", self.X, T, dim * 2)
+        if T > 1:   # rows past `len` get zero positions (not stale ones that would feed back)
+            self._ld(s, cp.zero_rows, "gbuf", self.O, T, dim * 2)
         self._ld(s, cp.positions, "gbuf", self.O, T, dim * 2, dyn="at_pos")
         self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
                    a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
