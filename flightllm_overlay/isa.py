@@ -38,7 +38,7 @@ def attention_block_keep(q_pos, k_pos, sink: int, window: int):
         return causal
     qb, kb = q_pos // ATTN_BLOCK, k_pos // ATTN_BLOCK
     return causal & ((kb < sink) | (qb - kb < window))
-MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant")
+MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant", "relu")
 SYS_OPS = ("barrier", "end")
 
 HEADER = (("opcode", 4), ("wait", 6), ("release", 6))

@@ -6,8 +6,7 @@ laid out like the card's banks.  Every byte of every HBM buffer given to the pro
 be equal; the first difference is reported (program, bank, offset, expected and actual byte).
 Programs never read on-chip bytes they did not write, so earlier runs cannot make them differ.
 Covered: LD/ST through every buffer (strides, all dyn modes); MM and MV of random INT8 (both
-weight layouts, with and without weight scales); each implemented MISC op (layernorm is
-reserved); remote LD across cores behind a SYS barrier; a decode step of a tiny random LLaMA.
+weight layouts, with and without weight scales); every MISC op; remote LD across cores behind a SYS barrier; a decode step of a tiny random LLaMA.
 On a card, softmax and silu use an FP32 exp that may differ in its last bit (docs/isa.md
 section 5); that would show here as a rare FP16 rounding-tie difference.
 """
@@ -27,7 +26,7 @@ __all__ = ["Mismatch", "ProgramResult", "SelfTestProgram", "SelfTestReport", "bu
            "device_label", "run_program", "run_selftest"]
 
 END, BARRIER = Instruction("SYS", op="end"), Instruction("SYS", op="barrier")
-MISC_TESTED = ("eadd", "emul", "softmax", "rmsnorm", "silu", "rope", "quant")
+MISC_TESTED = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "relu", "rope", "quant")
 
 
 @dataclass(frozen=True)
@@ -207,7 +206,8 @@ def _mpe_program(target, rng, op):
 def _misc_program(target, rng, op):
     b = _Builder(target)
     rows, k = 8, {"softmax": 16, "rope": 32}.get(op, 64)
-    fields = {"eadd": {}, "emul": dict(bcast_b=1, b_f32=1), "silu": {},
+    fields = {"eadd": {}, "emul": dict(bcast_b=1, b_f32=1), "silu": {}, "relu": {},
+              "layernorm": dict(imm=isa.f32_bits(1e-5)),
               "softmax": dict(causal=1, groups=4, imm=isa.f32_bits(0.25)),
               "rmsnorm": dict(imm=isa.f32_bits(1e-5)), "rope": dict(groups=4),
               "quant": dict(out_abuf=1, out2_addr=0x1000)}[op]
@@ -216,7 +216,7 @@ def _misc_program(target, rng, op):
         a = b.put(c, f16(rows, k))
         insns = [_move("LD", "gbuf", *a, 0, rows, 2 * k)]
         arr = {"eadd": f16(rows, k), "emul": rng.standard_normal((1, k)).astype(np.float32),
-               "rmsnorm": f16(1, k), "rope": rng.uniform(-1, 1, (4, k)).astype(np.float16)}
+               "rmsnorm": f16(1, k), "layernorm": f16(2, k), "rope": rng.uniform(-1, 1, (4, k)).astype(np.float16)}
         if op in arr:                                 # operand b: per row, one row, rope table
             insns.append(_move("LD", "gbuf", *b.put(c, arr[op], 1), 0x8000, len(arr[op]),
                                arr[op][0].nbytes))

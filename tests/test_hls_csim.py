@@ -259,6 +259,9 @@ MISC_CASES = {
     "emul-bcast": (dict(op="emul", bcast_b=1), 7, 64),
     "emul-in-place": (dict(op="emul", bcast_b=1, in_place=1), 7, 64),
     "silu": (dict(op="silu"), 9, 100),
+    "relu": (dict(op="relu"), 5, 72),
+    "layernorm": (dict(op="layernorm", imm=isa.f32_bits(1e-5)), 6, 96),
+    "layernorm-f32-strided": (dict(op="layernorm", b_f32=1, b_stride=2400, imm=isa.f32_bits(0.25)), 3, 576),
     "rmsnorm": (dict(op="rmsnorm", imm=isa.f32_bits(1e-5)), 6, 96),
     "rmsnorm-f32-gamma": (dict(op="rmsnorm", b_f32=1, imm=isa.f32_bits(0.5)), 3, 576),
     "softmax": (dict(op="softmax", imm=isa.f32_bits(0.3)), 12, 96),
@@ -288,19 +291,24 @@ def test_misc(csim, tmp_path, name, schedule):
     a_stride = fields.get("a_stride", 0) or 2 * k
     for core in range(CORES):
         a = fp16_data(rng, (rows, a_stride // 2), scale=3.0)
-        if fields["op"] == "rmsnorm":
+        if fields["op"] in ("rmsnorm", "layernorm"):
             a[0] = 0                                          # an all-zero row
+        if fields["op"] == "layernorm":
+            a[1] = 40 + 0.5 * rng.standard_normal(a.shape[1])  # a mean that dwarfs the spread
+        if fields["op"] == "relu":
+            a[0, :4] = [0.0, -0.0, np.inf, -np.inf]
         if name == "quant":
             a[1] = 0
             a[2, :3] = [127, 0.5, -1.5]
         b.load(core, "gbuf", 0, a.reshape(1, -1))
         b_f32 = fields.get("b_f32", 0)
-        if fields["op"] in ("eadd", "emul", "rmsnorm"):
-            b_rows = 1 if (fields.get("bcast_b") or fields["op"] == "rmsnorm") else rows
+        if fields["op"] in ("eadd", "emul", "rmsnorm", "layernorm"):
+            b_rows = 2 if fields["op"] == "layernorm" else 1 if (
+                fields.get("bcast_b") or fields["op"] == "rmsnorm") else rows
             stride = fields.get("b_stride", 0) // (4 if b_f32 else 2) or k
             data = rng.standard_normal((b_rows, stride)) * 2
-            if fields["op"] == "rmsnorm":
-                data = 1 + 0.1 * data
+            if fields["op"] in ("rmsnorm", "layernorm"):
+                data[0] = 1 + 0.1 * data[0]                   # gamma near 1 (beta as drawn)
             b.load(core, "gbuf", 100_000, data.astype(F32 if b_f32 else F16).reshape(1, -1), k=1)
         if fields["op"] == "rope":
             tokens = min(rows, max(1, fields.get("groups", 0)))

@@ -114,7 +114,7 @@ ERROR_CASES = {
     "quant-without-out-abuf": lambda: _img([_misc(op="quant")]),
     "quant-scales-past-end": lambda: _img([_misc(op="quant", out_abuf=1, out2_addr=(512 << 10) - 4)]),
     "rope-odd": lambda: _img([_misc(op="rope", k=7)]),
-    "layernorm": lambda: _img([], [_misc(op="layernorm")]),
+    "layernorm-bias-past-end": lambda: _img([], [_misc(op="layernorm", b_addr=(2 << 20) - 24)]),
     "misc-dyn-k": lambda: _img([_misc(dyn_k=1, k=4)]),
     "packed-short-tile": lambda: _img([_ld(buf="wbuf", wfmt="packed", wk=32, wbits=3, rows=2,
                                            row_bytes=20)]),

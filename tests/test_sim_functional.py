@@ -482,8 +482,8 @@ GBUF = TARGET.buffer("gbuf").bytes
     (Instruction("MISC", op="eadd", rows=1, k=4, out_abuf=1), ProgramError,
      "only quant writes", {}),
     (Instruction("MISC", op="rope", rows=1, k=5), ProgramError, "even row length", {}),
-    (Instruction("MISC", op="layernorm", rows=1, k=4), IllegalInstructionError,
-     "not implemented", {}),
+    (Instruction("MISC", op="layernorm", rows=1, k=4, b_addr=(2 << 20) - 12), AddressError,
+     "layernorm gain and bias", {}),
 ])
 def test_run_time_errors_name_core_and_pc(bad, exc, match, params):
     err = raises({2: [OK, bad, END]}, exc, match, 2, LDW, **params)

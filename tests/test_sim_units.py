@@ -188,6 +188,40 @@ def test_rmsnorm(k):
     assert f16_ulps(got32, ref).max() <= ONE_ULP
 
 
+@pytest.mark.parametrize("k", [8, 96, 4096])
+def test_layernorm_against_float64(k):
+    rng = np.random.default_rng(k + 1)
+    x = fp16_data(rng, (6, k), specials=False)
+    x[0] = 0                                                      # all-zero row: output = beta
+    x[1] = (300 + rng.standard_normal(k)).astype(F16)             # mean >> spread: no cancellation
+    gamma = (1 + rng.standard_normal(k) * 0.1).astype(F16)
+    beta = (rng.standard_normal(k) * 0.1).astype(F16)
+    eps = 1e-5
+    x64 = x.astype(np.float64)
+    d = x64 - x64.mean(-1, keepdims=True)
+    std = np.sqrt((d * d).mean(-1, keepdims=True) + np.float64(F32(eps)))
+    y = d / std * gamma
+    ref = y + beta
+    got = U.layernorm(x, gamma, beta, eps)
+    # one FP16 rounding of the result, FP32 errors of its two terms (which may cancel), and the
+    # FP32 mean's rounding seen through 1/std
+    mean_err = 2.0 ** -22 * np.abs(x64.mean(-1, keepdims=True)) / std * np.abs(gamma)
+    bound = 2.0 ** -11 * np.abs(ref) + 2.0 ** -20 * (np.abs(y) + np.abs(beta)) + mean_err + 2.0 ** -25
+    assert got.dtype == F16 and (np.abs(got - ref) <= bound).all()
+    assert (f16_ulps(got, ref.astype(F16)) <= ONE_ULP).mean() > 0.99
+    np.testing.assert_array_equal(got[0], beta)
+    assert np.abs(got[1].astype(np.float64)).std() > 0.5          # the row was normalised, not flattened
+
+
+def test_relu_keeps_positives_and_nan_and_zeroes_the_rest():
+    x = np.array([1.5, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 6e-8, -6e-8], F16)
+    got = U.relu(x)
+    assert got.dtype == F16
+    np.testing.assert_array_equal(got[[0, 4, 7]], x[[0, 4, 7]])
+    assert np.isnan(got[6])
+    assert (got[[1, 2, 3, 5, 8]].view(np.uint16) == 0).all()      # +0, never -0
+
+
 def softmax64(x, scale, valid=None):
     z = x.astype(np.float64) * np.float64(F32(scale))
     if valid is not None:

@@ -1,4 +1,4 @@
-"""Compiler: LLaMA checkpoint -> W8A8 quantisation -> HBM placement -> per-core instruction images."""
+"""Compiler: LLaMA or OPT checkpoint -> W8A8 quantisation -> HBM placement -> per-core instruction images."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -25,7 +25,10 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
-    qm = quantize_model(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
+    quantize = quantize_model
+    if ckpt.args.arch == "opt":
+        from .opt import quantize_opt as quantize
+    qm = quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
     return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused)
 
 
@@ -33,8 +36,11 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     a = qm.args
-    if a.arch != "llama":
-        raise CompileError(f"the compiler supports llama models; got {a.arch!r}")
+    if a.arch not in ("llama", "opt"):
+        raise CompileError(f"the compiler supports llama and opt models; got {a.arch!r}")
+    place = Placement
+    if a.arch == "opt":
+        from .opt import OptPlacement as place
     ctx = default_context(a, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
@@ -43,7 +49,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
-        plan = Placement(qm, tgt, ctx, rows, half)
+        plan = place(qm, tgt, ctx, rows, half)
         builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
@@ -79,6 +85,10 @@ def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = Tr
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
     `qk_density` below 1 makes the Q and K projections N:16 sparse (the paper's setting: 0.7)."""
+    if args.arch == "opt":
+        from .opt import shape_only_opt
+        return compile_quantized(shape_only_opt(args, weight_bits, qk_density), target, ctx=ctx,
+                                 fused=fused)
     from .quantize import shape_only_model
     return compile_quantized(shape_only_model(args, weight_bits, qk_density), target, ctx=ctx,
                              fused=fused)

@@ -1,5 +1,8 @@
 """Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core.
 
+(`compiler/opt.py` subclasses `StepCodegen` for the OPT family: its own prologue, layer body,
+q/k/v epilogue and final norm; everything else is shared.)
+
 A step program runs `len` new tokens (at most T, its row capacity) at positions pos..pos+len-1,
 reading the KV cache for positions 0..pos+len-1 (at most C, its context capacity); `pos` and `len`
 are the scheduler's run-time parameters, so one program serves every position.  The residual
@@ -87,6 +90,11 @@ class StepCodegen:
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
         self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
         self.PS = ab.alloc(4 * self.att_rows, "probability scales")
+        self.gbuf_arena, self.abuf_arena = g, ab      # a family's codegen may place more
+        self.q_ranges = [(c.index, (c.q_heads[0] * self.d, (c.q_heads[-1] + 1) * self.d)
+                          if c.q_heads else (0, 0)) for c in plan.cores]
+        self.o_ranges = [(c.index, c.o_rows) for c in plan.cores]
+        self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
@@ -184,64 +192,67 @@ class StepCodegen:
 
     # -- the step ---------------------------------------------------------------------------------
     def core_stream(self, cp) -> list:
-        a, d, T, C = self.a, self.d, self.T, self.C
-        dim, hd = a.dim, a.n_heads * a.head_dim
-        p = self.p
         s = []
-        barrier = Instruction("SYS", op="barrier")
-        self._ld(s, cp.input, "gbuf", self.X, T, dim * 2)
-        self._ld(s, cp.rope, "gbuf", self.RT, T, d * 2, dyn="at_pos")
-        q_ranges = [(c.index, (c.q_heads[0] * d, (c.q_heads[-1] + 1) * d) if c.q_heads else (0, 0))
-                    for c in p.cores]
-        o_ranges = [(c.index, c.o_rows) for c in p.cores]
-        f_ranges = [(c.index, c.ffn_rows) for c in p.cores]
+        self._prologue(s, cp)
         for li, tiles in enumerate(cp.layers):
-            # attention block
-            self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
-            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,
-                       k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                       imm=f32_bits(a.norm_eps))
-            self._quant(s, self.H, T, dim, self.HQ, self.HS)
-            self._attention(s, cp, li, tiles["wqkv"])
-            s.append(barrier)
-            self._exchange(s, cp, self.ATT, hd * 2, q_ranges)
-            self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
-            self._linear(s, tiles["wo"], self.HQ, hd, T,
-                         [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
-            s.append(barrier)
-            self._exchange(s, cp, self.O, dim * 2, o_ranges)
-            self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
-                       a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
-            # feed-forward block
-            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM + 2 * dim, out_addr=self.H,
-                       rows=T, k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                       imm=f32_bits(a.norm_eps))
-            self._quant(s, self.H, T, dim, self.HQ, self.HS)
-            fc = cp.ffn_rows[1] - cp.ffn_rows[0]
-            up = self.GATE + T * fc * 2
-            self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
-                         [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
-                         [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)])
-            if fc:
-                self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
-                           a_stride=2 * fc, out_stride=2 * fc)
-                self._misc(s, "emul", a_addr=self.GATE, b_addr=up,
-                           out_addr=self.FF + 2 * cp.ffn_rows[0], rows=T, k=fc, a_stride=2 * fc,
-                           b_stride=2 * fc, out_stride=2 * a.hidden_dim)
-            s.append(barrier)
-            self._exchange(s, cp, self.FF, a.hidden_dim * 2, f_ranges)
-            self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
-            self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
-                         [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
-            s.append(barrier)
-            self._exchange(s, cp, self.O, dim * 2, o_ranges)
-            self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
-                       a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+            self._layer(s, cp, li, tiles)
         self._head(s, cp)
         s.append(Instruction("SYS", op="end"))
         if not self.fused:
             s = self._unfuse(s, cp)
-        return insert_tokens(s, C)
+        return insert_tokens(s, self.C)
+
+    def _prologue(self, s, cp):
+        """The step's inputs: the new tokens' embeddings (written by the host), RoPE rows."""
+        self._ld(s, cp.input, "gbuf", self.X, self.T, self.a.dim * 2)
+        self._ld(s, cp.rope, "gbuf", self.RT, self.T, self.d * 2, dyn="at_pos")
+
+    def _layer(self, s, cp, li, tiles):
+        """One LLaMA block: RMSNorm, attention, o_proj, residual; RMSNorm, SwiGLU, residual."""
+        a, T = self.a, self.T
+        dim, hd = a.dim, a.n_heads * a.head_dim
+        barrier = Instruction("SYS", op="barrier")
+        # attention block
+        self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
+        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,
+                   k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                   imm=f32_bits(a.norm_eps))
+        self._quant(s, self.H, T, dim, self.HQ, self.HS)
+        self._attention(s, cp, li, tiles["wqkv"])
+        s.append(barrier)
+        self._exchange(s, cp, self.ATT, hd * 2, self.q_ranges)
+        self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
+        self._linear(s, tiles["wo"], self.HQ, hd, T,
+                     [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
+        s.append(barrier)
+        self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
+        self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
+                   a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+        # feed-forward block
+        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM + 2 * dim, out_addr=self.H,
+                   rows=T, k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                   imm=f32_bits(a.norm_eps))
+        self._quant(s, self.H, T, dim, self.HQ, self.HS)
+        fc = cp.ffn_rows[1] - cp.ffn_rows[0]
+        up = self.GATE + T * fc * 2
+        self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
+                     [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
+                     [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)])
+        if fc:
+            self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
+                       a_stride=2 * fc, out_stride=2 * fc)
+            self._misc(s, "emul", a_addr=self.GATE, b_addr=up,
+                       out_addr=self.FF + 2 * cp.ffn_rows[0], rows=T, k=fc, a_stride=2 * fc,
+                       b_stride=2 * fc, out_stride=2 * a.hidden_dim)
+        s.append(barrier)
+        self._exchange(s, cp, self.FF, a.hidden_dim * 2, self.f_ranges)
+        self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
+        self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
+                     [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
+        s.append(barrier)
+        self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
+        self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
+                   a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
 
     def _unfuse(self, s, cp) -> list:
         """The ablation without operator fusion: every intermediate an MPE or MISC instruction
@@ -285,9 +296,7 @@ class StepCodegen:
             segments = [(h * d, (h + 1) * d, self.Q + h * T * d * 2, 2 * d)
                         for h in range(nq + 2 * nk)]
         self._linear(s, wqkv, self.HQ, dim, T, segments)
-        self._misc(s, "rope", a_addr=self.Q, b_addr=self.RT, out_addr=self.Q,
-                   rows=(nq + nk) * T, k=d, groups=T, a_stride=2 * d, b_stride=2 * d,
-                   out_stride=2 * d)
+        self._qkv_epilogue(s, cp, nq, nk)
         self._quant(s, self.Q, (nq + 2 * nk) * T, d, self.QQ, self.QS)
         KQ, VQ = self.QQ + nq * T * d, self.QQ + (nq + nk) * T * d
         KS, VS = self.QS + 4 * nq * T, self.QS + 4 * (nq + nk) * T
@@ -329,18 +338,30 @@ class StepCodegen:
         sink, window = pattern[layer][head]
         return dict(blk_sink=int(sink), blk_win=int(window)) if window else {}
 
+    def _qkv_epilogue(self, s, cp, nq, nk):
+        """After the q/k/v projections (head-major blocks at Q): RoPE on the q and k heads."""
+        d, T = self.d, self.T
+        self._misc(s, "rope", a_addr=self.Q, b_addr=self.RT, out_addr=self.Q,
+                   rows=(nq + nk) * T, k=d, groups=T, a_stride=2 * d, b_stride=2 * d,
+                   out_stride=2 * d)
+
+    def _final_norm(self, s, cp, rows):
+        """The final RMSNorm of the rows kept for the LM head: X -> H."""
+        dim = self.a.dim
+        self._ld(s, cp.final_norm, "gbuf", self.NORM, 1, dim * 2)
+        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=rows,
+                   k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                   imm=f32_bits(self.a.norm_eps))
+
     def _head(self, s, cp):
-        a, T, dim = self.a, self.T, self.a.dim
+        T, dim = self.T, self.a.dim
         rows = T
         if not self.all_logits and T > 1:
             # keep only the last real token: out to HBM, back in by the run-time length
             self._st(s, cp.scratch, "gbuf", self.X, T, dim * 2)
             self._ld(s, cp.scratch, "gbuf", self.X, 1, dim * 2, hbm_stride=dim * 2, dyn="last")
             rows = 1
-        self._ld(s, cp.final_norm, "gbuf", self.NORM, 1, dim * 2)
-        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=rows,
-                   k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                   imm=f32_bits(a.norm_eps))
+        self._final_norm(s, cp, rows)
         self._quant(s, self.H, rows, dim, self.HQ, self.HS)
         vc = cp.vocab_rows[1] - cp.vocab_rows[0]
         cols_max = self.r1_bytes // (2 * rows) // 16 * 16

@@ -61,10 +61,10 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
         mop = isa.MISC_OPS[f("op", 0)]
         a0 = f("a_addr", 0)
         out.append(("gbuf", a0, a0 + max(rows - 1, 0) * (f("a_stride", 0) or 2 * k) + 2 * k, False))
-        if mop in ("eadd", "emul", "rmsnorm", "rope"):
+        if mop in ("eadd", "emul", "rmsnorm", "layernorm", "rope"):
             item = 4 if f("b_f32", 0) else 2
             b0 = f("b_addr", 0)
-            brow = 1 if f("bcast_b", 0) or mop == "rmsnorm" else (
+            brow = 2 if mop == "layernorm" else 1 if f("bcast_b", 0) or mop == "rmsnorm" else (
                 min(rows, max(1, f("groups", 0))) if mop == "rope" else rows)
             out.append(("gbuf", b0, b0 + max(brow - 1, 0) * (f("b_stride", 0) or item * k)
                         + item * k, False))

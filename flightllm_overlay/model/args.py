@@ -7,21 +7,28 @@ from typing import Any, Mapping
 from ..errors import CheckpointError
 
 #: Architectures the float reference implements (`general.architecture` / HF `model_type`).
-SUPPORTED_ARCHS = ("llama",)
+SUPPORTED_ARCHS = ("llama", "opt")
 #: Hugging Face `architectures` entries we accept in a config.json.
-SUPPORTED_HF_CLASSES = ("LlamaForCausalLM",)
+SUPPORTED_HF_CLASSES = ("LlamaForCausalLM", "OPTForCausalLM")
+#: OPT's learned position table has this many extra rows before position 0 (HF `embed_positions`).
+OPT_POSITION_OFFSET = 2
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelArgs:
-    """Shape and hyperparameters of a LLaMA-family decoder.
+    """Shape and hyperparameters of a decoder of the LLaMA family or the OPT family.
+
+    ``arch="llama"``: RMSNorm, RoPE, GQA, SwiGLU FFN (gate, up, down), no biases.
+    ``arch="opt"``: pre-LayerNorm with bias, learned absolute positions (offset 2), MHA, ReLU FFN
+    (fc1, fc2), a bias on every linear layer except the LM head (OPT's pre-LN variant, as in
+    OPT-125M and OPT-1.3B to 66B; not OPT-350M, which normalises after each block).
 
     Parameters
     ----------
     name : str
         A short name, e.g. ``"smollm2-135m"``.
     arch : str
-        Architecture family; only ``"llama"`` is implemented.
+        Architecture family: ``"llama"`` or ``"opt"``.
     dim : int
         Model (residual stream) width.
     n_layers : int
@@ -33,13 +40,13 @@ class ModelArgs:
     head_dim : int
         Width of one head; 0 means ``dim // n_heads``.
     hidden_dim : int
-        Inner width of the SwiGLU feed-forward network.
+        Inner width of the feed-forward network (SwiGLU for llama, fc1/fc2 for opt).
     vocab_size : int
         Rows of the token embedding and of the LM head.
     norm_eps : float
-        RMSNorm epsilon.
+        RMSNorm (llama) or LayerNorm (opt) epsilon.
     rope_theta : float
-        RoPE frequency base.
+        RoPE frequency base (llama only).
     max_seq_len : int
         Longest context the model was trained for.
     tie_embeddings : bool
@@ -77,7 +84,10 @@ class ModelArgs:
                 f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}; "
                 "grouped-query attention needs whole groups."
             )
-        if self.head_dim % 2:
+        if self.arch == "opt" and self.n_kv_heads != self.n_heads:
+            raise CheckpointError(f"OPT uses multi-head attention: n_kv_heads={self.n_kv_heads} must equal "
+                                  f"n_heads={self.n_heads}.")
+        if self.arch == "llama" and self.head_dim % 2:
             raise CheckpointError(f"head_dim={self.head_dim} must be even for RoPE.")
 
     # ------------------------------------------------------------------ derived sizes
@@ -100,9 +110,14 @@ class ModelArgs:
     def n_params(self) -> int:
         """Parameter count (a tied LM head counted once)."""
         attn = self.dim * (2 * self.q_dim + 2 * self.kv_dim)
+        head = 0 if self.tie_embeddings else self.vocab_size * self.dim
+        if self.arch == "opt":      # biases, two LayerNorms (gain + bias), the position table
+            ffn = 2 * self.dim * self.hidden_dim + self.hidden_dim + self.dim
+            per_layer = attn + self.q_dim + 2 * self.kv_dim + self.dim + ffn + 4 * self.dim
+            positions = (self.max_seq_len + OPT_POSITION_OFFSET) * self.dim
+            return self.vocab_size * self.dim + positions + self.n_layers * per_layer + 2 * self.dim + head
         ffn = 3 * self.dim * self.hidden_dim
         per_layer = attn + ffn + 2 * self.dim
-        head = 0 if self.tie_embeddings else self.vocab_size * self.dim
         return self.vocab_size * self.dim + self.n_layers * per_layer + self.dim + head
 
     def replace(self, **changes: Any) -> "ModelArgs":
@@ -126,6 +141,8 @@ class ModelArgs:
         """
         archs = list(config.get("architectures") or [])
         model_type = config.get("model_type")
+        if model_type == "opt" or "OPTForCausalLM" in archs:
+            return cls._from_opt_config(config, name)
         if (archs and not set(archs) & set(SUPPORTED_HF_CLASSES)) or model_type not in (None, *SUPPORTED_ARCHS):
             raise CheckpointError(
                 f"Unsupported architecture {archs or model_type!r} in config.json; supported: "
@@ -161,8 +178,57 @@ class ModelArgs:
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
 
+    @classmethod
+    def _from_opt_config(cls, config: Mapping[str, Any], name: str | None) -> "ModelArgs":
+        """An ``OPTForCausalLM`` config.json; only the pre-LN variant with biases and ReLU."""
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "ffn_dim",
+                               "vocab_size") if k not in config]
+        if missing:
+            raise CheckpointError(f"config.json lacks {', '.join(missing)}; it is not a complete OPT config.")
+        dim = int(config["hidden_size"])
+        problems = []
+        if not config.get("do_layer_norm_before", True):
+            problems.append("do_layer_norm_before=False (post-LayerNorm blocks, as in OPT-350M)")
+        if int(config.get("word_embed_proj_dim") or dim) != dim:
+            problems.append(f"word_embed_proj_dim={config['word_embed_proj_dim']} != hidden_size={dim} "
+                            "(project_in/project_out layers)")
+        if config.get("activation_function", "relu") != "relu":
+            problems.append(f"activation_function={config['activation_function']!r} (only relu)")
+        if not config.get("enable_bias", True):
+            problems.append("enable_bias=False (linear layers without biases)")
+        if not config.get("layer_norm_elementwise_affine", True):
+            problems.append("layer_norm_elementwise_affine=False (LayerNorm without gain and bias)")
+        if config.get("_remove_final_layer_norm", False):
+            problems.append("_remove_final_layer_norm=True (no final LayerNorm)")
+        if problems:
+            raise CheckpointError("This OPT variant is not implemented: " + "; ".join(problems) + ". Only "
+                                  "pre-LayerNorm OPT with biases, ReLU and hidden-size embeddings is "
+                                  "(OPT-125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B).")
+        return cls(
+            name=name or str(config.get("_name_or_path") or "hf-opt"),
+            arch="opt",
+            dim=dim,
+            n_layers=int(config["num_hidden_layers"]),
+            n_heads=int(config["num_attention_heads"]),
+            hidden_dim=int(config["ffn_dim"]),
+            vocab_size=int(config["vocab_size"]),
+            norm_eps=1e-5,                          # torch.nn.LayerNorm's default, which OPT uses
+            max_seq_len=int(config.get("max_position_embeddings", 2048)),
+            tie_embeddings=bool(config.get("tie_word_embeddings", True)),
+        )
+
     def to_hf_config(self) -> dict:
-        """A Hugging Face ``config.json`` dict that ``LlamaForCausalLM`` loads."""
+        """A Hugging Face ``config.json`` dict that ``LlamaForCausalLM`` (or ``OPTForCausalLM``) loads."""
+        if self.arch == "opt":
+            return {
+                "architectures": ["OPTForCausalLM"], "model_type": "opt", "hidden_size": self.dim,
+                "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
+                "ffn_dim": self.hidden_dim, "vocab_size": self.vocab_size, "word_embed_proj_dim": self.dim,
+                "max_position_embeddings": self.max_seq_len, "do_layer_norm_before": True,
+                "activation_function": "relu", "enable_bias": True, "layer_norm_elementwise_affine": True,
+                "tie_word_embeddings": self.tie_embeddings, "dropout": 0.0, "attention_dropout": 0.0,
+                "torch_dtype": "float32",
+            }
         return {
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
@@ -210,4 +276,11 @@ MODEL_TABLE: dict[str, ModelArgs] = dict([
          vocab_size=32000, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096, tie_embeddings=False),
     _row(name="llama2-13b", dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, head_dim=128, hidden_dim=13824,
          vocab_size=32000, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096, tie_embeddings=False),
+    # OPT (Zhang et al. 2022, Table 1; HF facebook/opt-* config.json): MHA, ffn = 4 x dim, tied head
+    _row(name="opt-125m", arch="opt", dim=768, n_layers=12, n_heads=12, hidden_dim=3072, vocab_size=50272,
+         norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
+    _row(name="opt-1.3b", arch="opt", dim=2048, n_layers=24, n_heads=32, hidden_dim=8192, vocab_size=50272,
+         norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
+    _row(name="opt-6.7b", arch="opt", dim=4096, n_layers=32, n_heads=32, hidden_dim=16384, vocab_size=50272,
+         norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
 ])

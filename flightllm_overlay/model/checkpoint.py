@@ -26,7 +26,7 @@ class Checkpoint:
     ----------
     args : ModelArgs
     weights : dict[str, torch.Tensor]
-        float32, Hugging Face LLaMA names (see `expected_shapes`). ``lm_head.weight`` is always present;
+        float32, Hugging Face names of the family (see `expected_shapes`). ``lm_head.weight`` is always present;
         with tied embeddings it is the same tensor object as ``model.embed_tokens.weight``.
     tokenizer : Tokenizer or None
     source : str
@@ -49,7 +49,9 @@ class Checkpoint:
 
 
 def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
-    """Every weight a LLaMA checkpoint must hold, with its (out, in) shape."""
+    """Every weight a checkpoint of `args`'s family must hold, with its (out, in) shape."""
+    if args.arch == "opt":
+        return opt_expected_shapes(args)
     shapes = {"model.embed_tokens.weight": (args.vocab_size, args.dim), "model.norm.weight": (args.dim,),
               "lm_head.weight": (args.vocab_size, args.dim)}
     for i in range(args.n_layers):
@@ -68,6 +70,26 @@ def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def opt_expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an ``OPTForCausalLM`` checkpoint (HF names, ``model.`` prefix), with its shape."""
+    from .args import OPT_POSITION_OFFSET
+
+    d, f = args.dim, args.hidden_dim
+    shapes = {"model.decoder.embed_tokens.weight": (args.vocab_size, d),
+              "model.decoder.embed_positions.weight": (args.max_seq_len + OPT_POSITION_OFFSET, d),
+              "model.decoder.final_layer_norm.weight": (d,), "model.decoder.final_layer_norm.bias": (d,),
+              "lm_head.weight": (args.vocab_size, d)}
+    for i in range(args.n_layers):
+        p = f"model.decoder.layers.{i}."
+        for proj, (n, k) in (("q_proj", (args.q_dim, d)), ("k_proj", (args.kv_dim, d)),
+                             ("v_proj", (args.kv_dim, d)), ("out_proj", (d, args.q_dim))):
+            shapes[p + f"self_attn.{proj}.weight"], shapes[p + f"self_attn.{proj}.bias"] = (n, k), (n,)
+        shapes.update({p + "fc1.weight": (f, d), p + "fc1.bias": (f,), p + "fc2.weight": (d, f), p + "fc2.bias": (d,)})
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            shapes[p + norm + ".weight"], shapes[p + norm + ".bias"] = (d,), (d,)
+    return shapes
+
+
 def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str = "") -> None:
     """Raise `CheckpointError` on missing, unexpected or mis-shaped tensors."""
     where = f" in {source}" if source else ""
@@ -81,8 +103,9 @@ def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str
     extra = [k for k in weights if k not in shapes]
     if extra:
         raise CheckpointError(
-            f"Unexpected tensor(s){where}: {', '.join(extra[:4])}. This is not a plain LLaMA checkpoint, or its "
-            "config.json gives fewer layers than it has."
+            f"Unexpected tensor(s){where}: {', '.join(extra[:4])}. This is not a plain {args.arch.upper()} "
+            "checkpoint (OPT-350M's project_in/out are not supported), or its config.json gives fewer layers "
+            "than it has."
         )
     for k, shape in shapes.items():
         if tuple(weights[k].shape) != shape:
@@ -109,7 +132,7 @@ def default_model_path() -> Path:
 
 
 def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
-    """Load a LLaMA checkpoint as float32.
+    """Load a LLaMA or OPT checkpoint as float32.
 
     Parameters
     ----------
@@ -171,9 +194,12 @@ def _load_hf_folder(folder: Path) -> Checkpoint:
         weights.update(_read_safetensors(shard))
     for k in [k for k in weights if k.endswith(_IGNORED_TENSORS)]:
         del weights[k]
+    if args.arch == "opt":      # facebook/opt-* files hold OPTModel names ("decoder.…"): add the prefix
+        weights = {("model." + k if k.startswith("decoder.") else k): v for k, v in weights.items()}
+    embed = "model.decoder.embed_tokens.weight" if args.arch == "opt" else "model.embed_tokens.weight"
     if args.tie_embeddings:
-        if "model.embed_tokens.weight" in weights:
-            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        if embed in weights:
+            weights["lm_head.weight"] = weights[embed]
     tokenizer = Tokenizer.from_folder(folder) if (folder / "tokenizer.json").is_file() else None
     return Checkpoint(args, weights, tokenizer, str(folder))
 

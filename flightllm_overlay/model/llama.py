@@ -124,7 +124,10 @@ class Transformer:
 
     @classmethod
     def from_checkpoint(cls, ckpt, max_seq_len: int | None = None) -> "Transformer":
-        """Build from a `Checkpoint`."""
+        """Build from a `Checkpoint` (an OPT checkpoint gives the `model.opt.OPTTransformer`)."""
+        if ckpt.args.arch == "opt" and cls is Transformer:
+            from .opt import OPTTransformer
+            return OPTTransformer(ckpt.args, ckpt.weights, max_seq_len)
         return cls(ckpt.args, ckpt.weights, max_seq_len)
 
     # ------------------------------------------------------------------ cache
@@ -142,7 +145,8 @@ class Transformer:
         a = self.args
         new = min(self.max_seq_len, max(n, 2 * capacity, 256))
         shape = (a.n_layers, a.n_kv_heads, new, a.head_dim)
-        k, v = torch.zeros(shape, dtype=self.cos.dtype), torch.zeros(shape, dtype=self.cos.dtype)
+        dtype = self.tok_embeddings.dtype
+        k, v = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
         if capacity:
             k[:, :, :capacity], v[:, :, :capacity] = self.k_cache, self.v_cache
         self.k_cache, self.v_cache = k, v

@@ -1,4 +1,4 @@
-"""Test fixtures: a deterministic random tiny LLaMA written as a Hugging Face folder (weights + tokenizer)."""
+"""Test fixtures: a deterministic random tiny LLaMA or OPT written as a Hugging Face folder (weights + tokenizer)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,9 @@ from .args import ModelArgs
 #: Shape of the default tiny model: GQA, odd sizes, a few layers.
 TINY_ARGS = ModelArgs(name="tiny-llama", dim=96, n_layers=3, n_heads=6, n_kv_heads=2, head_dim=16, hidden_dim=200,
                       vocab_size=300, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=256, tie_embeddings=False)
+#: Shape of the default tiny OPT: MHA, odd FFN width, tied LM head (as every OPT).
+TINY_OPT_ARGS = ModelArgs(name="tiny-opt", arch="opt", dim=96, n_layers=3, n_heads=6, hidden_dim=200, vocab_size=300,
+                          norm_eps=1e-5, max_seq_len=256, tie_embeddings=True)
 
 #: Special tokens of the tiny vocabulary, with SmolLM2's ids.
 TINY_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -37,7 +40,8 @@ def random_weights(args: ModelArgs, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random float32 weights with Hugging Face names and a realistic scale.
 
     Linear weights have std ``1.5 / sqrt(in_features)`` (0.1-0.15 for the tiny shape), the
-    embedding std 0.2, norm weights ``1 + 0.1 * N(0, 1)``. With these, greedy decoding of the tiny
+    embedding std 0.2, norm weights ``1 + 0.1 * N(0, 1)``; OPT's biases (linear and LayerNorm)
+    and its learned position table have std 0.1. With these, greedy decoding of the tiny
     model wanders over many tokens (tied or not) instead of repeating one; smaller linear weights
     let the residual copy of the input embedding win and a tied model then echoes its input.
     """
@@ -48,15 +52,18 @@ def random_weights(args: ModelArgs, seed: int = 0) -> dict[str, torch.Tensor]:
     for name, shape in expected_shapes(args).items():
         if name == "lm_head.weight" and args.tie_embeddings:
             continue
-        if len(shape) == 1:
+        if name.endswith(".bias") or name.endswith("embed_positions.weight"):
+            w = 0.1 * torch.randn(shape, generator=gen)
+        elif len(shape) == 1:
             w = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif name == "model.embed_tokens.weight":
+        elif name.endswith("embed_tokens.weight"):
             w = 0.2 * torch.randn(shape, generator=gen)
         else:
             w = torch.randn(shape, generator=gen) * (1.5 / shape[1] ** 0.5)
         weights[name] = w.float().contiguous()
     if args.tie_embeddings:
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        embed = "model.decoder.embed_tokens.weight" if args.arch == "opt" else "model.embed_tokens.weight"
+        weights["lm_head.weight"] = weights[embed]
     return weights
 
 
@@ -100,9 +107,22 @@ def make_tiny_llama(folder: str | Path, seed: int = 0, **overrides: Any) -> Path
     Path
         The folder, loadable by `load_checkpoint` and by ``transformers.LlamaForCausalLM.from_pretrained``.
     """
+    return write_hf_folder(TINY_ARGS.replace(**overrides), folder, seed)
+
+
+def make_tiny_opt(folder: str | Path, seed: int = 0, **overrides: Any) -> Path:
+    """Write a random tiny OPT (`TINY_OPT_ARGS` with `overrides`) as a Hugging Face folder.
+
+    Loadable by `load_checkpoint` and by ``transformers.OPTForCausalLM.from_pretrained``; same
+    seed and overrides give byte-identical weights.
+    """
+    return write_hf_folder(TINY_OPT_ARGS.replace(**overrides), folder, seed)
+
+
+def write_hf_folder(args: ModelArgs, folder: str | Path, seed: int = 0) -> Path:
+    """Random weights of `args` (see `random_weights`), its config and the tiny tokenizer, in `folder`."""
     from safetensors.torch import save_file
 
-    args = TINY_ARGS.replace(**overrides)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = random_weights(args, seed)

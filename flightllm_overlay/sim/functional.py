@@ -545,17 +545,26 @@ class _RunContext:
 
             def action():
                 out[...] = fn(a, b)
-        elif mop == "silu":
-            out = out_f16()
+        elif mop in ("silu", "relu"):
+            fn, out = (U.silu if mop == "silu" else U.relu), out_f16()
 
             def action():
-                out[...] = U.silu(a)
+                out[...] = fn(a)
         elif mop == "rmsnorm":
             b, out = operand_b(k, per_row=False), out_f16()
             elements *= 2
 
             def action():
                 out[...] = U.rmsnorm(a, b, imm)
+        elif mop == "layernorm":                  # gamma row, then beta one b_stride further
+            dt = _F32 if f.get("b_f32", 0) else _F16
+            gb = _array(g, f.get("b_addr", 0), 2, k, dt, f.get("b_stride", 0) or dt.itemsize * k,
+                        "layernorm gain and bias")
+            out = out_f16()
+            elements *= 2
+
+            def action():
+                out[...] = U.layernorm(a, gb[0], gb[1], imm)
         elif mop == "softmax":
             valid = None
             if f.get("causal", 0):

@@ -153,6 +153,24 @@ def rmsnorm(a, gamma, eps: float):
     return (x * r * gamma.astype(F32)).astype(F16)
 
 
+def layernorm(a, gamma, beta, eps: float):
+    """Two-phase LayerNorm of each row, the statistics from the row held in the unit:
+    mean = row_sum(x) / K, d = x - mean, var = row_sum(d * d) / K (all FP32), then
+    (d * (1 / sqrt(var + eps))) * gamma + beta in FP32, rounded once to FP16."""
+    x = a.astype(F32)
+    k = F32(x.shape[-1])
+    d = x - row_sum(x)[:, None] / k
+    var = row_sum(d * d)[:, None] / k
+    r = F32(1) / np.sqrt(var + F32(eps))
+    return ((d * r) * gamma.astype(F32) + beta.astype(F32)).astype(F16)
+
+
+def relu(a):
+    """max(x, 0) on FP16: x <= 0 (either zero included) gives +0, NaN stays NaN."""
+    a = np.asarray(a, F16)
+    return np.where(a <= 0, F16(0), a)
+
+
 def softmax(a, scale: float, valid: np.ndarray | None = None):
     """Row softmax of a * scale in FP32, FP16 out; `valid` (bool, broadcastable) masks keys."""
     x = a.astype(F32) * F32(scale)

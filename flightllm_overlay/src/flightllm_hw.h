@@ -99,7 +99,8 @@ static constexpr unsigned FLLM_MISC_OP_RMSNORM = 4;
 static constexpr unsigned FLLM_MISC_OP_SILU = 5;
 static constexpr unsigned FLLM_MISC_OP_ROPE = 6;
 static constexpr unsigned FLLM_MISC_OP_QUANT = 7;
-static constexpr unsigned FLLM_NUM_MISC_OPS = 8;
+static constexpr unsigned FLLM_MISC_OP_RELU = 8;
+static constexpr unsigned FLLM_NUM_MISC_OPS = 9;
 // SYS op (isa.SYS_OPS)
 static constexpr unsigned FLLM_SYS_OP_BARRIER = 0;
 static constexpr unsigned FLLM_SYS_OP_END = 1;

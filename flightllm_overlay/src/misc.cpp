@@ -1,4 +1,4 @@
-// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, rmsnorm, silu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
+// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
 //
 // Semantics: docs/isa.md section 5 (MISC); reference: the MISC functions of sim/units.py and the
 // misc method of sim/functional.py (same checks in the same order).  FP16 in, FP32 arithmetic with
@@ -98,6 +98,45 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
                     float a = a_at(r, c);
                     put(r, c, a / (1.0f + fllm_exp32(-a)));
                 }
+            break;
+        }
+        case FLLM_MISC_OP_RELU: {
+            if ((err = check_out())) return err;
+        RELU:
+            for (uint64_t r = 0; r < rows; r++)
+                for (uint64_t c = 0; c < k; c++) {
+#pragma HLS PIPELINE II = 1
+                    float a = a_at(r, c);
+                    put(r, c, a <= 0.0f ? 0.0f : a);      // +-0 -> +0; NaN stays NaN
+                }
+            break;
+        }
+        case FLLM_MISC_OP_LAYERNORM: {
+            // b: the gain row, then the bias row one b_stride further (bcast_b does not apply)
+            uint64_t gb_stride = f.b_stride ? f.b_stride : b_item * k;
+            if ((err = fllm_check_array(FLLM_BUF_GBUF_BYTES, f.b_addr, 2, k, b_item, gb_stride,
+                                        "layernorm gain and bias")))
+                return err;
+            if ((err = check_out())) return err;
+            auto gb_at = [&](uint64_t r, uint64_t c) {
+                uint64_t addr = f.b_addr + r * gb_stride + b_item * c;
+                return f.b_f32 ? fllm_ld_f32(g, addr) : fllm_ld_f16(g, addr);
+            };
+            float eps = fllm_bits_f32(f.imm);
+        LN_ROWS:
+            for (uint64_t r = 0; r < rows; r++) {
+                for (uint64_t c = 0; c < k; c++) x[c] = a_at(r, c);
+                float mean = row_sum_f64(x, k) / (float)k;      // phase 1: mean, then variance
+                for (uint64_t c = 0; c < k; c++) {
+                    x[c] = x[c] - mean;
+                    e[c] = x[c] * x[c];
+                }
+                float var = row_sum_f64(e, k) / (float)k;
+                float inv = 1.0f / std::sqrt(var + eps);
+                for (uint64_t c = 0; c < k; c++)                 // phase 2: normalise, gain, bias
+                    put(r, c, ((x[c] * inv) * gb_at(0, c)) + gb_at(1, c));
+            }
+            elements *= 2;
             break;
         }
         case FLLM_MISC_OP_RMSNORM: {
