@@ -179,3 +179,19 @@ def test_program_for_another_target_is_refused(sim_overlay, tiny_program):
     other = dataclasses.replace(tiny_program, target="vhk158")
     with pytest.raises(FlightLLMError, match="target"):
         Session(sim_overlay, other)
+
+
+def test_padding_rows_of_a_prefill_step_stay_finite(sim_overlay, tiny_program):
+    """A prefill step computes all its rows; those past `len` must not pick up what an earlier
+    program left in the global buffer (here +inf everywhere), or they overflow to NaN, which the
+    hardware's INT8 quantiser cannot represent."""
+    import warnings
+    from flightllm_overlay.runtime import Session
+    with Session(sim_overlay, tiny_program) as s:
+        want = s.run("prefill", [5, 17, 42], 0)
+        for core in sim_overlay.device._simulator.cores:
+            core.bufs["gbuf"].view(np.uint16)[:] = 0x7C00     # FP16 +inf
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            got = s.run("prefill", [5, 17, 42], 0)
+    np.testing.assert_array_equal(got, want)

@@ -205,6 +205,8 @@ class StepCodegen:
     def _prologue(self, s, cp):
         """The step's inputs: the new tokens' embeddings (written by the host), RoPE rows."""
         self._ld(s, cp.input, "gbuf", self.X, self.T, self.a.dim * 2)
+        if self.T > 1:      # rows past `len` rotate by zeros, not by stale (maybe inf) rows
+            self._ld(s, cp.rope_zero, "gbuf", self.RT, self.T, self.d * 2)
         self._ld(s, cp.rope, "gbuf", self.RT, self.T, self.d * 2, dyn="at_pos")
 
     def _layer(self, s, cp, li, tiles):

@@ -82,6 +82,7 @@ class CorePlan:
     norms: list = None               # per layer: Region f16 (2, dim): attn gain, ffn gain
     final_norm: Region = None
     rope: Region = None              # f16 (ctx, head_dim)
+    rope_zero: Region = None         # f16 (t_max, head_dim) zeros: RoPE rows of padding rows
     kv: list = None                  # per layer: [KVRegions per local kv head]
     input: Region = None             # f16 (t_max, dim), written by the host
     logits: Region = None            # f16 (t_max, vocab slice), read by the host
@@ -209,6 +210,7 @@ class Placement:
             c = cp.index
             home = self.target.channels_of(c)[0]
             cp.rope = self.layout.put(home, table)
+            cp.rope_zero = self.layout.put(home, np.zeros((self.t_max, d), np.float16))
             cp.layers, cp.norms = [], []
             for layer in qm.layers:
                 tiles = {}
