@@ -158,11 +158,10 @@ class Placement:
             for _ in range(a.n_layers):
                 regs = []
                 for _j in cp.kv_heads:
-                    ch = self.layout.next_channel(c)
-                    regs.append(KVRegions(self.layout.reserve(ch, C * d),
-                                          self.layout.reserve(ch, 4 * C),
-                                          self.layout.reserve(ch, C * d),
-                                          self.layout.reserve(ch, 4 * C)))
+                    # K, K scales, V and V scales of a head each on the next channel, so that
+                    # the four history loads stream at once (consecutive heads take others)
+                    regs.append(KVRegions(*(self.layout.reserve(self.layout.next_channel(c), n)
+                                            for n in (C * d, 4 * C, C * d, 4 * C))))
                 cp.kv.append(regs)
             home = self.target.channels_of(c)[0]
             cp.input = self.layout.reserve(home, T * a.dim * 2)
