@@ -16,21 +16,25 @@ __all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "S
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
                   calibration_tokens=None, smooth: bool = True, fused: bool = True,
-                  weight_bits: int = 8) -> Program:
+                  weight_bits: int = 8, weight_slots: int = 2) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
     the model's context).  all_logits: prefill writes logits for every row (for perplexity).
     calibration_tokens: token ids for smoothing statistics (default: a built-in text).
+    weight_slots: weight tiles the weight buffer holds at once (2: the paper's ping-pong
+    halves; more: deeper prefetch with smaller tiles).
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
     qm = quantize_model(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
-    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused)
+    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
+                             weight_slots=weight_slots)
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
-                      all_logits: bool = False, fused: bool = True) -> Program:
+                      all_logits: bool = False, fused: bool = True,
+                      weight_slots: int = 2) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     a = qm.args
     if a.arch != "llama":
@@ -38,12 +42,15 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     ctx = default_context(a, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
-    half = (wsize - kv_bytes) // 2 // 64 * 64
+    if weight_slots < 2:
+        raise CompileError(f"weight_slots={weight_slots}: at least 2 (one tile loads while "
+                           f"the MPE reads the other)")
+    half = (wsize - kv_bytes) // weight_slots // 64 * 64
     # Rows per prefill run: the 128-row MM tile when the step's activations fit on chip, else
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
-        plan = Placement(qm, tgt, ctx, rows, half)
+        plan = Placement(qm, tgt, ctx, rows, half, weight_slots)
         builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
@@ -65,6 +72,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
     program.meta["fused"] = fused
+    program.meta["weight_slots"] = weight_slots
     program.meta["weight_bits"] = 4 if any(
         t.fmt for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts) else 8
     if plan.layout.shape_only:
@@ -73,12 +81,13 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
 
 
 def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
-                   weight_bits: int = 8) -> Program:
+                   weight_bits: int = 8, weight_slots: int = 2) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run."""
     from .quantize import shape_only_model
-    return compile_quantized(shape_only_model(args, weight_bits), target, ctx=ctx, fused=fused)
+    return compile_quantized(shape_only_model(args, weight_bits), target, ctx=ctx, fused=fused,
+                             weight_slots=weight_slots)
 
 
 def default_context(args, target, ctx=None) -> int:

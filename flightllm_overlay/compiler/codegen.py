@@ -46,10 +46,12 @@ class StepCodegen:
         self.a, self.d = a, a.head_dim
         wsize = t.buffer("wbuf").bytes
         kv_bytes = 2 * (ctx * self.d) + 4 * ctx
-        self.w_half = plan.weight_half
-        if 2 * self.w_half + kv_bytes > wsize:
-            raise CompileError(f"weight buffer too small: 2 x {self.w_half} + {kv_bytes} > {wsize}")
-        self.w_ping = (0, self.w_half)
+        self.w_half = plan.weight_half              # bytes of one weight slot
+        n_slots = plan.weight_slots                 # 2: the paper's ping-pong halves
+        if n_slots * self.w_half + kv_bytes > wsize:
+            raise CompileError(f"weight buffer too small: {n_slots} x {self.w_half} + "
+                               f"{kv_bytes} > {wsize}")
+        self.w_ping = tuple(i * self.w_half for i in range(n_slots))
         T, dim, hd = rows, a.dim, a.n_heads * self.d
         cp0 = plan.cores
         nq = max(len(c.q_heads) for c in cp0)
@@ -58,8 +60,8 @@ class StepCodegen:
         # context; a bucket of smaller capacity fits several, so the next heads' histories load
         # while this head's attention runs (heads rotate over the slots).
         self.kv_slot = kv_bytes
-        self.kv_slots = max(1, min(nk, (wsize - 2 * self.w_half) // kv_bytes))
-        self.kc0 = 2 * self.w_half
+        self.kc0 = n_slots * self.w_half
+        self.kv_slots = max(1, min(nk, (wsize - self.kc0) // kv_bytes))
         ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
         g = _Arena("global buffer", t.buffer("gbuf").bytes)
         self.X = g.alloc(T * dim * 2, "residual")
@@ -124,7 +126,7 @@ class StepCodegen:
             s.append(Instruction(op, m=mm, **g))
 
     def _linear(self, s, tiles, a_addr, k, rows, segments):
-        """MPE over weight tiles (ping-ponging the weight-buffer halves): rows [r0, r1) of the
+        """MPE over weight tiles (round robin over the weight-buffer slots): rows [r0, r1) of the
         (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
         in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS."""
         for tile in tiles:
@@ -150,7 +152,8 @@ class StepCodegen:
             self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
 
     def _next_half(self):
-        self._half = 1 - getattr(self, "_half", 1)
+        """The next weight slot, round robin (two slots: ping-pong halves)."""
+        self._half = (getattr(self, "_half", -1) + 1) % len(self.w_ping)
         return self.w_ping[self._half]
 
     def _exchange(self, s, cp, base, row_stride, ranges, elem=2):
@@ -272,15 +275,17 @@ class StepCodegen:
         KQ, VQ = self.QQ + nq * T * d, self.QQ + (nq + nk) * T * d
         KS, VS = self.QS + 4 * nq * T, self.QS + 4 * (nq + nk) * T
         R = self.att_rows
+        for j in range(nk):             # every head's KV append first: no history load of an
+            kv = cp.kv[li][j]           # early head holds up a later head's append
+            self._st(s, kv.k, "abuf", KQ + j * T * d, T, d, dyn="at_pos")
+            self._st(s, kv.k_scale, "abuf", KS + 4 * j * T, T, 4, dyn="at_pos")
+            self._st(s, kv.v, "abuf", VQ + j * T * d, T, d, dyn="at_pos")
+            self._st(s, kv.v_scale, "abuf", VS + 4 * j * T, T, 4, dyn="at_pos")
         for j in range(nk):
             kv = cp.kv[li][j]
             slot = j % self.kv_slots
             kc = self.kc0 + slot * self.kv_slot             # K rows, then K scales, then V rows
             kcs, vc, vsc = kc + C * d, kc + C * d + 4 * C, self.VSC + 4 * C * slot
-            self._st(s, kv.k, "abuf", KQ + j * T * d, T, d, dyn="at_pos")
-            self._st(s, kv.k_scale, "abuf", KS + 4 * j * T, T, 4, dyn="at_pos")
-            self._st(s, kv.v, "abuf", VQ + j * T * d, T, d, dyn="at_pos")
-            self._st(s, kv.v_scale, "abuf", VS + 4 * j * T, T, 4, dyn="at_pos")
             # K and V first: on two channels they stream at once (the LD queue is in order)
             self._ld(s, kv.k, "wbuf", kc, C, d, dyn="history")
             self._ld(s, kv.v, "wbuf", vc, C, d, dyn="history")

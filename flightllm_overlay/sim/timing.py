@@ -8,7 +8,8 @@ Model.  Each core has six in-order queues (LD, ST, MM, MV, MISC, SYS); MM and MV
 MPE.  An instruction starts when (1) its unit (for MM/MV: the MPE) is free, (2) it has been
 fetched from DDR (the three cores share the instruction bank's bandwidth), (3) every token it
 waits for has been released, i.e. the producing instruction has finished, and (4) for LD/ST,
-its HBM pseudo-channel is free.  SYS barrier: every core drains, then all continue together.
+its HBM pseudo-channel is free (a channel is busy while data moves; the access latency only
+delays the data, as requests are pipelined).  SYS barrier: every core drains, then all continue together.
 Streams are walked in program order, which is exact for in-order queues whose tokens only come
 from earlier instructions (the functional simulator enforces that); HBM channel contention is
 resolved in program order, an approximation.
@@ -197,8 +198,10 @@ class TimingModel:
                     # only while issuing (one AXI burst request per cycle); the channels stay
                     # busy until the data has moved, and tokens are released then.
                     unit_free[res] = start + self.issue_cycles(f) if chans else end
+                    # A pseudo-channel is busy while its data moves; the access latency
+                    # overlaps the transfer of the request before (AXI reads are pipelined).
                     for ch in chans:
-                        chan_free[ch] = end
+                        chan_free[ch] = end - self.hbm_latency
                         hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
                     macs += mac
                     rel = f.get("release", 0)
