@@ -14,6 +14,7 @@ generation only; nothing is scheduled by the timing model).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from flightllm_overlay.compiler import compile_model, compile_shapes
@@ -38,12 +39,12 @@ def measure(name: str, target) -> dict:
     t0 = time.perf_counter()
     label, program = load(name, target)
     t_model = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     made = program.compile_all_buckets(target, progress=True)
-    t_buckets = time.perf_counter() - t0
+    t_buckets, c_buckets = time.perf_counter() - t0, time.process_time() - c0
     rep = storage_report(program, target)            # counts; every bucket is compiled now
     return dict(name=name, label=label, report=rep, made=made, t_model=t_model,
-                t_buckets=t_buckets)
+                t_buckets=t_buckets, c_buckets=c_buckets)
 
 
 def main():
@@ -61,7 +62,9 @@ def main():
               f"launches + {rep.static_chunks['decode']:,} decode streams")
         print(f"compile: placement + whole-context steps {r['t_model']:.1f} s, then "
               f"{r['made']} bucket streams in {r['t_buckets']:.1f} s "
-              f"({r['t_buckets'] / max(r['made'], 1):.2f} s each) on this machine")
+              f"({r['t_buckets'] / max(r['made'], 1):.2f} s each) on this machine; CPU time "
+              f"{r['c_buckets']:.1f} s (wall time includes other processes' load: "
+              f"{os.getloadavg()[0]:.1f} load average at the end)")
     print("\nsummary (bytes; reduction = per-length / bucketed)")
     print(f"{'model':12s} {'bucketed':>14s} {'static/len':>18s} {'reduction':>10s} "
           f"{'pos-len/len':>16s} {'reduction':>10s} {'bucket compile':>15s}")

@@ -224,7 +224,8 @@ class StepCodegen:
         s.append(Instruction("SYS", op="end"))
         if not self.fused:
             s = self._unfuse(s, cp)
-        return insert_tokens(hoist_weight_loads(s, C), C)
+        s, acc = hoist_weight_loads(s, C)
+        return insert_tokens(s, C, acc)
 
     def _unfuse(self, s, cp) -> list:
         """The ablation without operator fusion: every intermediate an MPE or MISC instruction

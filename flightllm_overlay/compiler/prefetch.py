@@ -41,8 +41,9 @@ def _barrier_to_pass(insn) -> bool:
     return is_weight_load(insn) or isa.DYN_MODES[insn.fields.get("dyn", 0)] != "static"
 
 
-def hoist_weight_loads(stream: list, ctx_cap: int) -> list:
-    """The stream with every weight-tile LD moved as early as its buffer slot allows."""
+def hoist_weight_loads(stream: list, ctx_cap: int) -> tuple:
+    """(the stream with every weight-tile LD moved as early as its buffer slot allows, the
+    `deps.accesses` of each of its instructions)."""
     out, acc = [], []
     for insn in stream:
         a = accesses(insn, ctx_cap)
@@ -52,4 +53,4 @@ def hoist_weight_loads(stream: list, ctx_cap: int) -> list:
                 at -= 1
         out.insert(at, insn)
         acc.insert(at, a)
-    return out
+    return out, acc
