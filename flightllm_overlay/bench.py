@@ -137,13 +137,13 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
 
 
 def gantt(timeline, path, title: str = "") -> str:
-    """Per-unit Gantt chart of one step (PNG)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per-unit Gantt chart of one step (PNG).  Uses a bare matplotlib Figure, so it neither
+    needs a display nor changes the pyplot backend of a notebook that calls it."""
+    from matplotlib.figure import Figure
     units = ["LD", "ST", "MM", "MV", "MISC"]
     cores = sorted({e.core for e in timeline.events})
-    fig, ax = plt.subplots(figsize=(12, 1 + 0.35 * len(units) * len(cores)))
+    fig = Figure(figsize=(12, 1 + 0.35 * len(units) * len(cores)))
+    ax = fig.subplots()
     colors = dict(zip(units, ["tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:red"]))
     labels = []
     for ci, c in enumerate(cores):
@@ -158,6 +158,5 @@ def gantt(timeline, path, title: str = "") -> str:
     ax.set_title(title or "predicted schedule")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return str(path)
 

@@ -1,4 +1,4 @@
-"""The notebooks run headless in fast mode (tiny model): no cell errors, under a minute each."""
+"""The notebooks run headless in fast mode (tiny or shape-only models): no cell errors, under a minute each."""
 from __future__ import annotations
 
 import os
@@ -32,8 +32,16 @@ EXPECT = {
         "| bucket hits 0 | misses 1 | compiles 1",           # the live counter
         "(final)", "bucket cache:",
         "second generation: bucket cache 40 hits, 0 misses, 0 compiles"],
+    "02_on_chip_decode.ipynb": [
+        "| intermediate activations (spilled) | ST | 0 | 0 |",   # fused: nothing spilled
+        "one decode layer, core 0: HBM bytes fused",
+        "decode bandwidth utilisation", "PREDICTED by the timing model",
+        "predicted step",                                       # the Gantt chart
+        "decode latency changes at lengths [17, 33, 49, 65",    # the staircases
+        "prefill latency changes at lengths [129]:",
+        "decode tok/s at context 256 (PREDICTED)"],             # tokens/s vs model size
 }
-PLOTS = {"03_instruction_reuse.ipynb": 1}  # notebook -> images its outputs must hold at least
+PLOTS = {"03_instruction_reuse.ipynb": 1, "02_on_chip_decode.ipynb": 3}  # notebook -> images its outputs must hold at least
 
 
 def _text_outputs(nb) -> str:

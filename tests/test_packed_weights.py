@@ -87,7 +87,8 @@ def test_mixed_precision_sparse_model_matches_its_float_emulation(tiny_ckpt, sim
 def test_w4a8_program_matches_its_float_emulation_and_is_smaller(tiny_ckpt, sim_overlay):
     prog = compile_model(tiny_ckpt, ctx=64, smooth=False, weight_bits=4)
     assert prog.meta["weight_bits"] == [4, 8] and not prog.meta["sparse"]
-    assert prog.weight_bytes < 0.8 * compile_model(tiny_ckpt, ctx=64, smooth=False).weight_bytes
+    # (tiny: the INT8 lm_head, INT8 w_down and the stripe padding of small tiles dilute it)
+    assert prog.weight_bytes < 0.85 * compile_model(tiny_ckpt, ctx=64, smooth=False).weight_bytes
     emul = dict(tiny_ckpt.weights)
     for i, (lin, _, _) in enumerate(float_layers(tiny_ckpt)):
         for name, w in lin.items():           # K not whole groups of 32 (w_down: 200) stays INT8

@@ -52,10 +52,47 @@ def test_stale_entry_for_another_key_is_not_used(tmp_path, tiny_ckpt):
 
 def test_storage_report_counts_buckets_and_computes_per_length(tiny_program):
     rep = storage_report(tiny_program, U280)
-    ctx = tiny_program.ctx
+    ctx, rows = tiny_program.ctx, rep.rows
     assert rep.streams == {"prefill": -(-ctx // 128), "decode": ctx // 16}
     dec = tiny_program.steps["decode@16"].image.nbytes
     assert rep.bucketed["decode"] == sum(
         tiny_program.steps[f"decode@{b}"].image.nbytes for b in range(16, ctx + 1, 16))
-    assert rep.per_length["decode"] == ctx * dec        # every length's stream has that size
-    assert rep.reduction > 1 and "reduction" in rep.table()
+    assert rep.per_length_runtime["decode"] == ctx * dec    # every length's stream has that size
+    assert rep.per_length_static["decode"] == rep.per_length_runtime["decode"]
+    # the static baseline unrolls a prompt of L tokens into ceil(L / T) chunk streams
+    assert rep.static_chunks["prefill"] == sum(-(-n // rows) for n in range(1, ctx + 1))
+    pre = tiny_program.steps["prefill@128"].image.nbytes
+    assert rep.per_length_static["prefill"] >= rep.static_chunks["prefill"] * pre
+    assert rep.per_length_static["prefill"] > rep.per_length_runtime["prefill"]
+    assert rep.reduction > rep.reduction_runtime > 1
+    assert "reduction" in rep.table() and "per-length static" in rep.table()
+
+
+def test_per_length_formula_equals_materialised_streams(tiny_ckpt):
+    """The computed per-length bytes equal streams built for the exact lengths (both baselines),
+    for lengths inside, at and across bucket ends and chunk boundaries."""
+    from flightllm_overlay.compiler import compile_model
+    from flightllm_overlay.compiler.storage import chunk_ends, materialised_bytes
+    prog = compile_model(tiny_ckpt, ctx=256)
+    prog.builder.rows = prog.steps["prefill"].rows = 32       # several chunks per prompt
+    rep = storage_report(prog, U280)
+    sizes = {k: {b: prog.steps[f"{k}@{b}"].image.nbytes for b in (16, 32, 128, 256)
+                 if f"{k}@{b}" in prog.steps} for k in ("prefill", "decode")}
+
+    def bucket_size(kind, end):
+        width = 128 if kind == "prefill" else 16
+        return prog.steps[f"{kind}@{-(-end // width) * width}"].image.nbytes
+
+    assert chunk_ends(32, 70) == [32, 64, 70]
+    for n in (1, 31, 33, 129, 250):
+        for kind in ("prefill", "decode"):
+            want = sum(bucket_size(kind, e) for e in
+                       (chunk_ends(32, n) if kind == "prefill" else [n]))
+            assert materialised_bytes(prog, kind, n) == want, (kind, n)
+        assert materialised_bytes(prog, "prefill", n, static=False) == bucket_size("prefill", n)
+    # and the report's totals are those per-length sums over every length
+    assert rep.per_length_static["prefill"] == sum(
+        bucket_size("prefill", e) for n in range(1, 257) for e in chunk_ends(32, n))
+    assert rep.per_length_runtime["prefill"] == sum(
+        bucket_size("prefill", n) for n in range(1, 257))
+    assert sizes["decode"][16] * 256 == rep.per_length_runtime["decode"]

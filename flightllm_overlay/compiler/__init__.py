@@ -16,12 +16,14 @@ __all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "S
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
                   calibration_tokens=None, smooth: bool = True, fused: bool = True,
-                  weight_bits: int = 8) -> Program:
+                  weight_bits: int = 8, weight_slots: int = 2) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
     the model's context).  all_logits: prefill writes logits for every row (for perplexity).
     calibration_tokens: token ids for smoothing statistics (default: a built-in text).
+    weight_slots: weight tiles the weight buffer holds at once (2: the paper's ping-pong
+    halves; more: deeper prefetch with smaller tiles).
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
@@ -29,11 +31,13 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     if ckpt.args.arch == "opt":
         from .opt import quantize_opt as quantize
     qm = quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
-    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused)
+    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
+                             weight_slots=weight_slots)
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
-                      all_logits: bool = False, fused: bool = True) -> Program:
+                      all_logits: bool = False, fused: bool = True,
+                      weight_slots: int = 2) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     a = qm.args
     if a.arch not in ("llama", "opt"):
@@ -44,12 +48,15 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     ctx = default_context(a, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
-    half = (wsize - kv_bytes) // 2 // 64 * 64
+    if weight_slots < 2:
+        raise CompileError(f"weight_slots={weight_slots}: at least 2 (one tile loads while "
+                           f"the MPE reads the other)")
+    half = (wsize - kv_bytes) // weight_slots // 64 * 64
     # Rows per prefill run: the 128-row MM tile when the step's activations fit on chip, else
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
-        plan = place(qm, tgt, ctx, rows, half)
+        plan = place(qm, tgt, ctx, rows, half, weight_slots)
         builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
@@ -72,6 +79,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     program.builder = builder
     program.meta["fused"] = fused
     tiles = [t for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts]
+    program.meta["weight_slots"] = weight_slots
     program.meta["weight_bits"] = sorted({t.bits for t in tiles}) if tiles else []
     program.meta["sparse"] = any(t.sparse for t in tiles)
     if plan.layout.shape_only:
@@ -80,7 +88,8 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
 
 
 def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
-                   weight_bits: int = 8, qk_density: float = 1.0) -> Program:
+                   weight_bits: int = 8, qk_density: float = 1.0,
+                   weight_slots: int = 2) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
@@ -88,10 +97,10 @@ def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = Tr
     if args.arch == "opt":
         from .opt import shape_only_opt
         return compile_quantized(shape_only_opt(args, weight_bits, qk_density), target, ctx=ctx,
-                                 fused=fused)
+                                 fused=fused, weight_slots=weight_slots)
     from .quantize import shape_only_model
     return compile_quantized(shape_only_model(args, weight_bits, qk_density), target, ctx=ctx,
-                             fused=fused)
+                             fused=fused, weight_slots=weight_slots)
 
 
 def default_context(args, target, ctx=None) -> int:

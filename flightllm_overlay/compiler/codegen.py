@@ -16,6 +16,7 @@ from .. import isa
 from ..isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .placement import Placement
+from .prefetch import hoist_weight_loads
 from .quantize import softmax_scale
 
 
@@ -49,17 +50,22 @@ class StepCodegen:
         self.a, self.d = a, a.head_dim
         wsize = t.buffer("wbuf").bytes
         kv_bytes = 2 * (ctx * self.d) + 4 * ctx
-        self.w_half = plan.weight_half
-        if 2 * self.w_half + kv_bytes > wsize:
-            raise CompileError(f"weight buffer too small: 2 x {self.w_half} + {kv_bytes} > {wsize}")
-        self.w_ping = (0, self.w_half)
-        self.kc = 2 * self.w_half
-        self.kcs = self.kc + ctx * self.d
-        self.vc = self.kcs + 4 * ctx
+        self.w_half = plan.weight_half              # bytes of one weight slot
+        n_slots = plan.weight_slots                 # 2: the paper's ping-pong halves
+        if n_slots * self.w_half + kv_bytes > wsize:
+            raise CompileError(f"weight buffer too small: {n_slots} x {self.w_half} + "
+                               f"{kv_bytes} > {wsize}")
+        self.w_ping = tuple(i * self.w_half for i in range(n_slots))
         T, dim, hd = rows, a.dim, a.n_heads * self.d
         cp0 = plan.cores
         nq = max(len(c.q_heads) for c in cp0)
         nk = max(len(c.kv_heads) for c in cp0)
+        # K/V history slots: the placement reserves room for one KV head at the program's full
+        # context; a bucket of smaller capacity fits several, so the next heads' histories load
+        # while this head's attention runs (heads rotate over the slots).
+        self.kv_slot = kv_bytes
+        self.kc0 = n_slots * self.w_half
+        self.kv_slots = max(1, min(nk, (wsize - self.kc0) // kv_bytes))
         ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
         g = _Arena("global buffer", t.buffer("gbuf").bytes)
         self.X = g.alloc(T * dim * 2, "residual")
@@ -81,7 +87,7 @@ class StepCodegen:
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
         self.RT = g.alloc(T * self.d * 2, "rope table rows")
         self.NORM = g.alloc(2 * dim * 2, "norm gains")
-        self.VSC = g.alloc(4 * ctx, "V scales")
+        self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
         ab = _Arena("activation buffer", t.buffer("abuf").bytes)
         kmax = max(dim, hd, a.hidden_dim)
         self.HQ = ab.alloc(T * kmax, "quantised activations")
@@ -129,7 +135,7 @@ class StepCodegen:
             s.append(Instruction(op, m=mm, **g))
 
     def _linear(self, s, tiles, a_addr, k, rows, segments):
-        """MPE over weight tiles (ping-ponging the weight-buffer halves): rows [r0, r1) of the
+        """MPE over weight tiles (round robin over the weight-buffer slots): rows [r0, r1) of the
         (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
         in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS."""
         for tile in tiles:
@@ -175,8 +181,9 @@ class StepCodegen:
                  wgroup=isa.WEIGHT_GROUPS.index(tile.group) if tile.bits < 8 else 0, **sp)
 
     def _next_half(self):
-        """The other half of the weight buffer (and of the meta and fsb buffers with it)."""
-        self._half = 1 - getattr(self, "_half", 1)
+        """The next weight slot, round robin (two slots: ping-pong halves), and the matching
+        slots of the meta and fsb buffers."""
+        self._half = (getattr(self, "_half", -1) + 1) % len(self.w_ping)
         self.meta_base = self._half * self.p.meta_half
         self.fsb_base = self._half * self.p.fsb_half
         return self.w_ping[self._half]
@@ -200,7 +207,8 @@ class StepCodegen:
         s.append(Instruction("SYS", op="end"))
         if not self.fused:
             s = self._unfuse(s, cp)
-        return insert_tokens(s, self.C)
+        s, acc = hoist_weight_loads(s, self.C)
+        return insert_tokens(s, self.C, acc)
 
     def _prologue(self, s, cp):
         """The step's inputs: the new tokens' embeddings (written by the host), RoPE rows."""
@@ -303,33 +311,39 @@ class StepCodegen:
         KQ, VQ = self.QQ + nq * T * d, self.QQ + (nq + nk) * T * d
         KS, VS = self.QS + 4 * nq * T, self.QS + 4 * (nq + nk) * T
         R = self.att_rows
-        for j in range(nk):
-            kv = cp.kv[li][j]
+        for j in range(nk):             # every head's KV append first: no history load of an
+            kv = cp.kv[li][j]           # early head holds up a later head's append
             self._st(s, kv.k, "abuf", KQ + j * T * d, T, d, dyn="at_pos")
             self._st(s, kv.k_scale, "abuf", KS + 4 * j * T, T, 4, dyn="at_pos")
             self._st(s, kv.v, "abuf", VQ + j * T * d, T, d, dyn="at_pos")
             self._st(s, kv.v_scale, "abuf", VS + 4 * j * T, T, 4, dyn="at_pos")
-            self._ld(s, kv.k, "wbuf", self.kc, C, d, dyn="history")
-            self._ld(s, kv.k_scale, "wbuf", self.kcs, C, 4, dyn="history")
-            self._ld(s, kv.v, "wbuf", self.vc, C, d, dyn="history")
-            self._ld(s, kv.v_scale, "gbuf", self.VSC, C, 4, dyn="history")
+        for j in range(nk):
+            kv = cp.kv[li][j]
+            slot = j % self.kv_slots
+            kc = self.kc0 + slot * self.kv_slot             # K rows, then K scales, then V rows
+            kcs, vc, vsc = kc + C * d, kc + C * d + 4 * C, self.VSC + 4 * C * slot
+            # K and V first: on two channels they stream at once (the LD queue is in order)
+            self._ld(s, kv.k, "wbuf", kc, C, d, dyn="history")
+            self._ld(s, kv.v, "wbuf", vc, C, d, dyn="history")
+            self._ld(s, kv.k_scale, "wbuf", kcs, C, 4, dyn="history")
+            self._ld(s, kv.v_scale, "gbuf", vsc, C, 4, dyn="history")
             for g0 in range(0, G, R // T):
                 hl = j * G + g0                            # first local q head of this pass
                 h = cp.q_heads[hl]                         # its global index
                 blk = self._block_pattern(li, h)
                 self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
-                          a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=self.kc,
-                          w_scale=self.kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
+                          a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=kc,
+                          w_scale=kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
                           dyn_n=1, **blk)
                 self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=R, k=C,
                            a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
                            imm=f32_bits(softmax_scale(a)), **blk)
-                self._misc(s, "emul", a_addr=self.S, b_addr=self.VSC, out_addr=self.S, rows=R,
+                self._misc(s, "emul", a_addr=self.S, b_addr=vsc, out_addr=self.S, rows=R,
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
                 self._quant(s, self.S, R, C, self.PQ, self.PS, a_stride=2 * C, out_stride=C,
                             dyn_k=1)
                 self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
-                          w_addr=self.vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
+                          w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
                           out_addr=self.ATT + h * d * 2, out_stride=(2 * d if T == 1 else hd * 2))
 
     def _block_pattern(self, layer: int, head: int) -> dict:

@@ -78,8 +78,9 @@ def accesses(insn: isa.Instruction, ctx_cap: int) -> list:
     return out
 
 
-def insert_tokens(stream: list, ctx_cap: int) -> list:
-    """Return the stream with wait/release masks set so program order is respected across units."""
+def insert_tokens(stream: list, ctx_cap: int, acc_of: list | None = None) -> list:
+    """Return the stream with wait/release masks set so program order is respected across units.
+    `acc_of`: the `accesses` of each instruction when the caller has them already."""
     n_units = len(UNITS)
     result = [insn.replace(wait=0, release=0) for insn in stream]
     history = [[] for _ in range(n_units)]      # per unit: [(index, accesses)] since last fence
@@ -92,7 +93,7 @@ def insert_tokens(stream: list, ctx_cap: int) -> list:
             history = [[] for _ in range(n_units)]
             synced = [[-1] * n_units for _ in range(n_units)]
             continue
-        acc = accesses(insn, ctx_cap)
+        acc = acc_of[j] if acc_of is not None else accesses(insn, ctx_cap)
         for p in range(n_units):
             if p == u:
                 continue

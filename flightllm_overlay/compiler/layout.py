@@ -15,6 +15,7 @@ from ..errors import CompileError
 
 ALIGN = 64                  # bytes: one HBM burst beat group
 PAGE = 1 << 20              # the mutable part starts on a fresh 1 MiB page
+MAX_STRIPE = 8              # the LD `stripe` field holds log2 of the channels, 2 bits (isa.md)
 
 
 @dataclass
@@ -88,11 +89,21 @@ class HBMLayout:
         self._check(img)
         return region
 
+    def stripe_width(self, core: int) -> int:
+        """Channels one striped tile spans: the largest power of two (the LD's `stripe` field
+        holds its log2) up to MAX_STRIPE and the core's channel count.  A core with more
+        channels (e.g. 11 when all 32 are dealt over 3 cores) keeps its weights on the first
+        `stripe_width` of them; the others hold KV caches and tables."""
+        n, w = len(self.target.channels_of(core)), 1
+        while w * 2 <= min(MAX_STRIPE, n):
+            w *= 2
+        return w
+
     def put_striped(self, core: int, data: np.ndarray) -> Region:
-        """Split `data` into equal chunks, one per pseudo-channel of `core`, all at the same
-        offset, so that one LD streams it from every channel at once (the paper's partitioning
-        of HBM data into channels)."""
-        chs = self.target.channels_of(core)
+        """Split `data` into equal chunks over the first `stripe_width` pseudo-channels of
+        `core`, all at the same offset, so that one LD streams it from those channels at once
+        (the paper's partitioning of HBM data into channels)."""
+        chs = self.target.channels_of(core)[:self.stripe_width(core)]
         size = data if isinstance(data, int) else data.nbytes
         chunk = -(-size // (len(chs) * ALIGN)) * ALIGN
         imgs = [self.images[ch] for ch in chs]

@@ -3,7 +3,7 @@
 Model parallelism over cores: each core owns a contiguous set of KV heads (and their query
 heads), and a contiguous slice of the output rows of o_proj, gate/up, down and lm_head.  Weight
 matrices are cut into tiles that fit half of the weight buffer (the other half is being loaded
-meanwhile); each tile stores its INT8 rows followed by their FP32 scales, so one LD brings both.
+meanwhile; more slots give deeper prefetch: `weight_slots`); each tile stores its INT8 rows followed by their FP32 scales, so one LD brings both.
 """
 from __future__ import annotations
 
@@ -93,13 +93,16 @@ class CorePlan:
 class Placement:
     """Places `qm` on `target` for contexts up to `ctx` and steps of up to `t_max` tokens."""
 
-    def __init__(self, qm: QuantizedModel, target, ctx: int, t_max: int, weight_half: int):
+    def __init__(self, qm: QuantizedModel, target, ctx: int, t_max: int, weight_half: int,
+                 weight_slots: int = 2):
         a = qm.args
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
-        self.weight_half = weight_half
+        self.weight_half = weight_half          # bytes of one weight-buffer slot
+        self.weight_slots = weight_slots        # tiles in flight: 2 = ping-pong halves
         self.attn_pattern = qm.attn_pattern
-        self.meta_half = target.buffer("meta").bytes // 2     # ping-pong like the weight buffer
-        self.fsb_half = target.buffer("fsb").bytes // 2
+        # the meta and fsb buffers are split into as many slots as the weight buffer
+        self.meta_half = target.buffer("meta").bytes // weight_slots
+        self.fsb_half = target.buffer("fsb").bytes // weight_slots
         self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))
         self.group = a.n_heads // a.n_kv_heads
         kv_split = split_even(a.n_kv_heads, target.cores)
@@ -116,13 +119,14 @@ class Placement:
 
     # -- static data ----------------------------------------------------------------------------
     def tile_rows(self, k: int) -> int:
-        """Rows per weight tile: as many as fit half of the weight buffer once padded for
+        """Rows per weight tile: as many as fit one weight-buffer slot once padded for
         striping over the core's channels."""
         pad = len(self.target.core_channels[0]) * 64
         rows = (self.weight_half - pad) // (k + 4)
         if rows < 1:
-            raise CompileError(f"one weight row of {k} INT8 values does not fit half of the "
-                               f"weight buffer ({self.weight_half} bytes)")
+            raise CompileError(f"one weight row of {k} INT8 values does not fit one slot of "
+                               f"the weight buffer ({self.weight_half} bytes); compile with "
+                               f"fewer weight_slots")
         return rows if rows < 16 else rows // 16 * 16
 
     def _tiles(self, core: int, q, s, start: int, stop: int, row0: int = 0) -> list:
@@ -236,15 +240,19 @@ class Placement:
         a, d, C, T = self.args, self.args.head_dim, self.ctx, self.t_max
         for cp in self.cores:
             c = cp.index
-            cp.kv = []
+            chs = self.target.channels_of(c)
+            cp.kv, h = [], 0
             for _ in range(a.n_layers):
                 regs = []
                 for _j in cp.kv_heads:
-                    ch = self.layout.next_channel(c)
-                    regs.append(KVRegions(self.layout.reserve(ch, C * d),
-                                          self.layout.reserve(ch, 4 * C),
-                                          self.layout.reserve(ch, C * d),
-                                          self.layout.reserve(ch, 4 * C)))
+                    # K and V of head h on channels 2h and 2h+1 (mod the core's channels), its
+                    # K and V scales on the next two: the history loads of consecutive heads
+                    # stream side by side over every channel of the core, and the small scale
+                    # loads barely hold up the next head's K and V in the in-order LD queue.
+                    regs.append(KVRegions(*(self.layout.reserve(chs[(2 * h + i) % len(chs)], n)
+                                            for i, n in ((0, C * d), (2, 4 * C), (1, C * d),
+                                                         (3, 4 * C)))))
+                    h += 1
                 cp.kv.append(regs)
             home = self.target.channels_of(c)[0]
             cp.input = self.layout.reserve(home, T * a.dim * 2)

@@ -8,7 +8,8 @@ Model.  Each core has six in-order queues (LD, ST, MM, MV, MISC, SYS); MM and MV
 MPE.  An instruction starts when (1) its unit (for MM/MV: the MPE) is free, (2) it has been
 fetched from DDR (the three cores share the instruction bank's bandwidth), (3) every token it
 waits for has been released, i.e. the producing instruction has finished, and (4) for LD/ST,
-its HBM pseudo-channel is free.  SYS barrier: every core drains, then all continue together.
+its HBM pseudo-channel is free (a channel is busy while data moves; the access latency only
+delays the data, as requests are pipelined).  SYS barrier: every core drains, then all continue together.
 Streams are walked in program order, which is exact for in-order queues whose tokens only come
 from earlier instructions (the functional simulator enforces that); HBM channel contention is
 resolved in program order, an approximation.
@@ -97,12 +98,26 @@ class TimingModel:
         self.mpe_latency = int(tm.get("mpe_latency_cycles", 16))
         self.barrier = int(tm.get("barrier_cycles", 32))
         self.ddr_bpc = float(tm.get("ddr_gbps", 19.2)) * 1e9 / target.clock_hz
+        self.burst = int(tm.get("axi_burst_bytes", 4096))
 
     # -- per-instruction costs ----------------------------------------------------------------
     def hbm_cycles(self, nbytes: int, contiguous: bool) -> int:
         eff = self.t.hbm_same_channel_efficiency if contiguous else \
             self.t.hbm_cross_channel_efficiency
         return self.hbm_latency + math.ceil(nbytes / (self.t.hbm_bytes_per_cycle * eff))
+
+    def issue_cycles(self, f: dict) -> int:
+        """Cycles an LD/ST holds its queue: one per AXI burst.  Rows that follow each other
+        in HBM and on chip (strides equal to the row) form one linear transfer, cut into
+        bursts of at most `axi_burst_bytes`; strided rows need bursts of their own."""
+        g = f.get
+        rows, rb = max(1, g("rows", 1)), g("row_bytes", 0)
+        if isa.DYN_MODES[g("dyn", 0)] == "last" or g("wfmt", 0):
+            rows = 1
+        hs, bs = g("hbm_stride", 0), g("buf_stride", 0)
+        if rows == 1 or (hs in (0, rb) and bs in (0, rb)):
+            return max(1, _ceil(rows * rb, self.burst))
+        return rows * max(1, _ceil(rb, self.burst))
 
     def mpe_passes(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> tuple:
         """(passes, MAC slots per pass) of an MPE instruction.  A dense operand takes
@@ -203,11 +218,13 @@ class TimingModel:
                         stalls[key] = stalls.get(key, 0) + start - base
                     end = start + cycles
                     # The memory controller pipelines requests: an LD/ST occupies its queue
-                    # only while issuing (one cycle per row); the channels stay busy until
-                    # the data has moved, and tokens are released then.
-                    unit_free[res] = start + max(1, f.get("rows", 1)) if chans else end
+                    # only while issuing (one AXI burst request per cycle); the channels stay
+                    # busy until the data has moved, and tokens are released then.
+                    unit_free[res] = start + self.issue_cycles(f) if chans else end
+                    # A pseudo-channel is busy while its data moves; the access latency
+                    # overlaps the transfer of the request before (AXI reads are pipelined).
                     for ch in chans:
-                        chan_free[ch] = end
+                        chan_free[ch] = end - self.hbm_latency
                         hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
                     macs += mac
                     if op in _MPE:
