@@ -19,6 +19,10 @@ EXPECT = {
     "00_quickstart.ipynb": ["SIMULATED", "simulated: True", "MemoryControllerDriver",
                             "scheduler status: DONE", "register transactions",
                             "W scheduler.CTRL", "generated tokens", "tokens/s"],
+    "01_sparsity.ipynb": ["tiny random LLaMA, fast mode", "N= 2:  32 INT8 weights",
+                          "outputs/cycle/lane", "configurable", "fixed dense", "speedup",
+                          "HBM bits per weight", "FSB codes in q/k:", "float reference:",
+                          "q/k density 0.70", "sweep took"],
     "demo_streaming.ipynb": ["tiny random LLaMA", "tok/s (host)", "generated tokens",
                              "(stopped)"],
     "03_instruction_reuse.ipynb": [
@@ -33,7 +37,7 @@ EXPECT = {
         "(final)", "bucket cache:",
         "second generation: bucket cache 40 hits, 0 misses, 0 compiles"],
 }
-PLOTS = {"03_instruction_reuse.ipynb": 1}  # notebook -> images its outputs must hold at least
+PLOTS = {"03_instruction_reuse.ipynb": 1, "01_sparsity.ipynb": 4}  # notebook -> images its outputs must hold at least
 
 
 def _text_outputs(nb) -> str:
