@@ -271,7 +271,9 @@ def _add_compress(sub):
     p.add_argument("--density", type=float, default=None,
                    help="fraction of the other linears' weights kept (default 1: dense)")
     p.add_argument("--avg-bits", type=float, default=None,
-                   help="average bits per kept weight, group parameters included (flightllm: 4)")
+                   help="average code bits per kept weight (flightllm: 4)")
+    p.add_argument("--group-bits", action="store_true",
+                   help="count the group parameters (32 bits per group) in the --avg-bits budget")
     p.add_argument("--bits", type=int, nargs="+", default=None, help="bit widths allowed (2 3 4 8)")
     p.add_argument("--groups", type=int, nargs="+", default=None, help="group sizes allowed (16 32 64 128)")
     p.add_argument("--criterion", choices=["wanda", "magnitude"], default=None,
@@ -293,6 +295,8 @@ def _compression_config(args):
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.rtn:
         changes["error_feedback"] = False
+    if args.group_bits:
+        changes["group_bits"] = True
     return cfg.but(**changes) if changes else cfg
 
 

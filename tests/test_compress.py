@@ -100,7 +100,8 @@ def test_allocator_meets_budget_and_gives_sensitive_layers_more_bits():
     spiky = rng.standard_normal((64, 128))
     spiky[rng.random(spiky.shape) < 0.03] *= 25                      # heavy-tailed weights
     cands = [(2, 32), (3, 32), (4, 32), (4, 64), (8, 0)]
-    opts = [score_options(w, h, None, None, cands) for w in (plain, spiky, plain.copy())]
+    opts = [score_options(w, h, None, None, cands, group_bits=True)
+            for w in (plain, spiky, plain.copy())]
     more = 0
     for budget in (3.5, 4.0, 4.5, 5.0, 6.0):
         pick = allocate(opts, budget)
@@ -132,7 +133,8 @@ def test_compressed_tiny_model_meets_its_budgets(tiny_compressed):
         else:
             assert not pw.sparse
     t = cm.totals()
-    assert t["weight_bits"] <= 5.5 + 1e-9 and t["density"] < 1
+    assert t["code_bits"] <= 5.5 + 1e-9 and t["density"] < 1
+    assert t["weight_bits"] > t["code_bits"] and t["hbm_bits"] > t["code_bits"] * t["density"]
     text = cm.report()
     assert "70%" in text or "69%" in text or "67%" in text
     assert text.count("\n") >= cm.args.n_layers + 3

@@ -36,9 +36,9 @@ class InputStats:
         return h
 
 
-def model_with(ckpt, layers) -> "Transformer":
-    """The float reference over `layers` ([(linears, attn_norm, ffn_norm)]) instead of ckpt's."""
-    from ..compress.smooth import HF_NAMES
+def model_with(ckpt, layers):
+    """The float reference (`model.Transformer`) over `layers` ([(linears, attn_norm, ffn_norm)])."""
+    from .smooth import HF_NAMES
     from ..model.llama import Transformer
     weights = dict(ckpt.weights)
     for i, (lin, an, fn) in enumerate(layers):

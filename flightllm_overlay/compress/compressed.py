@@ -54,8 +54,9 @@ class CompressedModel:
                 yield i, name, layer[name]
 
     def totals(self) -> dict:
-        """Weighted over every linear weight: code bits per kept weight, bits per kept weight
-        with group parameters (the budget's measure), HBM bits per weight (everything:
+        """Weighted over every linear weight: code bits per kept weight (the budget's measure),
+        bits per kept weight with group parameters (the budget's with group_bits), HBM bits per
+        weight (everything:
         codes, group parameters, FSB codes, indices, row scales), density."""
         n = kept = code = wbits = hbm = 0.0
         for _, _, pw in self.linears():

@@ -12,9 +12,11 @@ class CompressionConfig:
     """One compression setting.
 
     density_qk / density: fraction of weights kept (N:16 blocks) in q_proj and k_proj / in the
-    other linears (1 = dense).  avg_bits: budget of average bits per kept weight, group
-    parameters included (4-bit in groups of 32 counts 5 bits, 3-bit/32 counts 4, 8-bit 8);
-    bit_choices and group_choices: the formats the allocator may pick per linear.  criterion:
+    other linears (1 = dense).  avg_bits: budget of average code bits per kept weight (the
+    usual "average bits"); with group_bits=True the budget also counts each group's 32-bit
+    (M, B) (then 4-bit in groups of 32 counts 5 bits, 3-bit/64 counts 3.5, 8-bit 8).
+    bit_choices and group_choices: the formats the allocator may pick per linear (with the
+    code-bits budget the smallest group always wins; the report gives HBM bits with everything).  criterion:
     'wanda' (|W| * ||x||) or 'magnitude' for the pruning scores.  error_feedback: GPTQ-like
     quantisation with SparseGPT-like reconstruction of pruned weights (else round-to-nearest).
     act_bits: activations on the device (8: INT8 per row, dynamic).  calib_tokens: calibration
@@ -26,6 +28,7 @@ class CompressionConfig:
     density_qk: float = 1.0
     density: float = 1.0
     avg_bits: float = 8.0
+    group_bits: bool = False
     bit_choices: tuple = (8,)
     group_choices: tuple = (32, 64, 128)
     criterion: str = "wanda"
@@ -78,7 +81,7 @@ class CompressionConfig:
     @classmethod
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
-        2/3/4/8-bit weights averaging at most 4 bits per weight (group parameters included),
+        2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
         INT8 activations; Wanda scores, GPTQ-like error feedback."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8))
 

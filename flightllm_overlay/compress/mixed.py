@@ -5,7 +5,9 @@ tr(dW H dW^T) / tr(W H W^T), with round-to-nearest on its pruning mask.  The all
 candidate per linear minimising the summed error such that the average bits per kept weight
 (code bits plus the 32 bits of each group's (M, B), counted exactly as packed; 8-bit weights carry
 no group parameters) stay
-within the budget: a Lagrangian sweep, then greedy upgrades into what budget is left.
+within the budget: a Lagrangian sweep, then greedy upgrades into what budget is left.  By
+default the budget counts code bits only (the usual "average bits"); with group_bits=True it
+also counts the group parameters, which makes the group size a real trade-off.
 """
 from __future__ import annotations
 
@@ -55,15 +57,16 @@ class Option:
     kept: int            # weights kept
 
 
-def score_options(w, hessian, mask, block_n, cands) -> list:
-    """An Option per candidate format for one linear."""
+def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False) -> list:
+    """An Option per candidate format for one linear (cost: code bits, plus the group
+    parameters when group_bits)."""
     energy = max(float(((w.astype(np.float64) @ hessian) * w).sum()), 1e-30)
     kept = w.size if mask is None else int(mask.sum())
     out = []
     for bits, group in cands:
         pw = rtn(w, bits, group or 32, mask, block_n)
         lay = pw.layout()
-        out.append(Option(bits, group, 8.0 * (lay["codes"] + lay["groups"]),
+        out.append(Option(bits, group, 8.0 * (lay["codes"] + group_bits * lay["groups"]),
                           output_error(w, pw, hessian) / energy, kept))
     return out
 
@@ -77,7 +80,7 @@ def allocate(options: list, avg_bits: float) -> list:
     kept = np.array([o[0].kept for o in options], np.float64)
     budget = avg_bits * kept.sum()
     cost = [np.array([x.cost for x in o]) for o in options]
-    err = [np.array([x.error for x in o]) for o in options]
+    err = [np.nan_to_num(np.array([x.error for x in o], np.float64), nan=np.inf) for o in options]
     cheapest = sum(c.min() for c in cost)
     if cheapest > budget * (1 + 1e-9):
         floor = cheapest / kept.sum()
@@ -118,6 +121,9 @@ def allocate(options: list, avg_bits: float) -> list:
                     if best is None or gain / extra > best[0]:
                         best = (gain / extra, li, j, extra)
         if best is None:
+            if spent > budget * (1 + 1e-9):
+                raise CompileError(f"bit allocation failed to meet {avg_bits:g} average bits "
+                                   f"({spent / kept.sum():.3f}); this is a bug, please report it")
             return choice
         _, li, j, extra = best
         choice[li] = j

@@ -58,10 +58,11 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         if len(c) == 1:
             kept = w.size if mask is None else int(mask.sum())
             bits, group = c[0]
-            params = GROUP_PARAM_BITS * w.shape[0] * (w.shape[1] // group) if bits < 8 else 0
+            params = (GROUP_PARAM_BITS * w.shape[0] * (w.shape[1] // group)
+                      if bits < 8 and cfg.group_bits else 0)
             options.append([Option(bits, group, bits * kept + params, 0.0, kept)])
         else:
-            options.append(score_options(w, st.hessian, mask, block_n, c))
+            options.append(score_options(w, st.hessian, mask, block_n, c, cfg.group_bits))
     choice = allocate(options, cfg.avg_bits)
 
     packed = [dict() for _ in range(args.n_layers)]
