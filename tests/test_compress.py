@@ -190,3 +190,21 @@ def test_corrupt_and_truncated_files_give_checkpoint_errors(tiny_compressed, tmp
         CompressedModel.load(tmp_path / "other.safetensors")
     with pytest.raises(CheckpointError, match="does not exist"):
         CompressedModel.load(tmp_path / "missing.safetensors")
+
+
+def test_group_smoothing_preserves_the_function_and_column_groups(tiny_ckpt, tiny_ids):
+    """smooth_group=32: one factor per 32 input channels, so a group-wise 4-bit grid survives."""
+    from flightllm_overlay.compress.calibrate import model_with
+    from flightllm_overlay.compress.smooth import float_layers, smoothed_layers
+    plain = float_layers(tiny_ckpt)
+    grouped = smoothed_layers(tiny_ckpt, tiny_ids[:128], group=32)
+    per_channel = smoothed_layers(tiny_ckpt, tiny_ids[:128])
+    ratio = grouped[0][0]["wq"] / plain[0][0]["wq"]                     # (96, 96): s per column
+    assert np.allclose(ratio, ratio[:1], rtol=1e-5)
+    cols = ratio[0].reshape(3, 32)
+    assert np.allclose(cols, cols[:, :1], rtol=1e-5) and not np.allclose(cols, 1.0)
+    r2 = (per_channel[0][0]["wq"] / plain[0][0]["wq"])[0].reshape(3, 32)
+    assert not np.allclose(r2, r2[:, :1], rtol=1e-3)                    # per channel differs
+    ref = model_with(tiny_ckpt, plain).forward(tiny_ids[:48], 0).numpy()
+    out = model_with(tiny_ckpt, grouped).forward(tiny_ids[:48], 0).numpy()
+    assert np.abs(out - ref).max() < 1e-3

@@ -20,7 +20,9 @@ class CompressionConfig:
     'wanda' (|W| * ||x||) or 'magnitude' for the pruning scores.  error_feedback: GPTQ-like
     quantisation with SparseGPT-like reconstruction of pruned weights (else round-to-nearest).
     act_bits: activations on the device (8: INT8 per row, dynamic).  calib_tokens: calibration
-    tokens used; smooth_alpha: SmoothQuant migration strength (None: no smoothing); damp:
+    tokens used; smooth_alpha: SmoothQuant migration strength (None: no smoothing);
+    smooth_group: one smoothing factor per this many input channels (keeps group-wise low-bit
+    grids of the source weights intact; None: per channel); damp:
     Hessian damping (fraction of its mean diagonal).
     """
 
@@ -36,6 +38,7 @@ class CompressionConfig:
     act_bits: int = 8
     calib_tokens: int = 512
     smooth_alpha: float | None = 0.5
+    smooth_group: int | None = None
     damp: float = 0.01
 
     def __post_init__(self):

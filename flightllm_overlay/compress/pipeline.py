@@ -37,7 +37,8 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     tokens = list(calibration_tokens(ckpt, cfg.calib_tokens) if tokens is None
                   else tokens)[:cfg.calib_tokens]
     args = ckpt.args
-    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha) if cfg.smooth_alpha is not None
+    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha, cfg.smooth_group)
+              if cfg.smooth_alpha is not None
               else float_layers(ckpt))
     cands = {k: candidates(k, cfg.bit_choices, cfg.group_choices)
              for k in {w.shape[1] for lin, _, _ in layers for w in lin.values()}}
