@@ -85,8 +85,10 @@ class CompressionConfig:
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
         2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
-        INT8 activations; Wanda scores, GPTQ-like error feedback."""
-        return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8))
+        INT8 activations; Wanda scores, GPTQ-like error feedback; smoothing with one factor per
+        32 input channels (keeps a group-32 grid of the source weights, as SmolLM2's Q4_1)."""
+        return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
+                   smooth_group=32)
 
     @classmethod
     def magnitude(cls) -> "CompressionConfig":
