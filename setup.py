@@ -22,6 +22,7 @@ setup(
             "bitstreams/flightllm.xclbin.d/*",
             "src/*",
             "src/rtl/*.v",
+            "data/*.txt",
         ],
     },
     install_requires=[

@@ -1,4 +1,4 @@
-"""The `flightllm` command: generate, info, compile, disasm, selftest."""
+"""The `flightllm` command: generate, info, compile, disasm, selftest, bench, compress, ppl."""
 from __future__ import annotations
 
 import argparse
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench):
+    for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
+                _add_compress, _add_ppl):
         add(sub)
     return parser
 
@@ -263,6 +264,120 @@ def cmd_selftest(args) -> int:
     print(report.summary())
     return 0 if report.passed else 1
 # --- end of selftest ---------------------------------------------------------------------------
+
+
+# --- compress and ppl (issue 3): flightllm_overlay/compress does the work ----------------------
+def _add_compress(sub):
+    p = sub.add_parser("compress", help="compress a checkpoint: N:16 sparsity, mixed-precision weights",
+                       description="Smooth, calibrate, prune (N:16 blocks) and quantise (2/3/4/8-bit "
+                                   "with group parameters) every linear of a checkpoint under the "
+                                   "given budgets; write a compressed checkpoint and print the "
+                                   "per-layer report. Defaults: the FlightLLM-style setting.")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="'smollm2-135m-instruct' (default), a Hugging Face folder or a .gguf file")
+    p.add_argument("-o", "--output", required=True, help="compressed checkpoint to write (.safetensors)")
+    p.add_argument("--preset", default="flightllm", choices=["flightllm", "w8a8", "magnitude"],
+                   help="starting setting (default flightllm); the options below override it")
+    p.add_argument("--density-qk", type=float, default=None,
+                   help="fraction of q_proj/k_proj weights kept, in [0.125, 1] (flightllm: 0.7)")
+    p.add_argument("--density", type=float, default=None,
+                   help="fraction of the other linears' weights kept (default 1: dense)")
+    p.add_argument("--avg-bits", type=float, default=None,
+                   help="average code bits per kept weight (flightllm: 4)")
+    p.add_argument("--group-bits", action="store_true",
+                   help="count the group parameters (32 bits per group) in the --avg-bits budget")
+    p.add_argument("--bits", type=int, nargs="+", default=None, help="bit widths allowed (2 3 4 8)")
+    p.add_argument("--groups", type=int, nargs="+", default=None, help="group sizes allowed (16 32 64 128)")
+    p.add_argument("--criterion", choices=["wanda", "magnitude"], default=None,
+                   help="pruning scores (flightllm: wanda)")
+    p.add_argument("--rtn", action="store_true",
+                   help="round-to-nearest instead of the GPTQ-like error feedback")
+    p.add_argument("--calib-tokens", type=int, default=None,
+                   help="calibration tokens from the bundled text (default 512)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compress)
+
+
+def _compression_config(args):
+    from .compress import CompressionConfig
+    cfg = CompressionConfig.preset(args.preset)
+    changes = {"density_qk": args.density_qk, "density": args.density, "avg_bits": args.avg_bits,
+               "bit_choices": args.bits, "group_choices": args.groups,
+               "criterion": args.criterion, "calib_tokens": args.calib_tokens}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.rtn:
+        changes["error_feedback"] = False
+    if args.group_bits:
+        changes["group_bits"] = True
+    return cfg.but(**changes) if changes else cfg
+
+
+def cmd_compress(args) -> int:
+    from .compress import compress
+    from .model import load_checkpoint
+    cfg = _compression_config(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    cm = compress(ckpt, None, cfg, progress=not args.quiet)
+    path = cm.save(args.output)
+    print(cm.report())
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {cm.info['seconds']} s)")
+    return 0
+
+
+def _add_ppl(sub):
+    p = sub.add_parser("ppl", help="perplexity: float reference vs a compressed checkpoint",
+                       description="Perplexity on a text file or on the bundled evaluation text "
+                                   "(enwiki prose, CC BY-SA) of the float reference and, with "
+                                   "--compressed, of the compressed weights in float emulation "
+                                   "(device weights, INT8 activations).")
+    _model_arg(p)
+    p.add_argument("--text", default=None, help="a UTF-8 text file (default: the bundled text)")
+    p.add_argument("--tokens", type=int, default=8192, help="evaluate the first N tokens (8192)")
+    p.add_argument("--window", type=int, default=512, help="window length in tokens (512)")
+    p.add_argument("--compressed", default=None, help="a checkpoint from `flightllm compress`")
+    p.set_defaults(func=cmd_ppl)
+
+
+def cmd_ppl(args) -> int:
+    from pathlib import Path
+    from .compress import CompressedModel, Emulator, reference_runner
+    from .compress.emulate import compare
+    from .errors import CheckpointError
+    from .model import load_checkpoint
+    if args.tokens < 2 or args.window < 2:
+        raise FlightLLMError("--tokens and --window must be at least 2")
+    ckpt = load_checkpoint(args.model)
+    if ckpt.tokenizer is None:
+        raise CheckpointError(f"{ckpt.source} has no tokenizer; perplexity needs one")
+    if args.text:
+        if not Path(args.text).is_file():
+            raise FlightLLMError(f"text file {args.text} does not exist")
+        body, where = Path(args.text).read_text(encoding="utf-8", errors="replace"), args.text
+    else:
+        from .data import text
+        body, where = text("eval"), "the bundled evaluation text"
+    ids = ckpt.tokenizer.encode(body)[:args.tokens]
+    if len(ids) < 2:
+        raise FlightLLMError(f"{where} gives {len(ids)} tokens; perplexity needs at least 2")
+    if args.window > ckpt.args.max_seq_len:
+        raise FlightLLMError(f"--window {args.window} exceeds the model's context "
+                             f"{ckpt.args.max_seq_len}")
+    runners = {"float reference": reference_runner(ckpt)}
+    if args.compressed:
+        cm = CompressedModel.load(args.compressed)
+        if cm.args.n_layers != ckpt.args.n_layers or cm.args.dim != ckpt.args.dim:
+            raise CheckpointError(f"{args.compressed} was compressed from another model "
+                                  f"({cm.source}); pass that model with --model")
+        t = cm.totals()
+        runners[f"{cm.config.name} (float emulation, {t['code_bits']:.2f} code bits, "
+                f"density {t['density']:.3f})"] = Emulator(cm)
+    print(f"{ckpt.args.name}: {len(ids)} tokens of {where}, {args.window}-token windows")
+    res = compare(runners, ids, args.window, progress=sys.stderr.isatty())
+    ref = res["float reference"]
+    for name, ppl in res.items():
+        print(f"  {ppl:10.3f}  {100 * (ppl / ref - 1):+6.1f}%  {name}")
+    return 0
+# --- end of compress and ppl --------------------------------------------------------------------
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,10 @@ EXPECT = {
     "00_quickstart.ipynb": ["SIMULATED", "simulated: True", "MemoryControllerDriver",
                             "scheduler status: DONE", "register transactions",
                             "W scheduler.CTRL", "generated tokens", "tokens/s"],
+    "01_sparsity.ipynb": ["tiny random LLaMA, fast mode", "N= 2:  32 INT8 weights",
+                          "outputs/cycle/lane", "configurable", "fixed dense", "speedup",
+                          "HBM bits per weight", "FSB codes in q/k:", "float reference:",
+                          "q/k density 0.70", "sweep took"],
     "demo_streaming.ipynb": ["tiny random LLaMA", "tok/s (host)", "generated tokens",
                              "(stopped)"],
     "03_instruction_reuse.ipynb": [
@@ -41,7 +45,8 @@ EXPECT = {
         "prefill latency changes at lengths [129]:",
         "decode tok/s at context 256 (PREDICTED)"],             # tokens/s vs model size
 }
-PLOTS = {"03_instruction_reuse.ipynb": 1, "02_on_chip_decode.ipynb": 3}  # notebook -> images its outputs must hold at least
+PLOTS = {"01_sparsity.ipynb": 4, "02_on_chip_decode.ipynb": 3,   # notebook -> images its outputs
+         "03_instruction_reuse.ipynb": 1}                     # must hold at least
 
 
 def _text_outputs(nb) -> str:

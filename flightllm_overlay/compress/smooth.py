@@ -58,11 +58,14 @@ def calibration_stats(ckpt, tokens) -> list:
     return stats
 
 
-def _smooth_scale(act_max, w_cols_max, alpha):
+def _smooth_scale(act_max, w_cols_max, alpha, group=None):
     a = np.maximum(act_max, 1e-5)
     w = np.maximum(w_cols_max, 1e-5)
-    s = a ** alpha / w ** (1 - alpha)
-    return np.clip(s, 1e-2, 1e3).astype(np.float32)
+    s = np.clip(a ** alpha / w ** (1 - alpha), 1e-2, 1e3)
+    if group and s.shape[-1] % group == 0:    # one factor per group of input channels
+        g = s.reshape(*s.shape[:-1], -1, group)
+        s = np.broadcast_to(np.exp(np.log(g).mean(-1, keepdims=True)), g.shape).reshape(s.shape)
+    return s.astype(np.float32)
 
 
 def float_layers(ckpt) -> list:
@@ -77,42 +80,48 @@ def float_layers(ckpt) -> list:
     return out
 
 
-def smooth_layer(args, lin: dict, attn_norm, ffn_norm, st: dict, alpha: float = 0.5):
-    """Smooth one layer in place of copies: returns (lin, attn_norm, ffn_norm), same function."""
+def smooth_layer(args, lin: dict, attn_norm, ffn_norm, st: dict, alpha: float = 0.5,
+                 group: int | None = None):
+    """Smooth one layer in place of copies: returns (lin, attn_norm, ffn_norm), same function.
+
+    group: use one factor (the geometric mean) per `group` consecutive input channels, so that
+    weights on a group-wise low-bit grid (GGUF Q4_1: groups of 32) stay on a scaled grid."""
     lin = dict(lin)
     g, d = args.n_heads // args.n_kv_heads, args.head_dim
     # q/k/v share the attention RMSNorm's output: fold 1/s into its gain.
     s = _smooth_scale(st["qkv"], np.max([np.abs(lin[k]).max(0) for k in ("wq", "wk", "wv")], 0),
-                      alpha)
+                      alpha, group)
     attn_norm = attn_norm / s
     for k in ("wq", "wk", "wv"):
         lin[k] = lin[k] * s[None, :]
     # gate/up share the FFN RMSNorm's output.
     s = _smooth_scale(st["gate_up"],
-                      np.max([np.abs(lin[k]).max(0) for k in ("w_gate", "w_up")], 0), alpha)
+                      np.max([np.abs(lin[k]).max(0) for k in ("w_gate", "w_up")], 0), alpha, group)
     ffn_norm = ffn_norm / s
     for k in ("w_gate", "w_up"):
         lin[k] = lin[k] * s[None, :]
     # down's input is silu(gate) * up: fold 1/s into up's rows.
-    s = _smooth_scale(st["down"], np.abs(lin["w_down"]).max(0), alpha)
+    s = _smooth_scale(st["down"], np.abs(lin["w_down"]).max(0), alpha, group)
     lin["w_up"] = lin["w_up"] / s[:, None]
     lin["w_down"] = lin["w_down"] * s[None, :]
     # o's input is the attention output, linear in v: fold 1/s into v's rows.  Query heads that
     # share a KV head must share s, so take the group-wise maximum.
     act = st["o"].reshape(args.n_kv_heads, g, d).max(1)
     wmax = np.abs(lin["wo"]).max(0).reshape(args.n_kv_heads, g, d).max(1)
-    s_kv = _smooth_scale(act, wmax, alpha)                       # (n_kv_heads, d)
+    s_kv = _smooth_scale(act, wmax, alpha, group)                # (n_kv_heads, d)
     lin["wv"] = lin["wv"] / s_kv.reshape(-1)[:, None]
     s_o = np.repeat(s_kv[:, None, :], g, axis=1).reshape(-1)     # (n_heads * d,)
     lin["wo"] = lin["wo"] * s_o[None, :]
     return lin, attn_norm, ffn_norm
 
 
-def smoothed_layers(ckpt, calibration_tokens=None, alpha: float = 0.5) -> list:
-    """`float_layers`, smoothed from calibration statistics when tokens are given."""
+def smoothed_layers(ckpt, calibration_tokens=None, alpha: float = 0.5,
+                    group: int | None = None) -> list:
+    """`float_layers`, smoothed from calibration statistics when tokens are given (see
+    `smooth_layer` for `group`)."""
     layers = float_layers(ckpt)
     if calibration_tokens is None:
         return layers
     stats = calibration_stats(ckpt, calibration_tokens)
-    return [smooth_layer(ckpt.args, lin, an, fn, st, alpha)
+    return [smooth_layer(ckpt.args, lin, an, fn, st, alpha, group)
             for (lin, an, fn), st in zip(layers, stats)]

@@ -1,0 +1,87 @@
+"""Calibration statistics per linear input group: the Hessian X^T X and its diagonal (squared channel norms)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import FlightLLMError
+
+#: linear -> the input group it reads (linears of a group share one input and one Hessian)
+INPUT_OF = {"wq": "qkv", "wk": "qkv", "wv": "qkv", "wo": "o", "w_gate": "gate_up",
+            "w_up": "gate_up", "w_down": "down"}
+
+
+@dataclass
+class InputStats:
+    """Second moments of one linear input over the calibration tokens."""
+
+    hessian: np.ndarray     # (K, K) float64: sum over tokens of x x^T
+    tokens: int
+
+    @property
+    def sq_norm(self) -> np.ndarray:
+        """(K,) squared L2 norm of each input channel (Wanda's ||x_j||^2)."""
+        return np.diag(self.hessian).copy()
+
+    def damped(self, damp: float = 0.01) -> np.ndarray:
+        """Hessian with `damp` x mean diagonal added, dead channels given a unit diagonal."""
+        h = self.hessian.copy()
+        dead = np.diag(h) <= 0
+        h[dead, dead] = 1.0
+        h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
+        return h
+
+
+def model_with(ckpt, layers):
+    """The float reference (`model.Transformer`) over `layers` ([(linears, attn_norm, ffn_norm)])."""
+    from .smooth import HF_NAMES
+    from ..model.llama import Transformer
+    weights = dict(ckpt.weights)
+    for i, (lin, an, fn) in enumerate(layers):
+        p = f"model.layers.{i}."
+        for k, w in lin.items():
+            weights[p + HF_NAMES[k] + ".weight"] = torch.from_numpy(np.asarray(w, np.float32))
+        weights[p + "input_layernorm.weight"] = torch.from_numpy(np.asarray(an, np.float32))
+        weights[p + "post_attention_layernorm.weight"] = torch.from_numpy(np.asarray(fn, np.float32))
+    return Transformer(ckpt.args, weights)
+
+
+def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True) -> list:
+    """Per layer {"qkv", "o", "gate_up", "down"}: InputStats of the model over `layers`.
+
+    tokens: calibration token ids (a few hundred suffice); run in windows of `window` tokens.
+    """
+    tokens = list(tokens)
+    if len(tokens) < 2:
+        raise FlightLLMError(f"calibration needs token ids (got {len(tokens)}); pass a few "
+                             f"hundred tokens of ordinary text")
+    model = model_with(ckpt, layers)
+    acc = [dict() for _ in range(ckpt.args.n_layers)]
+
+    def add(layer, key, x):
+        x = x.detach().reshape(-1, x.shape[-1]).double()
+        h = (x.T @ x).numpy()
+        st = acc[layer].get(key)
+        acc[layer][key] = [h, x.shape[0]] if st is None else [st[0] + h, st[1] + x.shape[0]]
+
+    def hook(name, layer, x):
+        if name == "attn_in":
+            add(layer, "qkv", x)
+        elif name == "attn":
+            add(layer, "o", x)
+        elif name == "ffn_in":
+            add(layer, "gate_up", x)
+            lw = model.layers[layer]
+            add(layer, "down", F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up))
+
+    window = min(window, ckpt.args.max_seq_len)
+    starts = range(0, len(tokens), window)
+    for start in tqdm(starts, desc="calibration", unit="window", disable=not progress):
+        model.reset()
+        model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
+                      hook=hook)
+    return [{k: InputStats(h, n) for k, (h, n) in layer.items()} for layer in acc]

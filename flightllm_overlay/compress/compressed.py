@@ -1,0 +1,184 @@
+"""`CompressedModel`: packed weights per linear plus smoothed norms; its report, and its checkpoint file.
+
+The checkpoint is one safetensors file:
+
+* tensors ``layers.{i}.{linear}``: the linear's packed HBM blob (uint8, `PackedWeight.blob`),
+  ``layers.{i}.attn_norm`` / ``ffn_norm`` (float32, smoothed RMSNorm gains), ``embed`` (float16),
+  ``norm`` (float32) and ``lm_head`` (float16, only when not tied to the embedding);
+* metadata ``format`` = "flightllm-compressed", ``version``, ``header`` (JSON: model args,
+  config, each linear's shape and format, the source, calibration) and ``sha256`` (over the
+  header and every tensor's name, dtype, shape and bytes, in name order).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, FlightLLMError
+from ..sim.wformat import PackedWeight
+from .config import CompressionConfig
+
+FORMAT, VERSION = "flightllm-compressed", 1
+LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+SHORT = {"wq": "q", "wk": "k", "wv": "v", "wo": "o", "w_gate": "gate", "w_up": "up", "w_down": "down"}
+
+
+@dataclass
+class CompressedModel:
+    """A checkpoint in the device's weight formats (what the compiler places in HBM).
+
+    layers: per layer {linear: PackedWeight}; attn_norm / ffn_norm: per layer (dim,) float32
+    smoothed gains; embed (vocab, dim) float16; norm (dim,) float32; lm_head (vocab, dim)
+    float16 or None when tied to embed.
+    """
+
+    args: object
+    config: CompressionConfig
+    layers: list
+    attn_norm: list
+    ffn_norm: list
+    embed: np.ndarray
+    norm: np.ndarray
+    lm_head: np.ndarray | None = None
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ figures
+    def linears(self):
+        for i, layer in enumerate(self.layers):
+            for name in LINEARS:
+                yield i, name, layer[name]
+
+    def totals(self) -> dict:
+        """Weighted over every linear weight: code bits per kept weight (the budget's measure),
+        bits per kept weight with group parameters (the budget's with group_bits), HBM bits per
+        weight (everything:
+        codes, group parameters, FSB codes, indices, row scales), density."""
+        n = kept = code = wbits = hbm = 0.0
+        for _, _, pw in self.linears():
+            lay = pw.layout()
+            n += pw.q.size
+            kept += lay["kept"]
+            code += pw.bits * lay["kept"]
+            wbits += 8 * (lay["codes"] + lay["groups"])
+            hbm += 8 * lay["total"]
+        return {"code_bits": code / kept, "weight_bits": wbits / kept,
+                "hbm_bits": hbm / n, "density": kept / n, "params": int(n)}
+
+    def report(self) -> str:
+        """Per-layer table: each linear's format (bits/group, density) and the layer's averages."""
+        head = ["layer"] + [SHORT[k] for k in LINEARS] + ["code b", "HBM b/w", "density"]
+        rows = []
+        for i, layer in enumerate(self.layers):
+            cells, kept, n, code, hbm = [str(i)], 0, 0, 0, 0
+            for k in LINEARS:
+                pw = layer[k]
+                fmt = f"{pw.bits}b" + (f"/{pw.group}" if pw.bits < 8 else "")
+                if pw.sparse:
+                    fmt += f" {100 * pw.density:.0f}%"
+                cells.append(fmt)
+                lay = pw.layout()
+                kept, n = kept + lay["kept"], n + pw.q.size
+                code, hbm = code + pw.bits * lay["kept"], hbm + 8 * lay["total"]
+            cells += [f"{code / kept:.2f}", f"{hbm / n:.2f}", f"{kept / n:.3f}"]
+            rows.append(cells)
+        t = self.totals()
+        rows.append(["all"] + [""] * len(LINEARS)
+                    + [f"{t['code_bits']:.2f}", f"{t['hbm_bits']:.2f}", f"{t['density']:.3f}"])
+        widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
+        fmt = lambda r: "  ".join(x.rjust(w) for x, w in zip(r, widths))
+        lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+        lines.append(f"{self.config.name}: {t['params'] / 1e6:.1f} M linear weights, code bits "
+                     f"{t['code_bits']:.2f} per kept weight ({t['weight_bits']:.2f} with group "
+                     f"parameters), {t['hbm_bits']:.2f} HBM bits per weight with indices and "
+                     f"scales, density {t['density']:.3f}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ file
+    def tensors(self) -> tuple:
+        """(tensors dict, header dict) of the checkpoint file."""
+        tensors, fmts = {}, {}
+        for i, name, pw in self.linears():
+            key = f"layers.{i}.{name}"
+            tensors[key] = pw.blob()
+            fmts[key] = {"rows": pw.shape[0], "k": pw.shape[1], "bits": pw.bits,
+                         "group": pw.group, "sparse": pw.sparse}
+        for i, (an, fn) in enumerate(zip(self.attn_norm, self.ffn_norm)):
+            tensors[f"layers.{i}.attn_norm"] = np.asarray(an, np.float32)
+            tensors[f"layers.{i}.ffn_norm"] = np.asarray(fn, np.float32)
+        tensors["embed"] = np.asarray(self.embed, np.float16)
+        tensors["norm"] = np.asarray(self.norm, np.float32)
+        if self.lm_head is not None:
+            tensors["lm_head"] = np.asarray(self.lm_head, np.float16)
+        header = {"args": asdict(self.args), "config": self.config.to_dict(), "linears": fmts,
+                  "source": self.source, "info": self.info}
+        return tensors, header
+
+    def save(self, path) -> Path:
+        from safetensors.numpy import save_file
+        path = Path(path)
+        tensors, header = self.tensors()
+        text = json.dumps(header, sort_keys=True)
+        save_file(tensors, str(path), metadata={"format": FORMAT, "version": str(VERSION),
+                                                "header": text, "sha256": _digest(text, tensors)})
+        return path
+
+    @classmethod
+    def load(cls, path) -> "CompressedModel":
+        """Read a compressed checkpoint; CheckpointError names what is wrong with a bad file."""
+        path = Path(path)
+        fix = "recreate it with `flightllm compress`"
+        if not path.is_file():
+            raise CheckpointError(f"compressed checkpoint {path} does not exist; {fix}")
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:     # safetensors raises its own error types for damaged files
+            raise CheckpointError(f"{path} is not a readable compressed checkpoint (truncated or "
+                                  f"corrupt: {exc}); {fix}") from exc
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is a safetensors file but not a FlightLLM compressed "
+                                  f"checkpoint (format {meta.get('format')!r}); {fix}")
+        if meta.get("version") != str(VERSION):
+            raise CheckpointError(f"{path} has version {meta.get('version')}, this toolkit reads "
+                                  f"version {VERSION}; {fix} with this version")
+        text = meta.get("header", "")
+        if _digest(text, tensors) != meta.get("sha256"):
+            raise CheckpointError(f"{path} is corrupt: its checksum does not match its contents "
+                                  f"(damaged in storage or transfer); {fix}")
+        return cls._from(json.loads(text), tensors, str(path))
+
+    @classmethod
+    def _from(cls, header, tensors, where) -> "CompressedModel":
+        from ..model.args import ModelArgs
+        args = ModelArgs(**header["args"])
+        layers = [dict() for _ in range(args.n_layers)]
+        try:
+            for key, f in header["linears"].items():
+                _, i, name = key.split(".")
+                layers[int(i)][name] = PackedWeight.from_blob(tensors[key], f["rows"], f["k"],
+                                                              f["bits"], f["group"], f["sparse"])
+        except (FlightLLMError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{where}: a packed weight does not decode ({exc}); the file "
+                                  f"is inconsistent, recreate it with `flightllm compress`") from exc
+        n = args.n_layers
+        return cls(args=args, config=CompressionConfig.from_dict(header["config"]), layers=layers,
+                   attn_norm=[tensors[f"layers.{i}.attn_norm"] for i in range(n)],
+                   ffn_norm=[tensors[f"layers.{i}.ffn_norm"] for i in range(n)],
+                   embed=tensors["embed"], norm=tensors["norm"], lm_head=tensors.get("lm_head"),
+                   source=header.get("source", ""), info=header.get("info", {}))
+
+
+def _digest(header_text: str, tensors: dict) -> str:
+    h = hashlib.sha256(header_text.encode())
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

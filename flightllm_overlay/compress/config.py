@@ -1,0 +1,103 @@
+"""`CompressionConfig`: the budgets and methods of one compression setting, with the named presets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import CompileError
+from .prune import CRITERIA, check_density
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """One compression setting.
+
+    density_qk / density: fraction of weights kept (N:16 blocks) in q_proj and k_proj / in the
+    other linears (1 = dense).  avg_bits: budget of average code bits per kept weight (the
+    usual "average bits"); with group_bits=True the budget also counts each group's 32-bit
+    (M, B) (then 4-bit in groups of 32 counts 5 bits, 3-bit/64 counts 3.5, 8-bit 8).
+    bit_choices and group_choices: the formats the allocator may pick per linear (with the
+    code-bits budget the smallest group always wins; the report gives HBM bits with everything).  criterion:
+    'wanda' (|W| * ||x||) or 'magnitude' for the pruning scores.  error_feedback: GPTQ-like
+    quantisation with SparseGPT-like reconstruction of pruned weights (else round-to-nearest).
+    act_bits: activations on the device (8: INT8 per row, dynamic).  calib_tokens: calibration
+    tokens used; smooth_alpha: SmoothQuant migration strength (None: no smoothing);
+    smooth_group: one smoothing factor per this many input channels (keeps group-wise low-bit
+    grids of the source weights intact; None: per channel); damp:
+    Hessian damping (fraction of its mean diagonal).
+    """
+
+    name: str = "custom"
+    density_qk: float = 1.0
+    density: float = 1.0
+    avg_bits: float = 8.0
+    group_bits: bool = False
+    bit_choices: tuple = (8,)
+    group_choices: tuple = (32, 64, 128)
+    criterion: str = "wanda"
+    error_feedback: bool = True
+    act_bits: int = 8
+    calib_tokens: int = 512
+    smooth_alpha: float | None = 0.5
+    smooth_group: int | None = None
+    damp: float = 0.01
+
+    def __post_init__(self):
+        check_density(self.density_qk, "q_proj/k_proj")
+        check_density(self.density, "the linears")
+        if self.criterion not in CRITERIA:
+            raise CompileError(f"unknown pruning criterion {self.criterion!r}; use one of {CRITERIA}")
+        if self.act_bits != 8:
+            raise CompileError(f"activations are INT8 on the device; act_bits={self.act_bits} "
+                               f"is not supported")
+        if self.avg_bits <= 0:
+            raise CompileError(f"avg_bits must be positive, got {self.avg_bits}")
+        if self.calib_tokens < 16:
+            raise CompileError(f"calib_tokens={self.calib_tokens} is too few; use a few hundred")
+        object.__setattr__(self, "bit_choices", tuple(int(b) for b in self.bit_choices))
+        object.__setattr__(self, "group_choices", tuple(int(g) for g in self.group_choices))
+
+    def density_of(self, linear: str) -> float:
+        return self.density_qk if linear in ("wq", "wk") else self.density
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bit_choices"], d["group_choices"] = list(self.bit_choices), list(self.group_choices)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompressionConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CompileError(f"unknown compression settings {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def but(self, **changes) -> "CompressionConfig":
+        return replace(self, **changes)
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def w8a8(cls) -> "CompressionConfig":
+        """INT8 weights per output row, dense, INT8 activations (what the compiler runs today)."""
+        return cls(name="w8a8", avg_bits=8.0, bit_choices=(8,), error_feedback=False)
+
+    @classmethod
+    def flightllm(cls) -> "CompressionConfig":
+        """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
+        2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
+        INT8 activations; Wanda scores, GPTQ-like error feedback; smoothing with one factor per
+        32 input channels (keeps a group-32 grid of the source weights, as SmolLM2's Q4_1)."""
+        return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
+                   smooth_group=32)
+
+    @classmethod
+    def magnitude(cls) -> "CompressionConfig":
+        """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
+        return cls.flightllm().but(name="magnitude", criterion="magnitude", error_feedback=False)
+
+    @classmethod
+    def preset(cls, name: str) -> "CompressionConfig":
+        table = {"w8a8": cls.w8a8, "flightllm": cls.flightllm, "magnitude": cls.magnitude}
+        if name not in table:
+            raise CompileError(f"unknown compression preset {name!r}; choose one of {sorted(table)}")
+        return table[name]()

@@ -1,0 +1,105 @@
+"""Float emulation of a CompressedModel in PyTorch (the device's weights, INT8 fake-quant activations) and perplexity of any runner.
+
+The emulation multiplies by exactly the weights the device holds (`PackedWeight.float()`: INT8
+after the dequantisation unit, times the row scales) and quantises, as the device's MISC quant
+does (symmetric, per row, scale = absmax / 127), every linear input (the attention output per
+head), q, k and v per token and head, and the softmax probabilities per row.  Norms, RoPE,
+softmax and the residual stream stay float32 (the device uses FP16 there).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..model.llama import rms_norm, rope, rope_tables
+from ..sim.wformat import quantize
+
+#: A runner maps one window of token ids (from position 0) to its (T, vocab) logits.
+Runner = Callable[[Sequence[int]], np.ndarray]
+
+
+def fake_quant(x: torch.Tensor) -> torch.Tensor:
+    """Symmetric INT8 per row (last dim), scale = absmax / 127, as the device's MISC quant."""
+    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 127.0
+    return torch.clamp(torch.round(x / s), -127, 127) * s
+
+
+class Emulator:
+    """A Runner computing a CompressedModel's logits in float32 with the device's quantisation points."""
+
+    def __init__(self, cm, act_quant: bool = True):
+        self.args, self.act_quant = cm.args, act_quant
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
+        self.layers = [({k: t(pw.float()) for k, pw in layer.items()}, t(an), t(fn))
+                       for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
+        self.embed = t(np.asarray(cm.embed, np.float32))
+        head = cm.embed if cm.lm_head is None else cm.lm_head
+        self.head = t(quantize(np.asarray(head, np.float32), 8).float())   # INT8 per row
+        self.norm = t(cm.norm)
+        self.cos, self.sin = rope_tables(self.args, self.args.max_seq_len)
+
+    def _q(self, x):
+        return fake_quant(x) if self.act_quant else x
+
+    @torch.inference_mode()
+    def __call__(self, tokens) -> np.ndarray:
+        a = self.args
+        tokens = torch.as_tensor(list(tokens), dtype=torch.long)
+        T, H, KV, d = tokens.numel(), a.n_heads, a.n_kv_heads, a.head_dim
+        cos, sin = self.cos[:T], self.sin[:T]
+        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+        h = self.embed[tokens]                                             # (T, dim)
+        for lin, an, fn in self.layers:
+            x = self._q(rms_norm(h, an, a.norm_eps))
+            q = self._q(rope((x @ lin["wq"].T).view(T, H, d), cos, sin))   # (T, H, d)
+            k = self._q(rope((x @ lin["wk"].T).view(T, KV, d), cos, sin))  # (T, KV, d)
+            v = self._q((x @ lin["wv"].T).view(T, KV, d))
+            g = H // KV
+            qg = q.view(T, KV, g, d).permute(1, 2, 0, 3)                  # (KV, g, T, d)
+            s = (qg @ k.permute(1, 2, 0)[:, None]) * d ** -0.5             # (KV, g, T, T)
+            p = self._q(torch.softmax(s.masked_fill(causal, float("-inf")), -1))
+            att = (p @ v.permute(1, 0, 2)[:, None])                        # (KV, g, T, d)
+            att = self._q(att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
+            h = h + att @ lin["wo"].T
+            x = self._q(rms_norm(h, fn, a.norm_eps))
+            y = self._q(F.silu(x @ lin["w_gate"].T) * (x @ lin["w_up"].T))
+            h = h + y @ lin["w_down"].T
+        h = self._q(rms_norm(h, self.norm, a.norm_eps))
+        return (h @ self.head.T).numpy()
+
+
+def reference_runner(ckpt) -> Runner:
+    """The float reference (`model.Transformer`) as a Runner."""
+    from ..model.llama import Transformer
+    model = Transformer.from_checkpoint(ckpt)
+
+    def run(tokens):
+        model.reset()
+        return model.forward(list(tokens), 0).numpy()
+    return run
+
+
+def perplexity(runner: Runner, ids, window: int = 512, progress: bool = False,
+               desc: str = "perplexity") -> float:
+    """exp(mean NLL) over non-overlapping windows of `window` tokens, each from position 0."""
+    ids = list(ids)
+    chunks = [ids[s:s + window] for s in range(0, len(ids) - 1, window)]
+    chunks = [c for c in chunks if len(c) >= 2]
+    nll, count = 0.0, 0
+    for chunk in tqdm(chunks, desc=desc, unit="window", disable=not progress):
+        logits = torch.from_numpy(np.asarray(runner(chunk))[:-1]).double()
+        logp = torch.log_softmax(logits, -1)
+        nll -= float(logp[torch.arange(len(chunk) - 1), torch.as_tensor(chunk[1:])].sum())
+        count += len(chunk) - 1
+    return math.exp(nll / count)
+
+
+def compare(runners: dict, ids, window: int = 512, progress: bool = False) -> dict:
+    """{name: perplexity} of each Runner on the same windows of `ids` (the float reference, the
+    float emulation of a compressed model, a compiled program on the overlay, ...)."""
+    return {name: perplexity(run, ids, window, progress, desc=name) for name, run in runners.items()}

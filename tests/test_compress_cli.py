@@ -1,0 +1,51 @@
+"""`flightllm compress` and `flightllm ppl` on the tiny model: report, file, perplexities, clear errors."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from flightllm_overlay.cli import main
+
+
+@pytest.mark.parametrize("cmd", [["compress"], ["ppl"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(cmd + ["--help"])
+    assert exc.value.code == 0
+    assert "usage: flightllm" in capsys.readouterr().out
+
+
+def test_compress_then_ppl(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "tiny.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--density-qk", "0.5", "--calib-tokens", "128", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "wrote" in text
+    assert re.search(r"^\s+0\s+4b/32 50%", text, re.M) or "50%" in text   # q at half density
+    assert "HBM bits per weight" in text and "density" in text
+    text_file = tmp_path / "t.txt"
+    text_file.write_text("The capital of France is Paris. " * 40)
+    assert main(["ppl", "--model", str(tiny_folder), "--text", str(text_file), "--tokens", "200",
+                 "--window", "100", "--compressed", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "200 tokens" in lines[0]
+    vals = [float(line.split()[0]) for line in lines[1:]]
+    assert len(vals) == 2 and all(v > 1 for v in vals) and "float emulation" in lines[2]
+
+
+def test_errors_are_clear(tiny_folder, tmp_path, capsys):
+    assert main(["compress", str(tiny_folder), "-o", str(tmp_path / "x"), "--density-qk", "0.05",
+                 "--quiet"]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert main(["compress", str(tiny_folder), "-o", str(tmp_path / "x"), "--avg-bits", "3",
+                 "--calib-tokens", "64", "--quiet"]) == 2
+    assert "average weight bits 3 cannot be met" in capsys.readouterr().err
+    (tmp_path / "junk.safetensors").write_bytes(b"junk" * 10)
+    assert main(["ppl", "--model", str(tiny_folder), "--tokens", "64"]) == 2
+    assert "--window 512 exceeds the model's context 256" in capsys.readouterr().err
+    assert main(["ppl", "--model", str(tiny_folder), "--tokens", "64", "--window", "64",
+                 "--compressed", str(tmp_path / "junk.safetensors")]) == 2
+    assert "not a readable compressed checkpoint" in capsys.readouterr().err
+    assert main(["ppl", "--model", str(tiny_folder), "--text", str(tmp_path / "none.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
