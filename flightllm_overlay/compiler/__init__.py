@@ -10,7 +10,7 @@ from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 
-__all__ = ["compile_model", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
+__all__ = ["compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
 
 
@@ -84,6 +84,17 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     program.meta["sparse"] = any(t.sparse for t in tiles)
     if plan.layout.shape_only:
         program.meta["shape_only"] = True
+    return program
+
+
+def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bool = False,
+                       fused: bool = True, weight_slots: int = 2) -> Program:
+    """Compile a `compress.CompressedModel` (packed low-bit / N:16-sparse weights, smoothed
+    norms, optional block-sparse attention) for `target`."""
+    from .quantize import quantized_from_compressed
+    program = compile_quantized(quantized_from_compressed(cm), target, ctx=ctx,
+                                all_logits=all_logits, fused=fused, weight_slots=weight_slots)
+    program.meta["quantization"] = f"compressed ({cm.config.name}), dynamic per-row INT8 activations"
     return program
 
 

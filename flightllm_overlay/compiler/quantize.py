@@ -60,6 +60,21 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
         smoothing={"alpha": alpha, "tokens": len(tokens)} if tokens is not None else {})
 
 
+def quantized_from_compressed(cm) -> QuantizedModel:
+    """A `compress.CompressedModel` as the compiler's input: its packed weights and smoothed
+    norms as they are, an INT8 LM head, and its block-sparse attention pattern if it has one."""
+    layers = [{**{k: (pw, None) for k, pw in layer.items()},
+               "attn_norm": np.asarray(an).astype(np.float16),
+               "ffn_norm": np.asarray(fn).astype(np.float16)}
+              for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
+    head = cm.embed if cm.lm_head is None else cm.lm_head
+    return QuantizedModel(args=cm.args, layers=layers, norm=np.asarray(cm.norm).astype(np.float16),
+                          lm_head=quantize_weight(np.asarray(head, np.float32)),
+                          embedding=np.asarray(cm.embed).astype(np.float16),
+                          smoothing={"compressed": cm.config.name},
+                          attn_pattern=cm.info.get("attn_pattern"))
+
+
 def rope_table(args, length: int) -> np.ndarray:
     """FP16 table (length, head_dim): per position [cos_0..cos_{d/2-1}, sin_0..sin_{d/2-1}]."""
     d = args.head_dim

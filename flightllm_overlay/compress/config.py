@@ -23,7 +23,9 @@ class CompressionConfig:
     tokens used; smooth_alpha: SmoothQuant migration strength (None: no smoothing);
     smooth_group: one smoothing factor per this many input channels (keeps group-wise low-bit
     grids of the source weights intact; None: per channel); damp:
-    Hessian damping (fraction of its mean diagonal).
+    Hessian damping (fraction of its mean diagonal).  attn_mass: block-sparse prefill
+    attention, each head keeping at least this share of its calibration attention mass
+    (`compress.attention`; None: dense attention).
     """
 
     name: str = "custom"
@@ -40,6 +42,7 @@ class CompressionConfig:
     smooth_alpha: float | None = 0.5
     smooth_group: int | None = None
     damp: float = 0.01
+    attn_mass: float | None = None
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -51,6 +54,9 @@ class CompressionConfig:
                                f"is not supported")
         if self.avg_bits <= 0:
             raise CompileError(f"avg_bits must be positive, got {self.avg_bits}")
+        if self.attn_mass is not None and not 0 < self.attn_mass <= 1:
+            raise CompileError(f"attn_mass is a share of the attention mass in (0, 1], got "
+                               f"{self.attn_mass}")
         if self.calib_tokens < 16:
             raise CompileError(f"calib_tokens={self.calib_tokens} is too few; use a few hundred")
         object.__setattr__(self, "bit_choices", tuple(int(b) for b in self.bit_choices))

@@ -42,6 +42,16 @@ class Emulator:
         self.head = t(quantize(np.asarray(head, np.float32), 8).float())   # INT8 per row
         self.norm = t(cm.norm)
         self.cos, self.sin = rope_tables(self.args, self.args.max_seq_len)
+        self.pattern = cm.info.get("attn_pattern")       # block-sparse prefill attention
+
+    def _keep(self, layer: int, T: int) -> torch.Tensor:
+        """(KV, g, T, T) keys each query keeps under the layer's block pattern."""
+        from ..isa import attention_block_keep
+        q, k = np.arange(T)[:, None], np.arange(T)[None, :]
+        keep = np.stack([attention_block_keep(q, k, int(s), int(w))
+                         for s, w in self.pattern[layer]])
+        a = self.args
+        return torch.from_numpy(keep).view(a.n_kv_heads, a.n_heads // a.n_kv_heads, T, T)
 
     def _q(self, x):
         return fake_quant(x) if self.act_quant else x
@@ -54,7 +64,8 @@ class Emulator:
         cos, sin = self.cos[:T], self.sin[:T]
         causal = torch.ones(T, T, dtype=torch.bool).triu(1)
         h = self.embed[tokens]                                             # (T, dim)
-        for lin, an, fn in self.layers:
+        for li, (lin, an, fn) in enumerate(self.layers):
+            masked = causal if self.pattern is None or T == 1 else ~self._keep(li, T)
             x = self._q(rms_norm(h, an, a.norm_eps))
             q = self._q(rope((x @ lin["wq"].T).view(T, H, d), cos, sin))   # (T, H, d)
             k = self._q(rope((x @ lin["wk"].T).view(T, KV, d), cos, sin))  # (T, KV, d)
@@ -62,7 +73,7 @@ class Emulator:
             g = H // KV
             qg = q.view(T, KV, g, d).permute(1, 2, 0, 3)                  # (KV, g, T, d)
             s = (qg @ k.permute(1, 2, 0)[:, None]) * d ** -0.5             # (KV, g, T, T)
-            p = self._q(torch.softmax(s.masked_fill(causal, float("-inf")), -1))
+            p = self._q(torch.softmax(s.masked_fill(masked, float("-inf")), -1))
             att = (p @ v.permute(1, 0, 2)[:, None])                        # (KV, g, T, d)
             att = self._q(att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
             h = h + att @ lin["wo"].T

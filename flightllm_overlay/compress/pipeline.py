@@ -77,6 +77,14 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         else:
             packed[i][k] = rtn(w, opt.bits, group, mask, block_n)
 
+    info = {"calibration_tokens": len(tokens)}
+    if cfg.attn_mass is not None:
+        from .attention import choose_patterns
+        window = min(512, len(tokens) // 64 * 64, args.max_seq_len)
+        pats = choose_patterns(ckpt, tokens, cfg.attn_mass,
+                               length=min(2048, args.max_seq_len), window_tokens=window,
+                               progress=progress)
+        info.update(attn_pattern=pats.pattern, attn_density=round(pats.mean_density, 4))
     W = ckpt.weights
     embed = tensor(W, "model.embed_tokens.weight")
     head = None
@@ -86,4 +94,4 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         args=args, config=cfg, layers=packed, attn_norm=[an for _, an, _ in layers],
         ffn_norm=[fn for _, _, fn in layers], embed=embed.astype(np.float16),
         norm=tensor(W, "model.norm.weight"), lm_head=head, source=str(ckpt.source),
-        info={"calibration_tokens": len(tokens), "seconds": round(time.perf_counter() - t0, 1)})
+        info={**info, "seconds": round(time.perf_counter() - t0, 1)})
