@@ -24,6 +24,9 @@ def _add_generate(sub):
     _model_arg(p)
     p.add_argument("--program", default=None, help="a program file from `flightllm compile` "
                                                    "(skips compiling; the model still gives the tokenizer)")
+    p.add_argument("--compressed", default=None,
+                   help="a checkpoint from `flightllm compress` to run instead of W8A8 (the model "
+                        "still gives the tokenizer)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
@@ -155,6 +158,17 @@ def cmd_generate(args) -> int:
     cache = None
     if args.program:
         program = Program.load(args.program)
+    elif args.compressed:
+        from .compiler import compile_compressed
+        from .compress import CompressedModel
+        cm = CompressedModel.load(args.compressed)
+        if cm.args.dim != ckpt.args.dim or cm.args.vocab_size != ckpt.args.vocab_size:
+            from .errors import CheckpointError
+            raise CheckpointError(f"{args.compressed} was compressed from another model "
+                                  f"({cm.source}); pass that model with --model")
+        print(f"[flightllm] compiling {args.compressed} ({cm.config.name})...", file=err,
+              flush=True)
+        program = compile_compressed(cm, ctx=args.ctx)
     elif args.no_cache:
         print(f"[flightllm] compiling {ckpt.args.name} (W8A8)...", file=err, flush=True)
         program = compile_model(ckpt, ctx=args.ctx)
@@ -335,6 +349,9 @@ def _add_ppl(sub):
     p.add_argument("--tokens", type=int, default=8192, help="evaluate the first N tokens (8192)")
     p.add_argument("--window", type=int, default=512, help="window length in tokens (512)")
     p.add_argument("--compressed", default=None, help="a checkpoint from `flightllm compress`")
+    p.add_argument("--overlay", action="store_true",
+                   help="also run the compiled program (the compressed checkpoint, else W8A8) "
+                        "on the overlay (the simulated U280 without a card)")
     p.set_defaults(func=cmd_ppl)
 
 
@@ -363,6 +380,7 @@ def cmd_ppl(args) -> int:
         raise FlightLLMError(f"--window {args.window} exceeds the model's context "
                              f"{ckpt.args.max_seq_len}")
     runners = {"float reference": reference_runner(ckpt)}
+    cm = None
     if args.compressed:
         cm = CompressedModel.load(args.compressed)
         if cm.args.n_layers != ckpt.args.n_layers or cm.args.dim != ckpt.args.dim:
@@ -371,12 +389,31 @@ def cmd_ppl(args) -> int:
         t = cm.totals()
         runners[f"{cm.config.name} (float emulation, {t['code_bits']:.2f} code bits, "
                 f"density {t['density']:.3f})"] = Emulator(cm)
+    if args.overlay:
+        runners.update(_overlay_runner(ckpt, cm, args.window))
     print(f"{ckpt.args.name}: {len(ids)} tokens of {where}, {args.window}-token windows")
     res = compare(runners, ids, args.window, progress=sys.stderr.isatty())
     ref = res["float reference"]
     for name, ppl in res.items():
         print(f"  {ppl:10.3f}  {100 * (ppl / ref - 1):+6.1f}%  {name}")
     return 0
+
+
+def _overlay_runner(ckpt, cm, window: int) -> dict:
+    """{label: runner} of the compiled program on the overlay, every position's logits."""
+    from .compiler import compile_compressed, compile_model
+    from .overlay import FlightLLMOverlay
+    from .runtime import Session
+    from .runtime.perplexity import device_runner
+    print(f"[flightllm] compiling {'the compressed checkpoint' if cm else ckpt.args.name + ' (W8A8)'}"
+          f" with all logits...", file=sys.stderr, flush=True)
+    program = (compile_compressed(cm, ctx=window, all_logits=True) if cm is not None
+               else compile_model(ckpt, ctx=window, all_logits=True))
+    overlay = FlightLLMOverlay()
+    session = Session(overlay, program)
+    what = cm.config.name if cm is not None else "w8a8"
+    where = "simulated U280" if overlay.is_simulated else "U280"
+    return {f"{what} on the overlay ({where})": device_runner(session, window)}
 # --- end of compress and ppl --------------------------------------------------------------------
 
 

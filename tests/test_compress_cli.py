@@ -49,3 +49,24 @@ def test_errors_are_clear(tiny_folder, tmp_path, capsys):
     assert "not a readable compressed checkpoint" in capsys.readouterr().err
     assert main(["ppl", "--model", str(tiny_folder), "--text", str(tmp_path / "none.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_compressed_checkpoint_on_the_overlay(tiny_folder, tmp_path, capsys):
+    """ppl --overlay runs the compiled compressed program beside its float emulation, and
+    generate --compressed streams from it."""
+    out = tmp_path / "tiny.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--density-qk", "0.5", "--calib-tokens", "128", "--quiet"]) == 0
+    capsys.readouterr()
+    text_file = tmp_path / "t.txt"
+    text_file.write_text("The capital of France is Paris. " * 40)
+    assert main(["ppl", "--model", str(tiny_folder), "--text", str(text_file), "--tokens", "150",
+                 "--window", "100", "--compressed", str(out), "--overlay"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    vals = {line.split("%", 1)[1].strip(): float(line.split()[0]) for line in lines[1:]}
+    emu = next(v for k, v in vals.items() if "float emulation" in k)
+    dev = next(v for k, v in vals.items() if "on the overlay (simulated U280)" in k)
+    assert abs(dev / emu - 1) < 0.03                  # the program computes what it emulates
+    assert main(["generate", "hello", "--model", str(tiny_folder), "--compressed", str(out),
+                 "--max-new-tokens", "5", "--no-chat"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -24,23 +24,30 @@ def windows(ids, window: int):
             yield chunk
 
 
-def perplexity_device(session, ids, window: int = 256) -> float:
-    """Perplexity over non-overlapping windows, each run from position 0 in prefill chunks.
+def device_runner(session, window: int | None = None):
+    """tokens -> logits (T, vocab) of every position, run from position 0 in prefill launches.
 
     The session's program must have been compiled with `all_logits=True`."""
     step = session.program.step("prefill")
     if not step.all_logits:
         raise FlightLLMError("perplexity needs every position's logits: compile with "
                              "all_logits=True (flightllm compile --all-logits)")
-    if window > step.ctx:
+    if window is not None and window > step.ctx:
         raise FlightLLMError(f"window {window} exceeds the program's context {step.ctx}")
+
+    def run(tokens):
+        tokens = list(tokens)
+        return np.concatenate([session.run("prefill", tokens[s:s + step.rows], s)
+                               for s in range(0, len(tokens), step.rows)])
+    return run
+
+
+def perplexity_device(session, ids, window: int = 256) -> float:
+    """Perplexity over non-overlapping windows, each run from position 0 in prefill chunks."""
+    run = device_runner(session, window)
     nll, count = 0.0, 0
     for chunk in windows(ids, window):
-        rows = []
-        for start in range(0, len(chunk), step.rows):
-            rows.append(session.run("prefill", chunk[start:start + step.rows], start))
-        logits = np.concatenate(rows)[:-1]
-        nll += _nll(logits, np.asarray(chunk[1:]))
+        nll += _nll(run(chunk)[:-1], np.asarray(chunk[1:]))
         count += len(chunk) - 1
     return math.exp(nll / count)
 
