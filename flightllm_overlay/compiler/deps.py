@@ -101,7 +101,7 @@ def insert_tokens(stream: list, ctx_cap: int, acc_of: list | None = None) -> lis
             for i, other in reversed(history[p]):
                 if i <= floor:
                     break
-                if _conflict(acc, other):
+                if conflict(acc, other):
                     waits[j] |= 1 << p
                     releases[i] |= 1 << u
                     synced[p][u] = i
@@ -111,7 +111,8 @@ def insert_tokens(stream: list, ctx_cap: int, acc_of: list | None = None) -> lis
             for j, insn in enumerate(result)]
 
 
-def _conflict(a: list, b: list) -> bool:
+def conflict(a: list, b: list) -> bool:
+    """Two instructions' accesses conflict: the same resource, overlapping bytes, one writes."""
     for ra, sa, ea, wa in a:
         for rb, sb, eb, wb in b:
             if ra == rb and (wa or wb) and sa < eb and sb < ea:

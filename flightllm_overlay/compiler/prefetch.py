@@ -14,7 +14,7 @@ instruction it conflicts with; `deps.insert_tokens` derives the tokens afterward
 from __future__ import annotations
 
 from .. import isa
-from .deps import accesses
+from .deps import accesses, conflict
 
 
 def is_weight_load(insn) -> bool:
@@ -22,14 +22,6 @@ def is_weight_load(insn) -> bool:
     f = insn.fields.get
     return (insn.op == "LD" and isa.BUFFERS[f("buf", 0)] == "wbuf" and not f("remote", 0)
             and isa.DYN_MODES[f("dyn", 0)] == "static")
-
-
-def _overlaps(a: list, b: list) -> bool:
-    for ra, sa, ea, wa in a:
-        for rb, sb, eb, wb in b:
-            if ra == rb and (wa or wb) and sa < eb and sb < ea:
-                return True
-    return False
 
 
 def _barrier_to_pass(insn) -> bool:
@@ -49,7 +41,7 @@ def hoist_weight_loads(stream: list, ctx_cap: int) -> tuple:
         a = accesses(insn, ctx_cap)
         at = len(out)
         if is_weight_load(insn):
-            while at > 0 and not _barrier_to_pass(out[at - 1]) and not _overlaps(a, acc[at - 1]):
+            while at > 0 and not _barrier_to_pass(out[at - 1]) and not conflict(a, acc[at - 1]):
                 at -= 1
         out.insert(at, insn)
         acc.insert(at, a)
