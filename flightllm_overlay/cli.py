@@ -308,6 +308,9 @@ def _add_compress(sub):
                    help="round-to-nearest instead of the GPTQ-like error feedback")
     p.add_argument("--calib-tokens", type=int, default=None,
                    help="calibration tokens from the bundled text (default 512)")
+    p.add_argument("--attn-mass", type=float, default=None,
+                   help="block-sparse prefill attention keeping at least this share of each "
+                        "head's calibration attention mass (e.g. 0.95; default: dense)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compress)
 
@@ -317,7 +320,8 @@ def _compression_config(args):
     cfg = CompressionConfig.preset(args.preset)
     changes = {"density_qk": args.density_qk, "density": args.density, "avg_bits": args.avg_bits,
                "bit_choices": args.bits, "group_choices": args.groups,
-               "criterion": args.criterion, "calib_tokens": args.calib_tokens}
+               "criterion": args.criterion, "calib_tokens": args.calib_tokens,
+               "attn_mass": args.attn_mass}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.rtn:
         changes["error_feedback"] = False

@@ -70,3 +70,15 @@ def test_compressed_checkpoint_on_the_overlay(tiny_folder, tmp_path, capsys):
     assert main(["generate", "hello", "--model", str(tiny_folder), "--compressed", str(out),
                  "--max-new-tokens", "5", "--no-chat"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_compress_with_block_sparse_attention(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "attn.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--preset", "w8a8",
+                 "--calib-tokens", "512", "--attn-mass", "0.5", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    density = float(re.search(r"attention: .* ([\d.]+) of the causal blocks", text).group(1))
+    assert 0 < density < 1
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--attn-mass", "1.5",
+                 "--quiet"]) == 2
+    assert "attn_mass" in capsys.readouterr().err

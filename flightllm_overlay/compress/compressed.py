@@ -96,6 +96,10 @@ class CompressedModel:
                      f"{t['code_bits']:.2f} per kept weight ({t['weight_bits']:.2f} with group "
                      f"parameters), {t['hbm_bits']:.2f} HBM bits per weight with indices and "
                      f"scales, density {t['density']:.3f}")
+        if self.info.get("attn_pattern"):
+            lines.append(f"block-sparse prefill attention: (sink, window) 64-token blocks per "
+                         f"head, {self.info['attn_density']:.2f} of the causal blocks computed "
+                         f"at {min(2048, self.args.max_seq_len)} tokens")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ file
