@@ -288,7 +288,9 @@ def test_kernels_mk_names_kernels_sources_and_settings():
     v = make_vars()
     assert v["FLIGHTLLM_KERNELS"].split() == ["scheduler", "mpe", "misc", "memctrl"]
     for kernel in v["FLIGHTLLM_KERNELS"].split():
-        assert v[f"FLIGHTLLM_SRC_{kernel}"] == f"$(SRC_DIR)/{kernel}.cpp"
+        srcs = v[f"FLIGHTLLM_SRC_{kernel}"].split()       # its own file first, then the others
+        assert srcs[0] == f"$(SRC_DIR)/{kernel}.cpp"
+        assert sorted(srcs) == sorted(f"$(SRC_DIR)/{k}.cpp" for k in v["FLIGHTLLM_KERNELS"].split())
         assert v[f"FLIGHTLLM_CUS_{kernel}"].split() == \
             [u.instance for u in DESIGN.compute_units if u.kernel == kernel]
     assert (PROJECT / v["SRC_DIR"]).resolve() == ROOT / "flightllm_overlay" / "src"
@@ -326,7 +328,8 @@ def test_make_dry_run_checks_then_compiles_each_kernel_then_links(fake_src):
     assert len(compiles) == 4
     for kernel, line in zip(("scheduler", "mpe", "misc", "memctrl"), compiles):
         assert f"-k {kernel} " in line and f"-I{fake_src} " in line
-        assert line.endswith(f"-o build/xo/{kernel}.xo {fake_src}/{kernel}.cpp")
+        assert f"-o build/xo/{kernel}.xo {fake_src}/{kernel}.cpp " in line
+        assert all(f"{fake_src}/{k}.cpp" in line for k in ("scheduler", "mpe", "misc", "memctrl"))
         assert f"--platform {TARGET.platform} " in line and "-t hw " in line
         assert f"--hls.clock 225000000:{kernel} " in line
         assert "hls_export.tcl" in line

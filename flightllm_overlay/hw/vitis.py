@@ -297,11 +297,15 @@ def kernels_mk(design: BlockDesign | None = None) -> str:
             f"FLIGHTLLM_LINK_CFG := {link_cfg_name(design)}",
             f"FLIGHTLLM_XCLBIN := {XCLBIN_OUT}",
             "",
-            "# HLS sources: one file per kernel in SRC_DIR, which also holds the generated header",
+            "# HLS sources: one file per kernel in SRC_DIR, which also holds the generated header.",
+            "# The kernels share the unit-queue protocol and operand checks (scheduler.cpp) and",
+            "# the scheduler dispatches to the units' execute functions, so every kernel's v++ -c",
+            "# compiles its own file first and the others after it (-k picks the top function).",
             f"SRC_DIR ?= {SRC_DIR}",
             f"FLIGHTLLM_KERNELS := {' '.join(groups)}"]
     for kernel in groups:
-        out.append(f"FLIGHTLLM_SRC_{kernel} = $(SRC_DIR)/{kernel}.cpp")
+        files = [kernel] + [k for k in groups if k != kernel]
+        out.append(f"FLIGHTLLM_SRC_{kernel} = " + " ".join(f"$(SRC_DIR)/{k}.cpp" for k in files))
     out += ["", "# Compute units (instances) of each kernel, as in the link configuration"]
     for kernel, units in groups.items():
         out.append(f"FLIGHTLLM_CUS_{kernel} := {' '.join(u.instance for u in units)}")
