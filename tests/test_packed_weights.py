@@ -109,10 +109,10 @@ def test_sparse_tiles_respect_the_meta_buffer_half(tiny_ckpt):
     from flightllm_overlay.config import Buffer, load_target
     qm, _ = packed_model(tiny_ckpt, dict(MIXED, wq=(4, 16, 0.5), wk=(4, 16, 0.5)))
     t = load_target("u280")
-    small = t.with_overrides(buffers=dict(t.buffers, meta=Buffer("meta", 64, 16)))   # 1 KiB
+    small = t.with_overrides(buffers=dict(t.buffers, meta=Buffer("meta", 32, 16)))   # 512 B
     wide, plan = (Placement(qm, tt, 64, 16, 512 * 1024) for tt in (t, small))
     sparse = [tl for cp in plan.cores for lt in cp.layers for tl in lt["wqkv"] if tl.sparse]
-    assert sparse and all(tl.meta_before(tl.rows) <= 512 for tl in sparse)
+    assert sparse and all(tl.meta_before(tl.rows) <= 256 for tl in sparse)
     n_wide = sum(len(lt["wqkv"]) for cp in wide.cores for lt in cp.layers)
     assert sum(len(lt["wqkv"]) for cp in plan.cores for lt in cp.layers) > n_wide
 

@@ -156,16 +156,19 @@ def _pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def synthetic_codes(rows: int, k: int, density: float) -> np.ndarray | None:
     """N:16 codes of a given average density, spread evenly over the blocks (for shape-only
-    models: the sizes and the chain's work of a sparse layer without its weights)."""
+    models: the sizes and the chain's work of a sparse layer without its weights).
+
+    Dense blocks mix with 4:16 blocks (2:16 with 4:16 below 25%): a kept 4-bit weight carries a
+    4-bit index, so an 8:16 block takes as many HBM bytes as a dense one, and only blocks of
+    4:16 or sparser save bandwidth; they also need the fewest index bytes per weight kept."""
     if density >= 1:
         return None
     if rows % BLOCK or k % BLOCK:
         raise CompileError(f"a sparse weight is whole 16x16 blocks; {rows} x {k} is not")
-    lo = max(c for c in FSB_CODES if c / BLOCK <= density) if density >= 2 / BLOCK else None
-    if lo is None:
+    if density < 2 / BLOCK:
         raise CompileError(f"density {density} is below the sparsest N:16 code (2/16)")
-    hi = min(c for c in FSB_CODES if c >= lo * 2 or c == BLOCK) if lo < BLOCK else BLOCK
-    frac_lo = (hi / BLOCK - density) / ((hi - lo) / BLOCK) if hi > lo else 1.0
+    lo, hi = (4, BLOCK) if density >= 4 / BLOCK else (2, 4)
+    frac_lo = (hi / BLOCK - density) / ((hi - lo) / BLOCK)
     n = (rows // BLOCK) * (k // BLOCK)
     i = np.arange(n)
     pick_lo = np.floor((i + 1) * frac_lo) > np.floor(i * frac_lo)
