@@ -166,7 +166,7 @@ def test_opt_6_7b_compiles_from_its_shapes_with_4_bit_weights():
     prog = compile_shapes(a, weight_bits=4)
     assert prog.meta["shape_only"] and prog.meta["weight_bits"] == [4] and prog.ctx == 2048
     per_layer = 4 * a.dim * a.dim + 2 * a.dim * a.hidden_dim
-    int4 = a.n_layers * per_layer * (0.5 + 4 / 32) + a.vocab_size * a.dim       # codes + (M, B), LM head
+    int4 = a.n_layers * per_layer * (0.5 + 4 / 128) + a.vocab_size * a.dim      # codes + (M, B), LM head
     assert int4 < sum(prog.channel_size.values()) < 1.25 * int4 + 2 ** 30         # + KV cache, tables
     with pytest.raises(CompileError, match="HBM pseudo-channel"):
         compile_shapes(a.replace(n_layers=48), weight_bits=4)

@@ -31,7 +31,7 @@ from ..sim import wformat as WF
 from ..sim.units import quantize_weight
 from .codegen import StepCodegen
 from .placement import Placement
-from .quantize import LOWBIT_GROUP, QuantizedModel, ShapeWeight
+from .quantize import LOWBIT_GROUP, QuantizedModel, ShapeWeight, shape_only_group
 
 LINEARS = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
            "wo": "self_attn.out_proj", "w_fc1": "fc1", "w_fc2": "fc2"}
@@ -140,7 +140,7 @@ def shape_only_opt(args, weight_bits: int = 8, qk_density: float = 1.0) -> OptQu
     d, hd, f = args.dim, args.q_dim, args.hidden_dim
 
     def lin(n, k, bits=weight_bits, density=1.0):
-        w = ShapeWeight(n, k, bits, density)
+        w = ShapeWeight(n, k, bits, density, group=shape_only_group(k))
         return (w, w)
 
     ln = np.stack([np.ones(d), np.zeros(d)]).astype(np.float16)

@@ -17,6 +17,13 @@ from ..sim.units import quantize_weight
 
 #: Group size of `quantize_model(weight_bits < 8)`: the GGUF Q4 grid's group.
 LOWBIT_GROUP = 32
+#: Group size of shape-only low-bit weights (models not at hand, e.g. LLaMA2-7B): 128, the usual
+#: choice for 7B-class 4-bit models, costs 4 + 32/128 = 4.25 bits per weight with its (M, B).
+SHAPE_ONLY_GROUP = 128
+
+
+def shape_only_group(k: int) -> int:
+    return SHAPE_ONLY_GROUP if k % SHAPE_ONLY_GROUP == 0 else LOWBIT_GROUP
 
 
 @dataclass
@@ -136,12 +143,13 @@ class ShapeWeight:
 def shape_only_model(args, weight_bits: int = 8, qk_density: float = 1.0) -> QuantizedModel:
     """A QuantizedModel with the shapes of `args` and no weights (norm gains and the RoPE table
     are real, the rest is sizes only); `weight_bits` below 8 sizes the linear layers as packed
-    group-32 weights, `qk_density` below 1 makes the Q and K projections N:16 sparse."""
+    weights in groups of `SHAPE_ONLY_GROUP`, `qk_density` below 1 makes the Q and K projections
+    N:16 sparse."""
     d, hd = args.dim, args.n_heads * args.head_dim
     kv = args.n_kv_heads * args.head_dim
 
     def lin(n, k, bits=weight_bits, density=1.0):
-        w = ShapeWeight(n, k, bits, density)
+        w = ShapeWeight(n, k, bits, density, group=shape_only_group(k))
         return (w, w)
 
     layer = {"wq": lin(hd, d, density=qk_density), "wk": lin(kv, d, density=qk_density),
