@@ -43,3 +43,17 @@ def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
     dev = perplexity_device(session, ids)
     assert dev / ref <= PPL_RATIO_MAX, (dev, ref)
     assert dev / ref > 0.97          # a suspiciously better score means something is off
+
+
+def test_compressed_4bit_model_answers_paris_on_the_overlay(smollm2, sim_overlay):
+    """The FlightLLM-style compression with dense Q/K (mixed 2/3/4/8-bit weights at 4 code bits
+    per weight, calibrated packing) compiled and run on the simulated overlay still answers.
+    (With Q/K pruned to 70% -- or even 85% -- N:16 density SmolLM2 answers in French instead:
+    see the issue 3 closing note; perplexity barely moves, the answer does.)"""
+    from flightllm_overlay.compiler import compile_compressed
+    from flightllm_overlay.compress import CompressionConfig, compress
+    cm = compress(smollm2, None, CompressionConfig.flightllm().but(density_qk=1.0), progress=False)
+    assert cm.totals()["code_bits"] <= 4.0
+    with Session(sim_overlay, compile_compressed(cm, ctx=256)) as s:
+        text = Generator(s, smollm2.tokenizer).generate_text("What is the capital of France?", 12)
+    assert "Paris" in text, text
