@@ -12,8 +12,6 @@ materialised whenever anything reads them other than the MPE.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .. import isa
@@ -21,54 +19,11 @@ from ..config import UNITS, Target
 from ..errors import AddressError, FlightLLMError, IllegalInstructionError, ProgramError
 from . import units as U
 from . import wformat as WF
+from .counters import CoreCounters, RunCounters
 from .onchip import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
-
-
-@dataclass
-class CoreCounters:
-    """What one core did in one run."""
-
-    instructions: dict = field(default_factory=lambda: {u: 0 for u in UNITS})
-    macs: int = 0                # MACs the configurable chain performs (kept weights only)
-    fixed_chain_macs: int = 0    # MAC slots a fixed dense chain spends on the same work
-    misc_elements: int = 0
-
-
-@dataclass
-class RunCounters:
-    """What a run did: per core, and bytes per HBM pseudo-channel."""
-
-    per_core: list
-    hbm_read: dict = field(default_factory=dict)
-    hbm_written: dict = field(default_factory=dict)
-    cycles: int = 0
-
-    @property
-    def instructions(self) -> dict:
-        return {u: sum(c.instructions[u] for c in self.per_core) for u in UNITS}
-
-    @property
-    def total_instructions(self) -> int:
-        return sum(self.instructions.values())
-
-    @property
-    def macs(self) -> int:
-        return sum(c.macs for c in self.per_core)
-
-    @property
-    def fixed_chain_macs(self) -> int:
-        return sum(c.fixed_chain_macs for c in self.per_core)
-
-    @property
-    def misc_elements(self) -> int:
-        return sum(c.misc_elements for c in self.per_core)
-
-    @property
-    def hbm_bytes(self) -> int:
-        return sum(self.hbm_read.values()) + sum(self.hbm_written.values())
 
 
 class FunctionalSimulator:
