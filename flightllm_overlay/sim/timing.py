@@ -131,6 +131,23 @@ class TimingModel:
     def mpe_cycles(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> int:
         return self.mpe_latency + self.mpe_passes(op, m, n, k, kept)[0]
 
+    @staticmethod
+    def mpe_operand(f: dict) -> tuple:
+        """(m, n, k, kept weights or None) an MPE instruction works on at capacity: key blocks a
+        block-sparse attention pattern skips are left out, N:16 operands count kept weights."""
+        g = f.get
+        m, n, k = g("m", 0), g("n", 0), g("k", 0)
+        if g("blk_win", 0) and (g("dyn_n", 0) or g("dyn_k", 0)):
+            keys = kept_keys(m, n if g("dyn_n", 0) else k, g("blk_sink", 0), g("blk_win", 0))
+            n, k = (keys, k) if g("dyn_n", 0) else (n, keys)
+        return m, n, k, (16 * g("nnz", 0) if g("sparse", 0) else None)
+
+    def mpe_slots(self, op: str, f: dict) -> tuple:
+        """MAC slots of an MPE instruction: (configurable sparse chain, fixed dense chain)."""
+        m, n, k, kept = self.mpe_operand(f)
+        passes, width = self.mpe_passes(op, m, n, k, kept)
+        return passes * width, self.mpe_passes(op, m, n, k)[0] * width
+
     def misc_cycles(self, mop: str, rows: int, k: int) -> int:
         passes = 2 if mop in _TWO_PHASE else 1
         return self.misc_latency + passes * _ceil(rows * k, self.t.misc_elements_per_cycle)
@@ -156,11 +173,7 @@ class TimingModel:
             contiguous = rows <= 1 or g("hbm_stride", 0) == rb
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
-            m, n, k = g("m", 0), g("n", 0), g("k", 0)
-            if g("blk_win", 0) and (g("dyn_n", 0) or g("dyn_k", 0)):
-                keys = kept_keys(m, n if g("dyn_n", 0) else k, g("blk_sink", 0), g("blk_win", 0))
-                n, k = (keys, k) if g("dyn_n", 0) else (n, keys)
-            kept = 16 * g("nnz", 0) if g("sparse", 0) else None
+            m, n, k, kept = self.mpe_operand(f)
             return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
@@ -228,11 +241,9 @@ class TimingModel:
                         hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
                     macs += mac
                     if op in _MPE:
-                        m, n, k = f.get("m", 0), f.get("n", 0), f.get("k", 0)
-                        kept = 16 * f.get("nnz", 0) if f.get("sparse", 0) else None
-                        p, w = self.mpe_passes(op, m, n, k, kept)
-                        slots[0] += p * w
-                        slots[1] += self.mpe_passes(op, m, n, k)[0] * w
+                        conf, fixed = self.mpe_slots(op, f)
+                        slots[0] += conf
+                        slots[1] += fixed
                     rel = f.get("release", 0)
                     for p, dst in enumerate(UNITS):
                         if rel >> p & 1:
