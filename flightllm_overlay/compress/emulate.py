@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..model.llama import rms_norm, rope, rope_tables
+from ..model.llama import block_keep, rms_norm, rope, rope_tables
 from ..sim.wformat import quantize
 
 #: A runner maps one window of token ids (from position 0) to its (T, vocab) logits.
@@ -46,12 +46,9 @@ class Emulator:
 
     def _keep(self, layer: int, T: int) -> torch.Tensor:
         """(KV, g, T, T) keys each query keeps under the layer's block pattern."""
-        from ..isa import attention_block_keep
-        q, k = np.arange(T)[:, None], np.arange(T)[None, :]
-        keep = np.stack([attention_block_keep(q, k, int(s), int(w))
-                         for s, w in self.pattern[layer]])
         a = self.args
-        return torch.from_numpy(keep).view(a.n_kv_heads, a.n_heads // a.n_kv_heads, T, T)
+        return block_keep(self.pattern[layer], 0, T).view(a.n_kv_heads, a.n_heads // a.n_kv_heads,
+                                                           T, T)
 
     def _q(self, x):
         return fake_quant(x) if self.act_quant else x

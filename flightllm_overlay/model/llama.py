@@ -89,6 +89,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
     return out.view(n_kv, group, T, hd).permute(2, 0, 1, 3).reshape(T, H * hd)
 
 
+def block_keep(heads, start_pos: int, T: int) -> torch.Tensor:
+    """(H, T, S) keys each of T queries at positions start_pos.. keeps under one layer's
+    block-sparse attention pattern `heads` = [(sink, window)] per query head (S = start_pos + T)."""
+    from ..isa import attention_block_keep
+    q_pos = np.arange(start_pos, start_pos + T)[:, None]
+    k_pos = np.arange(start_pos + T)[None, :]
+    return torch.from_numpy(np.stack([attention_block_keep(q_pos, k_pos, int(s), int(w))
+                                      for s, w in heads]))
+
+
 def feed_forward(x: torch.Tensor, lw: LayerWeights) -> torch.Tensor:
     """SwiGLU: ``down(silu(gate(x)) * up(x))``. x: (T, dim) -> (T, dim)."""
     return F.linear(F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up), lw.w_down)
@@ -214,13 +224,7 @@ class Transformer:
 
     def _block_keep(self, layer: int, start_pos: int, T: int) -> torch.Tensor | None:
         """(H, T, S) keys kept by the block-sparse attention pattern of `layer`, if one is set."""
-        if not self.attn_pattern:
-            return None
-        from ..isa import attention_block_keep
-        q_pos = np.arange(start_pos, start_pos + T)[:, None]
-        k_pos = np.arange(start_pos + T)[None, :]
-        return torch.from_numpy(np.stack([attention_block_keep(q_pos, k_pos, int(s), int(w))
-                                          for s, w in self.attn_pattern[layer]]))
+        return block_keep(self.attn_pattern[layer], start_pos, T) if self.attn_pattern else None
 
     # ------------------------------------------------------------------ generation helpers
     def prefill(self, tokens: torch.Tensor | Sequence[int]) -> torch.Tensor:
