@@ -24,14 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import CompileError
 from ..isa import Instruction, f32_bits
 from ..model.args import OPT_POSITION_OFFSET
-from ..sim import wformat as WF
 from ..sim.units import quantize_weight
 from .codegen import StepCodegen
 from .placement import Placement
-from .quantize import LOWBIT_GROUP, QuantizedModel, ShapeWeight, shape_only_group
+from .quantize import QuantizedModel, ShapeWeight, quantize_linear, shape_only_group
 
 LINEARS = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
            "wo": "self_attn.out_proj", "w_fc1": "fc1", "w_fc2": "fc2"}
@@ -98,14 +96,6 @@ def smooth_layer(lin, bias, ln1, ln2, st, alpha=0.5):
     return lin, bias, (g1, b1), (g2, b2)
 
 
-def _quantize_linear(w, weight_bits):
-    if weight_bits in (2, 3, 4) and w.shape[1] % LOWBIT_GROUP == 0:
-        return WF.quantize(w, weight_bits, LOWBIT_GROUP), None
-    if weight_bits in (2, 3, 4, 8):         # rows whose K is not a whole number of groups stay INT8
-        return quantize_weight(w)
-    raise CompileError(f"weight_bits must be 8, 4, 3 or 2, got {weight_bits}")
-
-
 def quantize_opt(ckpt, calibration_tokens=None, alpha: float = 0.5,
                  weight_bits: int = 8) -> OptQuantizedModel:
     """Quantise a float OPT checkpoint to the device's formats (smoothing if tokens are given)."""
@@ -120,7 +110,7 @@ def quantize_opt(ckpt, calibration_tokens=None, alpha: float = 0.5,
         ln2 = tuple(_t(W, p + "final_layer_norm." + x) for x in ("weight", "bias"))
         if stats is not None:
             lin, bias, ln1, ln2 = smooth_layer(lin, bias, ln1, ln2, stats[i], alpha)
-        layer = {k: _quantize_linear(v, weight_bits) for k, v in lin.items()}
+        layer = {k: quantize_linear(v, weight_bits) for k, v in lin.items()}
         layer.update({BIASES[k]: v.astype(np.float16) for k, v in bias.items()})
         layer["attn_norm"], layer["ffn_norm"] = (np.stack(n).astype(np.float16) for n in (ln1, ln2))
         layers.append(layer)

@@ -41,6 +41,17 @@ class QuantizedModel:
                                        # blocks for prefill attention (window 0: dense)
 
 
+def quantize_linear(w: np.ndarray, weight_bits: int):
+    """One float linear weight in the device's formats: (INT8, row scales) at 8 bits, else
+    (PackedWeight in groups of LOWBIT_GROUP, None); rows whose K is not a whole number of
+    groups stay INT8."""
+    if weight_bits in (2, 3, 4) and w.shape[1] % LOWBIT_GROUP == 0:
+        return WF.quantize(w, weight_bits, LOWBIT_GROUP), None
+    if weight_bits in (2, 3, 4, 8):
+        return quantize_weight(w)
+    raise CompileError(f"weight_bits must be 8, 4, 3 or 2, got {weight_bits}")
+
+
 def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
                    weight_bits: int = 8) -> QuantizedModel:
     """Quantise a float checkpoint to the device's W8A8 formats (smoothing if tokens are given)."""
@@ -48,14 +59,7 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
     tokens = None if calibration_tokens is None else list(calibration_tokens)
     layers = []
     for lin, attn_norm, ffn_norm in smoothed_layers(ckpt, tokens, alpha):
-        if weight_bits in (2, 3, 4):    # rows whose K is not a whole number of groups stay INT8
-            layer = {k: (WF.quantize(v, weight_bits, LOWBIT_GROUP), None)
-                     if v.shape[1] % LOWBIT_GROUP == 0 else quantize_weight(v)
-                     for k, v in lin.items()}
-        elif weight_bits == 8:
-            layer = {k: quantize_weight(v) for k, v in lin.items()}
-        else:
-            raise CompileError(f"weight_bits must be 8, 4, 3 or 2, got {weight_bits}")
+        layer = {k: quantize_linear(v, weight_bits) for k, v in lin.items()}
         layer["attn_norm"] = attn_norm.astype(np.float16)
         layer["ffn_norm"] = ffn_norm.astype(np.float16)
         layers.append(layer)
