@@ -67,13 +67,6 @@ class HBMLayout:
         self.target, self.shape_only = target, shape_only
         self.images = {ch: ChannelImage(ch, SizeOnly() if shape_only else bytearray())
                        for chs in target.core_channels for ch in chs}
-        self._next = [0] * target.cores           # round-robin cursor per core
-
-    def next_channel(self, core: int) -> int:
-        chs = self.target.channels_of(core)
-        ch = chs[self._next[core] % len(chs)]
-        self._next[core] += 1
-        return ch
 
     def put(self, channel: int, data) -> Region:
         """Append static bytes (numpy array or bytes) to a channel image."""
