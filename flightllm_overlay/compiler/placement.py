@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
-from ..sim.wformat import PackedWeight
+from ..sim.wformat import PackedWeight, block_row_sizes
 from .quantize import QuantizedModel, ShapeWeight, rope_table
 
 
@@ -42,10 +42,8 @@ class Tile:
     @cached_property
     def _prefix(self):
         """Kept weights and index bytes before each block-row (and in total)."""
-        bn = self.block_n.astype(np.int64)
-        kept = np.concatenate([[0], np.cumsum(16 * bn.sum(1))])
-        meta = np.concatenate([[0], np.cumsum(8 * np.where(bn < 16, bn, 0).sum(1))])
-        return kept, meta
+        kept, meta = block_row_sizes(self.block_n)
+        return np.concatenate([[0], np.cumsum(kept)]), np.concatenate([[0], np.cumsum(meta)])
 
     def values_before(self, r: int) -> int:
         """INT8 values in the weight buffer before local row r (a block-row start if sparse)."""
@@ -163,13 +161,12 @@ class Placement:
             raise CompileError(f"a sparse weight is cut at multiples of 16 rows, not {start}")
         wcap = self.weight_half - len(self.target.core_channels[0]) * 64
         mcap, fcap = self.meta_half, self.fsb_half
-        bn = q.block_n.astype(np.int64)
+        row_kept, row_meta = block_row_sizes(q.block_n)
         cuts, r0, kept, meta = [], start, 0, 0
         for br in range(start // 16, -(-stop // 16)):
             r = br * 16
             rows_after = min(stop, r + 16) - r0
-            k_i = 16 * int(bn[br].sum())
-            m_i = 8 * int(np.where(bn[br] < 16, bn[br], 0).sum())
+            k_i, m_i = int(row_kept[br]), int(row_meta[br])
             f_after = (rows_after + 15) // 16 * (k // 16)
             if r > r0 and (kept + k_i + 4 * rows_after > wcap or meta + m_i > mcap
                            or f_after > fcap):

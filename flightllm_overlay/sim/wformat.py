@@ -175,6 +175,12 @@ def synthetic_codes(rows: int, k: int, density: float) -> np.ndarray | None:
     return np.where(pick_lo, lo, hi).astype(np.uint8).reshape(rows // BLOCK, k // BLOCK)
 
 
+def block_row_sizes(block_n) -> tuple:
+    """(kept weights, index bytes) of each 16-row block-row of a sparse weight's N:16 codes."""
+    bn = np.asarray(block_n, np.int64)
+    return BLOCK * bn.sum(1), (BLOCK // 2) * np.where(bn < BLOCK, bn, 0).sum(1)
+
+
 def tile_layout(rows: int, k: int, bits: int, group: int, fsb=None) -> dict:
     """Byte sizes of a packed tile's sections, from its shape, format and FSB codes."""
     check_bits(bits, group)
