@@ -235,7 +235,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_disasm(args) -> int:
-    from . import isa
+    from .spec import isa
     from .compiler import Program
     program = Program.load(args.program)
     lines = []

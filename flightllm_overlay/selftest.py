@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import isa
+from .spec import isa
 from .errors import FlightLLMError
-from .isa import Instruction
+from .spec.isa import Instruction
 
 __all__ = ["Mismatch", "ProgramResult", "SelfTestProgram", "SelfTestReport", "build_programs",
            "device_label", "run_program", "run_selftest"]

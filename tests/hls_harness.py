@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.config import load_target
 from flightllm_overlay.errors import AddressError, IllegalInstructionError, ProgramError
 from flightllm_overlay.hw.control import UNKNOWN, ErrorCode, SchedulerStatus
-from flightllm_overlay.isa import Instruction
+from flightllm_overlay.spec.isa import Instruction
 from flightllm_overlay.sim.functional import FunctionalSimulator
 
 ROOT = Path(__file__).resolve().parents[1]

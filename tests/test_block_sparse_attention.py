@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.compiler import compile_quantized, quantize_model
 from flightllm_overlay.compress.attention import causal_blocks, choose_patterns
 from flightllm_overlay.config import load_target

@@ -63,7 +63,7 @@ def test_generator_compiles_each_bucket_at_most_once_and_reports_it(fresh_sessio
 
 
 def test_bucket_streams_differ_only_in_capacities(tiny_program):
-    from flightllm_overlay import isa
+    from flightllm_overlay.spec import isa
     b = tiny_program.builder
     s16, s32 = b.build("decode", 16), b.build("decode", 32)
     a = isa.decode_stream(s16.streams()[0])

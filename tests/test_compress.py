@@ -11,7 +11,7 @@ from flightllm_overlay.compress.gptq import gptq, output_error, rtn
 from flightllm_overlay.compress.mixed import allocate, score_options, weight_bits
 from flightllm_overlay.compress.prune import choose_block_n, prune, scores
 from flightllm_overlay.errors import CheckpointError, CompileError
-from flightllm_overlay.sim.wformat import BLOCK, FSB_CODES, PackedWeight, quantize
+from flightllm_overlay.spec.wformat import BLOCK, FSB_CODES, PackedWeight, quantize
 
 TINY_CFG = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128)
 

@@ -13,7 +13,7 @@ from flightllm_overlay.compiler.deps import accesses
 from flightllm_overlay.compiler.layout import HBMLayout
 from flightllm_overlay.compiler.prefetch import hoist_weight_loads, is_weight_load
 from flightllm_overlay.config import load_target
-from flightllm_overlay.isa import Instruction
+from flightllm_overlay.spec.isa import Instruction
 from flightllm_overlay.sim.timing import TimingModel
 
 TARGET = load_target("u280")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.errors import (AddressError, ContextLengthError, FlightLLMError,
                                       IllegalInstructionError, ProgramError)
 from flightllm_overlay.model.llama import Transformer

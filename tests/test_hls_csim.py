@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import subprocess
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.hw import hls_header
-from flightllm_overlay.isa import Instruction
-from flightllm_overlay.sim import units as U
+from flightllm_overlay.spec.isa import Instruction
+from flightllm_overlay.spec import arithmetic as U
 from flightllm_overlay.sim.functional import FunctionalSimulator
 
 from hls_harness import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flightllm_overlay import isa
-from flightllm_overlay.isa import Instruction
+from flightllm_overlay.spec import isa
+from flightllm_overlay.spec.isa import Instruction
 
 from hls_harness import (
     BARRIER,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flightllm_overlay import isa
-from flightllm_overlay.isa import Instruction
-from flightllm_overlay.sim import wformat as WF
+from flightllm_overlay.spec import isa
+from flightllm_overlay.spec.isa import Instruction
+from flightllm_overlay.spec import wformat as WF
 
 from hls_harness import CORES, F32, I8, Bench, check_model_steps
 

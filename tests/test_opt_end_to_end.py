@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.compiler import compile_model, compile_shapes
 from flightllm_overlay.errors import CompileError
 from flightllm_overlay.model import ModelArgs, Transformer, load_checkpoint

@@ -15,8 +15,8 @@ from flightllm_overlay.errors import CompileError
 from flightllm_overlay.model.checkpoint import Checkpoint
 from flightllm_overlay.model.llama import Transformer
 from flightllm_overlay.runtime import Session
-from flightllm_overlay.sim import wformat as WF
-from flightllm_overlay.sim.units import quantize_weight
+from flightllm_overlay.spec import wformat as WF
+from flightllm_overlay.spec.arithmetic import quantize_weight
 
 PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 64, 33, 2, 250]
 

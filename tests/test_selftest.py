@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightllm_overlay import isa, selftest
+from flightllm_overlay import selftest
+from flightllm_overlay.spec import isa
 from flightllm_overlay.cli import main
 from flightllm_overlay.config import load_target
 from flightllm_overlay.errors import ProgramError

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.config import load_target
 from flightllm_overlay.errors import AddressError, ProgramError
-from flightllm_overlay.isa import FORMATS, Instruction
-from flightllm_overlay.sim import units as U
+from flightllm_overlay.spec.isa import FORMATS, Instruction
+from flightllm_overlay.spec import arithmetic as U
 from flightllm_overlay.sim.functional import FunctionalSimulator
 
 TARGET = load_target("u280")

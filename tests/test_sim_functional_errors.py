@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightllm_overlay import isa
+from flightllm_overlay.spec import isa
 from flightllm_overlay.errors import (AddressError, FlightLLMError, IllegalInstructionError,
                                       ProgramError)
-from flightllm_overlay.isa import FORMATS, Instruction
+from flightllm_overlay.spec.isa import FORMATS, Instruction
 from flightllm_overlay.sim.functional import FunctionalSimulator
 from test_sim_functional import (BARRIER, CH_BASE, END, LDW, PROGRAM, TARGET, Memory, ld,
                                  raises, st)

@@ -1,4 +1,4 @@
-"""MPE and MISC arithmetic (sim/units.py): exact INT8 matmul and epilogue, MISC vs float64."""
+"""MPE and MISC arithmetic (spec/arithmetic.py): exact INT8 matmul and epilogue, MISC vs float64."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flightllm_overlay.sim import units as U
+from flightllm_overlay.spec import arithmetic as U
 
 F16, F32 = np.float16, np.float32
 

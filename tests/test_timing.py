@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from flightllm_overlay.compiler.deps import insert_tokens
 from flightllm_overlay.config import UNITS, load_target
-from flightllm_overlay.isa import Instruction
+from flightllm_overlay.spec.isa import Instruction
 from flightllm_overlay.sim.timing import TimingModel, roofline_cycles
 
 TARGET = load_target("u280")

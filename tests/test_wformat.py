@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from flightllm_overlay.errors import CompileError, ProgramError
-from flightllm_overlay.sim import wformat as WF
+from flightllm_overlay.spec import wformat as WF
 
 
 def random_mask(rng, r, k, codes=WF.FSB_CODES):

@@ -8,7 +8,7 @@ charges that capacity, the functional simulator masks what lies beyond pos + len
 """
 from __future__ import annotations
 
-from .. import isa
+from ..spec import isa
 from ..errors import ContextLengthError
 from .codegen import StepCodegen
 from .program import StepProgram

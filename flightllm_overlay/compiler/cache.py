@@ -13,7 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from .. import __version__, isa
+from .. import __version__
+from ..spec import isa
 from ..config import load_target
 from ..errors import ProgramError
 from .program import FORMAT_VERSION, Program

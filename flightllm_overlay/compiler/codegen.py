@@ -12,8 +12,8 @@ they computed through the remote-access LD after a SYS barrier.  Rows T > 16 use
 from __future__ import annotations
 
 from ..errors import CompileError
-from .. import isa
-from ..isa import Instruction, f32_bits
+from ..spec import isa
+from ..spec.isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .placement import Placement
 from .prefetch import hoist_weight_loads

@@ -9,7 +9,7 @@ A SYS instruction is a full fence (docs/isa.md), so tracking restarts after it.
 """
 from __future__ import annotations
 
-from .. import isa
+from ..spec import isa
 from ..config import UNITS
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..isa import Instruction, f32_bits
+from ..spec.isa import Instruction, f32_bits
 from ..model.args import OPT_POSITION_OFFSET
-from ..sim.units import quantize_weight
+from ..spec.arithmetic import quantize_weight
 from .codegen import StepCodegen
 from .placement import Placement
 from .quantize import QuantizedModel, ShapeWeight, quantize_linear, shape_only_group

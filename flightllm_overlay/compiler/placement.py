@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
-from ..sim.wformat import PackedWeight, block_row_sizes
+from ..spec.wformat import PackedWeight, block_row_sizes
 from .quantize import QuantizedModel, ShapeWeight, rope_table
 
 
@@ -22,7 +22,7 @@ from .quantize import QuantizedModel, ShapeWeight, rope_table
 class Tile:
     """Rows [row0, row0 + rows) of a weight matrix with K columns, stored at `region`.
 
-    fmt 0: raw INT8 rows then FP32 scales.  fmt 1: packed (sim/wformat.py) with `bits`,
+    fmt 0: raw INT8 rows then FP32 scales.  fmt 1: packed (spec/wformat.py) with `bits`,
     `group` and, when sparse, the N:16 codes `block_n` (rows/16, k/16); the LD leaves the kept
     INT8 weights (MPE order) and then the row scales in the weight buffer."""
 

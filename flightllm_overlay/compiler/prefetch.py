@@ -13,7 +13,7 @@ instruction it conflicts with; `deps.insert_tokens` derives the tokens afterward
 """
 from __future__ import annotations
 
-from .. import isa
+from ..spec import isa
 from .deps import accesses, conflict
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import isa
+from ..spec import isa
 from ..errors import ProgramError
 
 MAGIC = b"FLLMPROG"

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..compress.smooth import smoothed_layers, tensor
 from ..errors import CompileError
-from ..sim import wformat as WF
-from ..sim.units import quantize_weight
+from ..spec import wformat as WF
+from ..spec.arithmetic import quantize_weight
 
 #: Group size of `quantize_model(weight_bits < 8)`: the GGUF Q4 grid's group.
 LOWBIT_GROUP = 32
@@ -101,7 +101,7 @@ def softmax_scale(args) -> float:
 class ShapeWeight:
     """The shape of a weight (rows, k) in a device format, with no data: what a shape-only
     compile places (timing and storage studies without the checkpoint).  8 bits dense is the
-    raw INT8 format; fewer bits or a density below 1 is the packed format (sim/wformat.py),
+    raw INT8 format; fewer bits or a density below 1 is the packed format (spec/wformat.py),
     with N:16 codes spread evenly to the given density."""
 
     def __init__(self, rows: int, k: int, bits: int = 8, density: float = 1.0,

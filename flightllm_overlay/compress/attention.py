@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..isa import ATTN_BLOCK, attention_block_keep
+from ..spec.isa import ATTN_BLOCK, attention_block_keep
 
 SINKS = (0, 1, 2)
 

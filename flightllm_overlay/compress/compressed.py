@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, FlightLLMError
-from ..sim.wformat import PackedWeight
+from ..spec.wformat import PackedWeight
 from .config import CompressionConfig
 
 FORMAT, VERSION = "flightllm-compressed", 1

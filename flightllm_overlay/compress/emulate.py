@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..model.llama import block_keep, rms_norm, rope, rope_tables
-from ..sim.wformat import quantize
+from ..spec.wformat import quantize
 
 #: A runner maps one window of token ids (from position 0) to its (T, vocab) logits.
 Runner = Callable[[Sequence[int]], np.ndarray]

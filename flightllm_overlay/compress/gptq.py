@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError
-from ..sim.wformat import SHIFT, WMAX, PackedWeight, check_bits, codes_to_int8, quantize
+from ..spec.wformat import SHIFT, WMAX, PackedWeight, check_bits, codes_to_int8, quantize
 
 #: shrink factors of a group's [min, max] range tried by the range search (1.0 = plain min/max)
 SHRINK = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)

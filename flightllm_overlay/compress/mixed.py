@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CompileError
-from ..sim.wformat import BITS, GROUPS
+from ..spec.wformat import BITS, GROUPS
 from .gptq import output_error, rtn
 
 GROUP_PARAM_BITS = 32        # one uint16 multiplier + one int16 offset per group

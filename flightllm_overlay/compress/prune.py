@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError
-from ..sim.wformat import BLOCK, FSB_CODES
+from ..spec.wformat import BLOCK, FSB_CODES
 
 CRITERIA = ("wanda", "magnitude")
 MIN_DENSITY = min(FSB_CODES) / BLOCK          # every block keeps at least 2 of 16 per row

@@ -1,8 +1,8 @@
-"""Generates flightllm_overlay/src/flightllm_hw.h, the HLS kernels' constants, from config, isa.FORMATS, sim/units and sim/wformat.
+"""Generates flightllm_overlay/src/flightllm_hw.h, the HLS kernels' constants, from config and the spec (isa, arithmetic, wformat).
 
 Every number of the header comes from the target JSON (through `config`), the instruction table
-(`isa`), the packed weight format (`sim/wformat.py`), the control protocol (`hw/control.py`), the block design (`hw/design.py`) or the MISC
-arithmetic definitions (`sim/units.py`); nothing is written by hand.  Usage::
+(`isa`), the packed weight format (`spec/wformat.py`), the control protocol (`hw/control.py`), the block design (`hw/design.py`) or the MISC
+arithmetic definitions (`spec/arithmetic.py`); nothing is written by hand.  Usage::
 
     python -m flightllm_overlay.hw.hls_header --write     # regenerate the committed header
     python -m flightllm_overlay.hw.hls_header --check     # exit 1 if it is stale
@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import config, isa
-from ..sim import units, wformat
+from .. import config
+from ..spec import isa
+from ..spec import arithmetic, wformat
 from . import control, design
 
 HEADER_PATH = Path(__file__).resolve().parents[1] / "src" / "flightllm_hw.h"
@@ -111,7 +112,7 @@ def render(target_name: str = "u280") -> str:
            "(M, B) below 8 bits (isa.WEIGHT_GROUPS)")
     _const(out, "NUM_WEIGHT_GROUPS", len(isa.WEIGHT_GROUPS))
     _const(out, "SPARSE_BLOCK", isa.SPARSE_BLOCK, comment="N:16 blocks of 16 x 16 weights")
-    _array(out, "FSB_CODES", wformat.FSB_CODES, comment="legal N of N:16 (sim/wformat.py; "
+    _array(out, "FSB_CODES", wformat.FSB_CODES, comment="legal N of N:16 (spec/wformat.py; "
            "N = SPARSE_BLOCK: dense block, no indices)")
     _const(out, "NUM_FSB_CODES", len(wformat.FSB_CODES))
     _const(out, "DEQ_SHIFT", wformat.SHIFT, comment="dequantisation: w8 = clamp((q*M + B + "
@@ -168,15 +169,15 @@ def render(target_name: str = "u280") -> str:
             _const(out, f"REG_{_ident(cu.kernel)}_{_ident(reg.name)}", f"0x{reg.offset:02X}",
                    comment=f"{reg.bits}-bit {reg.access} {reg.ctype}")
 
-    out += ["", "// ---- MISC arithmetic constants (sim/units.py: exp32) ----"]
-    out.append(f"static constexpr double FLLM_EXP_COEFFS[{len(units.EXP_COEFFS)}] = "
-               f"{{{', '.join(units.EXP_COEFFS)}}};  // 1/k!, k = 0..")
-    _const(out, "EXP_LOG2E", units.EXP_LOG2E, "double")
-    _const(out, "EXP_LN2_HI", units.EXP_LN2_HI, "double")
-    _const(out, "EXP_LN2_LO", units.EXP_LN2_LO, "double")
-    _const(out, "EXP_CLAMP_LO", float(units.EXP_CLAMP[0]).hex(), "double")
-    _const(out, "EXP_CLAMP_HI", float(units.EXP_CLAMP[1]).hex(), "double")
-    _const(out, "QMAX", units.QMAX, "int", "quant: |q| <= QMAX")
+    out += ["", "// ---- MISC arithmetic constants (spec/arithmetic.py: exp32) ----"]
+    out.append(f"static constexpr double FLLM_EXP_COEFFS[{len(arithmetic.EXP_COEFFS)}] = "
+               f"{{{', '.join(arithmetic.EXP_COEFFS)}}};  // 1/k!, k = 0..")
+    _const(out, "EXP_LOG2E", arithmetic.EXP_LOG2E, "double")
+    _const(out, "EXP_LN2_HI", arithmetic.EXP_LN2_HI, "double")
+    _const(out, "EXP_LN2_LO", arithmetic.EXP_LN2_LO, "double")
+    _const(out, "EXP_CLAMP_LO", float(arithmetic.EXP_CLAMP[0]).hex(), "double")
+    _const(out, "EXP_CLAMP_HI", float(arithmetic.EXP_CLAMP[1]).hex(), "double")
+    _const(out, "QMAX", arithmetic.QMAX, "int", "quant: |q| <= QMAX")
     out += ["", "#endif  // FLIGHTLLM_HW_H", ""]
     return "\n".join(out)
 

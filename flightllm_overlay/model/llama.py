@@ -92,7 +92,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
 def block_keep(heads, start_pos: int, T: int) -> torch.Tensor:
     """(H, T, S) keys each of T queries at positions start_pos.. keeps under one layer's
     block-sparse attention pattern `heads` = [(sink, window)] per query head (S = start_pos + T)."""
-    from ..isa import attention_block_keep
+    from ..spec.isa import attention_block_keep
     q_pos = np.arange(start_pos, start_pos + T)[:, None]
     k_pos = np.arange(start_pos + T)[None, :]
     return torch.from_numpy(np.stack([attention_block_keep(q_pos, k_pos, int(s), int(w))

@@ -2,7 +2,7 @@
 
 The simulated U280 calls `FunctionalSimulator.run` when the scheduler is started.  Each core's
 stream runs in program order (a valid schedule: every `wait` must be met by an earlier `release`);
-cores run phase by phase between SYS barriers.  Arithmetic is defined in `sim/units.py`.
+cores run phase by phase between SYS barriers.  Arithmetic is defined in `spec/arithmetic.py`.
 
 Speed: each image is decoded once (cached by address and memory version), and static weight
 loads into the weight buffer are tracked by reference to an immutable snapshot of the HBM bytes,
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import isa
+from ..spec import isa
 from ..config import UNITS, Target
 from ..errors import AddressError, FlightLLMError, IllegalInstructionError, ProgramError
-from . import units as U
-from . import wformat as WF
+from ..spec import arithmetic as U
+from ..spec import wformat as WF
 from .counters import CoreCounters, RunCounters
 from .onchip import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
@@ -265,7 +265,7 @@ class _RunContext:
         return rows, off, row_bytes, bstride, bname, buf, addr, end
 
     def ld_packed(self, core, f):
-        """A weight load through the dequantisation unit (sim/wformat.py): a packed tile of
+        """A weight load through the dequantisation unit (spec/wformat.py): a packed tile of
         `row_bytes` in HBM becomes INT8 kept weights + FP32 row scales in wbuf, and, if sparse,
         N:16 codes in the fsb buffer and 4-bit indices in the meta buffer."""
         rows, k, addr = f.get("rows", 0), f.get("wk", 0), f.get("buf_addr", 0)

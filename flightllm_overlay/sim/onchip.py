@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import isa
+from ..spec import isa
 from ..config import UNITS, Target
 from ..errors import AddressError, ProgramError
 

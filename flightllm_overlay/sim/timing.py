@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import isa
+from ..spec import isa
 from ..config import UNITS, Target
 
 _MPE = ("MM", "MV")

@@ -1,8 +1,8 @@
-// flightllm_fp.h: FP16/FP32 conversions and the MISC exp32 of the FlightLLM HLS kernels, bit-exact with sim/units.py.
+// flightllm_fp.h: FP16/FP32 conversions and the MISC exp32 of the FlightLLM HLS kernels, bit-exact with spec/arithmetic.py.
 //
 // Every rounding is IEEE round to nearest, ties to even.  FP32 arithmetic is plain C++ float
 // arithmetic (one rounding per operation: build with -ffp-contract=off so that no multiply-add is
-// fused); exp32 is the float64 evaluation that sim/units.py defines, with its constants taken
+// fused); exp32 is the float64 evaluation that spec/arithmetic.py defines, with its constants taken
 // from the generated header.
 #ifndef FLIGHTLLM_FP_H
 #define FLIGHTLLM_FP_H

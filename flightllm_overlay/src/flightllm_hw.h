@@ -84,7 +84,7 @@ static constexpr unsigned FLLM_NUM_WEIGHT_BITS = 4;
 static constexpr unsigned FLLM_WEIGHT_GROUPS[4] = {16, 32, 64, 128};
 static constexpr unsigned FLLM_NUM_WEIGHT_GROUPS = 4;
 static constexpr unsigned FLLM_SPARSE_BLOCK = 16;                        // N:16 blocks of 16 x 16 weights
-// legal N of N:16 (sim/wformat.py; N = SPARSE_BLOCK: dense block, no indices)
+// legal N of N:16 (spec/wformat.py; N = SPARSE_BLOCK: dense block, no indices)
 static constexpr unsigned FLLM_FSB_CODES[4] = {2, 4, 8, 16};
 static constexpr unsigned FLLM_NUM_FSB_CODES = 4;
 static constexpr unsigned FLLM_DEQ_SHIFT = 8;                            // dequantisation: w8 = clamp((q*M + B + 2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX)
@@ -448,7 +448,7 @@ static constexpr unsigned FLLM_REG_MEMCTRL_BYTES_READ_HI = 0x78;         // 32-b
 static constexpr unsigned FLLM_REG_MEMCTRL_BYTES_WRITTEN_LO = 0x80;      // 32-bit ro unsigned int
 static constexpr unsigned FLLM_REG_MEMCTRL_BYTES_WRITTEN_HI = 0x88;      // 32-bit ro unsigned int
 
-// ---- MISC arithmetic constants (sim/units.py: exp32) ----
+// ---- MISC arithmetic constants (spec/arithmetic.py: exp32) ----
 static constexpr double FLLM_EXP_COEFFS[14] = {0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.1111111111111p-7, 0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19, 0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33};  // 1/k!, k = 0..
 static constexpr double FLLM_EXP_LOG2E = 0x1.71547652b82fep+0;
 static constexpr double FLLM_EXP_LN2_HI = 0x1.62e42fee00000p-1;

@@ -43,7 +43,7 @@ static inline uint64_t fllm_field(const insn_bits_t& b, unsigned off, unsigned w
 
 #define FLLM_GET(bits, FMT, NAME) fllm_field(bits, FLLM_##FMT##_##NAME##_OFF, FLLM_##FMT##_##NAME##_W)
 
-// LD and ST share one layout, and so do MM and MV (isa.py: _MOVE, _MATRIX); the kernels read
+// LD and ST share one layout, and so do MM and MV (spec/isa.py: _MOVE, _MATRIX); the kernels read
 // both through the LD and MM offsets.
 static_assert(FLLM_LD_BITS == FLLM_ST_BITS && FLLM_LD_HBM_ADDR_OFF == FLLM_ST_HBM_ADDR_OFF &&
               FLLM_LD_BUF_STRIDE_OFF == FLLM_ST_BUF_STRIDE_OFF, "LD and ST layouts differ");
@@ -54,7 +54,7 @@ struct MoveFields {        // LD / ST
     unsigned wait, release, buf, dyn, remote, remote_core, channel, stripe;
     uint64_t hbm_addr, hbm_stride;
     unsigned buf_addr, rows, row_bytes, buf_stride;
-    // LD through the dequantisation unit (wfmt = packed, sim/wformat.py): columns, code width
+    // LD through the dequantisation unit (wfmt = packed, spec/wformat.py): columns, code width
     // and group size (indices into FLLM_WEIGHT_BITS / FLLM_WEIGHT_GROUPS), N:16 sparsity with
     // where the codes (fsb) and indices (meta) go, and the tile's kept weights / 16 and index bytes
     unsigned wfmt, wk, wbits, wgroup, sparse, meta_addr, fsb_addr, wn, wmeta;

@@ -90,7 +90,7 @@ static unsigned hbm_parts(const MoveFields& f, const RunContext& ctx, uint64_t r
 }
 
 // ---------------------------------------------------------------------------------------------
-// LD through the dequantisation unit (wfmt = packed; sim/wformat.py dequant_tile, functional.py
+// LD through the dequantisation unit (wfmt = packed; spec/wformat.py dequant_tile, functional.py
 // ld_packed).  The tile is `row_bytes` of HBM (the concatenation of 2**stripe chunks, if striped):
 //     [FSB codes: one byte per 16x16 block, block-row major]          (sparse only)
 //     [4-bit indices, low nibble first, of the blocks with N < 16]     (sparse only)

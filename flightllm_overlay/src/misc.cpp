@@ -1,6 +1,6 @@
 // misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
 //
-// Semantics: docs/isa.md section 5 (MISC); reference: the MISC functions of sim/units.py and the
+// Semantics: docs/isa.md section 5 (MISC); reference: the MISC functions of spec/arithmetic.py and the
 // misc method of sim/functional.py (same checks in the same order).  FP16 in, FP32 arithmetic with
 // one rounding per operation, FP16 (or INT8 + FP32 scales for quant) out.  Row sums are
 // accumulated left to right in float64 and rounded once to FP32 (units.row_sum); exp is

@@ -4,7 +4,7 @@
 // the mpe and _sparse_weights_t methods of sim/functional.py (same checks, same order).  The
 // epilogue is fp16((fp32(acc) * a_scale[i]) * w_scale[j]), each product rounded to FP32.
 //
-// A sparse operand (sim/wformat.py) is n/16 x k/16 blocks of 16x16 weights; block b keeps N_b
+// A sparse operand (spec/wformat.py) is n/16 x k/16 blocks of 16x16 weights; block b keeps N_b
 // weights in each of its 16 rows (N_b in FLLM_FSB_CODES, its code in the fsb buffer).  The kept
 // INT8 weights lie in wbuf in MPE order (block-row by block-row, block by block, row by row, kept
 // columns ascending) and the blocks with N < 16 have one 4-bit column index per kept weight in the

@@ -14,8 +14,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .config import UNITS
-from .errors import IllegalInstructionError
+from ..config import UNITS
+from ..errors import IllegalInstructionError
+from . import wformat
 
 # ---------------------------------------------------------------------------------------------
 # Enumerations
@@ -23,9 +24,9 @@ from .errors import IllegalInstructionError
 BUFFERS = ("wbuf", "abuf", "gbuf", "meta", "fsb", "bias")       # on-chip buffer ids
 DYN_MODES = ("static", "at_pos", "history", "step", "last")    # how LD/ST use run-time params
 WEIGHT_FORMATS = ("int8", "packed")  # LD's dequantisation unit: HBM format -> INT8 in wbuf
-WEIGHT_BITS = (2, 3, 4, 8)           # code widths of packed weights (sim/wformat.py)
-WEIGHT_GROUPS = (16, 32, 64, 128)    # group sizes of packed weights below 8 bits
-SPARSE_BLOCK = 16                    # N:16 blocks of 16 x 16 weights
+WEIGHT_BITS = wformat.BITS          # LD `wbits`: code widths of packed weights
+WEIGHT_GROUPS = wformat.GROUPS      # LD `wgroup`: group sizes of packed weights below 8 bits
+SPARSE_BLOCK = wformat.BLOCK        # N:16 blocks of 16 x 16 weights
 ATTN_BLOCK = 64                      # block-sparse attention: 64-token query and key blocks
 
 
@@ -41,23 +42,113 @@ def attention_block_keep(q_pos, k_pos, sink: int, window: int):
 MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant", "relu")
 SYS_OPS = ("barrier", "end")
 
-HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
+HEADER = (
+    ("opcode", 4, "format selector (the opcode in the heading); decoding reads it first"),
+    ("wait", 6, "bit i set: before executing, pop one token that unit `UNITS[i]` released to this"
+                " unit; the own unit's bit must be 0"),
+    ("release", 6, "bit i set: after executing, push one token to unit `UNITS[i]`; the own unit's"
+                   " bit must be 0 (SYS: must be 0 entirely)"),
+)
 
-_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 2),
-         ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
-         ("hbm_stride", 28), ("buf_stride", 22), ("wfmt", 2), ("wk", 16), ("wbits", 2),
-         ("wgroup", 2), ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("wn", 20),
-         ("wmeta", 16))
-_MATRIX = (("wt", 1), ("dyn_n", 1), ("dyn_k", 1), ("no_wscale", 1), ("m", 8), ("n", 16),
-           ("k", 16), ("a_addr", 22), ("a_scale", 22), ("w_addr", 22), ("w_scale", 22),
-           ("out_addr", 22), ("a_stride", 16), ("w_stride", 16), ("out_stride", 16),
-           ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("nnz", 20), ("meta_len", 16),
-           ("blk_sink", 6), ("blk_win", 6))
-_MISC = (("op", 4), ("dyn_k", 1), ("causal", 1), ("out_abuf", 1), ("bcast_b", 1), ("b_f32", 1),
-         ("rows", 16), ("k", 16), ("groups", 8), ("a_addr", 22), ("b_addr", 22),
-         ("out_addr", 22), ("out2_addr", 22), ("a_stride", 16), ("b_stride", 16),
-         ("out_stride", 16), ("imm", 32), ("blk_sink", 6), ("blk_win", 6))
-_SYS = (("op", 4),)
+_MOVE = (
+    ("buf", 3, "on-chip buffer (index into `BUFFERS`)"),
+    ("dyn", 3, "dynamic mode (index into `DYN_MODES`): how `pos`/`len` change the rows and HBM "
+               "address"),
+    ("remote", 1, "LD only: 1 = copy from core `remote_core`'s buffer `buf` instead of HBM; ST: "
+                  "must be 0"),
+    ("remote_core", 2, "source core of a remote LD (must exist and differ from the executing "
+                       "core)"),
+    ("channel", 5, "HBM pseudo-channel; the executing core must own it (`core_channels` of the "
+                   "target)"),
+    ("stripe", 2, "LD only: log2 of the channels one contiguous row is split over, in equal "
+                  "chunks, starting at `channel` and going round the core's ports at the same "
+                  "`hbm_addr`; needs rows <= 1 and no remote; ST: must be 0"),
+    ("hbm_addr", 28, "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment"),
+    ("buf_addr", 22, "byte address of row 0 in the on-chip buffer (same address in the remote "
+                     "core)"),
+    ("rows", 16, "rows to copy; for dynamic modes, the compiled maximum"),
+    ("row_bytes", 20, "bytes per row"),
+    ("hbm_stride", 28, "bytes between consecutive rows in HBM"),
+    ("buf_stride", 22, "bytes between consecutive rows in the on-chip buffer"),
+    ("wfmt", 2, "LD only: weight format (index into `WEIGHT_FORMATS`); packed: `row_bytes` of a "
+                "packed tile (spec/wformat.py) pass the dequantisation unit: `rows` rows of `wk` "
+                "columns become INT8 kept weights plus FP32 row scales in wbuf (and, if sparse, "
+                "FSB codes and indices in the fsb and meta buffers); static LD into wbuf only; "
+                "ST: must be 0"),
+    ("wk", 16, "packed: columns (K) of the weight rows (whole groups; whole 16-blocks if sparse);"
+               " otherwise unused"),
+    ("wbits", 2, "packed: code width, index into `WEIGHT_BITS`; otherwise unused"),
+    ("wgroup", 2, "packed below 8 bits: columns per (M, B) group, index into `WEIGHT_GROUPS`; "
+                  "otherwise unused"),
+    ("sparse", 1, "packed: 1 = N:16 block-sparse tile (rows and wk multiples of 16); otherwise "
+                  "unused"),
+    ("meta_addr", 16, "packed sparse: meta-buffer byte address the 4-bit indices go to"),
+    ("fsb_addr", 12, "packed sparse: fsb-buffer byte address the per-block N codes go to"),
+    ("wn", 20, "packed sparse: kept weights / 16 (the sum of the tile's N codes); the INT8 values"
+               " take 16 * wn bytes of wbuf, followed by the row scales"),
+    ("wmeta", 16, "packed sparse: bytes of indices written to the meta buffer"),
+)
+_MATRIX = (
+    ("wt", 1, "0: weights stored (N, K) row-major; 1: stored (K, N) row-major (already "
+              "transposed)"),
+    ("dyn_n", 1, "1: N = pos + len at run time (`n` is the compiled maximum)"),
+    ("dyn_k", 1, "1: K = pos + len at run time (`k` is the compiled maximum)"),
+    ("no_wscale", 1, "1: no weight scale (the epilogue multiplies by the row scale only; "
+                     "`w_scale` ignored)"),
+    ("m", 8, "rows of A (tokens); MV: at most 16"),
+    ("n", 16, "output columns"),
+    ("k", 16, "reduction length"),
+    ("a_addr", 22, "abuf byte address of the INT8 A matrix (M, K)"),
+    ("a_scale", 22, "abuf byte address of M FP32 row scales (4-byte aligned)"),
+    ("w_addr", 22, "wbuf byte address of the INT8 weight matrix"),
+    ("w_scale", 22, "wbuf byte address of N FP32 column scales (4-byte aligned)"),
+    ("out_addr", 22, "gbuf byte address of the FP16 output (M, N) (2-byte aligned)"),
+    ("a_stride", 16, "bytes between rows of A; 0 = K (packed, run-time K)"),
+    ("w_stride", 16, "bytes between stored weight rows; 0 = K (wt=0) or N (wt=1)"),
+    ("out_stride", 16, "bytes between output rows; 0 = 2N"),
+    ("sparse", 1, "1: the weights at `w_addr` are packed N:16 blocks (block-row by block-row, "
+                  "block by block, row by row, kept columns ascending) read through the sparse "
+                  "MUX with the codes at `fsb_addr` and indices at `meta_addr`; n, k multiples of"
+                  " 16, wt = 0, w_stride = 0, no dynamic n/k"),
+    ("meta_addr", 16, "sparse: meta-buffer byte address of the first block's indices"),
+    ("fsb_addr", 12, "sparse: fsb-buffer byte address of the first block's N code"),
+    ("nnz", 20, "sparse: kept weights / 16 over the n x k operand (the sum of its N codes)"),
+    ("meta_len", 16, "sparse: bytes of indices the operand reads from the meta buffer"),
+    ("blk_sink", 6, "with dyn_n or dyn_k (attention): sink blocks of the block-sparse pattern "
+                    "(`isa.attention_block_keep`); the MPE skips masked key blocks, results "
+                    "unchanged"),
+    ("blk_win", 6, "with dyn_n or dyn_k: local window in 64-token blocks (0: dense attention)"),
+)
+_MISC = (
+    ("op", 4, "operation (index into `MISC_OPS`)"),
+    ("dyn_k", 1, "1: K = pos + len at run time (`k` is the compiled maximum)"),
+    ("causal", 1, "softmax: key j of row r is valid only if j <= pos + (r mod groups)"),
+    ("out_abuf", 1, "1: write the activation buffer; required by quant, illegal for every other "
+                    "op"),
+    ("bcast_b", 1, "eadd/emul: b is one row used for every row (b_stride ignored)"),
+    ("b_f32", 1, "b elements are FP32 instead of FP16 (eadd, emul, rmsnorm gamma, layernorm "
+                 "gamma/beta)"),
+    ("rows", 16, "rows to process"),
+    ("k", 16, "elements per row"),
+    ("groups", 8, "tokens per group: row r belongs to token r mod groups (rope, causal softmax); "
+                  "0 means 1"),
+    ("a_addr", 22, "gbuf byte address of the FP16 input a (rows, K)"),
+    ("b_addr", 22, "gbuf byte address of operand b: eadd/emul b, rmsnorm gamma, layernorm gamma "
+                   "(beta one b_stride after it), rope table"),
+    ("out_addr", 22, "byte address of the output: gbuf FP16, or abuf INT8 for quant"),
+    ("out2_addr", 22, "quant: abuf byte address of the `rows` FP32 scales"),
+    ("a_stride", 16, "bytes between rows of a; 0 = 2K"),
+    ("b_stride", 16, "bytes between rows of b; 0 = K elements packed"),
+    ("out_stride", 16, "bytes between output rows; 0 = 2K (quant: K)"),
+    ("imm", 32, "FP32 bit pattern: softmax scale, rmsnorm/layernorm epsilon; ignored by the other"
+                " ops"),
+    ("blk_sink", 6, "causal softmax: sink blocks of the block-sparse pattern; otherwise unused"),
+    ("blk_win", 6, "causal softmax: local window in 64-token blocks; keys outside the pattern are"
+                   " masked like future keys (0: dense causal)"),
+)
+_SYS = (
+    ("op", 4, "operation (index into `SYS_OPS`)"),
+)
 
 
 @dataclass(frozen=True)
@@ -67,21 +158,31 @@ class Format:
     name: str
     opcode: int
     unit: str
-    fields: tuple          # ((name, bits), ...) after the common header
+    table: tuple           # ((name, bits, meaning), ...) after the common header
     summary: str
+
+    @cached_property
+    def fields(self) -> tuple:
+        """((name, bits), ...) after the common header, in bit order."""
+        return tuple((name, bits) for name, bits, _ in self.table)
+
+    @cached_property
+    def meaning(self) -> dict:
+        """What each field (header included) means; docs/isa.md's tables are generated from it."""
+        return {name: text for name, _, text in HEADER + self.table}
 
     @cached_property
     def layout(self) -> tuple:
         """((name, bit offset, bits), ...) for every field, header included."""
         out, pos = [], 0
-        for fname, bits in HEADER + self.fields:
+        for fname, bits, _ in HEADER + self.table:
             out.append((fname, pos, bits))
             pos += bits
         return tuple(out)
 
     @cached_property
     def bits(self) -> int:
-        return sum(b for _, b in HEADER + self.fields)
+        return sum(b for _, b, _ in HEADER + self.table)
 
     @cached_property
     def words(self) -> int:
