@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flightllm_overlay.compiler import codegen
-from flightllm_overlay.compiler.deps import accesses
+from flightllm_overlay.spec.semantics import footprint as accesses
 from flightllm_overlay.compiler.layout import HBMLayout
 from flightllm_overlay.compiler.prefetch import hoist_weight_loads, is_weight_load
 from flightllm_overlay.config import load_target

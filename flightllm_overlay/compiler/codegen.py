@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..errors import CompileError
 from ..spec import isa
 from ..spec.isa import Instruction, f32_bits
+from ..spec.semantics import outputs
 from .deps import insert_tokens
 from .placement import Placement
 from .prefetch import hoist_weight_loads
@@ -272,18 +273,7 @@ class StepCodegen:
         gsize = self.p.target.buffer("gbuf").bytes
         for insn in s:
             out.append(insn)
-            f = insn.fields.get
-            spans = []
-            if insn.op in ("MM", "MV"):
-                n = f("n", 0)
-                spans.append(("gbuf", f("out_addr", 0), f("m", 0), 2 * n, f("out_stride", 0) or 2 * n))
-            elif insn.op == "MISC":
-                k, rows = f("k", 0), f("rows", 0)
-                if f("out_abuf", 0):
-                    spans.append(("abuf", f("out_addr", 0), rows, k, f("out_stride", 0) or k))
-                    spans.append(("abuf", f("out2_addr", 0), 1, 4 * rows, 4 * rows))
-                else:
-                    spans.append(("gbuf", f("out_addr", 0), rows, 2 * k, f("out_stride", 0) or 2 * k))
+            spans = outputs(insn.op, insn.fields)
             for buf, addr, rows, row_bytes, stride in spans:
                 if not rows or not row_bytes:
                     continue

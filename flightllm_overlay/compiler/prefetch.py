@@ -14,14 +14,15 @@ instruction it conflicts with; `deps.insert_tokens` derives the tokens afterward
 from __future__ import annotations
 
 from ..spec import isa
-from .deps import accesses, conflict
+from ..spec.semantics import Dyn, footprint
+from .deps import conflict
 
 
 def is_weight_load(insn) -> bool:
     """A static LD from HBM into the weight buffer: a weight tile (KV history loads are dyn)."""
     f = insn.fields.get
     return (insn.op == "LD" and isa.BUFFERS[f("buf", 0)] == "wbuf" and not f("remote", 0)
-            and isa.DYN_MODES[f("dyn", 0)] == "static")
+            and Dyn(f("dyn", 0)) is Dyn.STATIC)
 
 
 def _barrier_to_pass(insn) -> bool:
@@ -30,15 +31,15 @@ def _barrier_to_pass(insn) -> bool:
     path; the tile follows it in the LD queue and streams during the attention's compute)."""
     if insn.op != "LD":
         return False
-    return is_weight_load(insn) or isa.DYN_MODES[insn.fields.get("dyn", 0)] != "static"
+    return is_weight_load(insn) or Dyn(insn.fields.get("dyn", 0)) is not Dyn.STATIC
 
 
 def hoist_weight_loads(stream: list, ctx_cap: int) -> tuple:
     """(the stream with every weight-tile LD moved as early as its buffer slot allows, the
-    `deps.accesses` of each of its instructions)."""
+    `spec.semantics.footprint` of each of its instructions)."""
     out, acc = [], []
     for insn in stream:
-        a = accesses(insn, ctx_cap)
+        a = footprint(insn, ctx_cap)
         at = len(out)
         if is_weight_load(insn):
             while at > 0 and not _barrier_to_pass(out[at - 1]) and not conflict(a, acc[at - 1]):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import isa
 from ..config import UNITS, Target
 from ..errors import AddressError, FlightLLMError, IllegalInstructionError, ProgramError
 from ..spec import arithmetic as U
+from ..spec import isa
 from ..spec import wformat as WF
+from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
 from .counters import CoreCounters, RunCounters
 from .onchip import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
@@ -184,23 +185,6 @@ class _RunContext:
         raise exc
 
     # -- LD / ST --------------------------------------------------------------------------------
-    def _dyn(self, f):
-        """(rows, hbm offset) after applying the run-time parameters."""
-        mode, rows = f.get("dyn", 0), f.get("rows", 0)
-        if mode == 0:
-            return rows, f.get("hbm_addr", 0)
-        if mode == 4:                      # last: the single row len - 1
-            if self.L < 1 or rows < 1:
-                raise ProgramError("dyn=last needs len >= 1 and rows >= 1")
-            return 1, f.get("hbm_addr", 0) + (self.L - 1) * f.get("hbm_stride", 0)
-        eff = self.L if mode in (1, 3) else self.P + self.L
-        if eff > rows:
-            raise ProgramError(f"run-time length {eff} exceeds the {rows} rows this instruction "
-                               f"was compiled for (pos={self.P}, len={self.L}); pick a larger "
-                               f"bucket or a shorter input")
-        off = f.get("hbm_addr", 0) + (self.P * f.get("hbm_stride", 0) if mode == 1 else 0)
-        return eff, off
-
     def _channel(self, core, ch):
         if ch not in self.base:
             raise AddressError(f"HBM pseudo-channel {ch} is not bound to core {core.index} "
@@ -233,16 +217,13 @@ class _RunContext:
     def _resolve_hbm(self, core, f, rows, off):
         ch = f.get("channel", 0)
         row_bytes, stride = f.get("row_bytes", 0), f.get("hbm_stride", 0)
-        stripe = 1 << f.get("stripe", 0)
+        stripe = stripe_count(f)
         if stripe > 1:
             ports = self.sim.target.channels_of(core.index)
             if ch not in ports:
                 self._channel(core, ch)
-            first = ports.index(ch)
-            chans = [ports[(first + i) % len(ports)] for i in range(stripe)]
             rows, row_bytes, stride = 1, row_bytes // stripe, row_bytes // stripe
-        else:
-            chans = [ch]
+        chans = stripe_channels(f, self.sim.target.channels_of(core.index))
         extent = (rows - 1) * stride + row_bytes if rows else 0
         limit = self.sim.target.hbm_channel_bytes
         parts = []
@@ -256,7 +237,7 @@ class _RunContext:
 
     def _move_operands(self, core, f, op):
         """(rows, hbm offset, row bytes, buffer stride, buffer name, buffer, address, end)."""
-        rows, off = self._dyn(f)
+        rows, off = dyn_rows(f, self.P, self.L)
         row_bytes, bstride = f.get("row_bytes", 0), f.get("buf_stride", 0)
         bname = isa.BUFFERS[f.get("buf", 0)]
         buf = core.bufs[bname]
@@ -328,7 +309,7 @@ class _RunContext:
         def gathered():
             views = [self._view(p) for p in parts]
             return views[0] if len(views) == 1 else np.concatenate(views, 1)
-        if bname == "wbuf" and f.get("dyn", 0) == 0 and bstride == row_bytes:
+        if bname == "wbuf" and f.get("dyn", 0) == Dyn.STATIC and bstride == row_bytes:
             key = (tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0))
             version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
             snap = self.sim._snapshots.get(key)

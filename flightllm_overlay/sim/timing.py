@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-import numpy as np
-
-from ..spec import isa
 from ..config import UNITS, Target
+from ..spec import isa
+from ..spec.semantics import mpe_operand, rows_at_capacity, stripe_channels
 
 _MPE = ("MM", "MV")
 _TWO_PHASE = ("softmax", "rmsnorm", "layernorm", "quant")
@@ -111,9 +109,7 @@ class TimingModel:
         in HBM and on chip (strides equal to the row) form one linear transfer, cut into
         bursts of at most `axi_burst_bytes`; strided rows need bursts of their own."""
         g = f.get
-        rows, rb = max(1, g("rows", 1)), g("row_bytes", 0)
-        if isa.DYN_MODES[g("dyn", 0)] == "last" or g("wfmt", 0):
-            rows = 1
+        rows, rb = max(1, rows_at_capacity(f)), g("row_bytes", 0)
         hs, bs = g("hbm_stride", 0), g("buf_stride", 0)
         if rows == 1 or (hs in (0, rb) and bs in (0, rb)):
             return max(1, _ceil(rows * rb, self.burst))
@@ -131,20 +127,9 @@ class TimingModel:
     def mpe_cycles(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> int:
         return self.mpe_latency + self.mpe_passes(op, m, n, k, kept)[0]
 
-    @staticmethod
-    def mpe_operand(f: dict) -> tuple:
-        """(m, n, k, kept weights or None) an MPE instruction works on at capacity: key blocks a
-        block-sparse attention pattern skips are left out, N:16 operands count kept weights."""
-        g = f.get
-        m, n, k = g("m", 0), g("n", 0), g("k", 0)
-        if g("blk_win", 0) and (g("dyn_n", 0) or g("dyn_k", 0)):
-            keys = kept_keys(m, n if g("dyn_n", 0) else k, g("blk_sink", 0), g("blk_win", 0))
-            n, k = (keys, k) if g("dyn_n", 0) else (n, keys)
-        return m, n, k, (16 * g("nnz", 0) if g("sparse", 0) else None)
-
     def mpe_slots(self, op: str, f: dict) -> tuple:
         """MAC slots of an MPE instruction: (configurable sparse chain, fixed dense chain)."""
-        m, n, k, kept = self.mpe_operand(f)
+        m, n, k, kept = mpe_operand(f)
         passes, width = self.mpe_passes(op, m, n, k, kept)
         return passes * width, self.mpe_passes(op, m, n, k)[0] * width
 
@@ -157,23 +142,15 @@ class TimingModel:
         are the core's channels (a striped LD uses 2**stripe of them at once)."""
         g = f.get
         if op in ("LD", "ST"):
-            rows, rb = g("rows", 0), g("row_bytes", 0)
-            if isa.DYN_MODES[g("dyn", 0)] == "last" or g("wfmt", 0):
-                rows = 1                        # one row, or one compressed weight tile
+            rows, rb = rows_at_capacity(f), g("row_bytes", 0)
             nbytes = rows * rb
             if g("remote", 0):
                 return self.remote_latency + _ceil(nbytes, int(self.remote_bpc)), [], 0, 0
-            stripe = 1 << g("stripe", 0)
-            ch = g("channel", 0)
-            if stripe > 1 and ch in ports:
-                first = ports.index(ch)
-                chans = [ports[(first + i) % len(ports)] for i in range(stripe)]
-            else:
-                chans = [ch]
+            chans = stripe_channels(f, ports)
             contiguous = rows <= 1 or g("hbm_stride", 0) == rb
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
-            m, n, k, kept = self.mpe_operand(f)
+            m, n, k, kept = mpe_operand(f)
             return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
@@ -263,19 +240,6 @@ class TimingModel:
         for off, n in table:
             streams.append([(i.op, i.fields) for i in isa.decode_stream(image[off:off + n])])
         return self.schedule(streams)
-
-
-@lru_cache(maxsize=4096)
-def kept_keys(rows: int, keys: int, sink: int, window: int) -> int:
-    """Average keys per query row that a block-sparse attention pattern keeps, for `rows` queries
-    at the last positions of a `keys`-long context (the capacity a bucket is charged at): the
-    MPE skips the key blocks the pattern masks, the causal future included (docs/isa.md)."""
-    p = np.arange(max(keys - rows, 0), keys)
-    qb = p // isa.ATTN_BLOCK
-    local = np.minimum(qb, window - 1)                     # whole blocks before the diagonal
-    sinks = np.clip(np.minimum(sink, qb - local), 0, None)
-    kept = (local + sinks) * isa.ATTN_BLOCK + p % isa.ATTN_BLOCK + 1
-    return max(1, -(-int(kept.sum()) // max(len(p), 1)))
 
 
 def roofline_cycles(target: Target, hbm_bytes: int, macs: int, mpe_macs_per_cycle=None,
