@@ -6,7 +6,7 @@ from dataclasses import asdict
 from ..config import load_target
 from ..errors import CompileError
 from .buckets import KINDS, StepBuilder
-from .placement import Placement
+from .families import compiler_family
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 
@@ -27,10 +27,7 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
-    quantize = quantize_model
-    if ckpt.args.arch == "opt":
-        from .opt import quantize_opt as quantize
-    qm = quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
+    qm = compiler_family(ckpt.args).quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
     return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
                              weight_slots=weight_slots)
 
@@ -40,11 +37,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       weight_slots: int = 2) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     a = qm.args
-    if a.arch not in ("llama", "opt"):
-        raise CompileError(f"the compiler supports llama and opt models; got {a.arch!r}")
-    place = Placement
-    if a.arch == "opt":
-        from .opt import OptPlacement as place
+    place = compiler_family(a).placement
     ctx = default_context(a, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
@@ -105,13 +98,8 @@ def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = Tr
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
     `qk_density` below 1 makes the Q and K projections N:16 sparse (the paper's setting: 0.7)."""
-    if args.arch == "opt":
-        from .opt import shape_only_opt
-        return compile_quantized(shape_only_opt(args, weight_bits, qk_density), target, ctx=ctx,
-                                 fused=fused, weight_slots=weight_slots)
-    from .quantize import shape_only_model
-    return compile_quantized(shape_only_model(args, weight_bits, qk_density), target, ctx=ctx,
-                             fused=fused, weight_slots=weight_slots)
+    qm = compiler_family(args).shape_only(args, weight_bits, qk_density)
+    return compile_quantized(qm, target, ctx=ctx, fused=fused, weight_slots=weight_slots)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..spec import isa
 from ..errors import ContextLengthError
-from .codegen import StepCodegen
+from .families import compiler_family
 from .program import StepProgram
 
 KINDS = ("prefill", "decode")
@@ -45,14 +45,6 @@ def step_name(kind: str, bucket: int) -> str:
     return f"{kind}@{bucket}"
 
 
-def codegen_class(args):
-    """The step code generator of the model's family."""
-    if args.arch == "opt":
-        from .opt import OptStepCodegen
-        return OptStepCodegen
-    return StepCodegen
-
-
 class StepBuilder:
     """Compiles the stream of any bucket for one placed model (kept by a freshly compiled
     Program so that buckets can be compiled on first use)."""
@@ -62,7 +54,7 @@ class StepBuilder:
 
     def build(self, kind: str, ctx: int, name: str | None = None) -> StepProgram:
         rows, all_l = (self.rows, self.all_logits) if kind == "prefill" else (1, False)
-        gen = codegen_class(self.plan.args)(self.plan, rows, ctx, all_l, self.fused)
+        gen = compiler_family(self.plan.args).codegen(self.plan, rows, ctx, all_l, self.fused)
         streams = [isa.encode_stream(gen.core_stream(cp)) for cp in self.plan.cores]
         return StepProgram(name or step_name(kind, ctx), rows, ctx, all_l,
                            isa.pack_image(streams))

@@ -2,6 +2,7 @@
 from .args import MODEL_TABLE, ModelArgs
 from .checkpoint import DEFAULT_MODEL, Checkpoint, default_model_path, load_checkpoint
 from .llama import Transformer
+from . import opt  # noqa: F401  (registers the OPT family)
 from .tokenizer import StreamDecoder, Tokenizer
 
 __all__ = [

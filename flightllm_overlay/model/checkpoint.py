@@ -10,6 +10,7 @@ import torch
 
 from ..errors import CheckpointError
 from .args import ModelArgs
+from .family import model_family
 from .tokenizer import Tokenizer
 
 #: The model used when none is named.
@@ -50,44 +51,7 @@ class Checkpoint:
 
 def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     """Every weight a checkpoint of `args`'s family must hold, with its (out, in) shape."""
-    if args.arch == "opt":
-        return opt_expected_shapes(args)
-    shapes = {"model.embed_tokens.weight": (args.vocab_size, args.dim), "model.norm.weight": (args.dim,),
-              "lm_head.weight": (args.vocab_size, args.dim)}
-    for i in range(args.n_layers):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (args.dim,),
-            p + "self_attn.q_proj.weight": (args.q_dim, args.dim),
-            p + "self_attn.k_proj.weight": (args.kv_dim, args.dim),
-            p + "self_attn.v_proj.weight": (args.kv_dim, args.dim),
-            p + "self_attn.o_proj.weight": (args.dim, args.q_dim),
-            p + "post_attention_layernorm.weight": (args.dim,),
-            p + "mlp.gate_proj.weight": (args.hidden_dim, args.dim),
-            p + "mlp.up_proj.weight": (args.hidden_dim, args.dim),
-            p + "mlp.down_proj.weight": (args.dim, args.hidden_dim),
-        })
-    return shapes
-
-
-def opt_expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an ``OPTForCausalLM`` checkpoint (HF names, ``model.`` prefix), with its shape."""
-    from .args import OPT_POSITION_OFFSET
-
-    d, f = args.dim, args.hidden_dim
-    shapes = {"model.decoder.embed_tokens.weight": (args.vocab_size, d),
-              "model.decoder.embed_positions.weight": (args.max_seq_len + OPT_POSITION_OFFSET, d),
-              "model.decoder.final_layer_norm.weight": (d,), "model.decoder.final_layer_norm.bias": (d,),
-              "lm_head.weight": (args.vocab_size, d)}
-    for i in range(args.n_layers):
-        p = f"model.decoder.layers.{i}."
-        for proj, (n, k) in (("q_proj", (args.q_dim, d)), ("k_proj", (args.kv_dim, d)),
-                             ("v_proj", (args.kv_dim, d)), ("out_proj", (d, args.q_dim))):
-            shapes[p + f"self_attn.{proj}.weight"], shapes[p + f"self_attn.{proj}.bias"] = (n, k), (n,)
-        shapes.update({p + "fc1.weight": (f, d), p + "fc1.bias": (f,), p + "fc2.weight": (d, f), p + "fc2.bias": (d,)})
-        for norm in ("self_attn_layer_norm", "final_layer_norm"):
-            shapes[p + norm + ".weight"], shapes[p + norm + ".bias"] = (d,), (d,)
-    return shapes
+    return model_family(args).expected_shapes(args)
 
 
 def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str = "") -> None:
@@ -194,9 +158,9 @@ def _load_hf_folder(folder: Path) -> Checkpoint:
         weights.update(_read_safetensors(shard))
     for k in [k for k in weights if k.endswith(_IGNORED_TENSORS)]:
         del weights[k]
-    if args.arch == "opt":      # facebook/opt-* files hold OPTModel names ("decoder.…"): add the prefix
-        weights = {("model." + k if k.startswith("decoder.") else k): v for k, v in weights.items()}
-    embed = "model.decoder.embed_tokens.weight" if args.arch == "opt" else "model.embed_tokens.weight"
+    family = model_family(args)
+    weights = {family.hf_name(k): v for k, v in weights.items()}
+    embed = family.embed_name
     if args.tie_embeddings:
         if embed in weights:
             weights["lm_head.weight"] = weights[embed]

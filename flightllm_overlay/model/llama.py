@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..errors import ContextLengthError
 from .args import ModelArgs
+from .family import ModelFamily, model_family, register
 
 #: Called as ``hook(name, layer, tensor)`` at named points of the forward pass (layer -1: outside blocks).
 Hook = Callable[[str, int, torch.Tensor], None]
@@ -134,10 +135,10 @@ class Transformer:
 
     @classmethod
     def from_checkpoint(cls, ckpt, max_seq_len: int | None = None) -> "Transformer":
-        """Build from a `Checkpoint` (an OPT checkpoint gives the `model.opt.OPTTransformer`)."""
-        if ckpt.args.arch == "opt" and cls is Transformer:
-            from .opt import OPTTransformer
-            return OPTTransformer(ckpt.args, ckpt.weights, max_seq_len)
+        """Build from a `Checkpoint`: `Transformer.from_checkpoint` gives the reference of the
+        checkpoint's family (an OPT checkpoint gives `model.opt.OPTTransformer`)."""
+        if cls is Transformer:
+            cls = model_family(ckpt.args).reference
         return cls(ckpt.args, ckpt.weights, max_seq_len)
 
     # ------------------------------------------------------------------ cache
@@ -249,3 +250,26 @@ class Transformer:
             if token in stop or len(out) >= max_new_tokens:
                 return out
             logits = self.decode_one(token)
+
+
+def llama_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Every weight of a ``LlamaForCausalLM`` checkpoint (HF names), with its (out, in) shape."""
+    shapes = {"model.embed_tokens.weight": (args.vocab_size, args.dim), "model.norm.weight": (args.dim,),
+              "lm_head.weight": (args.vocab_size, args.dim)}
+    for i in range(args.n_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (args.dim,),
+            p + "self_attn.q_proj.weight": (args.q_dim, args.dim),
+            p + "self_attn.k_proj.weight": (args.kv_dim, args.dim),
+            p + "self_attn.v_proj.weight": (args.kv_dim, args.dim),
+            p + "self_attn.o_proj.weight": (args.dim, args.q_dim),
+            p + "post_attention_layernorm.weight": (args.dim,),
+            p + "mlp.gate_proj.weight": (args.hidden_dim, args.dim),
+            p + "mlp.up_proj.weight": (args.hidden_dim, args.dim),
+            p + "mlp.down_proj.weight": (args.dim, args.hidden_dim),
+        })
+    return shapes
+
+
+register(ModelFamily("llama", Transformer, "model.embed_tokens.weight", llama_shapes))

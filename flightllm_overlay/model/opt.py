@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .args import OPT_POSITION_OFFSET, ModelArgs
+from .family import ModelFamily, register
 from .llama import Hook, Transformer, attention
 
 
@@ -117,3 +118,30 @@ class OPTTransformer(Transformer):
         return logits
 
     __call__ = forward
+
+
+def opt_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an ``OPTForCausalLM`` checkpoint (HF names, ``model.`` prefix), with its shape."""
+    d, f = args.dim, args.hidden_dim
+    shapes = {"model.decoder.embed_tokens.weight": (args.vocab_size, d),
+              "model.decoder.embed_positions.weight": (args.max_seq_len + OPT_POSITION_OFFSET, d),
+              "model.decoder.final_layer_norm.weight": (d,), "model.decoder.final_layer_norm.bias": (d,),
+              "lm_head.weight": (args.vocab_size, d)}
+    for i in range(args.n_layers):
+        p = f"model.decoder.layers.{i}."
+        for proj, (n, k) in (("q_proj", (args.q_dim, d)), ("k_proj", (args.kv_dim, d)),
+                             ("v_proj", (args.kv_dim, d)), ("out_proj", (d, args.q_dim))):
+            shapes[p + f"self_attn.{proj}.weight"], shapes[p + f"self_attn.{proj}.bias"] = (n, k), (n,)
+        shapes.update({p + "fc1.weight": (f, d), p + "fc1.bias": (f,), p + "fc2.weight": (d, f), p + "fc2.bias": (d,)})
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            shapes[p + norm + ".weight"], shapes[p + norm + ".bias"] = (d,), (d,)
+    return shapes
+
+
+def _opt_hf_name(name: str) -> str:
+    """facebook/opt-* files hold OPTModel names ("decoder.…"): add the ``model.`` prefix."""
+    return "model." + name if name.startswith("decoder.") else name
+
+
+register(ModelFamily("opt", OPTTransformer, "model.decoder.embed_tokens.weight", opt_shapes,
+                     _opt_hf_name))

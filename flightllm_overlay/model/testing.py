@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .args import ModelArgs
+from .family import model_family
 
 #: Shape of the default tiny model: GQA, odd sizes, a few layers.
 TINY_ARGS = ModelArgs(name="tiny-llama", dim=96, n_layers=3, n_heads=6, n_kv_heads=2, head_dim=16, hidden_dim=200,
@@ -62,8 +63,7 @@ def random_weights(args: ModelArgs, seed: int = 0) -> dict[str, torch.Tensor]:
             w = torch.randn(shape, generator=gen) * (1.5 / shape[1] ** 0.5)
         weights[name] = w.float().contiguous()
     if args.tie_embeddings:
-        embed = "model.decoder.embed_tokens.weight" if args.arch == "opt" else "model.embed_tokens.weight"
-        weights["lm_head.weight"] = weights[embed]
+        weights["lm_head.weight"] = weights[model_family(args).embed_name]
     return weights
 
 

@@ -21,7 +21,7 @@ from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
 from .counters import CoreCounters, RunCounters
-from .onchip import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
+from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}

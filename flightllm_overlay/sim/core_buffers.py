@@ -1,4 +1,4 @@
-"""On-chip buffers of a core: storage, lazy weight-buffer ranges, and typed views into them."""
+"""A simulated core's on-chip buffers (wbuf, abuf, gbuf, meta, fsb, bias) and unit tokens: storage, lazy weight ranges, typed views."""
 from __future__ import annotations
 
 import numpy as np
