@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +29,21 @@ class Buffer:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """The timing model's constants beyond clock, parallelism and HBM bandwidth; the target file
+    states a source for each (`timing.sources`)."""
+
+    hbm_latency_cycles: int        # HBM read latency seen by the memory controller
+    remote_bytes_per_cycle: int    # remote (cross-SLR) access engine throughput
+    remote_latency_cycles: int     # SLR crossing pipeline
+    misc_latency_cycles: int       # SFU pipeline depth
+    mpe_latency_cycles: int        # DSP cascade depth plus output registers
+    barrier_cycles: int            # a cross-SLR barrier through the task scheduler
+    ddr_gbps: float                # instruction fetch bandwidth of the DDR bank
+    axi_burst_bytes: int           # the largest AXI burst (4 KB boundary rule)
+
+
+@dataclass(frozen=True)
 class Target:
     """A FlightLLM hardware target, loaded from `targets/<name>.json`."""
 
@@ -37,28 +52,28 @@ class Target:
     platform: str
     clock_mhz: float
     cores: int
-    mm_rows: int                 # MM tile: token rows per instruction pass
-    mm_cols: int                 # MM tile: output columns per pass
-    mv_k: int                    # MV: K elements per cycle per lane
     mm_macs_per_cycle: int       # per core
     mv_macs_per_cycle: int       # per core
     misc_elements_per_cycle: int
-    buffers: dict = field(hash=False)
-    mm_parallel: tuple = (128, 2, 16)    # (M, N, K) multiply-accumulates per cycle in MM mode
-    mv_parallel: tuple = (1, 64, 16)     # (M, N, K) in MV mode
-    timing: dict = field(default_factory=dict, hash=False, compare=False)
-    hbm_channels: int = 32
-    hbm_channel_bytes: int = 256 << 20
-    hbm_channel_gbps: float = 14.375
-    hbm_same_channel_efficiency: float = 0.70
-    hbm_cross_channel_efficiency: float = 0.35
-    core_channels: tuple = ()
-    ddr_banks: int = 2
-    ddr_bank_bytes: int = 16 << 30
-    instruction_bank: int = 0
-    prefill_bucket: int = 128
-    decode_bucket: int = 16
-    max_length: int = 2048
+    buffers: dict
+    mm_parallel: tuple           # (M, N, K) multiply-accumulates per cycle in MM mode
+    mv_parallel: tuple           # (M, N, K) in MV mode
+    timing: Timing
+    slrs: int                    # super logic regions (one core each on the U280)
+    dsp_macs: int                # INT8 MACs one DSP48E2 does per cycle (packed pair)
+    dsp_group: int               # DSP48s per DSP group of the sparse chain
+    hbm_channels: int
+    hbm_channel_bytes: int
+    hbm_channel_gbps: float
+    hbm_same_channel_efficiency: float
+    hbm_cross_channel_efficiency: float
+    core_channels: tuple
+    ddr_banks: int
+    ddr_bank_bytes: int
+    instruction_bank: int
+    prefill_bucket: int
+    decode_bucket: int
+    max_length: int
     raw: dict = field(default=None, hash=False, compare=False, repr=False)
 
     def buffer(self, name: str) -> Buffer:
@@ -67,6 +82,11 @@ class Target:
         except KeyError:
             raise ConfigError(f"target {self.name!r} has no on-chip buffer {name!r}; "
                               f"it has {sorted(self.buffers)}") from None
+
+    @property
+    def mm_rows(self) -> int:
+        """Token rows one MM instruction pass covers (the M of the MM parallelism)."""
+        return self.mm_parallel[0]
 
     @property
     def clock_hz(self) -> float:
@@ -94,14 +114,14 @@ def _build(raw: dict) -> Target:
         target = Target(
             name=raw["name"], board=raw["board"], platform=raw["platform"],
             clock_mhz=float(raw["clock_mhz"]), cores=int(raw["cores"]),
-            mm_rows=int(mpe["mm_rows"]), mm_cols=int(mpe["mm_cols"]), mv_k=int(mpe["mv_k"]),
             mm_macs_per_cycle=int(mpe["mm_macs_per_cycle"]),
             mv_macs_per_cycle=int(mpe["mv_macs_per_cycle"]),
             misc_elements_per_cycle=int(raw["misc"]["elements_per_cycle"]),
             buffers=buffers,
             mm_parallel=tuple(int(mpe["mm_parallel"][k]) for k in "mnk"),
             mv_parallel=tuple(int(mpe["mv_parallel"][k]) for k in "mnk"),
-            timing={k: v for k, v in raw.get("timing", {}).items() if k != "sources"},
+            timing=_timing(raw["timing"]),
+            slrs=int(raw["slrs"]), dsp_macs=int(mpe["dsp_macs"]), dsp_group=int(mpe["dsp_group"]),
             hbm_channels=int(hbm["channels"]), hbm_channel_bytes=int(hbm["channel_bytes"]),
             hbm_channel_gbps=float(hbm["channel_gbps"]),
             hbm_same_channel_efficiency=float(hbm["same_channel_efficiency"]),
@@ -118,6 +138,18 @@ def _build(raw: dict) -> Target:
                           f"compare it with targets/u280.json") from exc
     _check(target)
     return target
+
+
+def _timing(raw: dict) -> Timing:
+    names = [f.name for f in fields(Timing)]
+    missing = [n for n in names if n not in raw]
+    unsourced = [n for n in names if n not in raw.get("sources", {})]
+    if missing or unsourced:
+        raise ConfigError(f"the timing block lacks {missing or unsourced} "
+                          f"({'values' if missing else 'sources'}); every timing constant needs "
+                          f"a value and a stated source (see targets/u280.json)")
+    cast = {"int": int, "float": float}      # the annotations, as strings
+    return Timing(**{f.name: cast[f.type](raw[f.name]) for f in fields(Timing)})
 
 
 def _check(t: Target) -> None:

@@ -126,9 +126,10 @@ class StepCodegen:
                    out_abuf=1, a_stride=a_stride or 2 * k, out_stride=out_stride or k, **f)
 
     def _mpe(self, s, m, **f):
-        op = "MV" if m <= 16 else "MM"
-        for m0 in range(0, m, 128):
-            mm = min(128, m - m0)
+        op = "MV" if m <= isa.MV_MAX_ROWS else "MM"
+        tile = self.p.target.mm_rows
+        for m0 in range(0, m, tile):
+            mm = min(tile, m - m0)
             g = dict(f)
             g["a_addr"] = f["a_addr"] + m0 * f["a_stride"]
             g["a_scale"] = f["a_scale"] + 4 * m0

@@ -293,7 +293,7 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
     """Resource estimate of a target (default u280; a `Target` may carry what-if overrides)."""
     t = config.load_target(target or "u280") if not isinstance(target, config.Target) else target
     design = build_design(t)
-    dsp_macs = int((t.raw or {}).get("mpe", {}).get("dsp_macs", 2))
+    dsp_macs = t.dsp_macs
     n_ports = len(design.cu("memctrl_0").ports)
     dequant_lanes = n_ports * AXI_DATA_WIDTH // 8
     items = [

@@ -52,7 +52,7 @@ def _target(design: BlockDesign) -> config.Target:
 
 def slr_of(unit: ComputeUnit, design: BlockDesign) -> int:
     """SLR a compute unit is placed on: core c's units on SLR c, the scheduler on SLR0."""
-    slrs = int((_target(design).raw or {}).get("slrs", design.cores))
+    slrs = _target(design).slrs
     slr = SCHEDULER_SLR if unit.core is None else unit.core
     if not 0 <= slr < slrs:
         raise ConfigError(f"target {design.target}: {unit.instance} would go to SLR{slr} but the "

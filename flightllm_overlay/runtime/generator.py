@@ -27,6 +27,7 @@ class Token:
 class GenerationStats:
     """What one generate() call did, on the host and on the device."""
 
+    clock_hz: float                  # the target's clock, for the predicted rates
     prompt_tokens: int = 0
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
@@ -41,7 +42,6 @@ class GenerationStats:
     bucket_hits: int = 0
     bucket_misses: int = 0
     bucket_compiles: int = 0
-    clock_hz: float = 225e6
     finish_reason: str = ""
 
     @property
@@ -85,7 +85,7 @@ class Generator:
 
     def __init__(self, session: Session, tokenizer):
         self.session, self.tokenizer = session, tokenizer
-        self.stats = GenerationStats()
+        self.stats = GenerationStats(session.overlay.target.clock_hz)
         self._stop = threading.Event()
 
     @classmethod

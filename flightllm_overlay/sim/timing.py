@@ -89,14 +89,14 @@ class TimingModel:
     def __init__(self, target: Target):
         self.t = target
         tm = target.timing
-        self.hbm_latency = int(tm.get("hbm_latency_cycles", 64))
-        self.remote_bpc = float(tm.get("remote_bytes_per_cycle", 64))
-        self.remote_latency = int(tm.get("remote_latency_cycles", 16))
-        self.misc_latency = int(tm.get("misc_latency_cycles", 8))
-        self.mpe_latency = int(tm.get("mpe_latency_cycles", 16))
-        self.barrier = int(tm.get("barrier_cycles", 32))
-        self.ddr_bpc = float(tm.get("ddr_gbps", 19.2)) * 1e9 / target.clock_hz
-        self.burst = int(tm.get("axi_burst_bytes", 4096))
+        self.hbm_latency = tm.hbm_latency_cycles
+        self.remote_bpc = tm.remote_bytes_per_cycle
+        self.remote_latency = tm.remote_latency_cycles
+        self.misc_latency = tm.misc_latency_cycles
+        self.mpe_latency = tm.mpe_latency_cycles
+        self.barrier = tm.barrier_cycles
+        self.ddr_bpc = tm.ddr_gbps * 1e9 / target.clock_hz
+        self.burst = tm.axi_burst_bytes
 
     # -- per-instruction costs ----------------------------------------------------------------
     def hbm_cycles(self, nbytes: int, contiguous: bool) -> int:
