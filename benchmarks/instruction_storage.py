@@ -17,7 +17,7 @@ import argparse
 import os
 import time
 
-from flightllm_overlay.compiler import compile_model, compile_shapes
+from flightllm_overlay.compiler import BucketTable, compile_model, compile_shapes
 from flightllm_overlay.compiler.storage import storage_report
 from flightllm_overlay.config import load_target
 from flightllm_overlay.model.args import ModelArgs
@@ -40,7 +40,7 @@ def measure(name: str, target) -> dict:
     label, program = load(name, target)
     t_model = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
-    made = program.compile_all_buckets(target, progress=True)
+    made = BucketTable(program, target).compile_all(progress=True)
     t_buckets, c_buckets = time.perf_counter() - t0, time.process_time() - c0
     rep = storage_report(program, target)            # counts; every bucket is compiled now
     return dict(name=name, label=label, report=rep, made=made, t_model=t_model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .compiler.buckets import BucketTable
 from .sim.timing import TimingModel
 
 
@@ -103,7 +104,7 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
     cache = {} if cache is None else cache
 
     def timeline(kind, end):
-        step, _ = program.bucket_step(kind, end, target)
+        step, _ = BucketTable(program, target).step(kind, end)
         if step.name not in cache:
             cache[step.name] = tm.schedule_image(step.image)
         return cache[step.name]

@@ -107,6 +107,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, gantt
     from .compiler import compile_model, compile_shapes
     from .config import load_target
+    from .compiler.buckets import BucketTable
     from .sim.timing import TimingModel
     target = load_target(args.target)
     if args.shape:
@@ -132,7 +133,7 @@ def cmd_bench(args) -> int:
     result = bench(program, target, pre, dec, name)
     print(result.report())
     if args.gantt:
-        step, _ = program.bucket_step("decode", pre + 1, target)
+        step, _ = BucketTable(program, target).step("decode", pre + 1)
         print(f"wrote {gantt(TimingModel(target).schedule_image(step.image), args.gantt, f'{name}: one decode step ({step.name}), predicted')}")
     return 0
 
@@ -213,7 +214,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from .compiler import compile_model
+    from .compiler import BucketTable, compile_model
     from .model import load_checkpoint
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.model)
@@ -222,7 +223,7 @@ def cmd_compile(args) -> int:
         from .compiler.storage import storage_report
         from .config import load_target
         t1 = time.perf_counter()
-        program.compile_all_buckets(load_target(args.target), progress=True)
+        BucketTable(program, load_target(args.target)).compile_all(progress=True)
         print(storage_report(program, load_target(args.target)).table())
         print(f"compiled {len(program.steps) - 2} bucket streams in "
               f"{time.perf_counter() - t1:.1f} s")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flightllm_overlay.spec import isa
+from flightllm_overlay.compiler.buckets import BucketTable
 from flightllm_overlay.config import load_target
 from flightllm_overlay.errors import AddressError, IllegalInstructionError, ProgramError
 from flightllm_overlay.hw.control import UNKNOWN, ErrorCode, SchedulerStatus
@@ -341,7 +342,7 @@ def check_model_steps(csim, tmp_path, program, steps=MODEL_STEPS) -> list:
     sim = FunctionalSimulator(TARGET)
     counters = []
     for kind, ids, pos, schedule in steps:
-        step, _ = p.bucket_step(kind, pos + len(ids), TARGET)
+        step, _ = BucketTable(p, TARGET).step(kind, pos + len(ids))
         place_inputs(p, channels, ids)
         py, cc = check_image(csim, tmp_path, step.image, channels, pos, len(ids), sim=sim,
                              schedule=schedule, what=f"{kind} at pos {pos} ({schedule})")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flightllm_overlay.spec import isa
-from flightllm_overlay.compiler import compile_quantized, quantize_model
+from flightllm_overlay.compiler import BucketTable, compile_quantized, quantize_model
 from flightllm_overlay.compress.attention import causal_blocks, choose_patterns
 from flightllm_overlay.config import load_target
 from flightllm_overlay.model.llama import Transformer
@@ -65,10 +65,10 @@ def test_block_pattern_shortens_predicted_prefill(tiny_ckpt):
     sparse = compile_quantized(qm, ctx=256)
     sparse_target = load_target("u280")
     tm = TimingModel(sparse_target)
-    cyc = [tm.schedule_image(p.bucket_step("prefill", 256, sparse_target)[0].image).macs
+    cyc = [tm.schedule_image(BucketTable(p, sparse_target).step("prefill", 256)[0].image).macs
            for p in (dense, sparse)]
     assert cyc[1] < cyc[0]
-    dec = [p.bucket_step("decode", 256, sparse_target)[0].image for p in (dense, sparse)]
+    dec = [BucketTable(p, sparse_target).step("decode", 256)[0].image for p in (dense, sparse)]
     assert np.array_equal(dec[0], dec[1])                          # decode: dense in both
 
 

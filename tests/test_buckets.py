@@ -7,7 +7,7 @@ import pytest
 
 from flightllm_overlay.compiler.buckets import bucket_of, buckets, step_name
 from flightllm_overlay.config import load_target
-from flightllm_overlay.errors import ContextLengthError
+from flightllm_overlay.errors import ContextLengthError, FlightLLMError
 from flightllm_overlay.runtime import Generator, Session
 
 U280 = load_target("u280")
@@ -70,3 +70,20 @@ def test_bucket_streams_differ_only_in_capacities(tiny_program):
     c = isa.decode_stream(s32.streams()[0])
     assert [i.op for i in a] == [i.op for i in c]          # same instructions...
     assert any(x != y for x, y in zip(a, c))                # ...with other capacities
+
+
+def test_bucket_table_owns_the_policy(tiny_ckpt, tmp_path):
+    """BucketTable compiles a missing bucket once and keeps it in the program; a program loaded
+    from a file serves a missing bucket with its whole-context step and refuses exact streams."""
+    from flightllm_overlay.compiler import BucketTable, Program, compile_model
+    program = compile_model(tiny_ckpt, ctx=64)
+    table = BucketTable(program, U280)
+    assert table.ends("decode") == [16, 32, 48, 64] and table.name("decode", 17) == "decode@32"
+    step, compiled = table.step("decode", 17)
+    assert compiled and step.name == "decode@32" and program.steps["decode@32"] is step
+    assert table.step("decode", 20) == (step, False)
+    assert table.compile_all() == len(table.ends("prefill")) + len(table.ends("decode")) - 1
+    loaded = Program.load(compile_model(tiny_ckpt, ctx=64).save(tmp_path / "p.fllm"))
+    assert BucketTable(loaded, U280).step("decode", 17) == (loaded.step("decode"), False)
+    with pytest.raises(FlightLLMError, match="freshly compiled"):
+        BucketTable(loaded, U280).exact("decode", 17)

@@ -125,11 +125,11 @@ def test_block_sparse_attention_prefill_is_bit_exact(csim, tmp_path, tiny_ckpt):
     """A (sink 1, window 1) pattern of 64-token blocks on every head: a 150-token prefill (two
     launches of the 128-row stream; the second one's queries, in block 2, lose key block 1) and a
     decode step; both executors agree."""
-    from flightllm_overlay.compiler import compile_quantized, quantize_model
+    from flightllm_overlay.compiler import BucketTable, compile_quantized, quantize_model
     qm = quantize_model(tiny_ckpt, None)
     qm.attn_pattern = [[(1, 1)] * tiny_ckpt.args.n_heads] * tiny_ckpt.args.n_layers
     program = compile_quantized(qm, ctx=256)
-    image = program.bucket_step("prefill", 150, TARGET)[0].image
+    image = BucketTable(program, TARGET).step("prefill", 150)[0].image
     off, n = isa.image_table(image)[0]
     assert any(i.op == "MISC" and i["blk_win"] for i in isa.decode_stream(image[off:off + n]))
     prompt = [int(t) for t in np.random.default_rng(4).integers(3, 300, 150)]

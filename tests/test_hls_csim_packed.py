@@ -220,7 +220,8 @@ def test_mixed_precision_sparse_model_steps_are_bit_exact(csim, tmp_path, mixed6
 
 
 def _streams(program):
+    from flightllm_overlay.compiler import BucketTable
     from flightllm_overlay.config import load_target
-    step, _ = program.bucket_step("decode", 13, load_target("u280"))
+    step, _ = BucketTable(program, load_target("u280")).step("decode", 13)
     table = isa.image_table(step.image)
     return [isa.decode_stream(step.image[off:off + n]) for off, n in table]

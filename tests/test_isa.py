@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flightllm_overlay.spec import isa
-from flightllm_overlay.config import UNITS, load_target
+from flightllm_overlay.config import UNITS
 from flightllm_overlay.errors import FlightLLMError, IllegalInstructionError
 from flightllm_overlay.spec.isa import FORMATS, Instruction
 from flightllm_overlay.spec.isa_doc import DOCS, ENUM_MEANING, docs_section, render_field_tables

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flightllm_overlay.spec import isa
-from flightllm_overlay.compiler import compile_model, compile_shapes
+from flightllm_overlay.compiler import BucketTable, compile_model, compile_shapes
 from flightllm_overlay.errors import CompileError
 from flightllm_overlay.model import ModelArgs, load_checkpoint
 from flightllm_overlay.model.testing import make_tiny_opt
@@ -99,7 +99,7 @@ def test_tiny_opt_steps_are_bit_exact_in_hls_csim(csim, tmp_path, opt_ckpt):
             channels[ch][:p.channel_static[ch].size] = p.channel_static[ch]
     sim = FunctionalSimulator(TARGET)
     for kind, ids, pos in (("prefill", PROMPT, 0), ("decode", [11], len(PROMPT))):
-        step, _ = p.bucket_step(kind, pos + len(ids), TARGET)
+        step, _ = BucketTable(p, TARGET).step(kind, pos + len(ids))
         rows = np.zeros((p.rows, p.dim), np.float16)
         rows[:len(ids)] = p.embedding[np.asarray(ids)]
         for io in p.io:

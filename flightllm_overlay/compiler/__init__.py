@@ -5,12 +5,12 @@ from dataclasses import asdict
 
 from ..config import load_target
 from ..errors import CompileError
-from .buckets import KINDS, StepBuilder
+from .buckets import KINDS, BucketTable, StepBuilder
 from .families import compiler_family
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 
-__all__ = ["compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
+__all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
 
 

@@ -8,8 +8,10 @@ charges that capacity, the functional simulator masks what lies beyond pos + len
 """
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
+from ..errors import ContextLengthError, ProgramError
 from ..spec import isa
-from ..errors import ContextLengthError
 from .families import compiler_family
 from .program import StepProgram
 
@@ -58,3 +60,55 @@ class StepBuilder:
         streams = [isa.encode_stream(gen.core_stream(cp)) for cp in self.plan.cores]
         return StepProgram(name or step_name(kind, ctx), rows, ctx, all_l,
                            isa.pack_image(streams))
+
+
+class BucketTable:
+    """The length-bucket policy of one program on one target: which stream serves a step, each
+    bucket's stream compiled on first use and kept in the program, and exact-length streams for
+    comparisons.  A program loaded from a file without a bucket uses its whole-context step for
+    it, which gives the same results."""
+
+    def __init__(self, program, target):
+        self.program, self.target = program, target
+
+    def name(self, kind: str, end: int) -> str:
+        """The stream serving a `kind` step that ends at position `end` (exclusive)."""
+        return step_name(kind, bucket_of(self.target, kind, end, self.program.ctx))
+
+    def ends(self, kind: str) -> list:
+        return buckets(self.target, kind, self.program.ctx)
+
+    def step(self, kind: str, end: int) -> tuple:
+        """(StepProgram, compiled_now) for the bucket serving a `kind` step ending at `end`."""
+        name = self.name(kind, end)
+        p = self.program
+        if name in p.steps:
+            return p.steps[name], False
+        if p.builder is None:
+            return p.step(kind), False
+        step = p.steps[name] = p.builder.build(kind, int(name.split("@")[1]))
+        return step, True
+
+    def exact(self, kind: str, length: int) -> tuple:
+        """(StepProgram, compiled_now) compiled for exactly `length` positions (comparisons)."""
+        name = f"{kind}#exact{length}"
+        p = self.program
+        if name in p.steps:
+            return p.steps[name], False
+        if p.builder is None:
+            raise ProgramError("exact-length streams need a freshly compiled program (this one "
+                               "was loaded from a file)")
+        step = p.steps[name] = p.builder.build(kind, length, name)
+        return step, True
+
+    def compile_all(self, progress: bool = False) -> int:
+        """Compile every bucket now (what `flightllm compile --all-buckets` does); returns how
+        many were compiled."""
+        if self.program.builder is None:
+            raise ProgramError("this program was loaded from a file: recompile the model to "
+                               "add buckets")
+        todo = [(k, b) for k in KINDS for b in self.ends(k)]
+        made = 0
+        for kind, b in tqdm(todo, desc="buckets", disable=not progress):
+            made += self.step(kind, b)[1]
+        return made

@@ -76,37 +76,7 @@ class Program:
     io: list                     # [CoreIO] per core
     embedding: np.ndarray        # f16 (vocab, dim), gathered by the host
     meta: dict = field(default_factory=dict)
-    builder: object = field(default=None, repr=False, compare=False)  # compiles more buckets
-
-    def bucket_step(self, kind: str, end: int, target) -> tuple:
-        """(StepProgram, compiled_now) for the bucket serving a `kind` step ending at `end`.
-
-        A bucket not in the program is compiled now when the program still has its builder
-        (it came from the compiler in this process); a program loaded from a file without
-        that bucket uses its whole-context step, which gives the same results."""
-        from .buckets import bucket_of, step_name
-        name = step_name(kind, bucket_of(target, kind, end, self.ctx))
-        if name in self.steps:
-            return self.steps[name], False
-        if self.builder is None:
-            return self.step(kind), False
-        step = self.steps[name] = self.builder.build(kind, int(name.split("@")[1]))
-        return step, True
-
-    def compile_all_buckets(self, target, progress: bool = False) -> int:
-        """Compile every bucket now (what `flightllm compile --all-buckets` does); returns
-        how many were compiled."""
-        from tqdm.auto import tqdm
-
-        from .buckets import KINDS, buckets
-        if self.builder is None:
-            raise ProgramError("this program was loaded from a file: recompile the model to "
-                               "add buckets")
-        todo = [(k, b) for k in KINDS for b in buckets(target, k, self.ctx)]
-        made = 0
-        for kind, b in tqdm(todo, desc="buckets", disable=not progress):
-            made += self.bucket_step(kind, b, target)[1]
-        return made
+    builder: object = field(default=None, repr=False, compare=False)  # compiles more steps (BucketTable)
 
     @property
     def dim(self) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .buckets import KINDS, bucket_of, buckets
+from .buckets import KINDS, BucketTable, bucket_of, buckets
 
 
 @dataclass
@@ -88,7 +88,7 @@ def storage_report(program, target) -> StorageReport:
     bucketed, streams, static, runtime, chunks = {}, {}, {}, {}, {}
     for kind in KINDS:
         ends = buckets(target, kind, program.ctx)
-        sizes = {end: program.bucket_step(kind, end, target)[0].image.nbytes for end in ends}
+        sizes = {end: BucketTable(program, target).step(kind, end)[0].image.nbytes for end in ends}
         bucketed[kind], streams[kind] = sum(sizes.values()), len(ends)
 
         def size(end, kind=kind, sizes=sizes):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pynq
 
+from ..compiler.buckets import BucketTable
 from ..compiler.program import Program
 from ..errors import ContextLengthError, DeviceError, FlightLLMError
 
@@ -67,6 +68,7 @@ class Session:
             raise DeviceError(f"program was compiled for target {program.target!r}; the overlay "
                               f"is {overlay.target.name!r}: recompile for it")
         self.overlay, self.program, self.timeout = overlay, program, timeout
+        self.buckets = BucketTable(program, overlay.target)
         self.stats = StepStats()
         self._buffers = []
         self.channels = {}
@@ -101,16 +103,7 @@ class Session:
         """The DDR buffer holding the bucket stream for a `kind` step ending at `end`, loaded
         (and compiled) on first use: one stream per bucket, loaded once and reused.  With
         `exact`, a stream compiled for exactly `end` positions instead (for comparisons)."""
-        if exact:
-            name = f"{kind}#exact{end}"
-            st = self.program.steps.get(name)
-            compiled = st is None
-            if compiled:
-                if self.program.builder is None:
-                    raise FlightLLMError("exact-length streams need a freshly compiled program")
-                st = self.program.steps[name] = self.program.builder.build(kind, end, name)
-        else:
-            st, compiled = self.program.bucket_step(kind, end, self.overlay.target)
+        st, compiled = (self.buckets.exact if exact else self.buckets.step)(kind, end)
         self.stats.bucket_compiles += compiled
         buf = self.images.get(st.name)
         if buf is None:
