@@ -23,7 +23,7 @@ from flightllm_overlay.config import load_target
 from flightllm_overlay.model.args import ModelArgs
 
 TARGET_REDUCTION_7B = 500.0      # the paper's figure (facts 3.2), our target for LLaMA2-7B
-TARGET_COMPILE_S_7B = 600.0      # issue 5: every LLaMA2-7B bucket in under 10 minutes
+TARGET_COMPILE_S_7B = 600.0      # every LLaMA2-7B bucket in under 10 minutes
 
 
 def load(name: str, target):
