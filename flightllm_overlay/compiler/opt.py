@@ -190,7 +190,7 @@ class OptPlacement(Placement):
             cp.layers, cp.norms = [], []
             for layer in qm.layers:
                 cp.layers.append({
-                    "wqkv": self._fused(c, [(layer[n], hs[0] * d, (hs[-1] + 1) * d) for n, hs in
+                    "wqkv": self._stacked_tiles(c, [(layer[n], hs[0] * d, (hs[-1] + 1) * d) for n, hs in
                                             (("wq", cp.q_heads), ("wk", cp.kv_heads), ("wv", cp.kv_heads)) if hs]),
                     "wo": self._tiles(c, *layer["wo"], *cp.o_rows),
                     "w_fc1": self._tiles(c, *layer["w_fc1"], *cp.ffn_rows),

@@ -180,7 +180,7 @@ class Placement:
         cuts.append((r0, stop))
         return cuts
 
-    def _fused(self, core: int, pieces: list) -> list:
+    def _stacked_tiles(self, core: int, pieces: list) -> list:
         """Tiles of the row slices [(weight (q, scale), r0, r1), ...] stacked into one matrix;
         packed slices of one format share tiles, a change of format starts new ones."""
         tiles, row0, i = [], 0, 0
@@ -217,12 +217,12 @@ class Placement:
                 tiles = {}
                 # q rows of this core's heads, then its k rows, then v rows: one fused matrix,
                 # so that a decode step loads it with one LD and multiplies it with one MV.
-                tiles["wqkv"] = self._fused(c, [
+                tiles["wqkv"] = self._stacked_tiles(c, [
                     (layer[n], hs[0] * d, (hs[-1] + 1) * d) for n, hs in
                     (("wq", cp.q_heads), ("wk", cp.kv_heads), ("wv", cp.kv_heads)) if hs])
                 q, s = layer["wo"]
                 tiles["wo"] = self._tiles(c, q, s, *cp.o_rows)
-                tiles["w_gate_up"] = self._fused(c, [(layer["w_gate"], *cp.ffn_rows),
+                tiles["w_gate_up"] = self._stacked_tiles(c, [(layer["w_gate"], *cp.ffn_rows),
                                                      (layer["w_up"], *cp.ffn_rows)])
                 q, s = layer["w_down"]
                 tiles["w_down"] = self._tiles(c, q, s, *cp.o_rows)
