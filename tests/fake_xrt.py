@@ -117,7 +117,8 @@ def make_pyxrt(version="2.18", cards=(U280,), simulator_factory=None):
         def __init__(self, *args):
             _overload("xclbin", args, (str,))                   # (), (str), (axlf*): str used
             log(("xclbin", args[0]))
-            data = open(args[0], "rb").read()
+            with open(args[0], "rb") as f:
+                data = f.read()
             if not data.startswith(b"xclbin2"):
                 raise RuntimeError("Invalid xclbin")
             head = X.axlf.from_buffer_copy(data[:ctypes.sizeof(X.axlf)])
@@ -156,7 +157,7 @@ def make_pyxrt(version="2.18", cards=(U280,), simulator_factory=None):
             return self.card.loaded.uuid
 
     class bo:
-        __slots__ = ("id", "bank", "alloc", "__weakref__")
+        __slots__ = ("__weakref__", "alloc", "bank", "id")
         flags = BoFlags
 
         def __init__(self, *args):
@@ -348,15 +349,21 @@ class FakeLibXrt:
         return 0
 
     def _register(self, handle, offset):
+        """The kernel, or None with errno as XRT leaves it: -EINVAL for an unknown handle
+        (xrt_core::error), untouched (0 here) for a shared CU or an offset outside it."""
         k = self.kernels.get(handle)
-        if k is None or not k.exclusive or offset + 4 > k.size:
-            return None                                       # XRT: needs exclusive, in range
+        if k is None:
+            ctypes.set_errno(-errno.EINVAL)
+            return None
+        if not k.exclusive or offset + 4 > k.size:
+            ctypes.set_errno(0)
+            return None
         return k
 
     def _read(self, handle, offset, datap):
         k = self._register(handle, offset)
         if k is None:
-            return self._fail(errno.EINVAL, -1)
+            return -1
         self.regs.append(("read", k.cu_name, offset))
         if self.hang:
             value = k.regs.get(offset, C.AP_IDLE if offset == C.CTRL else 0)
@@ -368,7 +375,7 @@ class FakeLibXrt:
     def _write(self, handle, offset, value):
         k = self._register(handle, offset)
         if k is None:
-            return self._fail(errno.EINVAL, -1)
+            return -1
         self.regs.append(("write", k.cu_name, offset, value))
         if self.hang:
             k.regs[offset] = value

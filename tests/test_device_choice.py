@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from fake_xrt import U280, make_pyxrt
 from pynq.pl_server.device import Device
 
 from flightllm_overlay import cli
@@ -12,7 +13,6 @@ from flightllm_overlay.overlay import FlightLLMOverlay
 from flightllm_overlay.overlay.choice import DeviceChoice, choose_device
 from flightllm_overlay.sim.device import SimulatedU280
 from flightllm_overlay.xrt import XrtU280
-from fake_xrt import U280, make_pyxrt
 
 U250 = "xilinx_u250_gen3x16_xdma_shell_4_1"
 

@@ -6,7 +6,7 @@ from pynq.buffer import PynqBuffer
 
 from ..errors import DeviceError
 
-__all__ = ["BankAccess", "MemoryBank", "SlicedBuffer", "size_text"]
+__all__ = ["BankAccess", "MemoryBank", "SlicedBuffer", "check_sync", "size_text"]
 
 
 def size_text(nbytes: int) -> str:
@@ -15,6 +15,17 @@ def size_text(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit} ({nbytes} bytes)"
     return f"{nbytes} bytes"
+
+
+def check_sync(alloc, offset: int, nbytes: int) -> None:
+    """Refuse a sync of a freed allocation, or of bytes outside it (`alloc` has ``freed``,
+    ``nbytes`` and ``describe()``)."""
+    if alloc.freed:
+        raise DeviceError(f"{alloc.describe()} was freed; allocate a new buffer")
+    if offset < 0 or offset + nbytes > alloc.nbytes:
+        raise DeviceError(f"sync of bytes {offset}..{offset + nbytes} is outside "
+                          f"{alloc.describe()}; sync the buffer or a view of it, not a "
+                          f"computed copy")
 
 
 class SlicedBuffer(PynqBuffer):

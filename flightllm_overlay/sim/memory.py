@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..device.memory import MemoryBank, SlicedBuffer, size_text as _size
+from ..device.memory import MemoryBank, SlicedBuffer, check_sync, size_text as _size
 from ..errors import AddressError, DeviceError
 
 ALIGNMENT = 4096
@@ -202,12 +202,7 @@ class DeviceMemory:
     # -- host side (called by the device for PynqBuffer.flush / invalidate) ---------------------
     @staticmethod
     def sync(alloc: Allocation, offset: int, nbytes: int, to_device: bool) -> None:
-        if alloc.freed:
-            raise DeviceError(f"{alloc.describe()} was freed; allocate a new buffer")
-        if offset < 0 or offset + nbytes > alloc.nbytes:
-            raise DeviceError(f"sync of bytes {offset}..{offset + nbytes} is outside "
-                              f"{alloc.describe()}; sync the buffer or a view of it, not a "
-                              f"computed copy")
+        check_sync(alloc, offset, nbytes)
         if to_device:
             alloc.device[offset:offset + nbytes] = alloc.host[offset:offset + nbytes]
             alloc.stamp(offset, nbytes)

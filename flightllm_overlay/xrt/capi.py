@@ -12,8 +12,9 @@ opened with the C API that both releases export from ``libxrt_coreutil.so.2`` (p
 - ``int xrtKernelReadRegister(xrtKernelHandle, uint32_t offset, uint32_t* datap)`` and
   ``int xrtKernelWriteRegister(xrtKernelHandle, uint32_t offset, uint32_t data)``: 0 on success.
 
-Failures come back as a NULL handle or -1 with errno set (``use_errno``); each becomes a
-DeviceError naming the call.  XRT opens one shared device per index, so the C handle and
+Failures come back as a NULL handle or -1, with errno set when XRT raised an ``xrt_core::error``
+(sometimes negated) and left alone for other exceptions (an offset outside the CU, a CU not
+opened exclusively); each becomes a DeviceError naming the call.  XRT opens one shared device per index, so the C handle and
 pyxrt's ``device(index)`` reach the same card and the xclbin pyxrt loaded.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import uuid as _uuid
 
 from ..errors import DeviceError
 
-__all__ = ["PROTOTYPES", "XrtCApi", "CuRegisters", "load_libxrt"]
+__all__ = ["PROTOTYPES", "CuRegisters", "XrtCApi", "load_libxrt"]
 
 _handle, _u32 = ctypes.c_void_p, ctypes.c_uint32
 PROTOTYPES = {                                  # name: (restype, argtypes)
@@ -74,7 +75,7 @@ class XrtCApi:
             setattr(self, name, fn)
 
     def _fail(self, call: str, hint: str) -> DeviceError:
-        code = ctypes.get_errno()
+        code = abs(ctypes.get_errno())          # XRT stores some codes negated (-EINVAL)
         why = f"errno {code}: {os.strerror(code)}" if code else "no errno"
         return DeviceError(f"XRT {call} failed ({why}). {hint}")
 

@@ -34,6 +34,7 @@ from pynq._3rdparty import xclbin as X
 
 from .. import config
 from ..device.base import U280Device, requested_device
+from ..device.memory import check_sync
 from ..errors import BitstreamError, DeviceError
 from ..sim.xclbin import PLATFORM_PREFIX, is_metadata_only
 from .capi import CuRegisters, XrtCApi
@@ -194,11 +195,7 @@ class XrtU280(U280Device):
         return len(mine), sum(mine)
 
     def _sync(self, alloc: BoAllocation, offset: int, nbytes: int, to_device: bool) -> None:
-        if alloc.freed:
-            raise DeviceError(f"{alloc.describe()} was freed; allocate a new buffer")
-        if offset < 0 or offset + nbytes > alloc.nbytes:
-            raise DeviceError(f"sync of bytes {offset}..{offset + nbytes} is outside "
-                              f"{alloc.describe()}; sync the buffer or a view of it")
+        check_sync(alloc, offset, nbytes)
         if nbytes == 0:
             return
         d = self.pyxrt.xclBOSyncDirection

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["CardProbe", "MAX_CARDS", "PyxrtFeatures", "import_pyxrt", "probe_cards"]
+__all__ = ["MAX_CARDS", "CardProbe", "PyxrtFeatures", "import_pyxrt", "probe_cards"]
 
 MAX_CARDS = 16          # without enumerate_devices, indices are tried up to the first that fails
 
