@@ -13,6 +13,7 @@ from flightllm_overlay.overlay import FlightLLMOverlay
 from flightllm_overlay.overlay.choice import DeviceChoice, choose_device
 from flightllm_overlay.sim.device import SimulatedU280
 from flightllm_overlay.xrt import XrtU280
+from flightllm_overlay.xrt.pyxrt_api import PyxrtFeatures
 
 U250 = "xilinx_u250_gen3x16_xdma_shell_4_1"
 
@@ -100,3 +101,22 @@ def test_cli_device_option(env, capsys):
     assert "flightllm: error:" in err and "none was found" in err and "import pyxrt failed" in err
     assert cli.main(["--device", "sim", "info"]) == 0
     assert "device:  sim -> the simulated U280" in capsys.readouterr().out
+
+
+def test_the_pyxrt_release_is_told_by_what_it_binds():
+    assert PyxrtFeatures.of(make_pyxrt("2.15")) == PyxrtFeatures(False, False)
+    assert PyxrtFeatures.of(make_pyxrt("2.15")).release == "2.15 or earlier"
+    assert PyxrtFeatures.of(make_pyxrt("2.18")) == PyxrtFeatures(True, True)
+    assert PyxrtFeatures.of(make_pyxrt("2.18")).release == "2.17 or later"
+
+
+def test_on_auto_the_simulator_steps_aside_for_a_card_even_with_xrt_2_15(env):
+    """2.15 has no enumerate_devices: the card is still found, by opening device(0)."""
+    env.setenv("XILINX_XRT", "/opt/xilinx/xrt")
+    env.setitem(sys.modules, "pyxrt", make_pyxrt("2.15"))
+    assert SimulatedU280._probe_() == []
+    env.setitem(sys.modules, "pyxrt", make_pyxrt("2.15", cards=()))
+    assert len(SimulatedU280._probe_()) == 1
+    env.setenv("FLIGHTLLM_DEVICE", "sim")
+    env.setitem(sys.modules, "pyxrt", make_pyxrt("2.15"))
+    assert len(SimulatedU280._probe_()) == 1

@@ -2,11 +2,5 @@
 from .base import DEVICE_CHOICES, U280Device, requested_device
 from .memory import BankAccess, MemoryBank, SlicedBuffer
 
-__all__ = [
-           "DEVICE_CHOICES",
-           "BankAccess",
-           "MemoryBank",
-           "SlicedBuffer",
-           "U280Device",
-           "requested_device",
-]
+__all__ = ["DEVICE_CHOICES", "BankAccess", "MemoryBank", "SlicedBuffer", "U280Device",
+           "requested_device"]
