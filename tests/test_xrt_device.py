@@ -304,6 +304,17 @@ def test_reloading_with_live_buffers_is_refused(card, xclbin):
     assert again.scheduler.read_reg("pos") == 0                  # reopened; the load reset it
 
 
+def test_close_gives_the_compute_units_back(card, xclbin):
+    ol, dev, fake, lib = card
+    ol.scheduler.write_arg("pos", 2)
+    dev.close()
+    assert not lib.kernels and not lib.exclusive and not lib.devices
+    with pytest.raises(DeviceError, match="no xclbin is loaded"):
+        dev.read_registers(DESIGN.scheduler.base_address, 4)
+    other = FlightLLMOverlay(xclbin, device=XrtU280(0, pyxrt=fake, libxrt=lib))
+    assert other.scheduler.read_reg("pos") == 0                  # another user can open them
+
+
 # --- Runs -----------------------------------------------------------------------------------------
 def test_a_unit_that_never_sets_ap_done_times_out(fake, xclbin):
     lib = FakeLibXrt(fake, hang=True)

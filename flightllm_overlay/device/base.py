@@ -89,7 +89,7 @@ class U280Device(BankAccess, Device):
         super().__init__(tag.format(name=self.name))
         self.capabilities = {"REGISTER_RW": True}
         self.bitfile_name, self.timestamp = "", ""
-        self.ip_dict, self.clock_dict, self.contexts = {}, {}, {}
+        self.ip_dict, self.mem_dict, self.clock_dict, self.contexts = {}, {}, {}, {}
         self._windows = []
 
     @property

@@ -108,7 +108,6 @@ class XrtU280(U280Device):
             raise DeviceError(f"card {index} is {self.card_name!r}, not a U280: this design "
                               f"targets {target.board} ({target.platform}); pick the U280's index")
         super().__init__(f"xrt_u280_{index}", target)
-        self.mem_dict = {}
         self.xclbin, self.xclbin_uuid = None, None
         self._live = {}
 
@@ -152,6 +151,14 @@ class XrtU280(U280Device):
         return [CuRegisters(self.capi, self._c_device, self.xclbin_uuid, name,
                             d.get("cu_name") or f"{name}:{name}", d["phys_addr"], d["addr_range"])
                 for name, d in parser.ip_dict.items()]
+
+    def close(self):
+        """Give the card back to other processes: close the compute units' register handles and
+        XRT's device handle (buffers stay valid; load the overlay again to use the units)."""
+        self._close_units()
+        if self._c_device is not None:
+            handle, self._c_device = self._c_device, None
+            self.capi.close_device(handle)
 
     def _close_units(self):
         for window in self._windows:
