@@ -39,10 +39,10 @@ _COMMON_MODULE = {"XCL_BO_FLAGS_NONE", "xclBOSyncDirection", "ert_cmd_state", "x
                   "xclbinkernel_vector", "xclbinmem_vector"}
 BOUND = {
     "2.15": {"module": _COMMON_MODULE,
-             "device": {"load_xclbin", "get_xclbin_uuid", "get_info"}, "uuid": {"to_string"},
+             "device": {"load_xclbin", "get_xclbin_uuid", "get_info"},
              "bo": {"write", "read", "sync", "map", "size", "address"},
              "xclbin": {"get_kernels", "get_xsa_name", "get_uuid", "get_mems", "get_ips"},
-             "kernel": {"__call__", "group_id"}},
+             "kernel": {"__call__", "group_id"}, "uuid": {"to_string"}},
     "2.18": {"module": _COMMON_MODULE | {"xrt_msg_level", "enumerate_devices", "log_message",
                                          "hw_context"},
              "device": {"load_xclbin", "register_xclbin", "get_xclbin_uuid", "get_info"},

@@ -119,4 +119,6 @@ def test_on_auto_the_simulator_steps_aside_for_a_card_even_with_xrt_2_15(env):
     assert len(SimulatedU280._probe_()) == 1
     env.setenv("FLIGHTLLM_DEVICE", "sim")
     env.setitem(sys.modules, "pyxrt", make_pyxrt("2.15"))
-    assert len(SimulatedU280._probe_()) == 1
+    assert len(SimulatedU280._probe_()) == 1 and XrtU280._probe_() == []
+    env.setenv("FLIGHTLLM_DEVICE", "card")
+    assert SimulatedU280._probe_() == [] and len(XrtU280._probe_()) == 1

@@ -153,6 +153,19 @@ def test_the_fakes_refuse_what_xrt_does_not_bind():
         mod.device(0).get_info(5)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_fakes_offer_nothing_beyond_the_real_bindings(version):
+    mod, bound = make_pyxrt(version), BOUND[version]
+    bookkeeping = {"version", "log", "absent", "cards"}
+    public = {n for n in vars(mod) if not n.startswith("_")} - bookkeeping
+    assert public <= bound["module"], public - bound["module"]
+    for cls in ("device", "bo", "xclbin", "uuid", "kernel"):
+        methods = {n for n, v in vars(getattr(mod, cls)).items()
+                   if callable(v) and not n.startswith("_") and not isinstance(v, type)}
+        assert methods <= bound[cls], (cls, methods - bound[cls])
+    assert set(vars(FakeLibXrt(mod))) & set(HEADER) == set(HEADER)
+
+
 def test_the_host_makes_no_call_outside_the_real_bindings(card, tiny_program, xclbin):
     """A whole session through each fake: every call made is one the release binds."""
     ol, dev, fake, lib = card
