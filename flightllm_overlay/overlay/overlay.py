@@ -1,6 +1,7 @@
 """FlightLLMOverlay: the pynq Overlay of the accelerator, with one call to run a program on it.
 
-``FlightLLMOverlay()`` loads ``flightllm.xclbin`` on the active device.  A bare name is looked up
+``FlightLLMOverlay()`` loads ``flightllm.xclbin`` on the device chosen by `choice` (``device=``
+or ``FLIGHTLLM_DEVICE``: auto, sim or card; `device_choice` says which).  A bare name is looked up
 like pynq does it for overlay packages: in the working directory, then next to this package in
 ``bitstreams/`` (preferring ``flightllm.xclbin.d/flightllm.<device.name>.xclbin``), then in the
 ``pynq.overlays`` entry points.  On the simulated U280 it therefore finds the metadata-only file
