@@ -24,6 +24,7 @@ def env(monkeypatch):
     monkeypatch.setenv("FLIGHTLLM_DEVICE", "auto")           # restored after (main() may set it)
     monkeypatch.delenv("FLIGHTLLM_SIMULATOR", raising=False)
     monkeypatch.delenv("XILINX_XRT", raising=False)
+    monkeypatch.delenv("XCL_EMULATION_MODE", raising=False)
     monkeypatch.setitem(sys.modules, "pyxrt", None)          # import pyxrt raises ImportError
     for name in ("_devices", "_active_device"):
         monkeypatch.setattr(Device, name, None, raising=False)
@@ -68,6 +69,13 @@ def test_card_and_auto_pick_a_u280_that_xrt_finds(env):
         env.delattr(Device, name, raising=False)
     dev, choice = choose_device("auto")
     assert isinstance(dev, XrtU280) and (choice.requested, choice.chosen) == ("auto", "card")
+
+
+def test_an_emulated_card_is_found_and_said_to_be_emulated(env):
+    env.setenv("XCL_EMULATION_MODE", "hw_emu")
+    env.setitem(sys.modules, "pyxrt", make_pyxrt("2.15", cards=("xilinx_u280_gen3x16_xdma_1_202211_1",)))
+    dev, choice = choose_device("card")
+    assert isinstance(dev, XrtU280) and "XCL_EMULATION_MODE=hw_emu" in XrtU280.last_probe.explain()
 
 
 def test_a_device_object_is_used_as_given(env):

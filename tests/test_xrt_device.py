@@ -32,21 +32,24 @@ def calls(log_owner, *kinds):
     return [c for c in log_owner.log if c[0] in kinds]
 
 
-def real_looking_xclbin(path, design=DESIGN):
-    """Our xclbin with a BITSTREAM section, the real platform name and no METADATA_ONLY mark."""
+def real_looking_xclbin(path, design=DESIGN, image=True, mode=0):
+    """Our xclbin with the real platform name and no METADATA_ONLY mark; with `image`, a
+    BITSTREAM section; `mode` is the header's XCLBIN_MODE (0 flat, 4 hw_emu, 5 sw_emu)."""
     data = bytearray(build_xclbin(design))
     head = X.axlf.from_buffer(data)
+    head.m_header.m_mode = mode
     first, size = X.axlf.m_sections.offset, ctypes.sizeof(X.axlf_section_header)
     for i in range(head.m_header.m_numSections):
         sh = X.axlf_section_header.from_buffer(data, first + i * size)
         if sh.m_sectionKind == X.AXLF_SECTION_KIND.KEYVALUE_METADATA:
-            sh.m_sectionKind = X.AXLF_SECTION_KIND.BITSTREAM   # its bytes stand in for an image
+            sh.m_sectionKind = (X.AXLF_SECTION_KIND.BITSTREAM if image     # stands in for an image
+                                else X.AXLF_SECTION_KIND.USER_METADATA)
     del head, sh
     for name, value in (("m_platformVBNV", design.platform.encode()), ("m_debug_bin", b"")):
         field = getattr(X.axlf_header, name)
         at = X.axlf.m_header.offset + field.offset
         data[at:at + field.size] = value.ljust(field.size, b"\0")
-    assert not is_metadata_only(bytes(data))
+    assert is_metadata_only(bytes(data)) is not image
     path.write_bytes(bytes(data))
     return str(path)
 
@@ -212,6 +215,18 @@ def test_the_metadata_only_file_is_refused_with_how_to_build_the_bitstream(fake,
     assert "METADATA-ONLY" in msg and "make -C vivado_project" in msg
     assert "flightllm_overlay/bitstreams/flightllm.xclbin" in msg and dev.target.platform in msg
     assert not calls(fake, "xclbin", "device.load_xclbin")
+
+
+def test_an_emulation_build_loads_and_an_imageless_flat_build_is_refused(fake, lib, tmp_path):
+    for mode in (4, 5):                                           # hw_emu, sw_emu: no BITSTREAM
+        emu = real_looking_xclbin(tmp_path / f"emu{mode}.xclbin", image=False, mode=mode)
+        ol = FlightLLMOverlay(emu, device=XrtU280(0, pyxrt=fake, libxrt=lib))
+        ol.scheduler.write_arg("pos", 5)
+        assert ol.scheduler.read_reg("pos") == 5
+        ol.device.close()
+    flat = real_looking_xclbin(tmp_path / "flat.xclbin", image=False, mode=0)
+    with pytest.raises(BitstreamError, match="no configuration image.*not an emulation build"):
+        FlightLLMOverlay(flat, device=XrtU280(0, pyxrt=fake, libxrt=lib))
 
 
 def test_a_missing_c_library_is_a_clear_error_before_the_card_is_touched(fake, xclbin):

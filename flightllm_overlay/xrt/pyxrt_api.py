@@ -19,6 +19,7 @@ Register access therefore goes through XRT's C API (`xrt.capi`), as pynq 2.x did
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 __all__ = ["MAX_CARDS", "CardProbe", "PyxrtFeatures", "import_pyxrt", "probe_cards"]
@@ -79,6 +80,10 @@ def probe_cards(pyxrt=None) -> CardProbe:
                                f"/opt/xilinx/xrt/setup.sh was not sourced")
             return probe
     features = PyxrtFeatures.of(pyxrt)
+    emulation = os.environ.get("XCL_EMULATION_MODE")
+    if emulation:
+        probe.tried.append(f"XCL_EMULATION_MODE={emulation}: XRT lists the emulated devices of "
+                           f"emconfig.json, not cards")
     if features.enumerate_devices:
         try:
             count = int(pyxrt.enumerate_devices())
