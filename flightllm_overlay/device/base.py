@@ -34,8 +34,8 @@ with warnings.catch_warnings():       # pynq warns about the CPU on x86 at impor
 from .. import config
 from ..errors import BitstreamError, DeviceError, FlightLLMError
 from ..hw.design import BlockDesign, build_design
-from ..sim.xclbin import section_kinds
 from .memory import BankAccess
+from .xclbin import section_kinds
 
 __all__ = ["DEVICE_CHOICES", "U280Device", "read_file", "requested_device"]
 

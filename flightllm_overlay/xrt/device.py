@@ -27,16 +27,14 @@ Waits: this class does not wait on the hardware; the drivers' AP_DONE polling ha
 """
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
-from pynq._3rdparty import xclbin as X
 
 from .. import config
 from ..device.base import U280Device, requested_device
 from ..device.memory import check_sync
+from ..device.xclbin import EMULATION_MODES, is_metadata_only, mode, platform_vbnv
 from ..errors import BitstreamError, DeviceError
-from ..sim.xclbin import PLATFORM_PREFIX, is_metadata_only
+from ..sim.xclbin import PLATFORM_PREFIX
 from .capi import CuRegisters, XrtCApi
 from .memory import BoAllocation, XrtBuffer, XrtMemoryBank
 from .pyxrt_api import PyxrtFeatures, import_pyxrt, probe_cards
@@ -44,9 +42,7 @@ from .pyxrt_api import PyxrtFeatures, import_pyxrt, probe_cards
 __all__ = ["PLATFORM", "XRT_VERSION", "XrtBuffer", "XrtMemoryBank", "XrtU280"]
 
 XRT_VERSION = "2.15 (Vitis/XRT 2023.1) to 2.18 (2024.2)"
-#: XCLBIN_MODE values of emulation builds (XRT's core/include/xclbin.h: HW_EMU, SW_EMU,
-#: HW_EMU_PR; pynq's copy of the enum numbers them from 1, so it is not used here).
-EMULATION_MODES = {4, 5, 6}
+
 PLATFORM = config.load_target("u280").platform
 BUILD_HINT = ("build the bitstream with `make -C vivado_project` (Vitis 2023.1, platform "
               "{platform}); it writes flightllm_overlay/bitstreams/flightllm.xclbin, which "
@@ -126,12 +122,12 @@ class XrtU280(U280Device):
     def _refuse(self, data, path):
         build = (BUILD_HINT.format(platform=self.target.platform)
                  + ". To run without the card, use the simulated U280 (FLIGHTLLM_DEVICE=sim)")
-        if _platform_vbnv(data).startswith(PLATFORM_PREFIX):
+        if platform_vbnv(data).startswith(PLATFORM_PREFIX):
             raise BitstreamError(
                 f"{path} is the METADATA-ONLY xclbin of the simulated U280 (no BITSTREAM "
                 f"section); it cannot program the card {self.card_name}. To run on the card, "
                 + build)
-        if is_metadata_only(data) and _mode(data) not in EMULATION_MODES:
+        if is_metadata_only(data) and mode(data) not in EMULATION_MODES:
             raise BitstreamError(
                 f"{path} has no configuration image (no BITSTREAM section) and is not an "
                 f"emulation build (sw_emu/hw_emu), so it cannot program {self.card_name}: "
@@ -222,12 +218,3 @@ class XrtU280(U280Device):
             raise DeviceError(f"XRT sync {'to' if to_device else 'from'} the device failed for "
                               f"{alloc.describe()}: {exc}") from exc
 
-
-def _platform_vbnv(data: bytes) -> str:
-    head = X.axlf.from_buffer_copy(data[:ctypes.sizeof(X.axlf)])
-    return bytes(head.m_header.m_platformVBNV).split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _mode(data: bytes) -> int:
-    """The header's m_mode (XCLBIN_MODE of XRT's xclbin.h)."""
-    return int(X.axlf.from_buffer_copy(data[:ctypes.sizeof(X.axlf)]).m_header.m_mode)
