@@ -7,7 +7,11 @@ from pynq._3rdparty import xclbin as X
 
 from ..errors import BitstreamError
 
-__all__ = ["EMULATION_MODES", "is_metadata_only", "mode", "platform_vbnv", "section_kinds"]
+__all__ = ["EMULATION_MODES", "SIMULATED_PLATFORM_PREFIX", "is_metadata_only", "mode",
+           "platform_vbnv", "section_kinds"]
+
+#: Platform names of the simulated U280's metadata-only xclbins start with this.
+SIMULATED_PLATFORM_PREFIX = "flightllm_sim:"
 
 #: Section kinds that carry an FPGA configuration image: BITSTREAM, CLEARING_BITSTREAM, and (in
 #: xclbin.h, not in pynq's copy) PDI = 18 and BITSTREAM_PARTIAL_PDI = 19.

@@ -22,13 +22,14 @@ from xml.etree import ElementTree as ET
 
 from pynq._3rdparty import xclbin as X
 
+from ..device.xclbin import SIMULATED_PLATFORM_PREFIX
 from ..device.xclbin import is_metadata_only, section_kinds  # noqa: F401  (read from here too)
 from ..hw.design import CONTROL_PORT, BlockDesign, block_design
 
 BITSTREAMS_DIR = Path(__file__).resolve().parent.parent / "bitstreams"
 SIM_DEVICE_SUFFIX = "_sim"
 METADATA_ONLY_MARK = b"METADATA_ONLY"
-PLATFORM_PREFIX = "flightllm_sim:"
+PLATFORM_PREFIX = SIMULATED_PLATFORM_PREFIX
 _UUID_NAMESPACE = uuid.UUID("6f1c2a4e-0d3b-5c7e-9a1f-3b5d7e9f1a2c")
 _KIND = X.AXLF_SECTION_KIND
 _MEM_TYPES = {"HBM": X.MEM_TYPE.MEM_HBM, "DDR4": X.MEM_TYPE.MEM_DDR4}

@@ -32,9 +32,9 @@ import numpy as np
 from .. import config
 from ..device.base import U280Device, requested_device
 from ..device.memory import check_sync
-from ..device.xclbin import EMULATION_MODES, is_metadata_only, mode, platform_vbnv
+from ..device.xclbin import (EMULATION_MODES, SIMULATED_PLATFORM_PREFIX, is_metadata_only, mode,
+                             platform_vbnv)
 from ..errors import BitstreamError, DeviceError
-from ..sim.xclbin import PLATFORM_PREFIX
 from .capi import CuRegisters, XrtCApi
 from .memory import BoAllocation, XrtBuffer, XrtMemoryBank
 from .pyxrt_api import PyxrtFeatures, import_pyxrt, probe_cards
@@ -122,7 +122,7 @@ class XrtU280(U280Device):
     def _refuse(self, data, path):
         build = (BUILD_HINT.format(platform=self.target.platform)
                  + ". To run without the card, use the simulated U280 (FLIGHTLLM_DEVICE=sim)")
-        if platform_vbnv(data).startswith(PLATFORM_PREFIX):
+        if platform_vbnv(data).startswith(SIMULATED_PLATFORM_PREFIX):
             raise BitstreamError(
                 f"{path} is the METADATA-ONLY xclbin of the simulated U280 (no BITSTREAM "
                 f"section); it cannot program the card {self.card_name}. To run on the card, "
