@@ -7,7 +7,10 @@ Written from XRT's sources (github.com/Xilinx/XRT), read at the release tags:
   file binds (x86 build: no ``graph``); pybind11's strictness is kept: an overload is chosen by
   argument types (an enum argument must be the enum, not an int) and anything else raises
   TypeError; an attribute that is not bound raises AttributeError (module-level misses are
-  recorded in ``fake.absent``); instances take no new attributes.
+  recorded in ``fake.absent``); instances take no new attributes.  `BOUND` lists everything
+  each release binds; the fake implements the part of it the host could use (a bound call the
+  fake leaves out, such as ``bo.write`` or ``xclbin.get_kernels``, also raises here, so the
+  fake is never wider than XRT).
 - libxrt_coreutil: ``src/runtime_src/core/include/xrt/xrt_device.h`` and ``xrt/xrt_kernel.h``
   at the same tags (identical for the calls below).  A function must be given the header's
   ``restype``/``argtypes`` before it is called; failures return NULL / -1 and set errno, and
