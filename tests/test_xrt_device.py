@@ -229,6 +229,34 @@ def test_an_emulation_build_loads_and_an_imageless_flat_build_is_refused(fake, l
         FlightLLMOverlay(flat, device=XrtU280(0, pyxrt=fake, libxrt=lib))
 
 
+def with_free_running(path, cu_name):
+    """Rewrite an xclbin so that `cu_name` is ap_ctrl_none in its IP_LAYOUT (xclbin.h)."""
+    data = bytearray(open(path, "rb").read())
+    head = X.axlf.from_buffer_copy(data)
+    first, size = X.axlf.m_sections.offset, ctypes.sizeof(X.axlf_section_header)
+    for i in range(head.m_header.m_numSections):
+        sh = X.axlf_section_header.from_buffer_copy(data, first + i * size)
+        if sh.m_sectionKind == X.AXLF_SECTION_KIND.IP_LAYOUT:
+            at = sh.m_sectionOffset + X.ip_layout.m_ip_data.offset
+            for k in range(ctypes.c_int32.from_buffer_copy(data, sh.m_sectionOffset).value):
+                ip = X.ip_data.from_buffer(data, at + k * ctypes.sizeof(X.ip_data))
+                if bytes(ip.m_name).rstrip(b"\0") == cu_name.encode():
+                    ip.properties = 2 << 8                       # AP_CTRL_NONE << IP_CONTROL_SHIFT
+                del ip
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path
+
+
+def test_a_free_running_unit_is_named_before_xrt_is_asked(fake, lib, xclbin):
+    ol = FlightLLMOverlay(with_free_running(xclbin, "mpe:mpe_0"), device=XrtU280(0, pyxrt=fake,
+                                                                                 libxrt=lib))
+    ol.scheduler.write_arg("pos", 1)                             # the others are unaffected
+    with pytest.raises(DeviceError, match="mpe:mpe_0 is ap_ctrl_none.*xrt::ip"):
+        ol.mpe_0.mmio.read(C.CTRL)
+    assert "mpe:{mpe_0}" not in [c[3] for c in calls(lib, "xrtPLKernelOpenExclusive")]
+
+
 def test_a_missing_c_library_is_a_clear_error_before_the_card_is_touched(fake, xclbin):
     class NoSymbols:
         _name = "libxrt_coreutil.so.2"

@@ -7,8 +7,12 @@ from pynq._3rdparty import xclbin as X
 
 from ..errors import BitstreamError
 
-__all__ = ["EMULATION_MODES", "SIMULATED_PLATFORM_PREFIX", "is_metadata_only", "mode",
-           "platform_vbnv", "section_kinds"]
+__all__ = ["AP_CTRL_NONE", "EMULATION_MODES", "IP_CONTROL_SHIFT", "SIMULATED_PLATFORM_PREFIX",
+           "ip_controls", "is_metadata_only", "mode", "platform_vbnv", "section_kinds"]
+
+#: ip_data.properties of a kernel: bits 8..15 are its IP_CONTROL (xclbin.h: IP_CONTROL_MASK
+#: 0xFF00, IP_CONTROL_SHIFT 8; AP_CTRL_HS = 0, AP_CTRL_CHAIN = 1, AP_CTRL_NONE = 2).
+IP_CONTROL_SHIFT, AP_CTRL_NONE = 8, 2
 
 #: Platform names of the simulated U280's metadata-only xclbins start with this.
 SIMULATED_PLATFORM_PREFIX = "flightllm_sim:"
@@ -38,6 +42,32 @@ def section_kinds(data: bytes) -> list:
                              "file): rebuild or re-copy it")
     return [X.axlf_section_header.from_buffer_copy(data, first + i * size).m_sectionKind
             for i in range(n)]
+
+
+def _sections(data: bytes):
+    section_kinds(data)                                   # checks it is a whole xclbin
+    first, size = X.axlf.m_sections.offset, ctypes.sizeof(X.axlf_section_header)
+    return [X.axlf_section_header.from_buffer_copy(data, first + i * size)
+            for i in range(_header(data).m_numSections)]
+
+
+def ip_controls(data: bytes) -> dict:
+    """IP_CONTROL of each kernel compute unit in IP_LAYOUT, by its name (``kernel:instance``)."""
+    controls = {}
+    for sh in _sections(data):
+        if sh.m_sectionKind != X.AXLF_SECTION_KIND.IP_LAYOUT:
+            continue
+        body = data[sh.m_sectionOffset:sh.m_sectionOffset + sh.m_sectionSize]
+        count = ctypes.c_int32.from_buffer_copy(body).value
+        first, size = X.ip_layout.m_ip_data.offset, ctypes.sizeof(X.ip_data)
+        if first + count * size > len(body):
+            raise BitstreamError("the xclbin's IP_LAYOUT section is truncated: rebuild it")
+        for i in range(count):
+            ip = X.ip_data.from_buffer_copy(body, first + i * size)
+            if ip.m_type == X.IP_TYPE.IP_KERNEL:
+                name = bytes(ip.m_name).split(b"\0", 1)[0].decode(errors="replace")
+                controls[name] = (ip.properties >> IP_CONTROL_SHIFT) & 0xFF
+    return controls
 
 
 def is_metadata_only(data: bytes) -> bool:

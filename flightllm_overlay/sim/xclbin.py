@@ -22,7 +22,7 @@ from xml.etree import ElementTree as ET
 
 from pynq._3rdparty import xclbin as X
 
-from ..device.xclbin import SIMULATED_PLATFORM_PREFIX
+from ..device.xclbin import IP_CONTROL_SHIFT, SIMULATED_PLATFORM_PREFIX
 from ..device.xclbin import is_metadata_only, section_kinds  # noqa: F401  (read from here too)
 from ..hw.design import CONTROL_PORT, BlockDesign, block_design
 
@@ -35,7 +35,7 @@ _KIND = X.AXLF_SECTION_KIND
 _MEM_TYPES = {"HBM": X.MEM_TYPE.MEM_HBM, "DDR4": X.MEM_TYPE.MEM_DDR4}
 _CLOCK_TYPES = {"DATA": X.CLOCK_TYPE.CT_DATA, "KERNEL": X.CLOCK_TYPE.CT_KERNEL,
                 "SYSTEM": X.CLOCK_TYPE.CT_SYSTEM}
-_AP_CTRL_HS = 0                 # ip_data.properties bits 16..23 (IP_CONTROL)
+_AP_CTRL_HS = 0                 # IP_CONTROL of ip_data.properties (bits 8..15)
 
 
 def sim_device_name(design: BlockDesign) -> str:
@@ -120,7 +120,7 @@ def _array_section(count_type, items, count_field="m_count") -> bytes:
 def ip_layout(design: BlockDesign) -> bytes:
     items = []
     for unit in design.compute_units:
-        ip = X.ip_data(m_type=X.IP_TYPE.IP_KERNEL, properties=_AP_CTRL_HS << 16,
+        ip = X.ip_data(m_type=X.IP_TYPE.IP_KERNEL, properties=_AP_CTRL_HS << IP_CONTROL_SHIFT,
                        m_base_address=unit.base_address)
         name = unit.cu_name.encode()
         ctypes.memmove(ip.m_name, name, len(name))

@@ -122,12 +122,18 @@ class CuRegisters:
     """One compute unit's register window on the card, opened on first use (exclusively)."""
 
     def __init__(self, capi: XrtCApi, device, xclbin_uuid: str, name: str, cu_name: str,
-                 base: int, size: int):
+                 base: int, size: int, free_running: bool = False):
         self.capi, self.device, self.xclbin_uuid = capi, device, xclbin_uuid
         self.name, self.cu_name, self.base, self.size = name, cu_name, base, size
-        self.handle = None
+        self.free_running, self.handle = free_running, None
 
     def open(self):
+        if self.free_running:
+            raise DeviceError(
+                f"compute unit {self.cu_name} is ap_ctrl_none (free-running): XRT opens such "
+                f"units only through the C++ xrt::ip, which pyxrt does not bind, and the C API "
+                f"refuses them (ENOTSUP), so its registers cannot be reached from Python. Give "
+                f"the kernel an ap_ctrl_hs or ap_ctrl_chain control port to read its registers")
         if self.handle is None:
             kernel, _, instance = self.cu_name.partition(":")
             self.handle = self.capi.open_cu(self.device, self.xclbin_uuid, kernel,

@@ -32,8 +32,8 @@ import numpy as np
 from .. import config
 from ..device.base import U280Device, requested_device
 from ..device.memory import check_sync
-from ..device.xclbin import (EMULATION_MODES, SIMULATED_PLATFORM_PREFIX, is_metadata_only, mode,
-                             platform_vbnv)
+from ..device.xclbin import (AP_CTRL_NONE, EMULATION_MODES, SIMULATED_PLATFORM_PREFIX,
+                             ip_controls, is_metadata_only, mode, platform_vbnv)
 from ..errors import BitstreamError, DeviceError
 from .capi import CuRegisters, XrtCApi
 from .memory import BoAllocation, XrtBuffer, XrtMemoryBank
@@ -153,9 +153,14 @@ class XrtU280(U280Device):
         self.xclbin, self.xclbin_uuid = xclbin, str(uuid.to_string())
         if self._c_device is None:
             self._c_device = self.capi.open_device(self.index)
-        return [CuRegisters(self.capi, self._c_device, self.xclbin_uuid, name,
-                            d.get("cu_name") or f"{name}:{name}", d["phys_addr"], d["addr_range"])
-                for name, d in parser.ip_dict.items()]
+        controls = ip_controls(data)
+        units = []
+        for name, d in parser.ip_dict.items():
+            cu_name = d.get("cu_name") or f"{name}:{name}"
+            units.append(CuRegisters(self.capi, self._c_device, self.xclbin_uuid, name, cu_name,
+                                     d["phys_addr"], d["addr_range"],
+                                     free_running=controls.get(cu_name) == AP_CTRL_NONE))
+        return units
 
     def close(self):
         """Give the card back to other processes: close the compute units' register handles and
