@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -141,6 +142,10 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
+    parser.add_argument("--device", choices=("auto", "sim", "card"), default=None,
+                        help="run on the simulated U280, a U280 card (an error when none is "
+                             "found), or auto: a card when XRT finds one (default: "
+                             "$FLIGHTLLM_DEVICE, else auto)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
                 _add_compress, _add_ppl):
@@ -425,6 +430,8 @@ def _overlay_runner(ckpt, cm, window: int) -> dict:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.device:                       # every FlightLLMOverlay() of this command reads it
+        os.environ["FLIGHTLLM_DEVICE"] = args.device
     try:
         return args.func(args)
     except FlightLLMError as exc:

@@ -43,3 +43,7 @@ class DeviceTimeoutError(DeviceError):
 
 class BitstreamError(DeviceError):
     """A bitstream or xclbin is missing, or is the wrong kind of file for this device."""
+
+
+class DeviceNotFoundError(DeviceError):
+    """The device asked for (a U280 card) is not there; the message says what was probed."""

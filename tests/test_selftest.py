@@ -13,7 +13,8 @@ from flightllm_overlay.overlay import FlightLLMOverlay
 from flightllm_overlay.sim.device import SimulatedU280
 from flightllm_overlay.sim.functional import FunctionalSimulator
 from flightllm_overlay.xrt import XrtU280
-from test_xrt_device import make_fake_pyxrt, real_looking_xclbin
+from fake_xrt import FakeLibXrt, make_pyxrt
+from test_xrt_device import real_looking_xclbin
 
 TARGET = load_target("u280")
 
@@ -118,9 +119,9 @@ def test_a_device_error_is_reported_and_the_next_programs_still_run(programs):
 
 
 def test_passes_through_the_xrt_device_over_the_fake_pyxrt(tmp_path, programs):
-    fake = make_fake_pyxrt()
+    fake = make_pyxrt("2.15")
     ol = FlightLLMOverlay(real_looking_xclbin(tmp_path / "flightllm.xclbin"),
-                          device=XrtU280(0, pyxrt=fake))
+                          device=XrtU280(0, pyxrt=fake, libxrt=FakeLibXrt(fake)))
     report = selftest.run_selftest(ol, programs=programs)
     assert report.passed, report.table()
     assert "(card)" in report.device

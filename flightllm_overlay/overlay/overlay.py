@@ -1,6 +1,7 @@
 """FlightLLMOverlay: the pynq Overlay of the accelerator, with one call to run a program on it.
 
-``FlightLLMOverlay()`` loads ``flightllm.xclbin`` on the active device.  A bare name is looked up
+``FlightLLMOverlay()`` loads ``flightllm.xclbin`` on the device chosen by `choice` (``device=``
+or ``FLIGHTLLM_DEVICE``: auto, sim or card; `device_choice` says which).  A bare name is looked up
 like pynq does it for overlay packages: in the working directory, then next to this package in
 ``bitstreams/`` (preferring ``flightllm.xclbin.d/flightllm.<device.name>.xclbin``), then in the
 ``pynq.overlays`` entry points.  On the simulated U280 it therefore finds the metadata-only file
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pynq import Overlay
-from pynq.pl_server.device import Device
 
 from .. import config
 from ..errors import AddressError, BitstreamError, DeviceTimeoutError
 from ..hw.design import build_design
+from .choice import choose_device
 from .drivers import DEFAULT_TIMEOUT
 
 DEFAULT_BITFILE = "flightllm.xclbin"
@@ -85,20 +86,6 @@ def resolve_bitstream(bitfile_name: str, device) -> str:
     return name                                       # pynq: working dir, pynq.overlays entries
 
 
-def default_device():
-    """pynq's active device: a card when XRT finds one, else the simulated U280.
-
-    Importing `sim.device` registers `SimulatedU280` with pynq's Device metaclass.  pynq caches
-    its device list on first use, so if that happened before the import (empty list), the
-    simulated device is made directly.
-    """
-    from ..sim.device import SimulatedU280
-    try:
-        return Device.active_device
-    except RuntimeError:
-        return SimulatedU280()
-
-
 class FlightLLMOverlay(Overlay):
     """The FlightLLM accelerator as a pynq Overlay: scheduler, and per core mpe, misc, memctrl.
 
@@ -106,8 +93,11 @@ class FlightLLMOverlay(Overlay):
     ----------
     bitfile_name : str
         xclbin to load; default ``flightllm.xclbin`` (resolved per device, see module docstring).
-    device : pynq.Device, optional
-        Device to load it on; default ``pynq.Device.active_device``.
+    device : pynq.Device or str, optional
+        Device to load it on, or which to choose: ``"auto"`` (a card when XRT finds one, else
+        the simulated U280), ``"sim"`` or ``"card"`` (a `DeviceNotFoundError` naming what was
+        probed when there is none); default ``$FLIGHTLLM_DEVICE``, else ``"auto"``.  The
+        choice made is `device_choice`.
     download : bool
         Program the device (for the simulated U280: build its register files).
     target : str
@@ -119,7 +109,7 @@ class FlightLLMOverlay(Overlay):
     def __init__(self, bitfile_name: str = DEFAULT_BITFILE, device=None, download: bool = True,
                  ignore_version: bool = False, target: str = "u280",
                  timeout: float = DEFAULT_TIMEOUT):
-        device = device if device is not None else default_device()
+        device, self.device_choice = choose_device(device)
         # pynq's Overlay.__getattr__ needs a loaded bitstream, so set ours before super().__init__
         self.target = config.load_target(target)
         self.design = getattr(device, "design", None) or build_design(self.target)
@@ -148,6 +138,7 @@ class FlightLLMOverlay(Overlay):
         units = ", ".join(self.ip_dict)
         banks = ", ".join(t for t, d in self.mem_dict.items() if d.get("used"))
         return (f"FlightLLM overlay on {where}\n"
+                f"  device:  {self.device_choice}\n"
                 f"  xclbin:  {self.bitfile_name}\n"
                 f"  cores:   {self.design.cores} at {self.target.clock_mhz:g} MHz\n"
                 f"  units:   {units}\n"

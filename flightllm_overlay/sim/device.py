@@ -21,26 +21,21 @@ Behaviour of the compute units (ap_ctrl_hs, see `hw/control.py`):
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from collections import deque
-from pathlib import Path
 
 with warnings.catch_warnings():       # pynq warns about the CPU on x86 at import: only that
     warnings.filterwarnings("ignore", message="Pynq does not support the CPU Architecture",
                             category=ResourceWarning)
-    from pynq.pl_server.device import Device
-    from pynq._3rdparty import xclbin as X
     from pynq.pl_server.xclbin_parser import XclBin
 
-from .. import config
-from ..errors import (AddressError, BitstreamError, DeviceError, FlightLLMError,
-                      IllegalInstructionError, ProgramError)
+from ..device.base import U280Device, requested_device
+from ..errors import AddressError, BitstreamError, FlightLLMError, IllegalInstructionError, ProgramError
 from ..hw import control as C
-from ..hw.design import BlockDesign, build_design, kernel_vlnv
+from ..hw.design import kernel_vlnv
 from ..hw.regfile import RegisterAccess, RegisterFile
-from .memory import BankAccess, DeviceMemory, SimMemoryBank
-from .xclbin import build_xclbin, is_metadata_only, section_kinds, sim_device_name
+from .memory import DeviceMemory, SimMemoryBank
+from .xclbin import build_xclbin, is_metadata_only, sim_device_name
 
 __all__ = ["RegisterAccess", "SimulatedU280"]
 _OUR_VLNVS = {kernel_vlnv(k) for k in ("scheduler", "mpe", "misc", "memctrl")}
@@ -52,7 +47,7 @@ def _default_simulator_factory(target):
     return FunctionalSimulator(target)
 
 
-class SimulatedU280(BankAccess, Device):
+class SimulatedU280(U280Device):
     """A simulated Alveo U280 card running the FlightLLM design; no FPGA involved.
 
     Parameters
@@ -68,29 +63,27 @@ class SimulatedU280(BankAccess, Device):
 
     bank_class = SimMemoryBank
     bank_where = "the simulated U280"
+    bank_owner = "simulated"
 
     _probe_priority_ = 300
     is_simulated = True
 
     @classmethod
     def _probe_(cls):
-        forced = os.environ.get("FLIGHTLLM_SIMULATOR")
-        if forced == "0" or (forced != "1" and _real_card_present()):
+        choice = requested_device()
+        if choice == "card" or (choice == "auto" and _real_card_present()):
             return []
         return [cls()]
 
     def __init__(self, target="u280", simulator_factory=None, index: int = 0):
-        self.target = config.load_target(target) if isinstance(target, str) else target
-        self.design: BlockDesign = build_design(self.target)
-        super().__init__(f"{self.name}{index}")
-        self.capabilities = {"REGISTER_RW": True}
+        super().__init__(f"{{name}}{index}", target)
         self.simulator_factory = simulator_factory or _default_simulator_factory
         self._simulator = None
         self.register_log = deque(maxlen=100_000)
-        self._cus, self._last_error, self.contexts = {}, {}, {}
-        self.bitfile_name, self.timestamp, self.loaded_metadata_only = "", "", None
+        self._cus, self._last_error = {}, {}
+        self.loaded_metadata_only = None
         fresh = XclBin(xclbin_data=bytearray(build_xclbin(self.design)))
-        self.ip_dict, self.mem_dict, self.clock_dict = {}, fresh.mem_dict, fresh.clock_dict
+        self.mem_dict, self.clock_dict = fresh.mem_dict, fresh.clock_dict
         self.memory = DeviceMemory.from_mem_dict(self.mem_dict)
 
     @property
@@ -100,33 +93,18 @@ class SimulatedU280(BankAccess, Device):
     def __repr__(self):
         return f"<SimulatedU280 {self.name}: simulated {self.target.board}, no FPGA>"
 
-    @property
-    def clocks(self) -> dict:
-        return {k: {"frequency": v["frequency"]} for k, v in self.clock_dict.items()}
+    def _not_loaded(self) -> str:
+        return ("no design is loaded on the simulated U280: create the overlay with "
+                "download=True, e.g. pynq.Overlay(path, device=dev)")
 
     # -- bitstream ---------------------------------------------------------------------------------
-    def get_bitfile_metadata(self, bitfile_name, partial=False):
-        if partial:
-            raise BitstreamError("the simulated U280 has no partial reconfiguration regions")
-        kinds = section_kinds(_read(bitfile_name))
-        if X.AXLF_SECTION_KIND.EMBEDDED_METADATA not in kinds:
-            raise BitstreamError(f"{bitfile_name} has no EMBEDDED_METADATA section, so its kernels "
-                                 f"cannot be known; use an xclbin produced by v++ or by "
-                                 f"flightllm_overlay.sim.xclbin")
-        return XclBin(bitfile_name)
-
-    def gen_cache(self, bitstream, parser=None):
-        pass
-
-    def download(self, bitstream, parser=None):
-        data = _read(bitstream.bitfile_name)
-        parser = parser or self.get_bitfile_metadata(bitstream.bitfile_name)
-        self._check_design(parser)
+    def _load(self, data, path, parser) -> list:
+        self._check_memories(parser)
         memory = DeviceMemory.from_mem_dict(parser.mem_dict)
         if memory.layout() != self.memory.layout():
             live = sum(len(b.allocations) for b in self.memory.banks.values())
             if live:
-                raise BitstreamError(f"{bitstream.bitfile_name} has another memory topology and "
+                raise BitstreamError(f"{path} has another memory topology and "
                                      f"{live} buffers are still allocated: free them first")
             self.memory = memory
         self._cus = {}
@@ -136,9 +114,9 @@ class SimulatedU280(BankAccess, Device):
                                            self._start, self._log, self._on_write)
         self.loaded_metadata_only = is_metadata_only(data)
         self._last_error.clear()
-        self.post_download(bitstream, parser)
+        return list(self._cus.values())
 
-    def _check_design(self, parser):
+    def _check_memories(self, parser):
         for mem in self.design.memories:
             got = parser.mem_dict.get(mem.tag, {})
             if (got.get("base_address"), got.get("size")) != (mem.base_address, mem.size):
@@ -146,71 +124,28 @@ class SimulatedU280(BankAccess, Device):
                     f"{mem.tag} is at {got.get('base_address')} with {got.get('size')} bytes in "
                     f"this xclbin but at 0x{mem.base_address:x} with {mem.size} bytes in the "
                     f"design of target {self.target.name}: load an xclbin built for this target")
-        for name, d in parser.ip_dict.items():
-            if d["type"] not in _OUR_VLNVS:
-                continue
-            unit = self.design.cu(name)
-            for reg in unit.registers:
-                got = d["registers"].get(reg.name, {})
-                want_mem = unit.port(reg.port).memory if reg.is_pointer else None
-                if got.get("address_offset") != reg.offset or got.get("memory") != want_mem:
-                    raise BitstreamError(
-                        f"{name}.{reg.name} is at offset {got.get('address_offset')} wired to "
-                        f"{got.get('memory')} in this xclbin but at 0x{reg.offset:x} wired to "
-                        f"{want_mem} in hw/design.py: rebuild the xclbin from the same design")
 
     # -- registers ---------------------------------------------------------------------------------
-    def read_registers(self, address, length):
-        cu, off = self._locate(address, length)
-        return b"".join(struct.pack("<I", cu.read(off + i)) for i in range(0, length, 4))
-
-    def write_registers(self, address, data):
-        data = bytes(data)
-        cu, off = self._locate(address, len(data))
-        for i, (word,) in enumerate(struct.iter_unpack("<I", data)):
-            cu.write(off + 4 * i, word)
-
-    def _locate(self, address: int, length: int):
-        if not self._cus:
-            raise DeviceError("no design is loaded on the simulated U280: create the overlay "
-                              "with download=True, e.g. pynq.Overlay(path, device=dev)")
-        if address % 4 or length % 4:
-            raise DeviceError(f"register access at 0x{address:x} of {length} bytes is not made "
-                              f"of aligned 32-bit words")
-        for cu in self._cus.values():
-            if cu.base <= address and address + length <= cu.base + cu.size:
-                return cu, address - cu.base
-        raise DeviceError(f"no compute unit answers at 0x{address:x}; CUs: "
-                          + ", ".join(f"{c.name}@0x{c.base:x}" for c in self._cus.values()))
-
     def _log(self, access: RegisterAccess):
         self.register_log.append(access)
-
-    def open_context(self, description, shared=True):
-        self.contexts[description["fullpath"]] = shared
-        return description["cu_index"]
 
     def last_error(self, cu: str = "scheduler") -> str | None:
         """Message of the error that stopped the last run of `cu` (None if it did not fail)."""
         return self._last_error.get(cu)
 
     # -- memory ------------------------------------------------------------------------------------
-    def allocate_device(self, tag: str, nbytes: int):
-        if not self.mem_dict.get(tag, {}).get("used"):
-            used = [t for t, d in self.mem_dict.items() if d["used"]]
-            raise DeviceError(f"{tag} is not connected to any compute unit of the loaded design "
-                              f"(used=0 in its MEM_TOPOLOGY), so it cannot hold buffers; use one "
-                              f"of {used}")
-        return self.memory.bank(tag).allocate(nbytes)
+    def _allocate(self, desc, nbytes):
+        return self.memory.bank(desc["tag"]).allocate(nbytes)
 
     def free_buffer(self, alloc):
         alloc.bank.free(alloc)
 
-    def flush(self, bo, offset, ptr, size):
-        DeviceMemory.sync(bo, offset, size, to_device=True)
+    def bank_usage(self, tag: str) -> tuple:
+        bank = self.memory.bank(tag)
+        return len(bank.allocations), bank.bytes_used
 
-    def invalidate(self, bo, offset, ptr, size):
-        DeviceMemory.sync(bo, offset, size, to_device=False)
+    def _sync(self, alloc, offset, nbytes, to_device):
+        DeviceMemory.sync(alloc, offset, nbytes, to_device)
 
     # -- compute units -----------------------------------------------------------------------------
     def _units(self):
@@ -329,19 +264,9 @@ class SimulatedU280(BankAccess, Device):
         self._last_error.clear()
 
 
-def _read(path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise BitstreamError(f"cannot read {path}: {exc.strerror}") from exc
-
-
 def _real_card_present() -> bool:
-    """True when XRT is sourced and reports at least one card (then the simulator stays out)."""
+    """True when XRT is sourced and a U280 answers (then, on `auto`, the simulator stays out)."""
     if not os.environ.get("XILINX_XRT"):
         return False
-    try:
-        import pyxrt
-        return int(pyxrt.enumerate_devices()) > 0
-    except Exception:                        # no pyxrt, or XRT without a card: no real device
-        return False
+    from ..xrt.pyxrt_api import probe_cards          # lazily: only where XRT is installed
+    return bool(probe_cards().found)

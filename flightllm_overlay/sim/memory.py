@@ -19,20 +19,13 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from pynq.buffer import PynqBuffer
 
+from ..device.memory import MemoryBank, SlicedBuffer, check_sync, size_text as _size
 from ..errors import AddressError, DeviceError
 
 ALIGNMENT = 4096
 PAGE = 1 << 20                          # versions are kept per 1 MiB page of a buffer
 _versions = itertools.count(1)          # process-wide, so a version is never reused
-
-
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit} ({nbytes} bytes)"
-    return f"{nbytes} bytes"
 
 
 @dataclass(eq=False)
@@ -209,12 +202,7 @@ class DeviceMemory:
     # -- host side (called by the device for PynqBuffer.flush / invalidate) ---------------------
     @staticmethod
     def sync(alloc: Allocation, offset: int, nbytes: int, to_device: bool) -> None:
-        if alloc.freed:
-            raise DeviceError(f"{alloc.describe()} was freed; allocate a new buffer")
-        if offset < 0 or offset + nbytes > alloc.nbytes:
-            raise DeviceError(f"sync of bytes {offset}..{offset + nbytes} is outside "
-                              f"{alloc.describe()}; sync the buffer or a view of it, not a "
-                              f"computed copy")
+        check_sync(alloc, offset, nbytes)
         if to_device:
             alloc.device[offset:offset + nbytes] = alloc.host[offset:offset + nbytes]
             alloc.stamp(offset, nbytes)
@@ -229,63 +217,8 @@ def _bank_order(tag: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# pynq-facing objects: the memory bank (what `ol.HBM0` returns) and the buffer
+# The simulated card's bank and buffer (pynq-facing; the shared parts are in device/memory.py)
 # ---------------------------------------------------------------------------------------------
-class SlicedBuffer(PynqBuffer):
-    """A `PynqBuffer` whose views sync exactly their own bytes (`bo.host` is the host array).
-
-    Only the array returned by `allocate` owns the allocation; views and slices share it.
-    Freeing (explicitly, by `with`, or by garbage collection) is idempotent.
-    """
-
-    _owner = False
-
-    def freebuffer(self):
-        if self._owner and not getattr(self, "freed", True):
-            self.freed = True
-            self.device.free_buffer(self.bo)
-
-    def _span(self):
-        low, high = np.byte_bounds(np.asarray(self))
-        return low - self.bo.host.ctypes.data, high - low
-
-    def flush(self):
-        offset, nbytes = self._span()
-        self.device.flush(self.bo, offset, self.virtual_address, nbytes)
-
-    def invalidate(self):
-        offset, nbytes = self._span()
-        self.device.invalidate(self.bo, offset, self.virtual_address, nbytes)
-
-
-class MemoryBank:
-    """One bank as pynq sees it (like pynq's XrtMemory): `allocate` buffers in it.  Subclasses
-    say how a device allocation is made (`_allocation`) and which buffer class wraps it."""
-
-    buffer_class = SlicedBuffer
-
-    def __init__(self, device, desc: dict):
-        self.device, self.desc = device, desc
-        self.idx, self.size, self.base_address = desc["idx"], desc["size"], desc["base_address"]
-        self.tag = desc["tag"]
-
-    def _allocation(self, nbytes: int):
-        raise NotImplementedError
-
-    def allocate(self, shape, dtype="u4", cacheable=0, **kwargs):
-        """A new `PynqBuffer` of `shape`/`dtype` in this bank."""
-        if kwargs:
-            raise TypeError(f"allocate() got unexpected arguments {sorted(kwargs)}")
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        alloc = self._allocation(nbytes)
-        buf = self.buffer_class(shape, dtype, buffer=alloc.host, device=self.device,
-                                device_address=alloc.address, bo=alloc, coherent=False)
-        buf._owner = True
-        buf.memory = self
-        return buf
-
-
 class SimBuffer(SlicedBuffer):
     """A buffer of the simulated card: host memory is a numpy array, the device copy apart."""
 
@@ -294,64 +227,3 @@ class SimMemoryBank(MemoryBank):
     """A bank of the simulated card (host and device copies zeroed on allocation)."""
 
     buffer_class = SimBuffer
-
-    def _allocation(self, nbytes: int):
-        return self.device.allocate_device(self.tag, nbytes)
-
-    @property
-    def mem_used(self) -> int:
-        return self.device.memory.bank(self.tag).bytes_used
-
-
-    @property
-    def num_buffers(self) -> int:
-        return len(self.device.memory.bank(self.tag).allocations)
-
-    def __hash__(self):
-        return hash((id(self.device), self.idx))
-
-    def __eq__(self, other):
-        return type(other) is SimMemoryBank and other.device is self.device and other.idx == self.idx
-
-    def __repr__(self):
-        return f"SimMemoryBank({self.tag}, {_size(self.size)}, simulated)"
-
-
-class BankAccess:
-    """pynq Device memory lookups shared by our devices; a subclass names its `bank_class` and
-    says in `bank_where` where the banks come from (for error messages)."""
-
-    bank_class = MemoryBank
-    bank_where = "the device"
-
-    def get_memory(self, desc):
-        if desc.get("streaming"):
-            raise DeviceError(f"{desc['tag']} is a stream, not a memory bank")
-        return self.bank_class(self, desc)
-
-    def get_memory_by_name(self, name: str):
-        for tag, desc in self.mem_dict.items():
-            if name in (tag, tag.replace("[", "").replace("]", "")):
-                return self.get_memory(desc)
-        raise DeviceError(f"{self.bank_where} has no memory bank {name!r}; banks are "
-                          f"{list(self.mem_dict)}")
-
-    def get_memory_by_idx(self, idx: int):
-        for desc in self.mem_dict.values():
-            if desc["idx"] == idx:
-                return self.get_memory(desc)
-        raise DeviceError(f"{self.bank_where} has no memory bank with index {idx}")
-
-    @property
-    def default_memory(self):
-        used = [d for d in self.mem_dict.values() if d["used"] and not d.get("streaming")]
-        if len(used) != 1:
-            raise DeviceError(f"the design uses {len(used)} memory banks, so there is no default: "
-                              f"allocate with pynq.allocate(shape, dtype, target=ol.HBM0) or "
-                              f"dev.allocate(shape, dtype, bank='HBM[0]')")
-        return self.get_memory(used[0])
-
-    def allocate(self, shape, dtype="u4", bank: str | None = None, **kwargs):
-        """Allocate a buffer in `bank` (e.g. ``"HBM[4]"`` or ``"HBM4"``)."""
-        memory = self.get_memory_by_name(bank) if bank else self.default_memory
-        return memory.allocate(shape, dtype, **kwargs)

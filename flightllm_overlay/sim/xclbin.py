@@ -22,22 +22,20 @@ from xml.etree import ElementTree as ET
 
 from pynq._3rdparty import xclbin as X
 
-from ..errors import BitstreamError
+from ..device.xclbin import IP_CONTROL_SHIFT, SIMULATED_PLATFORM_PREFIX
+from ..device.xclbin import is_metadata_only, section_kinds  # noqa: F401  (read from here too)
 from ..hw.design import CONTROL_PORT, BlockDesign, block_design
 
 BITSTREAMS_DIR = Path(__file__).resolve().parent.parent / "bitstreams"
 SIM_DEVICE_SUFFIX = "_sim"
 METADATA_ONLY_MARK = b"METADATA_ONLY"
-PLATFORM_PREFIX = "flightllm_sim:"
+PLATFORM_PREFIX = SIMULATED_PLATFORM_PREFIX
 _UUID_NAMESPACE = uuid.UUID("6f1c2a4e-0d3b-5c7e-9a1f-3b5d7e9f1a2c")
 _KIND = X.AXLF_SECTION_KIND
 _MEM_TYPES = {"HBM": X.MEM_TYPE.MEM_HBM, "DDR4": X.MEM_TYPE.MEM_DDR4}
 _CLOCK_TYPES = {"DATA": X.CLOCK_TYPE.CT_DATA, "KERNEL": X.CLOCK_TYPE.CT_KERNEL,
                 "SYSTEM": X.CLOCK_TYPE.CT_SYSTEM}
-#: Section kinds that carry an FPGA configuration image: BITSTREAM, CLEARING_BITSTREAM, and (in
-#: xclbin.h, not in pynq's copy) PDI = 18 and BITSTREAM_PARTIAL_PDI = 19.
-_IMAGE_KINDS = {_KIND.BITSTREAM, _KIND.CLEARING_BITSTREAM, 18, 19}
-_AP_CTRL_HS = 0                 # ip_data.properties bits 16..23 (IP_CONTROL)
+_AP_CTRL_HS = 0                 # IP_CONTROL of ip_data.properties (bits 8..15)
 
 
 def sim_device_name(design: BlockDesign) -> str:
@@ -122,7 +120,7 @@ def _array_section(count_type, items, count_field="m_count") -> bytes:
 def ip_layout(design: BlockDesign) -> bytes:
     items = []
     for unit in design.compute_units:
-        ip = X.ip_data(m_type=X.IP_TYPE.IP_KERNEL, properties=_AP_CTRL_HS << 16,
+        ip = X.ip_data(m_type=X.IP_TYPE.IP_KERNEL, properties=_AP_CTRL_HS << IP_CONTROL_SHIFT,
                        m_base_address=unit.base_address)
         name = unit.cu_name.encode()
         ctypes.memmove(ip.m_name, name, len(name))
@@ -230,27 +228,3 @@ def write_xclbin(path: Path | str | None = None, design: BlockDesign | None = No
 def ensure_sim_xclbin(design: BlockDesign | None = None) -> Path:
     """Path of the shipped metadata-only xclbin, regenerating it when missing or out of date."""
     return write_xclbin(None, design)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------------
-def section_kinds(data: bytes) -> list:
-    """Section kinds (`AXLF_SECTION_KIND` numbers) of an xclbin; raises BitstreamError if not one."""
-    if len(data) < ctypes.sizeof(X.axlf) or not data.startswith(b"xclbin2\0"):
-        raise BitstreamError("not an xclbin (the file does not start with 'xclbin2'): give the "
-                             "simulated U280 an .xclbin file such as flightllm.xclbin")
-    head = X.axlf.from_buffer_copy(data[:ctypes.sizeof(X.axlf)])
-    n = head.m_header.m_numSections
-    first = X.axlf.m_sections.offset
-    size = ctypes.sizeof(X.axlf_section_header)
-    if first + n * size > len(data):
-        raise BitstreamError("xclbin is truncated (its section table runs past the end of the "
-                             "file): rebuild or re-copy it")
-    return [X.axlf_section_header.from_buffer_copy(data, first + i * size).m_sectionKind
-            for i in range(n)]
-
-
-def is_metadata_only(data: bytes) -> bool:
-    """True if an xclbin carries no configuration image (like ours, or pynq's default.xclbin)."""
-    return not set(section_kinds(data)) & _IMAGE_KINDS

@@ -1,18 +1,12 @@
-"""Host side of XrtU280's memory: pyxrt bo allocations, the PynqBuffer over their host mapping, banks."""
+"""Host side of XrtU280's memory: a pyxrt bo with its host mapping, and the buffer and bank over it."""
 from __future__ import annotations
 
-import warnings
+from ..device.memory import MemoryBank, SlicedBuffer
+
+__all__ = ["BoAllocation", "XrtBuffer", "XrtMemoryBank"]
 
 
-with warnings.catch_warnings():       # pynq warns about the CPU on x86 at import: only that
-    warnings.filterwarnings("ignore", message="Pynq does not support the CPU Architecture",
-                            category=ResourceWarning)
-    from ..sim.memory import MemoryBank, SlicedBuffer
-
-__all__ = ["XrtBuffer", "XrtMemoryBank"]
-
-
-class _Allocation:
+class BoAllocation:
     """One pyxrt bo with its host mapping: the `bo` attribute of an XrtBuffer."""
 
     def __init__(self, device, tag, bo, host, address, nbytes):
@@ -34,23 +28,3 @@ class XrtMemoryBank(MemoryBank):
     (contents undefined until written)."""
 
     buffer_class = XrtBuffer
-
-    def _allocation(self, nbytes: int):
-        return self.device.allocate_bo(self.desc, nbytes)
-
-    @property
-    def num_buffers(self) -> int:
-        return sum(a.tag == self.tag for a in self.device._live.values())
-
-    @property
-    def mem_used(self) -> int:
-        return sum(a.nbytes for a in self.device._live.values() if a.tag == self.tag)
-
-    def __hash__(self):
-        return hash((id(self.device), self.idx))
-
-    def __eq__(self, other):
-        return type(other) is XrtMemoryBank and other.device is self.device and other.idx == self.idx
-
-    def __repr__(self):
-        return f"XrtMemoryBank({self.tag}, {self.size >> 20} MiB, {self.device.card_name})"
