@@ -1,4 +1,4 @@
-"""Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core.
+"""Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core (its on-chip buffer plan: on_chip_decode.py).
 
 (`compiler/opt.py` subclasses `StepCodegen` for the OPT family: its own prologue, layer body,
 q/k/v epilogue and final norm; everything else is shared.)
@@ -14,30 +14,14 @@ from __future__ import annotations
 from ..errors import CompileError
 from ..spec import isa
 from ..spec.isa import Instruction, f32_bits
-from ..spec.semantics import outputs
 from .deps import insert_tokens
+from .on_chip_decode import OnChipDecode
 from .placement import Placement
 from .prefetch import hoist_weight_loads
 from .quantize import softmax_scale
 
 
-class _Arena:
-    """Bump allocator of one on-chip buffer (byte addresses, 64-byte aligned)."""
-
-    def __init__(self, name: str, size: int):
-        self.name, self.size, self.top = name, size, 0
-
-    def alloc(self, nbytes: int, what: str) -> int:
-        addr = -(-self.top // 64) * 64
-        if addr + nbytes > self.size:
-            raise CompileError(f"on-chip {self.name} overflows placing {what}: needs "
-                               f"{addr + nbytes} of {self.size} bytes; use a smaller step "
-                               f"(rows) or context capacity")
-        self.top = addr + nbytes
-        return addr
-
-
-class StepCodegen:
+class StepCodegen(OnChipDecode):
     """Emits the instruction streams of one step for every core."""
 
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
@@ -47,61 +31,7 @@ class StepCodegen:
             raise CompileError(f"step of {rows} rows x {ctx} context exceeds the placement "
                                f"({plan.t_max} x {plan.ctx})")
         self.p, self.T, self.C, self.all_logits = plan, rows, ctx, all_logits
-        a, t = plan.args, plan.target
-        self.a, self.d = a, a.head_dim
-        wsize = t.buffer("wbuf").bytes
-        kv_bytes = 2 * (ctx * self.d) + 4 * ctx
-        self.w_half = plan.weight_half              # bytes of one weight slot
-        n_slots = plan.weight_slots                 # 2: the paper's ping-pong halves
-        if n_slots * self.w_half + kv_bytes > wsize:
-            raise CompileError(f"weight buffer too small: {n_slots} x {self.w_half} + "
-                               f"{kv_bytes} > {wsize}")
-        self.w_ping = tuple(i * self.w_half for i in range(n_slots))
-        T, dim, hd = rows, a.dim, a.n_heads * self.d
-        cp0 = plan.cores
-        nq = max(len(c.q_heads) for c in cp0)
-        nk = max(len(c.kv_heads) for c in cp0)
-        # K/V history slots: the placement reserves room for one KV head at the program's full
-        # context; a bucket of smaller capacity fits several, so the next heads' histories load
-        # while this head's attention runs (heads rotate over the slots).
-        self.kv_slot = kv_bytes
-        self.kc0 = n_slots * self.w_half
-        self.kv_slots = max(1, min(nk, (wsize - self.kc0) // kv_bytes))
-        ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
-        g = _Arena("global buffer", t.buffer("gbuf").bytes)
-        self.X = g.alloc(T * dim * 2, "residual")
-        self.H = g.alloc(T * dim * 2, "normed input")
-        self.ATT = g.alloc(T * hd * 2, "attention output")
-        self.O = g.alloc(T * dim * 2, "o_proj / down_proj output")
-        r2 = max(2 * nk * T * self.d * 2 + nq * T * self.d * 2, 2 * T * ffn_c * 2)
-        self.R2 = g.alloc(r2, "q/k/v or gate/up")
-        self.Q = self.R2                        # then K, then V: per core (its head counts)
-        self.GATE = self.R2                     # UP follows GATE; per core (its FFN slice)
-        # One attention pass covers a whole query group when a step has one row (decode):
-        # rows (g, t) are then also token-major, so the PV output lands in place.
-        self.att_rows = plan.group if T == 1 else T
-        # (decode also sizes it for whole lm_head tiles, so that small buckets do not cut the
-        # logits into many small pieces)
-        lm_cols = plan.tile_rows(a.dim) if T == 1 else 0
-        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2, 2 * lm_cols)
-        self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
-        self.S, self.FF, self.LG = self.R1, self.R1, self.R1
-        self.RT = g.alloc(T * self.d * 2, "rope table rows")
-        self.NORM = g.alloc(2 * dim * 2, "norm gains")
-        self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
-        ab = _Arena("activation buffer", t.buffer("abuf").bytes)
-        kmax = max(dim, hd, a.hidden_dim)
-        self.HQ = ab.alloc(T * kmax, "quantised activations")
-        self.HS = ab.alloc(4 * T, "activation scales")
-        self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
-        self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
-        self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
-        self.PS = ab.alloc(4 * self.att_rows, "probability scales")
-        self.gbuf_arena, self.abuf_arena = g, ab      # a family's codegen may place more
-        self.q_ranges = [(c.index, (c.q_heads[0] * self.d, (c.q_heads[-1] + 1) * self.d)
-                          if c.q_heads else (0, 0)) for c in plan.cores]
-        self.o_ranges = [(c.index, c.o_rows) for c in plan.cores]
-        self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
+        self.plan_buffers(plan, rows, ctx)
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
@@ -208,7 +138,7 @@ class StepCodegen:
         self._head(s, cp)
         s.append(Instruction("SYS", op="end"))
         if not self.fused:
-            s = self._unfuse(s, cp)
+            s = self.unfuse(s, cp)
         s, acc = hoist_weight_loads(s, self.C)
         return insert_tokens(s, self.C, acc)
 
@@ -265,24 +195,6 @@ class StepCodegen:
         self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
         self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
                    a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
-
-    def _unfuse(self, s, cp) -> list:
-        """The ablation without operator fusion: every intermediate an MPE or MISC instruction
-        produces is written to HBM and read back before anything uses it, as a design without
-        always-on-chip decode would do.  Results are unchanged; HBM traffic is not."""
-        out = []
-        gsize = self.p.target.buffer("gbuf").bytes
-        for insn in s:
-            out.append(insn)
-            spans = outputs(insn.op, insn.fields)
-            for buf, addr, rows, row_bytes, stride in spans:
-                if not rows or not row_bytes:
-                    continue
-                base = addr + (0 if buf == "gbuf" else gsize)   # same layout in the spill area
-                for op in ("ST", "LD"):
-                    self._move(op, out, cp.spill, buf, addr, rows, row_bytes, hbm_stride=stride,
-                               buf_stride=stride, extra=base)
-        return out
 
     def _attention(self, s, cp, li, wqkv):
         """q/k/v projections, RoPE, KV-cache append and attention for this core's heads."""

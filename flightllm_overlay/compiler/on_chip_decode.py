@@ -1,0 +1,117 @@
+"""Always-on-chip decode (FlightLLM idea 2): the on-chip buffer plan that keeps a step's activations resident, and its ablation.
+
+FlightLLM fuses the MPE and the special-function unit so that a decode step's activations never
+leave the chip: only weights (and the KV history) stream from HBM.  Here that is a plan of the
+three on-chip buffers for one step (`OnChipDecode.plan_buffers`): the weight buffer holds the
+ping-pong weight slots and the K/V history slots; the global buffer the FP16 residual, normed
+input, q/k/v, attention output, scores/FFN hidden/logits (aliased where lifetimes do not overlap);
+the activation buffer the INT8 MPE inputs and their scales.  A step whose activations do not fit
+is refused with a `CompileError` naming the buffer.
+
+`OnChipDecode.unfuse` builds the ablation without it (`compile_model(..., fused=False)`): every
+intermediate an MPE or MISC instruction produces is written to HBM and read back before anything
+uses it.  Results are identical; HBM traffic is not.  The weight prefetch that keeps the weight
+stream going across layer boundaries is `compiler/prefetch.py`.
+"""
+from __future__ import annotations
+
+from ..errors import CompileError
+from ..spec.semantics import outputs
+
+
+class _Arena:
+    """Bump allocator of one on-chip buffer (byte addresses, 64-byte aligned)."""
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size, self.top = name, size, 0
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        addr = -(-self.top // 64) * 64
+        if addr + nbytes > self.size:
+            raise CompileError(f"on-chip {self.name} overflows placing {what}: needs "
+                               f"{addr + nbytes} of {self.size} bytes; use a smaller step "
+                               f"(rows) or context capacity")
+        self.top = addr + nbytes
+        return addr
+
+
+class OnChipDecode:
+    """The buffer plan and the unfused ablation of a step code generator (`StepCodegen`)."""
+
+    def plan_buffers(self, plan, rows: int, ctx: int) -> None:
+        """Place one step's on-chip data: weight and K/V slots in wbuf, activations in gbuf and
+        abuf (byte addresses as attributes: `X` residual, `H` normed input, `Q`/`GATE` q/k/v or
+        gate/up, `ATT`, `O`, `S`/`FF`/`LG` scores or FFN hidden or logits, `HQ`/`HS`, ...)."""
+        a, t = plan.args, plan.target
+        self.a, self.d = a, a.head_dim
+        wsize = t.buffer("wbuf").bytes
+        kv_bytes = 2 * (ctx * self.d) + 4 * ctx
+        self.w_half = plan.weight_half              # bytes of one weight slot
+        n_slots = plan.weight_slots                 # 2: the paper's ping-pong halves
+        if n_slots * self.w_half + kv_bytes > wsize:
+            raise CompileError(f"weight buffer too small: {n_slots} x {self.w_half} + "
+                               f"{kv_bytes} > {wsize}")
+        self.w_ping = tuple(i * self.w_half for i in range(n_slots))
+        T, dim, hd = rows, a.dim, a.n_heads * self.d
+        cp0 = plan.cores
+        nq = max(len(c.q_heads) for c in cp0)
+        nk = max(len(c.kv_heads) for c in cp0)
+        # K/V history slots: the placement reserves room for one KV head at the program's full
+        # context; a bucket of smaller capacity fits several, so the next heads' histories load
+        # while this head's attention runs (heads rotate over the slots).
+        self.kv_slot = kv_bytes
+        self.kc0 = n_slots * self.w_half
+        self.kv_slots = max(1, min(nk, (wsize - self.kc0) // kv_bytes))
+        ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
+        g = _Arena("global buffer", t.buffer("gbuf").bytes)
+        self.X = g.alloc(T * dim * 2, "residual")
+        self.H = g.alloc(T * dim * 2, "normed input")
+        self.ATT = g.alloc(T * hd * 2, "attention output")
+        self.O = g.alloc(T * dim * 2, "o_proj / down_proj output")
+        r2 = max(2 * nk * T * self.d * 2 + nq * T * self.d * 2, 2 * T * ffn_c * 2)
+        self.R2 = g.alloc(r2, "q/k/v or gate/up")
+        self.Q = self.R2                        # then K, then V: per core (its head counts)
+        self.GATE = self.R2                     # UP follows GATE; per core (its FFN slice)
+        # One attention pass covers a whole query group when a step has one row (decode):
+        # rows (g, t) are then also token-major, so the PV output lands in place.
+        self.att_rows = plan.group if T == 1 else T
+        # (decode also sizes it for whole lm_head tiles, so that small buckets do not cut the
+        # logits into many small pieces)
+        lm_cols = plan.tile_rows(a.dim) if T == 1 else 0
+        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2, 2 * lm_cols)
+        self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
+        self.S, self.FF, self.LG = self.R1, self.R1, self.R1
+        self.RT = g.alloc(T * self.d * 2, "rope table rows")
+        self.NORM = g.alloc(2 * dim * 2, "norm gains")
+        self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
+        ab = _Arena("activation buffer", t.buffer("abuf").bytes)
+        kmax = max(dim, hd, a.hidden_dim)
+        self.HQ = ab.alloc(T * kmax, "quantised activations")
+        self.HS = ab.alloc(4 * T, "activation scales")
+        self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
+        self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
+        self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
+        self.PS = ab.alloc(4 * self.att_rows, "probability scales")
+        self.gbuf_arena, self.abuf_arena = g, ab      # a family's codegen may place more
+        self.q_ranges = [(c.index, (c.q_heads[0] * self.d, (c.q_heads[-1] + 1) * self.d)
+                          if c.q_heads else (0, 0)) for c in plan.cores]
+        self.o_ranges = [(c.index, c.o_rows) for c in plan.cores]
+        self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
+
+    def unfuse(self, s, cp) -> list:
+        """The ablation without operator fusion: every intermediate an MPE or MISC instruction
+        produces is written to HBM and read back before anything uses it, as a design without
+        always-on-chip decode would do.  Results are unchanged; HBM traffic is not."""
+        out = []
+        gsize = self.p.target.buffer("gbuf").bytes
+        for insn in s:
+            out.append(insn)
+            spans = outputs(insn.op, insn.fields)
+            for buf, addr, rows, row_bytes, stride in spans:
+                if not rows or not row_bytes:
+                    continue
+                base = addr + (0 if buf == "gbuf" else gsize)   # same layout in the spill area
+                for op in ("ST", "LD"):
+                    self._move(op, out, cp.spill, buf, addr, rows, row_bytes, hbm_stride=stride,
+                               buf_stride=stride, extra=base)
+        return out
