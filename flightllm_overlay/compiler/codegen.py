@@ -1,5 +1,6 @@
-"""Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core (its on-chip buffer plan: on_chip_decode.py).
+"""Instruction generation: one step (prefill chunk or decode token) of a LLaMA model, per core.
 
+The step's on-chip buffer plan and the unfused ablation live in `on_chip_decode.py`.
 (`compiler/opt.py` subclasses `StepCodegen` for the OPT family: its own prologue, layer body,
 q/k/v epilogue and final norm; everything else is shared.)
 
