@@ -6,6 +6,7 @@ from dataclasses import asdict
 from ..config import load_target
 from ..errors import CompileError
 from .buckets import KINDS, StepBuilder
+from .identity import model_identity
 from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
@@ -31,8 +32,10 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     if ckpt.args.arch == "opt":
         from .opt import quantize_opt as quantize
     qm = quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
-    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
-                             weight_slots=weight_slots)
+    program = compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
+                                weight_slots=weight_slots)
+    program.meta["identity"] = model_identity(ckpt.args.name, ckpt.tokenizer)
+    return program
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
@@ -95,6 +98,7 @@ def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bo
     program = compile_quantized(quantized_from_compressed(cm), target, ctx=ctx,
                                 all_logits=all_logits, fused=fused, weight_slots=weight_slots)
     program.meta["quantization"] = f"compressed ({cm.config.name}), dynamic per-row INT8 activations"
+    program.meta["identity"] = model_identity(cm.args.name)
     return program
 
 

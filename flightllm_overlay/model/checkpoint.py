@@ -169,6 +169,8 @@ def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
     else:
         raise CheckpointError(f"{path} is neither a folder nor a .gguf file. Pass a Hugging Face folder or a GGUF.")
     ckpt.validate()
+    if ckpt.tokenizer is not None:
+        ckpt.tokenizer.name = ckpt.args.name
     return ckpt
 
 

@@ -1,6 +1,7 @@
 """Text <-> token ids: a thin wrapper over `tokenizers.Tokenizer` with chat templates and streaming decode."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +56,19 @@ class Tokenizer:
             stop_ids += [i for i in map(backend.token_to_id, END_MARKERS) if i is not None]
         self.stop_ids: set[int] = set(int(i) for i in stop_ids)
         self._template = None
+        self.name: str | None = None     # the model it belongs to, set by the checkpoint loader
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that decides the ids: the vocabulary and rules, special ids and
+        chat template.  Programs record it so that they run only with their model's tokenizer."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.backend.to_str().encode())
+            h.update(json.dumps([self.bos_id, self.eos_id, sorted(self.stop_ids),
+                                 self.chat_template]).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     # ------------------------------------------------------------------ loading
     @classmethod

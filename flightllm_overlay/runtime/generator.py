@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..compiler.identity import check_tokenizer
 from ..errors import ContextLengthError
 from .sampling import SamplingParams, sample
 from .session import Session
@@ -84,6 +85,7 @@ class Generator:
     """
 
     def __init__(self, session: Session, tokenizer):
+        check_tokenizer(session.program, tokenizer)   # another model's tokenizer: an error
         self.session, self.tokenizer = session, tokenizer
         self.stats = GenerationStats()
         self._stop = threading.Event()

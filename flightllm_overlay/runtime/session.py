@@ -152,7 +152,7 @@ class Session:
         self.stats.add(step, stats)
         self.stats.buckets[st.name] = self.stats.buckets.get(st.name, 0) + 1
         rows = n if st.all_logits else 1
-        logits = np.empty((rows, p.vocab_size), np.float32)
+        logits = np.zeros((rows, p.vocab_size), np.float32)   # the cores' ranges cover it
         for io in p.io:
             vc = io.vocab_stop - io.vocab_start
             region = self._region(io.logits_channel, io.logits_offset, rows * vc * 2)
