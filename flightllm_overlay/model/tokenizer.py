@@ -47,6 +47,14 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer, *, bos_id: int | None = None, eos_id: int | None = None,
                  stop_ids: Iterable[int] | None = None, chat_template: str | None = None) -> None:
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise CheckpointError(f"The chat template must be text, got {type(chat_template).__name__}; "
+                                  "the tokenizer files are corrupt.")
+        n = backend.get_vocab_size(with_added_tokens=True)
+        for what, i in (("bos", bos_id), ("eos", eos_id), *(("stop", j) for j in stop_ids or ())):
+            if i is not None and (isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n):
+                raise CheckpointError(f"The {what} token id {i!r:.40} is not an id of this "
+                                      f"{n}-token vocabulary; the tokenizer files are corrupt.")
         self.backend = backend
         self.bos_id = bos_id
         self.eos_id = eos_id
@@ -207,9 +215,13 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"Cannot parse {path}: {exc}. Fix or delete the file.") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(data).__name__}. Fix or "
+                              "delete the file.")
+    return data
 
 
 def _compile_template(source: str):
