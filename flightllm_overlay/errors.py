@@ -43,3 +43,7 @@ class DeviceTimeoutError(DeviceError):
 
 class BitstreamError(DeviceError):
     """A bitstream or xclbin is missing, or is the wrong kind of file for this device."""
+
+
+class ArgumentError(FlightLLMError, ValueError):
+    """A call was given an argument of the wrong type or outside its range (also a ValueError)."""

@@ -82,6 +82,11 @@ class Generator:
     session : Session
         The program resident on an overlay (see `Generator.load` for the one-call way).
     tokenizer : flightllm_overlay.model.Tokenizer
+        The tokenizer of the model the program was compiled from (another model's is refused).
+
+    Threads: a Generator and its Session serve one generation at a time; give each thread its
+    own (they may share one overlay, which serialises the runs).  `stop` may be called from any
+    thread.
     """
 
     def __init__(self, session: Session, tokenizer):
