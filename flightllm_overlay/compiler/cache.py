@@ -13,6 +13,7 @@ entries.  Location: ``$FLIGHTLLM_CACHE``, else the platform's user cache folder
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,7 +76,8 @@ def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
         "checkpoint": checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights),
         "args": ckpt.args.to_dict() if hasattr(ckpt.args, "to_dict") else repr(ckpt.args),
         "tokenizer": tokenizer_fingerprint(ckpt.tokenizer),
-        "target": hashlib.sha256(json.dumps(tgt.raw, sort_keys=True).encode()).hexdigest(),
+        "target": hashlib.sha256(json.dumps(dataclasses.asdict(tgt), sort_keys=True,
+                                            default=repr).encode()).hexdigest(),
         "versions": [__version__, FORMAT_VERSION, isa.IMAGE_VERSION],
         "ctx": ctx, "all_logits": bool(all_logits),
         "options": repr(sorted((options or {}).items())),
@@ -180,6 +182,7 @@ class ProgramCache:
         else:
             self.hits += 1
             program.builder = _LazyBuilder(ckpt, tgt, ctx, all_logits, kw)
+            self.evict(keep=self.path(key))           # the cap may have been lowered
         program.meta["cache_key"] = key
         return program
 
