@@ -254,3 +254,43 @@ def section_kinds(data: bytes) -> list:
 def is_metadata_only(data: bytes) -> bool:
     """True if an xclbin carries no configuration image (like ours, or pynq's default.xclbin)."""
     return not set(section_kinds(data)) & _IMAGE_KINDS
+
+
+def check_sections(data: bytes, name: str = "xclbin") -> list:
+    """The section headers of an xclbin, after checking that the header's length is the file's
+    and that every section lies inside the file; BitstreamError otherwise."""
+    kinds = section_kinds(data)
+    head = X.axlf.from_buffer_copy(data[:ctypes.sizeof(X.axlf)])
+    if head.m_header.m_length != len(data):
+        raise BitstreamError(f"{name} is truncated or damaged: its header gives "
+                             f"{head.m_header.m_length} bytes, the file has {len(data)}; rebuild "
+                             f"or re-copy it")
+    first, size = X.axlf.m_sections.offset, ctypes.sizeof(X.axlf_section_header)
+    sections = [X.axlf_section_header.from_buffer_copy(data, first + i * size)
+                for i in range(len(kinds))]
+    for s in sections:
+        if s.m_sectionOffset + s.m_sectionSize > len(data) or s.m_sectionOffset < first:
+            raise BitstreamError(f"{name} is damaged: section kind {s.m_sectionKind} lies outside "
+                                 f"the file; rebuild or re-copy it")
+    return sections
+
+
+def parse_xclbin(path) -> "object":
+    """pynq's `XclBin` parser on `path`, with every failure of a damaged file a BitstreamError."""
+    from pynq.pl_server.xclbin_parser import XclBin
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {exc}") from exc
+    check_sections(data, path)
+    try:
+        parser = XclBin(path, xclbin_data=bytearray(data))
+        parser.xclbin_data = None          # as when pynq reads the file itself
+        return parser
+    except BitstreamError:
+        raise
+    except Exception as exc:      # ET.ParseError, UnicodeDecodeError, ctypes/struct errors, ...
+        raise BitstreamError(f"{path} is damaged: its metadata does not parse ({type(exc).__name__}: "
+                             f"{str(exc)[:160]}); rebuild or re-copy it") from None
