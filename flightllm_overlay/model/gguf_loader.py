@@ -225,15 +225,19 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
         )
     if args.tie_embeddings and "model.embed_tokens.weight" in weights:
         weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    return args, weights, checked_tokenizer(meta, path.name)
+
+
+def checked_tokenizer(meta: dict[str, Any], where: str = "the GGUF file") -> Tokenizer | None:
+    """`tokenizer_from_metadata`, with any failure on damaged tokenizer data a CheckpointError."""
     try:
-        tokenizer = tokenizer_from_metadata(meta)
+        return tokenizer_from_metadata(meta)
     except CheckpointError:
         raise
     except Exception as exc:        # tokenizers and malformed lists raise many kinds
-        raise CheckpointError(f"{path.name}: the tokenizer data (tokenizer.ggml.*) is corrupt "
+        raise CheckpointError(f"{where}: the tokenizer data (tokenizer.ggml.*) is corrupt "
                               f"({type(exc).__name__}: {str(exc)[:160]}); the file cannot be used. "
                               "Download or convert it again.") from None
-    return args, weights, tokenizer
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -136,6 +136,18 @@ class FlightLLMOverlay(Overlay):
                 f"looked in the working directory, in {BITSTREAMS_DIR} (and its "
                 f"{bitfile_name}.d/ folder) and in the pynq.overlays entry points. Build it "
                 f"with vivado_project/Makefile, or pass a path") from exc
+        self._check_units()
+
+    def _check_units(self) -> None:
+        """Every compute unit of the design is in the xclbin under its kernel's VLNV (else a
+        damaged or foreign xclbin would load with generic drivers and fail later)."""
+        for unit in self.design.compute_units:
+            got = self.ip_dict.get(unit.instance, {}).get("type")
+            if got != unit.vlnv:
+                raise BitstreamError(
+                    f"{self.bitfile_name} does not hold compute unit {unit.instance} as "
+                    f"{unit.vlnv} (found {got!r}): it is damaged or built from another design; "
+                    f"rebuild it with vivado_project/Makefile")
 
     # -- what it is --------------------------------------------------------------------------------
     @property
