@@ -250,6 +250,7 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer | None:
     tokens = meta.get("tokenizer.ggml.tokens")
     if kind is None or not tokens:
         return None
+    _check_tokenizer_metadata(meta)
     if kind != "gpt2":
         warnings.warn(f"GGUF tokenizer model {kind!r} is not byte-level BPE ('gpt2'); loading without a tokenizer.",
                       stacklevel=3)
@@ -289,6 +290,24 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer | None:
             single=f"{tokens[bos]} $A", pair=f"{tokens[bos]} $A $B", special_tokens=[(tokens[bos], int(bos))])
     return Tokenizer(backend, bos_id=None if bos is None else int(bos), eos_id=None if eos is None else int(eos),
                      chat_template=meta.get("tokenizer.chat_template"))
+
+
+def _check_tokenizer_metadata(meta: dict[str, Any]) -> None:
+    """Types and lengths of the ``tokenizer.ggml.*`` lists; CheckpointError on damaged data."""
+    tokens = meta.get("tokenizer.ggml.tokens")
+    types = meta.get("tokenizer.ggml.token_type")
+    merges = meta.get("tokenizer.ggml.merges")
+    problem = None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        problem = "tokenizer.ggml.tokens is not a list of strings"
+    elif types is not None and (not isinstance(types, list) or len(types) != len(tokens) or
+                                not all(isinstance(t, int) for t in types)):
+        problem = "tokenizer.ggml.token_type is not one integer per token"
+    elif merges is not None and (not isinstance(merges, list) or
+                                 not all(isinstance(m, str) and " " in m for m in merges)):
+        problem = "tokenizer.ggml.merges is not a list of 'left right' pairs"
+    if problem:
+        raise CheckpointError(f"The GGUF tokenizer data is corrupt: {problem}.")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
