@@ -185,9 +185,24 @@ def test_a_failed_save_leaves_no_temporary_file(tmp_path, tiny_program, monkeypa
     def broken_replace(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ProgramError, match="disk full"):
         tiny_program.save(tmp_path / "p.fllm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_onto_a_folder_or_an_unwritable_place(tmp_path, tiny_program):
+    import os
+    with pytest.raises(ProgramError, match="is a folder"):
+        tiny_program.save(tmp_path)
+    path = tiny_program.save(tmp_path / "new" / "dir" / "p.fllm")    # folders are created
+    assert Program.load(path).ctx == tiny_program.ctx
+    if os.geteuid() != 0:                  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ProgramError, match="cannot write"):
+            tiny_program.save(locked / "p.fllm")
+    with pytest.raises(ProgramError, match="cannot write"):
+        tiny_program.save(path / "below-a-file.fllm")
 
 
 def test_another_models_tokenizer_is_refused(tiny_program, tiny_ckpt, sim_overlay):

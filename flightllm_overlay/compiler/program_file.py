@@ -95,19 +95,28 @@ def write(program, path) -> Path:
     text = json.dumps(header, sort_keys=True, allow_nan=False)
     metadata = {"flightllm": text, "flightllm.sha256": hashlib.sha256(text.encode()).hexdigest()}
     blob = save(tensors, metadata=metadata)
-    path.parent.mkdir(parents=True, exist_ok=True) if not path.parent.exists() else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ProgramError(f"{path} is a folder: give a file name, e.g. {path / 'model.fllm'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ProgramError(f"cannot write the program to {path}: {exc.strerror or exc}; choose "
+                           f"a writable location") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise ProgramError(f"cannot write the program to {path}: {exc.strerror or exc}; "
+                               f"choose a writable location with enough space") from exc
         raise
     return path
 
@@ -136,8 +145,12 @@ def read(path, verify: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ProgramError(f"no program file at {path}; create one with `flightllm compile`")
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    try:
+        size = path.stat().st_size
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ProgramError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
         head = fh.read(8)
         if head == b"FLLMPROG":
             raise ProgramError(f"{path} is a program file of format 1 (an older version of this "
