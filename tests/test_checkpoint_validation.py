@@ -225,3 +225,16 @@ def test_model_args_reject_wrong_types():
         ModelArgs(dim=96, n_layers=1, n_heads=2, hidden_dim=8, vocab_size=10, tie_embeddings=1)
     assert torch.isfinite(torch.tensor(ModelArgs(dim=96, n_layers=1, n_heads=2, hidden_dim=8,
                                                  vocab_size=10).rope_theta))
+
+
+@pytest.mark.parametrize("name, content", [
+    ("tokenizer_config.json", [1]), ("tokenizer_config.json", {"bos_token": 5}),
+    ("tokenizer_config.json", {"chat_template": 3}),
+    ("generation_config.json", {"eos_token_id": 5.0}),
+    ("generation_config.json", {"eos_token_id": [10**9]}),
+    ("tokenizer.json", {"model": "nonsense"}),
+])
+def test_damaged_tokenizer_files(folder, name, content):
+    (folder / name).write_text(json.dumps(content))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(folder)

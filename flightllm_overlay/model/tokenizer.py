@@ -94,6 +94,14 @@ class Tokenizer:
             backend = tokenizers.Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
             raise CheckpointError(f"Cannot read {path}: {exc}. Replace it with a valid tokenizer.json.") from exc
+        try:
+            return cls._from_configs(backend, folder)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"The tokenizer files in {folder} are inconsistent ({exc}). Replace "
+                                  "tokenizer_config.json / generation_config.json with the originals.") from None
+
+    @classmethod
+    def _from_configs(cls, backend, folder: Path) -> "Tokenizer":
         config = _read_json(folder / "tokenizer_config.json")
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: take "default"
@@ -102,6 +110,8 @@ class Tokenizer:
             template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
         bos = _token_text(config.get("bos_token"))
         eos = _token_text(config.get("eos_token"))
+        if not isinstance(bos, (str, type(None))) or not isinstance(eos, (str, type(None))):
+            raise ValueError(f"bos_token / eos_token must be text, got {bos!r:.40} / {eos!r:.40}")
         bos_id = backend.token_to_id(bos) if bos else None
         eos_id = backend.token_to_id(eos) if eos else None
         gen = _read_json(folder / "generation_config.json")
