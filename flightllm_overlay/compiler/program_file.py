@@ -63,7 +63,7 @@ def _fail(path, what: str) -> ProgramError:
 def write(program, path) -> Path:
     """Write `program` to `path` atomically: a unique temporary file in the same folder, renamed
     into place; the temporary file is removed if anything fails."""
-    from safetensors.numpy import save
+    from safetensors.numpy import save_file
     path = Path(path)
     tensors, digests, step_table = {}, {}, {}
 
@@ -94,7 +94,6 @@ def write(program, path) -> Path:
     }
     text = json.dumps(header, sort_keys=True, allow_nan=False)
     metadata = {"flightllm": text, "flightllm.sha256": hashlib.sha256(text.encode()).hexdigest()}
-    blob = save(tensors, metadata=metadata)
     if path.is_dir():
         raise ProgramError(f"{path} is a folder: give a file name, e.g. {path / 'model.fllm'}")
     try:
@@ -104,10 +103,8 @@ def write(program, path) -> Path:
         raise ProgramError(f"cannot write the program to {path}: {exc.strerror or exc}; choose "
                            f"a writable location") from None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.close(fd)
+        save_file(tensors, tmp, metadata=metadata)    # no fsync: a torn file fails its digests
         os.replace(tmp, path)
     except BaseException as exc:
         try:
