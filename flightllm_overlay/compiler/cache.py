@@ -127,7 +127,10 @@ class ProgramCache:
                 raise ProgramError(f"{path} was written for another key")
         except (FlightLLMError, OSError) as exc:
             self.rejected += 1
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:           # a folder or an unwritable place: leave it, compile anew
+                pass
             self.notice(f"removed a broken cache entry {path.name} "
                         f"({str(exc).splitlines()[0][:160]}); recompiling")
             return None
@@ -138,7 +141,12 @@ class ProgramCache:
         return program
 
     def save(self, key: str, program: Program) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProgramError(f"cannot create the program cache {self.root}: "
+                               f"{exc.strerror or exc}; set FLIGHTLLM_CACHE to a writable "
+                               f"folder") from None
         program.meta["cache_key"] = key
         path = program.save(self.path(key))          # atomic: unique temp file, then rename
         self.evict(keep=path)
@@ -178,7 +186,11 @@ class ProgramCache:
         if program is None:
             self.misses += 1
             program = compile_model(ckpt, tgt, ctx=ctx, all_logits=all_logits, **kw)
-            self.save(key, program)
+            try:
+                self.save(key, program)
+            except (FlightLLMError, OSError) as exc:     # a full or read-only cache: run anyway
+                self.notice(f"could not store the program in the cache "
+                            f"({str(exc).splitlines()[0][:160]}); continuing without it")
         else:
             self.hits += 1
             program.builder = _LazyBuilder(ckpt, tgt, ctx, all_logits, kw)
