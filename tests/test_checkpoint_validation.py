@@ -238,3 +238,12 @@ def test_damaged_tokenizer_files(folder, name, content):
     (folder / name).write_text(json.dumps(content))
     with pytest.raises(CheckpointError):
         load_checkpoint(folder)
+
+
+def test_compression_settings_with_infinity(tmp_path, compressed_parts):
+    """Found by benchmarks/fuzz.py: an infinite group size raised OverflowError."""
+    from flightllm_overlay.compress import CompressedModel
+    header, tensors = json.loads(json.dumps(compressed_parts[0])), dict(compressed_parts[1])
+    header["config"]["group_choices"] = [float("inf")]
+    with pytest.raises(CheckpointError, match="compression settings"):
+        CompressedModel._from(header, tensors, "c.fllmc")

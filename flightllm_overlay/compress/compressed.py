@@ -177,7 +177,7 @@ class CompressedModel:
         n = args.n_layers
         try:
             config = CompressionConfig.from_dict(header["config"])
-        except (FlightLLMError, TypeError, ValueError) as exc:
+        except (FlightLLMError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise CheckpointError(f"{where}: its compression settings are invalid ({exc}); the "
                                   f"file is inconsistent, recreate it with `flightllm compress`") from None
         return cls(args=args, config=config, layers=layers,
