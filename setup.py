@@ -35,6 +35,7 @@ setup(
         "gguf",
         "jinja2",
         "tqdm",
+        "platformdirs",
     ],
     extras_require={
         "tests": ["pytest", "hypothesis", "transformers", "accelerate", "nbmake", "ipykernel",

@@ -47,3 +47,7 @@ class BitstreamError(DeviceError):
 
 class DeviceNotFoundError(DeviceError):
     """The device asked for (a U280 card) is not there; the message says what was probed."""
+
+
+class ArgumentError(FlightLLMError, ValueError):
+    """A call was given an argument of the wrong type or outside its range (also a ValueError)."""

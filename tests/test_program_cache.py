@@ -3,6 +3,7 @@ recompiled and never executed, atomic writes, bucketed vs per-length instruction
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from flightllm_overlay.compiler.cache import ProgramCache, program_key
 from flightllm_overlay.compiler.storage import storage_report
@@ -96,3 +97,118 @@ def test_per_length_formula_equals_materialised_streams(tiny_ckpt):
     assert rep.per_length_runtime["prefill"] == sum(
         bucket_size("prefill", n) for n in range(1, 257))
     assert sizes["decode"][16] * 256 == rep.per_length_runtime["decode"]
+
+
+_COMPILED = {}
+
+
+@pytest.fixture
+def quick_compile(monkeypatch):
+    """compile_model memoised per (checkpoint, ctx): these tests are about the cache, not the
+    compiler; `calls` counts the compilations the cache asked for."""
+    import copy
+
+    import flightllm_overlay.compiler as compiler
+    real, calls = compiler.compile_model, []
+
+    def compile_model(ckpt, target="u280", ctx=None, **kw):
+        calls.append(ctx)
+        key = (id(ckpt), ctx)
+        if key not in _COMPILED:
+            _COMPILED[key] = real(ckpt, target, ctx=ctx, **kw)
+        prog = copy.copy(_COMPILED[key])
+        prog.meta = dict(prog.meta)
+        return prog
+    monkeypatch.setattr(compiler, "compile_model", compile_model)
+    return calls
+
+
+def _clone_with_weights(ckpt, scale):
+    """Same names and shapes, other weights, and no file on disk."""
+    import dataclasses
+    weights = {k: v * scale for k, v in ckpt.weights.items()}
+    return dataclasses.replace(ckpt, weights=weights, source="")
+
+
+def test_in_memory_checkpoints_with_other_weights_get_other_keys(tmp_path, tiny_ckpt):
+    """Finding 2: two in-memory checkpoints with the same names and shapes but other weights
+    shared one key, so the second got the first's program."""
+    a, b = _clone_with_weights(tiny_ckpt, 1.0), _clone_with_weights(tiny_ckpt, 0.5)
+    assert program_key(a, U280, 64, False) != program_key(b, U280, 64, False)
+    assert program_key(a, U280, 64, False) == program_key(_clone_with_weights(tiny_ckpt, 1.0),
+                                                          U280, 64, False)
+    cache = ProgramCache(tmp_path)
+    pa, pb = cache.get_or_compile(a, ctx=64), cache.get_or_compile(b, ctx=64)
+    assert cache.misses == 2 and cache.hits == 0
+    assert any(not np.array_equal(pa.channel_static[c], pb.channel_static[c]) for c in pa.channel_static)
+
+
+def test_key_covers_tokenizer_target_and_options(tiny_ckpt):
+    import dataclasses
+    base = program_key(tiny_ckpt, U280, 64, False)
+    assert program_key(dataclasses.replace(tiny_ckpt, tokenizer=None), U280, 64, False) != base
+    assert program_key(tiny_ckpt, U280.with_overrides(clock_mhz=200.0), 64, False) != base
+    assert program_key(tiny_ckpt, U280, 64, False, {"weight_bits": 4}) != base
+    assert program_key(tiny_ckpt, U280, 64, True) != base
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "header", "empty", "directory"])
+def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_ckpt, damage,
+                                                                quick_compile):
+    """Finding 6: a broken entry that raised something other than ProgramError was never
+    deleted, so every later run failed.  Now it is removed, reported in one line, recompiled."""
+    notices = []
+    cache = ProgramCache(tmp_path, notice=notices.append)
+    cache.get_or_compile(tiny_ckpt, ctx=64)
+    path = cache.path(program_key(tiny_ckpt, U280, 64, False))
+    raw = path.read_bytes()
+    if damage == "directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes({"truncate": raw[:11], "garbage": b"\x10" + raw[1:], "empty": b"",
+                          "header": raw[:8] + b"[" + raw[9:]}[damage])
+    again = ProgramCache(tmp_path, notice=notices.append)
+    assert again.get_or_compile(tiny_ckpt, ctx=64).ctx == 64
+    assert again.rejected == 1 and "\n" not in notices[0] and "recompiling" in notices[0]
+    assert len(quick_compile) == 2                      # compiled again once
+    if damage == "directory":           # a folder in the way is not deleted; the run goes on
+        assert len(notices) == 2 and "could not store" in notices[1] and path.is_dir()
+    else:
+        assert len(notices) == 1
+        assert ProgramCache(tmp_path).load(path.stem) is not None
+
+
+def test_size_cap_evicts_least_recently_used(tmp_path, tiny_ckpt, quick_compile):
+    import os
+    cache = ProgramCache(tmp_path)
+    for ctx in (64, 128, 192):
+        cache.get_or_compile(tiny_ckpt, ctx=ctx)
+    paths = {ctx: cache.path(program_key(tiny_ckpt, U280, ctx, False)) for ctx in (64, 128, 192)}
+    for i, ctx in enumerate((128, 64, 192)):          # oldest use: 128
+        os.utime(paths[ctx], (1000 + i, 1000 + i))
+    cache.load(paths[64].stem)                          # a hit refreshes 64
+    size = max(p.stat().st_size for p in paths.values())
+    small = ProgramCache(tmp_path, max_bytes=2 * size + size // 2)
+    assert small.evict() == 1
+    assert not paths[128].exists() and paths[64].exists() and paths[192].exists()
+    (tmp_path / ".old.fllm.x.tmp").write_bytes(b"x")    # left by a crashed writer long ago
+    os.utime(tmp_path / ".old.fllm.x.tmp", (0, 0))
+    ProgramCache(tmp_path, max_bytes=1).get_or_compile(tiny_ckpt, ctx=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [paths[64].name]   # newest kept
+
+
+def test_cache_location_and_cap_from_the_environment(monkeypatch, tmp_path):
+    from flightllm_overlay.compiler.cache import cache_max_bytes, default_cache_dir
+    from flightllm_overlay.errors import ConfigError
+    monkeypatch.setenv("FLIGHTLLM_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("FLIGHTLLM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "flightllm_overlay"
+    assert cache_max_bytes("2G") == 2 << 30 and cache_max_bytes("512M") == 512 << 20
+    assert cache_max_bytes("123") == 123
+    monkeypatch.setenv("FLIGHTLLM_CACHE_MAX", "1K")
+    assert ProgramCache(tmp_path).max_bytes == 1024
+    with pytest.raises(ConfigError, match="FLIGHTLLM_CACHE_MAX"):
+        cache_max_bytes("lots")

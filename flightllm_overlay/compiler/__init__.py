@@ -7,6 +7,7 @@ from ..config import load_target
 from ..errors import CompileError
 from .buckets import KINDS, BucketTable, StepBuilder
 from .families import compiler_family
+from .identity import model_identity
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 
@@ -28,8 +29,10 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
     qm = compiler_family(ckpt.args).quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
-    return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
-                             weight_slots=weight_slots)
+    program = compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
+                                weight_slots=weight_slots)
+    program.meta["identity"] = model_identity(ckpt.args.name, ckpt.tokenizer)
+    return program
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
@@ -88,6 +91,7 @@ def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bo
     program = compile_quantized(quantized_from_compressed(cm), target, ctx=ctx,
                                 all_logits=all_logits, fused=fused, weight_slots=weight_slots)
     program.meta["quantization"] = f"compressed ({cm.config.name}), dynamic per-row INT8 activations"
+    program.meta["identity"] = model_identity(cm.args.name)
     return program
 
 

@@ -1,37 +1,68 @@
-"""Program cache on disk: programs and their bucket streams keyed by a content hash, written atomically.
+"""Program cache on disk: programs keyed by a hash of their content, written atomically, bounded in size.
 
-The key hashes everything a program depends on: the checkpoint's bytes, the target description,
-the compiler and ISA versions and the compile options.  An entry is a program file (versioned,
-with a SHA-256 per section) whose metadata repeats the key, so a stale entry (other key) or a
-corrupted one (checksum) is detected at load and recompiled, never executed.  Writes go to a
-temporary file that is renamed into place, so a crash never leaves an entry that loads.
+The key hashes everything a program depends on: the checkpoint's bytes (its files, or the bytes of
+the weights when it has no file), its tokenizer, the target description, the compiler and ISA
+versions and the compile options.  An entry is a program file (checked end to end, see
+`program_file`) whose metadata repeats the key, so a stale entry (other key) or a broken one is
+detected at load, removed with a one-line notice and recompiled, never executed.  Writes go to a
+unique temporary file that is renamed into place.  The cache holds at most
+``$FLIGHTLLM_CACHE_MAX`` bytes (default 4G; suffixes K, M, G), evicting the least recently used
+entries.  Location: ``$FLIGHTLLM_CACHE``, else the platform's user cache folder
+(``~/.cache/flightllm_overlay`` on Linux, ``~/Library/Caches/flightllm_overlay`` on macOS,
+``%LOCALAPPDATA%\\flightllm_overlay\\Cache`` on Windows).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import sys
+import time
 from pathlib import Path
 
 from .. import __version__
 from ..spec import isa
 from ..config import load_target
-from ..errors import ProgramError
-from .program import FORMAT_VERSION, Program
+from ..errors import ConfigError, FlightLLMError, ProgramError
+from .identity import tokenizer_fingerprint, weights_digest
+from .program import Program
+from .program_file import FORMAT_VERSION
+
+DEFAULT_MAX_BYTES = 4 << 30
+_STALE_TMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FLIGHTLLM_CACHE", Path.home() / ".cache" / "flightllm_overlay"))
+    env = os.environ.get("FLIGHTLLM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("flightllm_overlay", appauthor=False))
+
+
+def cache_max_bytes(value: str | None = None) -> int:
+    """The size cap: `value` or $FLIGHTLLM_CACHE_MAX (bytes, or a number with K/M/G/T)."""
+    value = os.environ.get("FLIGHTLLM_CACHE_MAX") if value is None else value
+    if value is None or value == "":
+        return DEFAULT_MAX_BYTES
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?\s*", str(value), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"FLIGHTLLM_CACHE_MAX={value!r} is not a size: give bytes or a number "
+                          f"with K, M, G or T (e.g. 4G)")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
 
 
 def checkpoint_digest(source: str) -> str:
-    """SHA-256 over the checkpoint's files (a GGUF file, or a folder's config and weights)."""
+    """SHA-256 over the checkpoint's files (a GGUF file, or a folder's config, tokenizer and
+    weights)."""
     path = Path(source)
     files = [path] if path.is_file() else sorted(
-        p for p in path.glob("*") if p.suffix in (".json", ".safetensors", ".gguf"))
+        p for p in path.glob("*") if p.suffix in (".json", ".safetensors", ".gguf", ".jinja"))
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode())
+        h.update(f.name.encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
@@ -39,12 +70,15 @@ def checkpoint_digest(source: str) -> str:
 
 
 def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
+    """The cache key of compiling `ckpt` for `target` with these settings."""
     tgt = load_target(target) if isinstance(target, str) else target
+    on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
     parts = {
-        "checkpoint": checkpoint_digest(ckpt.source) if ckpt.source and Path(ckpt.source).exists()
-        else hashlib.sha256(repr(sorted((k, tuple(v.shape)) for k, v in
-                                        ckpt.weights.items())).encode()).hexdigest(),
-        "target": hashlib.sha256(json.dumps(tgt.raw, sort_keys=True).encode()).hexdigest(),
+        "checkpoint": checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights),
+        "args": ckpt.args.to_dict() if hasattr(ckpt.args, "to_dict") else repr(ckpt.args),
+        "tokenizer": tokenizer_fingerprint(ckpt.tokenizer),
+        "target": hashlib.sha256(json.dumps(dataclasses.asdict(tgt), sort_keys=True,
+                                            default=repr).encode()).hexdigest(),
         "versions": [__version__, FORMAT_VERSION, isa.IMAGE_VERSION],
         "ctx": ctx, "all_logits": bool(all_logits),
         "options": repr(sorted((options or {}).items())),
@@ -52,19 +86,39 @@ def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-class ProgramCache:
-    """Compiled programs under `root` (default ~/.cache/flightllm_overlay or $FLIGHTLLM_CACHE)."""
+def _notice(message: str) -> None:
+    print(f"[flightllm] {message}", file=sys.stderr, flush=True)
 
-    def __init__(self, root=None):
+
+class ProgramCache:
+    """Compiled programs under `root` (default: see the module docstring).
+
+    max_bytes: size cap (default $FLIGHTLLM_CACHE_MAX or 4 GiB); notice: called with a one-line
+    message when an entry is removed because it is broken (default: printed to stderr)."""
+
+    def __init__(self, root=None, max_bytes: int | None = None, notice=_notice):
         self.root = Path(root) if root else default_cache_dir()
-        self.hits = self.misses = self.rejected = 0
+        self.max_bytes = cache_max_bytes() if max_bytes is None else int(max_bytes)
+        self.notice = notice
+        self.hits = self.misses = self.rejected = self.evicted = 0
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.fllm"
 
+    def entries(self) -> list:
+        """(path, bytes, last use) of every entry, least recently used first."""
+        out = []
+        for p in self.root.glob("*.fllm"):
+            try:
+                st = p.stat()
+            except OSError:           # removed meanwhile by another process
+                continue
+            out.append((p, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda e: e[2])
+
     def load(self, key: str):
-        """The cached program for `key`, or None (missing, stale or corrupt: counted as
-        rejected and removed)."""
+        """The cached program for `key`, or None (missing; or stale or broken: then removed,
+        counted as rejected, and reported by `notice`)."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -72,16 +126,55 @@ class ProgramCache:
             program = Program.load(path)
             if program.meta.get("cache_key") != key:
                 raise ProgramError(f"{path} was written for another key")
-        except ProgramError:
+        except (FlightLLMError, OSError) as exc:
             self.rejected += 1
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:           # a folder or an unwritable place: leave it, compile anew
+                pass
+            self.notice(f"removed a broken cache entry {path.name} "
+                        f"({str(exc).splitlines()[0][:160]}); recompiling")
             return None
+        try:
+            os.utime(path)            # last use, for least-recently-used eviction
+        except OSError:
+            pass
         return program
 
     def save(self, key: str, program: Program) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProgramError(f"cannot create the program cache {self.root}: "
+                               f"{exc.strerror or exc}; set FLIGHTLLM_CACHE to a writable "
+                               f"folder") from None
         program.meta["cache_key"] = key
-        return program.save(self.path(key))          # atomic: temp file, then rename
+        path = program.save(self.path(key))          # atomic: unique temp file, then rename
+        self.evict(keep=path)
+        return path
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Remove least recently used entries until the cache fits `max_bytes` (never `keep`),
+        and temporary files left by crashed writers; returns the entries removed."""
+        now, removed = time.time(), 0
+        for tmp in self.root.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except OSError:
+                pass
+        entries = self.entries()
+        total = sum(e[1] for e in entries)
+        for path, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            if keep is not None and path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        self.evicted += removed
+        return removed
 
     def get_or_compile(self, ckpt, target="u280", ctx=None, all_logits=False, **kw) -> Program:
         """The program for `ckpt`: from the cache when a valid entry exists, else compiled and
@@ -94,10 +187,15 @@ class ProgramCache:
         if program is None:
             self.misses += 1
             program = compile_model(ckpt, tgt, ctx=ctx, all_logits=all_logits, **kw)
-            self.save(key, program)
+            try:
+                self.save(key, program)
+            except (FlightLLMError, OSError) as exc:     # a full or read-only cache: run anyway
+                self.notice(f"could not store the program in the cache "
+                            f"({str(exc).splitlines()[0][:160]}); continuing without it")
         else:
             self.hits += 1
             program.builder = _LazyBuilder(ckpt, tgt, ctx, all_logits, kw)
+            self.evict(keep=self.path(key))           # the cap may have been lowered
         program.meta["cache_key"] = key
         return program
 

@@ -1,24 +1,19 @@
-"""Compiled programs: step instruction images, HBM channel images, I/O map; a versioned file format.
+"""Compiled programs: step instruction images, HBM channel images, I/O map (file format: program_file.py).
 
-File layout (little endian): b"FLLMPROG", u32 format version, u32 header length, the JSON header,
-then the binary sections back to back.  The header lists every section with its offset, size and
-SHA-256, so a truncated or corrupted file is refused with a clear error instead of running.
+A saved program is a safetensors file with a checked JSON header; see `program_file` for the
+layout and for what is validated before a loaded program is used.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..spec import isa
 from ..errors import ProgramError
+from .program_file import FORMAT_VERSION  # noqa: F401  (the version of saved programs)
 
-MAGIC = b"FLLMPROG"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -96,76 +91,31 @@ class Program:
     def weight_bytes(self) -> int:
         return sum(int(v.size) for v in self.channel_static.values())
 
-    # -- file format --------------------------------------------------------------------------------
+    # -- file format (compiler/program_file.py) -----------------------------------------------------
     def save(self, path) -> Path:
-        path = Path(path)
-        sections, blobs, offset = [], [], 0
-
-        def add(name, array):
-            nonlocal offset
-            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1).tobytes()
-            sections.append({"name": name, "offset": offset, "size": len(raw),
-                             "dtype": str(np.asarray(array).dtype),
-                             "shape": list(np.asarray(array).shape),
-                             "sha256": hashlib.sha256(raw).hexdigest()})
-            blobs.append(raw)
-            offset += len(raw)
-
-        for name, st in self.steps.items():
-            add(f"step/{name}", st.image)
-        for ch, img in sorted(self.channel_static.items()):
-            add(f"hbm/{ch}", img)
-        add("embedding", self.embedding)
-        header = {
-            "format_version": FORMAT_VERSION, "isa_version": isa.IMAGE_VERSION,
-            "model": self.model, "target": self.target, "ctx": self.ctx, "rows": self.rows,
-            "steps": {n: {"rows": s.rows, "ctx": s.ctx, "all_logits": s.all_logits}
-                      for n, s in self.steps.items()},
-            "channel_size": {str(k): v for k, v in self.channel_size.items()},
-            "io": [asdict(x) for x in self.io], "meta": self.meta, "sections": sections,
-        }
-        head = json.dumps(header, sort_keys=True).encode()
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head)
-            for b in blobs:
-                fh.write(b)
-        tmp.replace(path)
-        return path
+        """Write the program (every step and bucket stream compiled so far, the HBM images and
+        the embedding) to a program file, atomically; returns the path."""
+        if self.meta.get("shape_only"):
+            raise ProgramError("this program was compiled from shapes alone (no weights) and "
+                               "cannot be saved; compile a checkpoint")
+        from .program_file import write
+        return write(self, path)
 
     @classmethod
-    def load(cls, path) -> "Program":
-        path = Path(path)
-        if not path.is_file():
-            raise ProgramError(f"no program file at {path}; create one with `flightllm compile`")
-        data = path.read_bytes()
-        if data[:8] != MAGIC:
-            raise ProgramError(f"{path} is not a FlightLLM program file (bad magic); "
-                               f"create one with `flightllm compile`")
-        version, hlen = struct.unpack("<II", data[8:16])
-        if version != FORMAT_VERSION:
-            raise ProgramError(f"{path} has program format {version}; this version reads "
-                               f"{FORMAT_VERSION}: recompile it")
-        try:
-            header = json.loads(data[16:16 + hlen])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProgramError(f"{path}: header is corrupt ({exc}); recompile") from exc
-        base = 16 + hlen
-        arrays = {}
-        for sec in header["sections"]:
-            raw = data[base + sec["offset"]: base + sec["offset"] + sec["size"]]
-            if len(raw) != sec["size"] or hashlib.sha256(raw).hexdigest() != sec["sha256"]:
-                raise ProgramError(f"{path}: section {sec['name']} is truncated or corrupt "
-                                   f"(checksum mismatch); recompile the program")
-            arrays[sec["name"]] = np.frombuffer(raw, dtype=sec["dtype"]).reshape(sec["shape"]).copy()
-        steps = {n: StepProgram(n, s["rows"], s["ctx"], s["all_logits"], arrays[f"step/{n}"])
-                 for n, s in header["steps"].items()}
-        static = {int(k.split("/")[1]): v for k, v in arrays.items() if k.startswith("hbm/")}
-        return cls(model=header["model"], target=header["target"], ctx=header["ctx"],
-                   rows=header["rows"], steps=steps, channel_static=static,
-                   channel_size={int(k): v for k, v in header["channel_size"].items()},
-                   io=[CoreIO(**x) for x in header["io"]], embedding=arrays["embedding"],
-                   meta=header.get("meta", {}))
+    def load(cls, path, verify: bool = True) -> "Program":
+        """A program file, checked end to end (structure, header digest and schema, tensor
+        digests unless `verify` is False); its arrays are read-only memory maps."""
+        from .program_file import read
+        got = read(path, verify)
+        h, arrays = got["header"], got["arrays"]
+        steps = {n: StepProgram(n, s["rows"], s["ctx"], s["all_logits"], arrays[s["image"]])
+                 for n, s in h["steps"].items()}
+        static = {int(k[4:]): v for k, v in arrays.items() if k.startswith("hbm/")}
+        return cls(model=h["model"], target=h["target"], ctx=h["ctx"], rows=h["rows"],
+                   steps=steps, channel_static=static,
+                   channel_size={int(k): v for k, v in h["channel_size"].items()},
+                   io=[CoreIO(**x) for x in h["io"]], embedding=arrays["embedding"],
+                   meta=h["meta"])
 
     def disassemble(self) -> str:
         return "\n".join(st.disassemble() for st in self.steps.values())

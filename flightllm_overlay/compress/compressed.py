@@ -156,23 +156,31 @@ class CompressedModel:
         if _digest(text, tensors) != meta.get("sha256"):
             raise CheckpointError(f"{path} is corrupt: its checksum does not match its contents "
                                   f"(damaged in storage or transfer); {fix}")
-        return cls._from(json.loads(text), tensors, str(path))
+        try:
+            header = json.loads(text)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: its header is not JSON ({exc}); {fix}") from None
+        return cls._from(header, tensors, str(path))
 
     @classmethod
     def _from(cls, header, tensors, where) -> "CompressedModel":
-        from ..model.args import ModelArgs
-        args = ModelArgs(**header["args"])
+        args = check_header(header, tensors, where)
         layers = [dict() for _ in range(args.n_layers)]
         try:
             for key, f in header["linears"].items():
                 _, i, name = key.split(".")
                 layers[int(i)][name] = PackedWeight.from_blob(tensors[key], f["rows"], f["k"],
                                                               f["bits"], f["group"], f["sparse"])
-        except (FlightLLMError, KeyError, ValueError) as exc:
+        except (FlightLLMError, KeyError, ValueError, IndexError, TypeError) as exc:
             raise CheckpointError(f"{where}: a packed weight does not decode ({exc}); the file "
                                   f"is inconsistent, recreate it with `flightllm compress`") from exc
         n = args.n_layers
-        return cls(args=args, config=CompressionConfig.from_dict(header["config"]), layers=layers,
+        try:
+            config = CompressionConfig.from_dict(header["config"])
+        except (FlightLLMError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise CheckpointError(f"{where}: its compression settings are invalid ({exc}); the "
+                                  f"file is inconsistent, recreate it with `flightllm compress`") from None
+        return cls(args=args, config=config, layers=layers,
                    attn_norm=[tensors[f"layers.{i}.attn_norm"] for i in range(n)],
                    ffn_norm=[tensors[f"layers.{i}.ffn_norm"] for i in range(n)],
                    embed=tensors["embed"], norm=tensors["norm"], lm_head=tensors.get("lm_head"),
@@ -186,3 +194,71 @@ def _digest(header_text: str, tensors: dict) -> str:
         h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def linear_shapes(args) -> dict:
+    """(rows, k) of each linear of a LLaMA block."""
+    return {"wq": (args.q_dim, args.dim), "wk": (args.kv_dim, args.dim),
+            "wv": (args.kv_dim, args.dim), "wo": (args.dim, args.q_dim),
+            "w_gate": (args.hidden_dim, args.dim), "w_up": (args.hidden_dim, args.dim),
+            "w_down": (args.dim, args.hidden_dim)}
+
+
+def check_header(header, tensors: dict, where: str):
+    """The ModelArgs of a compressed checkpoint's header, after checking the header against the
+    tensors: field types, every linear's shape and format, every tensor's dtype, shape and
+    finiteness, nothing missing or extra.  CheckpointError names the first problem."""
+    from ..model.args import ModelArgs
+    from ..spec.wformat import BITS
+
+    def bad(what):
+        return CheckpointError(f"{where}: {what}; the file is inconsistent, recreate it with "
+                               f"`flightllm compress`")
+    if not isinstance(header, dict) or not {"args", "config", "linears"} <= set(header):
+        raise bad("its header lacks args, config or linears")
+    if not isinstance(header["args"], dict) or not isinstance(header["linears"], dict) or \
+            not isinstance(header["config"], dict) or not isinstance(header.get("info", {}), dict) \
+            or not isinstance(header.get("source", ""), str):
+        raise bad("its header fields have the wrong types")
+    try:
+        args = ModelArgs(**header["args"])
+    except (CheckpointError, TypeError) as exc:
+        raise bad(f"its model args are invalid ({exc})") from None
+    if args.arch != "llama":
+        raise bad(f"compressed checkpoints hold LLaMA models, not {args.arch!r}")
+    shapes = linear_shapes(args)
+    want = {f"layers.{i}.{name}" for i in range(args.n_layers) for name in LINEARS}
+    if set(header["linears"]) != want:
+        odd = sorted(set(header["linears"]) ^ want)[:3]
+        raise bad(f"its linears do not match {args.n_layers} layers (e.g. {odd})")
+    for key, f in header["linears"].items():
+        if not isinstance(f, dict) or set(f) != {"rows", "k", "bits", "group", "sparse"}:
+            raise bad(f"the format of {key} is malformed")
+        rows_k = (f["rows"], f["k"])
+        if rows_k != shapes[key.split(".")[2]]:
+            raise bad(f"{key} is {rows_k}, the model implies {shapes[key.split('.')[2]]}")
+        if f["bits"] not in BITS or isinstance(f["bits"], bool) or not isinstance(f["sparse"], bool) \
+                or isinstance(f["group"], bool) or not isinstance(f["group"], int) or \
+                not 0 < f["group"] <= f["k"]:
+            raise bad(f"{key} has an invalid format {f}")
+        t = tensors.get(key)
+        if t is None or t.dtype != np.uint8 or t.ndim != 1:
+            raise bad(f"tensor {key} is missing or not a uint8 blob")
+    expected = {"embed": (np.float16, (args.vocab_size, args.dim)),
+                "norm": (np.float32, (args.dim,))}
+    if "lm_head" in tensors:
+        expected["lm_head"] = (np.float16, (args.vocab_size, args.dim))
+    for i in range(args.n_layers):
+        for norm in ("attn_norm", "ffn_norm"):
+            expected[f"layers.{i}.{norm}"] = (np.float32, (args.dim,))
+    extra = sorted(set(tensors) - set(expected) - want)
+    if extra:
+        raise bad(f"it holds tensors no model part uses ({extra[:3]})")
+    for key, (dtype, shape) in expected.items():
+        t = tensors.get(key)
+        if t is None or t.dtype != dtype or tuple(t.shape) != shape:
+            raise bad(f"tensor {key} is {'missing' if t is None else f'{t.dtype} {t.shape}'}; "
+                      f"the model implies {np.dtype(dtype)} {shape}")
+        if not np.isfinite(t).all():
+            raise bad(f"tensor {key} holds NaN or infinite values")
+    return args

@@ -8,7 +8,8 @@ from pynq._3rdparty import xclbin as X
 from ..errors import BitstreamError
 
 __all__ = ["AP_CTRL_NONE", "EMULATION_MODES", "IP_CONTROL_SHIFT", "SIMULATED_PLATFORM_PREFIX",
-           "ip_controls", "is_metadata_only", "mode", "platform_vbnv", "section_kinds"]
+           "check_sections", "ip_controls", "is_metadata_only", "mode", "parse_xclbin",
+           "platform_vbnv", "section_kinds"]
 
 #: ip_data.properties of a kernel: bits 8..15 are its IP_CONTROL (xclbin.h: IP_CONTROL_MASK
 #: 0xFF00, IP_CONTROL_SHIFT 8; AP_CTRL_HS = 0, AP_CTRL_CHAIN = 1, AP_CTRL_NONE = 2).
@@ -83,3 +84,41 @@ def mode(data: bytes) -> int:
 def platform_vbnv(data: bytes) -> str:
     """The platform (shell) name the xclbin was built for."""
     return bytes(_header(data).m_platformVBNV).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def check_sections(data: bytes, name: str = "xclbin") -> list:
+    """The section headers of an xclbin, after checking that the header's length is the file's
+    and that every section lies inside the file; BitstreamError otherwise."""
+    sections = _sections(data)
+    length = _header(data).m_length
+    if length != len(data):
+        raise BitstreamError(f"{name} is truncated or damaged: its header gives {length} bytes, "
+                             f"the file has {len(data)}; rebuild or re-copy it")
+    first = X.axlf.m_sections.offset
+    for s in sections:
+        if s.m_sectionOffset + s.m_sectionSize > len(data) or s.m_sectionOffset < first:
+            raise BitstreamError(f"{name} is damaged: section kind {s.m_sectionKind} lies outside "
+                                 f"the file; rebuild or re-copy it")
+    return sections
+
+
+def parse_xclbin(path) -> "object":
+    """pynq's `XclBin` parser on `path`, with every failure of a damaged file a BitstreamError."""
+    from pynq.pl_server.xclbin_parser import XclBin
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {exc}") from exc
+    check_sections(data, path)
+    try:
+        parser = XclBin(path, xclbin_data=bytearray(data))
+        parser.xclbin_data = None          # as when pynq reads the file itself
+        return parser
+    except BitstreamError:
+        raise
+    except Exception as exc:      # ET.ParseError, UnicodeDecodeError, ctypes/struct errors, ...
+        raise BitstreamError(f"{path} is damaged: its metadata does not parse "
+                             f"({type(exc).__name__}: {str(exc)[:160]}); rebuild or re-copy "
+                             f"it") from None

@@ -68,6 +68,7 @@ class ModelArgs:
     tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         if not self.head_dim and self.n_heads:
@@ -89,6 +90,17 @@ class ModelArgs:
                                   f"n_heads={self.n_heads}.")
         if self.arch == "llama" and self.head_dim % 2:
             raise CheckpointError(f"head_dim={self.head_dim} must be even for RoPE.")
+        for field, hi in LIMITS.items():
+            if int(getattr(self, field)) > hi:
+                raise CheckpointError(f"ModelArgs.{field}={getattr(self, field)} is beyond the "
+                                      f"largest this toolkit handles ({hi}); the config is corrupt.")
+        if not 0 < self.norm_eps < 1:
+            raise CheckpointError(f"norm_eps={self.norm_eps!r} must be a small positive number.")
+        if self.arch == "llama" and not 1.0 <= self.rope_theta <= 1e12:
+            raise CheckpointError(f"rope_theta={self.rope_theta!r} must be a finite base >= 1 "
+                                  "(typically 10000); 0 or inf gives NaN positions.")
+        if self.max_seq_len <= 0:
+            raise CheckpointError(f"max_seq_len={self.max_seq_len} must be positive.")
 
     # ------------------------------------------------------------------ derived sizes
     @property
@@ -139,7 +151,11 @@ class ModelArgs:
             For another architecture, or for LLaMA variants the reference does not implement
             (RoPE scaling, biases, an activation other than SiLU).
         """
-        archs = list(config.get("architectures") or [])
+        if not isinstance(config, Mapping):
+            raise CheckpointError(f"config.json must hold a JSON object, not {type(config).__name__}.")
+        archs = config.get("architectures") or []
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise CheckpointError(f"config.json: architectures must be a list of names, got {archs!r:.60}.")
         model_type = config.get("model_type")
         if model_type == "opt" or "OPTForCausalLM" in archs:
             return cls._from_opt_config(config, name)
@@ -152,8 +168,10 @@ class ModelArgs:
                                "intermediate_size", "vocab_size") if k not in config]
         if missing:
             raise CheckpointError(f"config.json lacks {', '.join(missing)}; it is not a complete LLaMA config.")
-        rope = dict(config.get("rope_parameters") or {})
+        rope = config.get("rope_parameters") or {}
         scaling = config.get("rope_scaling") or {}
+        if not isinstance(rope, Mapping) or not isinstance(scaling, Mapping):
+            raise CheckpointError("config.json: rope_parameters and rope_scaling must be objects.")
         rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
         if rope_type != "default":
             raise CheckpointError(f"RoPE scaling {rope_type!r} is not implemented; only plain RoPE is.")
@@ -161,21 +179,21 @@ class ModelArgs:
             raise CheckpointError("LLaMA variants with attention or MLP biases are not implemented.")
         if config.get("hidden_act", "silu") != "silu":
             raise CheckpointError(f"Activation {config['hidden_act']!r} is not implemented; only silu is.")
-        n_heads = int(config["num_attention_heads"])
+        n_heads = _cfg_int(config, "num_attention_heads")
         return cls(
             name=name or str(config.get("_name_or_path") or "hf-llama"),
             arch="llama",
-            dim=int(config["hidden_size"]),
-            n_layers=int(config["num_hidden_layers"]),
+            dim=_cfg_int(config, "hidden_size"),
+            n_layers=_cfg_int(config, "num_hidden_layers"),
             n_heads=n_heads,
-            n_kv_heads=int(config.get("num_key_value_heads") or n_heads),
-            head_dim=int(config.get("head_dim") or 0),
-            hidden_dim=int(config["intermediate_size"]),
-            vocab_size=int(config["vocab_size"]),
-            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-            max_seq_len=int(config.get("max_position_embeddings", 2048)),
-            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+            n_kv_heads=_cfg_int(config, "num_key_value_heads", n_heads),
+            head_dim=_cfg_int(config, "head_dim", 0),
+            hidden_dim=_cfg_int(config, "intermediate_size"),
+            vocab_size=_cfg_int(config, "vocab_size"),
+            norm_eps=_cfg_float(config, "rms_norm_eps", 1e-6),
+            rope_theta=_cfg_float(rope, "rope_theta", _cfg_float(config, "rope_theta", 10000.0)),
+            max_seq_len=_cfg_int(config, "max_position_embeddings", 2048),
+            tie_embeddings=_cfg_bool(config, "tie_word_embeddings", False),
         )
 
     @classmethod
@@ -185,11 +203,11 @@ class ModelArgs:
                                "vocab_size") if k not in config]
         if missing:
             raise CheckpointError(f"config.json lacks {', '.join(missing)}; it is not a complete OPT config.")
-        dim = int(config["hidden_size"])
+        dim = _cfg_int(config, "hidden_size")
         problems = []
         if not config.get("do_layer_norm_before", True):
             problems.append("do_layer_norm_before=False (post-LayerNorm blocks, as in OPT-350M)")
-        if int(config.get("word_embed_proj_dim") or dim) != dim:
+        if _cfg_int(config, "word_embed_proj_dim", dim) != dim:
             problems.append(f"word_embed_proj_dim={config['word_embed_proj_dim']} != hidden_size={dim} "
                             "(project_in/project_out layers)")
         if config.get("activation_function", "relu") != "relu":
@@ -208,13 +226,13 @@ class ModelArgs:
             name=name or str(config.get("_name_or_path") or "hf-opt"),
             arch="opt",
             dim=dim,
-            n_layers=int(config["num_hidden_layers"]),
-            n_heads=int(config["num_attention_heads"]),
-            hidden_dim=int(config["ffn_dim"]),
-            vocab_size=int(config["vocab_size"]),
+            n_layers=_cfg_int(config, "num_hidden_layers"),
+            n_heads=_cfg_int(config, "num_attention_heads"),
+            hidden_dim=_cfg_int(config, "ffn_dim"),
+            vocab_size=_cfg_int(config, "vocab_size"),
             norm_eps=1e-5,                          # torch.nn.LayerNorm's default, which OPT uses
-            max_seq_len=int(config.get("max_position_embeddings", 2048)),
-            tie_embeddings=bool(config.get("tie_word_embeddings", True)),
+            max_seq_len=_cfg_int(config, "max_position_embeddings", 2048),
+            tie_embeddings=_cfg_bool(config, "tie_word_embeddings", True),
         )
 
     def to_hf_config(self) -> dict:
@@ -258,6 +276,63 @@ class ModelArgs:
             raise CheckpointError(
                 f"No model called {name!r} in MODEL_TABLE; known: {', '.join(sorted(MODEL_TABLE))}."
             ) from None
+
+
+#: Largest value of each size field (far above any model; a corrupt config is refused before
+#: anything is allocated or any per-layer name is built).
+LIMITS = {"dim": 1 << 16, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024, "head_dim": 4096,
+          "hidden_dim": 1 << 18, "vocab_size": 1 << 20, "max_seq_len": 1 << 24}
+_INT_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size",
+               "max_seq_len")
+
+
+def _cfg_int(config: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    """An integer field of a config.json (null or absent: `default`); CheckpointError otherwise."""
+    v = config.get(key)
+    if v is None and default is not None:
+        return default
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CheckpointError(f"config.json: {key} must be an integer, got {v!r:.40}. Restore the "
+                              "original config.json.")
+    return v
+
+
+def _cfg_float(config: Mapping[str, Any], key: str, default: float) -> float:
+    import math
+    v = config.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise CheckpointError(f"config.json: {key} must be a finite number, got {v!r:.40}.")
+    return float(v)
+
+
+def _cfg_bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    v = config.get(key, default)
+    if not isinstance(v, bool):
+        raise CheckpointError(f"config.json: {key} must be true or false, got {v!r:.40}.")
+    return v
+
+
+def _check_types(a: "ModelArgs") -> None:
+    """Each field of the right type: integers (not bools or floats), finite floats, strings."""
+    import math
+    for field in _INT_FIELDS:
+        v = getattr(a, field)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CheckpointError(f"ModelArgs.{field} must be an integer, got {v!r:.40}.")
+    for field in ("norm_eps", "rope_theta"):
+        v = getattr(a, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise CheckpointError(f"ModelArgs.{field} must be a finite number, got {v!r:.40}.")
+    if not isinstance(a.name, str) or not isinstance(a.arch, str):
+        raise CheckpointError(f"ModelArgs.name and .arch must be strings, got {a.name!r:.40}, "
+                              f"{a.arch!r:.40}.")
+    if not isinstance(a.tie_embeddings, bool):
+        raise CheckpointError(f"ModelArgs.tie_embeddings must be true or false, got "
+                              f"{a.tie_embeddings!r:.40}.")
 
 
 def _row(**kw: Any) -> tuple[str, ModelArgs]:

@@ -57,6 +57,14 @@ def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
 def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str = "") -> None:
     """Raise `CheckpointError` on missing, unexpected or mis-shaped tensors."""
     where = f" in {source}" if source else ""
+    prefix = "model.decoder.layers." if args.arch == "opt" else "model.layers."
+    present = {k[len(prefix):].split(".")[0] for k in weights if k.startswith(prefix)}
+    if len(present) < args.n_layers:       # checked before building n_layers x 9 names
+        raise CheckpointError(
+            f"Layer tensor(s) missing{where}: the config gives {args.n_layers} layers but the "
+            f"weights hold {len(present)} (first missing: "
+            f"{prefix}{min(set(range(args.n_layers)) - set(map(_int_or_none, present)))}). The checkpoint is incomplete (a shard missing?) or its "
+            "config does not describe it: use the config that came with these weights.")
     shapes = expected_shapes(args)
     missing = [k for k in shapes if k not in weights]
     if missing:
@@ -72,11 +80,31 @@ def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str
             "than it has."
         )
     for k, shape in shapes.items():
+        if not isinstance(weights[k], torch.Tensor):
+            raise CheckpointError(f"Tensor {k}{where} is a {type(weights[k]).__name__}, not a tensor.")
         if tuple(weights[k].shape) != shape:
             raise CheckpointError(
                 f"Tensor {k}{where} has shape {tuple(weights[k].shape)}, but the config implies {shape}. "
                 "config.json and the weights disagree: use the config that came with these weights."
             )
+    check_finite(weights, source)
+
+
+def _int_or_none(s: str):
+    return int(s) if s.isdigit() else None
+
+
+def check_finite(weights: dict[str, torch.Tensor], source: str = "") -> None:
+    """Raise `CheckpointError` naming the first tensor holding a NaN or an infinity (they would
+    propagate silently through every layer and end in an empty answer)."""
+    for k in sorted(weights):
+        t = weights[k]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"Tensor {k}{' in ' + source if source else ''} holds {bad} NaN or infinite "
+                "value(s). The checkpoint is corrupt (or was saved after a diverged training "
+                "step): use another copy.")
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -133,6 +161,8 @@ def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
     else:
         raise CheckpointError(f"{path} is neither a folder nor a .gguf file. Pass a Hugging Face folder or a GGUF.")
     ckpt.validate()
+    if ckpt.tokenizer is not None:
+        ckpt.tokenizer.name = ckpt.args.name
     return ckpt
 
 

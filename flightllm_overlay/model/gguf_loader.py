@@ -1,6 +1,7 @@
 """GGUF -> float32 Hugging Face LLaMA weights, `ModelArgs` and tokenizer (llama.cpp names and layouts undone)."""
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -116,21 +117,42 @@ def args_from_metadata(meta: dict[str, Any], name: str, n_vocab_rows: int | None
             raise CheckpointError(f"GGUF metadata lacks {arch}.{k}; the file is incomplete.")
         return value
 
-    dim, n_heads = int(key("embedding_length")), int(key("attention.head_count"))
-    head_dim = int(meta.get(f"{arch}.attention.key_length") or dim // n_heads)
+    def integer(k: str, default: Any = None) -> int:
+        value = key(k, default)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise CheckpointError(f"GGUF metadata {arch}.{k} = {value!r:.40} must be an integer; "
+                                  "the file is corrupt.")
+        return int(value)
+
+    def number(k: str, default: Any = None) -> float:
+        value = key(k, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
+                not math.isfinite(float(value)):
+            raise CheckpointError(f"GGUF metadata {arch}.{k} = {value!r:.40} must be a finite "
+                                  "number; the file is corrupt.")
+        return float(value)
+
+    dim, n_heads = integer("embedding_length"), integer("attention.head_count")
+    if dim <= 0 or n_heads <= 0:
+        raise CheckpointError(f"GGUF metadata gives embedding_length={dim} and head_count={n_heads}; "
+                              "both must be positive: the file is corrupt.")
+    head_dim = integer("attention.key_length", 0) or dim // n_heads
     rot = meta.get(f"{arch}.rope.dimension_count")
-    if rot is not None and int(rot) != head_dim:
+    if rot is not None and integer("rope.dimension_count") != head_dim:
         raise CheckpointError(f"Partial RoPE ({rot} of {head_dim} dims) is not implemented.")
     scaling = meta.get(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
-        raise CheckpointError(f"RoPE scaling {scaling!r} is not implemented; only plain RoPE is.")
-    vocab = meta.get(f"{arch}.vocab_size") or n_vocab_rows or len(meta.get("tokenizer.ggml.tokens") or [])
+        raise CheckpointError(f"RoPE scaling {scaling!r:.40} is not implemented; only plain RoPE is.")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = meta.get(f"{arch}.vocab_size") or n_vocab_rows or (len(tokens) if isinstance(tokens, list) else 0)
+    if isinstance(vocab, bool) or not isinstance(vocab, (int, np.integer)):
+        raise CheckpointError(f"GGUF metadata {arch}.vocab_size = {vocab!r:.40} must be an integer.")
     return ModelArgs(
-        name=name, arch="llama", dim=dim, n_layers=int(key("block_count")), n_heads=n_heads,
-        n_kv_heads=int(key("attention.head_count_kv", n_heads)), head_dim=head_dim,
-        hidden_dim=int(key("feed_forward_length")), vocab_size=int(vocab),
-        norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(key("rope.freq_base", 10000.0)), max_seq_len=int(key("context_length", 2048)),
+        name=name, arch="llama", dim=dim, n_layers=integer("block_count"), n_heads=n_heads,
+        n_kv_heads=integer("attention.head_count_kv", n_heads), head_dim=head_dim,
+        hidden_dim=integer("feed_forward_length"), vocab_size=int(vocab),
+        norm_eps=number("attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta=number("rope.freq_base", 10000.0), max_seq_len=integer("context_length", 2048),
         tie_embeddings=tied,
     )
 
@@ -177,7 +199,7 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
     names = {t.name for t in reader.tensors}
     embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     name = meta.get("general.name") or path.stem
-    args = args_from_metadata(meta, str(name), int(embd.shape[-1]) if embd is not None else None,
+    args = args_from_metadata(meta, str(name)[:200], int(embd.shape[-1]) if embd is not None else None,
                               tied="output.weight" not in names)
     weights: dict[str, torch.Tensor] = {}
     unexpected = []
@@ -187,10 +209,14 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
             unexpected.append(tensor.name)
             continue
         w = dequantize_tensor(tensor)
-        if tensor.name.endswith("attn_q.weight"):
-            w = unpermute_qk(w, args.n_heads)
-        elif tensor.name.endswith("attn_k.weight"):
-            w = unpermute_qk(w, args.n_kv_heads)
+        for suffix, heads in (("attn_q.weight", args.n_heads), ("attn_k.weight", args.n_kv_heads)):
+            if tensor.name.endswith(suffix):
+                if w.ndim != 2 or w.shape[0] != heads * args.head_dim:
+                    raise CheckpointError(
+                        f"Tensor {tensor.name} has shape {tuple(w.shape)}, but the metadata's "
+                        f"{heads} heads of {args.head_dim} imply {heads * args.head_dim} rows: "
+                        "the head counts in the metadata are inconsistent with the weights.")
+                w = unpermute_qk(w, heads)
         weights[target] = torch.from_numpy(w)
     if unexpected:
         raise CheckpointError(
@@ -199,7 +225,19 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
         )
     if args.tie_embeddings and "model.embed_tokens.weight" in weights:
         weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    return args, weights, tokenizer_from_metadata(meta)
+    return args, weights, checked_tokenizer(meta, path.name)
+
+
+def checked_tokenizer(meta: dict[str, Any], where: str = "the GGUF file") -> Tokenizer | None:
+    """`tokenizer_from_metadata`, with any failure on damaged tokenizer data a CheckpointError."""
+    try:
+        return tokenizer_from_metadata(meta)
+    except CheckpointError:
+        raise
+    except Exception as exc:        # tokenizers and malformed lists raise many kinds
+        raise CheckpointError(f"{where}: the tokenizer data (tokenizer.ggml.*) is corrupt "
+                              f"({type(exc).__name__}: {str(exc)[:160]}); the file cannot be used. "
+                              "Download or convert it again.") from None
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -212,6 +250,7 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer | None:
     tokens = meta.get("tokenizer.ggml.tokens")
     if kind is None or not tokens:
         return None
+    _check_tokenizer_metadata(meta)
     if kind != "gpt2":
         warnings.warn(f"GGUF tokenizer model {kind!r} is not byte-level BPE ('gpt2'); loading without a tokenizer.",
                       stacklevel=3)
@@ -251,6 +290,24 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer | None:
             single=f"{tokens[bos]} $A", pair=f"{tokens[bos]} $A $B", special_tokens=[(tokens[bos], int(bos))])
     return Tokenizer(backend, bos_id=None if bos is None else int(bos), eos_id=None if eos is None else int(eos),
                      chat_template=meta.get("tokenizer.chat_template"))
+
+
+def _check_tokenizer_metadata(meta: dict[str, Any]) -> None:
+    """Types and lengths of the ``tokenizer.ggml.*`` lists; CheckpointError on damaged data."""
+    tokens = meta.get("tokenizer.ggml.tokens")
+    types = meta.get("tokenizer.ggml.token_type")
+    merges = meta.get("tokenizer.ggml.merges")
+    problem = None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        problem = "tokenizer.ggml.tokens is not a list of strings"
+    elif types is not None and (not isinstance(types, list) or len(types) != len(tokens) or
+                                not all(isinstance(t, int) for t in types)):
+        problem = "tokenizer.ggml.token_type is not one integer per token"
+    elif merges is not None and (not isinstance(merges, list) or
+                                 not all(isinstance(m, str) and " " in m for m in merges)):
+        problem = "tokenizer.ggml.merges is not a list of 'left right' pairs"
+    if problem:
+        raise CheckpointError(f"The GGUF tokenizer data is corrupt: {problem}.")
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -1,6 +1,7 @@
 """Text <-> token ids: a thin wrapper over `tokenizers.Tokenizer` with chat templates and streaming decode."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,14 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer, *, bos_id: int | None = None, eos_id: int | None = None,
                  stop_ids: Iterable[int] | None = None, chat_template: str | None = None) -> None:
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise CheckpointError(f"The chat template must be text, got {type(chat_template).__name__}; "
+                                  "the tokenizer files are corrupt.")
+        n = backend.get_vocab_size(with_added_tokens=True)
+        for what, i in (("bos", bos_id), ("eos", eos_id), *(("stop", j) for j in stop_ids or ())):
+            if i is not None and (isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n):
+                raise CheckpointError(f"The {what} token id {i!r:.40} is not an id of this "
+                                      f"{n}-token vocabulary; the tokenizer files are corrupt.")
         self.backend = backend
         self.bos_id = bos_id
         self.eos_id = eos_id
@@ -55,6 +64,19 @@ class Tokenizer:
             stop_ids += [i for i in map(backend.token_to_id, END_MARKERS) if i is not None]
         self.stop_ids: set[int] = set(int(i) for i in stop_ids)
         self._template = None
+        self.name: str | None = None     # the model it belongs to, set by the checkpoint loader
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that decides the ids: the vocabulary and rules, special ids and
+        chat template.  Programs record it so that they run only with their model's tokenizer."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.backend.to_str().encode())
+            h.update(json.dumps([self.bos_id, self.eos_id, sorted(self.stop_ids),
+                                 self.chat_template]).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -72,6 +94,14 @@ class Tokenizer:
             backend = tokenizers.Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
             raise CheckpointError(f"Cannot read {path}: {exc}. Replace it with a valid tokenizer.json.") from exc
+        try:
+            return cls._from_configs(backend, folder)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"The tokenizer files in {folder} are inconsistent ({exc}). Replace "
+                                  "tokenizer_config.json / generation_config.json with the originals.") from None
+
+    @classmethod
+    def _from_configs(cls, backend, folder: Path) -> "Tokenizer":
         config = _read_json(folder / "tokenizer_config.json")
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: take "default"
@@ -80,6 +110,8 @@ class Tokenizer:
             template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
         bos = _token_text(config.get("bos_token"))
         eos = _token_text(config.get("eos_token"))
+        if not isinstance(bos, (str, type(None))) or not isinstance(eos, (str, type(None))):
+            raise ValueError(f"bos_token / eos_token must be text, got {bos!r:.40} / {eos!r:.40}")
         bos_id = backend.token_to_id(bos) if bos else None
         eos_id = backend.token_to_id(eos) if eos else None
         gen = _read_json(folder / "generation_config.json")
@@ -193,9 +225,13 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"Cannot parse {path}: {exc}. Fix or delete the file.") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(data).__name__}. Fix or "
+                              "delete the file.")
+    return data
 
 
 def _compile_template(source: str):

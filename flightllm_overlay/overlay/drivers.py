@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from pynq.overlay import DefaultIP
 
-from ..errors import (AddressError, DeviceError, DeviceTimeoutError, IllegalInstructionError,
-                      ProgramError)
+from ..errors import (AddressError, ArgumentError, DeviceError, DeviceTimeoutError,
+                      IllegalInstructionError, ProgramError)
 from ..hw import control as C
 from ..hw.design import block_design, kernel_vlnv
 
@@ -23,9 +24,18 @@ _MAX_POLL_SLEEP = 1e-3
 def _address_of(obj) -> int:
     """Device address of a PynqBuffer, or an int taken as a device address."""
     address = getattr(obj, "device_address", obj)
-    if not isinstance(address, int) or isinstance(address, bool):
-        raise TypeError(f"expected a PynqBuffer or a device address, got {type(obj).__name__}")
+    if not isinstance(address, int) or isinstance(address, bool) or address < 0:
+        raise ArgumentError(f"expected a PynqBuffer or a non-negative device address, got "
+                            f"{type(obj).__name__} {obj!r:.40}")
     return address
+
+
+def check_timeout(timeout) -> float:
+    """A wait's timeout: a positive, finite number of seconds."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not 0 < timeout < float("inf"):
+        raise ArgumentError(f"timeout must be a positive number of seconds, got {timeout!r:.40}")
+    return float(timeout)
 
 
 class HLSKernel(DefaultIP):
@@ -51,9 +61,12 @@ class HLSKernel(DefaultIP):
     def write_arg(self, name: str, value: int) -> None:
         """Write an argument register (64-bit ones low word first, as the HLS map lays them out)."""
         off, bits = self.offset(name), self._regs[name]["size"]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ArgumentError(f"{self.name}.{name} takes an integer, got {value!r:.40}")
         value = int(value)
         if not 0 <= value < 1 << bits:
-            raise ValueError(f"{self.name}.{name} holds {bits} bits; {value} does not fit")
+            raise ArgumentError(f"{self.name}.{name} holds {bits} bits (0..{(1 << bits) - 1}); "
+                                f"{value} does not fit")
         self.mmio.write(off, value & 0xFFFFFFFF)
         if bits == 64:
             self.mmio.write(off + 4, value >> 32)
@@ -67,6 +80,25 @@ class HLSKernel(DefaultIP):
         """A 64-bit counter kept as `<name>_lo` / `<name>_hi`."""
         return self.read_reg(f"{name}_lo") | (self.read_reg(f"{name}_hi") << 32)
 
+    def _mmio_offset(self, offset) -> int:
+        span = int(getattr(self.mmio, "length", 0) or 1 << 16)
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or \
+                not 0 <= offset <= span - 4 or offset % 4:
+            raise ArgumentError(f"{self.name}: register offset {offset!r:.40} must be a multiple "
+                                f"of 4 in 0..{span - 4}; the registers are {sorted(self._regs)}")
+        return int(offset)
+
+    def read(self, offset=0):
+        """Read the 32-bit register at byte `offset` (checked: aligned, inside the CU's range)."""
+        return self.mmio.read(self._mmio_offset(offset))
+
+    def write(self, offset, value):
+        """Write a 32-bit register at byte `offset` (checked like `read`; value 0..2**32-1)."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+                not 0 <= value < 1 << 32:
+            raise ArgumentError(f"{self.name}: a register holds 32 bits; {value!r:.40} does not fit")
+        self.mmio.write(self._mmio_offset(offset), int(value))
+
     # -- handshake ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Set AP_START."""
@@ -79,6 +111,7 @@ class HLSKernel(DefaultIP):
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Poll CTRL until AP_DONE, or AP_IDLE without AP_START; returns the CTRL value read."""
+        check_timeout(timeout)
         deadline, pause = time.monotonic() + timeout, 0.0
         while True:
             ctrl = self.mmio.read(C.CTRL)

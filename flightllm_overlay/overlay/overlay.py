@@ -10,16 +10,18 @@ like pynq does it for overlay packages: in the working directory, then next to t
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pynq import Overlay
 
 from .. import config
-from ..errors import AddressError, BitstreamError, DeviceTimeoutError
+from ..errors import AddressError, ArgumentError, BitstreamError, DeviceTimeoutError
 from ..hw.design import build_design
 from .choice import choose_device
-from .drivers import DEFAULT_TIMEOUT
+from .drivers import DEFAULT_TIMEOUT, check_timeout
 
 DEFAULT_BITFILE = "flightllm.xclbin"
 BITSTREAMS_DIR = Path(__file__).resolve().parent.parent / "bitstreams"
@@ -114,6 +116,7 @@ class FlightLLMOverlay(Overlay):
         self.target = config.load_target(target)
         self.design = getattr(device, "design", None) or build_design(self.target)
         self.timeout = timeout
+        self.run_lock = threading.RLock()   # one run at a time (see `run`)
         path = resolve_bitstream(bitfile_name, device)
         try:
             super().__init__(path, download=download, ignore_version=ignore_version, device=device)
@@ -123,6 +126,18 @@ class FlightLLMOverlay(Overlay):
                 f"looked in the working directory, in {BITSTREAMS_DIR} (and its "
                 f"{bitfile_name}.d/ folder) and in the pynq.overlays entry points. Build it "
                 f"with vivado_project/Makefile, or pass a path") from exc
+        self._check_units()
+
+    def _check_units(self) -> None:
+        """Every compute unit of the design is in the xclbin under its kernel's VLNV (else a
+        damaged or foreign xclbin would load with generic drivers and fail later)."""
+        for unit in self.design.compute_units:
+            got = self.ip_dict.get(unit.instance, {}).get("type")
+            if got != unit.vlnv:
+                raise BitstreamError(
+                    f"{self.bitfile_name} does not hold compute unit {unit.instance} as "
+                    f"{unit.vlnv} (found {got!r}): it is damaged or built from another design; "
+                    f"rebuild it with vivado_project/Makefile")
 
     # -- what it is --------------------------------------------------------------------------------
     @property
@@ -187,8 +202,20 @@ class FlightLLMOverlay(Overlay):
             Seconds to wait for the scheduler; default `self.timeout`.
 
         Buffers are not synced here: sync inputs before, outputs after, as on the card.
+        Thread safety: runs are serialised by `run_lock` (bind, configure, start, wait and the
+        counter reads of one run are never interleaved with another thread's).
         """
-        timeout = self.timeout if timeout is None else timeout
+        timeout = check_timeout(self.timeout if timeout is None else timeout)
+        for name, value in (("pos", pos), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ArgumentError(f"run: {name} must be a non-negative integer, got {value!r:.40}")
+        if not isinstance(channel_buffers, dict):
+            raise ArgumentError(f"run: channel_buffers must be a dict HBM channel -> buffer, got "
+                                f"{type(channel_buffers).__name__}")
+        with self.run_lock:
+            return self._run_locked(program, int(pos), int(length), channel_buffers, timeout)
+
+    def _run_locked(self, program, pos, length, channel_buffers, timeout) -> RunStats:
         self.bind_channels(channel_buffers)
         self.scheduler.configure(program, pos, length)
         units = [u for c in range(self.design.cores) for u in self.units(c)]
@@ -214,5 +241,6 @@ class FlightLLMOverlay(Overlay):
 
     def reset(self):
         """Soft-reset the accelerator (every CU back to idle), then pynq's Overlay.reset."""
-        self.scheduler.soft_reset()
-        super().reset()
+        with self.run_lock:
+            self.scheduler.soft_reset()
+            super().reset()

@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..compiler.identity import check_tokenizer
 from ..errors import ContextLengthError
 from .sampling import SamplingParams, sample
 from .session import Session
@@ -81,9 +82,15 @@ class Generator:
     session : Session
         The program resident on an overlay (see `Generator.load` for the one-call way).
     tokenizer : flightllm_overlay.model.Tokenizer
+        The tokenizer of the model the program was compiled from (another model's is refused).
+
+    Threads: a Generator and its Session serve one generation at a time; give each thread its
+    own (they may share one overlay, which serialises the runs).  `stop` may be called from any
+    thread.
     """
 
     def __init__(self, session: Session, tokenizer):
+        check_tokenizer(session.program, tokenizer)   # another model's tokenizer: an error
         self.session, self.tokenizer = session, tokenizer
         self.stats = GenerationStats(session.overlay.target.clock_hz)
         self._stop = threading.Event()

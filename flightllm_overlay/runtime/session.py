@@ -58,7 +58,13 @@ class StepStats:
 
 
 class Session:
-    """`program` loaded on `overlay`; `run(step, token_ids, pos)` returns logits."""
+    """`program` loaded on `overlay`; `run(step, token_ids, pos)` returns logits.
+
+    What is shared: the overlay (and its device) may serve several Sessions, also from several
+    threads; it runs one program at a time (`FlightLLMOverlay.run_lock`).  What is not: a
+    Session owns its buffers (weights, KV cache, I/O regions, instruction images) and holds one
+    sequence, so use each Session from one thread at a time.  The Program is read-only once
+    loaded, except that compiling a missing bucket adds it to `program.steps`."""
 
     def __init__(self, overlay, program: Program, timeout: float = 60.0):
         if program.meta.get("shape_only"):
@@ -145,7 +151,7 @@ class Session:
         self.stats.add(step, stats)
         self.stats.buckets[st.name] = self.stats.buckets.get(st.name, 0) + 1
         rows = n if st.all_logits else 1
-        logits = np.empty((rows, p.vocab_size), np.float32)
+        logits = np.zeros((rows, p.vocab_size), np.float32)   # the cores' ranges cover it
         for io in p.io:
             vc = io.vocab_stop - io.vocab_start
             region = self._region(io.logits_channel, io.logits_offset, rows * vc * 2)

@@ -21,6 +21,7 @@ from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
 from .counters import CoreCounters, RunCounters
+from .snapshots import SnapshotCache
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
@@ -37,7 +38,7 @@ class FunctionalSimulator:
         self.target = target
         self.cores = [_Core(target, i) for i in range(target.cores)]
         self._decoded = {}       # (addr, version) -> per-core decoded streams
-        self._snapshots = {}     # (phys, rows, row_bytes, stride) -> _Snapshot
+        self._snapshots = SnapshotCache()   # (phys, rows, row_bytes, stride) -> _Snapshot, LRU
         self._predictions = {}   # id(decoded streams) -> predicted cycles
         self._hbm_parts = {}     # (bindings, core, id(fields)) -> (fields, resolved HBM parts)
         self._misc_plans = {}    # (core, id(fields)) -> (fields, prepared action, elements)

@@ -1,0 +1,47 @@
+"""The simulator's snapshot cache stays bounded as Sessions come and go, and eviction never
+changes a result."""
+from __future__ import annotations
+
+import numpy as np
+
+from flightllm_overlay.runtime import Session
+from flightllm_overlay.sim.snapshots import SnapshotCache
+
+
+class _Snap:
+    def __init__(self, n):
+        self.data = np.zeros(n, np.uint8)
+
+
+def test_lru_order_and_byte_bound():
+    cache = SnapshotCache(max_bytes=5 * 300)
+    for k in "abc":
+        cache[k] = _Snap(100)
+    assert cache.get("a") is not None              # a is now the most recently used
+    cache["d"] = _Snap(100)
+    assert "b" not in cache and all(k in cache for k in "acd")
+    assert cache.nbytes == 5 * 300 and cache.evictions == 1
+
+
+def test_sessions_coming_and_going_keep_the_cache_bounded(tiny_program):
+    """Finding 13: 40 Sessions made 543 snapshots, memory growing linearly."""
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.sim.device import SimulatedU280
+    ol = FlightLLMOverlay(device=SimulatedU280())
+    with Session(ol, tiny_program) as s:
+        first = s.run("decode", [7], 0)
+    sim = ol.device._simulator
+    per_session = sim._snapshots.nbytes
+    assert per_session > 0
+    sim._snapshots.max_bytes = 3 * per_session
+    alive = []
+    for i in range(12):
+        s = Session(ol, tiny_program)          # sessions left open for a while: new addresses
+        np.testing.assert_array_equal(s.run("decode", [7], 0), first)
+        alive.append(s)
+        if len(alive) > 4:
+            alive.pop(0).close()
+        assert sim._snapshots.nbytes <= 3 * per_session
+    for s in alive:
+        s.close()
+    assert sim._snapshots.evictions > 0
