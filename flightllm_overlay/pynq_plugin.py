@@ -16,9 +16,10 @@ pynq has entry points for overlay files (``pynq.overlays``), drivers (``pynq.lib
 
 `install()` does both as soon as pynq's modules are loaded: at once if pynq is already imported,
 else from an import hook that runs right after ``pynq.pl_server.device`` / ``pynq.overlay``
-execute (nothing heavy is imported until pynq is).  ``import flightllm_overlay`` calls it, and an
-installed wheel also calls it at interpreter start (``flightllm_overlay_pynq.pth``), so that
-``pynq get-notebooks`` finds the simulated device in a process that never imports us.
+execute (nothing heavy is imported until pynq is).  ``import flightllm_overlay`` calls it; in an
+installed package, ``flightllm_overlay_pynq.pth`` imports flightllm_overlay right after any
+``import pynq`` (see ``_flightllm_overlay_pynq_hook``), so that ``pynq get-notebooks`` finds the
+simulated device in a process that never imports us.
 
 The explicit spelling needs none of this: ``from flightllm_overlay import FlightLLMOverlay;
 ol = FlightLLMOverlay()``.

@@ -9,8 +9,8 @@ import traceback
 try:
     import ipywidgets as widgets
 except ImportError as exc:                       # widgets are optional: only notebooks need them
-    raise ImportError("flightllm_overlay.widgets needs ipywidgets: pip install ipywidgets "
-                      "(or pip install flightllm_overlay[tests])") from exc
+    raise ImportError("flightllm_overlay.widgets needs ipywidgets (and IPython): "
+                      "pip install 'flightllm_overlay[notebooks]'") from exc
 
 from .errors import FlightLLMError
 
