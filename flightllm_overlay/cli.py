@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flightllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
-                _add_compress, _add_ppl):
+                _add_compress, _add_ppl, _add_trace):
         add(sub)
     return parser
 
@@ -387,6 +387,38 @@ def cmd_ppl(args) -> int:
     ref = res["float reference"]
     for name, ppl in res.items():
         print(f"  {ppl:10.3f}  {100 * (ppl / ref - 1):+6.1f}%  {name}")
+    return 0
+
+
+def _add_trace(sub):
+    p = sub.add_parser("trace", help="layer-by-layer error of one prompt: device vs float reference",
+                       description="Compile the model with tracing, run one prompt through prefill "
+                                   "on the overlay and through the float reference, and print per "
+                                   "layer the max abs, relative and cosine error of the attention "
+                                   "and FFN results and the residual stream, as the device wrote "
+                                   "them to HBM: where quantisation or sparsity error enters.")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, type=T.text, help="the prompt text")
+    _model_arg(p)
+    p.add_argument("--compressed", default=None, type=T.input_file,
+                   help="trace a checkpoint from `flightllm compress` (made from --model) "
+                        "instead of W8A8")
+    p.add_argument("--ctx", type=T.positive, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    p.add_argument("--plot", default=None, type=T.output_file,
+                   help="also write the errors per layer as a PNG plot")
+    p.set_defaults(func=cmd_trace)
+
+
+def cmd_trace(args) -> int:
+    from .runtime.sources import load_model
+    from .runtime.trace import trace_prompt
+    ckpt = load_model(args.model, "be traced")
+    report = trace_prompt(ckpt, args.prompt, args.compressed, args.ctx, chat=not args.no_chat,
+                          log=_log)
+    print(report.table())
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

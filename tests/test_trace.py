@@ -98,3 +98,16 @@ def test_plot_and_loaded_programs(tmp_path, tiny_program, sim_overlay, tiny_ckpt
     fig = report.plot(tmp_path / "trace.png")
     assert (tmp_path / "trace.png").stat().st_size > 1000
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == len(POINTS)
+
+
+def test_session_trace_and_the_command(sim_overlay, tiny_program, tiny_ckpt, tiny_folder,
+                                       tmp_path, capsys):
+    from flightllm_overlay.cli import main
+    with Session(sim_overlay, tiny_program) as s:
+        report = s.trace(tiny_ckpt, PROMPT)
+    assert len(report.rows) == tiny_ckpt.args.n_layers * len(POINTS)
+    assert main(["trace", PROMPT, "--model", str(tiny_folder), "--ctx", "128",
+                 "--plot", str(tmp_path / "t.png")]) == 0
+    out = capsys.readouterr().out
+    assert "block_out" in out and "largest relative error" in out and "wrote" in out
+    assert (tmp_path / "t.png").is_file()
