@@ -84,12 +84,20 @@ USER_TEST = textwrap.dedent('''
 ''')
 
 
+def _readme_example() -> str:
+    """The example test of the README's "Testing your own code" section."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n# test_my_app.py") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
 def test_pytest_plugin_fixtures_from_a_test_outside_our_tests(installed, tmp_path):
     (tmp_path / "test_user.py").write_text(USER_TEST)
-    out = _run([str(installed), "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
-               tmp_path)
+    (tmp_path / "test_my_app.py").write_text(_readme_example())
+    out = _run([str(installed), "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py",
+                "test_my_app.py"], tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "2 passed" in out.stdout
+    assert "3 passed" in out.stdout
 
 
 def _third_party_imports() -> dict[str, set[str]]:
