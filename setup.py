@@ -30,8 +30,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     cmdclass={"build_py": BuildWithPth},
-    # the notebooks live in notebooks/ in the repository and ship as flightllm_overlay/notebooks,
-    # where the pynq.notebooks entry point below finds them (`pynq get-notebooks flightllm`)
+    # the notebooks live in notebooks/ in the repository and ship as flightllm_overlay.notebooks
+    # (a package: see its __init__), which the pynq.notebooks entry point below names
     py_modules=["_flightllm_overlay_pynq_hook"],
     packages=[*find_packages(include=["flightllm_overlay", "flightllm_overlay.*"]),
               "flightllm_overlay.notebooks"],

@@ -192,7 +192,8 @@ def cmd_generate(args) -> int:
 def _rate_line(st, overlay) -> str:
     """The default last line of generate: tokens, host tokens/s, predicted U280 tokens/s."""
     where = "the simulator on this host" if overlay.is_simulated else "the card, host-timed"
-    line = (f"{st.generated_tokens} tokens, decode {st.decode_tokens_per_second:.1f} tok/s on "
+    last = " (the last one the stop token)" if st.finish_reason == "stop token" else ""
+    line = (f"{st.generated_tokens} tokens{last}, decode {st.decode_tokens_per_second:.1f} tok/s on "
             f"{where}")
     if st.predicted_decode_tokens_per_second:
         line += (f"; predicted U280 decode {st.predicted_decode_tokens_per_second:,.0f} tok/s "

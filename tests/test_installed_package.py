@@ -56,8 +56,8 @@ def test_get_notebooks_delivers_into_a_folder(installed, tmp_path):
             "from pynq._cli.get_notebooks import main; main()")
     out = _run([str(installed), "-c", code, str(tmp_path / "nbs")], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    delivered = sorted(p.name for p in (tmp_path / "nbs" / "flightllm").glob("*.ipynb"))
-    assert delivered == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
+    delivered = sorted(p.name for p in (tmp_path / "nbs" / "flightllm").iterdir())
+    assert delivered == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))  # only those
     nb = json.loads((tmp_path / "nbs" / "flightllm" / "00_quickstart.ipynb").read_text())
     assert nb["cells"], "delivered notebook is empty"
 
