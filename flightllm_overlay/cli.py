@@ -439,6 +439,10 @@ def main(argv=None) -> int:
     except FlightLLMError as exc:
         print(f"flightllm: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:               # `flightllm disasm p.fllm | head`: the reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's final flush cannot fail again
+        return 0
     except OSError as exc:                # a file the command reads or writes
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"flightllm: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -189,3 +189,19 @@ def test_sampling_params_refuse_nan_temperature():
     from flightllm_overlay.runtime import SamplingParams
     with pytest.raises(FlightLLMError, match="finite"):
         SamplingParams(temperature=float("nan"))
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, tiny_program):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    prog = tiny_program.save(tmp_path / "p.fllm")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    reader = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, "-m", "flightllm_overlay.cli", "disasm", str(prog)],
+                         stdout=reader.stdin, stderr=subprocess.PIPE, text=True, env=env,
+                         timeout=120)
+    reader.stdin.close()
+    reader.wait(timeout=30)
+    assert out.returncode == 0 and "Traceback" not in out.stderr and "Broken" not in out.stderr
