@@ -45,6 +45,9 @@ def installed(tmp_path_factory):
     where = _run([str(python), "-c", "import flightllm_overlay; print(flightllm_overlay.__file__)"],
                  root).stdout
     assert where.startswith(str(site)), where            # the installed copy, not the checkout
+    record = next(site.glob("flightllm_overlay-*.dist-info")) / "RECORD"
+    assert (site / "flightllm_overlay_pynq.pth").is_file()
+    assert "flightllm_overlay_pynq.pth," in record.read_text()   # pip uninstall removes it
     return python
 
 
