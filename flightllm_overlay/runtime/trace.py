@@ -25,6 +25,8 @@ from ..errors import FlightLLMError
 
 #: traced points of a layer, in stream order, and the reference value each is compared with
 POINTS = ("attn_out", "attn_residual", "ffn_out", "block_out")
+#: smallest 1 - cosine the plot shows (rounding makes identical directions 0 or slightly below)
+FLOOR = 1e-9
 _MISC_OP = isa.MISC_OPS
 
 
@@ -168,12 +170,13 @@ class TraceReport:
         for point in POINTS:
             rs = [r for r in self.rows if r.point == point]
             ax1.plot([r.layer for r in rs], [r.relative for r in rs], marker="o", label=point)
-            ax2.plot([r.layer for r in rs], [1 - r.cosine for r in rs], marker="o", label=point)
+            ax2.plot([r.layer for r in rs], [max(1 - r.cosine, FLOOR) for r in rs], marker="o",
+                     label=point)
+        ticks = layers if len(layers) <= 16 else layers[::-(-len(layers) // 16)]
         ax1.set(xlabel="layer", ylabel="max |device - reference| / max |reference|",
-                title="relative error", xticks=layers)
-        ax2.set(xlabel="layer", ylabel="1 - cosine similarity", title="direction error",
-                xticks=layers)
-        ax2.set_yscale("symlog", linthresh=1e-6)
+                title="relative error", xticks=ticks)
+        ax2.set(xlabel="layer", ylabel=f"1 - cosine similarity (floor {FLOOR:g})",
+                title="direction error", xticks=ticks, yscale="log")
         ax1.legend(fontsize="small")
         fig.suptitle(title or f"{self.model} ({self.program}): device vs float reference, "
                              f"{self.tokens} tokens")
