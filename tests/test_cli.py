@@ -168,7 +168,11 @@ def test_fuzzed_arguments_parse_or_exit_two(argv):
             args = PARSER.parse_args(argv)
         except SystemExit as exc:
             assert exc.code == 2 and "error:" in err.getvalue()
-            return
+            args = None
+    good = PARSER.parse_args(["generate", "hi", "--temperature", "0.5", "--ctx", "64"])
+    assert (good.temperature, good.ctx, good.prompt) == (0.5, 64, "hi")   # a good input still works
+    if args is None:
+        return
     # what parses is in range: the commands never see a NaN, a negative size or bad text
     for name in ("temperature", "top_p", "qk_density", "timeout"):
         value = getattr(args, name, None)
