@@ -21,6 +21,7 @@ class _AfterPynq:
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader   # pynq sees its own loader
         self.loader.exec_module(module)
         try:
             import flightllm_overlay  # noqa: F401  its __init__ installs the pynq plugin

@@ -117,6 +117,7 @@ class _AfterExec(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader   # the module sees its own loader
         self.loader.exec_module(module)
         self.action(module)
 
