@@ -1,6 +1,9 @@
 """flightllm_overlay: FlightLLM-style LLM inference on FPGAs: compiler, PYNQ overlay, simulated U280."""
 from .config import load_target
 from .errors import FlightLLMError
+from .pynq_plugin import install as _install_pynq_plugin
+
+_install_pynq_plugin()       # pynq.Overlay("flightllm.xclbin") -> FlightLLMOverlay; see pynq_plugin
 
 __version__ = "0.1.0"
 

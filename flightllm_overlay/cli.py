@@ -1,4 +1,9 @@
-"""The `flightllm` command: generate, info, compile, disasm, selftest, bench, compress, ppl."""
+"""The `flightllm` command: generate, info, compile, disasm, selftest, bench, compress, ppl, trace.
+
+This module parses and prints; what runs is in runtime/ (program sources, perplexity runners),
+compiler/, compress/ and bench.  Arguments are checked while parsing (cli_types); a failure
+later is a FlightLLMError, printed as one line with exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,36 +11,45 @@ import os
 import sys
 import time
 
+from . import cli_types as T
 from .errors import FlightLLMError
 
 DEFAULT_PROMPT = "What is the capital of France?"
+MODEL_HELP = ("'smollm2-135m-instruct' (default), a Hugging Face folder (config.json + "
+              "safetensors) or a .gguf file")
 
 
 def _model_arg(p):
-    p.add_argument("--model", default=None,
-                   help="'smollm2-135m-instruct' (default), a Hugging Face folder "
-                        "(config.json + safetensors) or a .gguf file")
+    p.add_argument("--model", default=None, type=T.model, help=MODEL_HELP)
+
+
+def _log(line: str) -> None:
+    print(f"[flightllm] {line}", file=sys.stderr, flush=True)
 
 
 def _add_generate(sub):
     p = sub.add_parser("generate", help="stream text from a model on the overlay",
                        description="Generate text on the FlightLLM overlay (the simulated U280 "
                                    "when no card is present), streaming tokens as they come.")
-    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the prompt text")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, type=T.text, help="the prompt text")
     _model_arg(p)
-    p.add_argument("--program", default=None, help="a program file from `flightllm compile` "
-                                                   "(skips compiling; the model still gives the tokenizer)")
-    p.add_argument("--compressed", default=None,
+    p.add_argument("--program", default=None, type=T.input_file,
+                   help="a program file from `flightllm compile` (skips compiling; the model "
+                        "still gives the tokenizer)")
+    p.add_argument("--compressed", default=None, type=T.input_file,
                    help="a checkpoint from `flightllm compress` to run instead of W8A8 (the model "
                         "still gives the tokenizer)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("--max-new-tokens", type=T.positive, default=64)
+    p.add_argument("--temperature", type=T.temperature, default=0.0,
+                   help="0 = greedy (default), up to 100")
+    p.add_argument("--top-k", type=T.non_negative, default=0, help="0 = no limit (default)")
+    p.add_argument("--top-p", type=T.probability, default=1.0, help="in (0, 1]; 1 = off (default)")
+    p.add_argument("--seed", type=T.seed, default=None)
+    p.add_argument("--ctx", type=T.positive, default=None, help="KV-cache capacity in tokens")
     p.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
-    p.add_argument("--stats", action="store_true", help="print run statistics at the end")
+    p.add_argument("--stats", action="store_true",
+                   help="print the full run statistics at the end (by default one line: tokens, "
+                        "tokens/s on this host and predicted U280 tokens/s)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile afresh instead of using the program cache "
                         "($FLIGHTLLM_CACHE or ~/.cache/flightllm_overlay)")
@@ -54,9 +68,9 @@ def _add_compile(sub):
                        description="Quantise (W8A8) and compile a checkpoint for the target; "
                                    "write a program file that `generate --program` and `disasm` read.")
     _model_arg(p)
-    p.add_argument("-o", "--output", required=True, help="program file to write")
-    p.add_argument("--target", default="u280")
-    p.add_argument("--ctx", type=int, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("-o", "--output", required=True, type=T.output_file, help="program file to write")
+    p.add_argument("--target", default="u280", type=T.text)
+    p.add_argument("--ctx", type=T.positive, default=None, help="KV-cache capacity in tokens")
     p.add_argument("--all-logits", action="store_true",
                    help="prefill writes logits for every position (for perplexity)")
     p.add_argument("--all-buckets", action="store_true",
@@ -68,10 +82,12 @@ def _add_compile(sub):
 def _add_disasm(sub):
     p = sub.add_parser("disasm", help="disassemble a program file",
                        description="Print the instructions of a program file, per step and core.")
-    p.add_argument("program", help="program file from `flightllm compile`")
-    p.add_argument("--step", default=None, help="only this step (prefill or decode)")
-    p.add_argument("--core", type=int, default=None, help="only this core")
-    p.add_argument("--head", type=int, default=0, help="print at most this many lines (0: all)")
+    p.add_argument("program", type=T.input_file, help="program file from `flightllm compile`")
+    p.add_argument("--step", default=None, type=T.text,
+                   help="only this step (prefill, decode, or a bucket such as decode@32)")
+    p.add_argument("--core", type=T.non_negative, default=None, help="only this core")
+    p.add_argument("--head", type=T.non_negative, default=0,
+                   help="print at most this many lines (0: all)")
     p.set_defaults(func=cmd_disasm)
 
 
@@ -82,25 +98,26 @@ def _add_bench(sub):
                                    "utilisation, roofline bounds and decode stalls for a "
                                    "[prefill, decode] workload. Predictions, not measurements.")
     _model_arg(p)
-    p.add_argument("--shape", default=None,
+    p.add_argument("--shape", default=None, type=T.text,
                    help="compile a model of the shape table from its shapes alone instead "
                         "(e.g. smollm2-360m, tinyllama-1.1b)")
-    p.add_argument("--workload", type=int, nargs=2, default=[128, 512],
+    p.add_argument("--workload", type=T.positive, nargs=2, default=[128, 512],
                    metavar=("PREFILL", "DECODE"))
     p.add_argument("--weight-bits", type=int, default=None, choices=(2, 3, 4, 8),
                    help="with --shape: linear weights in this many bits (default 8; the paper "
                         "runs LLaMA2-7B at 4)")
-    p.add_argument("--qk-density", type=float, default=1.0,
-                   help="with --shape: N:16 density of the Q and K projections (the paper: 0.7)")
-    p.add_argument("--target", default="u280")
-    p.add_argument("--ctx", type=int, default=None)
+    p.add_argument("--qk-density", type=T.density, default=1.0,
+                   help="with --shape: N:16 density of the Q and K projections, in [0.125, 1] "
+                        "(the paper: 0.7)")
+    p.add_argument("--target", default="u280", type=T.text)
+    p.add_argument("--ctx", type=T.positive, default=None)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fused", dest="fused", action="store_true", default=True,
                    help="always-on-chip decode (default)")
     g.add_argument("--unfused", dest="fused", action="store_false",
                    help="ablation: every intermediate through HBM")
-    p.add_argument("--gantt", default=None, help="write a per-unit Gantt chart of one decode "
-                                                  "step to this PNG file")
+    p.add_argument("--gantt", default=None, type=T.output_file,
+                   help="write a per-unit Gantt chart of one decode step to this PNG file")
     p.set_defaults(func=cmd_bench)
 
 
@@ -122,8 +139,8 @@ def cmd_bench(args) -> int:
             from .errors import CompileError
             raise CompileError("--qk-density applies to --shape models; compress a checkpoint "
                                "with `flightllm compress` to make it sparse")
-        from .model import load_checkpoint
-        ckpt = load_checkpoint(args.model)
+        from .runtime.sources import load_model
+        ckpt = load_model(args.model, "be compiled from weights (bench --shape takes shapes)")
         program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused,
                                 weight_bits=args.weight_bits or 8)
         name = ckpt.args.name
@@ -140,66 +157,54 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
     parser.add_argument("--device", choices=("auto", "sim", "card"), default=None,
                         help="run on the simulated U280, a U280 card (an error when none is "
                              "found), or auto: a card when XRT finds one (default: "
                              "$FLIGHTLLM_DEVICE, else auto)")
+    parser.add_argument("--version", action="version", version=f"flightllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
-                _add_compress, _add_ppl):
+                _add_compress, _add_ppl, _add_trace):
         add(sub)
     return parser
 
 
 def cmd_generate(args) -> int:
-    from .compiler import Program, compile_model
-    from .model import load_checkpoint
     from .overlay import FlightLLMOverlay
     from .runtime import Generator, Session
-    err = sys.stderr
+    from .runtime.sources import load_model, program_for
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(args.model)
-    cache = None
-    if args.program:
-        program = Program.load(args.program)
-    elif args.compressed:
-        from .compiler import compile_compressed
-        from .compress import CompressedModel
-        cm = CompressedModel.load(args.compressed)
-        if cm.args.dim != ckpt.args.dim or cm.args.vocab_size != ckpt.args.vocab_size:
-            from .errors import CheckpointError
-            raise CheckpointError(f"{args.compressed} was compressed from another model "
-                                  f"({cm.source}); pass that model with --model")
-        print(f"[flightllm] compiling {args.compressed} ({cm.config.name})...", file=err,
-              flush=True)
-        program = compile_compressed(cm, ctx=args.ctx)
-    elif args.no_cache:
-        print(f"[flightllm] compiling {ckpt.args.name} (W8A8)...", file=err, flush=True)
-        program = compile_model(ckpt, ctx=args.ctx)
-    else:
-        from .compiler.cache import ProgramCache
-        cache = ProgramCache()
-        program = cache.get_or_compile(ckpt, ctx=args.ctx)
-        print(f"[flightllm] program for {ckpt.args.name} (W8A8) "
-              f"{'from the cache' if cache.hits else 'compiled and cached'} in {cache.root}",
-              file=err, flush=True)
+    ckpt = load_model(args.model, "generate with")
+    source = program_for(ckpt, args.program, args.compressed, args.ctx,
+                         use_cache=not args.no_cache, log=_log)
     overlay = FlightLLMOverlay()
-    print(f"[flightllm] {overlay.describe().splitlines()[0]}; ready in "
-          f"{time.perf_counter() - t0:.1f} s", file=err, flush=True)
-    gen = Generator(Session(overlay, program), ckpt.tokenizer)
+    _log(f"{overlay.describe().splitlines()[0]}; ready in {time.perf_counter() - t0:.1f} s")
+    gen = Generator(Session(overlay, source.program), ckpt.tokenizer)
     for tok in gen.generate(args.prompt, args.max_new_tokens, chat=not args.no_chat,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             seed=args.seed):
         sys.stdout.write(tok.text)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if cache is not None and gen.stats.bucket_compiles:
-        cache.sync(program)                       # keep the buckets compiled on the way
-    if args.stats:
-        print(f"[flightllm] {gen.stats.summary()}", file=err)
+    sys.stdout.flush()                  # the answer ends before the statistics start
+    source.keep_new_buckets(gen.stats.bucket_compiles)
+    _log(gen.stats.summary() if args.stats else _rate_line(gen.stats, overlay))
     return 0
+
+
+def _rate_line(st, overlay) -> str:
+    """The default last line of generate: tokens, host tokens/s, predicted U280 tokens/s."""
+    where = "the simulator on this host" if overlay.is_simulated else "the card, host-timed"
+    last = " (the last one the stop token)" if st.finish_reason == "stop token" else ""
+    line = (f"{st.generated_tokens} tokens{last}, decode {st.decode_tokens_per_second:.1f} tok/s on "
+            f"{where}")
+    if st.predicted_decode_tokens_per_second:
+        line += (f"; predicted U280 decode {st.predicted_decode_tokens_per_second:,.0f} tok/s "
+                 f"(timing model)")
+    return line + " (--stats for more)"
 
 
 def cmd_info(args) -> int:
@@ -220,9 +225,9 @@ def cmd_info(args) -> int:
 
 def cmd_compile(args) -> int:
     from .compiler import BucketTable, compile_model
-    from .model import load_checkpoint
+    from .runtime.sources import load_model
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_model(args.model, "compile")
     program = compile_model(ckpt, target=args.target, ctx=args.ctx, all_logits=args.all_logits)
     if args.all_buckets:
         from .compiler.storage import storage_report
@@ -244,6 +249,12 @@ def cmd_disasm(args) -> int:
     from .spec import isa
     from .compiler import Program
     program = Program.load(args.program)
+    if args.step is not None and args.step not in program.steps:
+        raise FlightLLMError(f"{args.program} has no step {args.step!r}; it has "
+                             f"{', '.join(program.steps)}")
+    cores = len(next(iter(program.steps.values())).streams())
+    if args.core is not None and args.core >= cores:
+        raise FlightLLMError(f"--core {args.core}: {args.program} runs on cores 0..{cores - 1}")
     lines = []
     for name, st in program.steps.items():
         if args.step and name != args.step:
@@ -260,16 +271,15 @@ def cmd_disasm(args) -> int:
     return 0
 
 
-# --- selftest (issue 6): flightllm_overlay/selftest.py does the work -------------------------
 def _add_selftest(sub):
     p = sub.add_parser("selftest", help="run the on-board self-test of the device",
                        description="Run small ISA programs and a decode step of a tiny random "
                                    "model on the device (the card, or the simulated U280) and on "
                                    "the reference simulator, and compare every output byte. "
                                    "Exit status 1 on a mismatch or error.")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random data and model")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the random data and model")
     p.add_argument("--no-model", action="store_true", help="skip the tiny model's decode step")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=T.seconds, default=None,
                    help="seconds each run may take (default: the overlay's)")
     p.set_defaults(func=cmd_selftest)
 
@@ -283,38 +293,40 @@ def cmd_selftest(args) -> int:
                           progress=lambda result: print(result.row(), flush=True))
     print(report.summary())
     return 0 if report.passed else 1
-# --- end of selftest ---------------------------------------------------------------------------
 
 
-# --- compress and ppl (issue 3): flightllm_overlay/compress does the work ----------------------
 def _add_compress(sub):
     p = sub.add_parser("compress", help="compress a checkpoint: N:16 sparsity, mixed-precision weights",
                        description="Smooth, calibrate, prune (N:16 blocks) and quantise (2/3/4/8-bit "
                                    "with group parameters) every linear of a checkpoint under the "
                                    "given budgets; write a compressed checkpoint and print the "
                                    "per-layer report. Defaults: the FlightLLM-style setting.")
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="'smollm2-135m-instruct' (default), a Hugging Face folder or a .gguf file")
-    p.add_argument("-o", "--output", required=True, help="compressed checkpoint to write (.safetensors)")
+    p.add_argument("checkpoint", nargs="?", default=None, type=T.model,
+                   help="the model, as --model (kept for older scripts)")
+    _model_arg(p)
+    p.add_argument("-o", "--output", required=True, type=T.output_file,
+                   help="compressed checkpoint to write (.safetensors)")
     p.add_argument("--preset", default="flightllm", choices=["flightllm", "w8a8", "magnitude"],
                    help="starting setting (default flightllm); the options below override it")
-    p.add_argument("--density-qk", type=float, default=None,
+    p.add_argument("--density-qk", type=T.finite, default=None,
                    help="fraction of q_proj/k_proj weights kept, in [0.125, 1] (flightllm: 0.7)")
-    p.add_argument("--density", type=float, default=None,
+    p.add_argument("--density", type=T.finite, default=None,
                    help="fraction of the other linears' weights kept (default 1: dense)")
-    p.add_argument("--avg-bits", type=float, default=None,
+    p.add_argument("--avg-bits", type=T.finite, default=None,
                    help="average code bits per kept weight (flightllm: 4)")
     p.add_argument("--group-bits", action="store_true",
                    help="count the group parameters (32 bits per group) in the --avg-bits budget")
-    p.add_argument("--bits", type=int, nargs="+", default=None, help="bit widths allowed (2 3 4 8)")
-    p.add_argument("--groups", type=int, nargs="+", default=None, help="group sizes allowed (16 32 64 128)")
+    p.add_argument("--bits", type=int, nargs="+", default=None, choices=(2, 3, 4, 8),
+                   help="bit widths allowed (2 3 4 8)")
+    p.add_argument("--groups", type=int, nargs="+", default=None, choices=(16, 32, 64, 128),
+                   help="group sizes allowed (16 32 64 128)")
     p.add_argument("--criterion", choices=["wanda", "magnitude"], default=None,
                    help="pruning scores (flightllm: wanda)")
     p.add_argument("--rtn", action="store_true",
                    help="round-to-nearest instead of the GPTQ-like error feedback")
-    p.add_argument("--calib-tokens", type=int, default=None,
+    p.add_argument("--calib-tokens", type=T.positive, default=None,
                    help="calibration tokens from the bundled text (default 512)")
-    p.add_argument("--attn-mass", type=float, default=None,
+    p.add_argument("--attn-mass", type=T.finite, default=None,
                    help="block-sparse prefill attention keeping at least this share of each "
                         "head's calibration attention mass (e.g. 0.95; default: dense)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -338,9 +350,12 @@ def _compression_config(args):
 
 def cmd_compress(args) -> int:
     from .compress import compress
-    from .model import load_checkpoint
+    from .runtime.sources import load_model
+    if args.checkpoint is not None and args.model is not None and args.checkpoint != args.model:
+        raise FlightLLMError(f"two models given: {args.checkpoint!r} and --model {args.model!r}; "
+                             f"give one (--model)")
     cfg = _compression_config(args)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_model(args.model or args.checkpoint, "be compressed")
     cm = compress(ckpt, None, cfg, progress=not args.quiet)
     path = cm.save(args.output)
     print(cm.report())
@@ -355,10 +370,13 @@ def _add_ppl(sub):
                                    "--compressed, of the compressed weights in float emulation "
                                    "(device weights, INT8 activations).")
     _model_arg(p)
-    p.add_argument("--text", default=None, help="a UTF-8 text file (default: the bundled text)")
-    p.add_argument("--tokens", type=int, default=8192, help="evaluate the first N tokens (8192)")
-    p.add_argument("--window", type=int, default=512, help="window length in tokens (512)")
-    p.add_argument("--compressed", default=None, help="a checkpoint from `flightllm compress`")
+    p.add_argument("--text", default=None, type=T.text,
+                   help="a UTF-8 text file (default: the bundled text)")
+    p.add_argument("--tokens", type=T.at_least_two, default=8192,
+                   help="evaluate the first N tokens (8192)")
+    p.add_argument("--window", type=T.at_least_two, default=512, help="window length in tokens (512)")
+    p.add_argument("--compressed", default=None, type=T.input_file,
+                   help="a checkpoint from `flightllm compress`")
     p.add_argument("--overlay", action="store_true",
                    help="also run the compiled program (the compressed checkpoint, else W8A8) "
                         "on the overlay (the simulated U280 without a card)")
@@ -366,41 +384,11 @@ def _add_ppl(sub):
 
 
 def cmd_ppl(args) -> int:
-    from pathlib import Path
-    from .compress import CompressedModel, Emulator, reference_runner
     from .compress.emulate import compare
-    from .errors import CheckpointError
-    from .model import load_checkpoint
-    if args.tokens < 2 or args.window < 2:
-        raise FlightLLMError("--tokens and --window must be at least 2")
-    ckpt = load_checkpoint(args.model)
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.source} has no tokenizer; perplexity needs one")
-    if args.text:
-        if not Path(args.text).is_file():
-            raise FlightLLMError(f"text file {args.text} does not exist")
-        body, where = Path(args.text).read_text(encoding="utf-8", errors="replace"), args.text
-    else:
-        from .data import text
-        body, where = text("eval"), "the bundled evaluation text"
-    ids = ckpt.tokenizer.encode(body)[:args.tokens]
-    if len(ids) < 2:
-        raise FlightLLMError(f"{where} gives {len(ids)} tokens; perplexity needs at least 2")
-    if args.window > ckpt.args.max_seq_len:
-        raise FlightLLMError(f"--window {args.window} exceeds the model's context "
-                             f"{ckpt.args.max_seq_len}")
-    runners = {"float reference": reference_runner(ckpt)}
-    cm = None
-    if args.compressed:
-        cm = CompressedModel.load(args.compressed)
-        if cm.args.n_layers != ckpt.args.n_layers or cm.args.dim != ckpt.args.dim:
-            raise CheckpointError(f"{args.compressed} was compressed from another model "
-                                  f"({cm.source}); pass that model with --model")
-        t = cm.totals()
-        runners[f"{cm.config.name} (float emulation, {t['code_bits']:.2f} code bits, "
-                f"density {t['density']:.3f})"] = Emulator(cm)
-    if args.overlay:
-        runners.update(_overlay_runner(ckpt, cm, args.window))
+    from .runtime.sources import load_model, perplexity_runners, perplexity_text
+    ckpt = load_model(args.model, "be evaluated")
+    ids, where = perplexity_text(ckpt, args.text, args.tokens, args.window)
+    runners = perplexity_runners(ckpt, args.compressed, args.window, args.overlay, log=_log)
     print(f"{ckpt.args.name}: {len(ids)} tokens of {where}, {args.window}-token windows")
     res = compare(runners, ids, args.window, progress=sys.stderr.isatty())
     ref = res["float reference"]
@@ -409,27 +397,48 @@ def cmd_ppl(args) -> int:
     return 0
 
 
-def _overlay_runner(ckpt, cm, window: int) -> dict:
-    """{label: runner} of the compiled program on the overlay, every position's logits."""
-    from .compiler import compile_compressed, compile_model
-    from .overlay import FlightLLMOverlay
-    from .runtime import Session
-    from .runtime.perplexity import device_runner
-    print(f"[flightllm] compiling {'the compressed checkpoint' if cm else ckpt.args.name + ' (W8A8)'}"
-          f" with all logits...", file=sys.stderr, flush=True)
-    program = (compile_compressed(cm, ctx=window, all_logits=True) if cm is not None
-               else compile_model(ckpt, ctx=window, all_logits=True))
-    overlay = FlightLLMOverlay()
-    session = Session(overlay, program)
-    what = cm.config.name if cm is not None else "w8a8"
-    where = "simulated U280" if overlay.is_simulated else "U280"
-    return {f"{what} on the overlay ({where})": device_runner(session, window)}
-# --- end of compress and ppl --------------------------------------------------------------------
+def _add_trace(sub):
+    p = sub.add_parser("trace", help="layer-by-layer error of one prompt: device vs float reference",
+                       description="Compile the model with tracing, run one prompt through prefill "
+                                   "on the overlay and through the float reference, and print per "
+                                   "layer the max abs, relative and cosine error of the attention "
+                                   "and FFN results and the residual stream, as the device wrote "
+                                   "them to HBM: where quantisation or sparsity error enters.")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, type=T.text, help="the prompt text")
+    _model_arg(p)
+    p.add_argument("--compressed", default=None, type=T.input_file,
+                   help="trace a checkpoint from `flightllm compress` (made from --model) "
+                        "instead of W8A8")
+    p.add_argument("--ctx", type=T.positive, default=None, help="KV-cache capacity in tokens")
+    p.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    p.add_argument("--plot", default=None, type=T.output_file,
+                   help="also write the errors per layer as a PNG plot")
+    p.set_defaults(func=cmd_trace)
+
+
+def cmd_trace(args) -> int:
+    from .runtime.sources import load_model
+    from .runtime.sources import trace_prompt
+    ckpt = load_model(args.model, "be traced")
+    report = trace_prompt(ckpt, args.prompt, args.compressed, args.ctx, chat=not args.no_chat,
+                          log=_log)
+    print(report.table())
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def main(argv=None) -> int:
+    """Run the command; the exit status: 0 done, 1 a self-test mismatch, 2 an error the message
+    explains (bad arguments included), 3 an internal error (a bug: please report it), 130 Ctrl-C."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:            # --help/--version exit 0 as usual; errors return
+        if exc.code in (0, None):
+            raise
+        return int(exc.code)
     if args.device:                       # every FlightLLMOverlay() of this command reads it
         os.environ["FLIGHTLLM_DEVICE"] = args.device
     try:
@@ -437,8 +446,22 @@ def main(argv=None) -> int:
     except FlightLLMError as exc:
         print(f"flightllm: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:               # `flightllm disasm p.fllm | head`: the reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's final flush cannot fail again
+        return 0
+    except OSError as exc:                # a file the command reads or writes
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"flightllm: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:              # a bug: say so in one line, traceback on request
+        if os.environ.get("FLIGHTLLM_DEBUG") == "1":
+            raise
+        print(f"flightllm: internal error: {type(exc).__name__}: {exc}. This is a bug; "
+              f"FLIGHTLLM_DEBUG=1 shows the traceback to report", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import traceback
 try:
     import ipywidgets as widgets
 except ImportError as exc:                       # widgets are optional: only notebooks need them
-    raise ImportError("flightllm_overlay.widgets needs ipywidgets: pip install ipywidgets "
-                      "(or pip install flightllm_overlay[tests])") from exc
+    raise ImportError("flightllm_overlay.widgets needs ipywidgets (and IPython): "
+                      "pip install 'flightllm_overlay[notebooks]'") from exc
 
 from .errors import FlightLLMError
 
@@ -226,7 +226,10 @@ class StreamingDemo:
         self.output.value = _pre(self.text)
         n, rate = self.tokens, self.tokens_per_second
         state = f" ({self.finish_reason})" if self.finish_reason else ""
-        self.live.value = f"{n} tokens, {rate:.1f} tok/s (host){state}"
+        # the stop token is sampled (the statistics count it) but not shown: say so, so that the
+        # live line and the statistics line agree
+        stop = " + the stop token" if self.finish_reason == "stop token" else ""
+        self.live.value = f"{n} tokens{stop}, {rate:.1f} tok/s (host){state}"
 
 
 def _pre(text: str) -> str:

@@ -153,3 +153,16 @@ def test_second_run_while_running_is_refused_and_stop_before_first_token_holds()
         fake.gate.release()
     assert demo.wait(30)
     assert demo.text == "t0 " and demo.tokens == 1     # generate() cleared the flag; still stopped
+
+
+def test_live_counter_agrees_with_the_statistics_when_a_stop_token_ends(gen):
+    # make the greedy answer's 4th distinct token the stop token: 3 tokens shown, 4 sampled
+    ids = [t.id for t in gen.generate("hello", 12, temperature=0.0, stop_ids=()) if t.id >= 0]
+    stop = next(i for i in ids if ids.index(i) >= 3)
+    shown = ids.index(stop)
+    demo = StreamingDemo(gen, max_new_tokens=12, temperature=0.0, stop_ids={stop})
+    demo.run("hello")
+    assert demo.finish_reason == "stop token" and demo.tokens == shown
+    assert gen.stats.generated_tokens == shown + 1        # the stop token is sampled, not shown
+    assert demo.live.value.startswith(f"{shown} tokens + the stop token")
+    assert f"{shown + 1} generated tokens" in demo.stats.value

@@ -152,6 +152,18 @@ class Tokenizer:
         return self.backend.id_to_token(int(token_id))
 
     # ------------------------------------------------------------------ chat
+    def encode_prompt(self, prompt, chat: bool = True, system: str | None = None) -> list[int]:
+        """Token ids of a user prompt: through the chat template when `chat` and the model has
+        one (with an optional system message), else plain; a list of ids passes through."""
+        if not isinstance(prompt, str):
+            return [int(t) for t in prompt]
+        if chat and self.chat_template is not None:
+            messages = ([{"role": "system", "content": system}] if system else []) + \
+                [{"role": "user", "content": prompt}]
+            text = self.apply_chat_template(messages, add_generation_prompt=True)
+            return self.encode(text, add_special_tokens=False)
+        return self.encode(prompt)
+
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True,
                             **kwargs: Any) -> str:
         """Render ``messages`` (dicts with ``role`` and ``content``) with the model's chat template.

@@ -116,14 +116,7 @@ class Generator:
         self._stop.set()
 
     def encode_prompt(self, prompt, chat: bool = True, system: str | None = None) -> list:
-        if not isinstance(prompt, str):
-            return [int(t) for t in prompt]
-        if chat and self.tokenizer.chat_template is not None:
-            messages = ([{"role": "system", "content": system}] if system else []) + \
-                [{"role": "user", "content": prompt}]
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(prompt)
+        return self.tokenizer.encode_prompt(prompt, chat, system)
 
     def prefill(self, ids: list) -> np.ndarray:
         """Run the prompt through in chunks of the prefill step's rows; last row's logits."""

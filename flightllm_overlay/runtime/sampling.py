@@ -18,8 +18,9 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise FlightLLMError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):     # NaN fails this too
+            raise FlightLLMError(f"temperature must be a finite number >= 0 (0 = greedy), got "
+                                 f"{self.temperature}")
         if self.top_k < 0:
             raise FlightLLMError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 < self.top_p <= 1:

@@ -159,6 +159,14 @@ class Session:
             logits[:, io.vocab_start:io.vocab_stop] = np.asarray(region).view(np.float16).reshape(rows, vc)
         return logits
 
+    def trace(self, ckpt, prompt, chat: bool = True):
+        """Layer-by-layer errors of `prompt` on this overlay against `ckpt`'s float reference
+        (a `trace.TraceReport`); runs a traced copy of this session's program in its own
+        buffers.  The program must be freshly compiled from `ckpt` (or its compressed form)."""
+        from .trace import trace, trace_program
+        with Session(self.overlay, trace_program(self.program), self.timeout) as traced:
+            return trace(traced, ckpt, prompt, chat)
+
     def close(self) -> None:
         for buf in self._buffers:
             try:
