@@ -12,13 +12,6 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
 @pytest.fixture(scope="module")
-def tiny_opt_ckpt(tmp_path_factory):
-    from flightllm_overlay.model import load_checkpoint
-    from flightllm_overlay.model.testing import make_tiny_opt
-    return load_checkpoint(make_tiny_opt(tmp_path_factory.mktemp("opt") / "tiny-opt", seed=0))
-
-
-@pytest.fixture(scope="module")
 def traced(tiny_program):
     return trace_program(tiny_program)
 

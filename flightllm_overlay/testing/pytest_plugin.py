@@ -6,8 +6,8 @@ flightllm_overlay installed a test can ask for these fixtures by name::
     def test_my_code_answers(tiny_generator):
         assert tiny_generator.generate_text("hello", 4, temperature=0.0, stop_ids=())
 
-``tiny_folder``, ``tiny_ckpt``, ``tiny_program`` and ``sim_overlay`` are built once per test
-session (a tiny model compiles in about a second); ``tiny_generator`` is a fresh Session and
+``tiny_folder``, ``tiny_ckpt``, ``tiny_program``, ``sim_overlay`` (and ``tiny_opt_folder``,
+``tiny_opt_ckpt`` of the OPT family) are built once per test session (a tiny model compiles in about a second); ``tiny_generator`` is a fresh Session and
 Generator per test on the shared overlay, closed afterwards.  Everything runs on the simulated
 U280 whether or not a card is present.  The model is random (3 layers, a 300-token vocabulary):
 it writes gibberish, deterministically.  Disable the plugin with ``-p
@@ -37,6 +37,20 @@ def tiny_ckpt(tiny_folder):
     """The tiny LLaMA loaded as a Checkpoint (args, weights, tokenizer)."""
     from flightllm_overlay.model import load_checkpoint
     return load_checkpoint(tiny_folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt_folder(tmp_path_factory):
+    """The same for a deterministic random tiny OPT (the other model family)."""
+    from flightllm_overlay.model.testing import make_tiny_opt
+    return make_tiny_opt(tmp_path_factory.mktemp("tiny") / "tiny-opt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt_ckpt(tiny_opt_folder):
+    """The tiny OPT loaded as a Checkpoint."""
+    from flightllm_overlay.model import load_checkpoint
+    return load_checkpoint(tiny_opt_folder)
 
 
 @pytest.fixture(scope="session")
