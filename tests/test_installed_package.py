@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(argv, cwd, timeout=300, **kw):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLIGHTLLM_SIMULATOR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLIGHTLLM_SIMULATOR", "FLIGHTLLM_DEVICE")}
     env["MPLBACKEND"] = "Agg"
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw)
 

@@ -65,7 +65,7 @@ def _text_outputs(nb) -> str:
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_notebook_runs_headless_in_fast_mode(name, tmp_path, monkeypatch):
     monkeypatch.setenv("FLIGHTLLM_NOTEBOOK_FAST", "1")
-    monkeypatch.setenv("FLIGHTLLM_SIMULATOR", "1")            # never reach for a card in tests
+    monkeypatch.setenv("FLIGHTLLM_DEVICE", "sim")             # never reach for a card in tests
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
