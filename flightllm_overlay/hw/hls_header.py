@@ -22,6 +22,13 @@ from . import control, design
 HEADER_PATH = Path(__file__).resolve().parents[1] / "src" / "flightllm_hw.h"
 
 
+def _double(value) -> str:
+    """A C++ double literal equal to `value` (a float or a hexadecimal string), e.g. ``0.5``."""
+    x = float.fromhex(value) if isinstance(value, str) else float(value)
+    text = repr(x)
+    return text if any(ch in text for ch in ".e") else text + ".0"
+
+
 def _ident(name: str) -> str:
     return name.upper()
 
@@ -169,13 +176,15 @@ def render(target_name: str = "u280") -> str:
                    comment=f"{reg.bits}-bit {reg.access} {reg.ctype}")
 
     out += ["", "// ---- MISC arithmetic constants (sim/units.py: exp32) ----"]
+    # decimal literals that round-trip (repr): hexadecimal floating literals are C++17, and
+    # Vitis HLS compiles C++14 by default
     out.append(f"static constexpr double FLLM_EXP_COEFFS[{len(units.EXP_COEFFS)}] = "
-               f"{{{', '.join(units.EXP_COEFFS)}}};  // 1/k!, k = 0..")
-    _const(out, "EXP_LOG2E", units.EXP_LOG2E, "double")
-    _const(out, "EXP_LN2_HI", units.EXP_LN2_HI, "double")
-    _const(out, "EXP_LN2_LO", units.EXP_LN2_LO, "double")
-    _const(out, "EXP_CLAMP_LO", float(units.EXP_CLAMP[0]).hex(), "double")
-    _const(out, "EXP_CLAMP_HI", float(units.EXP_CLAMP[1]).hex(), "double")
+               f"{{{', '.join(_double(c) for c in units.EXP_COEFFS)}}};  // 1/k!, k = 0..")
+    _const(out, "EXP_LOG2E", _double(units.EXP_LOG2E), "double")
+    _const(out, "EXP_LN2_HI", _double(units.EXP_LN2_HI), "double")
+    _const(out, "EXP_LN2_LO", _double(units.EXP_LN2_LO), "double")
+    _const(out, "EXP_CLAMP_LO", _double(units.EXP_CLAMP[0]), "double")
+    _const(out, "EXP_CLAMP_HI", _double(units.EXP_CLAMP[1]), "double")
     _const(out, "QMAX", units.QMAX, "int", "quant: |q| <= QMAX")
     out += ["", "#endif  // FLIGHTLLM_HW_H", ""]
     return "\n".join(out)
