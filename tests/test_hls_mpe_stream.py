@@ -1,4 +1,4 @@
-"""The mpe kernel alone in C simulation against the numpy reference of its AXI4-Stream beat format (hw/mpe_stream.py, docs/mpe_stream.md)."""
+"""The mpe kernel alone in C simulation against the numpy reference of its AXI4-Stream beat format (hw/mpe_beats.py, docs/mpe_stream.md)."""
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from flightllm_overlay.hw.mpe_stream import END, INSN, OPERAND, beat, read_beats, reference, results_of, write_beats
+from flightllm_overlay.hw.mpe_beats import END, INSN, OPERAND, beat, read_beats, reference, results_of, write_beats
 from hls_harness import CXXFLAGS, HINT, SHIM, SRC, hls_include
 
 @pytest.fixture(scope="module")

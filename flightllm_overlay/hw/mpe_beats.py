@@ -1,4 +1,4 @@
-"""The MPE's AXI4-Stream beat format (docs/mpe_stream.md) in numpy: beats to write, beat files, and the reference results.
+"""The one-chain MPE beats of docs/mpe_stream.md in numpy: beats to write, beat files, and the reference results (what the HLS mpe kernel must answer).
 
 An MPE implementation (the HLS kernel in src/mpe.cpp, or an RTL one) is checked by feeding it
 beats made here and comparing its result beats with `reference`.  A beat is 65 bytes: the 64
