@@ -50,6 +50,8 @@ CASES = {
     "recursion": "unsigned f(unsigned n) { return n ? n * f(n - 1) : 1; }",
     "mutual-recursion": "unsigned g(unsigned n);\nunsigned f(unsigned n) { return n ? g(n - 1) : 0; }\n"
                         "unsigned g(unsigned n) { return f(n); }",
+    "return-in-pipeline": "unsigned f(const int* v) {\n for (unsigned i = 0; i < 16; i++) {\n"
+                          "#pragma HLS PIPELINE II = 1\n  if (v[i] < 0) return 1;\n }\n return 0;\n}",
     "loop-tripcount": "unsigned f(unsigned n) { unsigned s = 0; for (unsigned i = 0; i < n; i++) s += i; return s; }",
     "while-tripcount": "void f(hls::stream<int>& q) { while (true) { if (q.read() < 0) break; } }",
     "nonblocking-poll-empty": "void f(hls::stream<int>& q, int* o) {\n while (true) {\n"

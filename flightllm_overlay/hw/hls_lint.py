@@ -15,7 +15,9 @@ Rules, each a `Finding` with the file, line and the fix:
   name), or a ``LOOP_TRIPCOUNT``/``UNROLL`` pragma in its body;
 - no stream read in a non-blocking poll loop: a loop that leaves (``break``/``return``) when
   ``empty()`` is true or ``read_nb`` finds nothing, or whose condition polls (a poll loop that
-  serves other work and leaves only on a command, the arbiter of memctrl, is allowed).
+  serves other work and leaves only on a command, the arbiter of memctrl, is allowed);
+- no ``return`` inside a loop with ``#pragma HLS PIPELINE`` (an early exit breaks the pipeline:
+  latch the error in a flag and report it after the loop).
 
 Code under ``#ifndef __SYNTHESIS__`` is skipped (C simulation only).  What this does not prove:
 that Vitis HLS accepts the kernels, meets timing, fits the U280, or schedules the loops at the
@@ -271,6 +273,10 @@ def check_loops(text: str, path: str) -> list:
                                  f"`{m.group(1)} ({' '.join(header.split())})` has no constant bound and "
                                  f"no `#pragma HLS LOOP_TRIPCOUNT max = N`: the scheduler cannot report "
                                  f"its latency"))
+        if re.search(r"#pragma\s+HLS\s+PIPELINE\b", own) and re.search(r"\breturn\b|\bFLLM_FAIL\s*\(", own):
+            found.append(Finding(path, line, "return-in-pipeline",
+                                 f"`{m.group(1)} ({' '.join(header.split())})` is pipelined and returns from "
+                                 f"inside: latch the error in a flag and return after the loop"))
         polls = re.search(r"\.empty\s*\(|\bread_nb\s*\(", header)
         if polls:
             found.append(Finding(path, line, "nonblocking-poll",
