@@ -194,11 +194,23 @@ static void enqueue(const fllm_beat_t& cmd, UnitQueues& q, CoreRun& run, CoreBuf
                     RemoteLinks& peers, CoreLinks& links) {
     const insn_bits_t bits = fllm_insn_of(cmd);
     const unsigned u = FLLM_UNIT_OF_OPCODE[FLLM_GET(bits, LD, OPCODE)];
+    const uint32_t pc = fllm_u32_at(cmd, 40);
     if (q.count[u] == QDEPTH) issue(q, run, B, hbm, peers, links);   // frees the oldest at least
-    if (q.count[u] == QDEPTH) return;      // only behind a failed unit: that run reports its error
+    if (q.count[u] == QDEPTH) {            // still full: its head waits behind a failed unit
+        bool failed = false;
+        for (unsigned v = 0; v < FLLM_EXEC_UNITS; v++) failed |= q.failed[v];
+        if (!failed && pc < q.err_pc) {     // cannot happen after the scheduler's dispatch checks
+            q.err = FLLM_ERR_INTERNAL;
+            q.err_pc = pc;
+#ifndef __SYNTHESIS__
+            std::snprintf(fllm_csim_cores[run.core].message, 512, "unit %u's queue is full and stuck", u);
+#endif
+        }
+        return;
+    }
     const unsigned t = (q.head[u] + q.count[u]) % QDEPTH;
     q.bits[u][t] = bits;
-    q.pc[u][t] = fllm_u32_at(cmd, 40);
+    q.pc[u][t] = pc;
     q.count[u]++;
 }
 
