@@ -45,6 +45,7 @@ CASES = {
         args="Ctx& ctx", pragmas="#pragma HLS INTERFACE mode = s_axilite port = ctx", body=""),
     "missing-interface": TOP.format(args="unsigned* out, unsigned n",
                                     pragmas="#pragma HLS INTERFACE mode = s_axilite port = out", body="*out = n;"),
+    "stream-pointer": "struct Links { hls::stream<int>* in; };\nint f(Links& l) { return l.in->read(); }",
     "dynamic-memory-new": "int* f() { return new int[4]; }",
     "dynamic-memory-malloc": "void* f(unsigned n) { return malloc(n); }",
     "recursion": "unsigned f(unsigned n) { return n ? n * f(n - 1) : 1; }",

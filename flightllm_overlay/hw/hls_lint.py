@@ -16,6 +16,8 @@ Rules, each a `Finding` with the file, line and the fix:
 - no stream read in a non-blocking poll loop: a loop that leaves (``break``/``return``) when
   ``empty()`` is true or ``read_nb`` finds nothing, or whose condition polls (a poll loop that
   serves other work and leaves only on a command, the arbiter of memctrl, is allowed);
+- streams only by reference: no pointer to an ``hls::stream`` (in a struct, an array or an
+  argument), which HLS cannot map to a FIFO interface;
 - no ``return`` inside a loop with ``#pragma HLS PIPELINE`` (an early exit breaks the pipeline:
   latch the error in a flag and report it after the loop).
 
@@ -47,6 +49,7 @@ _SCALARS = {"bool", "char", "signed char", "unsigned char", "short", "unsigned s
             "int64_t", "uint64_t", "word_t"}
 _STREAMS = re.compile(r"^(hls::stream<.*>|fllm_link_t)$")
 _AP = re.compile(r"^ap_u?int<\s*\d+\s*>$")
+_STREAM_POINTER = re.compile(r"\b(hls::stream\s*<[^;{}()]*?>|fllm_link_t)\s*\*")
 _DYNAMIC = re.compile(r"\bnew\b|\bdelete\b|\b(malloc|calloc|realloc|free)\s*\(")
 _KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "static_assert", "catch"}
 
@@ -299,6 +302,12 @@ def check_loops(text: str, path: str) -> list:
     return found
 
 
+def check_stream_pointers(text: str, path: str) -> list:
+    return [Finding(path, _line_of(text, m.start()), "stream-pointer",
+                    f"`{m.group(0)}`: a pointer to a stream; pass hls::stream by reference "
+                    f"(fllm_link_t&), one explicit argument per link") for m in _STREAM_POINTER.finditer(text)]
+
+
 def check_dynamic(text: str, path: str) -> list:
     return [Finding(path, _line_of(text, m.start()), "dynamic-memory",
                     f"`{m.group(0).strip('( ')}`: no dynamic memory in synthesised code; use a "
@@ -340,6 +349,7 @@ def lint(paths) -> list:
         enums |= set(re.findall(r"\benum\s+(?:class\s+)?([A-Za-z_]\w*)", text))
     for path, text in texts.items():
         found += check_dynamic(text, path)
+        found += check_stream_pointers(text, path)
         found += check_loops(text, path)
         for fn in functions(text):
             if fn.name in defs:

@@ -230,42 +230,48 @@ struct CoreRun {
     CoreCounters count;
 };
 
-// The HBM ports of one memctrl: port k reaches pseudo-channel FLLM_CORE_CHANNELS[core][k]; every
-// access names its port, and hbm_get/hbm_put pick the m_axi bundle by a switch (one path each).
-struct HbmPorts {
-    uint8_t* p0; uint8_t* p1; uint8_t* p2; uint8_t* p3; uint8_t* p4; uint8_t* p5; uint8_t* p6; uint8_t* p7;
-#ifndef __SYNTHESIS__
-    uint64_t bytes[FLLM_CHANNELS_PER_CORE];   // C simulation: size of the bound buffer (0: unbound)
-    bool bound[FLLM_CHANNELS_PER_CORE];
-#endif
-};
+// The HBM ports of one memctrl: port k (m_axi bundle hbm<k>) reaches pseudo-channel
+// FLLM_CORE_CHANNELS[core][k].  The eight pointers travel as arguments (never in a struct or
+// an array) and fllm_hbm_get/put pick one by a switch: one explicit path per bundle.
+#define FLLM_HBM_PARAMS uint8_t *hbm0, uint8_t *hbm1, uint8_t *hbm2, uint8_t *hbm3, uint8_t *hbm4, \
+                        uint8_t *hbm5, uint8_t *hbm6, uint8_t *hbm7
+#define FLLM_HBM_ARGS hbm0, hbm1, hbm2, hbm3, hbm4, hbm5, hbm6, hbm7
 
-static inline uint8_t fllm_hbm_get(const HbmPorts& h, unsigned k, uint64_t a) {
+static inline uint8_t fllm_hbm_get(FLLM_HBM_PARAMS, unsigned k, uint64_t a) {
 #pragma HLS INLINE
     switch (k) {
-        case 0: return h.p0[a];
-        case 1: return h.p1[a];
-        case 2: return h.p2[a];
-        case 3: return h.p3[a];
-        case 4: return h.p4[a];
-        case 5: return h.p5[a];
-        case 6: return h.p6[a];
-        default: return h.p7[a];
+        case 0: return hbm0[a];
+        case 1: return hbm1[a];
+        case 2: return hbm2[a];
+        case 3: return hbm3[a];
+        case 4: return hbm4[a];
+        case 5: return hbm5[a];
+        case 6: return hbm6[a];
+        default: return hbm7[a];
     }
 }
-static inline void fllm_hbm_put(HbmPorts& h, unsigned k, uint64_t a, uint8_t v) {
+static inline void fllm_hbm_put(FLLM_HBM_PARAMS, unsigned k, uint64_t a, uint8_t v) {
 #pragma HLS INLINE
     switch (k) {
-        case 0: h.p0[a] = v; break;
-        case 1: h.p1[a] = v; break;
-        case 2: h.p2[a] = v; break;
-        case 3: h.p3[a] = v; break;
-        case 4: h.p4[a] = v; break;
-        case 5: h.p5[a] = v; break;
-        case 6: h.p6[a] = v; break;
-        default: h.p7[a] = v; break;
+        case 0: hbm0[a] = v; break;
+        case 1: hbm1[a] = v; break;
+        case 2: hbm2[a] = v; break;
+        case 3: hbm3[a] = v; break;
+        case 4: hbm4[a] = v; break;
+        case 5: hbm5[a] = v; break;
+        case 6: hbm6[a] = v; break;
+        default: hbm7[a] = v; break;
     }
 }
+
+// The links of memctrl to its two peers (peer p of core c is core (c + 1 + p) % 3): a request
+// goes out on peer<p>_req_out, its bytes come back on peer<p>_data_in; the peers' requests come
+// in on peer<p>_req_in and are answered on peer<p>_data_out.  Streams pass by reference only.
+#define FLLM_PEER_PARAMS fllm_link_t &peer0_req_out, fllm_link_t &peer0_req_in, fllm_link_t &peer0_data_out, \
+                         fllm_link_t &peer0_data_in, fllm_link_t &peer1_req_out, fllm_link_t &peer1_req_in, \
+                         fllm_link_t &peer1_data_out, fllm_link_t &peer1_data_in
+#define FLLM_PEER_ARGS peer0_req_out, peer0_req_in, peer0_data_out, peer0_data_in, peer1_req_out, \
+                       peer1_req_in, peer1_data_out, peer1_data_in
 
 // ---------------------------------------------------------------------------------------------
 // Little-endian element access to a byte buffer
@@ -311,9 +317,8 @@ unsigned fllm_check_array(uint64_t size, uint64_t addr, uint64_t rows, uint64_t 
 // ---------------------------------------------------------------------------------------------
 // Inside memctrl: the unit datapaths (0 or FLLM_ERR_*)
 // ---------------------------------------------------------------------------------------------
-struct RemoteLinks;   // memctrl.cpp
-unsigned fllm_exec_ld(const MoveFields& f, CoreRun& run, CoreBuffers& B, HbmPorts& hbm, RemoteLinks& peers);
-unsigned fllm_exec_st(const MoveFields& f, CoreRun& run, const CoreBuffers& B, HbmPorts& hbm);
+unsigned fllm_exec_ld(const MoveFields& f, CoreRun& run, CoreBuffers& B, FLLM_HBM_PARAMS, FLLM_PEER_PARAMS);
+unsigned fllm_exec_st(const MoveFields& f, CoreRun& run, const CoreBuffers& B, FLLM_HBM_PARAMS);
 // MM/MV: check, stream the operands to the MPE, write the epilogue's results (mpe_feed.cpp)
 unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, CoreBuffers& B,
                        fllm_link_t& mpe_op, fllm_link_t& mpe_res);

@@ -26,9 +26,12 @@ struct UnitQueues {
     uint32_t err_pc;
 };
 
-struct CoreLinks {
-    fllm_link_t* mpe_op; fllm_link_t* mpe_res; fllm_link_t* misc_op; fllm_link_t* misc_req;
-};
+// the links to this core's mpe and misc
+#define UNIT_PARAMS fllm_link_t &mpe_op, fllm_link_t &mpe_res, fllm_link_t &misc_op, fllm_link_t &misc_req
+#define UNIT_ARGS mpe_op, mpe_res, misc_op, misc_req
+// everything issuing an instruction may touch
+#define CORE_PARAMS CoreRun &run, CoreBuffers &B, FLLM_HBM_PARAMS, FLLM_PEER_PARAMS, UNIT_PARAMS
+#define CORE_ARGS run, B, FLLM_HBM_ARGS, FLLM_PEER_ARGS, UNIT_ARGS
 
 static void reset_queues(UnitQueues& q) {
 RESET_UNITS:
@@ -86,20 +89,18 @@ SERVE_MISC:
 // ---------------------------------------------------------------------------------------------
 // Issue
 // ---------------------------------------------------------------------------------------------
-static unsigned execute(unsigned unit, const insn_bits_t& b, uint32_t pc, CoreRun& run, CoreBuffers& B,
-                        HbmPorts& hbm, RemoteLinks& peers, CoreLinks& links) {
+static unsigned execute(unsigned unit, const insn_bits_t& b, uint32_t pc, CORE_PARAMS) {
     switch (unit) {
-        case FLLM_UNIT_LD: return fllm_exec_ld(fllm_decode_move(b), run, B, hbm, peers);
-        case FLLM_UNIT_ST: return fllm_exec_st(fllm_decode_move(b), run, B, hbm);
-        case FLLM_UNIT_MM: return fllm_exec_mpe(fllm_decode_mat(b), false, pc, run, B, *links.mpe_op, *links.mpe_res);
-        case FLLM_UNIT_MV: return fllm_exec_mpe(fllm_decode_mat(b), true, pc, run, B, *links.mpe_op, *links.mpe_res);
-        default: return fllm_exec_misc(b, run, B, *links.misc_op, *links.misc_req);
+        case FLLM_UNIT_LD: return fllm_exec_ld(fllm_decode_move(b), run, B, FLLM_HBM_ARGS, FLLM_PEER_ARGS);
+        case FLLM_UNIT_ST: return fllm_exec_st(fllm_decode_move(b), run, B, FLLM_HBM_ARGS);
+        case FLLM_UNIT_MM: return fllm_exec_mpe(fllm_decode_mat(b), false, pc, run, B, mpe_op, mpe_res);
+        case FLLM_UNIT_MV: return fllm_exec_mpe(fllm_decode_mat(b), true, pc, run, B, mpe_op, mpe_res);
+        default: return fllm_exec_misc(b, run, B, misc_op, misc_req);
     }
 }
 
 // Run ready heads (every wait token present) until no unit can go on.
-static void issue(UnitQueues& q, CoreRun& run, CoreBuffers& B, HbmPorts& hbm, RemoteLinks& peers,
-                  CoreLinks& links) {
+static void issue(UnitQueues& q, CORE_PARAMS) {
 ISSUE_ROUNDS:
     while (true) {
 #pragma HLS LOOP_TRIPCOUNT max = 5120
@@ -122,7 +123,7 @@ ISSUE_ROUNDS:
                     for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
                         if (wait >> s & 1) q.tokens[s][u]--;
                     run.count.insns[u]++;
-                    const unsigned err = execute(u, bits, pc, run, B, hbm, peers, links);
+                    const unsigned err = execute(u, bits, pc, CORE_ARGS);
                     if (err) {
                         q.failed[u] = true;
                         if (pc < q.err_pc) {
@@ -150,9 +151,8 @@ ISSUE_ROUNDS:
 
 // FENCE: issue everything; what cannot run waits on a unit that failed (dropped) or would
 // deadlock (INTERNAL: the scheduler's dispatch checks make that impossible).
-static fllm_beat_t fence(const fllm_beat_t& cmd, UnitQueues& q, CoreRun& run, CoreBuffers& B, HbmPorts& hbm,
-                         RemoteLinks& peers, CoreLinks& links) {
-    issue(q, run, B, hbm, peers, links);
+static fllm_beat_t fence(const fllm_beat_t& cmd, UnitQueues& q, CORE_PARAMS) {
+    issue(q, CORE_ARGS);
     bool left = false, failed = false;
 FENCE_UNITS:
     for (unsigned u = 0; u < FLLM_EXEC_UNITS; u++) {
@@ -190,12 +190,11 @@ FENCE_UNITS:
     return a;
 }
 
-static void enqueue(const fllm_beat_t& cmd, UnitQueues& q, CoreRun& run, CoreBuffers& B, HbmPorts& hbm,
-                    RemoteLinks& peers, CoreLinks& links) {
+static void enqueue(const fllm_beat_t& cmd, UnitQueues& q, CORE_PARAMS) {
     const insn_bits_t bits = fllm_insn_of(cmd);
     const unsigned u = FLLM_UNIT_OF_OPCODE[FLLM_GET(bits, LD, OPCODE)];
     const uint32_t pc = fllm_u32_at(cmd, 40);
-    if (q.count[u] == QDEPTH) issue(q, run, B, hbm, peers, links);   // frees the oldest at least
+    if (q.count[u] == QDEPTH) issue(q, CORE_ARGS);   // frees the oldest at least
     if (q.count[u] == QDEPTH) {            // still full: its head waits behind a failed unit
         bool failed = false;
         for (unsigned v = 0; v < FLLM_EXEC_UNITS; v++) failed |= q.failed[v];
@@ -235,20 +234,21 @@ REMOTE_OUT:
     }
 }
 
-bool fllm_serve_remote(RemoteLinks& peers) {
+bool fllm_serve_remote(FLLM_PEER_PARAMS, const CoreBuffers& B) {
+    (void)peer0_req_out; (void)peer0_data_in; (void)peer1_req_out; (void)peer1_data_in;
     fllm_beat_t r;
-    if (peers.req_in0->read_nb(r)) {
-        answer(r, *peers.buffers, *peers.data_out0);
+    if (peer0_req_in.read_nb(r)) {
+        answer(r, B, peer0_data_out);
         return true;
     }
-    if (peers.req_in1->read_nb(r)) {
-        answer(r, *peers.buffers, *peers.data_out1);
+    if (peer1_req_in.read_nb(r)) {
+        answer(r, B, peer1_data_out);
         return true;
     }
     return false;
 }
 
-void fllm_remote_read(RemoteLinks& peers, unsigned peer, CoreBuffers& B, unsigned buf, uint64_t addr,
+void fllm_remote_read(FLLM_PEER_PARAMS, unsigned peer, CoreBuffers& B, unsigned buf, uint64_t addr,
                       uint64_t rows, uint64_t row_bytes, uint64_t stride) {
     fllm_beat_t r = fllm_header(FLLM_KIND_REMOTE_READ);
     r.data.range(7, 0) = buf;
@@ -256,17 +256,17 @@ void fllm_remote_read(RemoteLinks& peers, unsigned peer, CoreBuffers& B, unsigne
     fllm_put_u32(r, 8, (uint32_t)rows);
     fllm_put_u32(r, 12, (uint32_t)row_bytes);
     fllm_put_u32(r, 16, (uint32_t)stride);
-    fllm_link_t& out = peer == 0 ? *peers.req_out0 : *peers.req_out1;
-    fllm_link_t& in = peer == 0 ? *peers.data_in0 : *peers.data_in1;
-    out.write(r);
+    if (peer == 0) peer0_req_out.write(r);      // one explicit path per link
+    else peer1_req_out.write(r);
     const uint64_t total = rows * row_bytes, beats = (total + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
     uint64_t i = 0;
 REMOTE_IN:
     while (i < beats) {      // the peer may be reading from us at the same time: keep serving it
 #pragma HLS LOOP_TRIPCOUNT max = 32768
         fllm_beat_t d;
-        if (!in.read_nb(d)) {
-            if (!fllm_serve_remote(peers)) {
+        const bool got = peer == 0 ? peer0_data_in.read_nb(d) : peer1_data_in.read_nb(d);
+        if (!got) {
+            if (!fllm_serve_remote(FLLM_PEER_ARGS, B)) {
 #ifndef __SYNTHESIS__
                 fllm_csim_idle();
 #endif
@@ -336,18 +336,6 @@ void memctrl(uint8_t* hbm0, uint8_t* hbm1, uint8_t* hbm2, uint8_t* hbm3, uint8_t
 #else
     CoreBuffers& B = *fllm_csim_cores[fllm_csim_core].buffers;
 #endif
-    HbmPorts hbm;
-    hbm.p0 = hbm0; hbm.p1 = hbm1; hbm.p2 = hbm2; hbm.p3 = hbm3;
-    hbm.p4 = hbm4; hbm.p5 = hbm5; hbm.p6 = hbm6; hbm.p7 = hbm7;
-#ifndef __SYNTHESIS__
-    for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) {      // the testbench's bound buffers
-        hbm.bytes[k] = fllm_csim_port_bytes[k];
-        hbm.bound[k] = fllm_csim_port_bound[k];
-    }
-#endif
-    RemoteLinks peers = {&peer0_req_out, &peer0_req_in, &peer0_data_out, &peer0_data_in,
-                         &peer1_req_out, &peer1_req_in, &peer1_data_out, &peer1_data_in, &B};
-    CoreLinks links = {&mpe_op, &mpe_res, &misc_op, &misc_req};
     UnitQueues q;
     reset_queues(q);
     CoreRun run;
@@ -361,7 +349,7 @@ MAIN:
 #pragma HLS LOOP_TRIPCOUNT max = 1048576
         fllm_beat_t c;
         if (!cmd.read_nb(c)) {
-            if (!fllm_serve_remote(peers)) {
+            if (!fllm_serve_remote(FLLM_PEER_ARGS, B)) {
 #ifndef __SYNTHESIS__
                 fllm_csim_idle();
 #endif
@@ -383,9 +371,9 @@ MAIN:
         } else if (!running) {
             continue;                     // left over from an aborted run
         } else if (kind == FLLM_KIND_INSN) {
-            enqueue(c, q, run, B, hbm, peers, links);
+            enqueue(c, q, CORE_ARGS);
         } else if (kind == FLLM_KIND_FENCE) {
-            done.write(fence(c, q, run, B, hbm, peers, links));
+            done.write(fence(c, q, CORE_ARGS));
         } else {
             break;                        // END
         }

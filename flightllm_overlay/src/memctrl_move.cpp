@@ -41,7 +41,7 @@ static unsigned channel_port(unsigned channel, const CoreRun& ctx, unsigned& por
 }
 
 // HBM port k (rows `src_stride` apart from `off`) -> buffer `buf` (rows `dst_stride` apart from `addr`)
-static void copy_in(CoreBuffers& B, unsigned buf, uint64_t addr, uint64_t dst_stride, const HbmPorts& hbm,
+static void copy_in(CoreBuffers& B, unsigned buf, uint64_t addr, uint64_t dst_stride, FLLM_HBM_PARAMS,
                     unsigned k, uint64_t off, uint64_t src_stride, uint64_t rows, uint64_t row_bytes) {
 COPY_IN_ROWS:
     for (uint64_t r = 0; r < rows; r++) {
@@ -50,13 +50,13 @@ COPY_IN_ROWS:
         for (uint64_t i = 0; i < row_bytes; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2097152
 #pragma HLS PIPELINE II = 1
-            fllm_buf_set(B, buf, addr + r * dst_stride + i, fllm_hbm_get(hbm, k, off + r * src_stride + i));
+            fllm_buf_set(B, buf, addr + r * dst_stride + i, fllm_hbm_get(FLLM_HBM_ARGS, k, off + r * src_stride + i));
         }
     }
 }
 
 // buffer `buf` -> HBM port k, row by row
-static void copy_out(HbmPorts& hbm, unsigned k, uint64_t off, uint64_t dst_stride, const CoreBuffers& B,
+static void copy_out(FLLM_HBM_PARAMS, unsigned k, uint64_t off, uint64_t dst_stride, const CoreBuffers& B,
                      unsigned buf, uint64_t addr, uint64_t src_stride, uint64_t rows, uint64_t row_bytes) {
 COPY_OUT_ROWS:
     for (uint64_t r = 0; r < rows; r++) {
@@ -65,13 +65,13 @@ COPY_OUT_ROWS:
         for (uint64_t i = 0; i < row_bytes; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2097152
 #pragma HLS PIPELINE II = 1
-            fllm_hbm_put(hbm, k, off + r * dst_stride + i, fllm_buf_get(B, buf, addr + r * src_stride + i));
+            fllm_hbm_put(FLLM_HBM_ARGS, k, off + r * dst_stride + i, fllm_buf_get(B, buf, addr + r * src_stride + i));
         }
     }
 }
 
 // HBM side of an LD/ST: the ports and the byte extent each one moves (functional.py _hbm)
-static unsigned hbm_parts(const MoveFields& f, const CoreRun& ctx, const HbmPorts& hbm, uint64_t rows, uint64_t off,
+static unsigned hbm_parts(const MoveFields& f, const CoreRun& ctx, uint64_t rows, uint64_t off,
                           unsigned ports[MAX_STRIPE], unsigned& parts, uint64_t& part_bytes, uint64_t& part_rows,
                           uint64_t& stride) {
     unsigned stripe = 1u << f.stripe;
@@ -96,17 +96,17 @@ PORTS:
         (void)ch;                        // named by the messages of C simulation
 #ifndef __SYNTHESIS__
         // a port with no buffer bound in this run (hardware cannot tell: the driver checks it)
-        if (!hbm.bound[k])
+        if (!fllm_csim_port_bound[k])
             FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM pseudo-channel %u is not bound to core %u", ch, ctx.core);
 #endif
         if (off + extent > FLLM_HBM_CHANNEL_BYTES)
             FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM address 0x%llx+0x%llx is past the end of pseudo-channel %u",
                       (unsigned long long)off, (unsigned long long)extent, ch);
 #ifndef __SYNTHESIS__
-        if (off + extent > hbm.bytes[k])
+        if (off + extent > fllm_csim_port_bytes[k])
             FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM address 0x%llx+0x%llx is past the 0x%llx-byte buffer bound "
                       "to pseudo-channel %u", (unsigned long long)off, (unsigned long long)extent,
-                      (unsigned long long)hbm.bytes[k], ch);
+                      (unsigned long long)fllm_csim_port_bytes[k], ch);
 #endif
         ports[i] = k;
     }
@@ -129,23 +129,22 @@ PORTS:
 static constexpr unsigned BLK = FLLM_SPARSE_BLOCK;
 
 // Byte j of a (possibly striped) tile: chunk j / part_bytes, at the same offset of its port.
-struct TileReader {
-    const HbmPorts* hbm;
-    const unsigned* ports;
-    uint64_t base, part_bytes;
-    uint8_t operator()(uint64_t j) const {
-        unsigned i = (unsigned)(j / part_bytes);
-        return fllm_hbm_get(*hbm, ports[i], base + (j - i * part_bytes));
-    }
-};
+#define TILE_PARAMS FLLM_HBM_PARAMS, const unsigned ports[MAX_STRIPE], uint64_t base, uint64_t part_bytes
+#define TILE_ARGS FLLM_HBM_ARGS, ports, base, part_bytes
+static uint8_t tile_byte(TILE_PARAMS, uint64_t j) {
+#pragma HLS INLINE
+    unsigned i = (unsigned)(j / part_bytes);
+    return fllm_hbm_get(FLLM_HBM_ARGS, ports[i], base + (j - i * part_bytes));
+}
+#define TILE(j) tile_byte(TILE_ARGS, (j))
 
 // Code `i` of the bit stream starting at tile byte `at` (bit b of the stream: bit b%8 of byte b/8).
-static unsigned read_code(const TileReader& tile, uint64_t at, uint64_t i, unsigned bits) {
-    if (bits == 8) return tile(at + i);
+static unsigned read_code(TILE_PARAMS, uint64_t at, uint64_t i, unsigned bits) {
+    if (bits == 8) return TILE(at + i);
     uint64_t bit = i * bits;
     unsigned shift = (unsigned)(bit & 7);
-    unsigned word = tile(at + (bit >> 3));
-    if (shift + bits > 8) word |= (unsigned)tile(at + (bit >> 3) + 1) << 8;   // a 3-bit code across bytes
+    unsigned word = TILE(at + (bit >> 3));
+    if (shift + bits > 8) word |= (unsigned)TILE(at + (bit >> 3) + 1) << 8;   // a 3-bit code across bytes
     return (word >> shift) & ((1u << bits) - 1);
 }
 
@@ -162,9 +161,18 @@ static int8_t dequant(unsigned q, unsigned bits, uint16_t mult, int16_t offset) 
 }
 
 // 4-bit index `i` of the index section starting at tile byte `at`
-static unsigned read_index(const TileReader& tile, uint64_t at, uint64_t i) {
-    uint8_t byte = tile(at + i / 2);
+static unsigned read_index(TILE_PARAMS, uint64_t at, uint64_t i) {
+    uint8_t byte = TILE(at + i / 2);
     return (i & 1) ? (byte >> 4) : (byte & 0xF);
+}
+
+// (M, B) of the group of column c of row r: 4 bytes per row per group at tile byte `at`
+static void group_param(TILE_PARAMS, uint64_t at, uint64_t groups, unsigned group, uint64_t r, uint64_t c,
+                        uint16_t& mult, int16_t& offset) {
+#pragma HLS INLINE
+    const uint64_t p = at + 4 * (r * groups + c / group);
+    mult = (uint16_t)(TILE(p) | (TILE(p + 1) << 8));
+    offset = (int16_t)(uint16_t)(TILE(p + 2) | (TILE(p + 3) << 8));
 }
 
 static bool legal_fsb_code(unsigned code) {
@@ -173,20 +181,20 @@ static bool legal_fsb_code(unsigned code) {
     return false;
 }
 
-static unsigned ld_packed(const MoveFields& f, CoreRun& ctx, CoreBuffers& core, const HbmPorts& hbm) {
+static unsigned ld_packed(const MoveFields& f, CoreRun& ctx, CoreBuffers& core, FLLM_HBM_PARAMS) {
     const uint64_t rows = f.rows, k = f.wk, addr = f.buf_addr;
     if (!rows || !k) return 0;
     const unsigned bits = FLLM_WEIGHT_BITS[f.wbits], group = FLLM_WEIGHT_GROUPS[f.wgroup];
     unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
-    unsigned err = hbm_parts(f, ctx, hbm, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
+    unsigned err = hbm_parts(f, ctx, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;
 COUNT_PARTS:
     for (unsigned i = 0; i < parts; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 8
         ctx.count.hbm_read[ports[i]] += part_bytes;
     }
-    const TileReader tile = {&hbm, ports, f.hbm_addr, part_bytes};
+    const uint64_t base = f.hbm_addr;
     const uint64_t size = f.row_bytes;
 
     // sections of the tile (wformat.tile_layout); the FSB codes say how much a sparse tile keeps
@@ -204,7 +212,7 @@ COUNT_PARTS:
         for (uint64_t b = 0; b < nb; b++) {      // errors are latched and reported after the loop
 #pragma HLS LOOP_TRIPCOUNT max = 4096
 #pragma HLS PIPELINE II = 1
-            unsigned code = tile(b);
+            unsigned code = TILE(b);
             if (!legal_fsb_code(code) && legal) {
                 legal = false;
                 bad = b;
@@ -234,7 +242,7 @@ COUNT_PARTS:
     INDEX_ORDER:
         for (uint64_t b = 0; b < nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
-            unsigned code = tile(b);
+            unsigned code = TILE(b);
             if (code == BLK) continue;
         INDEX_ROWS:
             for (unsigned r = 0; r < BLK; r++) {
@@ -242,7 +250,7 @@ COUNT_PARTS:
                 for (unsigned t = 1; t < code; t++) {
 #pragma HLS LOOP_TRIPCOUNT max = 15
 #pragma HLS PIPELINE II = 1
-                    bool ok = read_index(tile, meta_at, ip + t) > read_index(tile, meta_at, ip + t - 1);
+                    bool ok = read_index(TILE_ARGS, meta_at, ip + t) > read_index(TILE_ARGS, meta_at, ip + t - 1);
                     if (!ok && increasing) bad = b;
                     increasing &= ok;
                 }
@@ -269,11 +277,6 @@ COUNT_PARTS:
 
     // kept weights in MPE order through the dequantisation unit
     uint8_t* w = core.wbuf + addr;
-    auto param = [&](uint64_t r, uint64_t c, uint16_t& mult, int16_t& offset) {
-        uint64_t at = params_at + 4 * (r * groups + c / group);
-        mult = (uint16_t)(tile(at) | (tile(at + 1) << 8));
-        offset = (int16_t)(uint16_t)(tile(at + 2) | (tile(at + 3) << 8));
-    };
     uint16_t mult = 0;
     int16_t offset = 0;
     if (!f.sparse) {
@@ -281,24 +284,24 @@ COUNT_PARTS:
         for (uint64_t i = 0; i < kept; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2097152
 #pragma HLS PIPELINE II = 1
-            if (bits < 8) param(i / k, i % k, mult, offset);
-            w[i] = (uint8_t)dequant(read_code(tile, codes_at, i, bits), bits, mult, offset);
+            if (bits < 8) group_param(TILE_ARGS, params_at, groups, group, i / k, i % k, mult, offset);
+            w[i] = (uint8_t)dequant(read_code(TILE_ARGS, codes_at, i, bits), bits, mult, offset);
         }
     } else {
         uint64_t vp = 0, ip = 0;     // next kept weight, next index
     DEQUANT_BLOCKS:
         for (uint64_t b = 0; b < nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
-            unsigned code = tile(b);
+            unsigned code = TILE(b);
             uint64_t row0 = (b / nbc) * BLK, col0 = (b % nbc) * BLK;
             for (unsigned r = 0; r < BLK; r++) {
             DEQUANT_KEPT:
                 for (unsigned t = 0; t < code; t++) {
 #pragma HLS LOOP_TRIPCOUNT max = 16
 #pragma HLS PIPELINE II = 1
-                    unsigned col = code == BLK ? t : read_index(tile, meta_at, ip + t);
-                    if (bits < 8) param(row0 + r, col0 + col, mult, offset);
-                    w[vp + t] = (uint8_t)dequant(read_code(tile, codes_at, vp + t, bits), bits, mult, offset);
+                    unsigned col = code == BLK ? t : read_index(TILE_ARGS, meta_at, ip + t);
+                    if (bits < 8) group_param(TILE_ARGS, params_at, groups, group, row0 + r, col0 + col, mult, offset);
+                    w[vp + t] = (uint8_t)dequant(read_code(TILE_ARGS, codes_at, vp + t, bits), bits, mult, offset);
                 }
                 vp += code;
                 if (code < BLK) ip += code;
@@ -309,25 +312,25 @@ SCALES:
     for (uint64_t i = 0; i < 4 * rows; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 262140
 #pragma HLS PIPELINE II = 1
-        w[kept + i] = tile(scales_at + i);
+        w[kept + i] = TILE(scales_at + i);
     }
     if (f.sparse) {
     FSB_CODES:
         for (uint64_t b = 0; b < nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
-            core.fsb[f.fsb_addr + b] = tile(b);
+            core.fsb[f.fsb_addr + b] = TILE(b);
         }
     META:
         for (uint64_t i = 0; i < meta_bytes; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65536
-            core.meta[f.meta_addr + i] = tile(meta_at + i);
+            core.meta[f.meta_addr + i] = TILE(meta_at + i);
         }
     }
     return 0;
 }
 
-unsigned fllm_exec_ld(const MoveFields& f, CoreRun& ctx, CoreBuffers& B, HbmPorts& hbm, RemoteLinks& peers) {
-    if (f.wfmt) return ld_packed(f, ctx, B, hbm);
+unsigned fllm_exec_ld(const MoveFields& f, CoreRun& ctx, CoreBuffers& B, FLLM_HBM_PARAMS, FLLM_PEER_PARAMS) {
+    if (f.wfmt) return ld_packed(f, ctx, B, FLLM_HBM_ARGS);
     uint64_t rows, off;
     unsigned err = dyn_rows(f, ctx, rows, off);
     if (err) return err;
@@ -339,29 +342,29 @@ unsigned fllm_exec_ld(const MoveFields& f, CoreRun& ctx, CoreBuffers& B, HbmPort
         if (f.remote_core >= FLLM_CORES || f.remote_core == ctx.core)
             FLLM_FAIL(FLLM_ERR_ADDRESS, "LD from remote core %u: cores are 0..%u and a core cannot be "
                       "its own remote", f.remote_core, FLLM_CORES - 1);
-        fllm_remote_read(peers, (f.remote_core + FLLM_CORES - ctx.core - 1) % FLLM_CORES, B, f.buf, f.buf_addr,
+        fllm_remote_read(FLLM_PEER_ARGS, (f.remote_core + FLLM_CORES - ctx.core - 1) % FLLM_CORES, B, f.buf, f.buf_addr,
                          rows, f.row_bytes, f.buf_stride);
         return 0;
     }
     unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
-    err = hbm_parts(f, ctx, hbm, rows, off, ports, parts, part_bytes, part_rows, stride);
+    err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;
     if (parts == 1) {
-        copy_in(B, f.buf, f.buf_addr, f.buf_stride, hbm, ports[0], off, stride, rows, f.row_bytes);
+        copy_in(B, f.buf, f.buf_addr, f.buf_stride, FLLM_HBM_ARGS, ports[0], off, stride, rows, f.row_bytes);
         cc.hbm_read[ports[0]] += rows * f.row_bytes;
         return 0;
     }
 STRIPE:
     for (unsigned i = 0; i < parts; i++) {   // one row, chunk i from the i-th port after `channel`
 #pragma HLS LOOP_TRIPCOUNT max = 8
-        copy_in(B, f.buf, f.buf_addr + i * part_bytes, part_bytes, hbm, ports[i], off, part_bytes, 1, part_bytes);
+        copy_in(B, f.buf, f.buf_addr + i * part_bytes, part_bytes, FLLM_HBM_ARGS, ports[i], off, part_bytes, 1, part_bytes);
         cc.hbm_read[ports[i]] += part_bytes;
     }
     return 0;
 }
 
-unsigned fllm_exec_st(const MoveFields& f, CoreRun& ctx, const CoreBuffers& B, HbmPorts& hbm) {
+unsigned fllm_exec_st(const MoveFields& f, CoreRun& ctx, const CoreBuffers& B, FLLM_HBM_PARAMS) {
     uint64_t rows, off;
     unsigned err = dyn_rows(f, ctx, rows, off);
     if (err) return err;
@@ -370,9 +373,9 @@ unsigned fllm_exec_st(const MoveFields& f, CoreRun& ctx, const CoreBuffers& B, H
     if (!rows || !f.row_bytes) return 0;
     unsigned ports[MAX_STRIPE], parts;
     uint64_t part_bytes, part_rows, stride;
-    err = hbm_parts(f, ctx, hbm, rows, off, ports, parts, part_bytes, part_rows, stride);
+    err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
     if (err) return err;
-    copy_out(hbm, ports[0], off, stride, B, f.buf, f.buf_addr, f.buf_stride, rows, f.row_bytes);
+    copy_out(FLLM_HBM_ARGS, ports[0], off, stride, B, f.buf, f.buf_addr, f.buf_stride, rows, f.row_bytes);
     ctx.count.hbm_written[ports[0]] += rows * f.row_bytes;
     return 0;
 }
