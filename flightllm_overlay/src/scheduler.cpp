@@ -401,9 +401,8 @@ PHASES:
     }
     for (unsigned c = 0; c < FLLM_CORES; c++) {
         if (prog[c].leftover) {
-            const unsigned bit = __builtin_ctzll(prog[c].leftover);
-            (void)bit;
 #ifndef __SYNTHESIS__
+            const unsigned bit = __builtin_ctzll(prog[c].leftover);
             std::snprintf(fllm_error_message, sizeof(fllm_error_message),
                           "core %u ends with unconsumed dependency tokens (%u -> %u)", c, bit / FLLM_NUM_UNITS,
                           bit % FLLM_NUM_UNITS);
