@@ -28,10 +28,12 @@ initiation intervals the pragmas ask for; see docs/u280_build.md.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -377,9 +379,15 @@ def compile_command(source: Path, include: Path) -> list:
 
 def syntax_check(include: Path, sources=None) -> list:
     """Findings (one per source that does not compile) of the synthesis-branch compile."""
+    sources = list(sources or [SRC / name for name in KERNEL_SOURCES])
+
+    def one(source):
+        return subprocess.run(compile_command(Path(source), include), capture_output=True, text=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+        procs = list(pool.map(one, sources))
     found = []
-    for source in sources or [SRC / name for name in KERNEL_SOURCES]:
-        proc = subprocess.run(compile_command(Path(source), include), capture_output=True, text=True)
+    for source, proc in zip(sources, procs):
         if proc.returncode:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr[:300])
             found.append(Finding(str(source), 0, "synthesis-compile", first))
