@@ -98,8 +98,10 @@ def render(target_name: str = "u280") -> str:
         _const(out, f"BUF_{_ident(name)}_WIDTH", b.width, comment="bytes per line")
         _const(out, f"BUF_{_ident(name)}_BYTES", b.bytes)
     _const(out, "NUM_BUFFERS", len(isa.BUFFERS))
-    out.append(f"static constexpr const char* FLLM_BUF_NAMES[{len(isa.BUFFERS)}] = "
-               f"{{{', '.join(chr(34) + n + chr(34) for n in isa.BUFFERS)}}};")
+    out += ["#ifndef __SYNTHESIS__  // buffer names, for the C-simulation testbench's files",
+            f"static constexpr const char* FLLM_BUF_NAMES[{len(isa.BUFFERS)}] = "
+            f"{{{', '.join(chr(34) + n + chr(34) for n in isa.BUFFERS)}}};",
+            "#endif"]
     _array(out, "BUF_BYTES", [t.buffer(n).bytes for n in isa.BUFFERS], "unsigned long long",
            "bytes of each buffer, by buf index")
 

@@ -18,6 +18,8 @@ Rules, each a `Finding` with the file, line and the fix:
   serves other work and leaves only on a command, the arbiter of memctrl, is allowed);
 - streams only by reference: no pointer to an ``hls::stream`` (in a struct, an array or an
   argument), which HLS cannot map to a FIFO interface;
+- no array of pointers (e.g. m_axi pointers picked by a run-time index): each pointer is its own
+  argument, chosen by a ``switch`` (one explicit path per bundle);
 - no ``return`` inside a loop with ``#pragma HLS PIPELINE`` (an early exit breaks the pipeline:
   latch the error in a flag and report it after the loop).
 
@@ -52,6 +54,7 @@ _SCALARS = {"bool", "char", "signed char", "unsigned char", "short", "unsigned s
 _STREAMS = re.compile(r"^(hls::stream<.*>|fllm_link_t)$")
 _AP = re.compile(r"^ap_u?int<\s*\d+\s*>$")
 _STREAM_POINTER = re.compile(r"\b(hls::stream\s*<[^;{}()]*?>|fllm_link_t)\s*\*")
+_POINTER_ARRAY = re.compile(r"\b[A-Za-z_][\w:<>]*\s*\*\s*(?:const\s+)?([A-Za-z_]\w*)\s*\[")
 _DYNAMIC = re.compile(r"\bnew\b|\bdelete\b|\b(malloc|calloc|realloc|free)\s*\(")
 _KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "static_assert", "catch"}
 
@@ -310,6 +313,13 @@ def check_stream_pointers(text: str, path: str) -> list:
                     f"(fllm_link_t&), one explicit argument per link") for m in _STREAM_POINTER.finditer(text)]
 
 
+def check_pointer_arrays(text: str, path: str) -> list:
+    return [Finding(path, _line_of(text, m.start()), "pointer-array",
+                    f"`{' '.join(m.group(0).split())}...]`: an array of pointers (a run-time choice among "
+                    f"m_axi bundles or memories); pass each pointer as its own argument and pick one "
+                    f"with a switch") for m in _POINTER_ARRAY.finditer(text)]
+
+
 def check_dynamic(text: str, path: str) -> list:
     return [Finding(path, _line_of(text, m.start()), "dynamic-memory",
                     f"`{m.group(0).strip('( ')}`: no dynamic memory in synthesised code; use a "
@@ -352,6 +362,7 @@ def lint(paths) -> list:
     for path, text in texts.items():
         found += check_dynamic(text, path)
         found += check_stream_pointers(text, path)
+        found += check_pointer_arrays(text, path)
         found += check_loops(text, path)
         for fn in functions(text):
             if fn.name in defs:

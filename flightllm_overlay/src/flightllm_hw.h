@@ -53,7 +53,9 @@ static constexpr unsigned FLLM_BUF_BIAS_DEPTH = 4096;
 static constexpr unsigned FLLM_BUF_BIAS_WIDTH = 64;                      // bytes per line
 static constexpr unsigned FLLM_BUF_BIAS_BYTES = 262144;
 static constexpr unsigned FLLM_NUM_BUFFERS = 6;
+#ifndef __SYNTHESIS__  // buffer names, for the C-simulation testbench's files
 static constexpr const char* FLLM_BUF_NAMES[6] = {"wbuf", "abuf", "gbuf", "meta", "fsb", "bias"};
+#endif
 // bytes of each buffer, by buf index
 static constexpr unsigned long long FLLM_BUF_BYTES[6] = {2097152, 524288, 2097152, 65536, 4096, 262144};
 
