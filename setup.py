@@ -43,6 +43,8 @@ setup(
             "bitstreams/*.xclbin",
             "bitstreams/flightllm.xclbin.d/*",
             "src/*",
+            "src/csim_shim/*.h",
+            "src/synth_shim/*.h",
             "src/rtl/*.v",
             "data/*.txt",
         ],

@@ -21,14 +21,19 @@ from flightllm_overlay.sim.functional import FunctionalSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "flightllm_overlay" / "src"
-SOURCES = ["csim_main.cpp", "scheduler.cpp", "memctrl.cpp", "mpe.cpp", "misc.cpp"]
-HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_decode.h", "flightllm_fp.h"]
+SOURCES = ["csim_main.cpp", "fllm_common.cpp", "scheduler.cpp", "memctrl.cpp", "memctrl_move.cpp",
+           "mpe_feed.cpp", "mpe.cpp", "misc.cpp"]
+HEADERS = ["flightllm_hw.h", "flightllm_kernels.h", "flightllm_decode.h", "flightllm_fp.h", "memctrl.h"]
+SHIM = SRC / "csim_shim"          # hls::axis (ap_axi_sdata.h), which the open-source headers lack
 HINT = ("run `bash .ci/install-hls` (downloads the hls4ml==1.3.0 wheel with pip and unpacks its "
         "ap_int.h/ap_fixed.h/hls_stream.h into .venv/hls_include; installs g++ if missing)")
 # -ffp-contract=off: one rounding per FP operation, as numpy.  The ap_private headers trip g++'s
 # (maybe-)uninitialized analysis on default-constructed values: those warnings are theirs.
+# -DHLS_STREAM_THREAD_SAFE -pthread: every compute unit runs in its own thread and a stream read
+# blocks until data comes (the free-running kernels of the hardware).
 CXXFLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
-            "-Wno-unused-label", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+            "-Wno-unused-label", "-Wno-uninitialized", "-Wno-maybe-uninitialized",
+            "-DHLS_STREAM_THREAD_SAFE", "-pthread"]
 
 TARGET = load_target("u280")
 CORES = TARGET.cores
@@ -43,7 +48,8 @@ def hls_include() -> Path:
 
 def build_command(out: Path) -> list:
     """The g++ command line that builds the C simulation (see also the module docstring)."""
-    return (["g++"] + CXXFLAGS + [f"-I{SRC}", "-isystem", str(hls_include()), "-o", str(out)]
+    return (["g++"] + CXXFLAGS + [f"-I{SRC}", "-isystem", str(hls_include()), "-isystem", str(SHIM),
+                                  "-o", str(out)]
             + [str(SRC / s) for s in SOURCES])
 
 
@@ -149,14 +155,16 @@ def run_python(sim, image, channels, pos, length) -> Outcome:
 
 
 def run_csim(exe, work: Path, image, channels, pos, length, buffers_in, schedule="program",
-             bases=None) -> Outcome:
+             bases=None, extra=()) -> Outcome:
+    """Run the C simulation on one image; `extra`: more run-file lines (start_late, never_start,
+    stall_polls).  Outcome.result holds result.txt's raw keys."""
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     out.mkdir(exist_ok=True)
     (work / "program.bin").write_bytes(np.ascontiguousarray(image, np.uint32).tobytes())
     bases = bases or FlatMemory(image, channels).bases
     lines = [f"pos {pos}", f"len {length}", f"schedule {schedule}", "program program.bin",
-             "out out"]
+             "out out", *extra]
     for ch, arr in sorted(channels.items()):
         (work / f"hbm{ch}.in.bin").write_bytes(np.ascontiguousarray(arr, np.uint8).tobytes())
         lines.append(f"channel {ch} {bases[ch]} hbm{ch}.in.bin")
@@ -174,17 +182,41 @@ def run_csim(exe, work: Path, image, channels, pos, length, buffers_in, schedule
     for line in (out / "result.txt").read_text().splitlines():
         key, _, value = line.partition(" ")
         res[key] = value
+    status = int(res["status"])
+    if status == SchedulerStatus.STALLED:
+        outcome = Outcome(("STALLED", int(res["error_code"]), int(res["error_core"])), {}, [], None)
+        outcome.result = res
+        return outcome
     chans = {ch: np.fromfile(out / f"hbm{ch}.bin", np.uint8) for ch in channels}
     bufs = [{name: np.fromfile(out / f"core{c}_{name}.bin", np.uint8) for name in isa.BUFFERS}
             for c in range(CORES)]
-    status = int(res["status"])
     if status == SchedulerStatus.DONE:
         counters = {k: (tuple(int(x) for x in v.split()) if k.endswith("_insns") else int(v))
                     for k, v in res.items() if k.startswith(("core", "hbm_"))}
-        return Outcome(None, chans, bufs, counters)
-    assert status == SchedulerStatus.ERROR, res
-    return Outcome((int(res["error_code"]), int(res["error_core"]), int(res["error_pc"])), chans,
-                   bufs, None, res.get("message", ""))
+        check_unit_registers(res, counters)
+        outcome = Outcome(None, chans, bufs, counters)
+    else:
+        assert status == SchedulerStatus.ERROR, res
+        outcome = Outcome((int(res["error_code"]), int(res["error_core"]), int(res["error_pc"])), chans,
+                          bufs, None, res.get("message", ""))
+    outcome.result = res
+    return outcome
+
+
+def check_unit_registers(res: dict, counters: dict):
+    """The counter registers each kernel reports itself (mpe from its INSN beats, misc from its
+    jobs, memctrl's byte counts) agree with memctrl's per-unit view of the same run."""
+    for c in range(CORES):
+        ld, st, mm, mv, misc, _ = counters[f"core{c}_insns"]
+        assert int(res[f"mpe{c}_insns"]) == mm + mv, (c, res)
+        assert int(res[f"mpe{c}_macs"]) == counters[f"core{c}_macs"], (c, res)
+        assert int(res[f"mpe{c}_fixed_macs"]) == counters[f"core{c}_fixed_macs"], (c, res)
+        assert int(res[f"misc{c}_insns"]) == misc, (c, res)
+        assert int(res[f"misc{c}_elements"]) == counters[f"core{c}_misc_elements"], (c, res)
+        channels = TARGET.channels_of(c)
+        assert int(res[f"memctrl{c}_bytes_read"]) == sum(counters.get(f"hbm_read{ch}", 0) for ch in channels)
+        assert int(res[f"memctrl{c}_bytes_written"]) == sum(counters.get(f"hbm_written{ch}", 0)
+                                                           for ch in channels)
 
 
 def assert_same(py: Outcome, cc: Outcome, what=""):

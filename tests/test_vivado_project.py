@@ -287,10 +287,15 @@ def make_vars() -> dict:
 def test_kernels_mk_names_kernels_sources_and_settings():
     v = make_vars()
     assert v["FLIGHTLLM_KERNELS"].split() == ["scheduler", "mpe", "misc", "memctrl"]
-    for kernel in v["FLIGHTLLM_KERNELS"].split():
-        srcs = v[f"FLIGHTLLM_SRC_{kernel}"].split()       # its own file first, then the others
+    kernels = v["FLIGHTLLM_KERNELS"].split()
+    for kernel in kernels:
+        srcs = v[f"FLIGHTLLM_SRC_{kernel}"].split()       # its own file first, then its helpers
         assert srcs[0] == f"$(SRC_DIR)/{kernel}.cpp"
-        assert sorted(srcs) == sorted(f"$(SRC_DIR)/{k}.cpp" for k in v["FLIGHTLLM_KERNELS"].split())
+        assert srcs == [f"$(SRC_DIR)/{f}" for f in vitis.KERNEL_FILES[kernel]]
+        assert "$(SRC_DIR)/fllm_common.cpp" in srcs
+        assert not {f"$(SRC_DIR)/{k}.cpp" for k in kernels if k != kernel} & set(srcs)
+        for src in srcs:
+            assert (ROOT / "flightllm_overlay" / "src" / src.removeprefix("$(SRC_DIR)/")).is_file()
         assert v[f"FLIGHTLLM_CUS_{kernel}"].split() == \
             [u.instance for u in DESIGN.compute_units if u.kernel == kernel]
     assert (PROJECT / v["SRC_DIR"]).resolve() == ROOT / "flightllm_overlay" / "src"
@@ -312,8 +317,8 @@ def run_make(*args, env=None, timeout=30):
 def fake_src(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    for kernel in ("scheduler", "mpe", "misc", "memctrl", "flightllm.h"):
-        (src / (kernel if kernel.endswith(".h") else f"{kernel}.cpp")).write_text("// stub\n")
+    for name in {f for files in vitis.KERNEL_FILES.values() for f in files} | {"flightllm.h"}:
+        (src / name).write_text("// stub\n")
     return src
 
 
@@ -329,7 +334,7 @@ def test_make_dry_run_checks_then_compiles_each_kernel_then_links(fake_src):
     for kernel, line in zip(("scheduler", "mpe", "misc", "memctrl"), compiles):
         assert f"-k {kernel} " in line and f"-I{fake_src} " in line
         assert f"-o build/xo/{kernel}.xo {fake_src}/{kernel}.cpp " in line
-        assert all(f"{fake_src}/{k}.cpp" in line for k in ("scheduler", "mpe", "misc", "memctrl"))
+        assert all(f"{fake_src}/{f}" in line for f in vitis.KERNEL_FILES[kernel])
         assert f"--platform {TARGET.platform} " in line and "-t hw " in line
         assert f"--hls.clock 225000000:{kernel} " in line
         assert "hls_export.tcl" in line
@@ -429,6 +434,41 @@ def test_make_check_names_wrong_versions_and_uses_platforminfo(toolbin, tmp_path
     assert "2 prerequisite(s) missing" in res.stderr
 
 
+def test_make_emulation_builds_dry_run(fake_src):
+    """make sw_emu / hw_emu: the same kernels and link, -t <mode>, their own folder, emconfig.json."""
+    for mode in ("sw_emu", "hw_emu"):
+        res = run_make("-n", mode, f"SRC_DIR={fake_src}")
+        assert res.returncode == 0, res.stderr
+        out = re.sub(r"\\\n\s*", " ", res.stdout)           # join continued lines
+        compiles = [ln for ln in out.splitlines() if ln.startswith("v++ -c")]
+        assert len(compiles) == 4 and all(f"-t {mode} " in ln for ln in compiles)
+        assert all(f"-o build_{mode}/xo/" in ln for ln in compiles)
+        link = next(ln for ln in out.splitlines() if ln.startswith("v++ -l"))
+        assert f"-t {mode} " in link and f"-o build_{mode}/flightllm.xclbin" in link
+        assert f"emconfigutil --platform {TARGET.platform} --od build_{mode}" in out
+    assert "-t hw " in run_make("-n", "hw", f"SRC_DIR={fake_src}").stdout
+
+
+def test_make_emulation_fails_clearly_without_vitis(toolbin, platform_repo):
+    res = run_make("emconfig", env=env_with(toolbin))
+    assert res.returncode != 0 and "prerequisite(s) missing" in res.stderr
+    # the tools check passes, but emconfigutil (part of Vitis) is not there
+    fake_tool(toolbin, "v++", "****** v++ v2023.1 (64-bit)")
+    fake_tool(toolbin, "vivado", "Vivado v2023.1 (64-bit)")
+    fake_tool(toolbin, "xbutil", "Version              : 2.15.225")
+    res = run_make("emconfig", env=env_with(toolbin, platform_repo))
+    assert res.returncode != 0 and "emconfigutil (Vitis 2023.1) not found on PATH" in res.stderr
+
+
+def test_make_emu_selftest_needs_an_emulation_build():
+    res = run_make("emu_selftest", "EMU=hw")
+    assert res.returncode != 0 and "EMU must be sw_emu or hw_emu" in res.stderr
+    res = run_make("emu_selftest", "EMU=hw_emu")
+    assert res.returncode != 0 and "run make hw_emu first" in res.stderr
+    dry = run_make("-n", "emu_selftest", "EMU=sw_emu").stdout
+    assert "XCL_EMULATION_MODE=sw_emu" in dry and "flightllm --device card selftest --no-model" in dry
+
+
 # ---------------------------------------------------------------------------------------------
 # A real build, when one is at hand
 # ---------------------------------------------------------------------------------------------
@@ -447,3 +487,82 @@ def test_real_xclbin_matches_the_simulated_one(parsed):
     data_clocks = [c["frequency"] for c in real.clock_dict.values() if c["type"] == "DATA"]
     assert data_clocks and data_clocks[0] == TARGET.clock_mhz, \
         f"kernel clock {data_clocks} MHz; the timing model assumes {TARGET.clock_mhz:g} MHz"
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels' real ports (their #pragma HLS INTERFACE lines) against the design and the cfg
+# ---------------------------------------------------------------------------------------------
+SRC = ROOT / "flightllm_overlay" / "src"
+
+
+def kernel_interfaces() -> dict:
+    """{kernel: {"args": [...], "s_axilite": [...], "m_axi": {port: bundle}, "axis": [...]}} read
+    from each top-level function's signature and INTERFACE pragmas (hw/hls_lint's parser)."""
+    from flightllm_overlay.hw import hls_lint
+    out = {}
+    for kernel, files in vitis.KERNEL_FILES.items():
+        text = hls_lint.clean((SRC / files[0]).read_text())
+        fn = next(f for f in hls_lint.functions(text) if f.name == kernel)
+        pragmas = re.findall(r"#pragma\s+HLS\s+INTERFACE\s+mode\s*=\s*(\w+)\s+port\s*=\s*(\w+)"
+                             r"(?:\s+bundle\s*=\s*(\w+))?", fn.body)
+        args = [hls_lint._arg_type(a)[-1] for a in hls_lint._split_args(fn.args)]
+        out[kernel] = {
+            "args": args,
+            "s_axilite": [p for mode, p, _ in pragmas if mode == "s_axilite" and p != "return"],
+            "m_axi": {p: b for mode, p, b in pragmas if mode == "m_axi"},
+            "axis": [p for mode, p, _ in pragmas if mode == "axis"],
+            "return": any(mode == "s_axilite" and p == "return" for mode, p, _ in pragmas)}
+    return out
+
+
+def test_kernel_pragmas_are_the_designs_ports():
+    """Registers = s_axilite ports in order, m_axi bundles = the design's m_axi ports, axis
+    ports = the design's stream ports in order; the arguments are exactly registers then streams."""
+    found = kernel_interfaces()
+    for kernel, units in ((k, [u for u in DESIGN.compute_units if u.kernel == k]) for k in found):
+        unit, got = units[0], found[kernel]
+        regs = [r.name for r in unit.registers]
+        streams = [p.name for p in unit.streams]
+        assert got["s_axilite"] == regs, kernel
+        assert got["axis"] == streams, kernel
+        assert got["args"] == regs + streams, kernel
+        assert got["return"], f"{kernel}: no s_axilite return (ap_ctrl_hs control port)"
+        want_bundles = {r.name: r.port.removeprefix("m_axi_") for r in unit.registers if r.is_pointer}
+        assert got["m_axi"] == want_bundles, kernel
+        assert {f"m_axi_{b}" for b in got["m_axi"].values()} >= {p.name for p in unit.ports}
+        assert len(set(got["m_axi"].values())) == len(got["m_axi"]), "one bundle per pseudo-channel"
+
+
+def test_cfg_stream_connect_joins_every_axis_port_once(cfg):
+    lines = cfg["connectivity"]["stream_connect"]
+    assert lines == [s.vpp for s in DESIGN.streams]
+    found = kernel_interfaces()
+    used = []
+    for line in lines:
+        src, dst = line.split(":")
+        (si, sp), (di, dp) = src.split("."), dst.split(".")
+        assert sp in found[DESIGN.cu(si).kernel]["axis"] and dp in found[DESIGN.cu(di).kernel]["axis"]
+        assert DESIGN.cu(si).stream(sp).direction == "out" and DESIGN.cu(di).stream(dp).direction == "in"
+        assert si != di, "v++ rejects a stream from a compute unit to itself"
+        used += [(si, sp), (di, dp)]
+    every = [(u.instance, p.name) for u in DESIGN.compute_units for p in u.streams]
+    assert sorted(used) == sorted(every)           # every port once, none left open
+
+
+def test_cfg_sp_and_slr_cover_every_port_and_unit(cfg):
+    found = kernel_interfaces()
+    for line in cfg["connectivity"]["sp"]:
+        port, bank = line.split(":")
+        inst, name = port.split(".")
+        assert name.removeprefix("m_axi_") in found[DESIGN.cu(inst).kernel]["m_axi"].values(), line
+        assert DESIGN.cu(inst).port(name).memory == bank
+    assert len(cfg["connectivity"]["sp"]) == sum(len(u.ports) for u in DESIGN.compute_units)
+    placed = [line.split(":")[0] for line in cfg["connectivity"]["slr"]]
+    assert placed == [u.instance for u in DESIGN.compute_units]
+
+
+def test_tclsh_reads_the_stream_connections():
+    got = tcl("source design.tcl\nputs [join [flightllm::stream_connects] \"\\n\"]\n"
+              "puts [flightllm::axis mpe_0]").splitlines()
+    assert got[:-1] == [s.vpp for s in DESIGN.streams]
+    assert got[-1].split() == ["op", "in", "res", "out"]

@@ -69,16 +69,50 @@ namespace eval ::flightllm {
     # compute units, in address order: instance -> {kernel core slr base range
     # control ports {<m_axi port> <bank> ...}}; core -1 is the scheduler (no core)
     variable cus [dict create]
-    dict set cus scheduler {kernel scheduler core -1 slr 0 base 0x01800000 range 0x10000 control ap_ctrl_hs ports {m_axi_instr {DDR[0]}}}
-    dict set cus mpe_0 {kernel mpe core 0 slr 0 base 0x01810000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus misc_0 {kernel misc core 0 slr 0 base 0x01820000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus memctrl_0 {kernel memctrl core 0 slr 0 base 0x01830000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[0]} m_axi_hbm1 {HBM[4]} m_axi_hbm2 {HBM[8]} m_axi_hbm3 {HBM[12]} m_axi_hbm4 {HBM[16]} m_axi_hbm5 {HBM[20]} m_axi_hbm6 {HBM[24]} m_axi_hbm7 {HBM[28]}}}
-    dict set cus mpe_1 {kernel mpe core 1 slr 1 base 0x01840000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus misc_1 {kernel misc core 1 slr 1 base 0x01850000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus memctrl_1 {kernel memctrl core 1 slr 1 base 0x01860000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[1]} m_axi_hbm1 {HBM[5]} m_axi_hbm2 {HBM[9]} m_axi_hbm3 {HBM[13]} m_axi_hbm4 {HBM[17]} m_axi_hbm5 {HBM[21]} m_axi_hbm6 {HBM[25]} m_axi_hbm7 {HBM[29]}}}
-    dict set cus mpe_2 {kernel mpe core 2 slr 2 base 0x01870000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus misc_2 {kernel misc core 2 slr 2 base 0x01880000 range 0x10000 control ap_ctrl_hs ports {}}
-    dict set cus memctrl_2 {kernel memctrl core 2 slr 2 base 0x01890000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[2]} m_axi_hbm1 {HBM[6]} m_axi_hbm2 {HBM[10]} m_axi_hbm3 {HBM[14]} m_axi_hbm4 {HBM[18]} m_axi_hbm5 {HBM[22]} m_axi_hbm6 {HBM[26]} m_axi_hbm7 {HBM[30]}}}
+    dict set cus scheduler {kernel scheduler core -1 slr 0 base 0x01800000 range 0x10000 control ap_ctrl_hs ports {m_axi_instr {DDR[0]}} axis {cmd0 out cmd1 out cmd2 out done0 in done1 in done2 in}}
+    dict set cus mpe_0 {kernel mpe core 0 slr 0 base 0x01810000 range 0x10000 control ap_ctrl_hs ports {} axis {op in res out}}
+    dict set cus misc_0 {kernel misc core 0 slr 0 base 0x01820000 range 0x10000 control ap_ctrl_hs ports {} axis {op in req out}}
+    dict set cus memctrl_0 {kernel memctrl core 0 slr 0 base 0x01830000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[0]} m_axi_hbm1 {HBM[4]} m_axi_hbm2 {HBM[8]} m_axi_hbm3 {HBM[12]} m_axi_hbm4 {HBM[16]} m_axi_hbm5 {HBM[20]} m_axi_hbm6 {HBM[24]} m_axi_hbm7 {HBM[28]}} axis {cmd in done out mpe_op out mpe_res in misc_op out misc_req in peer0_req_out out peer0_req_in in peer0_data_out out peer0_data_in in peer1_req_out out peer1_req_in in peer1_data_out out peer1_data_in in}}
+    dict set cus mpe_1 {kernel mpe core 1 slr 1 base 0x01840000 range 0x10000 control ap_ctrl_hs ports {} axis {op in res out}}
+    dict set cus misc_1 {kernel misc core 1 slr 1 base 0x01850000 range 0x10000 control ap_ctrl_hs ports {} axis {op in req out}}
+    dict set cus memctrl_1 {kernel memctrl core 1 slr 1 base 0x01860000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[1]} m_axi_hbm1 {HBM[5]} m_axi_hbm2 {HBM[9]} m_axi_hbm3 {HBM[13]} m_axi_hbm4 {HBM[17]} m_axi_hbm5 {HBM[21]} m_axi_hbm6 {HBM[25]} m_axi_hbm7 {HBM[29]}} axis {cmd in done out mpe_op out mpe_res in misc_op out misc_req in peer0_req_out out peer0_req_in in peer0_data_out out peer0_data_in in peer1_req_out out peer1_req_in in peer1_data_out out peer1_data_in in}}
+    dict set cus mpe_2 {kernel mpe core 2 slr 2 base 0x01870000 range 0x10000 control ap_ctrl_hs ports {} axis {op in res out}}
+    dict set cus misc_2 {kernel misc core 2 slr 2 base 0x01880000 range 0x10000 control ap_ctrl_hs ports {} axis {op in req out}}
+    dict set cus memctrl_2 {kernel memctrl core 2 slr 2 base 0x01890000 range 0x10000 control ap_ctrl_hs ports {m_axi_hbm0 {HBM[2]} m_axi_hbm1 {HBM[6]} m_axi_hbm2 {HBM[10]} m_axi_hbm3 {HBM[14]} m_axi_hbm4 {HBM[18]} m_axi_hbm5 {HBM[22]} m_axi_hbm6 {HBM[26]} m_axi_hbm7 {HBM[30]}} axis {cmd in done out mpe_op out mpe_res in misc_op out misc_req in peer0_req_out out peer0_req_in in peer0_data_out out peer0_data_in in peer1_req_out out peer1_req_in in peer1_data_out out peer1_data_in in}}
+
+    # AXI4-Stream connections: {<producer> <port> <consumer> <port>} ...
+    variable streams {
+        {scheduler cmd0 memctrl_0 cmd}
+        {memctrl_0 done scheduler done0}
+        {memctrl_0 mpe_op mpe_0 op}
+        {mpe_0 res memctrl_0 mpe_res}
+        {memctrl_0 misc_op misc_0 op}
+        {misc_0 req memctrl_0 misc_req}
+        {scheduler cmd1 memctrl_1 cmd}
+        {memctrl_1 done scheduler done1}
+        {memctrl_1 mpe_op mpe_1 op}
+        {mpe_1 res memctrl_1 mpe_res}
+        {memctrl_1 misc_op misc_1 op}
+        {misc_1 req memctrl_1 misc_req}
+        {scheduler cmd2 memctrl_2 cmd}
+        {memctrl_2 done scheduler done2}
+        {memctrl_2 mpe_op mpe_2 op}
+        {mpe_2 res memctrl_2 mpe_res}
+        {memctrl_2 misc_op misc_2 op}
+        {misc_2 req memctrl_2 misc_req}
+        {memctrl_0 peer0_req_out memctrl_1 peer1_req_in}
+        {memctrl_0 peer0_data_out memctrl_1 peer1_data_in}
+        {memctrl_0 peer1_req_out memctrl_2 peer0_req_in}
+        {memctrl_0 peer1_data_out memctrl_2 peer0_data_in}
+        {memctrl_1 peer0_req_out memctrl_2 peer1_req_in}
+        {memctrl_1 peer0_data_out memctrl_2 peer1_data_in}
+        {memctrl_1 peer1_req_out memctrl_0 peer0_req_in}
+        {memctrl_1 peer1_data_out memctrl_0 peer0_data_in}
+        {memctrl_2 peer0_req_out memctrl_0 peer1_req_in}
+        {memctrl_2 peer0_data_out memctrl_0 peer1_data_in}
+        {memctrl_2 peer1_req_out memctrl_1 peer0_req_in}
+        {memctrl_2 peer1_data_out memctrl_1 peer0_data_in}
+    }
 }
 
 # --- procs: read the data above ---------------------------------------------------------------
@@ -135,6 +169,20 @@ proc ::flightllm::port_bank {inst port} {
         error "flightllm: $inst has no m_axi port '$port'; it has [dict keys $ports]"
     }
     return [dict get $ports $port]
+}
+
+# AXI4-Stream ports of a compute unit: {<name> <in|out> ...}
+proc ::flightllm::axis {inst} { return [dict get [::flightllm::cu $inst] axis] }
+
+# Stream connections, as v++ writes them: <producer>.<port>:<consumer>.<port>
+proc ::flightllm::stream_connects {} {
+    variable streams
+    set out {}
+    foreach s $streams {
+        lassign $s src sport dst dport
+        lappend out "$src.$sport:$dst.$dport"
+    }
+    return $out
 }
 
 proc ::flightllm::clock_mhz {{name DATA_CLK}} {

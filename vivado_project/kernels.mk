@@ -10,16 +10,15 @@ FLIGHTLLM_CLOCK_HZ := 225000000
 FLIGHTLLM_LINK_CFG := flightllm_u280.cfg
 FLIGHTLLM_XCLBIN := ../flightllm_overlay/bitstreams/flightllm.xclbin
 
-# HLS sources: one file per kernel in SRC_DIR, which also holds the generated header.
-# The kernels share the unit-queue protocol and operand checks (scheduler.cpp) and
-# the scheduler dispatches to the units' execute functions, so every kernel's v++ -c
-# compiles its own file first and the others after it (-k picks the top function).
+# HLS sources in SRC_DIR, which also holds the generated header.  Each kernel's
+# v++ -c compiles its own top-level source first, then its helpers (-k picks the
+# top function); the helpers every kernel shares are in fllm_common.cpp.
 SRC_DIR ?= ../flightllm_overlay/src
 FLIGHTLLM_KERNELS := scheduler mpe misc memctrl
-FLIGHTLLM_SRC_scheduler = $(SRC_DIR)/scheduler.cpp $(SRC_DIR)/mpe.cpp $(SRC_DIR)/misc.cpp $(SRC_DIR)/memctrl.cpp
-FLIGHTLLM_SRC_mpe = $(SRC_DIR)/mpe.cpp $(SRC_DIR)/scheduler.cpp $(SRC_DIR)/misc.cpp $(SRC_DIR)/memctrl.cpp
-FLIGHTLLM_SRC_misc = $(SRC_DIR)/misc.cpp $(SRC_DIR)/scheduler.cpp $(SRC_DIR)/mpe.cpp $(SRC_DIR)/memctrl.cpp
-FLIGHTLLM_SRC_memctrl = $(SRC_DIR)/memctrl.cpp $(SRC_DIR)/scheduler.cpp $(SRC_DIR)/mpe.cpp $(SRC_DIR)/misc.cpp
+FLIGHTLLM_SRC_scheduler = $(SRC_DIR)/scheduler.cpp $(SRC_DIR)/fllm_common.cpp
+FLIGHTLLM_SRC_mpe = $(SRC_DIR)/mpe.cpp $(SRC_DIR)/fllm_common.cpp
+FLIGHTLLM_SRC_misc = $(SRC_DIR)/misc.cpp $(SRC_DIR)/fllm_common.cpp
+FLIGHTLLM_SRC_memctrl = $(SRC_DIR)/memctrl.cpp $(SRC_DIR)/memctrl_move.cpp $(SRC_DIR)/mpe_feed.cpp $(SRC_DIR)/fllm_common.cpp
 
 # Compute units (instances) of each kernel, as in the link configuration
 FLIGHTLLM_CUS_scheduler := scheduler

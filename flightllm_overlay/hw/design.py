@@ -10,7 +10,13 @@ Compute units (one HLS kernel may have several instances, one per core)::
     scheduler            fetches the program from DDR and dispatches it to every core's units
     mpe_<c>, c < cores   matrix processing engine of core c
     misc_<c>             MISC (special function) unit of core c
-    memctrl_<c>          memory controller of core c: one m_axi port per HBM pseudo-channel it owns
+    memctrl_<c>          core c: its on-chip buffers, one m_axi port per HBM pseudo-channel it
+                         owns, the unit queues; issues LD/ST itself, MM/MV through mpe_<c>,
+                         MISC through misc_<c>
+
+Every link between compute units is an AXI4-Stream (`Stream`, v++ ``stream_connect``): the
+scheduler's cmd/done pair with each core, each core's MPE and MISC links, and each pair of cores'
+remote-read links (docs/hls_kernels.md; the MPE beats: docs/mpe_stream.md).
 
 Register layout (Vitis HLS, ap_ctrl_hs): 0x00 CTRL, 0x04 GIE, 0x08 IER, 0x0C ISR; arguments from
 0x10 in declaration order, each taking its data words (one for 32 bits, two for 64, low word
@@ -88,6 +94,29 @@ class MasterPort:
 
 
 @dataclass(frozen=True)
+class StreamPort:
+    """An AXI4-Stream port (``#pragma HLS INTERFACE mode = axis``) of a compute unit."""
+
+    name: str
+    direction: str               # "in" (the kernel reads it) or "out"
+    width: int = AXI_DATA_WIDTH  # TDATA bits (plus TLAST)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One kernel-to-kernel AXI4-Stream connection (v++ --connectivity.sc / stream_connect)."""
+
+    src: str                     # instance of the producer
+    src_port: str
+    dst: str                     # instance of the consumer
+    dst_port: str
+
+    @property
+    def vpp(self) -> str:
+        return f"{self.src}.{self.src_port}:{self.dst}.{self.dst_port}"
+
+
+@dataclass(frozen=True)
 class ComputeUnit:
     """One instance of an HLS kernel on the block design."""
 
@@ -97,6 +126,7 @@ class ComputeUnit:
     base_address: int
     registers: tuple
     ports: tuple = ()
+    streams: tuple = ()          # StreamPort, in argument order (after the registers)
     control: str = "ap_ctrl_hs"
     address_range: int = CU_STRIDE
 
@@ -114,6 +144,13 @@ class ComputeUnit:
                 return reg
         raise ConfigError(f"compute unit {self.instance} has no register {name!r}; it has "
                           f"{[r.name for r in self.registers]}")
+
+    def stream(self, name: str) -> StreamPort:
+        for port in self.streams:
+            if port.name == name:
+                return port
+        raise ConfigError(f"compute unit {self.instance} has no AXI4-Stream port {name!r}; it has "
+                          f"{[p.name for p in self.streams]}")
 
     def port(self, name: str) -> MasterPort:
         for port in self.ports:
@@ -168,6 +205,7 @@ class BlockDesign:
     compute_units: tuple
     memories: tuple
     clocks: tuple
+    streams: tuple = ()          # Stream connections between compute units
 
     def cu(self, instance: str) -> ComputeUnit:
         for unit in self.compute_units:
@@ -248,6 +286,42 @@ def _memctrl_args(n_ports: int) -> list:
             + _counter("bytes_written", "bytes written to HBM in the last run"))
 
 
+def _stream_ports(kernel: str, cores: int) -> tuple:
+    """The AXI4-Stream arguments of a kernel, in argument order (see the kernel sources)."""
+    if kernel == "scheduler":
+        return tuple([StreamPort(f"cmd{c}", "out") for c in range(cores)]
+                     + [StreamPort(f"done{c}", "in") for c in range(cores)])
+    if kernel == "mpe":
+        return (StreamPort("op", "in"), StreamPort("res", "out"))
+    if kernel == "misc":
+        return (StreamPort("op", "in"), StreamPort("req", "out"))
+    ports = [StreamPort("cmd", "in"), StreamPort("done", "out"), StreamPort("mpe_op", "out"),
+             StreamPort("mpe_res", "in"), StreamPort("misc_op", "out"), StreamPort("misc_req", "in")]
+    for p in range(cores - 1):                 # peer p of core c is core (c + 1 + p) % cores
+        ports += [StreamPort(f"peer{p}_req_out", "out"), StreamPort(f"peer{p}_req_in", "in"),
+                  StreamPort(f"peer{p}_data_out", "out"), StreamPort(f"peer{p}_data_in", "in")]
+    return tuple(ports)
+
+
+def _streams(cores: int) -> tuple:
+    """Every connection: scheduler <-> each core, each core's MPE and MISC, core <-> core."""
+    out = []
+    for c in range(cores):
+        out += [Stream("scheduler", f"cmd{c}", f"memctrl_{c}", "cmd"),
+                Stream(f"memctrl_{c}", "done", "scheduler", f"done{c}"),
+                Stream(f"memctrl_{c}", "mpe_op", f"mpe_{c}", "op"),
+                Stream(f"mpe_{c}", "res", f"memctrl_{c}", "mpe_res"),
+                Stream(f"memctrl_{c}", "misc_op", f"misc_{c}", "op"),
+                Stream(f"misc_{c}", "req", f"memctrl_{c}", "misc_req")]
+    for c in range(cores):
+        for p in range(cores - 1):
+            peer = (c + 1 + p) % cores
+            q = (c - peer - 1) % cores             # c is peer q of `peer`
+            out += [Stream(f"memctrl_{c}", f"peer{p}_req_out", f"memctrl_{peer}", f"peer{q}_req_in"),
+                    Stream(f"memctrl_{c}", f"peer{p}_data_out", f"memctrl_{peer}", f"peer{q}_data_in")]
+    return tuple(out)
+
+
 def _memories(t: config.Target, used: set) -> tuple:
     hbm = [Memory(hbm_tag(k), "HBM", k, HBM_BASE + k * t.hbm_channel_bytes, t.hbm_channel_bytes,
                   hbm_tag(k) in used) for k in range(t.hbm_channels)]
@@ -283,11 +357,12 @@ def build_design(t: config.Target) -> BlockDesign:
     for i, (kernel, core, args, wiring) in enumerate(specs):
         name = kernel if core is None else f"{kernel}_{core}"
         ports = tuple(MasterPort(p, mem) for p, mem in wiring.items())
-        units.append(ComputeUnit(kernel, name, core, CU_BASE + i * CU_STRIDE, _layout(args), ports))
+        units.append(ComputeUnit(kernel, name, core, CU_BASE + i * CU_STRIDE, _layout(args), ports,
+                                 _stream_ports(kernel, t.cores)))
     used = {p.memory for u in units for p in u.ports}
     clocks = (Clock("DATA_CLK", t.clock_mhz, "DATA", "ap_clk of every compute unit"),)
     return BlockDesign(t.name, t.platform, t.cores, t.core_channels, instr, tuple(units),
-                       _memories(t, used), clocks)
+                       _memories(t, used), clocks, _streams(t.cores))
 
 
 @lru_cache(maxsize=None)

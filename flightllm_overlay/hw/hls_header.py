@@ -23,6 +23,13 @@ from . import control, design
 HEADER_PATH = Path(__file__).resolve().parents[1] / "src" / "flightllm_hw.h"
 
 
+def _double(value) -> str:
+    """A C++ double literal equal to `value` (a float or a hexadecimal string), e.g. ``0.5``."""
+    x = float.fromhex(value) if isinstance(value, str) else float(value)
+    text = repr(x)
+    return text if any(ch in text for ch in ".e") else text + ".0"
+
+
 def _ident(name: str) -> str:
     return name.upper()
 
@@ -92,8 +99,10 @@ def render(target_name: str = "u280") -> str:
         _const(out, f"BUF_{_ident(name)}_WIDTH", b.width, comment="bytes per line")
         _const(out, f"BUF_{_ident(name)}_BYTES", b.bytes)
     _const(out, "NUM_BUFFERS", len(isa.BUFFERS))
-    out.append(f"static constexpr const char* FLLM_BUF_NAMES[{len(isa.BUFFERS)}] = "
-               f"{{{', '.join(chr(34) + n + chr(34) for n in isa.BUFFERS)}}};")
+    out += ["#ifndef __SYNTHESIS__  // buffer names, for the C-simulation testbench's files",
+            f"static constexpr const char* FLLM_BUF_NAMES[{len(isa.BUFFERS)}] = "
+            f"{{{', '.join(chr(34) + n + chr(34) for n in isa.BUFFERS)}}};",
+            "#endif"]
     _array(out, "BUF_BYTES", [t.buffer(n).bytes for n in isa.BUFFERS], "unsigned long long",
            "bytes of each buffer, by buf index")
 
@@ -170,13 +179,15 @@ def render(target_name: str = "u280") -> str:
                    comment=f"{reg.bits}-bit {reg.access} {reg.ctype}")
 
     out += ["", "// ---- MISC arithmetic constants (spec/arithmetic.py: exp32) ----"]
+    # decimal literals that round-trip (repr): hexadecimal floating literals are C++17, and
+    # Vitis HLS compiles C++14 by default
     out.append(f"static constexpr double FLLM_EXP_COEFFS[{len(arithmetic.EXP_COEFFS)}] = "
-               f"{{{', '.join(arithmetic.EXP_COEFFS)}}};  // 1/k!, k = 0..")
-    _const(out, "EXP_LOG2E", arithmetic.EXP_LOG2E, "double")
-    _const(out, "EXP_LN2_HI", arithmetic.EXP_LN2_HI, "double")
-    _const(out, "EXP_LN2_LO", arithmetic.EXP_LN2_LO, "double")
-    _const(out, "EXP_CLAMP_LO", float(arithmetic.EXP_CLAMP[0]).hex(), "double")
-    _const(out, "EXP_CLAMP_HI", float(arithmetic.EXP_CLAMP[1]).hex(), "double")
+               f"{{{', '.join(_double(c) for c in arithmetic.EXP_COEFFS)}}};  // 1/k!, k = 0..")
+    _const(out, "EXP_LOG2E", _double(arithmetic.EXP_LOG2E), "double")
+    _const(out, "EXP_LN2_HI", _double(arithmetic.EXP_LN2_HI), "double")
+    _const(out, "EXP_LN2_LO", _double(arithmetic.EXP_LN2_LO), "double")
+    _const(out, "EXP_CLAMP_LO", _double(arithmetic.EXP_CLAMP[0]), "double")
+    _const(out, "EXP_CLAMP_HI", _double(arithmetic.EXP_CLAMP[1]), "double")
     _const(out, "QMAX", arithmetic.QMAX, "int", "quant: |q| <= QMAX")
     out += ["", "#endif  // FLIGHTLLM_HW_H", ""]
     return "\n".join(out)

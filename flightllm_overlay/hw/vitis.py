@@ -5,7 +5,8 @@ this module only reformats it.  Three files come out, committed as generated out
 
     flightllm_u280.cfg   v++ --link configuration: ``nk=`` (kernels and their instance names),
                          ``slr=`` (core c's units on SLR c, the scheduler on SLR0), ``sp=`` (every
-                         m_axi port to its HBM pseudo-channel or DDR bank), the kernel clock.
+                         m_axi port to its HBM pseudo-channel or DDR bank), ``stream_connect=``
+                         (``--connectivity.sc``: every AXI4-Stream link), the kernel clock.
     design.tcl           the same block design as Tcl data + procs (namespace ``::flightllm``):
                          kernels, VLNVs, instances, register offsets, port-to-bank map, clocks.
                          Sourced by ``hls_export.tcl`` (v++ -c) and ``postlink.tcl`` (v++ -l),
@@ -38,6 +39,12 @@ SCHEDULER_SLR = 0
 #: Paths as seen from vivado_project/, where the Makefile runs v++.
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "vivado_project"
 SRC_DIR = "../flightllm_overlay/src"
+#: Sources each kernel's v++ -c compiles (its own first; -k picks the top function).  No kernel
+#: compiles another kernel's top-level source: the shared helpers are in fllm_common.cpp.
+KERNEL_FILES = {"scheduler": ("scheduler.cpp", "fllm_common.cpp"),
+                "mpe": ("mpe.cpp", "fllm_common.cpp"),
+                "misc": ("misc.cpp", "fllm_common.cpp"),
+                "memctrl": ("memctrl.cpp", "memctrl_move.cpp", "mpe_feed.cpp", "fllm_common.cpp")}
 XCLBIN_OUT = "../flightllm_overlay/bitstreams/flightllm.xclbin"
 REGEN_COMMAND = "python -m flightllm_overlay.hw.vitis --write"
 
@@ -115,6 +122,11 @@ def link_config(design: BlockDesign | None = None) -> str:
     for unit in design.compute_units:
         for port in unit.ports:
             out.append(f"sp={unit.instance}.{port.name}:{port.memory}")
+    out += ["", "# AXI4-Stream links (--connectivity.sc): <producer>.<port>:<consumer>.<port>.",
+            "# Scheduler <-> each core (cmd, done); each core's MPE (docs/mpe_stream.md) and MISC;",
+            "# each pair of cores (remote reads: peer p of core c is core (c + 1 + p) % cores)."]
+    for stream in design.streams:
+        out.append(f"stream_connect={stream.vpp}")
     out += ["",
             "[vivado]",
             "# Three SLRs and long DSP cascades (see benchmarks/resources.py for the estimate):",
@@ -183,12 +195,18 @@ def design_tcl(design: BlockDesign | None = None) -> str:
             "    variable cus [dict create]"]
     for unit in design.compute_units:
         ports = _tcl_list(x for p in unit.ports for x in (p.name, p.memory))
+        axis = _tcl_list(x for p in unit.streams for x in (p.name, p.direction))
         core = -1 if unit.core is None else unit.core
         out.append(f"    dict set cus {w(unit.instance)} {{kernel {w(unit.kernel)} core {core} "
                    f"slr {slr_of(unit, design)} base 0x{unit.base_address:08X} "
                    f"range 0x{unit.address_range:X} control {w(unit.control)} "
-                   f"ports {{{ports}}}}}")
-    out.append("}")
+                   f"ports {{{ports}}} axis {{{axis}}}}}")
+    out += ["",
+            "    # AXI4-Stream connections: {<producer> <port> <consumer> <port>} ...",
+            "    variable streams {"]
+    for st in design.streams:
+        out.append(f"        {{{_tcl_list((st.src, st.src_port, st.dst, st.dst_port))}}}")
+    out += ["    }", "}"]
     out.append(_TCL_PROCS)
     return "\n".join(out) + "\n"
 
@@ -250,6 +268,20 @@ proc ::flightllm::port_bank {inst port} {
     return [dict get $ports $port]
 }
 
+# AXI4-Stream ports of a compute unit: {<name> <in|out> ...}
+proc ::flightllm::axis {inst} { return [dict get [::flightllm::cu $inst] axis] }
+
+# Stream connections, as v++ writes them: <producer>.<port>:<consumer>.<port>
+proc ::flightllm::stream_connects {} {
+    variable streams
+    set out {}
+    foreach s $streams {
+        lassign $s src sport dst dport
+        lappend out "$src.$sport:$dst.$dport"
+    }
+    return $out
+}
+
 proc ::flightllm::clock_mhz {{name DATA_CLK}} {
     variable clocks
     return [dict get $clocks $name mhz]
@@ -297,15 +329,14 @@ def kernels_mk(design: BlockDesign | None = None) -> str:
             f"FLIGHTLLM_LINK_CFG := {link_cfg_name(design)}",
             f"FLIGHTLLM_XCLBIN := {XCLBIN_OUT}",
             "",
-            "# HLS sources: one file per kernel in SRC_DIR, which also holds the generated header.",
-            "# The kernels share the unit-queue protocol and operand checks (scheduler.cpp) and",
-            "# the scheduler dispatches to the units' execute functions, so every kernel's v++ -c",
-            "# compiles its own file first and the others after it (-k picks the top function).",
+            "# HLS sources in SRC_DIR, which also holds the generated header.  Each kernel's",
+            "# v++ -c compiles its own top-level source first, then its helpers (-k picks the",
+            "# top function); the helpers every kernel shares are in fllm_common.cpp.",
             f"SRC_DIR ?= {SRC_DIR}",
             f"FLIGHTLLM_KERNELS := {' '.join(groups)}"]
     for kernel in groups:
-        files = [kernel] + [k for k in groups if k != kernel]
-        out.append(f"FLIGHTLLM_SRC_{kernel} = " + " ".join(f"$(SRC_DIR)/{k}.cpp" for k in files))
+        files = KERNEL_FILES[kernel]
+        out.append(f"FLIGHTLLM_SRC_{kernel} = " + " ".join(f"$(SRC_DIR)/{f}" for f in files))
     out += ["", "# Compute units (instances) of each kernel, as in the link configuration"]
     for kernel, units in groups.items():
         out.append(f"FLIGHTLLM_CUS_{kernel} := {' '.join(u.instance for u in units)}")

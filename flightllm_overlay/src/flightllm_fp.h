@@ -77,6 +77,7 @@ static inline float fllm_exp32(float x) {
     double p = FLLM_EXP_COEFFS[top];
 EXP_HORNER:
     for (int k = top - 1; k >= 0; --k) {
+#pragma HLS LOOP_TRIPCOUNT max = 13
         p = p * r;
         p = p + FLLM_EXP_COEFFS[k];
     }

@@ -53,7 +53,9 @@ static constexpr unsigned FLLM_BUF_BIAS_DEPTH = 4096;
 static constexpr unsigned FLLM_BUF_BIAS_WIDTH = 64;                      // bytes per line
 static constexpr unsigned FLLM_BUF_BIAS_BYTES = 262144;
 static constexpr unsigned FLLM_NUM_BUFFERS = 6;
+#ifndef __SYNTHESIS__  // buffer names, for the C-simulation testbench's files
 static constexpr const char* FLLM_BUF_NAMES[6] = {"wbuf", "abuf", "gbuf", "meta", "fsb", "bias"};
+#endif
 // bytes of each buffer, by buf index
 static constexpr unsigned long long FLLM_BUF_BYTES[6] = {2097152, 524288, 2097152, 65536, 4096, 262144};
 
@@ -449,12 +451,12 @@ static constexpr unsigned FLLM_REG_MEMCTRL_BYTES_WRITTEN_LO = 0x80;      // 32-b
 static constexpr unsigned FLLM_REG_MEMCTRL_BYTES_WRITTEN_HI = 0x88;      // 32-bit ro unsigned int
 
 // ---- MISC arithmetic constants (spec/arithmetic.py: exp32) ----
-static constexpr double FLLM_EXP_COEFFS[14] = {0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.1111111111111p-7, 0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19, 0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33};  // 1/k!, k = 0..
-static constexpr double FLLM_EXP_LOG2E = 0x1.71547652b82fep+0;
-static constexpr double FLLM_EXP_LN2_HI = 0x1.62e42fee00000p-1;
-static constexpr double FLLM_EXP_LN2_LO = 0x1.a39ef35793c76p-33;
-static constexpr double FLLM_EXP_CLAMP_LO = -0x1.b800000000000p+6;
-static constexpr double FLLM_EXP_CLAMP_HI = 0x1.6400000000000p+6;
+static constexpr double FLLM_EXP_COEFFS[14] = {1.0, 1.0, 0.5, 0.16666666666666666, 0.041666666666666664, 0.008333333333333333, 0.001388888888888889, 0.0001984126984126984, 2.48015873015873e-05, 2.7557319223985893e-06, 2.755731922398589e-07, 2.505210838544172e-08, 2.08767569878681e-09, 1.6059043836821613e-10};  // 1/k!, k = 0..
+static constexpr double FLLM_EXP_LOG2E = 1.4426950408889634;
+static constexpr double FLLM_EXP_LN2_HI = 0.6931471803691238;
+static constexpr double FLLM_EXP_LN2_LO = 1.9082149292705877e-10;
+static constexpr double FLLM_EXP_CLAMP_LO = -110.0;
+static constexpr double FLLM_EXP_CLAMP_HI = 89.0;
 static constexpr int FLLM_QMAX = 127;                                    // quant: |q| <= QMAX
 
 #endif  // FLIGHTLLM_HW_H

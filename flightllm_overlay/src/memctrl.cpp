@@ -1,334 +1,299 @@
-// memctrl.cpp: the memory controller kernel of one core: LD (HBM or remote core -> on-chip buffer, all dyn modes, striped, packed weights through the dequantisation unit) and ST.
+// memctrl.cpp: the memctrl kernel, one per core: owns the core's on-chip buffers and HBM ports, queues the scheduler's instructions per unit and issues them under the wait/release tokens, serves misc and the other cores.
 //
-// Semantics: docs/isa.md section 5 (LD, ST) and section 4 (dyn modes); reference: the ld/st
-// methods of sim/functional.py, whose checks are made here in the same order.
-#include "flightllm_kernels.h"
+// Protocol (docs/hls_kernels.md): HELLO to the scheduler at start; RUN (core, pos, len) starts a
+// run; INSN beats go to the unit queues; FENCE issues everything queued and answers FENCED (the
+// first error in program order, the tokens left); END stops the kernel (forwarded to mpe and misc).
+// Beats before RUN are left over from an aborted run and dropped.
+//
+// Issue: a unit's head runs when every token its `wait` names is present; the units are tried in
+// the order MISC, MM, MV, LD, ST, each as far as it can go, until none can (the C simulation's
+// "decoupled" schedule; the scheduler's fence after every instruction gives program order).
+// Commands are taken until a FENCE or a full queue, so the order of execution depends only on
+// the command stream.  Execution is one instruction at a time: the units share the buffers.
+#include "memctrl.h"
 
-// chunks of a striped row: 2**stripe, stripe < 2**FLLM_LD_STRIPE_W
-static constexpr unsigned MAX_STRIPE = 1u << ((1u << FLLM_LD_STRIPE_W) - 1);
+static constexpr unsigned QDEPTH = 1024;      // instructions per unit queue
+static constexpr unsigned ISSUE_ORDER[FLLM_EXEC_UNITS] = {FLLM_UNIT_MISC, FLLM_UNIT_MM, FLLM_UNIT_MV,
+                                                          FLLM_UNIT_LD, FLLM_UNIT_ST};
 
-// (rows actually moved, HBM byte offset of row 0) after the run-time parameters (isa.md §4)
-static unsigned dyn_rows(const MoveFields& f, const RunContext& ctx, uint64_t& rows, uint64_t& off) {
-    rows = f.rows;
-    off = f.hbm_addr;
-    if (f.dyn == FLLM_DYN_STATIC) return 0;
-    if (f.dyn == FLLM_DYN_LAST) {
-        if (ctx.len < 1 || f.rows < 1) FLLM_FAIL(FLLM_ERR_PROGRAM, "dyn=last needs len >= 1 and rows >= 1");
-        rows = 1;
-        off = f.hbm_addr + (uint64_t)(ctx.len - 1) * f.hbm_stride;
-        return 0;
-    }
-    uint64_t eff = (f.dyn == FLLM_DYN_AT_POS || f.dyn == FLLM_DYN_STEP) ? (uint64_t)ctx.len
-                                                                       : (uint64_t)ctx.pos + ctx.len;
-    if (eff > f.rows)
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "run-time length %llu exceeds the %u rows this instruction was "
-                  "compiled for (pos=%u, len=%u)", (unsigned long long)eff, f.rows, ctx.pos, ctx.len);
-    rows = eff;
-    if (f.dyn == FLLM_DYN_AT_POS) off = f.hbm_addr + (uint64_t)ctx.pos * f.hbm_stride;
-    return 0;
-}
-
-// port index of `channel` on this core (functional.py _channel: every failure is an AddressError)
-static unsigned channel_port(unsigned channel, const RunContext& ctx, unsigned& port) {
-    for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) {
-        if (FLLM_CORE_CHANNELS[ctx.core][k] == channel) {
-            port = k;
-            return 0;
-        }
-    }
-    FLLM_FAIL(FLLM_ERR_ADDRESS, "core %u has no port to HBM pseudo-channel %u", ctx.core, channel);
-}
-
-// Copy `rows` rows of `row_bytes` (row r: src + r*src_stride -> dst + r*dst_stride), in row order.
-static void copy_rows(uint8_t* dst, uint64_t dst_stride, const uint8_t* src, uint64_t src_stride,
-                      uint64_t rows, uint64_t row_bytes) {
-COPY_ROWS:
-    for (uint64_t r = 0; r < rows; r++) {
-    COPY_BYTES:
-        for (uint64_t i = 0; i < row_bytes; i++) {
-#pragma HLS PIPELINE II = 1
-            dst[r * dst_stride + i] = src[r * src_stride + i];
-        }
-    }
-}
-
-// HBM side of an LD/ST: the ports and the byte extent each one moves (functional.py _hbm)
-static unsigned hbm_parts(const MoveFields& f, const RunContext& ctx, uint64_t rows, uint64_t off,
-                          unsigned ports[MAX_STRIPE], unsigned& parts, uint64_t& part_bytes, uint64_t& part_rows,
-                          uint64_t& stride) {
-    unsigned stripe = 1u << f.stripe;
-    part_rows = rows;
-    part_bytes = f.row_bytes;
-    stride = f.hbm_stride;
-    unsigned first;
-    unsigned err = channel_port(f.channel, ctx, first);
-    if (err) return err;
-    if (stripe > 1) {                    // one row in `stripe` equal chunks, consecutive ports
-        part_rows = 1;
-        part_bytes = f.row_bytes / stripe;
-        stride = part_bytes;
-    }
-    parts = stripe;
-    uint64_t extent = part_rows ? (part_rows - 1) * stride + part_bytes : 0;
-    for (unsigned i = 0; i < stripe; i++) {
-        unsigned k = (first + i) % FLLM_CHANNELS_PER_CORE;
-        unsigned ch = FLLM_CORE_CHANNELS[ctx.core][k];
-        if (ctx.port[k] == nullptr)
-            FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM pseudo-channel %u is not bound to core %u", ch, ctx.core);
-        if (off + extent > FLLM_HBM_CHANNEL_BYTES)
-            FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM address 0x%llx+0x%llx is past the end of pseudo-channel %u",
-                      (unsigned long long)off, (unsigned long long)extent, ch);
-#ifndef __SYNTHESIS__
-        if (off + extent > ctx.port_bytes[k])
-            FLLM_FAIL(FLLM_ERR_ADDRESS, "HBM address 0x%llx+0x%llx is past the 0x%llx-byte buffer bound "
-                      "to pseudo-channel %u", (unsigned long long)off, (unsigned long long)extent,
-                      (unsigned long long)ctx.port_bytes[k], ch);
-#endif
-        ports[i] = k;
-    }
-    return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// LD through the dequantisation unit (wfmt = packed; spec/wformat.py dequant_tile, functional.py
-// ld_packed).  The tile is `row_bytes` of HBM (the concatenation of 2**stripe chunks, if striped):
-//     [FSB codes: one byte per 16x16 block, block-row major]          (sparse only)
-//     [4-bit indices, low nibble first, of the blocks with N < 16]     (sparse only)
-//     [codes: a `bits`-wide little-endian bit stream of the kept weights, MPE order]
-//     [(M uint16, B int16) per row per group of `group` columns]       (bits < 8 only)
-//     [rows FP32 row scales]
-// It writes the kept INT8 weights (MPE order) then the row scales to wbuf at buf_addr, and if
-// sparse the codes to fsb at fsb_addr and the indices to meta at meta_addr.  MPE order: dense
-// tiles row by row; sparse tiles block-row by block-row, block by block, row by row inside a
-// block, kept columns ascending.
-// ---------------------------------------------------------------------------------------------
-static constexpr unsigned BLK = FLLM_SPARSE_BLOCK;
-
-// Byte j of a (possibly striped) tile: chunk j / part_bytes, at the same offset of its port.
-struct TileReader {
-    const RunContext* ctx;
-    const unsigned* ports;
-    uint64_t base, part_bytes;
-    uint8_t operator()(uint64_t j) const {
-        unsigned i = (unsigned)(j / part_bytes);
-        return ctx->port[ports[i]][base + (j - i * part_bytes)];
-    }
+struct UnitQueues {
+    insn_bits_t bits[FLLM_EXEC_UNITS][QDEPTH];
+    uint32_t pc[FLLM_EXEC_UNITS][QDEPTH];
+    unsigned head[FLLM_EXEC_UNITS], count[FLLM_EXEC_UNITS];
+    bool failed[FLLM_EXEC_UNITS];        // the unit stopped on an error: it skips the rest of the run
+    ap_uint<16> tokens[FLLM_NUM_UNITS][FLLM_NUM_UNITS];   // [src][dst]
+    unsigned err;                         // first error of the current fence (lowest pc)
+    uint32_t err_pc;
 };
 
-// Code `i` of the bit stream starting at tile byte `at` (bit b of the stream: bit b%8 of byte b/8).
-static unsigned read_code(const TileReader& tile, uint64_t at, uint64_t i, unsigned bits) {
-    if (bits == 8) return tile(at + i);
-    uint64_t bit = i * bits;
-    unsigned shift = (unsigned)(bit & 7);
-    unsigned word = tile(at + (bit >> 3));
-    if (shift + bits > 8) word |= (unsigned)tile(at + (bit >> 3) + 1) << 8;   // a 3-bit code across bytes
-    return (word >> shift) & ((1u << bits) - 1);
+// the links to this core's mpe and misc
+#define UNIT_PARAMS fllm_link_t &mpe_op, fllm_link_t &mpe_res, fllm_link_t &misc_op, fllm_link_t &misc_req
+#define UNIT_ARGS mpe_op, mpe_res, misc_op, misc_req
+// everything issuing an instruction may touch
+#define CORE_PARAMS CoreRun &run, CoreBuffers &B, FLLM_HBM_PARAMS, FLLM_PEER_PARAMS, UNIT_PARAMS
+#define CORE_ARGS run, B, FLLM_HBM_ARGS, FLLM_PEER_ARGS, UNIT_ARGS
+
+static void reset_queues(UnitQueues& q) {
+RESET_UNITS:
+    for (unsigned u = 0; u < FLLM_EXEC_UNITS; u++) {
+        q.head[u] = q.count[u] = 0;
+        q.failed[u] = false;
+    }
+RESET_TOKENS:
+    for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+        for (unsigned d = 0; d < FLLM_NUM_UNITS; d++) q.tokens[s][d] = 0;
+    q.err = FLLM_ERR_NONE;
+    q.err_pc = FLLM_UNKNOWN;
 }
 
-// The dequantisation unit: w8 = clamp((q*M + B + 2^(SHIFT-1)) >> SHIFT, -WMAX, WMAX); 8-bit codes
-// are the INT8 weights themselves.
-static int8_t dequant(unsigned q, unsigned bits, uint16_t mult, int16_t offset) {
-#pragma HLS INLINE
-    if (bits == 8) return (int8_t)(uint8_t)q;
-    ap_int<24> acc = (ap_int<24>)((int)q * (int)mult + (int)offset + (1 << (FLLM_DEQ_SHIFT - 1)));
-    ap_int<24> w = acc >> FLLM_DEQ_SHIFT;                       // arithmetic: floors
-    if (w > FLLM_DEQ_WMAX) w = FLLM_DEQ_WMAX;
-    if (w < -FLLM_DEQ_WMAX) w = -FLLM_DEQ_WMAX;
-    return (int8_t)w.to_int();
+// ---------------------------------------------------------------------------------------------
+// MISC: the job to misc_<c>, then its buffer requests until DONE
+// ---------------------------------------------------------------------------------------------
+unsigned fllm_exec_misc(const insn_bits_t& bits, CoreRun& run, CoreBuffers& B, fllm_link_t& misc_op,
+                        fllm_link_t& misc_req) {
+    fllm_beat_t job = fllm_header(FLLM_KIND_MISC_JOB);
+    job.data.range(32 * FLLM_MAX_INSN_WORDS - 1, 0) = bits;
+    fllm_put_u32(job, 40, run.pos);
+    fllm_put_u32(job, 44, run.len);
+    misc_op.write(job);
+SERVE_MISC:
+    while (true) {
+#pragma HLS LOOP_TRIPCOUNT max = 131072
+        fllm_beat_t r = misc_req.read();
+        const unsigned kind = fllm_kind(r);
+        if (kind == FLLM_KIND_MISC_DONE) {
+            run.count.misc_elements += fllm_u64_at(r, 8);
+            return r.data.range(7, 0).to_uint();
+        }
+        const unsigned buf = r.data.range(7, 0).to_uint();
+        const uint64_t addr = fllm_u32_at(r, 4), n = fllm_u32_at(r, 8);
+        const uint64_t beats = (n + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
+    MISC_DATA:
+        for (uint64_t i = 0; i < beats; i++) {       // misc checked the region before asking
+#pragma HLS LOOP_TRIPCOUNT max = 32768
+#pragma HLS PIPELINE II = 1
+            uint8_t by[FLLM_BEAT_BYTES];
+            if (kind == FLLM_KIND_WRITE) {
+                fllm_beat_bytes(misc_req.read(), by);
+                for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++)
+                    if (i * FLLM_BEAT_BYTES + t < n) fllm_buf_set(B, buf, addr + i * FLLM_BEAT_BYTES + t, by[t]);
+            } else {
+                for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++)
+                    by[t] = i * FLLM_BEAT_BYTES + t < n ? fllm_buf_get(B, buf, addr + i * FLLM_BEAT_BYTES + t) : 0;
+                misc_op.write(fllm_beat_of(by, i + 1 == beats));
+            }
+        }
+    }
 }
 
-// 4-bit index `i` of the index section starting at tile byte `at`
-static unsigned read_index(const TileReader& tile, uint64_t at, uint64_t i) {
-    uint8_t byte = tile(at + i / 2);
-    return (i & 1) ? (byte >> 4) : (byte & 0xF);
+// ---------------------------------------------------------------------------------------------
+// Issue
+// ---------------------------------------------------------------------------------------------
+static unsigned execute(unsigned unit, const insn_bits_t& b, uint32_t pc, CORE_PARAMS) {
+    switch (unit) {
+        case FLLM_UNIT_LD: return fllm_exec_ld(fllm_decode_move(b), run, B, FLLM_HBM_ARGS, FLLM_PEER_ARGS);
+        case FLLM_UNIT_ST: return fllm_exec_st(fllm_decode_move(b), run, B, FLLM_HBM_ARGS);
+        case FLLM_UNIT_MM: return fllm_exec_mpe(fllm_decode_mat(b), false, pc, run, B, mpe_op, mpe_res);
+        case FLLM_UNIT_MV: return fllm_exec_mpe(fllm_decode_mat(b), true, pc, run, B, mpe_op, mpe_res);
+        default: return fllm_exec_misc(b, run, B, misc_op, misc_req);
+    }
 }
 
-static bool legal_fsb_code(unsigned code) {
-    for (unsigned c = 0; c < FLLM_NUM_FSB_CODES; c++)
-        if (code == FLLM_FSB_CODES[c]) return true;
+// Run ready heads (every wait token present) until no unit can go on.
+static void issue(UnitQueues& q, CORE_PARAMS) {
+ISSUE_ROUNDS:
+    while (true) {
+#pragma HLS LOOP_TRIPCOUNT max = 5120
+        unsigned taken = 0;
+    ISSUE_UNITS:
+        for (unsigned o = 0; o < FLLM_EXEC_UNITS; o++) {
+            const unsigned u = ISSUE_ORDER[o];
+        ISSUE_HEADS:
+            while (q.count[u] > 0) {
+#pragma HLS LOOP_TRIPCOUNT max = 1024
+                const unsigned h = q.head[u];
+                const insn_bits_t bits = q.bits[u][h];
+                const uint32_t pc = q.pc[u][h];
+                if (!q.failed[u]) {
+                    const unsigned wait = FLLM_GET(bits, LD, WAIT), rel = FLLM_GET(bits, LD, RELEASE);
+                    bool ready = true;
+                    for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+                        if ((wait >> s & 1) && q.tokens[s][u] == 0) ready = false;
+                    if (!ready) break;                       // the unit stalls here
+                    for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+                        if (wait >> s & 1) q.tokens[s][u]--;
+                    run.count.insns[u]++;
+                    const unsigned err = execute(u, bits, pc, CORE_ARGS);
+                    if (err) {
+                        q.failed[u] = true;
+                        if (pc < q.err_pc) {
+                            q.err = err;
+                            q.err_pc = pc;
+#ifndef __SYNTHESIS__
+                            FllmCsimCore& cs = fllm_csim_cores[run.core];
+                            std::snprintf(cs.message, sizeof(cs.message), "%s",
+                                          u == FLLM_UNIT_MISC ? cs.misc_message : fllm_error_message);
+#endif
+                        }
+                    } else {
+                        for (unsigned t = 0; t < FLLM_NUM_UNITS; t++)
+                            if (rel >> t & 1) q.tokens[u][t]++;
+                    }
+                }                                            // else: skipped
+                q.head[u] = (h + 1) % QDEPTH;
+                q.count[u]--;
+                taken++;
+            }
+        }
+        if (!taken) break;
+    }
+}
+
+// FENCE: issue everything; what cannot run waits on a unit that failed (dropped) or would
+// deadlock (INTERNAL: the scheduler's dispatch checks make that impossible).
+static fllm_beat_t fence(const fllm_beat_t& cmd, UnitQueues& q, CORE_PARAMS) {
+    issue(q, CORE_ARGS);
+    bool left = false, failed = false;
+FENCE_UNITS:
+    for (unsigned u = 0; u < FLLM_EXEC_UNITS; u++) {
+        left |= q.count[u] > 0;
+        failed |= q.failed[u];
+        q.count[u] = 0;
+        q.head[u] = 0;
+    }
+    if (left && !failed) {
+        q.err = FLLM_ERR_INTERNAL;
+        q.err_pc = FLLM_UNKNOWN;
+#ifndef __SYNTHESIS__
+        std::snprintf(fllm_csim_cores[run.core].message, 512, "units of core %u deadlocked", run.core);
+#endif
+    }
+    const bool sys = cmd.data.range(15, 8).to_uint() != 0;
+    if (sys && q.err == FLLM_ERR_NONE) {        // SYS: its own wait tokens, counted as executed
+        const unsigned wait = cmd.data.range(7, 0).to_uint();
+        for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+            if ((wait >> s & 1) && q.tokens[s][FLLM_UNIT_SYS] > 0) q.tokens[s][FLLM_UNIT_SYS]--;
+        run.count.insns[FLLM_UNIT_SYS]++;
+    }
+    fllm_beat_t a = fllm_header(FLLM_KIND_FENCED);
+    a.data.range(7, 0) = q.err;
+    fllm_put_u32(a, 4, q.err_pc);
+    uint64_t executed = 0, leftover = 0;
+    for (unsigned u = 0; u < FLLM_NUM_UNITS; u++) executed += run.count.insns[u];
+    for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+        for (unsigned d = 0; d < FLLM_NUM_UNITS; d++)
+            if (q.tokens[s][d] != 0) leftover |= 1ull << (s * FLLM_NUM_UNITS + d);
+    fllm_put_u32(a, 8, (uint32_t)executed);
+    fllm_put_u64(a, 16, leftover);
+    q.err = FLLM_ERR_NONE;
+    q.err_pc = FLLM_UNKNOWN;
+    return a;
+}
+
+static void enqueue(const fllm_beat_t& cmd, UnitQueues& q, CORE_PARAMS) {
+    const insn_bits_t bits = fllm_insn_of(cmd);
+    const unsigned u = FLLM_UNIT_OF_OPCODE[FLLM_GET(bits, LD, OPCODE)];
+    const uint32_t pc = fllm_u32_at(cmd, 40);
+    if (q.count[u] == QDEPTH) issue(q, CORE_ARGS);   // frees the oldest at least
+    if (q.count[u] == QDEPTH) {            // still full: its head waits behind a failed unit
+        bool failed = false;
+        for (unsigned v = 0; v < FLLM_EXEC_UNITS; v++) failed |= q.failed[v];
+        if (!failed && pc < q.err_pc) {     // cannot happen after the scheduler's dispatch checks
+            q.err = FLLM_ERR_INTERNAL;
+            q.err_pc = pc;
+#ifndef __SYNTHESIS__
+            std::snprintf(fllm_csim_cores[run.core].message, 512, "unit %u's queue is full and stuck", u);
+#endif
+        }
+        return;
+    }
+    const unsigned t = (q.head[u] + q.count[u]) % QDEPTH;
+    q.bits[u][t] = bits;
+    q.pc[u][t] = pc;
+    q.count[u]++;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remote reads between cores
+// ---------------------------------------------------------------------------------------------
+static void answer(const fllm_beat_t& r, const CoreBuffers& B, fllm_link_t& out) {
+    const unsigned buf = r.data.range(7, 0).to_uint();
+    const uint64_t addr = fllm_u32_at(r, 4), rows = fllm_u32_at(r, 8), row_bytes = fllm_u32_at(r, 12),
+                   stride = fllm_u32_at(r, 16);
+    const uint64_t total = rows * row_bytes, beats = (total + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
+REMOTE_OUT:
+    for (uint64_t i = 0; i < beats; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = 32768
+#pragma HLS PIPELINE II = 1
+        uint8_t by[FLLM_BEAT_BYTES];
+        for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++) {
+            const uint64_t j = i * FLLM_BEAT_BYTES + t;
+            by[t] = j < total ? fllm_buf_get(B, buf, addr + (j / row_bytes) * stride + j % row_bytes) : 0;
+        }
+        out.write(fllm_beat_of(by, i + 1 == beats));
+    }
+}
+
+bool fllm_serve_remote(FLLM_PEER_PARAMS, const CoreBuffers& B) {
+    (void)peer0_req_out; (void)peer0_data_in; (void)peer1_req_out; (void)peer1_data_in;
+    fllm_beat_t r;
+    if (peer0_req_in.read_nb(r)) {
+        answer(r, B, peer0_data_out);
+        return true;
+    }
+    if (peer1_req_in.read_nb(r)) {
+        answer(r, B, peer1_data_out);
+        return true;
+    }
     return false;
 }
 
-static unsigned ld_packed(const MoveFields& f, RunContext& ctx) {
-    const uint64_t rows = f.rows, k = f.wk, addr = f.buf_addr;
-    if (!rows || !k) return 0;
-    const unsigned bits = FLLM_WEIGHT_BITS[f.wbits], group = FLLM_WEIGHT_GROUPS[f.wgroup];
-    unsigned ports[MAX_STRIPE], parts;
-    uint64_t part_bytes, part_rows, stride;
-    unsigned err = hbm_parts(f, ctx, 1, f.hbm_addr, ports, parts, part_bytes, part_rows, stride);
-    if (err) return err;
-    CoreState& core = ctx.cores[ctx.core];
-    for (unsigned i = 0; i < parts; i++) core.count.hbm_read[ports[i]] += part_bytes;
-    const TileReader tile = {&ctx, ports, f.hbm_addr, part_bytes};
-    const uint64_t size = f.row_bytes;
-
-    // sections of the tile (wformat.tile_layout); the FSB codes say how much a sparse tile keeps
-    const uint64_t nbc = k / BLK, nb = f.sparse ? (rows / BLK) * nbc : 0;
-    uint64_t kept = rows * k, n_idx = 0;
-    if (f.sparse) {
-        if (nb > size)
-            FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile: FSB codes are not N:16 codes; the blob is corrupt or "
-                      "not sparse (%llu blocks, %llu bytes)", (unsigned long long)nb, (unsigned long long)size);
-        kept = 0;
-    FSB_SCAN:
-        for (uint64_t b = 0; b < nb; b++) {
-#pragma HLS PIPELINE II = 1
-            unsigned code = tile(b);
-            if (!legal_fsb_code(code))
-                FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile: FSB code %u of block %llu is not an N:16 code; the "
-                          "blob is corrupt or not sparse", code, (unsigned long long)b);
-            kept += BLK * code;
-            if (code < BLK) n_idx += BLK * code;
-        }
-    }
-    const uint64_t meta_at = nb, meta_bytes = (n_idx + 1) / 2;
-    const uint64_t codes_at = meta_at + meta_bytes, code_bytes = (kept * bits + 7) / 8;
-    const uint64_t groups = bits < 8 ? k / group : 0;
-    const uint64_t params_at = codes_at + code_bytes, scales_at = params_at + 4 * rows * groups;
-    const uint64_t total = scales_at + 4 * rows;
-    if (size < total)
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "packed tile of %llu x %llu (%u-bit%s) needs %llu bytes; the LD reads %llu",
-                  (unsigned long long)rows, (unsigned long long)k, bits, f.sparse ? ", sparse" : "",
-                  (unsigned long long)total, (unsigned long long)size);
-    if (f.sparse && bits < 8) {      // the group of a kept weight comes from its index: ascending
-        uint64_t ip = 0;
-    INDEX_ORDER:
-        for (uint64_t b = 0; b < nb; b++) {
-            unsigned code = tile(b);
-            if (code == BLK) continue;
-            for (unsigned r = 0; r < BLK; r++) {
-                for (unsigned t = 1; t < code; t++) {
-#pragma HLS PIPELINE II = 1
-                    if (read_index(tile, meta_at, ip + t) <= read_index(tile, meta_at, ip + t - 1))
-                        FLLM_FAIL(FLLM_ERR_PROGRAM, "meta buffer: the indices of block (%llu, %llu) are not "
-                                  "strictly increasing per row; the tile is corrupt",
-                                  (unsigned long long)(b / nbc), (unsigned long long)(b % nbc));
-                }
-                ip += code;
+void fllm_remote_read(FLLM_PEER_PARAMS, unsigned peer, CoreBuffers& B, unsigned buf, uint64_t addr,
+                      uint64_t rows, uint64_t row_bytes, uint64_t stride) {
+    fllm_beat_t r = fllm_header(FLLM_KIND_REMOTE_READ);
+    r.data.range(7, 0) = buf;
+    fllm_put_u32(r, 4, (uint32_t)addr);
+    fllm_put_u32(r, 8, (uint32_t)rows);
+    fllm_put_u32(r, 12, (uint32_t)row_bytes);
+    fllm_put_u32(r, 16, (uint32_t)stride);
+    if (peer == 0) peer0_req_out.write(r);      // one explicit path per link
+    else peer1_req_out.write(r);
+    const uint64_t total = rows * row_bytes, beats = (total + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
+    uint64_t i = 0;
+REMOTE_IN:
+    while (i < beats) {      // the peer may be reading from us at the same time: keep serving it
+#pragma HLS LOOP_TRIPCOUNT max = 32768
+        fllm_beat_t d;
+        const bool got = peer == 0 ? peer0_data_in.read_nb(d) : peer1_data_in.read_nb(d);
+        if (!got) {
+            if (!fllm_serve_remote(FLLM_PEER_ARGS, B)) {
+#ifndef __SYNTHESIS__
+                fllm_csim_idle();
+#endif
             }
+            continue;
         }
-    }
-    if (f.sparse && ((uint64_t)BLK * f.wn != kept || f.wmeta != meta_bytes))
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse LD: the tile keeps %llu weights with %llu index bytes, but the "
-                  "instruction says wn=%u (x16) and wmeta=%u", (unsigned long long)kept,
-                  (unsigned long long)meta_bytes, f.wn, f.wmeta);
-    if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, kept + 4 * rows, 0, "LD (packed) of wbuf")))
-        return err;
-    if (f.sparse) {
-        if ((err = fllm_check_region(FLLM_BUF_FSB_BYTES, f.fsb_addr, 1, nb, 0, "LD (packed) of fsb"))) return err;
-        if ((err = fllm_check_region(FLLM_BUF_META_BYTES, f.meta_addr, 1, meta_bytes, 0, "LD (packed) of meta")))
-            return err;
-    }
-
-    // kept weights in MPE order through the dequantisation unit
-    uint8_t* w = core.wbuf + addr;
-    auto param = [&](uint64_t r, uint64_t c, uint16_t& mult, int16_t& offset) {
-        uint64_t at = params_at + 4 * (r * groups + c / group);
-        mult = (uint16_t)(tile(at) | (tile(at + 1) << 8));
-        offset = (int16_t)(uint16_t)(tile(at + 2) | (tile(at + 3) << 8));
-    };
-    uint16_t mult = 0;
-    int16_t offset = 0;
-    if (!f.sparse) {
-    DEQUANT_DENSE:
-        for (uint64_t i = 0; i < kept; i++) {
-#pragma HLS PIPELINE II = 1
-            if (bits < 8) param(i / k, i % k, mult, offset);
-            w[i] = (uint8_t)dequant(read_code(tile, codes_at, i, bits), bits, mult, offset);
+        uint8_t by[FLLM_BEAT_BYTES];
+        fllm_beat_bytes(d, by);
+        for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++) {
+            const uint64_t j = i * FLLM_BEAT_BYTES + t;
+            if (j < total) fllm_buf_set(B, buf, addr + (j / row_bytes) * stride + j % row_bytes, by[t]);
         }
-    } else {
-        uint64_t vp = 0, ip = 0;     // next kept weight, next index
-    DEQUANT_BLOCKS:
-        for (uint64_t b = 0; b < nb; b++) {
-            unsigned code = tile(b);
-            uint64_t row0 = (b / nbc) * BLK, col0 = (b % nbc) * BLK;
-            for (unsigned r = 0; r < BLK; r++) {
-            DEQUANT_KEPT:
-                for (unsigned t = 0; t < code; t++) {
-#pragma HLS PIPELINE II = 1
-                    unsigned col = code == BLK ? t : read_index(tile, meta_at, ip + t);
-                    if (bits < 8) param(row0 + r, col0 + col, mult, offset);
-                    w[vp + t] = (uint8_t)dequant(read_code(tile, codes_at, vp + t, bits), bits, mult, offset);
-                }
-                vp += code;
-                if (code < BLK) ip += code;
-            }
-        }
+        i++;
     }
-SCALES:
-    for (uint64_t i = 0; i < 4 * rows; i++) {
-#pragma HLS PIPELINE II = 1
-        w[kept + i] = tile(scales_at + i);
-    }
-    if (f.sparse) {
-    FSB_CODES:
-        for (uint64_t b = 0; b < nb; b++) core.fsb[f.fsb_addr + b] = tile(b);
-    META:
-        for (uint64_t i = 0; i < meta_bytes; i++) core.meta[f.meta_addr + i] = tile(meta_at + i);
-    }
-    return 0;
 }
 
-unsigned fllm_exec_ld(const MoveFields& f, RunContext& ctx) {
-    if (f.wfmt) return ld_packed(f, ctx);
-    uint64_t rows, off;
-    unsigned err = dyn_rows(f, ctx, rows, off);
-    if (err) return err;
-    uint8_t* dst = ctx.cores[ctx.core].buffer(f.buf);
-    err = fllm_check_region(FLLM_BUF_BYTES[f.buf], f.buf_addr, rows, f.row_bytes, f.buf_stride, "LD buffer");
-    if (err) return err;
-    if (!rows || !f.row_bytes) return 0;
-    CoreCounters& cc = ctx.cores[ctx.core].count;
-    if (f.remote) {                       // on-chip copy from another core, same buffer and addresses
-        if (f.remote_core >= FLLM_CORES || f.remote_core == ctx.core)
-            FLLM_FAIL(FLLM_ERR_ADDRESS, "LD from remote core %u: cores are 0..%u and a core cannot be "
-                      "its own remote", f.remote_core, FLLM_CORES - 1);
-        const uint8_t* src = ctx.cores[f.remote_core].buffer(f.buf);
-        copy_rows(dst + f.buf_addr, f.buf_stride, src + f.buf_addr, f.buf_stride, rows, f.row_bytes);
-        return 0;
-    }
-    unsigned ports[MAX_STRIPE], parts;
-    uint64_t part_bytes, part_rows, stride;
-    err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
-    if (err) return err;
-    if (parts == 1) {
-        copy_rows(dst + f.buf_addr, f.buf_stride, ctx.port[ports[0]] + off, stride, rows, f.row_bytes);
-        cc.hbm_read[ports[0]] += rows * f.row_bytes;
-        return 0;
-    }
-STRIPE:
-    for (unsigned i = 0; i < parts; i++) {   // one row, chunk i from the i-th port after `channel`
-        copy_rows(dst + f.buf_addr + i * part_bytes, part_bytes, ctx.port[ports[i]] + off, part_bytes, 1,
-                  part_bytes);
-        cc.hbm_read[ports[i]] += part_bytes;
-    }
-    return 0;
-}
-
-unsigned fllm_exec_st(const MoveFields& f, RunContext& ctx) {
-    uint64_t rows, off;
-    unsigned err = dyn_rows(f, ctx, rows, off);
-    if (err) return err;
-    const uint8_t* src = ctx.cores[ctx.core].buffer(f.buf);
-    err = fllm_check_region(FLLM_BUF_BYTES[f.buf], f.buf_addr, rows, f.row_bytes, f.buf_stride, "ST buffer");
-    if (err) return err;
-    if (!rows || !f.row_bytes) return 0;
-    unsigned ports[MAX_STRIPE], parts;
-    uint64_t part_bytes, part_rows, stride;
-    err = hbm_parts(f, ctx, rows, off, ports, parts, part_bytes, part_rows, stride);
-    if (err) return err;
-    copy_rows(ctx.port[ports[0]] + off, stride, src + f.buf_addr, f.buf_stride, rows, f.row_bytes);
-    ctx.cores[ctx.core].count.hbm_written[ports[0]] += rows * f.row_bytes;
-    return 0;
-}
-
-// The memory controller kernel: drains the core's LD and ST queues.  On hardware it runs free
-// beside the other units; one m_axi adapter per HBM pseudo-channel port (bundle hbm<k> gives the
-// port m_axi_hbm<k> of hw/design.py), 512-bit wide after widening.
+// ---------------------------------------------------------------------------------------------
+// The kernel
+// ---------------------------------------------------------------------------------------------
 void memctrl(uint8_t* hbm0, uint8_t* hbm1, uint8_t* hbm2, uint8_t* hbm3, uint8_t* hbm4,
              uint8_t* hbm5, uint8_t* hbm6, uint8_t* hbm7, unsigned* bytes_read_lo,
              unsigned* bytes_read_hi, unsigned* bytes_written_lo, unsigned* bytes_written_hi,
-             RunContext& link) {
+             fllm_link_t& cmd, fllm_link_t& done, fllm_link_t& mpe_op, fllm_link_t& mpe_res,
+             fllm_link_t& misc_op, fllm_link_t& misc_req, fllm_link_t& peer0_req_out,
+             fllm_link_t& peer0_req_in, fllm_link_t& peer0_data_out, fllm_link_t& peer0_data_in,
+             fllm_link_t& peer1_req_out, fllm_link_t& peer1_req_in, fllm_link_t& peer1_data_out,
+             fllm_link_t& peer1_data_in) {
 #pragma HLS INTERFACE mode = m_axi port = hbm0 bundle = hbm0 offset = slave max_widen_bitwidth = 512
 #pragma HLS INTERFACE mode = m_axi port = hbm1 bundle = hbm1 offset = slave max_widen_bitwidth = 512
 #pragma HLS INTERFACE mode = m_axi port = hbm2 bundle = hbm2 offset = slave max_widen_bitwidth = 512
@@ -349,19 +314,82 @@ void memctrl(uint8_t* hbm0, uint8_t* hbm1, uint8_t* hbm2, uint8_t* hbm3, uint8_t
 #pragma HLS INTERFACE mode = s_axilite port = bytes_read_hi bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = bytes_written_lo bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = bytes_written_hi bundle = control
+#pragma HLS INTERFACE mode = axis port = cmd
+#pragma HLS INTERFACE mode = axis port = done
+#pragma HLS INTERFACE mode = axis port = mpe_op
+#pragma HLS INTERFACE mode = axis port = mpe_res
+#pragma HLS INTERFACE mode = axis port = misc_op
+#pragma HLS INTERFACE mode = axis port = misc_req
+#pragma HLS INTERFACE mode = axis port = peer0_req_out
+#pragma HLS INTERFACE mode = axis port = peer0_req_in
+#pragma HLS INTERFACE mode = axis port = peer0_data_out
+#pragma HLS INTERFACE mode = axis port = peer0_data_in
+#pragma HLS INTERFACE mode = axis port = peer1_req_out
+#pragma HLS INTERFACE mode = axis port = peer1_req_in
+#pragma HLS INTERFACE mode = axis port = peer1_data_out
+#pragma HLS INTERFACE mode = axis port = peer1_data_in
 #pragma HLS INTERFACE mode = s_axilite port = return bundle = control
-    uint8_t* ports[FLLM_CHANNELS_PER_CORE] = {hbm0, hbm1, hbm2, hbm3, hbm4, hbm5, hbm6, hbm7};
-    for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) link.port[k] = ports[k];
-    fllm_unit_drain(FLLM_UNIT_LD, link);
-    fllm_unit_drain(FLLM_UNIT_ST, link);
-    const CoreCounters& cc = link.cores[link.core].count;
+#ifdef __SYNTHESIS__
+    static CoreBuffers buffers;          // the core's SRAM: kept between runs
+#pragma HLS BIND_STORAGE variable = buffers type = ram_2p impl = uram
+    CoreBuffers& B = buffers;
+#else
+    CoreBuffers& B = *fllm_csim_cores[fllm_csim_core].buffers;
+#endif
+    UnitQueues q;
+    reset_queues(q);
+    CoreRun run;
+    run.core = 0;
+    run.pos = run.len = 0;
+    run.count = CoreCounters();
+    bool running = false;
+    done.write(fllm_header(FLLM_KIND_HELLO));
+MAIN:
+    while (true) {          // commands and the peers' requests, whichever comes (ends on END)
+#pragma HLS LOOP_TRIPCOUNT max = 1048576
+        fllm_beat_t c;
+        if (!cmd.read_nb(c)) {
+            if (!fllm_serve_remote(FLLM_PEER_ARGS, B)) {
+#ifndef __SYNTHESIS__
+                fllm_csim_idle();
+#endif
+            }
+            continue;
+        }
+        const unsigned kind = fllm_kind(c);
+        if (kind == FLLM_KIND_RUN) {
+            running = true;
+            run.core = c.data.range(7, 0).to_uint();
+            run.pos = fllm_u32_at(c, 4);
+            run.len = fllm_u32_at(c, 8);
+            run.count = CoreCounters();
+            reset_queues(q);
+#ifndef __SYNTHESIS__
+            fllm_csim_cores[run.core].message_pc = FLLM_UNKNOWN;
+            fllm_csim_cores[run.core].message[0] = 0;
+#endif
+        } else if (!running) {
+            continue;                     // left over from an aborted run
+        } else if (kind == FLLM_KIND_INSN) {
+            enqueue(c, q, CORE_ARGS);
+        } else if (kind == FLLM_KIND_FENCE) {
+            done.write(fence(c, q, CORE_ARGS));
+        } else {
+            break;                        // END
+        }
+    }
+    mpe_op.write(fllm_header(FLLM_KIND_END));
+    misc_op.write(fllm_header(FLLM_KIND_END));
     uint64_t rd = 0, wr = 0;
     for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) {
-        rd += cc.hbm_read[k];
-        wr += cc.hbm_written[k];
+        rd += run.count.hbm_read[k];
+        wr += run.count.hbm_written[k];
     }
     *bytes_read_lo = (unsigned)rd;
     *bytes_read_hi = (unsigned)(rd >> 32);
     *bytes_written_lo = (unsigned)wr;
     *bytes_written_hi = (unsigned)(wr >> 32);
+#ifndef __SYNTHESIS__
+    fllm_csim_cores[run.core].count = run.count;
+#endif
 }

@@ -1,5 +1,10 @@
 // misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
 //
+// The kernel holds no buffer of the core: memctrl sends it a job (the instruction, P and L) on
+// `op`; misc checks the operands, reads the rows it needs by READ requests on `req` (the bytes come
+// back on `op`), computes every output into its staging memory, writes them back by WRITE requests
+// and answers DONE (error code, elements).  It stops on END.
+//
 // Semantics: docs/isa.md section 5 (MISC); reference: the MISC functions of spec/arithmetic.py and the
 // misc method of sim/functional.py (same checks in the same order).  FP16 in, FP32 arithmetic with
 // one rounding per operation, FP16 (or INT8 + FP32 scales for quant) out.  Row sums are
@@ -10,12 +15,56 @@
 // Staging of one instruction's outputs (docs/isa.md: all inputs are read before the output is
 // written).  Hardware streams rows through a row buffer; a program whose output rows overlap
 // later input rows would need this whole-operand staging, which C simulation models exactly.
-static uint8_t staging[FLLM_BUF_GBUF_BYTES];
+FLLM_CU_STATIC uint8_t staging[FLLM_BUF_GBUF_BYTES];
+// the rows of the current instruction's operands (a row of k < 2^16 elements, FP32 at most)
+FLLM_CU_STATIC uint8_t arow[2 * 65536], brow[4 * 65536], gain_row[4 * 65536], bias_row[4 * 65536];
+
+// `n` bytes of buffer `buf` at `addr` into `dst`, through memctrl
+static void fetch(fllm_link_t& op, fllm_link_t& req, unsigned buf, uint64_t addr, uint64_t n, uint8_t* dst) {
+    if (!n) return;
+    fllm_beat_t h = fllm_header(FLLM_KIND_READ);
+    h.data.range(7, 0) = buf;
+    fllm_put_u32(h, 4, (uint32_t)addr);
+    fllm_put_u32(h, 8, (uint32_t)n);
+    req.write(h);
+FETCH_BEATS:
+    for (uint64_t i = 0; i * FLLM_BEAT_BYTES < n; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = 4096
+#pragma HLS PIPELINE II = 1
+        uint8_t by[FLLM_BEAT_BYTES];
+        fllm_beat_bytes(op.read(), by);
+        for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++)
+            if (i * FLLM_BEAT_BYTES + t < n) dst[i * FLLM_BEAT_BYTES + t] = by[t];
+    }
+}
+
+// `n` bytes from `src` to buffer `buf` at `addr`, through memctrl
+static void store(fllm_link_t& req, unsigned buf, uint64_t addr, uint64_t n, const uint8_t* src) {
+    if (!n) return;
+    fllm_beat_t h = fllm_header(FLLM_KIND_WRITE);
+    h.data.range(7, 0) = buf;
+    fllm_put_u32(h, 4, (uint32_t)addr);
+    fllm_put_u32(h, 8, (uint32_t)n);
+    req.write(h);
+    const uint64_t beats = (n + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
+STORE_BEATS:
+    for (uint64_t i = 0; i < beats; i++) {
+#pragma HLS LOOP_TRIPCOUNT max = 4096
+#pragma HLS PIPELINE II = 1
+        uint8_t by[FLLM_BEAT_BYTES];
+        for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++)
+            by[t] = i * FLLM_BEAT_BYTES + t < n ? src[i * FLLM_BEAT_BYTES + t] : 0;
+        req.write(fllm_beat_of(by, i + 1 == beats));
+    }
+}
 
 static float row_sum_f64(const float* v, uint64_t n) {
     double s = 0.0;
 SUM:
-    for (uint64_t c = 0; c < n; c++) s = s + (double)v[c];   // left to right, float64
+    for (uint64_t c = 0; c < n; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+        s = s + (double)v[c];                                  // left to right, float64
+    }
     return (float)s;
 }
 
@@ -30,18 +79,17 @@ static bool attention_keep(uint64_t q, uint64_t c, unsigned sink, unsigned win) 
     return kb < sink || qb - kb < win;
 }
 
-unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
+static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_link_t& op, fllm_link_t& req,
+                         uint64_t& elements_out) {
     uint64_t rows = f.rows, k = f.k, groups = f.groups ? f.groups : 1;
     if (f.dyn_k) {
-        uint64_t eff = (uint64_t)ctx.pos + ctx.len;
+        uint64_t eff = (uint64_t)pos + len;
         if (eff > k)
             FLLM_FAIL(FLLM_ERR_PROGRAM, "run-time length %llu exceeds the %llu columns this MISC op %u "
                       "was compiled for", (unsigned long long)eff, (unsigned long long)k, f.op);
         k = eff;
     }
     if (!rows || !k) return 0;
-    CoreState& core = ctx.cores[ctx.core];
-    uint8_t* g = core.gbuf;
     uint64_t a_stride = f.a_stride ? f.a_stride : 2 * k;
     uint64_t o_stride = f.out_stride ? f.out_stride : 2 * k;
     unsigned err;
@@ -61,17 +109,17 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
                       "the activation buffer", f.op);
         return fllm_check_array(FLLM_BUF_GBUF_BYTES, f.out_addr, rows, k, 2, o_stride, "MISC out");
     };
-    auto a_at = [&](uint64_t r, uint64_t c) { return fllm_ld_f16(g, f.a_addr + r * a_stride + 2 * c); };
-    auto b_at = [&](uint64_t r, uint64_t c) {
-        uint64_t addr = f.b_addr + r * b_stride + b_item * c;
-        return f.b_f32 ? fllm_ld_f32(g, addr) : fllm_ld_f16(g, addr);
-    };
+    // row r of a / of b into arow / brow; then a_at(c), b_at(c) read them
+    auto get_a = [&](uint64_t r) { fetch(op, req, FLLM_BUF_GBUF, f.a_addr + r * a_stride, 2 * k, arow); };
+    auto get_b = [&](uint64_t r) { fetch(op, req, FLLM_BUF_GBUF, f.b_addr + r * b_stride, b_item * k, brow); };
+    auto a_at = [&](uint64_t c) { return fllm_ld_f16(arow, 2 * c); };
+    auto b_at = [&](uint64_t c) { return f.b_f32 ? fllm_ld_f32(brow, b_item * c) : fllm_ld_f16(brow, b_item * c); };
     auto put = [&](uint64_t r, uint64_t c, float v) { fllm_st_u16(staging, 2 * (r * k + c), fllm_f32_to_f16(v)); };
     uint64_t elements = rows * k;
     if (elements * 2 + 4 * rows > sizeof(staging))   // only with rows overlapping each other
         FLLM_FAIL(FLLM_ERR_INTERNAL, "MISC operand of %llu x %llu elements exceeds the staging buffer",
                   (unsigned long long)rows, (unsigned long long)k);
-    static float x[65536], e[65536];          // one row in FP32 (k < 2^16)
+    FLLM_CU_STATIC float x[65536], e[65536];  // one row in FP32 (k < 2^16)
 #pragma HLS ARRAY_PARTITION variable = x cyclic factor = FLLM_MISC_LANES
 #pragma HLS ARRAY_PARTITION variable = e cyclic factor = FLLM_MISC_LANES
 
@@ -80,35 +128,52 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
         case FLLM_MISC_OP_EMUL: {
             if ((err = check_b())) return err;
             if ((err = check_out())) return err;
+            if (b_one_row) get_b(0);
         ELTWISE:
-            for (uint64_t r = 0; r < rows; r++)
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+                if (!b_one_row) get_b(r);
+            ELTWISE_COLS:
                 for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
 #pragma HLS PIPELINE II = 1
-                    float a = a_at(r, c), b = b_at(r, c);
+                    float a = a_at(c), b = b_at(c);
                     put(r, c, f.op == FLLM_MISC_OP_EADD ? a + b : a * b);
                 }
+            }
             break;
         }
         case FLLM_MISC_OP_SILU: {
             if ((err = check_out())) return err;
         SILU:
-            for (uint64_t r = 0; r < rows; r++)
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+            SILU_COLS:
                 for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
 #pragma HLS PIPELINE II = 1
-                    float a = a_at(r, c);
+                    float a = a_at(c);
                     put(r, c, a / (1.0f + fllm_exp32(-a)));
                 }
+            }
             break;
         }
         case FLLM_MISC_OP_RELU: {
             if ((err = check_out())) return err;
         RELU:
-            for (uint64_t r = 0; r < rows; r++)
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+            RELU_COLS:
                 for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
 #pragma HLS PIPELINE II = 1
-                    float a = a_at(r, c);
+                    float a = a_at(c);
                     put(r, c, a <= 0.0f ? 0.0f : a);      // +-0 -> +0; NaN stays NaN
                 }
+            }
             break;
         }
         case FLLM_MISC_OP_LAYERNORM: {
@@ -118,23 +183,35 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
                                         "layernorm gain and bias")))
                 return err;
             if ((err = check_out())) return err;
-            auto gb_at = [&](uint64_t r, uint64_t c) {
-                uint64_t addr = f.b_addr + r * gb_stride + b_item * c;
-                return f.b_f32 ? fllm_ld_f32(g, addr) : fllm_ld_f16(g, addr);
+            fetch(op, req, FLLM_BUF_GBUF, f.b_addr, b_item * k, gain_row);
+            fetch(op, req, FLLM_BUF_GBUF, f.b_addr + gb_stride, b_item * k, bias_row);
+            auto gb_at = [&](const uint8_t* row, uint64_t c) {
+                return f.b_f32 ? fllm_ld_f32(row, b_item * c) : fllm_ld_f16(row, b_item * c);
             };
             float eps = fllm_bits_f32(f.imm);
         LN_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
-                for (uint64_t c = 0; c < k; c++) x[c] = a_at(r, c);
-                float mean = row_sum_f64(x, k) / (float)k;      // phase 1: mean, then variance
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+            LN_LOAD:
                 for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    x[c] = a_at(c);
+                }
+                float mean = row_sum_f64(x, k) / (float)k;      // phase 1: mean, then variance
+            LN_CENTRE:
+                for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
                     x[c] = x[c] - mean;
                     e[c] = x[c] * x[c];
                 }
                 float var = row_sum_f64(e, k) / (float)k;
                 float inv = 1.0f / std::sqrt(var + eps);
-                for (uint64_t c = 0; c < k; c++)                 // phase 2: normalise, gain, bias
-                    put(r, c, ((x[c] * inv) * gb_at(0, c)) + gb_at(1, c));
+            LN_OUT:
+                for (uint64_t c = 0; c < k; c++) {               // phase 2: normalise, gain, bias
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    put(r, c, ((x[c] * inv) * gb_at(gain_row, c)) + gb_at(bias_row, c));
+                }
             }
             elements *= 2;
             break;
@@ -142,17 +219,26 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
         case FLLM_MISC_OP_RMSNORM: {
             if ((err = check_b())) return err;
             if ((err = check_out())) return err;
+            get_b(0);
             float eps = fllm_bits_f32(f.imm);
         RMS_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+            RMS_LOAD:
                 for (uint64_t c = 0; c < k; c++) {
-                    float a = a_at(r, c);
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    float a = a_at(c);
                     x[c] = a;
                     e[c] = a * a;                         // FP32 square (exact for FP16 a)
                 }
                 float ms = row_sum_f64(e, k) / (float)k;
                 float inv = 1.0f / std::sqrt(ms + eps);
-                for (uint64_t c = 0; c < k; c++) put(r, c, (x[c] * inv) * b_at(0, c));
+            RMS_OUT:
+                for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    put(r, c, (x[c] * inv) * b_at(c));
+                }
             }
             elements *= 2;
             break;
@@ -161,21 +247,33 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
             float scale = fllm_bits_f32(f.imm);
         SOFTMAX_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
-                uint64_t q_pos = (uint64_t)ctx.pos + r % groups;
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+                uint64_t q_pos = (uint64_t)pos + r % groups;
                 float m = -INFINITY;
                 bool nan = false;
+            SOFTMAX_MAX:
                 for (uint64_t c = 0; c < k; c++) {         // phase 1: scale, mask, max
-                    float z = a_at(r, c) * scale;
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    float z = a_at(c) * scale;
                     if (f.causal && !attention_keep(q_pos, c, f.blk_sink, f.blk_win)) z = -INFINITY;
                     x[c] = z;
                     if (std::isnan(z)) nan = true;
                     else if (z > m) m = z;
                 }
                 if (nan || !std::isfinite(m)) m = 0.0f;
-                for (uint64_t c = 0; c < k; c++) e[c] = fllm_exp32(x[c] - m);
+            SOFTMAX_EXP:
+                for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    e[c] = fllm_exp32(x[c] - m);
+                }
                 float s = row_sum_f64(e, k);
                 if (!(s > 0.0f)) s = 1.0f;
-                for (uint64_t c = 0; c < k; c++) put(r, c, e[c] / s);   // phase 2: normalise
+            SOFTMAX_OUT:
+                for (uint64_t c = 0; c < k; c++) {         // phase 2: normalise
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    put(r, c, e[c] / s);
+                }
             }
             if ((err = check_out())) return err;
             elements *= 2;
@@ -191,11 +289,15 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
             uint64_t h = k / 2;
         ROPE:
             for (uint64_t r = 0; r < rows; r++) {
-                uint64_t t = f.b_addr + (r % tokens) * t_stride;
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+                fetch(op, req, FLLM_BUF_GBUF, f.b_addr + (r % tokens) * t_stride, 2 * k, brow);
+            ROPE_COLS:
                 for (uint64_t c = 0; c < h; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 32768
 #pragma HLS PIPELINE II = 1
-                    float x1 = a_at(r, c), x2 = a_at(r, c + h);
-                    float cs = fllm_ld_f16(g, t + 2 * c), sn = fllm_ld_f16(g, t + 2 * (c + h));
+                    float x1 = a_at(c), x2 = a_at(c + h);
+                    float cs = fllm_ld_f16(brow, 2 * c), sn = fllm_ld_f16(brow, 2 * (c + h));
                     float c1 = fllm_f16_to_f32(fllm_f32_to_f16(x1 * cs));
                     float c2 = fllm_f16_to_f32(fllm_f32_to_f16(x2 * cs));
                     float s1 = fllm_f16_to_f32(fllm_f32_to_f16(-x2 * sn));
@@ -216,15 +318,21 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
             // stage q (rows x k bytes) then the scales (rows x 4 bytes) after them
         QUANT_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
                 float amax = 0.0f;
+            QUANT_MAX:
                 for (uint64_t c = 0; c < k; c++) {       // phase 1: absolute maximum
-                    x[c] = a_at(r, c);
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    x[c] = a_at(c);
                     float v = std::fabs(x[c]);
                     if (v > amax) amax = v;
                 }
                 float scale = amax / (float)FLLM_QMAX;
                 if (amax == 0.0f) scale = 1.0f;
+            QUANT_ROUND:
                 for (uint64_t c = 0; c < k; c++) {       // phase 2: round half to even, clip
+#pragma HLS LOOP_TRIPCOUNT max = 65535
                     float q = std::nearbyint(x[c] / scale);
                     if (q > FLLM_QMAX) q = FLLM_QMAX;
                     if (q < -FLLM_QMAX) q = -FLLM_QMAX;
@@ -232,36 +340,58 @@ unsigned fllm_exec_misc(const MiscFields& f, RunContext& ctx) {
                 }
                 fllm_st_u32(staging, rows * k + 4 * r, fllm_f32_bits(scale));
             }
-            uint8_t* ab = core.abuf;
-            for (uint64_t r = 0; r < rows; r++)
-                for (uint64_t c = 0; c < k; c++) ab[f.out_addr + r * q_stride + c] = staging[r * k + c];
-            for (uint64_t i = 0; i < 4 * rows; i++) ab[f.out2_addr + i] = staging[rows * k + i];
-            core.count.misc_elements += 2 * elements;
+        QUANT_WRITE:
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                store(req, FLLM_BUF_ABUF, f.out_addr + r * q_stride, k, staging + r * k);
+            }
+            store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows, staging + rows * k);
+            elements_out = 2 * elements;
             return 0;
         }
         default:
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MISC operation %u is not implemented by this target", f.op);
     }
 WRITE_OUT:
-    for (uint64_t r = 0; r < rows; r++)
-        for (uint64_t c = 0; c < k; c++)
-            fllm_st_u16(g, f.out_addr + r * o_stride + 2 * c, fllm_ld_u16(staging, 2 * (r * k + c)));
-    core.count.misc_elements += elements;
+    for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+        store(req, FLLM_BUF_GBUF, f.out_addr + r * o_stride, 2 * k, staging + 2 * r * k);
+    }
+    elements_out = elements;
     return 0;
 }
 
-// The MISC kernel: drains the core's MISC queue.
+// The MISC kernel: one job per MISC instruction, until END.
 void misc(unsigned* insns_lo, unsigned* insns_hi, unsigned* elements_lo, unsigned* elements_hi,
-          RunContext& link) {
+          fllm_link_t& op, fllm_link_t& req) {
 #pragma HLS INTERFACE mode = s_axilite port = insns_lo bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = insns_hi bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = elements_lo bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = elements_hi bundle = control
+#pragma HLS INTERFACE mode = axis port = op
+#pragma HLS INTERFACE mode = axis port = req
 #pragma HLS INTERFACE mode = s_axilite port = return bundle = control
-    fllm_unit_drain(FLLM_UNIT_MISC, link);
-    const CoreCounters& cc = link.cores[link.core].count;
-    *insns_lo = (unsigned)cc.insns[FLLM_UNIT_MISC];
-    *insns_hi = (unsigned)(cc.insns[FLLM_UNIT_MISC] >> 32);
-    *elements_lo = (unsigned)cc.misc_elements;
-    *elements_hi = (unsigned)(cc.misc_elements >> 32);
+    uint64_t insns = 0, elements = 0;
+JOBS:
+    while (true) {
+#pragma HLS LOOP_TRIPCOUNT max = 1048576
+        fllm_beat_t job = op.read();
+        if (fllm_kind(job) != FLLM_KIND_MISC_JOB) break;     // END (or a protocol error): stop
+        insns++;
+        uint64_t el = 0;
+        const unsigned err = misc_job(fllm_decode_misc(fllm_insn_of(job)), fllm_u32_at(job, 40),
+                                      fllm_u32_at(job, 44), op, req, el);
+#ifndef __SYNTHESIS__
+        if (err) std::snprintf(fllm_csim_cores[fllm_csim_core].misc_message, 512, "%s", fllm_error_message);
+#endif
+        elements += el;
+        fllm_beat_t d = fllm_header(FLLM_KIND_MISC_DONE);
+        d.data.range(7, 0) = err;
+        fllm_put_u64(d, 8, el);
+        req.write(d);
+    }
+    *insns_lo = (unsigned)insns;
+    *insns_hi = (unsigned)(insns >> 32);
+    *elements_lo = (unsigned)elements;
+    *elements_hi = (unsigned)(elements >> 32);
 }

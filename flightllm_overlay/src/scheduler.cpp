@@ -1,13 +1,13 @@
-// scheduler.cpp: the scheduler kernel (image fetch and checks, dispatch to the unit queues under wait/release tokens, SYS fences and barriers across cores) and the unit queue protocol.
+// scheduler.cpp: the scheduler kernel: image fetch and checks, dispatch of each core's instructions over its cmd stream under the program-order token check, SYS fences and barriers across cores, status and errors.
 //
 // Semantics: docs/isa.md sections 1, 3, 5 (SYS), 6 and 7; reference: FunctionalSimulator.run and
 // decode_image in sim/functional.py and isa.decode_one.  Errors carry the same code, core and pc
-// (word offset in the core's stream) as the Python simulator's exceptions.
+// (word offset in the core's stream) as the Python simulator's exceptions.  Protocol with the
+// cores: docs/hls_kernels.md.
 #include "flightllm_kernels.h"
 
 #ifndef __SYNTHESIS__
 #include <cstring>
-char fllm_error_message[512];
 #endif
 
 // Every format starts with opcode, wait, release at the same offsets.
@@ -21,31 +21,11 @@ static inline unsigned release_of(const insn_bits_t& b) { return FLLM_GET(b, LD,
 static inline unsigned opcode_of(const insn_bits_t& b) { return FLLM_GET(b, LD, OPCODE); }
 
 // ---------------------------------------------------------------------------------------------
-// Operand checks (functional.py _region / _array)
-// ---------------------------------------------------------------------------------------------
-unsigned fllm_check_region(uint64_t size, uint64_t addr, uint64_t rows, uint64_t row_bytes,
-                           uint64_t stride, const char* what) {
-    if (rows == 0 || row_bytes == 0) return 0;
-    uint64_t end = addr + (rows - 1) * stride + row_bytes;
-    if (end > size)
-        FLLM_FAIL(FLLM_ERR_ADDRESS, "%s: bytes 0x%llx..0x%llx fall outside the 0x%llx-byte buffer", what,
-                  (unsigned long long)addr, (unsigned long long)end, (unsigned long long)size);
-    return 0;
-}
-
-unsigned fllm_check_array(uint64_t size, uint64_t addr, uint64_t rows, uint64_t cols, unsigned item,
-                          uint64_t stride, const char* what) {
-    if (addr % item || (rows > 1 && stride % item))
-        FLLM_FAIL(FLLM_ERR_PROGRAM, "%s: address 0x%llx / stride %llu not aligned to %u-byte elements",
-                  what, (unsigned long long)addr, (unsigned long long)stride, item);
-    return fllm_check_region(size, addr, rows, cols * item, stride, what);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Instruction fetch and the decode-time checks (isa.decode_one, isa._check_semantics)
 // ---------------------------------------------------------------------------------------------
 // Assemble the instruction at word `pc` of a stream of `n` words at `stream`.  0 or ILLEGAL.
 static unsigned fetch(const word_t* stream, uint64_t n, uint64_t pc, insn_bits_t& bits, unsigned& words) {
+#pragma HLS INLINE off
     unsigned opcode = stream[pc] & 0xF;
     words = FLLM_WORDS_OF_OPCODE[opcode];
     if (words == 0)
@@ -123,72 +103,6 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The unit queue protocol (every unit kernel runs it)
-// ---------------------------------------------------------------------------------------------
-static unsigned execute(unsigned unit, const insn_bits_t& b, RunContext& ctx) {
-    switch (unit) {
-        case FLLM_UNIT_LD: return fllm_exec_ld(fllm_decode_move(b), ctx);
-        case FLLM_UNIT_ST: return fllm_exec_st(fllm_decode_move(b), ctx);
-        case FLLM_UNIT_MM: return fllm_exec_mpe(fllm_decode_mat(b), false, ctx);
-        case FLLM_UNIT_MV: return fllm_exec_mpe(fllm_decode_mat(b), true, ctx);
-        default: return fllm_exec_misc(fllm_decode_misc(b), ctx);
-    }
-}
-
-#ifndef __SYNTHESIS__
-static char first_message[FLLM_CORES][512];
-static uint32_t first_message_pc[FLLM_CORES];
-#endif
-
-unsigned fllm_unit_drain(unsigned unit, RunContext& ctx) {
-    CoreState& cs = ctx.cores[ctx.core];
-    UnitHead& h = cs.head[unit];
-    unsigned taken = 0;
-DRAIN:
-    while (true) {
-        if (!h.valid) {
-            if (cs.queue[unit].empty()) break;
-            h.cmd = cs.queue[unit].read();
-            h.valid = true;
-        }
-        done_t d;
-        d.pc = h.cmd.pc;
-        d.err = FLLM_ERR_NONE;
-        d.skipped = 0;
-        if (h.failed) {                                   // the unit stopped on an earlier error
-            d.skipped = 1;
-        } else {
-            unsigned wait = wait_of(h.cmd.bits), rel = release_of(h.cmd.bits);
-            bool ready = true;
-            for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
-                if ((wait >> s & 1) && cs.token[s][unit].empty()) ready = false;
-            if (!ready) break;                            // hardware: the unit stalls here
-            for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
-                if (wait >> s & 1) cs.token[s][unit].read();
-            cs.count.insns[unit]++;
-            unsigned err = execute(unit, h.cmd.bits, ctx);
-            if (err) {
-                h.failed = true;
-                d.err = err;
-#ifndef __SYNTHESIS__
-                if ((uint32_t)h.cmd.pc < first_message_pc[ctx.core]) {
-                    first_message_pc[ctx.core] = h.cmd.pc;
-                    std::strcpy(first_message[ctx.core], fllm_error_message);
-                }
-#endif
-            } else {
-                for (unsigned t = 0; t < FLLM_NUM_UNITS; t++)
-                    if (rel >> t & 1) cs.token[unit][t].write(1);
-            }
-        }
-        cs.done.write(d);
-        h.valid = false;
-        taken++;
-    }
-    return taken;
-}
-
-// ---------------------------------------------------------------------------------------------
 // The whole run
 // ---------------------------------------------------------------------------------------------
 struct ImageTable {
@@ -201,19 +115,6 @@ struct RunError {
 
 static RunError ok() { return RunError{FLLM_ERR_NONE, FLLM_UNKNOWN, FLLM_UNKNOWN}; }
 static RunError fail(unsigned code, unsigned core, unsigned pc) { return RunError{code, core, pc}; }
-
-static void reset_core(CoreState& cs) {
-    for (unsigned u = 0; u < FLLM_EXEC_UNITS; u++) {
-        while (!cs.queue[u].empty()) cs.queue[u].read();
-        cs.head[u].valid = false;
-        cs.head[u].failed = false;
-    }
-    for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
-        for (unsigned d = 0; d < FLLM_NUM_UNITS; d++)
-            while (!cs.token[s][d].empty()) cs.token[s][d].read();
-    while (!cs.done.empty()) cs.done.read();
-    cs.count = CoreCounters();
-}
 
 // Image header and every stream's decode-time checks (functional.py decode_image).
 static RunError load_image(const word_t* program, uint64_t words, ImageTable& t) {
@@ -232,7 +133,9 @@ static RunError load_image(const word_t* program, uint64_t words, ImageTable& t)
     if (program[1] != FLLM_IMAGE_VERSION || limit > words ||
         limit < FLLM_IMAGE_HEADER_WORDS + 2 * (uint64_t)ncores)
         return fail(FLLM_ERR_ILLEGAL_INSTRUCTION, FLLM_UNKNOWN, FLLM_UNKNOWN);
+HEADER_CORES:
     for (unsigned c = 0; c < ncores; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 3
         uint64_t off = program[FLLM_IMAGE_HEADER_WORDS + 2 * c], n = program[FLLM_IMAGE_HEADER_WORDS + 2 * c + 1];
         if (off + n > total) return fail(FLLM_ERR_ILLEGAL_INSTRUCTION, FLLM_UNKNOWN, FLLM_UNKNOWN);
     }
@@ -250,7 +153,9 @@ CHECK_STREAMS:
         const word_t* s = program + t.off[c];
         uint64_t pc = 0, last = 0;
         bool ends = false;
+    CHECK_WORDS:
         while (pc < t.n[c]) {
+#pragma HLS LOOP_TRIPCOUNT max = 1048576
             insn_bits_t b;
             unsigned w;
             unsigned err = fetch(s, t.n[c], pc, b, w);
@@ -272,147 +177,217 @@ CHECK_STREAMS:
     return ok();
 }
 
-// C simulation of the concurrent units of one core: call the unit kernels until none takes an
-// instruction (on hardware they run side by side and stall on missing tokens).  Consumers are
-// called first, so in the decoupled schedule each unit runs as early as its tokens allow.
-static void run_units(RunContext& link) {
-#ifndef __SYNTHESIS__
-    CoreState& cs = link.cores[link.core];
-    unsigned regs[6];
-    while (true) {
-        size_t before = cs.done.size();
-        misc(&regs[0], &regs[1], &regs[2], &regs[3], link);
-        mpe(&regs[0], &regs[1], &regs[2], &regs[3], &regs[4], &regs[5], link);
-        memctrl(link.port[0], link.port[1], link.port[2], link.port[3], link.port[4], link.port[5],
-                link.port[6], link.port[7], &regs[0], &regs[1], &regs[2], &regs[3], link);
-        if (cs.done.size() == before) break;
-    }
-#else
-    (void)link;
-#endif
+
+// ---------------------------------------------------------------------------------------------
+// The links to the cores: one explicit path per core
+// ---------------------------------------------------------------------------------------------
+#define LINK_PARAMS fllm_link_t &cmd0, fllm_link_t &cmd1, fllm_link_t &cmd2, fllm_link_t &done0, \
+                    fllm_link_t &done1, fllm_link_t &done2
+#define LINK_ARGS cmd0, cmd1, cmd2, done0, done1, done2
+
+static void send(unsigned c, const fllm_beat_t& b, LINK_PARAMS) {
+    (void)done0; (void)done1; (void)done2;
+    if (c == 0) cmd0.write(b);
+    else if (c == 1) cmd1.write(b);
+    else cmd2.write(b);
 }
 
-// One core's phase: dispatch its instructions up to the next SYS into the unit queues, fence
-// (wait for every completion), then execute the SYS.  `pending` is the program-order token count
-// per unit pair: a wait that no earlier release can satisfy is a program error at dispatch.
-static RunError run_phase(const word_t* program, const ImageTable& t, RunContext& link, uint64_t& pc,
-                          unsigned pending[FLLM_NUM_UNITS][FLLM_NUM_UNITS], FllmSchedule schedule,
-                          unsigned& stop_op, unsigned& stop_pc) {
-    const unsigned c = link.core;
-    CoreState& cs = link.cores[c];
-    const word_t* s = program + t.off[c];
-    uint64_t dispatched = 0, completed = 0;
-    unsigned err = FLLM_ERR_NONE, err_pc = FLLM_UNKNOWN;
-    bool dispatch_error = false;
-    insn_bits_t sys = 0;
-    unsigned sys_pc = FLLM_UNKNOWN;
-#ifndef __SYNTHESIS__
-    char dispatch_message[512] = "";
+static bool poll(unsigned c, fllm_beat_t& b, LINK_PARAMS) {
+    (void)cmd0; (void)cmd1; (void)cmd2;
+    if (c == 0) return done0.read_nb(b);
+    if (c == 1) return done1.read_nb(b);
+    return done2.read_nb(b);
+}
+
+struct Regs {            // the status registers, written as the run goes (the host may poll them)
+    unsigned* status;
+    unsigned* error_code;
+    unsigned* error_core;
+};
+
+// Wait for core c's next answer of `kind`.  A watchdog: after FLLM_STALL_POLLS empty polls the
+// status says STALLED (UNIT_NOT_STARTED on core c) and the wait goes on; an answer puts RUNNING back.
+static fllm_beat_t answer_of(unsigned c, unsigned kind, const Regs& regs, LINK_PARAMS) {
+#ifdef __SYNTHESIS__
+    const uint32_t limit = FLLM_STALL_POLLS;
+#else
+    const uint32_t limit = fllm_csim_stall_polls;
 #endif
+    uint32_t polls = 0;
+    bool stalled = false;
+WATCHDOG:
+    while (true) {           // ends on the answer; never on an empty poll
+#pragma HLS LOOP_TRIPCOUNT max = 268435456
+        fllm_beat_t b;
+        if (poll(c, b, LINK_ARGS)) {
+            if (stalled) {
+                *regs.status = FLLM_STATUS_RUNNING;
+                *regs.error_code = FLLM_ERR_NONE;
+                *regs.error_core = 0;
+            }
+            if (fllm_kind(b) == kind) return b;
+            continue;        // a HELLO left over from a start without a run
+        }
+        if (!stalled && ++polls >= limit) {
+            stalled = true;
+            *regs.status = FLLM_STATUS_STALLED;
+            *regs.error_code = FLLM_ERR_UNIT_NOT_STARTED;
+            *regs.error_core = c;
+        }
+#ifndef __SYNTHESIS__
+        fllm_csim_idle();
+#endif
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------------
+struct CoreProgress {        // one core's place in its stream
+    uint64_t pc;
+    unsigned pending[FLLM_NUM_UNITS][FLLM_NUM_UNITS];   // program-order token counts
+    unsigned err;
+    uint32_t err_pc;
+    bool dispatch_error;
+    insn_bits_t sys;
+    uint32_t sys_pc;
+    uint64_t executed;       // instructions the core has executed this run (from FENCED)
+    uint64_t leftover;       // tokens left at its last fence ([src*6+dst] bits)
+#ifndef __SYNTHESIS__
+    char dispatch_message[512];
+#endif
+};
+
+static void take_fenced(CoreProgress& p, const fllm_beat_t& a) {
+    const unsigned err = a.data.range(7, 0).to_uint();
+    const uint32_t pc = fllm_u32_at(a, 4);
+    if (err != FLLM_ERR_NONE && (p.err == FLLM_ERR_NONE || pc < p.err_pc)) {
+        p.err = err;
+        p.err_pc = pc;
+        p.dispatch_error = false;
+    }
+    p.executed = fllm_u32_at(a, 8);
+    p.leftover = fllm_u64_at(a, 16);
+}
+
+// Dispatch core c's instructions up to its next SYS, then a FENCE (carrying the SYS's wait
+// mask).  With fence_each, a FENCE after every instruction, stopping at the first error.
+static void dispatch_phase(const word_t* program, const ImageTable& t, unsigned c, CoreProgress& p,
+                           bool fence_each, const Regs& regs, LINK_PARAMS) {
+    const word_t* s = program + t.off[c];
+    p.err = FLLM_ERR_NONE;
+    p.err_pc = FLLM_UNKNOWN;
+    p.dispatch_error = false;
+    p.sys = 0;
+    p.sys_pc = FLLM_UNKNOWN;
+    bool has_sys = false;
 DISPATCH:
-    while (pc < t.n[c]) {
+    while (p.pc < t.n[c]) {
+#pragma HLS LOOP_TRIPCOUNT max = 1048576
         insn_bits_t b;
         unsigned w;
-        fetch(s, t.n[c], pc, b, w);                     // checked by load_image
-        unsigned unit = FLLM_UNIT_OF_OPCODE[opcode_of(b)];
-        unsigned wait = wait_of(b), rel = release_of(b);
-        for (unsigned u = 0; u < FLLM_NUM_UNITS && !dispatch_error; u++) {
-            if (!(wait >> u & 1)) continue;
-            if (pending[u][unit] == 0) {
-                dispatch_error = true;
+        fetch(s, t.n[c], p.pc, b, w);                     // checked by load_image
+        const unsigned unit = FLLM_UNIT_OF_OPCODE[opcode_of(b)];
+        const unsigned wait = wait_of(b), rel = release_of(b);
+        bool ok = true;
+    PENDING:
+        for (unsigned u = 0; u < FLLM_NUM_UNITS; u++) {
+            if (!(wait >> u & 1) || !ok) continue;
+            if (p.pending[u][unit] == 0) {
+                ok = false;
 #ifndef __SYNTHESIS__
-                std::snprintf(dispatch_message, sizeof(dispatch_message),
+                std::snprintf(p.dispatch_message, sizeof(p.dispatch_message),
                               "waits for a token from unit %u that no earlier instruction released (the "
                               "program order is not a valid schedule)", u);
 #endif
             } else {
-                pending[u][unit]--;
+                p.pending[u][unit]--;
             }
         }
-        if (dispatch_error) {
-            err = FLLM_ERR_PROGRAM;
-            err_pc = (unsigned)pc;
+        if (!ok) {
+            p.err = FLLM_ERR_PROGRAM;
+            p.err_pc = (uint32_t)p.pc;
+            p.dispatch_error = true;
             break;
         }
         if (unit == FLLM_UNIT_SYS) {
-            sys = b;
-            sys_pc = (unsigned)pc;
-            pc += w;
+            p.sys = b;
+            p.sys_pc = (uint32_t)p.pc;
+            p.pc += w;
+            has_sys = true;
             break;
         }
         for (unsigned u = 0; u < FLLM_NUM_UNITS; u++)
-            if (rel >> u & 1) pending[unit][u]++;
-        cmd_t cmd;
-        cmd.bits = b;
-        cmd.pc = (unsigned)pc;
-        cs.queue[unit].write(cmd);
-        dispatched++;
-        pc += w;
-        if (schedule == FLLM_SCHEDULE_PROGRAM) {       // one instruction at a time
-            run_units(link);
-            bool failed = false;
-            for (unsigned u = 0; u < FLLM_EXEC_UNITS; u++) failed |= cs.head[u].failed;
-            if (failed) break;
+            if (rel >> u & 1) p.pending[unit][u]++;
+        fllm_beat_t cmd = fllm_header(FLLM_KIND_INSN);
+        cmd.data.range(32 * FLLM_MAX_INSN_WORDS - 1, 0) = b;
+        fllm_put_u32(cmd, 40, (uint32_t)p.pc);
+        send(c, cmd, LINK_ARGS);
+        p.pc += w;
+        if (fence_each) {
+            send(c, fllm_header(FLLM_KIND_FENCE), LINK_ARGS);
+            take_fenced(p, answer_of(c, FLLM_KIND_FENCED, regs, LINK_ARGS));
+            if (p.err != FLLM_ERR_NONE) break;
         }
     }
-    run_units(link);
-FENCE:
-    while (completed < dispatched && !cs.done.empty()) {
-        done_t d = cs.done.read();
-        completed++;
-        if (d.err != FLLM_ERR_NONE && (unsigned)d.pc < err_pc) {
-            err = d.err;
-            err_pc = d.pc;
-            dispatch_error = false;
-        }
+    fllm_beat_t fence = fllm_header(FLLM_KIND_FENCE);
+    if (has_sys && p.err == FLLM_ERR_NONE) {
+        fence.data.range(7, 0) = wait_of(p.sys);
+        fence.data.range(15, 8) = 1;
     }
-    if (err != FLLM_ERR_NONE) {
+    send(c, fence, LINK_ARGS);
+}
+
+// After core c's FENCED: its error, else the SYS's own check.  Returns the error (or ok()).
+static RunError finish_phase(unsigned c, CoreProgress& p, unsigned& stop_op, unsigned& stop_pc) {
+    if (p.err != FLLM_ERR_NONE) {
 #ifndef __SYNTHESIS__
-        std::strcpy(fllm_error_message, dispatch_error ? dispatch_message : first_message[c]);
+        std::strcpy(fllm_error_message, p.dispatch_error ? p.dispatch_message : fllm_csim_cores[c].message);
 #endif
-        return fail(err, c, err_pc);
+        return fail(p.err, c, p.err_pc);
     }
-    if (completed < dispatched) {
-#ifndef __SYNTHESIS__
-        std::snprintf(fllm_error_message, sizeof(fllm_error_message), "units of core %u deadlocked", c);
-#endif
-        return fail(FLLM_ERR_INTERNAL, c, FLLM_UNKNOWN);
-    }
-    // SYS: a full fence (every earlier instruction has completed), then its own tokens and op
-    unsigned wait = wait_of(sys);
-    for (unsigned u = 0; u < FLLM_NUM_UNITS; u++)
-        if (wait >> u & 1) cs.token[u][FLLM_UNIT_SYS].read();
-    cs.count.insns[FLLM_UNIT_SYS]++;
-    if (release_of(sys)) {
+    if (release_of(p.sys)) {
 #ifndef __SYNTHESIS__
         std::snprintf(fllm_error_message, sizeof(fllm_error_message), "SYS releases no tokens");
 #endif
-        return fail(FLLM_ERR_PROGRAM, c, sys_pc);
+        return fail(FLLM_ERR_PROGRAM, c, p.sys_pc);
     }
-    stop_op = FLLM_GET(sys, SYS, OP);
-    stop_pc = sys_pc;
+    stop_op = FLLM_GET(p.sys, SYS, OP);
+    stop_pc = p.sys_pc;
     return ok();
 }
 
-static RunError run_all(const word_t* program, uint64_t words, RunContext links[FLLM_CORES],
-                        FllmSchedule schedule) {
-    ImageTable t;
-    RunError e = load_image(program, words, t);
-    if (e.code) return e;
-    static unsigned pending[FLLM_CORES][FLLM_NUM_UNITS][FLLM_NUM_UNITS];
-    uint64_t pcs[FLLM_CORES];
-    for (unsigned c = 0; c < FLLM_CORES; c++) {
-        pcs[c] = 0;
-        for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
-            for (unsigned d = 0; d < FLLM_NUM_UNITS; d++) pending[c][s][d] = 0;
-    }
+static RunError run_phases(const word_t* program, const ImageTable& t, CoreProgress prog[FLLM_CORES],
+                           const Regs& regs, LINK_PARAMS) {
+#ifdef __SYNTHESIS__
+    const bool serial = false, fence_each = false;
+#else
+    const bool serial = fllm_csim_serial_cores, fence_each = fllm_csim_fence_each;
+#endif
 PHASES:
     while (true) {
+#pragma HLS LOOP_TRIPCOUNT max = 65536
         unsigned stop_op[FLLM_CORES], stop_pc[FLLM_CORES];
-        for (unsigned c = 0; c < FLLM_CORES; c++) {     // C simulation: the cores one after another
-            e = run_phase(program, t, links[c], pcs[c], pending[c], schedule, stop_op[c], stop_pc[c]);
-            if (e.code) return e;
+        RunError e = ok();
+        // hardware: every core's phase goes out, then the fences are collected, core by core;
+        // C simulation (serial): each core's phase runs to its fence before the next core's
+        // starts, the Python simulator's order (a remote read sees the cores before it done)
+    CORES_DISPATCH:
+        for (unsigned c = 0; c < FLLM_CORES; c++) {
+            dispatch_phase(program, t, c, prog[c], fence_each, regs, LINK_ARGS);
+            if (serial) {
+                take_fenced(prog[c], answer_of(c, FLLM_KIND_FENCED, regs, LINK_ARGS));
+                e = finish_phase(c, prog[c], stop_op[c], stop_pc[c]);
+                if (e.code) return e;
+            }
         }
+    CORES_FENCE:
+        for (unsigned c = 0; c < FLLM_CORES && !serial; c++) {
+            take_fenced(prog[c], answer_of(c, FLLM_KIND_FENCED, regs, LINK_ARGS));
+            RunError ec = finish_phase(c, prog[c], stop_op[c], stop_pc[c]);
+            if (ec.code && !e.code) e = ec;
+        }
+        if (e.code) return e;
         for (unsigned c = 1; c < FLLM_CORES; c++) {
             if (stop_op[c] != stop_op[0]) {
 #ifndef __SYNTHESIS__
@@ -425,24 +400,27 @@ PHASES:
         if (stop_op[0] == FLLM_SYS_OP_END) break;        // otherwise: barrier, next phase
     }
     for (unsigned c = 0; c < FLLM_CORES; c++) {
-        CoreState& cs = links[c].cores[c];
-        for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
-            for (unsigned d = 0; d < FLLM_NUM_UNITS; d++)
-                if (!cs.token[s][d].empty()) {
+        if (prog[c].leftover) {
 #ifndef __SYNTHESIS__
-                    std::snprintf(fllm_error_message, sizeof(fllm_error_message),
-                                  "core %u ends with unconsumed dependency tokens (%u -> %u)", c, s, d);
+            const unsigned bit = __builtin_ctzll(prog[c].leftover);
+            std::snprintf(fllm_error_message, sizeof(fllm_error_message),
+                          "core %u ends with unconsumed dependency tokens (%u -> %u)", c, bit / FLLM_NUM_UNITS,
+                          bit % FLLM_NUM_UNITS);
 #endif
-                    return fail(FLLM_ERR_PROGRAM, c, (unsigned)t.last_pc[c]);
-                }
+            return fail(FLLM_ERR_PROGRAM, c, (unsigned)t.last_pc[c]);
+        }
     }
     return ok();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The kernel
+// ---------------------------------------------------------------------------------------------
 void scheduler(const word_t* program, unsigned pos, unsigned len, unsigned* status,
                unsigned* error_code, unsigned* error_core, unsigned* error_pc, unsigned* cycles_lo,
                unsigned* cycles_hi, unsigned* insns_lo, unsigned* insns_hi, unsigned soft_reset,
-               RunContext links[FLLM_CORES], uint64_t program_words, FllmSchedule schedule) {
+               fllm_link_t& cmd0, fllm_link_t& cmd1, fllm_link_t& cmd2, fllm_link_t& done0,
+               fllm_link_t& done1, fllm_link_t& done2) {
 #pragma HLS INTERFACE mode = m_axi port = program bundle = instr offset = slave max_widen_bitwidth = 512
 #pragma HLS INTERFACE mode = s_axilite port = program bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = pos bundle = control
@@ -456,62 +434,63 @@ void scheduler(const word_t* program, unsigned pos, unsigned len, unsigned* stat
 #pragma HLS INTERFACE mode = s_axilite port = insns_lo bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = insns_hi bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = soft_reset bundle = control
+#pragma HLS INTERFACE mode = axis port = cmd0
+#pragma HLS INTERFACE mode = axis port = cmd1
+#pragma HLS INTERFACE mode = axis port = cmd2
+#pragma HLS INTERFACE mode = axis port = done0
+#pragma HLS INTERFACE mode = axis port = done1
+#pragma HLS INTERFACE mode = axis port = done2
 #pragma HLS INTERFACE mode = s_axilite port = return bundle = control
-    // `links` are the per-core unit queues, token FIFOs and completion streams (AXI4-Stream
-    // connections in the block design); program_words bounds the image in C simulation and
-    // `schedule` picks how C simulation interleaves the concurrent units.
-    for (unsigned c = 0; c < FLLM_CORES; c++) {
-        reset_core(links[c].cores[c]);
-#ifndef __SYNTHESIS__
-        first_message_pc[c] = 0xFFFFFFFFu;
-        first_message[c][0] = 0;
-#endif
-    }
     *cycles_lo = *cycles_hi = 0;          // C simulation has no clock; the timing model predicts it
-    if (soft_reset) {
+    *error_pc = 0;
+    *insns_lo = *insns_hi = 0;
+    if (soft_reset) {                     // abort: every running core unit stops (END)
+        for (unsigned c = 0; c < FLLM_CORES; c++) send(c, fllm_header(FLLM_KIND_END), LINK_ARGS);
         *status = FLLM_STATUS_IDLE;
         *error_code = FLLM_ERR_NONE;
-        *error_core = *error_pc = 0;
-        *insns_lo = *insns_hi = 0;
+        *error_core = 0;
         return;
     }
-    for (unsigned c = 0; c < FLLM_CORES; c++) {
-        links[c].pos = pos;
-        links[c].len = len;
-    }
+    *status = FLLM_STATUS_RUNNING;
+    *error_code = FLLM_ERR_NONE;
+    *error_core = 0;
+    const Regs regs = {status, error_code, error_core};
 #ifndef __SYNTHESIS__
     fllm_error_message[0] = 0;
 #endif
-    RunError e = run_all(program, program_words, links, schedule);
+    // every core's memctrl says HELLO when it starts (STALLED while one has not), then RUN
+HELLO:
+    for (unsigned c = 0; c < FLLM_CORES; c++) answer_of(c, FLLM_KIND_HELLO, regs, LINK_ARGS);
+    static CoreProgress prog[FLLM_CORES];
+RUN:
+    for (unsigned c = 0; c < FLLM_CORES; c++) {
+        fllm_beat_t run = fllm_header(FLLM_KIND_RUN);
+        run.data.range(7, 0) = c;
+        fllm_put_u32(run, 4, pos);
+        fllm_put_u32(run, 8, len);
+        send(c, run, LINK_ARGS);
+        prog[c].pc = 0;
+        prog[c].executed = 0;
+        prog[c].leftover = 0;
+        for (unsigned s = 0; s < FLLM_NUM_UNITS; s++)
+            for (unsigned d = 0; d < FLLM_NUM_UNITS; d++) prog[c].pending[s][d] = 0;
+    }
+#ifdef __SYNTHESIS__
+    const uint64_t words = 0xFFFFFFFFull;  // the header's size is all there is on hardware
+#else
+    const uint64_t words = fllm_csim_program_words;
+#endif
+    ImageTable t;
+    RunError e = load_image(program, words, t);
+    if (!e.code) e = run_phases(program, t, prog, regs, LINK_ARGS);
+END:
+    for (unsigned c = 0; c < FLLM_CORES; c++) send(c, fllm_header(FLLM_KIND_END), LINK_ARGS);
     uint64_t insns = 0;
-    for (unsigned c = 0; c < FLLM_CORES; c++)
-        for (unsigned u = 0; u < FLLM_NUM_UNITS; u++) insns += links[c].cores[c].count.insns[u];
+    for (unsigned c = 0; c < FLLM_CORES; c++) insns += prog[c].executed;
     *insns_lo = (unsigned)insns;
     *insns_hi = (unsigned)(insns >> 32);
-    *status = e.code ? FLLM_STATUS_ERROR : FLLM_STATUS_DONE;
     *error_code = e.code;
     *error_core = e.code ? e.core : 0;
     *error_pc = e.code ? e.pc : 0;
-}
-
-SchedulerResult flightllm_run(const word_t* program, uint64_t words, uint32_t pos, uint32_t len,
-                              uint8_t* hbm[FLLM_CORES][FLLM_CHANNELS_PER_CORE],
-                              uint64_t hbm_bytes[FLLM_CORES][FLLM_CHANNELS_PER_CORE],
-                              CoreState* cores, FllmSchedule schedule) {
-    static RunContext links[FLLM_CORES];
-    for (unsigned c = 0; c < FLLM_CORES; c++) {
-        links[c].core = c;
-        links[c].cores = cores;
-        for (unsigned k = 0; k < FLLM_CHANNELS_PER_CORE; k++) {
-            links[c].port[k] = hbm[c][k];
-            links[c].port_bytes[k] = hbm_bytes[c][k];
-        }
-    }
-    SchedulerResult r;
-    unsigned lo[4], hi[2];
-    scheduler(program, pos, len, &r.status, &r.error_code, &r.error_core, &r.error_pc, &lo[0], &hi[0],
-              &lo[1], &hi[1], 0, links, words, schedule);
-    r.cycles = ((uint64_t)hi[0] << 32) | lo[0];
-    r.insns = ((uint64_t)hi[1] << 32) | lo[1];
-    return r;
+    *status = e.code ? FLLM_STATUS_ERROR : FLLM_STATUS_DONE;
 }
