@@ -25,11 +25,13 @@ def tensor(weights, name) -> np.ndarray:
 def calibration_stats(ckpt, tokens) -> list:
     """Per layer, absmax of each linear group's input channels over the calibration tokens.
 
-    Runs the float reference once with hooks; returns [{"qkv", "o", "gate_up", "down"}: (K,)].
+    Runs the float reference once with hooks, in float64 (the maxima are rounded to float32 once,
+    so they do not depend on the CPU: see `calibrate`); returns [{"qkv", "o", "gate_up", "down"}:
+    (K,)].
     """
-    from ..model.llama import Transformer
+    from .calibrate import model_with
     import torch.nn.functional as F
-    model = Transformer.from_checkpoint(ckpt)
+    model = model_with(ckpt, float_layers(ckpt), torch.float64)
     stats = [dict() for _ in range(ckpt.args.n_layers)]
 
     def amax(x):
@@ -59,8 +61,9 @@ def calibration_stats(ckpt, tokens) -> list:
 
 
 def _smooth_scale(act_max, w_cols_max, alpha, group=None):
-    a = np.maximum(act_max, 1e-5)
-    w = np.maximum(w_cols_max, 1e-5)
+    a = np.maximum(np.asarray(act_max, np.float64), 1e-5)        # float64, rounded to float32
+    w = np.maximum(np.asarray(w_cols_max, np.float64), 1e-5)     # once at the end
+
     s = np.clip(a ** alpha / w ** (1 - alpha), 1e-2, 1e3)
     if group and s.shape[-1] % group == 0:    # one factor per group of input channels
         g = s.reshape(*s.shape[:-1], -1, group)
