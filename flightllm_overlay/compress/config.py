@@ -25,7 +25,11 @@ class CompressionConfig:
     grids of the source weights intact; None: per channel); damp:
     Hessian damping (fraction of its mean diagonal).  attn_mass: block-sparse prefill
     attention, each head keeping at least this share of its calibration attention mass
-    (`compress.attention`; None: dense attention).
+    (`compress.attention`; None: dense attention).  qk_criterion: the pruning scores of q_proj
+    and k_proj: 'attention' (their effect on the attention distributions, `compress.qkscore`),
+    or None for `criterion`'s.  keep_grid: where a weight already sits on a low-bit group grid
+    (GGUF Q4_0/Q4_1/K-quants) and its format is chosen, keep the source's codes (`compress.grid`)
+    when that gives the smaller calibrated output error.
     """
 
     name: str = "custom"
@@ -43,12 +47,17 @@ class CompressionConfig:
     smooth_group: int | None = None
     damp: float = 0.01
     attn_mass: float | None = None
+    qk_criterion: str | None = None
+    keep_grid: bool = True
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
         check_density(self.density, "the linears")
         if self.criterion not in CRITERIA:
             raise CompileError(f"unknown pruning criterion {self.criterion!r}; use one of {CRITERIA}")
+        if self.qk_criterion not in (None, "attention") + CRITERIA:
+            raise CompileError(f"unknown q/k pruning criterion {self.qk_criterion!r}; use "
+                               f"'attention', one of {CRITERIA}, or None")
         if self.act_bits != 8:
             raise CompileError(f"activations are INT8 on the device; act_bits={self.act_bits} "
                                f"is not supported")
@@ -64,6 +73,11 @@ class CompressionConfig:
 
     def density_of(self, linear: str) -> float:
         return self.density_qk if linear in ("wq", "wk") else self.density
+
+    def criterion_of(self, linear: str) -> str:
+        if linear in ("wq", "wk") and self.qk_criterion is not None:
+            return self.qk_criterion
+        return self.criterion
 
     def to_dict(self) -> dict:
         d = asdict(self)
