@@ -111,13 +111,25 @@ class CompressionConfig:
                    smooth_group=32)
 
     @classmethod
+    def dense4(cls) -> "CompressionConfig":
+        """4-bit weights in groups of 32, dense: a Q4_1 source's own grid (kept, `keep_grid`)."""
+        return cls(name="dense4", avg_bits=4.0, bit_choices=(4,), group_choices=(32,),
+                   smooth_group=32)
+
+    @classmethod
+    def paper(cls) -> "CompressionConfig":
+        """The paper's budget: the flightllm setting at about 3.5 average code bits."""
+        return cls.flightllm().but(name="paper", avg_bits=3.5)
+
+    @classmethod
     def magnitude(cls) -> "CompressionConfig":
         """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
         return cls.flightllm().but(name="magnitude", criterion="magnitude", error_feedback=False)
 
     @classmethod
     def preset(cls, name: str) -> "CompressionConfig":
-        table = {"w8a8": cls.w8a8, "flightllm": cls.flightllm, "magnitude": cls.magnitude}
+        table = {"w8a8": cls.w8a8, "flightllm": cls.flightllm, "magnitude": cls.magnitude,
+                 "dense4": cls.dense4, "paper": cls.paper}
         if name not in table:
             raise CompileError(f"unknown compression preset {name!r}; choose one of {sorted(table)}")
         return table[name]()
