@@ -1,7 +1,14 @@
-"""SmolLM2-135M-Instruct compiled to W8A8 and run on the simulated overlay: the Paris answer and
-perplexity within 3% of the float reference on a fixed text slice."""
+"""SmolLM2-135M-Instruct compiled to W8A8 and compressed (FlightLLM setting) on the simulated overlay:
+the Paris answer with comfortable decision margins, and perplexity within 3% of the float reference.
+
+Margins: a greedy answer flips when the CPU's floating-point path (AVX2 vs AVX-512 reduction
+orders: logits move by about 1e-4) reorders two tokens whose logits are closer than that.  The
+tests below check that every token up to and including "Paris" was chosen with a logit margin of
+at least MARGIN, so the answer holds on any x86-64 CPU, not only on the one that ran the test.
+"""
 from __future__ import annotations
 
+import numpy as np
 import pydoc_data.topics as topics
 import pytest
 
@@ -12,6 +19,8 @@ from flightllm_overlay.runtime import Generator, Session
 from flightllm_overlay.runtime.perplexity import perplexity_device, perplexity_reference
 
 PPL_RATIO_MAX = 1.03
+MARGIN = 0.25               # logits; CPU-dependent float differences are ~1e-4
+QUESTION = "What is the capital of France?"
 EVAL_TOKENS = 1024          # Python's documentation topics, the half not used for calibration
 
 
@@ -27,12 +36,36 @@ def session(smollm2, sim_overlay):
         yield s
 
 
+def greedy_with_margins(gen, tokenizer, prompt, n):
+    """(text, margins): the greedy answer on the overlay and, per new token, the logit gap
+    between the chosen token and the runner-up."""
+    ids = gen.encode_prompt(prompt)
+    logits, out, margins = gen.prefill(ids), [], []
+    for pos in range(len(ids), len(ids) + n):
+        top2 = np.sort(logits)[-2:]
+        margins.append(float(top2[1] - top2[0]))
+        out.append(int(np.argmax(logits)))
+        if out[-1] in tokenizer.stop_ids:
+            break
+        logits = gen.decode_one(out[-1], pos)
+    return out, margins
+
+
+def assert_paris_with_margin(tokenizer, out, margins):
+    text = tokenizer.decode(out, skip_special_tokens=True)
+    assert "Paris" in text, text
+    upto = next(i for i in range(len(out)) if "Paris" in tokenizer.decode(out[:i + 1]))
+    assert min(margins[:upto + 1]) >= MARGIN, (text, np.round(margins[:upto + 1], 3))
+
+
 def test_answers_paris_greedy_with_chat_template(session, smollm2):
     gen = Generator(session, smollm2.tokenizer)
-    text = gen.generate_text("What is the capital of France?", 16)
+    text = gen.generate_text(QUESTION, 16)
     assert "Paris" in text, text
     assert gen.stats.finish_reason == "stop token"
     assert gen.stats.instructions > 0 and gen.stats.hbm_bytes > 0
+    assert_paris_with_margin(smollm2.tokenizer,
+                             *greedy_with_margins(gen, smollm2.tokenizer, QUESTION, 12))
 
 
 def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
@@ -45,15 +78,15 @@ def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
     assert dev / ref > 0.97          # a suspiciously better score means something is off
 
 
-def test_compressed_4bit_model_answers_paris_on_the_overlay(smollm2, sim_overlay):
-    """The FlightLLM-style compression with dense Q/K (mixed 2/3/4/8-bit weights at 4 code bits
-    per weight, calibrated packing) compiled and run on the simulated overlay still answers.
-    (With Q/K pruned to 70% -- or even 85% -- N:16 density SmolLM2 answers in French instead:
-    see the issue 3 closing note; perplexity barely moves, the answer does.)"""
+def test_compressed_model_answers_paris_on_the_overlay_with_margin(smollm2, sim_overlay):
+    """The FlightLLM setting (q/k at 70% N:16 density chosen by their effect on attention,
+    mixed 2/3/4/8-bit weights at <= 4 code bits, the Q4_1 source's codes kept) compiled and run
+    on the simulated overlay answers Paris with every decision up to it comfortably clear."""
     from flightllm_overlay.compiler import compile_compressed
     from flightllm_overlay.compress import CompressionConfig, compress
-    cm = compress(smollm2, None, CompressionConfig.flightllm().but(density_qk=1.0), progress=False)
+    cm = compress(smollm2, None, CompressionConfig.flightllm(), progress=False)
     assert cm.totals()["code_bits"] <= 4.0
     with Session(sim_overlay, compile_compressed(cm, ctx=256)) as s:
-        text = Generator(s, smollm2.tokenizer).generate_text("What is the capital of France?", 12)
-    assert "Paris" in text, text
+        gen = Generator(s, smollm2.tokenizer)
+        assert_paris_with_margin(smollm2.tokenizer,
+                                 *greedy_with_margins(gen, smollm2.tokenizer, QUESTION, 12))

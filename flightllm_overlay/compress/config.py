@@ -105,10 +105,12 @@ class CompressionConfig:
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
         2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
-        INT8 activations; Wanda scores, GPTQ-like error feedback; smoothing with one factor per
-        32 input channels (keeps a group-32 grid of the source weights, as SmolLM2's Q4_1)."""
+        INT8 activations; q/k pruned by their effect on the attention distributions, the rest
+        by Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
+        smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
+        weights, as SmolLM2's Q4_1)."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
-                   smooth_group=32)
+                   smooth_group=32, qk_criterion="attention")
 
     @classmethod
     def dense4(cls) -> "CompressionConfig":
@@ -124,7 +126,8 @@ class CompressionConfig:
     @classmethod
     def magnitude(cls) -> "CompressionConfig":
         """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
-        return cls.flightllm().but(name="magnitude", criterion="magnitude", error_feedback=False)
+        return cls.flightllm().but(name="magnitude", criterion="magnitude", qk_criterion=None,
+                                   error_feedback=False)
 
     @classmethod
     def preset(cls, name: str) -> "CompressionConfig":

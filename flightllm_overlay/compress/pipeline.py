@@ -62,17 +62,22 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
               else float_layers(ckpt))
     cands = {k: candidates(k, cfg.bit_choices, cfg.group_choices)
              for k in {w.shape[1] for lin, _, _ in layers for w in lin.values()}}
-    sparse = cfg.density < 1 or cfg.density_qk < 1
-    need_stats = cfg.error_feedback or sparse or any(len(c) > 1 for c in cands.values())
-    attn = (AttentionImportance(args) if cfg.density_qk < 1 and cfg.qk_criterion == "attention"
-            else None)
-    stats = (collect(ckpt, layers, tokens, progress=progress,
-                     hooks=() if attn is None else (attn.hook,)) if need_stats else None)
     low = tuple(b for b in cfg.bit_choices if b < 8)
     grids = {}
     if cfg.keep_grid and low:
         for i, k in ((i, k) for i in range(args.n_layers) for k in LINEARS):
             grids[i, k] = find_grid(layers[i][0][k], low, cfg.group_choices)
+    sparse = cfg.density < 1 or cfg.density_qk < 1
+    # calibration statistics: for pruning, for choosing formats, and for error feedback on
+    # linears whose only format is not their source grid's (kept grids need none)
+    need_stats = sparse or any(len(c) > 1 for c in cands.values()) or (cfg.error_feedback and any(
+        grids.get((i, k)) is None or cands[layers[i][0][k].shape[1]][0]
+        != (grids[i, k].bits, grids[i, k].group)
+        for i in range(args.n_layers) for k in LINEARS))
+    attn = (AttentionImportance(args) if cfg.density_qk < 1 and cfg.qk_criterion == "attention"
+            else None)
+    stats = (collect(ckpt, layers, tokens, progress=progress,
+                     hooks=() if attn is None else (attn.hook,)) if need_stats else None)
 
     # pruning masks and the candidates' errors, then one global bit allocation
     plan, options = [], []
