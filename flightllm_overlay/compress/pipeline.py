@@ -53,11 +53,11 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     weights are those of the smoothed model and the smoothed norm gains go with them.
     """
     cfg = config or CompressionConfig.flightllm()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tokens = list(calibration_tokens(ckpt, cfg.calib_tokens) if tokens is None
                   else tokens)[:cfg.calib_tokens]
     args = ckpt.args
-    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha, cfg.smooth_group)
+    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha, cfg.smooth_group, progress)
               if cfg.smooth_alpha is not None
               else float_layers(ckpt))
     cands = {k: candidates(k, cfg.bit_choices, cfg.group_choices)
@@ -65,7 +65,8 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     low = tuple(b for b in cfg.bit_choices if b < 8)
     grids = {}
     if cfg.keep_grid and low:
-        for i, k in ((i, k) for i in range(args.n_layers) for k in LINEARS):
+        for i, k in tqdm([(i, k) for i in range(args.n_layers) for k in LINEARS],
+                         desc="source grids", unit="linear", disable=not progress):
             grids[i, k] = find_grid(layers[i][0][k], low, cfg.group_choices)
     sparse = cfg.density < 1 or cfg.density_qk < 1
     # calibration statistics: for pruning, for choosing formats, and for error feedback on
@@ -146,4 +147,5 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         args=args, config=cfg, layers=packed, attn_norm=[an for _, an, _ in layers],
         ffn_norm=[fn for _, _, fn in layers], embed=embed.astype(np.float16),
         norm=tensor(W, "model.norm.weight"), lm_head=head, source=str(ckpt.source),
-        info={**info, "seconds": round(time.perf_counter() - t0, 1)})
+        info={**info, "seconds": round(time.perf_counter() - t0, 1),
+              "cpu_seconds": round(time.process_time() - c0, 1)})

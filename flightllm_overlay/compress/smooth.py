@@ -22,7 +22,7 @@ def tensor(weights, name) -> np.ndarray:
     return (t.detach().float().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float32))
 
 
-def calibration_stats(ckpt, tokens) -> list:
+def calibration_stats(ckpt, tokens, progress: bool = False) -> list:
     """Per layer, absmax of each linear group's input channels over the calibration tokens.
 
     Runs the float reference once with hooks, in float64 (the maxima are rounded to float32 once,
@@ -53,7 +53,9 @@ def calibration_stats(ckpt, tokens) -> list:
 
     tokens = list(tokens)
     window = min(256, ckpt.args.max_seq_len)
-    for start in range(0, len(tokens), window):
+    from tqdm.auto import tqdm
+    for start in tqdm(range(0, len(tokens), window), desc="smoothing stats", unit="window",
+                      disable=not progress):
         model.reset()
         model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
                       hook=hook)
@@ -119,12 +121,12 @@ def smooth_layer(args, lin: dict, attn_norm, ffn_norm, st: dict, alpha: float = 
 
 
 def smoothed_layers(ckpt, calibration_tokens=None, alpha: float = 0.5,
-                    group: int | None = None) -> list:
+                    group: int | None = None, progress: bool = False) -> list:
     """`float_layers`, smoothed from calibration statistics when tokens are given (see
     `smooth_layer` for `group`)."""
     layers = float_layers(ckpt)
     if calibration_tokens is None:
         return layers
-    stats = calibration_stats(ckpt, calibration_tokens)
+    stats = calibration_stats(ckpt, calibration_tokens, progress)
     return [smooth_layer(ckpt.args, lin, an, fn, st, alpha, group)
             for (lin, an, fn), st in zip(layers, stats)]
