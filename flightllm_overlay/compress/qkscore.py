@@ -9,11 +9,14 @@ queries and keeping the diagonal (one weight at a time) gives, for a weight W_ij
 * q_proj (row i of head h):  I_ij = sum_t C_ti x_tj^2 with C_ti = Var_{u ~ p_t}(k_ui) / d, the
   spread of the (roped) keys the query attends to along dimension i (averaged over the RoPE pair
   of i, whose split the position's rotation decides);
-* k_proj (row i of KV head h): I_ij = sum_t A_ti V_tj over the query heads of h, with
-  A_ti = q_ti^2 / d (pair-averaged) and V_tj the spread of input channel j over the keys
-  query t attends to: Var_{u ~ p_t}(x_uj) for the slowly rotating RoPE pairs (a key shift
-  common to the attended keys is ignored by the softmax), E_{u ~ p_t}(x_uj^2) for the fast
-  ones (the rotation makes a common shift differ from key to key).
+* k_proj (row i of KV head h): I_ij = sum_t A_ti V_tij over the query heads of h, with
+  A_ti = q_ti^2 / d (pair-averaged) and V_tij the spread of input channel j over the keys query
+  t attends to, as key u's RoPE rotation by angle theta_i u turns it:
+  V_tij = E_{u ~ p_t}(x_uj^2) - |E_{u ~ p_t}(e^{i theta_i u} x_uj)|^2, the second factor taken
+  as |phi_t(theta_i)|^2 E_{u ~ p_t}(x_uj)^2 with phi_t the characteristic function of the
+  attended positions (exact for a constant channel).  For a slowly rotating pair a key shift
+  common to the attended keys is ignored by the softmax (V is the variance); for a fast one the
+  rotation makes it differ from key to key (V tends to the second moment).
 
 The pruning score is |W_ij| sqrt(I_ij) (Wanda's |W_ij| ||x_j|| with the attention weighting);
 `prune.choose_block_n` then picks the N:16 codes.  Input channels that are large but nearly
@@ -24,10 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-#: a RoPE pair rotating less than this many radians over FAST_SPAN tokens counts as slow
-SLOW_RADIANS, FAST_SPAN = 1.0, 32
-
 
 def _pair_mean(a: torch.Tensor) -> torch.Tensor:
     """Average each rotate-half pair (i, i + d/2) along the last dim."""
@@ -46,9 +45,7 @@ class AttentionImportance:
         self.q, self.k = [None] * n, [None] * n
         self._x, self._q = {}, {}
         d = args.head_dim
-        inv = 1.0 / (args.rope_theta ** (np.arange(0, d, 2) / d))
-        slow = np.concatenate([inv, inv]) * FAST_SPAN < SLOW_RADIANS
-        self._slow = torch.from_numpy(slow)                      # (d,) per rotate-half dim
+        self._theta = torch.from_numpy(1.0 / (args.rope_theta ** (np.arange(0, d, 2) / d)))
 
     def hook(self, name: str, layer: int, t: torch.Tensor) -> None:
         if name == "attn_in":
@@ -64,6 +61,7 @@ class AttentionImportance:
         g = H // a.n_kv_heads
         causal = torch.ones(T, T, dtype=torch.bool).triu(1)
         x2 = x * x
+        angle = torch.arange(T, dtype=torch.float64)[:, None] * self._theta[None, :]  # (T, d/2)
         iq = torch.zeros(H, d, x.shape[1], dtype=torch.float64)
         ik = torch.zeros(a.n_kv_heads, d, x.shape[1], dtype=torch.float64)
         for h in range(H):
@@ -73,10 +71,10 @@ class AttentionImportance:
             p = torch.softmax(s.masked_fill(causal, float("-inf")), -1)      # (T, T)
             c = _pair_mean(p @ (kh * kh) - (p @ kh) ** 2).clamp_min(0) / d  # (T, d)
             iq[h] = c.T @ x2
-            px2 = p @ x2
-            var = (px2 - (p @ x) ** 2).clamp_min(0)               # (T, K)
+            px2, px = p @ x2, p @ x                               # (T, K)
+            phi2 = (p @ angle.cos()) ** 2 + (p @ angle.sin()) ** 2     # (T, d/2): |phi_t|^2
             aq = _pair_mean(q[:, h] ** 2) / d                     # (T, d)
-            ik[kv] += (aq * self._slow).T @ var + (aq * ~self._slow).T @ px2
+            ik[kv] += aq.T @ px2 - (aq * torch.cat([phi2, phi2], -1)).T @ (px * px)
         iq, ik = iq.reshape(H * d, -1).numpy(), ik.reshape(a.n_kv_heads * d, -1).numpy()
         self.q[layer] = iq if self.q[layer] is None else self.q[layer] + iq
         self.k[layer] = ik if self.k[layer] is None else self.k[layer] + ik
