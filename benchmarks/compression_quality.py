@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/compression_quality.py [--tokens 8192] [--window 512]
         [--settings float w8a8 dense4 flightllm flightllm-wanda paper magnitude]
-        [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--jobs 1]
+        [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--load DIR] [--jobs 1]
 
 For each setting: perplexity on the first --tokens tokens of the bundled evaluation text (enwiki
 prose, CC BY-SA) in non-overlapping --window-token windows, and on the answer prompt set
@@ -43,8 +43,10 @@ SETTINGS = {
 }
 
 
-def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, progress=True):
-    """A result dict of one setting: perplexity, answers (token ids, texts), bits, seconds."""
+def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, progress=True,
+                load=None):
+    """A result dict of one setting: perplexity, answers (token ids, texts), bits, seconds.
+    load: a folder of checkpoints a previous --save wrote (<setting>.safetensors), reused."""
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model)
     ids = ckpt.tokenizer.encode(text("eval"))[:tokens]
@@ -55,7 +57,13 @@ def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, p
         runner, greedy = reference_runner(ckpt), reference_greedy(ckpt)
         out.update(code_bits=None, hbm_bits=32.0, density=1.0, report="")
     else:
-        cm = compress(ckpt, None, cfg, progress=progress)
+        saved = Path(load or "") / f"{name}.safetensors"
+        if load and saved.exists():
+            from flightllm_overlay.compress import CompressedModel
+            cm = CompressedModel.load(saved)
+            out["loaded"] = str(saved)
+        else:
+            cm = compress(ckpt, None, cfg, progress=progress)
         out["compress_s"] = round(cm.info["seconds"], 1)
         if save:
             Path(save).mkdir(parents=True, exist_ok=True)
@@ -116,18 +124,22 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--json", default=None, help="write the summary and answers to this file")
     ap.add_argument("--save", default=None, help="folder to write each compressed checkpoint to")
+    ap.add_argument("--load", default=None,
+                    help="folder of checkpoints a previous --save wrote: reuse them")
     ap.add_argument("--jobs", type=int, default=1,
                     help="settings evaluated in parallel worker processes (about 3 GB each)")
     ap.add_argument("--show", action="store_true", help="print every answer that differs")
     args = ap.parse_args(argv)
     names = ["float"] + [n for n in args.settings if n != "float"]
     job = (lambda n, progress: run_setting(n, args.model, args.tokens, args.window,
-                                           args.new_tokens, args.prompts, args.save, progress))
+                                           args.new_tokens, args.prompts, args.save, progress,
+                                           args.load))
     if args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [pool.submit(run_setting, n, args.model, args.tokens, args.window,
-                                args.new_tokens, args.prompts, args.save, False) for n in names]
+                                args.new_tokens, args.prompts, args.save, False, args.load)
+                    for n in names]
             results = [f.result() for f in futs]
     else:
         results = []

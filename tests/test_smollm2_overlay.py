@@ -1,10 +1,11 @@
 """SmolLM2-135M-Instruct compiled to W8A8 and compressed (FlightLLM setting) on the simulated overlay:
-the Paris answer with comfortable decision margins, and perplexity within 3% of the float reference.
+the Paris answer down every near-tie branch, and perplexity within 3% of the float reference.
 
 Margins: a greedy answer flips when the CPU's floating-point path (AVX2 vs AVX-512 reduction
 orders: logits move by about 1e-4) reorders two tokens whose logits are closer than that.  The
-tests below check that every token up to and including "Paris" was chosen with a logit margin of
-at least MARGIN, so the answer holds on any x86-64 CPU, not only on the one that ran the test.
+Paris tests follow both tokens wherever the top two are closer than MARGIN (even the float model
+opens its answer with "The" only 0.08 logits ahead of the runner-up) and require "Paris" in every
+answer so reached, so the answer holds on any x86-64 CPU, not only on the one that ran the test.
 """
 from __future__ import annotations
 
@@ -36,26 +37,33 @@ def session(smollm2, sim_overlay):
         yield s
 
 
-def greedy_with_margins(gen, tokenizer, prompt, n):
-    """(text, margins): the greedy answer on the overlay and, per new token, the logit gap
-    between the chosen token and the runner-up."""
-    ids = gen.encode_prompt(prompt)
-    logits, out, margins = gen.prefill(ids), [], []
-    for pos in range(len(ids), len(ids) + n):
-        top2 = np.sort(logits)[-2:]
-        margins.append(float(top2[1] - top2[0]))
-        out.append(int(np.argmax(logits)))
-        if out[-1] in tokenizer.stop_ids:
-            break
-        logits = gen.decode_one(out[-1], pos)
-    return out, margins
+def answers_over_near_ties(gen, tokenizer, prompt, n, max_answers=4):
+    """Greedy answers on the overlay, following the runner-up too wherever the top two logits
+    are closer than MARGIN (where another CPU's rounding could pick it), until the answer says
+    "Paris" or ends; at most max_answers answers (more near-ties: an answer on a knife edge)."""
+    base = gen.encode_prompt(prompt)
+    todo, done = [[]], []
+    while todo:
+        out = todo.pop()
+        ids = base + out
+        logits = gen.prefill(ids)
+        for pos in range(len(ids), len(base) + n):
+            second, first = np.argsort(logits)[-2:]
+            if logits[first] - logits[second] < MARGIN:
+                assert len(done) + len(todo) + 2 <= max_answers, (
+                    f"more than {max_answers} near-tie answers: {done}")
+                todo.append(out + [int(second)])
+            out = out + [int(first)]
+            if out[-1] in tokenizer.stop_ids or "Paris" in tokenizer.decode(out):
+                break
+            logits = gen.decode_one(out[-1], pos)
+        done.append(tokenizer.decode(out, skip_special_tokens=True))
+    return done
 
 
-def assert_paris_with_margin(tokenizer, out, margins):
-    text = tokenizer.decode(out, skip_special_tokens=True)
-    assert "Paris" in text, text
-    upto = next(i for i in range(len(out)) if "Paris" in tokenizer.decode(out[:i + 1]))
-    assert min(margins[:upto + 1]) >= MARGIN, (text, np.round(margins[:upto + 1], 3))
+def assert_paris_over_near_ties(gen, tokenizer):
+    answers = answers_over_near_ties(gen, tokenizer, QUESTION, 12)
+    assert all("Paris" in a for a in answers), answers
 
 
 def test_answers_paris_greedy_with_chat_template(session, smollm2):
@@ -64,8 +72,7 @@ def test_answers_paris_greedy_with_chat_template(session, smollm2):
     assert "Paris" in text, text
     assert gen.stats.finish_reason == "stop token"
     assert gen.stats.instructions > 0 and gen.stats.hbm_bytes > 0
-    assert_paris_with_margin(smollm2.tokenizer,
-                             *greedy_with_margins(gen, smollm2.tokenizer, QUESTION, 12))
+    assert_paris_over_near_ties(gen, smollm2.tokenizer)
 
 
 def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
@@ -81,12 +88,11 @@ def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
 def test_compressed_model_answers_paris_on_the_overlay_with_margin(smollm2, sim_overlay):
     """The FlightLLM setting (q/k at 70% N:16 density chosen by their effect on attention,
     mixed 2/3/4/8-bit weights at <= 4 code bits, the Q4_1 source's codes kept) compiled and run
-    on the simulated overlay answers Paris with every decision up to it comfortably clear."""
+    on the simulated overlay answers Paris, also down every near-tie branch."""
     from flightllm_overlay.compiler import compile_compressed
     from flightllm_overlay.compress import CompressionConfig, compress
     cm = compress(smollm2, None, CompressionConfig.flightllm(), progress=False)
     assert cm.totals()["code_bits"] <= 4.0
     with Session(sim_overlay, compile_compressed(cm, ctx=256)) as s:
         gen = Generator(s, smollm2.tokenizer)
-        assert_paris_with_margin(smollm2.tokenizer,
-                                 *greedy_with_margins(gen, smollm2.tokenizer, QUESTION, 12))
+        assert_paris_over_near_ties(gen, smollm2.tokenizer)
