@@ -3,9 +3,10 @@ the Paris answer down every near-tie branch, and perplexity within 3% of the flo
 
 Margins: a greedy answer flips when the CPU's floating-point path (AVX2 vs AVX-512 reduction
 orders: logits move by about 1e-4) reorders two tokens whose logits are closer than that.  The
-Paris tests follow both tokens wherever the top two are closer than MARGIN (even the float model
-opens its answer with "The" only 0.08 logits ahead of the runner-up) and require "Paris" in every
-answer so reached, so the answer holds on any x86-64 CPU, not only on the one that ran the test.
+Paris tests follow both tokens wherever the top two are closer than MARGIN (0.02 logits, 100x
+the cross-CPU differences; the float model itself opens its answer with "The" only 0.08 logits
+ahead of "L") and require "Paris" in every answer so reached, so the answer holds on any x86-64
+CPU, not only on the one that ran the test.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from flightllm_overlay.runtime import Generator, Session
 from flightllm_overlay.runtime.perplexity import perplexity_device, perplexity_reference
 
 PPL_RATIO_MAX = 1.03
-MARGIN = 0.25               # logits; CPU-dependent float differences are ~1e-4
+MARGIN = 0.02               # logits: 100x the CPU-dependent float differences (~1e-4)
 QUESTION = "What is the capital of France?"
 EVAL_TOKENS = 1024          # Python's documentation topics, the half not used for calibration
 
