@@ -5,7 +5,7 @@ Margins: a greedy answer flips when the CPU's floating-point path (AVX2 vs AVX-5
 orders: logits move by about 1e-4) reorders two tokens whose logits are closer than that.  The
 Paris tests follow both tokens wherever the top two are closer than MARGIN (0.02 logits, 100x
 the cross-CPU differences; the float model itself opens its answer with "The" only 0.08 logits
-ahead of "L") and require "Paris" in every answer so reached, so the answer holds on any x86-64
+ahead of the runner-up) and require "Paris" in every answer so reached, so the answer holds on any x86-64
 CPU, not only on the one that ran the test.
 """
 from __future__ import annotations
