@@ -1,80 +1,117 @@
-"""SmolLM2 perplexity per compression setting (float emulation of the device's weights and INT8 activations).
+"""SmolLM2 quality per compression setting: perplexity and answer agreement with the float model (float emulation of the device).
 
     PYTHONPATH=. python benchmarks/compression_quality.py [--tokens 8192] [--window 512]
-        [--settings float w8a8 flightllm magnitude] [--save DIR] [--jobs 4]
+        [--settings float w8a8 dense4 flightllm flightllm-wanda paper magnitude]
+        [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--load DIR] [--jobs 1]
 
-From one run: the float reference, W8A8, the default FlightLLM-style setting (q/k at 70% density in
-N:16 blocks, at most 4 average weight bits, INT8 activations) and magnitude pruning at the same
-budget, on the first --tokens tokens of the bundled evaluation text (enwiki prose, CC BY-SA) in
-non-overlapping --window-token windows.  Calibration uses the bundled calibration text (disjoint).
-Slow (minutes on 2 cores): a benchmark, not a test.
+For each setting: perplexity on the first --tokens tokens of the bundled evaluation text (enwiki
+prose, CC BY-SA) in non-overlapping --window-token windows, and on the answer prompt set
+(`compress.answers.PROMPTS`, our own: facts, lists, short reasoning, definitions, longer prompts)
+the share of greedy answers whose first sentence is identical to the float model's and the
+token agreement over --new-tokens new tokens; plus whether it answers "Paris".  The compressed
+models run in the float emulation of the device (its weights exactly, INT8 activations);
+calibration uses the bundled calibration text (disjoint from the evaluation text).
+Slow (minutes per setting on 2 cores): a benchmark, not a test.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flightllm_overlay.compress import (CompressionConfig, Emulator, calibration_tokens,  # noqa: E402
-                                        compress, perplexity, reference_runner)
+from flightllm_overlay.compress import (CompressionConfig, Emulator, compress,  # noqa: E402
+                                        perplexity, reference_runner)
+from flightllm_overlay.compress.answers import PROMPTS, answers, reference_greedy  # noqa: E402
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
 
-GRID_NOTE = ("SmolLM2's linear weights already sit on a 4-bit group-32 grid (Q4_1 GGUF), so "
-             "4-bit group-32 codes can hold them almost exactly; the flightllm setting smooths "
-             "with one factor per 32 input channels, which keeps that grid (scaled), and so its "
-             "4-bit figure is flattered by the grid (per-channel smoothing, which moves the "
-             "weights off it, gave +49% instead of +6% on 512 tokens)")
+#: setting -> (config or None for the float model, what it is)
+SETTINGS = {
+    "float": (None, "the float reference (SmolLM2's Q4_1 weights dequantised)"),
+    "w8a8": (CompressionConfig.w8a8(), "INT8 weights per row, INT8 activations"),
+    "dense4": (CompressionConfig.dense4(), "4-bit groups of 32, dense (the Q4_1 source's grid)"),
+    "flightllm": (CompressionConfig.flightllm(), "q/k 70% N:16 (attention-aware), <= 4 code bits"),
+    "flightllm-wanda": (CompressionConfig.flightllm().but(name="flightllm-wanda",
+                                                          qk_criterion=None),
+                        "as flightllm, q/k pruned by Wanda scores"),
+    "paper": (CompressionConfig.paper(), "q/k 70% N:16, <= 3.5 code bits (the paper's budget)"),
+    "magnitude": (CompressionConfig.magnitude(), "flightllm budget, magnitude, round-to-nearest"),
+}
 
 
-def run_setting(name, model, tokens, window, save, progress=True):
-    """(name, perplexity, code bits (+groups), HBM bits/w, density, seconds) of one setting."""
+def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, progress=True,
+                load=None):
+    """A result dict of one setting: perplexity, answers (token ids, texts), bits, seconds.
+    load: a folder of checkpoints a previous --save wrote (<setting>.safetensors), reused."""
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model)
     ids = ckpt.tokenizer.encode(text("eval"))[:tokens]
-    if name == "float":
-        ppl = perplexity(reference_runner(ckpt), ids, window, progress=progress, desc=name)
-        return (name, ppl, "32 (float)", "32", "1.000", time.perf_counter() - t0), ""
-    cm = compress(ckpt, calibration_tokens(ckpt, 512), CompressionConfig.preset(name),
-                  progress=progress)
-    if save:
-        Path(save).mkdir(parents=True, exist_ok=True)
-        cm.save(Path(save) / f"{name}.safetensors")
-    ppl = perplexity(Emulator(cm), ids, window, progress=progress, desc=name)
-    t = cm.totals()
-    return (name, ppl, f"{t['code_bits']:.2f} ({t['weight_bits']:.2f})", f"{t['hbm_bits']:.2f}",
-            f"{t['density']:.3f}", time.perf_counter() - t0), cm.report()
+    cfg = SETTINGS[name][0]
+    prompts = PROMPTS[:n_prompts]
+    out = {"name": name, "what": SETTINGS[name][1]}
+    if cfg is None:
+        runner, greedy = reference_runner(ckpt), reference_greedy(ckpt)
+        out.update(code_bits=None, hbm_bits=32.0, density=1.0, report="")
+    else:
+        saved = Path(load or "") / f"{name}.safetensors"
+        if load and saved.exists():
+            from flightllm_overlay.compress import CompressedModel
+            cm = CompressedModel.load(saved)
+            out["loaded"] = str(saved)
+        else:
+            cm = compress(ckpt, None, cfg, progress=progress)
+        out["compress_s"] = round(cm.info["seconds"], 1)
+        if save:
+            Path(save).mkdir(parents=True, exist_ok=True)
+            cm.save(Path(save) / f"{name}.safetensors")
+        emu = Emulator(cm)
+        runner, greedy = emu, emu.greedy
+        t = cm.totals()
+        out.update(code_bits=round(t["code_bits"], 3), hbm_bits=round(t["hbm_bits"], 3),
+                   density=round(t["density"], 4), report=cm.report())
+    out["ppl"] = perplexity(runner, ids, window, progress=progress, desc=name)
+    ans = answers(greedy, ckpt.tokenizer, prompts, new_tokens, progress=progress, desc=name)
+    out.update(tokens=ans.tokens, texts=ans.texts, seconds=round(time.perf_counter() - t0, 1))
+    return out
 
 
-def _table(rows, args) -> int:
-    ref = next((r[1] for r in rows if r[0] == "float"), None)
-    print(f"\nSmolLM2 perplexity, first {args.tokens} tokens of the bundled enwiki text, "
-          f"{args.window}-token windows (float emulation of the device weights, INT8 activations)")
-    print(f"{'setting':10s} {'ppl':>8s} {'vs float':>9s}  {'code bits (+groups)':>20s} "
-          f"{'HBM bits/w':>10s} {'density':>8s} {'s':>6s}")
-    for name, ppl, bits, hbm, dens, sec in rows:
-        rel = f"{100 * (ppl / ref - 1):+.1f}%" if ref else "-"
-        print(f"{name:10s} {ppl:8.3f} {rel:>9s}  {bits:>20s} {hbm:>10s} {dens:>8s} {sec:6.0f}")
-    print(f"\nnote: {GRID_NOTE}.")
-    return 0
+def summarise(results: list) -> list:
+    """Rows (dicts) with each setting's perplexity change and agreement against 'float'."""
+    from flightllm_overlay.compress.answers import Answers
+    ref = next(r for r in results if r["name"] == "float")
+    ref_ans = Answers(ref["tokens"], ref["texts"])
+    rows = []
+    for r in results:
+        agree = Answers(r["tokens"], r["texts"]).agreement(ref_ans)
+        rows.append({"setting": r["name"], "ppl": round(r["ppl"], 3),
+                     "ppl_vs_float": round(r["ppl"] / ref["ppl"] - 1, 4),
+                     "first_sentence": round(agree["first_sentence"], 3),
+                     "token_agreement": round(agree["tokens"], 3),
+                     "paris": "Paris" in r["texts"][0],
+                     "code_bits": r["code_bits"], "hbm_bits": r["hbm_bits"],
+                     "density": r["density"], "seconds": r["seconds"],
+                     "compress_s": r.get("compress_s")})
+    return rows
 
 
-def _parallel(args) -> int:
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(run_setting, n, args.model, args.tokens, args.window, args.save, False)
-                for n in args.settings]
-        rows = []
-        for fut in futs:
-            row, report = fut.result()
-            if report:
-                print(report)
-            print(f"{row[0]}: perplexity {row[1]:.3f} ({row[5]:.0f} s)", flush=True)
-            rows.append(row)
-    return _table(rows, args)
+def table(rows, args) -> str:
+    lines = [f"SmolLM2-135M-Instruct, float emulation of the device (INT8 activations): perplexity on "
+             f"{args.tokens} tokens of the bundled enwiki text ({args.window}-token windows); greedy "
+             f"answers to {args.prompts} prompts, {args.new_tokens} new tokens, against float",
+             f"{'setting':16s} {'ppl':>8s} {'vs float':>9s} {'1st sent.':>9s} {'tokens':>7s} "
+             f"{'Paris':>5s} {'code b':>6s} {'HBM b/w':>7s} {'density':>7s} {'compress s':>10s}"]
+    for r in rows:
+        lines.append(f"{r['setting']:16s} {r['ppl']:8.3f} {100 * r['ppl_vs_float']:+8.1f}% "
+                     f"{100 * r['first_sentence']:8.0f}% {100 * r['token_agreement']:6.0f}% "
+                     f"{'yes' if r['paris'] else 'NO':>5s} "
+                     f"{'-' if r['code_bits'] is None else format(r['code_bits'], '.2f'):>6s} "
+                     f"{r['hbm_bits']:7.2f} {r['density']:7.3f} "
+                     f"{'-' if r['compress_s'] is None else format(r['compress_s'], '.0f'):>10s}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -82,21 +119,52 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--settings", nargs="+", default=["float", "w8a8", "flightllm", "magnitude"])
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--json", default=None, help="write the summary and answers to this file")
     ap.add_argument("--save", default=None, help="folder to write each compressed checkpoint to")
+    ap.add_argument("--load", default=None,
+                    help="folder of checkpoints a previous --save wrote: reuse them")
     ap.add_argument("--jobs", type=int, default=1,
                     help="settings evaluated in parallel worker processes (about 3 GB each)")
+    ap.add_argument("--show", action="store_true", help="print every answer that differs")
     args = ap.parse_args(argv)
+    names = ["float"] + [n for n in args.settings if n != "float"]
+    job = (lambda n, progress: run_setting(n, args.model, args.tokens, args.window,
+                                           args.new_tokens, args.prompts, args.save, progress,
+                                           args.load))
     if args.jobs > 1:
-        return _parallel(args)
-    rows = []
-    for name in args.settings:
-        row, report = run_setting(name, args.model, args.tokens, args.window, args.save)
-        if report:
-            print(report)
-        print(f"{name}: perplexity {row[1]:.3f}", flush=True)
-        rows.append(row)
-    return _table(rows, args)
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futs = [pool.submit(run_setting, n, args.model, args.tokens, args.window,
+                                args.new_tokens, args.prompts, args.save, False, args.load)
+                    for n in names]
+            results = [f.result() for f in futs]
+    else:
+        results = []
+        for n in names:
+            results.append(job(n, True))
+            print(f"{n}: perplexity {results[-1]['ppl']:.3f}, first answer: "
+                  f"{results[-1]['texts'][0]!r}", flush=True)
+    for r in results:
+        if r["report"]:
+            print(r["report"])
+    rows = summarise(results)
+    print(table(rows, args))
+    ref = results[0]
+    if args.show:
+        for r in results[1:]:
+            for p, a, b in zip(PROMPTS, ref["texts"], r["texts"]):
+                if a != b:
+                    print(f"[{r['name']}] {p[1]}\n   float: {a!r}\n   {r['name']}: {b!r}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"command": "python benchmarks/compression_quality.py " + " ".join(argv or sys.argv[1:]),
+             "tokens": args.tokens, "window": args.window, "new_tokens": args.new_tokens,
+             "prompts": [p for _, p in PROMPTS[:args.prompts]], "rows": rows,
+             "answers": {r["name"]: r["texts"] for r in results}}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Calibration statistics per linear input group: the Hessian X^T X and its diagonal (squared channel norms)."""
+"""Calibration statistics per linear input group: the Hessian X^T X and its diagonal (squared channel norms).
+
+The calibration forward runs in float64 and every statistic is rounded to float32 once
+(`snap`): CPUs with different vector units (AVX2, AVX-512) reduce in different orders and differ
+in the last float64 bits, which the rounding absorbs (it flips only for a value within 1e-16 of a
+float32 rounding boundary), so the compression's decisions -- and its bytes -- do not depend on
+the CPU.  (A float32 forward differs across CPUs in the 7th digit, enough to flip codes.)
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +20,16 @@ from ..errors import FlightLLMError
 #: linear -> the input group it reads (linears of a group share one input and one Hessian)
 INPUT_OF = {"wq": "qkv", "wk": "qkv", "wv": "qkv", "wo": "o", "w_gate": "gate_up",
             "w_up": "gate_up", "w_down": "down"}
+
+#: our linear names -> the Hugging Face module names of a LLaMA layer
+HF_NAMES = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
+            "wo": "self_attn.o_proj", "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj",
+            "w_down": "mlp.down_proj"}
+
+
+def snap(a) -> np.ndarray:
+    """float64 statistics rounded once to float32 precision (see the module docstring)."""
+    return np.asarray(a, np.float64).astype(np.float32).astype(np.float64)
 
 
 @dataclass
@@ -36,30 +53,37 @@ class InputStats:
         return h
 
 
-def model_with(ckpt, layers):
-    """The float reference (`model.Transformer`) over `layers` ([(linears, attn_norm, ffn_norm)])."""
-    from .smooth import HF_NAMES
+def model_with(ckpt, layers, dtype=torch.float32):
+    """The float reference (`model.Transformer`) over `layers` ([(linears, attn_norm, ffn_norm)]),
+    computing in `dtype` (float64 for calibration: see the module docstring)."""
     from ..model.llama import Transformer
-    weights = dict(ckpt.weights)
+    npd = np.float64 if dtype == torch.float64 else np.float32
+    cast = (lambda a: torch.from_numpy(np.asarray(a, npd)))
+    weights = {k: (v.to(dtype) if isinstance(v, torch.Tensor) else cast(v))
+               for k, v in ckpt.weights.items()}
+    if ckpt.weights.get("lm_head.weight") is ckpt.weights.get("model.embed_tokens.weight"):
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
     for i, (lin, an, fn) in enumerate(layers):
         p = f"model.layers.{i}."
         for k, w in lin.items():
-            weights[p + HF_NAMES[k] + ".weight"] = torch.from_numpy(np.asarray(w, np.float32))
-        weights[p + "input_layernorm.weight"] = torch.from_numpy(np.asarray(an, np.float32))
-        weights[p + "post_attention_layernorm.weight"] = torch.from_numpy(np.asarray(fn, np.float32))
+            weights[p + HF_NAMES[k] + ".weight"] = cast(w)
+        weights[p + "input_layernorm.weight"] = cast(an)
+        weights[p + "post_attention_layernorm.weight"] = cast(fn)
     return Transformer(ckpt.args, weights)
 
 
-def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True) -> list:
+def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True,
+            hooks=()) -> list:
     """Per layer {"qkv", "o", "gate_up", "down"}: InputStats of the model over `layers`.
 
     tokens: calibration token ids (a few hundred suffice); run in windows of `window` tokens.
+    hooks: more forward hooks to call on the same pass (e.g. `AttentionImportance.hook`).
     """
     tokens = list(tokens)
     if len(tokens) < 2:
         raise FlightLLMError(f"calibration needs token ids (got {len(tokens)}); pass a few "
                              f"hundred tokens of ordinary text")
-    model = model_with(ckpt, layers)
+    model = model_with(ckpt, layers, torch.float64)
     acc = [dict() for _ in range(ckpt.args.n_layers)]
 
     def add(layer, key, x):
@@ -69,6 +93,8 @@ def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True) -> l
         acc[layer][key] = [h, x.shape[0]] if st is None else [st[0] + h, st[1] + x.shape[0]]
 
     def hook(name, layer, x):
+        for extra in hooks:
+            extra(name, layer, x)
         if name == "attn_in":
             add(layer, "qkv", x)
         elif name == "attn":
@@ -84,4 +110,4 @@ def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True) -> l
         model.reset()
         model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
                       hook=hook)
-    return [{k: InputStats(h, n) for k, (h, n) in layer.items()} for layer in acc]
+    return [{k: InputStats(snap(h), n) for k, (h, n) in layer.items()} for layer in acc]

@@ -100,6 +100,17 @@ class CompressedModel:
             lines.append(f"block-sparse prefill attention: (sink, window) 64-token blocks per "
                          f"head, {self.info['attn_density']:.2f} of the causal blocks computed "
                          f"at {min(2048, self.args.max_seq_len)} tokens")
+        grids = [g for g in self.info.get("grids", {}).values()]
+        if grids:
+            kept = [g for g in grids if g["kept"]]
+            names = sorted({g["grid"] for g in grids})
+            line = (f"source grid {'/'.join(names)}: {len(grids)} of {7 * len(self.layers)} "
+                    f"linears on it, codes kept in {len(kept)}")
+            if kept:
+                line += (f", lossless in {sum(g['lossless'] for g in kept)} (the INT8 target "
+                         f"rounds the rest: rms {np.mean([g['rms_steps'] for g in kept]):.3f}, "
+                         f"max {max(g['max_steps'] for g in kept):.3f} of a grid step)")
+            lines.append(line)
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ file

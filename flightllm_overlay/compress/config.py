@@ -25,7 +25,11 @@ class CompressionConfig:
     grids of the source weights intact; None: per channel); damp:
     Hessian damping (fraction of its mean diagonal).  attn_mass: block-sparse prefill
     attention, each head keeping at least this share of its calibration attention mass
-    (`compress.attention`; None: dense attention).
+    (`compress.attention`; None: dense attention).  qk_criterion: the pruning scores of q_proj
+    and k_proj: 'attention' (their effect on the attention distributions, `compress.qkscore`),
+    or None for `criterion`'s.  keep_grid: where a weight already sits on a low-bit group grid
+    (GGUF Q4_0/Q4_1/K-quants) and its format is chosen, keep the source's codes (`compress.grid`)
+    when that gives the smaller calibrated output error.
     """
 
     name: str = "custom"
@@ -43,12 +47,17 @@ class CompressionConfig:
     smooth_group: int | None = None
     damp: float = 0.01
     attn_mass: float | None = None
+    qk_criterion: str | None = None
+    keep_grid: bool = True
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
         check_density(self.density, "the linears")
         if self.criterion not in CRITERIA:
             raise CompileError(f"unknown pruning criterion {self.criterion!r}; use one of {CRITERIA}")
+        if self.qk_criterion not in (None, "attention") + CRITERIA:
+            raise CompileError(f"unknown q/k pruning criterion {self.qk_criterion!r}; use "
+                               f"'attention', one of {CRITERIA}, or None")
         if self.act_bits != 8:
             raise CompileError(f"activations are INT8 on the device; act_bits={self.act_bits} "
                                f"is not supported")
@@ -64,6 +73,11 @@ class CompressionConfig:
 
     def density_of(self, linear: str) -> float:
         return self.density_qk if linear in ("wq", "wk") else self.density
+
+    def criterion_of(self, linear: str) -> str:
+        if linear in ("wq", "wk") and self.qk_criterion is not None:
+            return self.qk_criterion
+        return self.criterion
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,19 +105,34 @@ class CompressionConfig:
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
         2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
-        INT8 activations; Wanda scores, GPTQ-like error feedback; smoothing with one factor per
-        32 input channels (keeps a group-32 grid of the source weights, as SmolLM2's Q4_1)."""
+        INT8 activations; q/k pruned by their effect on the attention distributions, the rest
+        by Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
+        smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
+        weights, as SmolLM2's Q4_1)."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
+                   smooth_group=32, qk_criterion="attention")
+
+    @classmethod
+    def dense4(cls) -> "CompressionConfig":
+        """4-bit weights in groups of 32, dense: a Q4_1 source's own grid (kept, `keep_grid`)."""
+        return cls(name="dense4", avg_bits=4.0, bit_choices=(4,), group_choices=(32,),
                    smooth_group=32)
+
+    @classmethod
+    def paper(cls) -> "CompressionConfig":
+        """The paper's budget: the flightllm setting at about 3.5 average code bits."""
+        return cls.flightllm().but(name="paper", avg_bits=3.5)
 
     @classmethod
     def magnitude(cls) -> "CompressionConfig":
         """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
-        return cls.flightllm().but(name="magnitude", criterion="magnitude", error_feedback=False)
+        return cls.flightllm().but(name="magnitude", criterion="magnitude", qk_criterion=None,
+                                   error_feedback=False)
 
     @classmethod
     def preset(cls, name: str) -> "CompressionConfig":
-        table = {"w8a8": cls.w8a8, "flightllm": cls.flightllm, "magnitude": cls.magnitude}
+        table = {"w8a8": cls.w8a8, "flightllm": cls.flightllm, "magnitude": cls.magnitude,
+                 "dense4": cls.dense4, "paper": cls.paper}
         if name not in table:
             raise CompileError(f"unknown compression preset {name!r}; choose one of {sorted(table)}")
         return table[name]()

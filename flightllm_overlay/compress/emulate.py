@@ -55,22 +55,41 @@ class Emulator:
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:
+        """(T, vocab) logits of one window of tokens from position 0."""
+        return self.forward(tokens, self.new_cache()).numpy()
+
+    def new_cache(self) -> list:
+        """An empty KV cache: per layer [k (S, KV, d), v (S, KV, d)] of quantised keys/values."""
+        return [[None, None] for _ in self.layers]
+
+    @torch.inference_mode()
+    def forward(self, tokens, cache: list) -> torch.Tensor:
+        """Logits of `tokens` placed after the positions `cache` holds (which it then holds too).
+
+        q, k, v are quantised per token and head and the softmax per query row, so running a
+        sequence token by token gives the logits of running it at once (up to float32 sums)."""
         a = self.args
         tokens = torch.as_tensor(list(tokens), dtype=torch.long)
         T, H, KV, d = tokens.numel(), a.n_heads, a.n_kv_heads, a.head_dim
-        cos, sin = self.cos[:T], self.sin[:T]
-        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+        start = 0 if cache[0][0] is None else cache[0][0].shape[0]
+        S = start + T
+        cos, sin = self.cos[start:S], self.sin[start:S]
+        causal = torch.arange(S)[None, :] > torch.arange(start, S)[:, None]      # (T, S)
         h = self.embed[tokens]                                             # (T, dim)
         for li, (lin, an, fn) in enumerate(self.layers):
-            masked = causal if self.pattern is None or T == 1 else ~self._keep(li, T)
+            masked = (causal if self.pattern is None or T == 1
+                      else ~self._keep(li, S)[..., start:, :])
             x = self._q(rms_norm(h, an, a.norm_eps))
             q = self._q(rope((x @ lin["wq"].T).view(T, H, d), cos, sin))   # (T, H, d)
             k = self._q(rope((x @ lin["wk"].T).view(T, KV, d), cos, sin))  # (T, KV, d)
             v = self._q((x @ lin["wv"].T).view(T, KV, d))
+            if cache[li][0] is not None:
+                k, v = torch.cat([cache[li][0], k]), torch.cat([cache[li][1], v])
+            cache[li][0], cache[li][1] = k, v                                # (S, KV, d)
             g = H // KV
             qg = q.view(T, KV, g, d).permute(1, 2, 0, 3)                  # (KV, g, T, d)
-            s = (qg @ k.permute(1, 2, 0)[:, None]) * d ** -0.5             # (KV, g, T, T)
-            p = self._q(torch.softmax(s.masked_fill(masked, float("-inf")), -1))
+            sc = (qg @ k.permute(1, 2, 0)[:, None]) * d ** -0.5            # (KV, g, T, S)
+            p = self._q(torch.softmax(sc.masked_fill(masked, float("-inf")), -1))
             att = (p @ v.permute(1, 0, 2)[:, None])                        # (KV, g, T, d)
             att = self._q(att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
             h = h + att @ lin["wo"].T
@@ -78,7 +97,20 @@ class Emulator:
             y = self._q(F.silu(x @ lin["w_gate"].T) * (x @ lin["w_up"].T))
             h = h + y @ lin["w_down"].T
         h = self._q(rms_norm(h, self.norm, a.norm_eps))
-        return (h @ self.head.T).numpy()
+        return h @ self.head.T
+
+    def greedy(self, prompt, max_new_tokens: int, stop_ids=()) -> list:
+        """Greedy continuation of `prompt` (token ids), stop token included when hit."""
+        cache = self.new_cache()
+        logits = self.forward(prompt, cache)[-1]
+        out, stop = [], set(stop_ids)
+        for _ in range(max_new_tokens):
+            tok = int(torch.argmax(logits))
+            out.append(tok)
+            if tok in stop:
+                break
+            logits = self.forward([tok], cache)[-1]
+        return out
 
 
 def reference_runner(ckpt) -> Runner:

@@ -57,17 +57,23 @@ class Option:
     kept: int            # weights kept
 
 
-def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False) -> list:
+def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False,
+                  grid=None) -> list:
     """An Option per candidate format for one linear (cost: code bits, plus the group
-    parameters when group_bits)."""
+    parameters when group_bits).  grid: the weight's source grid (`grid.SourceGrid`), whose own
+    format is scored with the grid's codes kept (`grid.grid_pack`) when that is better."""
+    from .grid import grid_pack
     energy = max(float(((w.astype(np.float64) @ hessian) * w).sum()), 1e-30)
     kept = w.size if mask is None else int(mask.sum())
     out = []
     for bits, group in cands:
         pw = rtn(w, bits, group or 32, mask, block_n)
+        err = output_error(w, pw, hessian)
+        if grid is not None and (bits, group) == (grid.bits, grid.group):
+            err = min(err, output_error(w, grid_pack(grid, mask, block_n), hessian))
         lay = pw.layout()
         out.append(Option(bits, group, 8.0 * (lay["codes"] + group_bits * lay["groups"]),
-                          output_error(w, pw, hessian) / energy, kept))
+                          err / energy, kept))
     return out
 
 

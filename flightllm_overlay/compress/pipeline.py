@@ -7,13 +7,33 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import FlightLLMError
-from .calibrate import INPUT_OF, collect
+from .calibrate import INPUT_OF, collect, snap
 from .compressed import LINEARS, CompressedModel
 from .config import CompressionConfig
-from .gptq import gptq, rtn
+from .gptq import gptq, output_error, rtn
+from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
 from .prune import prune
+from .qkscore import AttentionImportance, attention_scores
 from .smooth import float_layers, smoothed_layers, tensor
+
+
+def _same_codes(pw, grid) -> bool:
+    """Whether pw holds the grid's own codes on its kept weights."""
+    kept = np.ones(pw.shape, bool) if pw.mask is None else pw.mask
+    return pw.bits == grid.bits and pw.group == grid.group and bool(
+        np.array_equal(pw.q[kept], grid.codes[kept]))
+
+
+def _grid_record(grid, pw, on_grid: bool) -> dict:
+    """What became of a linear's source grid: its name, whether its codes were kept, and (in
+    the grid's format) how exactly the device holds it (`grid.grid_error`)."""
+    rec = {"grid": grid.name, "kept": on_grid and _same_codes(pw, grid)}
+    if on_grid:
+        err = grid_error(grid, pw)
+        rec.update({k: round(err[k], 4) for k in ("rms_steps", "max_steps", "exact")},
+                   lossless=err["lossless"])
+    return rec
 
 
 def calibration_tokens(ckpt, n: int) -> list:
@@ -33,18 +53,32 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     weights are those of the smoothed model and the smoothed norm gains go with them.
     """
     cfg = config or CompressionConfig.flightllm()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tokens = list(calibration_tokens(ckpt, cfg.calib_tokens) if tokens is None
                   else tokens)[:cfg.calib_tokens]
     args = ckpt.args
-    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha, cfg.smooth_group)
+    layers = (smoothed_layers(ckpt, tokens, cfg.smooth_alpha, cfg.smooth_group, progress)
               if cfg.smooth_alpha is not None
               else float_layers(ckpt))
     cands = {k: candidates(k, cfg.bit_choices, cfg.group_choices)
              for k in {w.shape[1] for lin, _, _ in layers for w in lin.values()}}
+    low = tuple(b for b in cfg.bit_choices if b < 8)
+    grids = {}
+    if cfg.keep_grid and low:
+        for i, k in tqdm([(i, k) for i in range(args.n_layers) for k in LINEARS],
+                         desc="source grids", unit="linear", disable=not progress):
+            grids[i, k] = find_grid(layers[i][0][k], low, cfg.group_choices)
     sparse = cfg.density < 1 or cfg.density_qk < 1
-    need_stats = cfg.error_feedback or sparse or any(len(c) > 1 for c in cands.values())
-    stats = collect(ckpt, layers, tokens, progress=progress) if need_stats else None
+    # calibration statistics: for pruning, for choosing formats, and for error feedback on
+    # linears whose only format is not their source grid's (kept grids need none)
+    need_stats = sparse or any(len(c) > 1 for c in cands.values()) or (cfg.error_feedback and any(
+        grids.get((i, k)) is None or cands[layers[i][0][k].shape[1]][0]
+        != (grids[i, k].bits, grids[i, k].group)
+        for i in range(args.n_layers) for k in LINEARS))
+    attn = (AttentionImportance(args) if cfg.density_qk < 1 and cfg.qk_criterion == "attention"
+            else None)
+    stats = (collect(ckpt, layers, tokens, progress=progress,
+                     hooks=() if attn is None else (attn.hook,)) if need_stats else None)
 
     # pruning masks and the candidates' errors, then one global bit allocation
     plan, options = [], []
@@ -52,8 +86,11 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     for i, k in tqdm(steps, desc="prune + score", unit="linear", disable=not progress):
         w = layers[i][0][k]
         st = None if stats is None else stats[i][INPUT_OF[k]]
+        score = None
+        if attn is not None and k in ("wq", "wk"):
+            score = attention_scores(w, snap((attn.q if k == "wq" else attn.k)[i]))
         mask, block_n = prune(w, cfg.density_of(k), None if st is None else st.sq_norm,
-                              cfg.criterion)
+                              cfg.criterion_of(k), score)
         plan.append((i, k, mask, block_n))
         c = cands[w.shape[1]]
         if len(c) == 1:
@@ -63,21 +100,37 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
                       if bits < 8 and cfg.group_bits else 0)
             options.append([Option(bits, group, bits * kept + params, 0.0, kept)])
         else:
-            options.append(score_options(w, st.hessian, mask, block_n, c, cfg.group_bits))
+            options.append(score_options(w, st.hessian, mask, block_n, c, cfg.group_bits,
+                                         grids.get((i, k))))
     choice = allocate(options, cfg.avg_bits)
 
     packed = [dict() for _ in range(args.n_layers)]
+    grid_info = {}
     for (i, k, mask, block_n), opts, j in tqdm(list(zip(plan, options, choice)), desc="pack",
                                                unit="linear", disable=not progress):
         w, opt = layers[i][0][k], opts[j]
         group = opt.group or 32
-        if cfg.error_feedback:
+        grid = grids.get((i, k))
+        on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
+        if on_grid and mask is None:        # the source's codes: only the INT8 target rounds
+            packed[i][k] = grid_pack(grid)
+        elif cfg.error_feedback:
             h = stats[i][INPUT_OF[k]].damped(cfg.damp)
             packed[i][k] = gptq(w, h, opt.bits, group, mask, block_n)
+            if on_grid:                     # pruned: keep the codes, or reconstruct (SparseGPT)?
+                kept = grid_pack(grid, mask, block_n)
+                hs = stats[i][INPUT_OF[k]].hessian
+                if output_error(w, kept, hs) <= output_error(w, packed[i][k], hs):
+                    packed[i][k] = kept
         else:
-            packed[i][k] = rtn(w, opt.bits, group, mask, block_n)
+            packed[i][k] = grid_pack(grid, mask, block_n) if on_grid else rtn(
+                w, opt.bits, group, mask, block_n)
+        if grid is not None:
+            grid_info[f"{i}.{k}"] = _grid_record(grid, packed[i][k], on_grid)
 
     info = {"calibration_tokens": len(tokens)}
+    if grids:
+        info["grids"] = grid_info
     if cfg.attn_mass is not None:
         from .attention import choose_patterns
         window = min(512, len(tokens) // 64 * 64, args.max_seq_len)
@@ -94,4 +147,5 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         args=args, config=cfg, layers=packed, attn_norm=[an for _, an, _ in layers],
         ffn_norm=[fn for _, _, fn in layers], embed=embed.astype(np.float16),
         norm=tensor(W, "model.norm.weight"), lm_head=head, source=str(ckpt.source),
-        info={**info, "seconds": round(time.perf_counter() - t0, 1)})
+        info={**info, "seconds": round(time.perf_counter() - t0, 1),
+              "cpu_seconds": round(time.process_time() - c0, 1)})

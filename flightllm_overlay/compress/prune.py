@@ -86,11 +86,14 @@ def block_mask(score: np.ndarray, block_n: np.ndarray) -> np.ndarray:
     return keep.transpose(0, 2, 1, 3).reshape(r, k)
 
 
-def prune(w: np.ndarray, density: float, sq_norm=None, criterion: str = "wanda"):
-    """(mask, block_n) of an N:16 pruning of `w` at `density`; (None, None) when dense."""
+def prune(w: np.ndarray, density: float, sq_norm=None, criterion: str = "wanda", score=None):
+    """(mask, block_n) of an N:16 pruning of `w` at `density`; (None, None) when dense.
+
+    score: (R, K) importances to use instead of the criterion's (e.g. `qkscore.attention_scores`).
+    """
     check_density(density)
     if density >= 1.0:
         return None, None
-    score = scores(w, sq_norm, criterion)
+    score = scores(w, sq_norm, criterion) if score is None else np.asarray(score, np.float64)
     block_n = choose_block_n(score, density)
     return block_mask(score, block_n), block_n.astype(np.uint8)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .calibrate import HF_NAMES, model_with  # noqa: F401  (HF_NAMES: re-exported)
+
 LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
-HF_NAMES = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
-            "wo": "self_attn.o_proj", "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj",
-            "w_down": "mlp.down_proj"}
 
 
 def tensor(weights, name) -> np.ndarray:
@@ -22,14 +21,15 @@ def tensor(weights, name) -> np.ndarray:
     return (t.detach().float().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float32))
 
 
-def calibration_stats(ckpt, tokens) -> list:
+def calibration_stats(ckpt, tokens, progress: bool = False) -> list:
     """Per layer, absmax of each linear group's input channels over the calibration tokens.
 
-    Runs the float reference once with hooks; returns [{"qkv", "o", "gate_up", "down"}: (K,)].
+    Runs the float reference once with hooks, in float64 (the maxima are rounded to float32 once,
+    so they do not depend on the CPU: see `calibrate`); returns [{"qkv", "o", "gate_up", "down"}:
+    (K,)].
     """
-    from ..model.llama import Transformer
     import torch.nn.functional as F
-    model = Transformer.from_checkpoint(ckpt)
+    model = model_with(ckpt, float_layers(ckpt), torch.float64)
     stats = [dict() for _ in range(ckpt.args.n_layers)]
 
     def amax(x):
@@ -51,7 +51,9 @@ def calibration_stats(ckpt, tokens) -> list:
 
     tokens = list(tokens)
     window = min(256, ckpt.args.max_seq_len)
-    for start in range(0, len(tokens), window):
+    from tqdm.auto import tqdm
+    for start in tqdm(range(0, len(tokens), window), desc="smoothing stats", unit="window",
+                      disable=not progress):
         model.reset()
         model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
                       hook=hook)
@@ -59,8 +61,9 @@ def calibration_stats(ckpt, tokens) -> list:
 
 
 def _smooth_scale(act_max, w_cols_max, alpha, group=None):
-    a = np.maximum(act_max, 1e-5)
-    w = np.maximum(w_cols_max, 1e-5)
+    a = np.maximum(np.asarray(act_max, np.float64), 1e-5)        # float64, rounded to float32
+    w = np.maximum(np.asarray(w_cols_max, np.float64), 1e-5)     # once at the end
+
     s = np.clip(a ** alpha / w ** (1 - alpha), 1e-2, 1e3)
     if group and s.shape[-1] % group == 0:    # one factor per group of input channels
         g = s.reshape(*s.shape[:-1], -1, group)
@@ -116,12 +119,12 @@ def smooth_layer(args, lin: dict, attn_norm, ffn_norm, st: dict, alpha: float = 
 
 
 def smoothed_layers(ckpt, calibration_tokens=None, alpha: float = 0.5,
-                    group: int | None = None) -> list:
+                    group: int | None = None, progress: bool = False) -> list:
     """`float_layers`, smoothed from calibration statistics when tokens are given (see
     `smooth_layer` for `group`)."""
     layers = float_layers(ckpt)
     if calibration_tokens is None:
         return layers
-    stats = calibration_stats(ckpt, calibration_tokens)
+    stats = calibration_stats(ckpt, calibration_tokens, progress)
     return [smooth_layer(ckpt.args, lin, an, fn, st, alpha, group)
             for (lin, an, fn), st in zip(layers, stats)]

@@ -46,17 +46,18 @@ class LayerWeights:
 # ============================================================================ building blocks
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim: ``weight * x / sqrt(mean(x^2) + eps)``. x: (..., dim)."""
-    x32 = x.float()
+    x32 = x.float() if x.dtype != torch.float64 else x  # float64 stays (deterministic calibration)
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def rope_tables(args: ModelArgs, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, each (n_pos, head_dim), HF rotate-half layout: ``[f0..f_{d/2-1}, f0..f_{d/2-1}]``."""
     hd = args.head_dim
-    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))  # (hd/2,)
-    freqs = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, hd/2)
+    # in float64, then rounded: the float32 tables do not depend on the CPU's vector unit
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).double() / hd))  # (hd/2,)
+    freqs = torch.outer(torch.arange(n_pos, dtype=torch.float64), inv_freq)  # (n_pos, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (n_pos, hd)
-    return emb.cos(), emb.sin()
+    return emb.cos().float(), emb.sin().float()
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int,
     scores = scores.masked_fill(future, float("-inf"))
     if keep is not None:
         scores = scores.masked_fill(~keep.reshape(n_kv, group * T, S), float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    probs = torch.softmax(scores if scores.dtype == torch.float64 else scores.float(), dim=-1).to(q.dtype)
     out = probs @ v  # (n_kv, group*T, hd)
     return out.view(n_kv, group, T, hd).permute(2, 0, 1, 3).reshape(T, H * hd)
 

@@ -1,0 +1,116 @@
+"""Answer-level quality: a prompt set of our own, greedy answers, and their agreement with the float model's.
+
+Perplexity can barely move while the answers change (a compressed SmolLM2 answered "What is the
+capital of France?" in broken French at +2% perplexity), so each compression setting is also
+judged by what it says: for every prompt, the greedy answer (chat template, `NEW_TOKENS` new
+tokens) of the compressed model against the float model's, as
+
+* **first sentence identical** (the answer up to its first '.', '!', '?' or line break), and
+* **token agreement**: the share of the float answer's positions where the compressed answer has
+  the same token (positions after a stop token count as disagreement when only one stopped).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: (kind, prompt): facts, lists, short reasoning, definitions, instructions, longer prompts
+PROMPTS = (
+    ("fact", "What is the capital of France?"),
+    ("fact", "Who wrote the play Romeo and Juliet?"),
+    ("fact", "What is the largest planet in our solar system?"),
+    ("fact", "In which year did the Second World War end?"),
+    ("fact", "What is the chemical symbol for gold?"),
+    ("fact", "Which ocean lies between Europe and North America?"),
+    ("list", "List three primary colors."),
+    ("list", "Name four animals that live in the sea."),
+    ("list", "Give three tips for sleeping better."),
+    ("list", "What are the first five prime numbers?"),
+    ("reasoning", "If a train travels 60 kilometres in one hour, how far does it travel in three "
+                  "hours?"),
+    ("reasoning", "Tom is taller than Anna, and Anna is taller than Ben. Who is the shortest?"),
+    ("reasoning", "I have two apples and buy three more. How many apples do I have?"),
+    ("reasoning", "Is a whale a fish or a mammal? Explain briefly."),
+    ("definition", "What is photosynthesis?"),
+    ("definition", "Define the word 'democracy' in one sentence."),
+    ("definition", "What does a compiler do?"),
+    ("definition", "What is gravity?"),
+    ("instruction", "Write a short greeting for a birthday card."),
+    ("instruction", "Translate 'good morning' into Spanish."),
+    ("long", "I am planning a trip to Italy in the spring and I would like to see some famous "
+             "historical places. I have one week and I will travel by train. Which cities would "
+             "you suggest I visit, and why?"),
+    ("long", "My small garden gets sun only in the morning, and the soil stays wet for days "
+             "after rain. I would like to grow some vegetables there this year. What would you "
+             "recommend, and what should I do to prepare the soil?"),
+    ("long", "Explain to a ten-year-old why the sky is blue during the day and often red or "
+             "orange at sunset, using a simple comparison they would understand."),
+)
+NEW_TOKENS = 32
+_SENTENCE_END = re.compile(r"[.!?\n]")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to and including its first sentence end ('.', '!', '?' or a line break),
+    whitespace-normalised; a '.' between digits (3.5) does not end a sentence."""
+    text = text.strip()
+    for m in _SENTENCE_END.finditer(text):
+        i = m.start()
+        if text[i] == "." and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+            continue
+        return " ".join(text[:i + 1].split())
+    return " ".join(text.split())
+
+
+def token_agreement(ref: list, other: list) -> float:
+    """Share of positions of the longer answer where both have the same token."""
+    n = max(len(ref), len(other))
+    if n == 0:
+        return 1.0
+    return sum(a == b for a, b in zip(ref, other)) / n
+
+
+def chat_ids(tokenizer, prompt: str) -> list:
+    """The prompt as a user turn in the model's chat template, ready for generation."""
+    if tokenizer.chat_template is None:
+        return tokenizer.encode(prompt)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                         add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+@dataclass
+class Answers:
+    """Greedy answers of one model to the prompt set: token ids and text per prompt."""
+
+    tokens: list
+    texts: list
+
+    def agreement(self, ref: "Answers") -> dict:
+        """{'first_sentence': share identical, 'tokens': mean token agreement, 'same': list of
+        bool per prompt} of these answers against `ref`'s (the float model's)."""
+        same = [first_sentence(a) == first_sentence(b) for a, b in zip(self.texts, ref.texts)]
+        tok = [token_agreement(r, a) for r, a in zip(ref.tokens, self.tokens)]
+        return {"first_sentence": sum(same) / len(same), "tokens": sum(tok) / len(tok),
+                "same": same}
+
+
+def answers(greedy, tokenizer, prompts=PROMPTS, new_tokens: int = NEW_TOKENS,
+            progress: bool = False, desc: str = "answers") -> Answers:
+    """Greedy answers: greedy(prompt_ids, n, stop_ids) -> new token ids (`Emulator.greedy`, or
+    `reference_greedy` for the float model)."""
+    from tqdm.auto import tqdm
+    toks, texts = [], []
+    stop = tokenizer.stop_ids
+    for _, prompt in tqdm(prompts, desc=desc, unit="prompt", disable=not progress):
+        out = greedy(chat_ids(tokenizer, prompt), new_tokens, stop)
+        toks.append(out)
+        texts.append(tokenizer.decode([t for t in out if t not in stop], skip_special_tokens=True))
+    return Answers(toks, texts)
+
+
+def reference_greedy(ckpt):
+    """The float reference's greedy(prompt_ids, n, stop_ids), for `answers`."""
+    from ..model.llama import Transformer
+    model = Transformer.from_checkpoint(ckpt)
+    return lambda ids, n, stop: model.greedy(ids, n, stop)

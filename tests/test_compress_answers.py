@@ -1,0 +1,69 @@
+"""Answer-level quality: the prompt set, first-sentence and token agreement, the emulator's cached greedy decoding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flightllm_overlay.compress import CompressionConfig, Emulator, compress
+from flightllm_overlay.compress.answers import (PROMPTS, Answers, answers, chat_ids,
+                                                first_sentence, reference_greedy, token_agreement)
+
+
+def test_prompt_set_is_varied_and_large_enough():
+    kinds = [k for k, _ in PROMPTS]
+    assert len(PROMPTS) >= 20 and len({p for _, p in PROMPTS}) == len(PROMPTS)
+    for kind in ("fact", "list", "reasoning", "definition", "long"):
+        assert kinds.count(kind) >= 3 if kind != "long" else kinds.count(kind) >= 2
+    assert PROMPTS[0][1] == "What is the capital of France?"
+
+
+def test_first_sentence_and_token_agreement():
+    assert first_sentence("  The capital of France is Paris. It is big.") == \
+        "The capital of France is Paris."
+    assert first_sentence("Pi is 3.14 roughly! Yes") == "Pi is 3.14 roughly!"
+    assert first_sentence("1. Red\n2. Blue") == "1."                     # a list item ends it
+    assert first_sentence("no end at all  here") == "no end at all here"
+    assert token_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == 0.75
+    assert token_agreement([1, 2, 3, 4], [1, 2]) == 0.5                  # stopped early
+    assert token_agreement([], []) == 1.0
+    ref = Answers([[1, 2], [3]], ["Paris. Yes", "Blue."])
+    got = Answers([[1, 2], [4]], ["Paris. No", "Red."]).agreement(ref)
+    assert got["same"] == [True, False] and got["first_sentence"] == 0.5
+    assert got["tokens"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_cm(tiny_ckpt):
+    return compress(tiny_ckpt, None, CompressionConfig.flightllm().but(avg_bits=5.5,
+                                                                       calib_tokens=128),
+                    progress=False)
+
+
+def test_emulator_cached_decoding_matches_the_full_window(tiny_cm, tiny_ckpt):
+    emu = Emulator(tiny_cm)
+    prompt = chat_ids(tiny_ckpt.tokenizer, "What is the capital of France?")
+    out = emu.greedy(prompt, 8)
+    seq = list(prompt)
+    for tok in out:                                  # the same choices from whole windows
+        logits = emu(seq)[-1]
+        top2 = np.sort(logits)[-2:]
+        assert int(np.argmax(logits)) == tok or top2[1] - top2[0] < 1e-4
+        seq.append(tok)
+    cache = emu.new_cache()
+    a = emu.forward(seq[:-3], cache)
+    b = emu.forward(seq[-3:], cache)
+    whole = emu.forward(seq, emu.new_cache())
+    assert torch.allclose(torch.cat([a, b]), whole, atol=1e-4)
+
+
+def test_answers_of_the_float_model_agree_with_themselves(tiny_ckpt, tiny_cm):
+    prompts = PROMPTS[:3]
+    ref = answers(reference_greedy(tiny_ckpt), tiny_ckpt.tokenizer, prompts, 6)
+    assert [len(t) for t in ref.tokens] == [6, 6, 6] or any(
+        t[-1] in tiny_ckpt.tokenizer.stop_ids for t in ref.tokens)
+    again = answers(reference_greedy(tiny_ckpt), tiny_ckpt.tokenizer, prompts, 6)
+    assert again.agreement(ref) == {"first_sentence": 1.0, "tokens": 1.0, "same": [True] * 3}
+    emu = answers(Emulator(tiny_cm).greedy, tiny_ckpt.tokenizer, prompts, 6)
+    agree = emu.agreement(ref)
+    assert 0.0 <= agree["tokens"] <= 1.0 and len(agree["same"]) == 3

@@ -1,0 +1,113 @@
+"""Attention-aware Q/K pruning: the importances are the attention distributions' second-order KL per weight, and the pipeline uses them."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from flightllm_overlay.compress import CompressionConfig, compress
+from flightllm_overlay.compress.qkscore import AttentionImportance, attention_kl
+from flightllm_overlay.model.llama import rope, rope_tables
+
+ARGS = SimpleNamespace(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, rope_theta=10000.0)
+
+
+def _inputs(rng, T=96, K=32):
+    """Token inputs with one massive channel that is nearly constant (as LLMs' norm outputs
+    have): Wanda ranks its weights first, yet through k_proj it only shifts every score of a
+    query alike, which the softmax ignores."""
+    x = rng.standard_normal((T, K))
+    x[:, 0] = 25.0 + 0.01 * rng.standard_normal(T)
+    return torch.from_numpy(x)
+
+
+def _attention(x, wq, wk):
+    T = x.shape[0]
+    cos, sin = (t.double() for t in rope_tables(ARGS, T))
+    q = rope((x @ wq.T).view(T, ARGS.n_heads, ARGS.head_dim), cos, sin)
+    k = rope((x @ wk.T).view(T, ARGS.n_kv_heads, ARGS.head_dim), cos, sin)
+    s = torch.einsum("thd,uhd->htu", q, k.expand(T, ARGS.n_heads, ARGS.head_dim)) / 4.0
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+    return torch.log_softmax(s.masked_fill(causal, float("-inf")), -1), q, k
+
+
+def _importance(rng):
+    wq = torch.from_numpy(rng.standard_normal((32, 32)) / 32 ** 0.5)
+    wk = torch.from_numpy(rng.standard_normal((16, 32)) / 32 ** 0.5)
+    x = _inputs(rng)
+    ref, q, k = _attention(x, wq, wk)
+    imp = AttentionImportance(ARGS)
+    imp.hook("attn_in", 0, x), imp.hook("q", 0, q), imp.hook("k", 0, k)
+    return wq, wk, x, ref, imp
+
+
+def _kl_sum(logp, logq):
+    """KL(p || q) summed over heads and queries (the importances' units, times 1/2)."""
+    causal = torch.ones(logp.shape[-1], logp.shape[-1], dtype=torch.bool).triu(1)
+    return float((logp.exp() * (logp - logq).masked_fill(causal, 0.0)).sum())
+
+
+def test_q_importance_is_the_second_order_kl_of_one_weight():
+    """Changing q_proj weight (i, j) and its RoPE partner (i + d/2, j) by eps moves the
+    attention distributions by KL = eps^2 / 2 (I_ij + I_i'j) (second order; exact for the pair
+    sum, whose split the rotation decides)."""
+    wq, wk, x, ref, imp = _importance(np.random.default_rng(0))
+    eps = 1e-3
+    for i, j in ((0, 3), (5, 0), (18, 7), (30, 31)):
+        partner = i + 8 if i % 16 < 8 else i - 8
+        kl = 0.0
+        for r in (i, partner):
+            w = wq.clone()
+            w[r, j] += eps
+            kl += _kl_sum(ref, _attention(x, w, wk)[0])
+        want = eps ** 2 / 2 * (imp.q[0][i, j] + imp.q[0][partner, j])
+        assert kl == pytest.approx(want, rel=0.02), (i, j, kl, want)
+
+
+def test_k_importance_of_a_constant_channel_follows_the_rope_rotation():
+    """The massive, nearly constant input channel: Wanda ranks its k_proj weights first.
+    Through a slowly rotating RoPE pair it shifts every attended key alike and the attention
+    barely changes; through a fast pair the rotation makes the shift differ from key to key.
+    The importance predicts the KL of changing weight (i, 0) and its partner (i + d/2, 0)."""
+    wq, wk, x, ref, imp = _importance(np.random.default_rng(1))
+    sq = (x ** 2).sum(0).numpy()
+    assert sq[0] > 50 * np.median(sq)                      # Wanda: channel 0 matters most
+    eps = 1e-3
+    got = []
+    for i in range(8):                                     # the 8 RoPE pairs, fast to slow
+        kl = 0.0
+        for r in (i, i + 8):
+            w = wk.clone()
+            w[r, 0] += eps
+            kl += _kl_sum(ref, _attention(x, wq, w)[0])
+        want = eps ** 2 / 2 * (imp.k[0][i, 0] + imp.k[0][i + 8, 0])
+        assert kl == pytest.approx(want, rel=0.1), (i, kl, want)
+        got.append(kl)
+    assert got[-1] < 0.01 * got[0]                         # slowest pair: almost no effect
+
+
+def test_attention_criterion_in_the_pipeline(tiny_ckpt):
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128, density_qk=0.5)
+    assert cfg.qk_criterion == "attention"
+    cm = compress(tiny_ckpt, None, cfg, progress=False)
+    wanda = compress(tiny_ckpt, None, cfg.but(qk_criterion=None), progress=False)
+    for i in range(tiny_ckpt.args.n_layers):
+        for k in ("wq", "wk"):
+            assert cm.layers[i][k].sparse and cm.layers[i][k].density <= 0.5 + 1e-9
+    assert any(not np.array_equal(cm.layers[i][k].mask, wanda.layers[i][k].mask)
+               for i in range(tiny_ckpt.args.n_layers) for k in ("wq", "wk"))
+    # attention_kl of the masks applied to the float weights: finite, positive, per layer
+    qk = {i: tuple(tiny_ckpt.weights[f"model.layers.{i}.self_attn.{n}_proj.weight"].numpy()
+                   * cm.layers[i][w].mask for n, w in (("q", "wq"), ("k", "wk")))
+          for i in range(tiny_ckpt.args.n_layers)}
+    from flightllm_overlay.data import text
+    kl = attention_kl(tiny_ckpt, qk, tiny_ckpt.tokenizer.encode(text("eval"))[:128], 128)
+    assert kl.shape == (tiny_ckpt.args.n_layers,) and (kl > 0).all() and np.isfinite(kl).all()
+
+
+def test_unknown_qk_criterion_is_a_clear_error():
+    from flightllm_overlay.errors import CompileError
+    with pytest.raises(CompileError, match="q/k pruning criterion"):
+        CompressionConfig(qk_criterion="entropy")
