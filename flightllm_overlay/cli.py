@@ -139,6 +139,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_sweep(sub):
+    from .sweep import add_parser      # the subcommand lives beside the sweep it runs
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "$FLIGHTLLM_DEVICE, else auto)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
-                _add_compress, _add_ppl):
+                _add_compress, _add_ppl, _add_sweep):
         add(sub)
     return parser
 
