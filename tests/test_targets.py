@@ -105,3 +105,18 @@ def test_a_fourth_core_gets_matrix_work():
         assert any(i.op == "MV" for i in insns), core
         channels = {i.fields["channel"] for i in insns if i.op == "LD" and not i.fields.get("remote")}
         assert channels and channels <= set(target.core_channels[core]), core
+
+
+@pytest.mark.parametrize("name, verdict, rc", [("u55c", "Verdict: fits the U55C", 0),
+                                               ("vhk158", "Verdict: no fit verdict", 0)])
+def test_the_resource_estimate_runs_on_each_board(name, verdict, rc, capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "benchmarks" / "resources.py"
+    spec = importlib.util.spec_from_file_location("resources_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--target", name]) == rc
+    out = capsys.readouterr().out
+    assert verdict in out and f"{name.upper()} capacity" in out
+    assert f"target {name} ({load_target(name).cores} cores" in out
