@@ -112,14 +112,15 @@ def model_args(spec: str):
     args = ModelArgs.from_name(name)
     if not rest:
         return args
-    types = {f.name: type(getattr(args, f.name)) for f in fields(args)}
+    numeric = {f.name: type(getattr(args, f.name)) for f in fields(args)
+               if type(getattr(args, f.name)) in (int, float)}
     changes = {}
     for item in rest.split(","):
         key, _, value = item.partition("=")
-        if key not in types or not value or types[key] not in (int, float):
+        if key not in numeric or not value:
             raise ConfigError(f"model spec {spec!r}: {item!r} is not NUMERIC_FIELD=VALUE; "
-                              f"numeric fields: {sorted(k for k, t in types.items() if t in (int, float))}")
-        changes[key] = types[key](value)
+                              f"numeric fields: {sorted(numeric)}")
+        changes[key] = numeric[key](value)
     return args.replace(name=spec, **changes)
 
 
@@ -223,7 +224,7 @@ class SweepResult:
         return path
 
     def plot(self, path) -> Path:
-        """Decode tokens/s and prefill seconds per (model, workload, options), one bar per target."""
+        """Decode tokens/s and prefill seconds per (model, workload, options), a bar per target."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -103,7 +103,8 @@ def test_a_fourth_core_gets_matrix_work():
     for core, words in enumerate(streams):
         insns = list(isa.decode_stream(words))
         assert any(i.op == "MV" for i in insns), core
-        channels = {i.fields["channel"] for i in insns if i.op == "LD" and not i.fields.get("remote")}
+        channels = {i.fields["channel"] for i in insns
+                    if i.op == "LD" and not i.fields.get("remote")}
         assert channels and channels <= set(target.core_channels[core]), core
 
 
