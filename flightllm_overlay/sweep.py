@@ -387,10 +387,12 @@ def run_sweep(grid: Grid | list, cache_dir=None, serial: bool = False, address: 
 # Command line: `flightllm sweep`
 # ---------------------------------------------------------------------------------------------
 def _workload(text: str) -> tuple:
+    import argparse
     try:
         p, d = (int(x) for x in text.split(","))
     except ValueError:
-        raise ConfigError(f"--workloads: {text!r} is not PREFILL,DECODE (e.g. 128,512)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not PREFILL,DECODE (e.g. 128,512)") \
+            from None
     return p, d
 
 

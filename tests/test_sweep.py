@@ -111,3 +111,10 @@ def test_the_cli_writes_the_table_and_the_plot(serial, tmp_path, capsys):
     assert [float(r["decode_tokens_per_s"]) for r in rows] == pytest.approx(
         [r["decode_tokens_per_s"] for r in serial[0].rows])
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_a_malformed_workload_is_a_usage_error(capsys):
+    from flightllm_overlay.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--workloads", "128x512", "--serial"])
+    assert exc.value.code == 2 and "PREFILL,DECODE" in capsys.readouterr().err
