@@ -192,6 +192,13 @@ def _check(t: Target) -> None:
                               f"{par[0] * par[1] * par[2]} MACs/cycle, not {macs}")
     if len(t.core_channels) != t.cores:
         raise ConfigError(f"target {t.name}: {t.cores} cores but {len(t.core_channels)} channel lists")
+    from .spec import isa                  # here, not at the top: isa imports config
+    ld = dict(isa.FORMATS["LD"].fields)
+    if t.cores > 1 << ld["remote_core"] or t.hbm_channels > 1 << ld["channel"]:
+        raise ConfigError(f"target {t.name}: {t.cores} cores and {t.hbm_channels} pseudo-channels; "
+                          f"the ISA addresses at most {1 << ld['remote_core']} cores (remote_core) "
+                          f"and {1 << ld['channel']} channels (channel field): widen them in "
+                          f"spec/isa.py, the simulator and the HLS header first")
     seen = [c for chs in t.core_channels for c in chs]
     if len(seen) != len(set(seen)) or any(not 0 <= c < t.hbm_channels for c in seen):
         raise ConfigError(f"target {t.name}: HBM channel ownership must be disjoint and within "

@@ -121,3 +121,16 @@ def test_the_resource_estimate_runs_on_each_board(name, verdict, rc, capsys):
     out = capsys.readouterr().out
     assert verdict in out and f"{name.upper()} capacity" in out
     assert f"target {name} ({load_target(name).cores} cores" in out
+
+
+@pytest.mark.parametrize("change, field", [({"cores": 5}, "remote_core"),
+                                           ({"hbm_channels": 64}, "channel field")])
+def test_a_board_beyond_the_isa_is_refused_at_load(change, field):
+    raw = copy.deepcopy(_raw("vhk158"))
+    if "cores" in change:
+        raw["cores"] = 5
+        raw["hbm"]["core_channels"].append([])
+    else:
+        raw["hbm"]["channels"] = 64
+    with pytest.raises(ConfigError, match=field):
+        _build(raw)
