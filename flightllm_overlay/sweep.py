@@ -271,7 +271,10 @@ def _check(points: list) -> None:
 
 def _run_serial(tasks, progress):
     for (target, model, options), pts in tasks:
-        figures = evaluate(target, model, options, tuple((p.prefill, p.decode) for p in pts))
+        try:
+            figures = evaluate(target, model, options, tuple((p.prefill, p.decode) for p in pts))
+        except FlightLLMError as exc:
+            raise SweepError(f"sweep: grid point {pts[0].row_inputs()} failed: {exc!r}") from exc
         progress(len(pts))
         yield pts, figures
 
@@ -314,9 +317,14 @@ def _run_ray(tasks, address, num_cpus, timeout_s, progress):
                 pts = pending.pop(ref)
                 try:
                     figures = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:
+                except ray.exceptions.RayTaskError as exc:      # the prediction raised
                     raise SweepError(f"sweep: grid point {pts[0].row_inputs()} failed: "
                                      f"{exc.cause!r}") from None
+                except ray.exceptions.RayError as exc:          # the worker died (e.g. OOM)
+                    raise SweepError(
+                        f"sweep: Ray lost the task of grid point {pts[0].row_inputs()}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}; the points finished "
+                        f"so far are cached: rerun with fewer --num-cpus or --serial") from None
                 progress(len(pts))
                 yield pts, figures
     finally:

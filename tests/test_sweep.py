@@ -118,3 +118,11 @@ def test_a_malformed_workload_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--workloads", "128x512", "--serial"])
     assert exc.value.code == 2 and "PREFILL,DECODE" in capsys.readouterr().err
+
+
+def test_a_failing_point_names_itself(monkeypatch):
+    """The prediction's own error comes back as a SweepError naming the grid point."""
+    grid = S.Grid(("u280",), ("llama2-7b",), ((16, 16),), ({"weight_bits": 8},))
+    with pytest.raises(S.SweepError, match="llama2-7b") as exc:
+        S.run_sweep(grid, serial=True)
+    assert "pseudo-channel" in str(exc.value)
