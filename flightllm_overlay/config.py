@@ -211,6 +211,11 @@ def _check(t: Target) -> None:
         raise ConfigError(f"target {t.name}: max_length must be a multiple of both buckets")
 
 
+def target_from_dict(raw: dict) -> Target:
+    """A target from the parsed content of a target file (checked as `load_target` does)."""
+    return _build(raw)
+
+
 @lru_cache(maxsize=None)
 def load_target(name: str = "u280") -> Target:
     """Load a target by name (`u280`) or by path to a JSON file."""

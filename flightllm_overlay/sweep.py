@@ -165,13 +165,14 @@ class Cache:
 # ---------------------------------------------------------------------------------------------
 # One task: compile once, predict each workload
 # ---------------------------------------------------------------------------------------------
-def evaluate(target: str, model: str, options: tuple, workloads: tuple) -> list:
-    """Figures of each workload for `model` compiled for `target` with `options` (pure)."""
+def evaluate(target: dict, model: str, options: tuple, workloads: tuple) -> list:
+    """Figures of each workload for `model` compiled for the target described by `target` (its
+    JSON content, so a worker needs no copy of the file) with `options`: a pure function."""
     from .bench import bench
     from .compiler import compile_shapes
-    from .config import load_target
+    from .config import target_from_dict
 
-    t = load_target(target)
+    t = target_from_dict(target)
     ctx = max(p + d for p, d in workloads)
     ctx = -(-ctx // t.decode_bucket) * t.decode_bucket
     program = compile_shapes(model_args(model), t, ctx=ctx, **dict(options))
@@ -272,7 +273,8 @@ def _check(points: list) -> None:
 def _run_serial(tasks, progress):
     for (target, model, options), pts in tasks:
         try:
-            figures = evaluate(target, model, options, tuple((p.prefill, p.decode) for p in pts))
+            figures = evaluate(_target_raw(target), model, options,
+                               tuple((p.prefill, p.decode) for p in pts))
         except FlightLLMError as exc:
             raise SweepError(f"sweep: grid point {pts[0].row_inputs()} failed: {exc!r}") from exc
         progress(len(pts))
@@ -306,7 +308,8 @@ def _run_ray(tasks, address, num_cpus, timeout_s, progress):
         remote = ray.remote(num_cpus=1, max_retries=0)(evaluate)
         pending = {}
         for (target, model, options), pts in tasks:
-            ref = remote.remote(target, model, options, tuple((p.prefill, p.decode) for p in pts))
+            ref = remote.remote(_target_raw(target), model, options,
+                                tuple((p.prefill, p.decode) for p in pts))
             pending[ref] = pts
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
