@@ -68,6 +68,9 @@ setup(
                   "ipywidgets>=8,<9", "ipython>=8"],
         # widgets.StreamingDemo and the notebooks; `import flightllm_overlay.widgets` names it
         "notebooks": ["ipywidgets>=8,<9", "ipython>=8", "ipykernel", "jupyter"],
+        # `flightllm sweep` on Ray; newer Ray's raylet gives up on a loaded machine when its
+        # agents take over 15 s to start (ray-project/ray#65983): 2.40 is the tested release
+        "sweep": ["ray>=2.10,<2.41"],
     },
     entry_points={
         "console_scripts": ["flightllm = flightllm_overlay.cli:main"],

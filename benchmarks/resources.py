@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         print(f"what-if: {', '.join(args.set + ([f'buffer depth x{args.buffer_depth_scale:g}'] if 'buffers' in changes else []))}\n")
     est = estimate(target)
     print(format_report(est))
-    return 0 if est.fits else 1
+    return 0 if est.fits is not False else 1        # None: the target states no capacity
 
 
 if __name__ == "__main__":

@@ -156,6 +156,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_sweep(sub):
+    from .sweep import add_parser      # the subcommand lives beside the sweep it runs
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(prog="flightllm", description="FlightLLM overlay toolkit: "
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flightllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
-                _add_compress, _add_ppl, _add_trace):
+                _add_compress, _add_ppl, _add_trace, _add_sweep):
         add(sub)
     return parser
 

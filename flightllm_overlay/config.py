@@ -10,6 +10,9 @@ from .errors import ConfigError
 
 TARGETS_DIR = Path(__file__).with_name("targets")
 
+#: Device resources a target states (its FPGA's capacity, for the resource estimate).
+CAPACITY = ("DSP", "BRAM36", "URAM", "LUT", "FF")
+
 #: Unit queues of one core, in the order their bits appear in wait/release masks.
 UNITS = ("LD", "ST", "MM", "MV", "MISC", "SYS")
 
@@ -74,6 +77,7 @@ class Target:
     prefill_bucket: int
     decode_bucket: int
     max_length: int
+    device_capacity: dict        # {"DSP", "BRAM36", "URAM", "LUT", "FF"}: int, or None if unknown
     raw: dict = field(default=None, hash=False, compare=False, repr=False)
 
     def buffer(self, name: str) -> Buffer:
@@ -106,11 +110,37 @@ class Target:
         return replace(self, **changes)
 
 
+def unsourced(raw: dict, path: str = "") -> list:
+    """Dotted paths of the constants in a target description that have no stated source.
+
+    The convention: every JSON object that holds constants (numbers, lists, or objects without
+    their own `sources`) has a `sources` object naming a source for each of them; an object
+    with its own `sources` is checked the same way, recursively.  Strings (names, roles) are
+    descriptions, not constants."""
+    sources = raw.get("sources", {})
+    if not isinstance(sources, dict):
+        return [f"{path}sources (must be an object: constant -> source)"]
+    missing = []
+    for key, value in raw.items():
+        if key == "sources" or isinstance(value, str):
+            continue
+        if isinstance(value, dict) and "sources" in value:
+            missing += unsourced(value, f"{path}{key}.")
+        elif not str(sources.get(key, "")).strip():
+            missing.append(f"{path}{key}")
+    return missing
+
+
 def _build(raw: dict) -> Target:
+    missing = unsourced(raw)
+    if missing:
+        raise ConfigError(f"target description {raw.get('name', '?')!r} states no source for "
+                          f"{missing}; every constant needs one in the `sources` object beside "
+                          f"it (compare with targets/u280.json)")
     try:
         mpe, hbm, ddr, lengths = raw["mpe"], raw["hbm"], raw["ddr"], raw["lengths"]
         buffers = {k: Buffer(k, int(v["depth"]), int(v["width"]), v.get("role", ""))
-                   for k, v in raw["buffers"].items()}
+                   for k, v in raw["buffers"].items() if k != "sources"}
         target = Target(
             name=raw["name"], board=raw["board"], platform=raw["platform"],
             clock_mhz=float(raw["clock_mhz"]), cores=int(raw["cores"]),
@@ -131,6 +161,8 @@ def _build(raw: dict) -> Target:
             instruction_bank=int(ddr["instruction_bank"]),
             prefill_bucket=int(lengths["prefill_bucket"]),
             decode_bucket=int(lengths["decode_bucket"]), max_length=int(lengths["max_length"]),
+            device_capacity={k: (None if raw["device"][k] is None else int(raw["device"][k]))
+                             for k in CAPACITY},
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -164,8 +196,17 @@ def _check(t: Target) -> None:
     if len(seen) != len(set(seen)) or any(not 0 <= c < t.hbm_channels for c in seen):
         raise ConfigError(f"target {t.name}: HBM channel ownership must be disjoint and within "
                           f"0..{t.hbm_channels - 1}: {t.core_channels}")
+    no_ddr = t.ddr_banks == 0 and t.instruction_bank == -1
+    if not (0 <= t.instruction_bank < t.ddr_banks or no_ddr):
+        raise ConfigError(f"target {t.name}: instruction_bank {t.instruction_bank} is not one of "
+                          f"the {t.ddr_banks} DDR banks (-1 when the board has no DDR)")
     if t.max_length % t.prefill_bucket or t.max_length % t.decode_bucket:
         raise ConfigError(f"target {t.name}: max_length must be a multiple of both buckets")
+
+
+def target_from_dict(raw: dict) -> Target:
+    """A target from the parsed content of a target file (checked as `load_target` does)."""
+    return _build(raw)
 
 
 @lru_cache(maxsize=None)

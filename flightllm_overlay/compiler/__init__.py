@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from ..config import load_target
 from ..errors import CompileError
+from ..spec import isa
 from .buckets import KINDS, BucketTable, StepBuilder
 from .families import compiler_family
 from .identity import model_identity
@@ -39,6 +40,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True,
                       weight_slots: int = 2) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
+    isa.check_target(tgt)
     a = qm.args
     place = compiler_family(a).placement
     ctx = default_context(a, tgt, ctx)

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config
-from .design import AXI_DATA_WIDTH, build_design
+from .design import AXI_DATA_WIDTH
 
 # ---------------------------------------------------------------------------------------------
 # Device primitives and figures to compare with
@@ -36,8 +36,9 @@ URAM_SHAPE = (4096, 72)                         # depth x width: 288 Kb (UG573)
 BRAM36_SHAPES = ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))
 RESOURCES = ("DSP", "BRAM36", "URAM", "LUT", "FF")
 
-#: XCU280 capacity (Alveo U280 data sheet DS963).  LUT/FF beside the brief's DSP/BRAM/URAM.
-U280_CAPACITY = {"DSP": 9024, "BRAM36": 2016, "URAM": 960, "LUT": 1_303_680, "FF": 2_607_360}
+#: XCU280 capacity (Alveo U280 data sheet DS963).  Each target file states its own device's
+#: (`device`, read as `Target.device_capacity`); this copy is for unnamed-buffer mapping.
+U280_CAPACITY = config.load_target("u280").device_capacity
 #: The paper's U280 build (facts 1.6, secondary sources); FF not reported.
 PAPER_U280 = {"DSP": 6345, "BRAM36": 1252, "URAM": 792, "LUT": 574_000, "FF": None}
 #: SLRs of the XCU280; their resources are taken as equal thirds (the shell is not subtracted).
@@ -210,6 +211,9 @@ class Estimate:
     buffers: tuple               # BufferMapping per on-chip buffer of one core
     dequant_lanes: int = 0       # per core, for the what-if
     notes: tuple = field(default=())
+    capacity: dict = field(default_factory=lambda: dict(U280_CAPACITY))  # None: not stated
+    slrs: int = U280_SLRS
+    board: str = "U280"          # short name in the report
 
     def instances(self, kernel: str) -> int:
         return 1 if kernel == "scheduler" else self.cores
@@ -257,30 +261,38 @@ class Estimate:
         return (core + self.kernel_cost("scheduler")).as_dict()
 
     def utilization(self) -> dict:
+        """Share of the device per resource (None where the target states no capacity)."""
         total = self.total.as_dict()
-        return {k: total[k] / U280_CAPACITY[k] for k in RESOURCES}
+        cap = self.capacity
+        return {k: None if cap[k] is None else total[k] / cap[k] for k in RESOURCES}
 
     def slr_utilization(self) -> dict:
-        slr = self.per_slr()
-        return {k: slr[k] / (U280_CAPACITY[k] / U280_SLRS) for k in RESOURCES}
+        slr, cap = self.per_slr(), self.capacity
+        return {k: None if cap[k] is None else slr[k] / (cap[k] / self.slrs) for k in RESOURCES}
 
     @property
-    def fits(self) -> bool:
+    def fits(self) -> bool | None:
+        """Whether the estimate fits the device; None if the target states no capacity."""
+        if any(v is None for v in self.capacity.values()):
+            return None
         return (all(u <= 1 for u in self.utilization().values())
                 and all(u <= 1 for u in self.slr_utilization().values()))
 
     def verdict(self) -> str:
+        if self.fits is None:
+            return (f"no fit verdict: the target file states no capacity of the {self.board}'s "
+                    f"device for {[k for k, v in self.capacity.items() if v is None]}")
         use = self.utilization()
         slr = self.slr_utilization()
         worst = max(use, key=use.get)
         worst_slr = max(slr, key=slr.get)
         if not self.fits:
             over = [k for k in RESOURCES if use[k] > 1 or slr[k] > 1]
-            return (f"DOES NOT FIT the U280: {', '.join(over)} over capacity "
+            return (f"DOES NOT FIT the {self.board}: {', '.join(over)} over capacity "
                     f"(device {use[worst]:.1%} {worst}, busiest SLR {slr[worst_slr]:.1%} "
                     f"{worst_slr})")
         tight = [k for k in RESOURCES if use[k] > TIGHT or slr[k] > TIGHT]
-        head = (f"fits the U280 (device: {use[worst]:.1%} {worst} at most; busiest SLR: "
+        head = (f"fits the {self.board} (device: {use[worst]:.1%} {worst} at most; busiest SLR: "
                 f"{slr[worst_slr]:.1%} {worst_slr})")
         return head + (f"; tight (>{TIGHT:.0%}): {', '.join(tight)}" if tight else "")
 
@@ -292,9 +304,8 @@ class Estimate:
 def estimate(target: config.Target | str | None = None) -> Estimate:
     """Resource estimate of a target (default u280; a `Target` may carry what-if overrides)."""
     t = config.load_target(target or "u280") if not isinstance(target, config.Target) else target
-    design = build_design(t)
     dsp_macs = t.dsp_macs
-    n_ports = len(design.cu("memctrl_0").ports)
+    n_ports = max(len(chs) for chs in t.core_channels)   # one memctrl kernel for every core
     dequant_lanes = n_ports * AXI_DATA_WIDTH // 8
     items = [
         Item("mpe", f"INT8 DSP48E2 ({dsp_macs} MACs each) with sparse MUX, RN, OAU",
@@ -314,7 +325,7 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
              f"{AXI_DATA_WIDTH // 8} per port"),
         Item("memctrl", "control port", 1, CONTROL_PORT, "HLS s_axilite"),
         Item("scheduler", f"{AXI_DATA_WIDTH}-bit m_axi port (program fetch)",
-             len(design.scheduler.ports), M_AXI_PORT, "design.py"),
+             1, M_AXI_PORT, "the instruction fetch port (design.py)"),
         Item("scheduler", "dispatch queues", t.cores * len(config.UNITS), DISPATCH_QUEUE,
              "one per unit queue per core"),
         Item("scheduler", "fetch, decode, dependency tokens", 1, SCHEDULER_LOGIC, "estimated"),
@@ -325,7 +336,8 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
              "the interconnect v++ adds are not counted",
              "no kernel has been through HLS or Vivado: per-unit costs are typical figures, LUT/FF "
              "good to about +-50%")
-    return Estimate(t.name, t.cores, tuple(items), buffers, dequant_lanes, notes)
+    return Estimate(t.name, t.cores, tuple(items), buffers, dequant_lanes, notes,
+                    dict(t.device_capacity), t.slrs, t.name.upper())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,11 +361,12 @@ def format_report(est: Estimate | None = None) -> str:
     total = est.total.as_dict()
     lines.append(f"{'total':<17}" + "".join(f"{total[k]:>11,}" for k in RESOURCES))
     lines.append(f"{'paper (U280)':<17}" + "".join(f"{_n(PAPER_U280[k]):>11}" for k in RESOURCES))
-    lines.append(f"{'U280 capacity':<17}" + "".join(f"{U280_CAPACITY[k]:>11,}" for k in RESOURCES))
-    use = est.utilization()
-    lines.append(f"{'utilisation':<17}" + "".join(f"{use[k]:>11.1%}" for k in RESOURCES))
-    slr = est.slr_utilization()
-    lines.append(f"{'busiest SLR':<17}" + "".join(f"{slr[k]:>11.1%}" for k in RESOURCES))
+    lines.append(f"{est.board + ' capacity':<17}"
+                 + "".join(f"{_n(est.capacity[k]):>11}" for k in RESOURCES))
+    use, slr = est.utilization(), est.slr_utilization()
+    pct = lambda u: "n/r" if u is None else f"{u:.1%}"      # noqa: E731
+    lines.append(f"{'utilisation':<17}" + "".join(f"{pct(use[k]):>11}" for k in RESOURCES))
+    lines.append(f"{'busiest SLR':<17}" + "".join(f"{pct(slr[k]):>11}" for k in RESOURCES))
     lines += ["", "Items per instance:"]
     for item in est.items:
         c = item.cost
@@ -369,6 +382,6 @@ def format_report(est: Estimate | None = None) -> str:
     lines += ["", f"Verdict: {est.verdict()}",
               f"What if the memctrl dequantisers used DSPs (2 lanes per DSP48E2): "
               f"+{est.dequant_in_dsp_what_if():,} DSP -> {total['DSP'] + est.dequant_in_dsp_what_if():,}"
-              f" of {U280_CAPACITY['DSP']:,}"]
+              f" of {_n(est.capacity['DSP'])}"]
     lines += [f"Note: {n}" for n in est.notes]
     return "\n".join(lines)

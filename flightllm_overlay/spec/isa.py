@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from ..config import UNITS
-from ..errors import IllegalInstructionError
+from ..errors import ConfigError, IllegalInstructionError
 from . import wformat
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +206,16 @@ MV_MAX_ROWS = 16
 _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MODES,
           ("LD", "wfmt"): WEIGHT_FORMATS,
           ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS}
+
+
+def check_target(t) -> None:
+    """Refuse a target with more cores or pseudo-channels than the LD/ST fields can address."""
+    ld = dict(FORMATS["LD"].fields)
+    if t.cores > 1 << ld["remote_core"] or t.hbm_channels > 1 << ld["channel"]:
+        raise ConfigError(f"target {t.name}: {t.cores} cores and {t.hbm_channels} pseudo-channels; "
+                          f"the ISA addresses at most {1 << ld['remote_core']} cores (remote_core) "
+                          f"and {1 << ld['channel']} channels (channel field): widen them in "
+                          f"spec/isa.py, the simulator and the HLS header first")
 
 
 def unit_mask(units) -> int:
