@@ -141,7 +141,8 @@ class SimulatedU280(BankAccess, Device):
     def _check_design(self, parser):
         for mem in self.design.memories:
             got = parser.mem_dict.get(mem.tag, {})
-            if (got.get("base_address"), got.get("size")) != (mem.base_address, mem.size):
+            if (got.get("base_address"), got.get("size"), bool(got.get("used"))) != \
+                    (mem.base_address, mem.size, mem.used):
                 raise BitstreamError(
                     f"{mem.tag} is at {got.get('base_address')} with {got.get('size')} bytes in "
                     f"this xclbin but at 0x{mem.base_address:x} with {mem.size} bytes in the "
@@ -149,6 +150,9 @@ class SimulatedU280(BankAccess, Device):
         for name, d in parser.ip_dict.items():
             if d["type"] not in _OUR_VLNVS:
                 continue
+            if name not in {u.instance for u in self.design.compute_units}:
+                raise BitstreamError(f"{name} ({d['type']}) in this xclbin is not a compute unit "
+                                     f"of the design: the file is damaged or from another design")
             unit = self.design.cu(name)
             for reg in unit.registers:
                 got = d["registers"].get(reg.name, {})
