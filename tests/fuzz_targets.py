@@ -308,7 +308,8 @@ def _xclbin_state(folder: Path):
 def _overlay_summary(ol) -> str:
     regs = {n: sorted((r, d.get("address_offset"), d.get("memory"), d.get("size"))
                       for r, d in ip["registers"].items()) for n, ip in ol.ip_dict.items()}
-    mems = {t: (m.get("base_address"), m.get("size"), m.get("used")) for t, m in ol.mem_dict.items()}
+    mems = {t: (m.get("base_address"), m.get("size"), bool(m.get("used")))
+            for t, m in ol.mem_dict.items()}
     return json.dumps([regs, mems, {n: (ip["phys_addr"], ip["addr_range"], ip["type"])
                                     for n, ip in ol.ip_dict.items()}], sort_keys=True, default=str)
 

@@ -189,7 +189,8 @@ def test_inconsistent_compressed_metadata(tmp_path, compressed_parts, edit):
 
 
 # -- finding 11: damaged xclbin files -----------------------------------------------------------
-@pytest.mark.parametrize("damage", ["truncate", "section", "xml", "vlnv", "length"])
+@pytest.mark.parametrize("damage", ["truncate", "section", "xml", "vlnv", "length", "reg-size",
+                                    "cu-name"])
 def test_damaged_xclbin_is_a_bitstream_error(tmp_path, damage):
     from flightllm_overlay.overlay import FlightLLMOverlay
     from flightllm_overlay.sim.device import SimulatedU280
@@ -208,8 +209,15 @@ def test_damaged_xclbin_is_a_bitstream_error(tmp_path, damage):
     elif damage == "vlnv":
         at = raw.find(b"flightllm:hls:scheduler")
         raw[at:at + 9] = b"fliehtllm"
-    else:
+    elif damage == "length":
         raw[length_at:length_at + 8] = (7).to_bytes(8, "little")
+    elif damage == "reg-size":          # `len` 48 bits wide: the driver would write 32 of them
+        at = raw.find(b'name="len"')
+        at = raw.find(b'size="0x4"', at)
+        raw[at:at + 10] = b'size="0x6"'
+    else:                               # a compute unit of our kind the design does not have
+        at = raw.find(b'instance name="memctrl_0"')
+        raw[at + 16:at + 17] = b"J"
     path = tmp_path / "bad.xclbin"
     path.write_bytes(bytes(raw))
     dev = SimulatedU280()

@@ -201,9 +201,13 @@ def check_compute_units(design: BlockDesign, parser, path: str, require_every_un
                     f"{path} has no compute unit {unit.instance} of kernel {unit.vlnv}: it is not "
                     f"the FlightLLM design of target {design.target}; build it with `make -C "
                     f"vivado_project` (platform {design.platform})")
+    instances = {unit.instance for unit in design.compute_units}
     for name, got in parser.ip_dict.items():
         if got.get("type") not in ours:
             continue
+        if name not in instances:
+            raise BitstreamError(f"{name} ({got.get('type')}) in {path} is not a compute unit of "
+                                 f"the design: the file is damaged or from another design")
         unit = design.cu(name)
         for reg in unit.registers:
             r = got["registers"].get(reg.name, {})

@@ -132,12 +132,24 @@ class FlightLLMOverlay(Overlay):
         """Every compute unit of the design is in the xclbin under its kernel's VLNV (else a
         damaged or foreign xclbin would load with generic drivers and fail later)."""
         for unit in self.design.compute_units:
-            got = self.ip_dict.get(unit.instance, {}).get("type")
-            if got != unit.vlnv:
+            ip = self.ip_dict.get(unit.instance, {})
+            need = max((r.offset for r in unit.registers), default=0) + 8
+            span = ip.get("addr_range")
+            if ip.get("type") != unit.vlnv or not isinstance(span, int) or span < need:
                 raise BitstreamError(
                     f"{self.bitfile_name} does not hold compute unit {unit.instance} as "
-                    f"{unit.vlnv} (found {got!r}): it is damaged or built from another design; "
-                    f"rebuild it with vivado_project/Makefile")
+                    f"{unit.vlnv} with {need} bytes of registers (found {ip.get('type')!r}, "
+                    f"{span!r} bytes): it is damaged or built from another design; rebuild it "
+                    f"with vivado_project/Makefile")
+            regs = ip.get("registers") or {}
+            for reg in unit.registers:       # the drivers write these offsets with these widths
+                got = regs.get(reg.name) or {}
+                if (got.get("address_offset"), got.get("size")) != (reg.offset, reg.bits):
+                    raise BitstreamError(
+                        f"{self.bitfile_name}: register {unit.instance}.{reg.name} is at "
+                        f"{got.get('address_offset')!r} with {got.get('size')!r} bits, the design "
+                        f"has it at 0x{reg.offset:x} with {reg.bits}: the file is damaged or built "
+                        f"from another design; rebuild it with vivado_project/Makefile")
 
     # -- what it is --------------------------------------------------------------------------------
     @property

@@ -119,7 +119,8 @@ class SimulatedU280(U280Device):
     def _check_memories(self, parser):
         for mem in self.design.memories:
             got = parser.mem_dict.get(mem.tag, {})
-            if (got.get("base_address"), got.get("size")) != (mem.base_address, mem.size):
+            if (got.get("base_address"), got.get("size"), bool(got.get("used"))) != \
+                    (mem.base_address, mem.size, mem.used):
                 raise BitstreamError(
                     f"{mem.tag} is at {got.get('base_address')} with {got.get('size')} bytes in "
                     f"this xclbin but at 0x{mem.base_address:x} with {mem.size} bytes in the "
