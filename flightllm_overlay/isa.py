@@ -43,8 +43,8 @@ SYS_OPS = ("barrier", "end")
 
 HEADER = (("opcode", 4), ("wait", 6), ("release", 6))
 
-_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 2),
-         ("hbm_addr", 28), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
+_MOVE = (("buf", 3), ("dyn", 3), ("remote", 1), ("remote_core", 2), ("channel", 5), ("stripe", 5),
+         ("hbm_addr", 30), ("buf_addr", 22), ("rows", 16), ("row_bytes", 20),
          ("hbm_stride", 28), ("buf_stride", 22), ("wfmt", 2), ("wk", 16), ("wbits", 2),
          ("wgroup", 2), ("sparse", 1), ("meta_addr", 16), ("fsb_addr", 12), ("wn", 20),
          ("wmeta", 16))
@@ -57,7 +57,8 @@ _MISC = (("op", 4), ("dyn_k", 1), ("causal", 1), ("out_abuf", 1), ("bcast_b", 1)
          ("rows", 16), ("k", 16), ("groups", 8), ("a_addr", 22), ("b_addr", 22),
          ("out_addr", 22), ("out2_addr", 22), ("a_stride", 16), ("b_stride", 16),
          ("out_stride", 16), ("imm", 32), ("blk_sink", 6), ("blk_win", 6))
-_SYS = (("op", 4),)
+_SYS = (("op", 4), ("fence", 1))
+SYS_FENCES = ("all", "compute")    # barrier `fence`: what it drains (docs/isa.md)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ MV_MAX_ROWS = 16
 
 _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MODES,
           ("LD", "wfmt"): WEIGHT_FORMATS,
-          ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS}
+          ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS,
+          ("SYS", "fence"): SYS_FENCES}
 
 
 def unit_mask(units) -> int:
@@ -231,12 +233,12 @@ def _check_semantics(op: str, f: dict) -> None:
         _check_packed_move(op, f)
     if op in ("MM", "MV"):
         _check_sparse_matrix(op, f)
-    if f.get("stripe") and (op == "ST" or f.get("remote")
-                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
-                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+    stripe = f.get("stripe", 0)
+    if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
+            (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
         raise IllegalInstructionError(
             f"{op} with stripe={f['stripe']}: striping is for LD of one contiguous row whose "
-            f"length divides into 2**stripe equal chunks (got rows={f.get('rows', 0)}, "
+            f"length divides into `stripe` equal chunks (got rows={f.get('rows', 0)}, "
             f"row_bytes={f.get('row_bytes', 0)})")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
@@ -325,7 +327,7 @@ def disassemble_one(insn: Instruction) -> str:
     if op in ("LD", "ST"):
         buf = BUFFERS[f("buf", 0)]
         dyn = DYN_MODES[f("dyn", 0)]
-        stripe = f"x{1 << f('stripe', 0)}ch" if f("stripe", 0) else ""
+        stripe = f"x{f('stripe', 0)}ch" if f("stripe", 0) > 1 else ""
         src = (f"core{f('remote_core', 0)}.{buf}[{f('buf_addr', 0):#x}]" if f("remote", 0)
                else f"hbm{f('channel', 0)}{stripe}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
         dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
@@ -364,6 +366,8 @@ def disassemble_one(insn: Instruction) -> str:
             text += " " + ",".join(flags)
     else:
         text = f"SYS  {SYS_OPS[f('op', 0)] if f('op', 0) < len(SYS_OPS) else f('op', 0)}"
+        if f("fence", 0):
+            text += " fence=compute"
     return text + _deps(insn)
 
 

@@ -36,9 +36,9 @@ _MOVE_MEANING = {
               "ST: must be 0",
     "remote_core": "source core of a remote LD (must exist and differ from the executing core)",
     "channel": "HBM pseudo-channel; the executing core must own it (`core_channels` of the target)",
-    "stripe": "LD only: log2 of the channels one contiguous row is split over, in equal chunks, "
-              "starting at `channel` and going round the core's ports at the same `hbm_addr`; "
-              "needs rows <= 1 and no remote; ST: must be 0",
+    "stripe": "LD only: the number of channels one contiguous row is split over (0 and 1: one), "
+              "in equal chunks, starting at `channel` and going round the core's ports at the "
+              "same `hbm_addr`; needs rows <= 1 and no remote; ST: must be 0",
     "hbm_addr": "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment",
     "buf_addr": "byte address of row 0 in the on-chip buffer (same address in the remote core)",
     "rows": "rows to copy; for dynamic modes, the compiled maximum",
@@ -114,7 +114,10 @@ _MISC_MEANING = {
     "blk_win": "causal softmax: local window in 64-token blocks; keys outside the pattern are "
                "masked like future keys (0: dense causal)",
 }
-_SYS_MEANING = {"op": "operation (index into `SYS_OPS`)"}
+_SYS_MEANING = {"op": "operation (index into `SYS_OPS`)",
+                "fence": "barrier only (index into `SYS_FENCES`): `all` drains every queue; "
+                         "`compute` drains MM, MV, MISC, ST, remote LDs and the HBM LDs issued "
+                         "before the previous barrier (an HBM LD may run across one barrier)"}
 FIELD_MEANING = {
     "LD": {**_HEADER_MEANING, **_MOVE_MEANING},
     "ST": {**_HEADER_MEANING, **_MOVE_MEANING},
@@ -152,6 +155,8 @@ ENUM_MEANING = {
     "WEIGHT_GROUPS": {g: f"{g} columns per (M, B)" for g in (16, 32, 64, 128)},
     "SYS_OPS": {"barrier": "fence, then wait for every core to reach its matching barrier",
                 "end": "fence, end of this core's stream (every core must end together)"},
+    "SYS_FENCES": {"all": "the barrier drains every queue of the core",
+                   "compute": "HBM loads may run across the barrier (by one); tokens order them"},
 }
 
 
@@ -169,7 +174,7 @@ def render_field_tables() -> str:
              ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS, "LD `wfmt`"),
              ("WEIGHT_BITS", isa.WEIGHT_BITS, "LD `wbits`"),
              ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS, "LD `wgroup`"),
-             ("SYS_OPS", isa.SYS_OPS, "SYS `op`"))
+             ("SYS_OPS", isa.SYS_OPS, "SYS `op`"), ("SYS_FENCES", isa.SYS_FENCES, "SYS `fence`"))
     u280 = load_target("u280")
     for name, values, what in enums:
         out += [f"#### `{name}`", ""]
@@ -267,9 +272,9 @@ def _legal_stripe(op, f):
             f.get("wt") or f.get("n", 0) % 16 or f.get("k", 0) % 16 or f.get("dyn_n")
             or f.get("dyn_k") or f.get("w_stride")):
         f = dict(f, sparse=0)
-    if f.get("stripe") and (op == "ST" or f.get("remote")
-                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
-                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+    stripe = f.get("stripe", 0)
+    if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
+            (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
         f = dict(f, stripe=0)
     return f
 
@@ -440,7 +445,7 @@ def test_bad_instruction_objects_are_rejected():
                  release=["MISC", "ST"]),
      ["LD", "gbuf[0x40+r*64]", "hbm12[0x100+r*128]", "rows=4x64B", "dyn=at_pos", "wait=MM",
       "rel=ST|MISC"]),
-    (Instruction("LD", buf="wbuf", channel=4, stripe=3, rows=32, row_bytes=1024, wfmt="packed",
+    (Instruction("LD", buf="wbuf", channel=4, stripe=8, rows=32, row_bytes=1024, wfmt="packed",
                  wk=64, wbits=2, wgroup=1, sparse=1, meta_addr=0x10, fsb_addr=0x8, wn=80,
                  wmeta=320),
      ["LD", "hbm4x8ch", "w4g32->int8 k=64", "sparse kept=16*80", "meta[0x10+320]", "fsb[0x8]"]),
@@ -530,6 +535,7 @@ def test_every_field_and_enum_value_has_a_meaning():
         assert set(FIELD_MEANING[op]) == {n for n, _, _ in fmt.layout}, op
     for name, values in (("UNITS", UNITS), ("BUFFERS", isa.BUFFERS), ("DYN_MODES", isa.DYN_MODES),
                          ("MISC_OPS", isa.MISC_OPS), ("SYS_OPS", isa.SYS_OPS),
+                         ("SYS_FENCES", isa.SYS_FENCES),
                          ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS), ("WEIGHT_BITS", isa.WEIGHT_BITS),
                          ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS)):
         assert set(ENUM_MEANING[name]) == set(values), name

@@ -9,6 +9,7 @@ from .buckets import KINDS, StepBuilder
 from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
+from .schedule import ScheduleOptions
 
 __all__ = ["compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
@@ -16,7 +17,7 @@ __all__ = ["compile_model", "compile_compressed", "compile_quantized", "compile_
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
                   calibration_tokens=None, smooth: bool = True, fused: bool = True,
-                  weight_bits: int = 8, weight_slots: int = 2) -> Program:
+                  weight_bits: int = 8, weight_slots: int = 2, schedule=None) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
@@ -24,6 +25,8 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     calibration_tokens: token ids for smoothing statistics (default: a built-in text).
     weight_slots: weight tiles the weight buffer holds at once (2: the paper's ping-pong
     halves; more: deeper prefetch with smaller tiles).
+    schedule: `ScheduleOptions` (or "paper", "all", "stripe_all+compute_fence", ...): the
+    schedule improvements beyond the paper (compiler/schedule.py); default the paper's.
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
@@ -32,13 +35,14 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
         from .opt import quantize_opt as quantize
     qm = quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
     return compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
-                             weight_slots=weight_slots)
+                             weight_slots=weight_slots, schedule=schedule)
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True,
-                      weight_slots: int = 2) -> Program:
+                      weight_slots: int = 2, schedule=None) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
+    schedule = ScheduleOptions.parse(schedule)
     a = qm.args
     if a.arch not in ("llama", "opt"):
         raise CompileError(f"the compiler supports llama and opt models; got {a.arch!r}")
@@ -56,7 +60,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
-        plan = place(qm, tgt, ctx, rows, half, weight_slots)
+        plan = place(qm, tgt, ctx, rows, half, weight_slots, schedule)
         builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
@@ -80,6 +84,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     program.meta["fused"] = fused
     tiles = [t for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts]
     program.meta["weight_slots"] = weight_slots
+    program.meta["schedule"] = schedule.as_dict()
     program.meta["weight_bits"] = sorted({t.bits for t in tiles}) if tiles else []
     program.meta["sparse"] = any(t.sparse for t in tiles)
     if plan.layout.shape_only:
@@ -88,19 +93,20 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
 
 
 def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bool = False,
-                       fused: bool = True, weight_slots: int = 2) -> Program:
+                       fused: bool = True, weight_slots: int = 2, schedule=None) -> Program:
     """Compile a `compress.CompressedModel` (packed low-bit / N:16-sparse weights, smoothed
     norms, optional block-sparse attention) for `target`."""
     from .quantize import quantized_from_compressed
     program = compile_quantized(quantized_from_compressed(cm), target, ctx=ctx,
-                                all_logits=all_logits, fused=fused, weight_slots=weight_slots)
+                                all_logits=all_logits, fused=fused, weight_slots=weight_slots,
+                                schedule=schedule)
     program.meta["quantization"] = f"compressed ({cm.config.name}), dynamic per-row INT8 activations"
     return program
 
 
 def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
                    weight_bits: int = 8, qk_density: float = 1.0,
-                   weight_slots: int = 2) -> Program:
+                   weight_slots: int = 2, schedule=None) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
@@ -108,10 +114,10 @@ def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = Tr
     if args.arch == "opt":
         from .opt import shape_only_opt
         return compile_quantized(shape_only_opt(args, weight_bits, qk_density), target, ctx=ctx,
-                                 fused=fused, weight_slots=weight_slots)
+                                 fused=fused, weight_slots=weight_slots, schedule=schedule)
     from .quantize import shape_only_model
     return compile_quantized(shape_only_model(args, weight_bits, qk_density), target, ctx=ctx,
-                             fused=fused, weight_slots=weight_slots)
+                             fused=fused, weight_slots=weight_slots, schedule=schedule)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -103,9 +103,15 @@ class StepCodegen:
         self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
 
     # -- emit helpers -----------------------------------------------------------------------------
+    def _barrier(self) -> Instruction:
+        """The SYS barrier before the cores exchange slices: a full fence, or (schedule option
+        `compute_fence`) one that fences compute only while weight loads stream on."""
+        fence = "compute" if self.p.schedule.compute_fence else "all"
+        return Instruction("SYS", op="barrier", fence=fence)
+
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
               buf_stride=None, dyn="static", extra=0, **more):
-        stripe = region.stripe.bit_length() - 1
+        stripe = region.stripe if region.stripe > 1 else 0     # a channel count
         s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel, stripe=stripe, **more,
                              hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
                              row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
@@ -221,7 +227,7 @@ class StepCodegen:
         """One LLaMA block: RMSNorm, attention, o_proj, residual; RMSNorm, SwiGLU, residual."""
         a, T = self.a, self.T
         dim, hd = a.dim, a.n_heads * a.head_dim
-        barrier = Instruction("SYS", op="barrier")
+        barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,

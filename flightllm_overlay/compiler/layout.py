@@ -15,7 +15,7 @@ from ..errors import CompileError
 
 ALIGN = 64                  # bytes: one HBM burst beat group
 PAGE = 1 << 20              # the mutable part starts on a fresh 1 MiB page
-MAX_STRIPE = 8              # the LD `stripe` field holds log2 of the channels, 2 bits (isa.md)
+MAX_STRIPE = 8              # the paper's stripe: at most the 8 channels of a core (isa.md)
 
 
 @dataclass
@@ -63,8 +63,8 @@ class ChannelImage:
 class HBMLayout:
     """Allocates static and mutable regions on the pseudo-channels of each core."""
 
-    def __init__(self, target, shape_only: bool = False):
-        self.target, self.shape_only = target, shape_only
+    def __init__(self, target, shape_only: bool = False, stripe_all: bool = False):
+        self.target, self.shape_only, self.stripe_all = target, shape_only, stripe_all
         self.images = {ch: ChannelImage(ch, SizeOnly() if shape_only else bytearray())
                        for chs in target.core_channels for ch in chs}
 
@@ -83,11 +83,14 @@ class HBMLayout:
         return region
 
     def stripe_width(self, core: int) -> int:
-        """Channels one striped tile spans: the largest power of two (the LD's `stripe` field
-        holds its log2) up to MAX_STRIPE and the core's channel count.  A core with more
-        channels (e.g. 11 when all 32 are dealt over 3 cores) keeps its weights on the first
-        `stripe_width` of them; the others hold KV caches and tables."""
+        """Channels one striped tile spans: every channel of the core with `stripe_all` (the
+        LD's `stripe` is a channel count), else the paper's layout: the largest power of two up
+        to MAX_STRIPE and the core's channel count.  A core with more channels (e.g. 11 when all
+        32 are dealt over 3 cores) then keeps its weights on the first `stripe_width` of them;
+        the others hold KV caches and tables."""
         n, w = len(self.target.channels_of(core)), 1
+        if self.stripe_all:
+            return n
         while w * 2 <= min(MAX_STRIPE, n):
             w *= 2
         return w

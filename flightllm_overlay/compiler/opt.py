@@ -251,7 +251,7 @@ class OptStepCodegen(StepCodegen):
         dim, hd, hidden = a.dim, a.q_dim, a.hidden_dim
         off = param_offsets(a, cp)
         (o0, o1), (f0, f1) = cp.o_rows, cp.ffn_rows
-        barrier = Instruction("SYS", op="barrier")
+        barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", P, 1, cp.norms[li].nbytes)
         self._layernorm(s, P + 2 * off["ln1"], T)

@@ -16,6 +16,7 @@ from ..errors import CompileError
 from .layout import HBMLayout, Region, split_even
 from ..sim.wformat import PackedWeight, block_row_sizes
 from .quantize import QuantizedModel, ShapeWeight, rope_table
+from .schedule import PAPER, ScheduleOptions
 
 
 @dataclass
@@ -92,8 +93,9 @@ class Placement:
     """Places `qm` on `target` for contexts up to `ctx` and steps of up to `t_max` tokens."""
 
     def __init__(self, qm: QuantizedModel, target, ctx: int, t_max: int, weight_half: int,
-                 weight_slots: int = 2):
+                 weight_slots: int = 2, schedule: ScheduleOptions = PAPER):
         a = qm.args
+        self.schedule = schedule
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
         self.weight_half = weight_half          # bytes of one weight-buffer slot
         self.weight_slots = weight_slots        # tiles in flight: 2 = ping-pong halves
@@ -101,7 +103,8 @@ class Placement:
         # the meta and fsb buffers are split into as many slots as the weight buffer
         self.meta_half = target.buffer("meta").bytes // weight_slots
         self.fsb_half = target.buffer("fsb").bytes // weight_slots
-        self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))
+        self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight),
+                                stripe_all=schedule.stripe_all)
         self.group = a.n_heads // a.n_kv_heads
         kv_split = split_even(a.n_kv_heads, target.cores)
         o_split = split_even(a.dim, target.cores, 16)
@@ -238,6 +241,9 @@ class Placement:
         for cp in self.cores:
             c = cp.index
             chs = self.target.channels_of(c)
+            idle = chs[self.layout.stripe_width(c):]
+            if self.schedule.kv_off_weights and idle:
+                chs = idle          # the channels the weight stream never reads
             cp.kv, h = [], 0
             for _ in range(a.n_layers):
                 regs = []

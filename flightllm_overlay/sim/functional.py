@@ -218,7 +218,7 @@ class _RunContext:
 
     def _hbm(self, core, f, rows, off):
         """[(channel, physical address, extent, rows, row bytes, stride)] of an LD/ST's HBM
-        side: one part, or 2**stripe equal chunks from consecutive ports of the core (LD only).
+        side: one part, or `stripe` equal chunks from consecutive ports of the core (LD only).
         Static instructions resolve to the same parts every run with the same bindings."""
         if f.get("dyn", 0):
             return self._resolve_hbm(core, f, rows, off)
@@ -233,11 +233,14 @@ class _RunContext:
     def _resolve_hbm(self, core, f, rows, off):
         ch = f.get("channel", 0)
         row_bytes, stride = f.get("row_bytes", 0), f.get("hbm_stride", 0)
-        stripe = 1 << f.get("stripe", 0)
+        stripe = max(1, f.get("stripe", 0))               # a channel count (docs/isa.md)
         if stripe > 1:
             ports = self.sim.target.channels_of(core.index)
             if ch not in ports:
                 self._channel(core, ch)
+            if stripe > len(ports):
+                raise AddressError(f"LD stripe={stripe} exceeds the {len(ports)} pseudo-channels "
+                                   f"of core {core.index}")
             first = ports.index(ch)
             chans = [ports[(first + i) % len(ports)] for i in range(stripe)]
             rows, row_bytes, stride = 1, row_bytes // stripe, row_bytes // stripe
