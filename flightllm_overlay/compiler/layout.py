@@ -148,3 +148,21 @@ def split_even(total: int, parts: int, multiple: int = 1) -> list:
         out.append((min(pos, total), min(pos + n, total)))
         pos += n
     return out
+
+
+def split_weighted(total: int, weights, multiple: int = 1) -> list:
+    """Split `total` into contiguous (start, stop) ranges with sizes (multiples of `multiple`)
+    proportional to `weights`, largest remainders first; equal weights give `split_even`."""
+    weights = list(weights)
+    if len(set(weights)) == 1:
+        return split_even(total, len(weights), multiple)
+    units = -(-total // multiple)
+    share = [units * w / sum(weights) for w in weights]
+    counts = [int(x) for x in share]
+    for i in sorted(range(len(weights)), key=lambda i: counts[i] - share[i])[:units - sum(counts)]:
+        counts[i] += 1
+    out, pos = [], 0
+    for n in counts:
+        out.append((min(pos, total), min(pos + n * multiple, total)))
+        pos += n * multiple
+    return out

@@ -19,11 +19,18 @@ class ScheduleOptions:
     compute_fence: the per-layer SYS barriers fence compute only (`fence=compute`): weight loads
     keep streaming across them, ordered by explicit tokens (docs/isa.md).
     kv_off_weights: a core's KV-history loads sit on the channels its weight stream leaves idle
-    (the channels past its stripe, when the stripe does not cover them all)."""
+    (the channels past its stripe, when the stripe does not cover them all).
+    mv_aligned_tiles: weight tiles of a whole number of MV output passes (64 rows on the U280),
+    so that no MV pass of a decode step runs with idle output lanes.
+    balance_channels: each core's share of heads and rows in proportion to its pseudo-channels
+    (11/11/10 when all 32 are dealt), so that no core's weight stream makes the others wait at
+    the barriers."""
 
     stripe_all: bool = False
     compute_fence: bool = False
     kv_off_weights: bool = False
+    mv_aligned_tiles: bool = False
+    balance_channels: bool = False
 
     def describe(self) -> str:
         on = [f.name for f in fields(self) if getattr(self, f.name)]

@@ -277,7 +277,8 @@ class TimingModel:
                     else:
                         phase_end = max(phase_end, end)
                 ld_free[c] = unit_free["LD"]
-                phase_end = max(phase_end, max(unit_free.values()))
+                # (an LD's issue ends before its data has moved: ld_open / the events count it)
+                phase_end = max(phase_end, max(v for u, v in unit_free.items() if u != "LD"))
                 ld_last = max(ld_last, ld_open[c])
             if fence and not all(done):
                 # loads of this phase may run on; those of the phase before may not
