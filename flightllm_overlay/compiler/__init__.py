@@ -9,6 +9,7 @@ from .buckets import KINDS, StepBuilder
 from .placement import Placement
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
+from .fit import check_fits
 from .schedule import ScheduleOptions
 
 __all__ = ["compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
@@ -50,6 +51,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     if a.arch == "opt":
         from .opt import OptPlacement as place
     ctx = default_context(a, tgt, ctx)
+    check_fits(qm, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
     if weight_slots < 2:

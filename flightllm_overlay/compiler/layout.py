@@ -132,7 +132,9 @@ class HBMLayout:
             raise CompileError(
                 f"HBM pseudo-channel {img.channel} would need {img.size / 2**20:.1f} MiB but holds "
                 f"{self.target.hbm_channel_bytes / 2**20:.0f} MiB; use a smaller context length "
-                f"or a smaller/compressed model")
+                f"or a smaller/compressed model, or spread the weights over more channels "
+                f"(schedule='stripe_all+balance_channels' on a target whose cores own all "
+                f"{self.target.hbm_channels} pseudo-channels)")
 
     def used_channels(self) -> list:
         return sorted(ch for ch, img in self.images.items() if img.size)
