@@ -93,6 +93,9 @@ def _add_bench(sub):
                    help="with --shape: N:16 density of the Q and K projections (the paper: 0.7)")
     p.add_argument("--target", default="u280")
     p.add_argument("--ctx", type=int, default=None)
+    p.add_argument("--schedule", default="paper",
+                   help="schedule options: paper, all, or names joined by '+' "
+                        "(stripe_all, compute_fence, balance_channels, mv_aligned_tiles, ...)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fused", dest="fused", action="store_true", default=True,
                    help="always-on-chip decode (default)")
@@ -113,7 +116,8 @@ def cmd_bench(args) -> int:
         from .model.args import ModelArgs
         margs = ModelArgs.from_name(args.shape)
         program = compile_shapes(margs, target, ctx=args.ctx, fused=args.fused,
-                                 weight_bits=args.weight_bits or 8, qk_density=args.qk_density)
+                                 weight_bits=args.weight_bits or 8, qk_density=args.qk_density,
+                                 schedule=args.schedule)
         name = args.shape
     else:
         if args.qk_density < 1:
@@ -123,7 +127,7 @@ def cmd_bench(args) -> int:
         from .model import load_checkpoint
         ckpt = load_checkpoint(args.model)
         program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused,
-                                weight_bits=args.weight_bits or 8)
+                                weight_bits=args.weight_bits or 8, schedule=args.schedule)
         name = ckpt.args.name
     pre, dec = args.workload
     if pre + dec > program.ctx:
