@@ -40,6 +40,7 @@ setup(
         "tests": ["pytest", "hypothesis", "transformers", "accelerate", "nbmake", "ipykernel",
                   "ipywidgets", "matplotlib"],
         "notebooks": ["ipywidgets", "matplotlib", "ipykernel", "jupyter"],
+        "sweep": ["ray[default]>=2.9", "matplotlib"],
     },
     entry_points={
         "console_scripts": ["flightllm = flightllm_overlay.cli:main"],

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "run compressed LLMs on an Alveo U280 (or its simulation).")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_info, _add_compile, _add_disasm, _add_selftest, _add_bench,
-                _add_compress, _add_ppl):
+                _add_compress, _add_ppl, _add_sweep):
         add(sub)
     return parser
 
@@ -423,6 +423,37 @@ def _overlay_runner(ckpt, cm, window: int) -> dict:
     where = "simulated U280" if overlay.is_simulated else "U280"
     return {f"{what} on the overlay ({where})": device_runner(session, window)}
 # --- end of compress and ppl --------------------------------------------------------------------
+
+
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="a grid of timing-model predictions, on Ray (CSV + plot)")
+    p.add_argument("--targets", nargs="+", default=["u280"])
+    p.add_argument("--models", nargs="+", default=["llama2-7b"])
+    p.add_argument("--workloads", nargs="+", default=["128x512"], help="PREFILLxDECODE ...")
+    p.add_argument("--schedules", nargs="+", default=["paper", "all"])
+    p.add_argument("--all-channels", action="store_true", help="deal every pseudo-channel")
+    p.add_argument("--decode-stride", type=int, default=1)
+    p.add_argument("--address", default=None, help="an existing Ray cluster (default: local)")
+    p.add_argument("--serial", action="store_true", help="no Ray: one point after another")
+    p.add_argument("--cache", default=".flightllm-sweep", help="results by content hash")
+    p.add_argument("--out", default="sweep.csv")
+    p.add_argument("--plot", default="sweep.png")
+    p.set_defaults(func=lambda a: _sweep(a))
+
+
+def _sweep(args) -> int:
+    from . import sweep
+    work = [tuple(int(n) for n in w.split("x")) for w in args.workloads]
+    points = sweep.grid(args.targets, args.models, work, args.schedules,
+                        all_channels=args.all_channels, decode_stride=args.decode_stride)
+    rows = sweep.run(points, args.cache, args.address, args.serial)
+    print(f"PREDICTED (timing model): {sweep.write_csv(rows, args.out)}, "
+          f"{sweep.plot(rows, args.plot)}")
+    for r in rows:
+        print(f"  {r['target']:8s} {r['model']:14s} [{r['prefill']}, {r['decode']}] "
+              f"{r['schedule']:10s} decode {r['decode_tok_s']:8.1f} tok/s, prefill "
+              f"{r['prefill_s'] * 1e3:9.1f} ms")
+    return 0
 
 
 def main(argv=None) -> int:
