@@ -63,15 +63,20 @@ def check_fits(qm, target, ctx: int) -> Footprint:
     if fp.needed > fp.available:
         gib = 2 ** 30
         owned = sum(len(c) for c in target.core_channels)
-        more = ("" if owned == target.hbm_channels else
-                f"; this target's cores own {owned} of its {target.hbm_channels} pseudo-channels "
-                f"(dealing all of them gives {target.hbm_channels * target.hbm_channel_bytes / gib:.2f} GiB)")
+        if fp.needed <= fp.card:
+            fix = (f"it fits one card with all {target.hbm_channels} pseudo-channels dealt over "
+                   f"the cores ({fp.card / gib:.2f} GiB; this target's cores own {owned}): use a "
+                   f"target whose core_channels cover them all, with schedule='stripe_all+"
+                   f"balance_channels'")
+        else:
+            fix = (f"it would take {fp.cards} cards of {fp.card / gib:.0f} GiB, which this toolkit "
+                   f"does not split a model over; use fewer weight bits, a shorter context or a "
+                   f"smaller model")
         raise ModelTooLargeError(
-            f"{a_name(qm)} does not fit one {target.board}: it needs {fp.needed / gib:.2f} GiB of "
-            f"HBM ({fp.weights / gib:.2f} GiB weights + {fp.kv_cache / gib:.2f} GiB KV cache at "
-            f"context {ctx}) and the target's cores own {fp.available / gib:.2f} GiB{more}; it "
-            f"would take {fp.cards} cards of {fp.card / gib:.0f} GiB, which this toolkit does not "
-            f"split a model over. Use fewer weight bits, a shorter context, or a smaller model.")
+            f"{a_name(qm)} does not fit the HBM of one {target.board}: it needs "
+            f"{fp.needed / gib:.2f} GiB ({fp.weights / gib:.2f} GiB weights + "
+            f"{fp.kv_cache / gib:.2f} GiB KV cache at context {ctx}) and the target's cores own "
+            f"{fp.available / gib:.2f} GiB; {fix}")
     return fp
 
 
