@@ -33,14 +33,20 @@ def all_channel_target(tmp_path) -> str:
 def sessions(tiny_ckpt, tmp_path_factory):
     from flightllm_overlay.overlay import FlightLLMOverlay
     from flightllm_overlay.sim.device import SimulatedU280
+    from flightllm_overlay.sim.xclbin import sim_xclbin_path
     target = all_channel_target(tmp_path_factory.mktemp("target"))
-    overlay = FlightLLMOverlay(device=SimulatedU280(target=target), target=target)
+    device = SimulatedU280(target=target)
+    xclbin = sim_xclbin_path(device.design)      # the overlay writes one for this design
+    existed = xclbin.exists()
+    overlay = FlightLLMOverlay(device=device, target=target)
     out = {}
     for name, sched in (("paper", PAPER), ("all", ALL)):
         out[name] = Session(overlay, compile_model(tiny_ckpt, target, ctx=64, schedule=sched))
     yield out
     for s in out.values():
         s.close()
+    if not existed:                              # leave the package directory as it was
+        xclbin.unlink(missing_ok=True)
 
 
 def test_every_option_gives_identical_logits_and_tokens(sessions, tiny_ckpt):
