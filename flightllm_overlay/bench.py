@@ -42,6 +42,7 @@ class BenchResult:
     mm_peak: int
     mv_peak: int
     fused: bool = True
+    decode_stride: int = 1
     decode_curve: list = field(default_factory=list)     # (context length, cycles per token)
 
     @property
@@ -97,16 +98,22 @@ class BenchResult:
 
 
 def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = "",
-          curve: bool = False, cache: dict | None = None) -> BenchResult:
+          curve: bool = False, cache: dict | None = None, decode_stride: int = 1) -> BenchResult:
     """Predict a [prefill_tokens, decode_tokens] workload for `program` on `target`.
-    `cache` (bucket name -> Timeline) can be shared between workloads of the same program."""
+    `cache` (bucket name -> Timeline) can be shared between workloads of the same program.
+    `decode_stride` k > 1 schedules every k-th decode bucket only and charges each decode step
+    at the next scheduled bucket (a longer context: never an optimistic figure)."""
+    if decode_stride < 1:
+        raise ValueError(f"decode_stride must be at least 1, got {decode_stride}")
     tm = TimingModel(target)
     cache = {} if cache is None else cache
 
     def timeline(kind, end):
         step, _ = BucketTable(program, target).step(kind, end)
         if step.name not in cache:
-            cache[step.name] = tm.schedule_image(step.image)
+            streams = step.__dict__.pop("compiled_streams", None)
+            cache[step.name] = (tm.schedule(streams, keep_events=False) if streams else
+                                tm.schedule_image(step.image))
         return cache[step.name]
 
     def add(fig, tl):
@@ -123,8 +130,15 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
     rows = program.step("prefill").rows
     for start in range(0, prefill_tokens, rows):
         add(pre, timeline("prefill", min(prefill_tokens, start + rows)))
-    for pos in range(prefill_tokens, prefill_tokens + decode_tokens):
-        add(dec, timeline("decode", pos + 1))
+    width, last = target.decode_bucket, prefill_tokens + decode_tokens
+    for pos in range(prefill_tokens, last):
+        end = pos + 1
+        if decode_stride > 1:     # the next sampled bucket: k buckets wide, from the first one
+            first = -(-(prefill_tokens + 1) // width)
+            b = -(-end // width)
+            b = first + -(-(b - first) // decode_stride) * decode_stride
+            end = min(b * width, -(-last // width) * width, program.ctx)
+        add(dec, timeline("decode", end))
     points = []
     if curve:
         for end in range(1, program.ctx + 1):
@@ -134,7 +148,7 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
                        target.clock_hz, pre, dec, chs, target.hbm_bytes_per_cycle,
                        target.cores * target.mm_macs_per_cycle,
                        target.cores * target.mv_macs_per_cycle,
-                       bool(program.meta.get("fused", True)), points)
+                       bool(program.meta.get("fused", True)), decode_stride, points)
 
 
 def gantt(timeline, path, title: str = "") -> str:

@@ -111,6 +111,9 @@ def _add_bench(sub):
                         "(the paper: 0.7)")
     p.add_argument("--target", default="u280", type=T.text)
     p.add_argument("--ctx", type=T.positive, default=None)
+    p.add_argument("--schedule", default="paper", type=T.text,
+                   help="schedule options: paper, all, or names joined by '+' "
+                        "(stripe_all, compute_fence, balance_channels, mv_aligned_tiles, ...)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fused", dest="fused", action="store_true", default=True,
                    help="always-on-chip decode (default)")
@@ -132,7 +135,8 @@ def cmd_bench(args) -> int:
         from .model.args import ModelArgs
         margs = ModelArgs.from_name(args.shape)
         program = compile_shapes(margs, target, ctx=args.ctx, fused=args.fused,
-                                 weight_bits=args.weight_bits or 8, qk_density=args.qk_density)
+                                 weight_bits=args.weight_bits or 8, qk_density=args.qk_density,
+                                 schedule=args.schedule)
         name = args.shape
     else:
         if args.qk_density < 1:
@@ -142,7 +146,7 @@ def cmd_bench(args) -> int:
         from .runtime.sources import load_model
         ckpt = load_model(args.model, "be compiled from weights (bench --shape takes shapes)")
         program = compile_model(ckpt, target, ctx=args.ctx, fused=args.fused,
-                                weight_bits=args.weight_bits or 8)
+                                weight_bits=args.weight_bits or 8, schedule=args.schedule)
         name = ckpt.args.name
     pre, dec = args.workload
     if pre + dec > program.ctx:

@@ -49,7 +49,7 @@ def _streams(draw):
         kind = draw(st.sampled_from(["W", "MV", "MISC", "SYS", "KV"]))
         half = draw(st.integers(0, 1)) * 65536
         if kind == "W":
-            out.append(Instruction("LD", buf="wbuf", channel=0, stripe=3, hbm_addr=
+            out.append(Instruction("LD", buf="wbuf", channel=0, stripe=8, hbm_addr=
                                    draw(st.integers(0, 9)) * 4096, buf_addr=half, rows=1,
                                    row_bytes=4096))
         elif kind == "KV":

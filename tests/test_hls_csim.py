@@ -167,12 +167,12 @@ def test_ld_st_every_buffer_and_dyn_mode(csim, tmp_path, pos, length, schedule):
     b.run(csim, tmp_path, pos, length, schedule)
 
 
-@pytest.mark.parametrize("stripe, first", [(1, 0), (2, 3), (3, 0), (2, 6), (3, 5)])
+@pytest.mark.parametrize("stripe, first", [(2, 0), (4, 3), (8, 0), (3, 6), (7, 5), (5, 2)])
 def test_striped_ld_wraps_round_the_cores_ports(csim, tmp_path, stripe, first):
     rng = np.random.default_rng(stripe * 8 + first)
     b = Bench()
     for core in range(CORES):
-        chunks = 1 << stripe
+        chunks = stripe               # a channel count, not only powers of two
         chunk = 96
         off = None
         for i in range(chunks):       # chunk i at the same offset of the i-th port after `first`

@@ -71,9 +71,9 @@ def _legal_stripe(op, f):
             f.get("wt") or f.get("n", 0) % 16 or f.get("k", 0) % 16 or f.get("dyn_n")
             or f.get("dyn_k") or f.get("w_stride")):
         f = dict(f, sparse=0)
-    if f.get("stripe") and (op == "ST" or f.get("remote")
-                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
-                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+    stripe = f.get("stripe", 0)
+    if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
+            (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
         f = dict(f, stripe=0)
     return f
 
@@ -244,7 +244,7 @@ def test_bad_instruction_objects_are_rejected():
                  release=["MISC", "ST"]),
      ["LD", "gbuf[0x40+r*64]", "hbm12[0x100+r*128]", "rows=4x64B", "dyn=at_pos", "wait=MM",
       "rel=ST|MISC"]),
-    (Instruction("LD", buf="wbuf", channel=4, stripe=3, rows=32, row_bytes=1024, wfmt="packed",
+    (Instruction("LD", buf="wbuf", channel=4, stripe=8, rows=32, row_bytes=1024, wfmt="packed",
                  wk=64, wbits=2, wgroup=1, sparse=1, meta_addr=0x10, fsb_addr=0x8, wn=80,
                  wmeta=320),
      ["LD", "hbm4x8ch", "w4g32->int8 k=64", "sparse kept=16*80", "meta[0x10+320]", "fsb[0x8]"]),
@@ -335,6 +335,7 @@ def test_every_field_and_enum_value_has_a_meaning():
         assert all(text.strip() for text in fmt.meaning.values()), op
     for name, values in (("UNITS", UNITS), ("BUFFERS", isa.BUFFERS), ("DYN_MODES", isa.DYN_MODES),
                          ("MISC_OPS", isa.MISC_OPS), ("SYS_OPS", isa.SYS_OPS),
+                         ("SYS_FENCES", isa.SYS_FENCES),
                          ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS), ("WEIGHT_BITS", isa.WEIGHT_BITS),
                          ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS)):
         assert set(ENUM_MEANING[name]) == set(values), name

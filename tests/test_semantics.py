@@ -41,7 +41,7 @@ def test_rows_at_capacity():
 
 def test_stripe_channels_go_round_the_ports_from_channel():
     ports = (0, 4, 8, 12, 16, 20, 24, 28)
-    f = Instruction("LD", channel=24, stripe=2, rows=1, row_bytes=4096).fields
+    f = Instruction("LD", channel=24, stripe=4, rows=1, row_bytes=4096).fields
     assert S.stripe_count(f) == 4
     assert S.stripe_channels(f, ports) == [24, 28, 0, 4]
     assert S.stripe_channels(Instruction("LD", channel=8, rows=1).fields, ports) == [8]

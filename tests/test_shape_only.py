@@ -25,8 +25,16 @@ def test_big_model_prefill_falls_back_to_fewer_rows_per_launch():
 
 
 def test_llama2_7b_at_8_bits_does_not_fit_24_pseudo_channels():
-    with pytest.raises(CompileError, match="HBM pseudo-channel"):
+    # before any placement, with the numbers: bytes needed, bytes owned, cards it would take
+    with pytest.raises(CompileError, match=r"needs 6\.\d\d GiB .* own 6\.00 GiB; it fits one card "
+                                           r"with all 32 pseudo-channels"):
         compile_shapes(ModelArgs.from_name("llama2-7b"))
+
+
+def test_llama2_70b_says_how_many_cards_it_would_take():
+    from flightllm_overlay.compiler.fit import ModelTooLargeError
+    with pytest.raises(ModelTooLargeError, match=r"needs 34\.\d\d GiB .* 5 cards of 8 GiB"):
+        compile_shapes(ModelArgs.from_name("llama2-70b"), weight_bits=4)
 
 
 def test_a_shape_only_program_cannot_run(sim_overlay, tiny_ckpt):

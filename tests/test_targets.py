@@ -125,12 +125,20 @@ def test_the_resource_estimate_runs_on_each_board(name, verdict, rc, capsys):
 
 @pytest.mark.parametrize("change, field", [({"cores": 5}, "remote_core"),
                                            ({"hbm_channels": 64}, "channel field")])
-def test_a_board_beyond_the_isa_is_refused_at_load(change, field):
+def test_a_board_beyond_the_isa_is_refused_before_compiling(change, field):
+    """The ISA's field widths are the spec's (config imports nothing above it): a board with more
+    cores or channels than LD/ST can address loads, and the compiler refuses it by name."""
+    from flightllm_overlay.compiler import compile_shapes
+    from flightllm_overlay.model.args import MODEL_TABLE
+    from flightllm_overlay.spec import isa
     raw = copy.deepcopy(_raw("vhk158"))
     if "cores" in change:
         raw["cores"] = 5
         raw["hbm"]["core_channels"].append([])
     else:
         raw["hbm"]["channels"] = 64
+    target = _build(raw)
     with pytest.raises(ConfigError, match=field):
-        _build(raw)
+        isa.check_target(target)
+    with pytest.raises(ConfigError, match=field):
+        compile_shapes(MODEL_TABLE["smollm2-135m"], target, ctx=64)

@@ -11,6 +11,8 @@ from .families import compiler_family
 from .identity import model_identity
 from .program import CoreIO, Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
+from .fit import check_fits
+from .schedule import ScheduleOptions
 
 __all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
@@ -18,7 +20,7 @@ __all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quanti
 
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
                   calibration_tokens=None, smooth: bool = True, fused: bool = True,
-                  weight_bits: int = 8, weight_slots: int = 2) -> Program:
+                  weight_bits: int = 8, weight_slots: int = 2, schedule=None) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
@@ -26,24 +28,28 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     calibration_tokens: token ids for smoothing statistics (default: a built-in text).
     weight_slots: weight tiles the weight buffer holds at once (2: the paper's ping-pong
     halves; more: deeper prefetch with smaller tiles).
+    schedule: `ScheduleOptions` (or "paper", "all", "stripe_all+compute_fence", ...): the
+    schedule improvements beyond the paper (compiler/schedule.py); default the paper's.
     """
     if calibration_tokens is None and smooth:
         calibration_tokens = default_calibration_tokens(ckpt)
     qm = compiler_family(ckpt.args).quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
     program = compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
-                                weight_slots=weight_slots)
+                                weight_slots=weight_slots, schedule=schedule)
     program.meta["identity"] = model_identity(ckpt.args.name, ckpt.tokenizer)
     return program
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True,
-                      weight_slots: int = 2) -> Program:
+                      weight_slots: int = 2, schedule=None) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     isa.check_target(tgt)
+    schedule = ScheduleOptions.parse(schedule)
     a = qm.args
     place = compiler_family(a).placement
     ctx = default_context(a, tgt, ctx)
+    check_fits(qm, tgt, ctx)
     wsize = tgt.buffer("wbuf").bytes
     kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
     if weight_slots < 2:
@@ -54,7 +60,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
-        plan = place(qm, tgt, ctx, rows, half, weight_slots)
+        plan = place(qm, tgt, ctx, rows, half, weight_slots, schedule)
         builder = StepBuilder(plan, rows, all_logits, fused)
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
@@ -78,6 +84,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     program.meta["fused"] = fused
     tiles = [t for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts]
     program.meta["weight_slots"] = weight_slots
+    program.meta["schedule"] = schedule.as_dict()
     program.meta["weight_bits"] = sorted({t.bits for t in tiles}) if tiles else []
     program.meta["sparse"] = any(t.sparse for t in tiles)
     if plan.layout.shape_only:
@@ -86,12 +93,13 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
 
 
 def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bool = False,
-                       fused: bool = True, weight_slots: int = 2) -> Program:
+                       fused: bool = True, weight_slots: int = 2, schedule=None) -> Program:
     """Compile a `compress.CompressedModel` (packed low-bit / N:16-sparse weights, smoothed
     norms, optional block-sparse attention) for `target`."""
     from .quantize import quantized_from_compressed
     program = compile_quantized(quantized_from_compressed(cm), target, ctx=ctx,
-                                all_logits=all_logits, fused=fused, weight_slots=weight_slots)
+                                all_logits=all_logits, fused=fused, weight_slots=weight_slots,
+                                schedule=schedule)
     program.meta["quantization"] = f"compressed ({cm.config.name}), dynamic per-row INT8 activations"
     program.meta["identity"] = model_identity(cm.args.name)
     return program
@@ -99,13 +107,14 @@ def compile_compressed(cm, target="u280", ctx: int | None = None, all_logits: bo
 
 def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = True,
                    weight_bits: int = 8, qk_density: float = 1.0,
-                   weight_slots: int = 2) -> Program:
+                   weight_slots: int = 2, schedule=None) -> Program:
     """Compile a model from its shapes alone (no weights): the instruction streams and HBM
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
     `qk_density` below 1 makes the Q and K projections N:16 sparse (the paper's setting: 0.7)."""
     qm = compiler_family(args).shape_only(args, weight_bits, qk_density)
-    return compile_quantized(qm, target, ctx=ctx, fused=fused, weight_slots=weight_slots)
+    return compile_quantized(qm, target, ctx=ctx, fused=fused, weight_slots=weight_slots,
+                             schedule=schedule)
 
 
 def default_context(args, target, ctx=None) -> int:

@@ -57,9 +57,13 @@ class StepBuilder:
     def build(self, kind: str, ctx: int, name: str | None = None) -> StepProgram:
         rows, all_l = (self.rows, self.all_logits) if kind == "prefill" else (1, False)
         gen = compiler_family(self.plan.args).codegen(self.plan, rows, ctx, all_l, self.fused)
-        streams = [isa.encode_stream(gen.core_stream(cp)) for cp in self.plan.cores]
-        return StepProgram(name or step_name(kind, ctx), rows, ctx, all_l,
-                           isa.pack_image(streams))
+        insns = [gen.core_stream(cp) for cp in self.plan.cores]
+        streams = [isa.encode_stream(s) for s in insns]
+        step = StepProgram(name or step_name(kind, ctx), rows, ctx, all_l, isa.pack_image(streams))
+        # the streams as compiled, for a timing model that schedules them before anyone decodes
+        # the image (bench.py takes them once: not part of the program)
+        step.compiled_streams = [[(i.op, i.fields) for i in s] for s in insns]
+        return step
 
 
 class BucketTable:

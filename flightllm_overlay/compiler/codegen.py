@@ -35,9 +35,15 @@ class StepCodegen(OnChipDecode):
         self.plan_buffers(plan, rows, ctx)
 
     # -- emit helpers -----------------------------------------------------------------------------
+    def _barrier(self) -> Instruction:
+        """The SYS barrier before the cores exchange slices: a full fence, or (schedule option
+        `compute_fence`) one that fences compute only while weight loads stream on."""
+        fence = "compute" if self.p.schedule.compute_fence else "all"
+        return Instruction("SYS", op="barrier", fence=fence)
+
     def _move(self, op, s, region, buf, addr, rows, row_bytes, hbm_stride=None,
               buf_stride=None, dyn="static", extra=0, **more):
-        stripe = region.stripe.bit_length() - 1
+        stripe = region.stripe if region.stripe > 1 else 0     # a channel count
         s.append(Instruction(op, buf=buf, dyn=dyn, channel=region.channel, stripe=stripe, **more,
                              hbm_addr=region.offset + extra, buf_addr=addr, rows=rows,
                              row_bytes=row_bytes, hbm_stride=hbm_stride or row_bytes,
@@ -154,7 +160,7 @@ class StepCodegen(OnChipDecode):
         """One LLaMA block: RMSNorm, attention, o_proj, residual; RMSNorm, SwiGLU, residual."""
         a, T = self.a, self.T
         dim, hd = a.dim, a.n_heads * a.head_dim
-        barrier = Instruction("SYS", op="barrier")
+        barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,

@@ -15,7 +15,7 @@ from ..errors import CompileError
 
 ALIGN = 64                  # bytes: one HBM burst beat group
 PAGE = 1 << 20              # the mutable part starts on a fresh 1 MiB page
-MAX_STRIPE = 8              # the LD `stripe` field holds log2 of the channels, 2 bits (isa.md)
+MAX_STRIPE = 8              # the paper's stripe: at most the 8 channels of a core (isa.md)
 
 
 @dataclass
@@ -63,8 +63,8 @@ class ChannelImage:
 class HBMLayout:
     """Allocates static and mutable regions on the pseudo-channels of each core."""
 
-    def __init__(self, target, shape_only: bool = False):
-        self.target, self.shape_only = target, shape_only
+    def __init__(self, target, shape_only: bool = False, stripe_all: bool = False):
+        self.target, self.shape_only, self.stripe_all = target, shape_only, stripe_all
         self.images = {ch: ChannelImage(ch, SizeOnly() if shape_only else bytearray())
                        for chs in target.core_channels for ch in chs}
 
@@ -83,11 +83,14 @@ class HBMLayout:
         return region
 
     def stripe_width(self, core: int) -> int:
-        """Channels one striped tile spans: the largest power of two (the LD's `stripe` field
-        holds its log2) up to MAX_STRIPE and the core's channel count.  A core with more
-        channels (e.g. 11 when all 32 are dealt over 3 cores) keeps its weights on the first
-        `stripe_width` of them; the others hold KV caches and tables."""
+        """Channels one striped tile spans: every channel of the core with `stripe_all` (the
+        LD's `stripe` is a channel count), else the paper's layout: the largest power of two up
+        to MAX_STRIPE and the core's channel count.  A core with more channels (e.g. 11 when all
+        32 are dealt over 3 cores) then keeps its weights on the first `stripe_width` of them;
+        the others hold KV caches and tables."""
         n, w = len(self.target.channels_of(core)), 1
+        if self.stripe_all:
+            return n
         while w * 2 <= min(MAX_STRIPE, n):
             w *= 2
         return w
@@ -129,7 +132,9 @@ class HBMLayout:
             raise CompileError(
                 f"HBM pseudo-channel {img.channel} would need {img.size / 2**20:.1f} MiB but holds "
                 f"{self.target.hbm_channel_bytes / 2**20:.0f} MiB; use a smaller context length "
-                f"or a smaller/compressed model")
+                f"or a smaller/compressed model, or spread the weights over more channels "
+                f"(schedule='stripe_all+balance_channels' on a target whose cores own all "
+                f"{self.target.hbm_channels} pseudo-channels)")
 
     def used_channels(self) -> list:
         return sorted(ch for ch, img in self.images.items() if img.size)
@@ -144,4 +149,22 @@ def split_even(total: int, parts: int, multiple: int = 1) -> list:
         n = (base + (p < extra)) * multiple
         out.append((min(pos, total), min(pos + n, total)))
         pos += n
+    return out
+
+
+def split_weighted(total: int, weights, multiple: int = 1) -> list:
+    """Split `total` into contiguous (start, stop) ranges with sizes (multiples of `multiple`)
+    proportional to `weights`, largest remainders first; equal weights give `split_even`."""
+    weights = list(weights)
+    if len(set(weights)) == 1:
+        return split_even(total, len(weights), multiple)
+    units = -(-total // multiple)
+    share = [units * w / sum(weights) for w in weights]
+    counts = [int(x) for x in share]
+    for i in sorted(range(len(weights)), key=lambda i: counts[i] - share[i])[:units - sum(counts)]:
+        counts[i] += 1
+    out, pos = [], 0
+    for n in counts:
+        out.append((min(pos, total), min(pos + n * multiple, total)))
+        pos += n * multiple
     return out

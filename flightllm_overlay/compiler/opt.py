@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..spec.isa import Instruction, f32_bits
+from ..spec.isa import f32_bits
 from ..model.args import OPT_POSITION_OFFSET
 from ..spec.arithmetic import quantize_weight
 from .codegen import StepCodegen
@@ -251,7 +251,7 @@ class OptStepCodegen(StepCodegen):
         dim, hd, hidden = a.dim, a.q_dim, a.hidden_dim
         off = param_offsets(a, cp)
         (o0, o1), (f0, f1) = cp.o_rows, cp.ffn_rows
-        barrier = Instruction("SYS", op="barrier")
+        barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", P, 1, cp.norms[li].nbytes)
         self._layernorm(s, P + 2 * off["ln1"], T)

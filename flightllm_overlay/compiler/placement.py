@@ -13,9 +13,10 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import CompileError
-from .layout import HBMLayout, Region, split_even
+from .layout import HBMLayout, Region, split_weighted
 from ..spec.wformat import PackedWeight, block_row_sizes
 from .quantize import QuantizedModel, ShapeWeight, rope_table
+from .schedule import PAPER, ScheduleOptions
 
 
 @dataclass
@@ -92,8 +93,9 @@ class Placement:
     """Places `qm` on `target` for contexts up to `ctx` and steps of up to `t_max` tokens."""
 
     def __init__(self, qm: QuantizedModel, target, ctx: int, t_max: int, weight_half: int,
-                 weight_slots: int = 2):
+                 weight_slots: int = 2, schedule: ScheduleOptions = PAPER):
         a = qm.args
+        self.schedule = schedule
         self.args, self.target, self.ctx, self.t_max = a, target, ctx, t_max
         self.weight_half = weight_half          # bytes of one weight-buffer slot
         self.weight_slots = weight_slots        # tiles in flight: 2 = ping-pong halves
@@ -101,12 +103,17 @@ class Placement:
         # the meta and fsb buffers are split into as many slots as the weight buffer
         self.meta_half = target.buffer("meta").bytes // weight_slots
         self.fsb_half = target.buffer("fsb").bytes // weight_slots
-        self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight))
+        self.layout = HBMLayout(target, shape_only=isinstance(qm.lm_head[0], ShapeWeight),
+                                stripe_all=schedule.stripe_all)
         self.group = a.n_heads // a.n_kv_heads
-        kv_split = split_even(a.n_kv_heads, target.cores)
-        o_split = split_even(a.dim, target.cores, 16)
-        f_split = split_even(a.hidden_dim, target.cores, 16)
-        v_split = split_even(a.vocab_size, target.cores, 16)
+        # each core's share of the work: equal, or (balance_channels) in proportion to the
+        # pseudo-channels it streams its weights from, so that no core waits at the barriers
+        share = ([len(target.channels_of(c)) for c in range(target.cores)]
+                 if schedule.balance_channels else [1] * target.cores)
+        kv_split = split_weighted(a.n_kv_heads, share)
+        o_split = split_weighted(a.dim, share, 16)
+        f_split = split_weighted(a.hidden_dim, share, 16)
+        v_split = split_weighted(a.vocab_size, share, 16)
         self.cores = []
         for c in range(target.cores):
             kvh = tuple(range(*kv_split[c]))
@@ -125,6 +132,9 @@ class Placement:
             raise CompileError(f"one weight row of {k} INT8 values does not fit one slot of "
                                f"the weight buffer ({self.weight_half} bytes); compile with "
                                f"fewer weight_slots")
+        align = self.target.mv_parallel[1] if self.schedule.mv_aligned_tiles else 16
+        if rows >= align:
+            return rows // align * align        # whole MV passes: no output lane idles
         return rows if rows < 16 else rows // 16 * 16
 
     def _tiles(self, core: int, q, s, start: int, stop: int, row0: int = 0) -> list:
@@ -238,6 +248,9 @@ class Placement:
         for cp in self.cores:
             c = cp.index
             chs = self.target.channels_of(c)
+            idle = chs[self.layout.stripe_width(c):]
+            if self.schedule.kv_off_weights and idle:
+                chs = idle          # the channels the weight stream never reads
             cp.kv, h = [], 0
             for _ in range(a.n_layers):
                 regs = []

@@ -351,11 +351,19 @@ MODEL_TABLE: dict[str, ModelArgs] = dict([
          vocab_size=32000, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096, tie_embeddings=False),
     _row(name="llama2-13b", dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, head_dim=128, hidden_dim=13824,
          vocab_size=32000, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096, tie_embeddings=False),
+    # LLaMA 3 8B (HF meta-llama/Meta-Llama-3-8B config.json): GQA with 8 KV heads, 128,256 tokens
+    _row(name="llama3-8b", dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, hidden_dim=14336,
+         vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0, max_seq_len=8192, tie_embeddings=False),
+    # LLaMA 2 70B (HF meta-llama/Llama-2-70b-hf config.json): GQA with 8 KV heads
+    _row(name="llama2-70b", dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, head_dim=128, hidden_dim=28672,
+         vocab_size=32000, norm_eps=1e-5, rope_theta=10000.0, max_seq_len=4096, tie_embeddings=False),
     # OPT (Zhang et al. 2022, Table 1; HF facebook/opt-* config.json): MHA, ffn = 4 x dim, tied head
     _row(name="opt-125m", arch="opt", dim=768, n_layers=12, n_heads=12, hidden_dim=3072, vocab_size=50272,
          norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
     _row(name="opt-1.3b", arch="opt", dim=2048, n_layers=24, n_heads=32, hidden_dim=8192, vocab_size=50272,
          norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
     _row(name="opt-6.7b", arch="opt", dim=4096, n_layers=32, n_heads=32, hidden_dim=16384, vocab_size=50272,
+         norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
+    _row(name="opt-13b", arch="opt", dim=5120, n_layers=40, n_heads=40, hidden_dim=20480, vocab_size=50272,
          norm_eps=1e-5, max_seq_len=2048, tie_embeddings=True),
 ])

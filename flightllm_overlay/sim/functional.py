@@ -203,7 +203,7 @@ class _RunContext:
 
     def _hbm(self, core, f, rows, off):
         """[(channel, physical address, extent, rows, row bytes, stride)] of an LD/ST's HBM
-        side: one part, or 2**stripe equal chunks from consecutive ports of the core (LD only).
+        side: one part, or `stripe` equal chunks from consecutive ports of the core (LD only).
         Static instructions resolve to the same parts every run with the same bindings."""
         if f.get("dyn", 0):
             return self._resolve_hbm(core, f, rows, off)
@@ -223,6 +223,9 @@ class _RunContext:
             ports = self.sim.target.channels_of(core.index)
             if ch not in ports:
                 self._channel(core, ch)
+            if stripe > len(ports):
+                raise AddressError(f"LD stripe={stripe} exceeds the {len(ports)} pseudo-channels "
+                                   f"of core {core.index}")
             rows, row_bytes, stride = 1, row_bytes // stripe, row_bytes // stripe
         chans = stripe_channels(f, self.sim.target.channels_of(core.index))
         extent = (rows - 1) * stride + row_bytes if rows else 0

@@ -9,7 +9,8 @@ MPE.  An instruction starts when (1) its unit (for MM/MV: the MPE) is free, (2) 
 fetched from DDR (the three cores share the instruction bank's bandwidth), (3) every token it
 waits for has been released, i.e. the producing instruction has finished, and (4) for LD/ST,
 its HBM pseudo-channel is free (a channel is busy while data moves; the access latency only
-delays the data, as requests are pipelined).  SYS barrier: every core drains, then all continue together.
+delays the data, as requests are pipelined).  SYS barrier: every core drains, then all continue together (a compute-only barrier lets HBM loads
+run across it by one barrier; `schedule`).
 Streams are walked in program order, which is exact for in-order queues whose tokens only come
 from earlier instructions (the functional simulator enforces that); HBM channel contention is
 resolved in program order, an approximation.
@@ -139,7 +140,7 @@ class TimingModel:
 
     def cost(self, op: str, f: dict, ports=()):
         """(cycles, [HBM channels], HBM bytes, MACs) of one instruction at capacity; `ports`
-        are the core's channels (a striped LD uses 2**stripe of them at once)."""
+        are the core's channels (a striped LD uses `stripe` of them at once)."""
         g = f.get
         if op in ("LD", "ST"):
             rows, rb = rows_at_capacity(f), g("row_bytes", 0)
@@ -159,25 +160,41 @@ class TimingModel:
 
     # -- scheduling -----------------------------------------------------------------------------
     def schedule(self, streams: list, keep_events: bool = True) -> Timeline:
-        """Schedule per-core streams of (op, fields[, word]) tuples; returns the Timeline."""
+        """Schedule per-core streams of (op, fields[, word]) tuples; returns the Timeline.
+
+        A SYS barrier with `fence=all` drains every queue.  One with `fence=compute` drains the
+        compute queues (MM, MV, MISC), ST and remote LDs, and the HBM loads issued before the
+        previous barrier: an HBM load may run across one barrier (docs/isa.md), waiting only for
+        its tokens and the barrier before that."""
         n_cores = len(streams)
         pcs = [0] * n_cores
         words = [0] * n_cores                      # instruction bytes fetched so far, per core
         t0 = 0                                      # start of the current phase
+        t_prev = 0                                  # ... and of the one before (HBM loads)
         events, stalls, hbm, macs = [], {}, {}, 0
         slots = [0, 0]                              # configurable, fixed
         fetch_bpc = self.ddr_bpc / n_cores          # the cores share the instruction bank
         chan_free = {}
         ports = [self.t.channels_of(c) if c < self.t.cores else () for c in range(n_cores)]
         done = [False] * n_cores
+        fifos = [{} for _ in range(n_cores)]        # tokens live across compute-only barriers
+        ld_free = [0] * n_cores                     # LD queue: free to issue the next load
+        ld_open = [0] * n_cores                     # last HBM-load end of the current phase
+        ld_carry = 0                                # ... of the phase before, all cores
+        fence_prev = False                          # the barrier that opened this phase
         while not all(done):
             phase_end = t0
+            fence = 0
+            ld_last = 0
             for c in range(n_cores):
                 if done[c]:
                     continue
                 unit_free = {u: t0 for u in UNITS}
-                fifo = {}
+                if fence_prev:
+                    unit_free["LD"] = max(ld_free[c], t_prev)
+                fifo = fifos[c]
                 stream = streams[c]
+                ld_open[c] = 0
                 while pcs[c] < len(stream):
                     item = stream[pcs[c]]
                     op, f = item[0], item[1]
@@ -187,19 +204,23 @@ class TimingModel:
                     if op == "SYS":
                         if f.get("op", 0) == 1:
                             done[c] = True
+                        else:
+                            fence = f.get("fence", 0)
                         break
                     unit = op
                     res = "MPE" if op in _MPE else unit
                     cycles, chans, nbytes, mac = self.cost(op, f, ports[c])
                     ready = {"unit": unit_free.get(res, t0), "fetch": int(words[c] / fetch_bpc)}
+                    if op == "LD" and (f.get("remote", 0) or not fence_prev):
+                        ready["barrier"] = t0
                     wait = f.get("wait", 0)
                     for p, src in enumerate(UNITS):
                         if wait >> p & 1:
                             q = fifo.get((src, unit))
                             ready["wait " + src] = q.pop(0) if q else t0
                     for ch in chans:
-                        ready["hbm channel"] = max(ready.get("hbm channel", t0),
-                                                   chan_free.get(ch, t0))
+                        ready["hbm channel"] = max(ready.get("hbm channel", 0),
+                                                   chan_free.get(ch, 0))
                     start = max(ready.values())
                     base = ready["unit"]
                     if start > base:
@@ -228,9 +249,23 @@ class TimingModel:
                     if keep_events:
                         events.append(Event(c, unit, op, pc, start, end,
                                             chans[0] if chans else -1, nbytes, mac))
-                    phase_end = max(phase_end, end)
-                phase_end = max(phase_end, max(unit_free.values()))
-            t0 = phase_end + self.barrier
+                    if op == "LD" and chans:
+                        ld_open[c] = max(ld_open[c], end)
+                    else:
+                        phase_end = max(phase_end, end)
+                ld_free[c] = unit_free["LD"]
+                # (an LD's issue ends before its data has moved: ld_open / the events count it)
+                phase_end = max(phase_end, max(v for u, v in unit_free.items() if u != "LD"))
+                ld_last = max(ld_last, ld_open[c])
+            if fence and not all(done):
+                # loads of this phase may run on; those of the phase before may not
+                phase_end = max(phase_end, ld_carry)
+                ld_carry = ld_last
+            else:
+                phase_end = max(phase_end, ld_carry, ld_last)
+                ld_carry = 0
+            fence_prev = fence and not all(done)
+            t_prev, t0 = t0, phase_end + self.barrier
         return Timeline(events, t0, self.t.clock_hz, stalls, hbm, macs, *slots)
 
     def schedule_image(self, image) -> Timeline:

@@ -60,10 +60,10 @@ _MOVE = (
                        "core)"),
     ("channel", 5, "HBM pseudo-channel; the executing core must own it (`core_channels` of the "
                    "target)"),
-    ("stripe", 2, "LD only: log2 of the channels one contiguous row is split over, in equal "
-                  "chunks, starting at `channel` and going round the core's ports at the same "
-                  "`hbm_addr`; needs rows <= 1 and no remote; ST: must be 0"),
-    ("hbm_addr", 28, "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment"),
+    ("stripe", 5, "LD only: the number of channels one contiguous row is split over (0 and 1: "
+                  "one), in equal chunks, starting at `channel` and going round the core's ports "
+                  "at the same `hbm_addr`; needs rows <= 1 and no remote; ST: must be 0"),
+    ("hbm_addr", 30, "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment"),
     ("buf_addr", 22, "byte address of row 0 in the on-chip buffer (same address in the remote "
                      "core)"),
     ("rows", 16, "rows to copy; for dynamic modes, the compiled maximum"),
@@ -148,7 +148,11 @@ _MISC = (
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
+    ("fence", 1, "barrier only (index into `SYS_FENCES`): `all` drains every queue; `compute` "
+                 "drains MM, MV, MISC, ST, remote LDs and the HBM LDs issued before the previous "
+                 "barrier (an HBM LD may run across one barrier)"),
 )
+SYS_FENCES = ("all", "compute")    # barrier `fence`: what it drains (docs/isa.md)
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ MV_MAX_ROWS = 16
 
 _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MODES,
           ("LD", "wfmt"): WEIGHT_FORMATS,
-          ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS}
+          ("ST", "dyn"): DYN_MODES, ("MISC", "op"): MISC_OPS, ("SYS", "op"): SYS_OPS,
+          ("SYS", "fence"): SYS_FENCES}
 
 
 def check_target(t) -> None:
@@ -342,12 +347,12 @@ def _check_semantics(op: str, f: dict) -> None:
         _check_packed_move(op, f)
     if op in ("MM", "MV"):
         _check_sparse_matrix(op, f)
-    if f.get("stripe") and (op == "ST" or f.get("remote")
-                            or (f.get("rows", 0) > 1 and not f.get("wfmt"))
-                            or f.get("row_bytes", 0) % (1 << f["stripe"])):
+    stripe = f.get("stripe", 0)
+    if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
+            (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
         raise IllegalInstructionError(
             f"{op} with stripe={f['stripe']}: striping is for LD of one contiguous row whose "
-            f"length divides into 2**stripe equal chunks (got rows={f.get('rows', 0)}, "
+            f"length divides into `stripe` equal chunks (got rows={f.get('rows', 0)}, "
             f"row_bytes={f.get('row_bytes', 0)})")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
@@ -436,7 +441,7 @@ def disassemble_one(insn: Instruction) -> str:
     if op in ("LD", "ST"):
         buf = BUFFERS[f("buf", 0)]
         dyn = DYN_MODES[f("dyn", 0)]
-        stripe = f"x{1 << f('stripe', 0)}ch" if f("stripe", 0) else ""
+        stripe = f"x{f('stripe', 0)}ch" if f("stripe", 0) > 1 else ""
         src = (f"core{f('remote_core', 0)}.{buf}[{f('buf_addr', 0):#x}]" if f("remote", 0)
                else f"hbm{f('channel', 0)}{stripe}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
         dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
@@ -475,6 +480,8 @@ def disassemble_one(insn: Instruction) -> str:
             text += " " + ",".join(flags)
     else:
         text = f"SYS  {SYS_OPS[f('op', 0)] if f('op', 0) < len(SYS_OPS) else f('op', 0)}"
+        if f("fence", 0):
+            text += " fence=compute"
     return text + _deps(insn)
 
 

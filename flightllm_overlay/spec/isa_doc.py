@@ -46,6 +46,8 @@ ENUM_MEANING = {
     "WEIGHT_GROUPS": {g: f"{g} columns per (M, B)" for g in (16, 32, 64, 128)},
     "SYS_OPS": {"barrier": "fence, then wait for every core to reach its matching barrier",
                 "end": "fence, end of this core's stream (every core must end together)"},
+    "SYS_FENCES": {"all": "the barrier drains every queue of the core",
+                   "compute": "HBM loads may run across the barrier (by one); tokens order them"},
 }
 
 
@@ -63,7 +65,8 @@ def render_field_tables() -> str:
              ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS, "LD `wfmt`"),
              ("WEIGHT_BITS", isa.WEIGHT_BITS, "LD `wbits`"),
              ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS, "LD `wgroup`"),
-             ("SYS_OPS", isa.SYS_OPS, "SYS `op`"))
+             ("SYS_OPS", isa.SYS_OPS, "SYS `op`"),
+             ("SYS_FENCES", isa.SYS_FENCES, "SYS `fence`"))
     u280 = load_target("u280")
     for name, values, what in enums:
         out += [f"#### `{name}`", ""]

@@ -55,8 +55,8 @@ def rows_at_capacity(f: dict) -> int:
 
 
 def stripe_count(f: dict) -> int:
-    """Pseudo-channels a (striped) LD reads at once: 2**stripe."""
-    return 1 << f.get("stripe", 0)
+    """Pseudo-channels a (striped) LD reads at once: the `stripe` count (0 and 1: one)."""
+    return max(1, f.get("stripe", 0))
 
 
 def stripe_channels(f: dict, ports) -> list:

@@ -5,8 +5,8 @@
 // names its port k and goes through fllm_hbm_get/put (one m_axi bundle per pseudo-channel).
 #include "memctrl.h"
 
-// chunks of a striped row: 2**stripe, stripe < 2**FLLM_LD_STRIPE_W
-static constexpr unsigned MAX_STRIPE = 1u << ((1u << FLLM_LD_STRIPE_W) - 1);
+// chunks of a striped row: `stripe` (a channel count; 0 and 1: one), at most the core's channels
+static constexpr unsigned MAX_STRIPE = FLLM_CHANNELS_PER_CORE;
 
 // (rows actually moved, HBM byte offset of row 0) after the run-time parameters (isa.md §4)
 static unsigned dyn_rows(const MoveFields& f, const CoreRun& ctx, uint64_t& rows, uint64_t& off) {
@@ -74,7 +74,10 @@ COPY_OUT_ROWS:
 static unsigned hbm_parts(const MoveFields& f, const CoreRun& ctx, uint64_t rows, uint64_t off,
                           unsigned ports[MAX_STRIPE], unsigned& parts, uint64_t& part_bytes, uint64_t& part_rows,
                           uint64_t& stride) {
-    unsigned stripe = 1u << f.stripe;
+    unsigned stripe = f.stripe ? f.stripe : 1;
+    if (stripe > FLLM_CHANNELS_PER_CORE)
+        FLLM_FAIL(FLLM_ERR_ADDRESS, "stripe=%u exceeds the %u pseudo-channels of core %u", stripe,
+                  (unsigned)FLLM_CHANNELS_PER_CORE, ctx.core);
     part_rows = rows;
     part_bytes = f.row_bytes;
     stride = f.hbm_stride;
@@ -115,7 +118,7 @@ PORTS:
 
 // ---------------------------------------------------------------------------------------------
 // LD through the dequantisation unit (wfmt = packed; spec/wformat.py dequant_tile, functional.py
-// ld_packed).  The tile is `row_bytes` of HBM (the concatenation of 2**stripe chunks, if striped):
+// ld_packed).  The tile is `row_bytes` of HBM (the concatenation of `stripe` chunks, if striped):
 //     [FSB codes: one byte per 16x16 block, block-row major]          (sparse only)
 //     [4-bit indices, low nibble first, of the blocks with N < 16]     (sparse only)
 //     [codes: a `bits`-wide little-endian bit stream of the kept weights, MPE order]

@@ -80,10 +80,10 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
         if (f.wfmt && f.sparse && (f.rows % FLLM_SPARSE_BLOCK || f.wk % FLLM_SPARSE_BLOCK))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse LD: rows=%u and wk=%u must be multiples of %u "
                       "(whole N:16 blocks)", f.rows, f.wk, FLLM_SPARSE_BLOCK);
-        if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote || (f.rows > 1 && !f.wfmt) ||
-                         f.row_bytes % (1u << f.stripe)))
+        if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote ||
+                         (f.stripe > 1 && ((f.rows > 1 && !f.wfmt) || f.row_bytes % f.stripe))))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "stripe=%u: striping is for LD of one contiguous row "
-                      "whose length divides into 2**stripe chunks", f.stripe);
+                      "whose length divides into `stripe` chunks", f.stripe);
     } else if (opcode == FLLM_OPCODE_MM || opcode == FLLM_OPCODE_MV) {
         MatFields f = fllm_decode_mat(b);
         if (f.sparse && (f.wt || f.n % FLLM_SPARSE_BLOCK || f.k % FLLM_SPARSE_BLOCK || f.dyn_n || f.dyn_k ||

@@ -1,0 +1,62 @@
+"""Metamorphic checks of the timing model: relations that must hold whatever the numbers are.
+
+No prediction beats its rooflines; doubling the HBM bandwidth speeds a memory-bound decode up and
+leaves a compute-bound MM prefill alone; the compute-only fence and the schedule options never
+make a step slower than the paper's schedule would on the same channels; a sampled decode
+(`decode_stride`) is never optimistic."""
+from __future__ import annotations
+
+import pytest
+
+from flightllm_overlay.bench import bench
+from flightllm_overlay.compiler import compile_shapes
+from flightllm_overlay.config import load_target
+from flightllm_overlay.model.args import ModelArgs
+
+U280 = load_target("u280")
+MODEL = ModelArgs.from_name("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def program():
+    return compile_shapes(MODEL, U280, ctx=256, weight_bits=4)
+
+
+@pytest.fixture(scope="module")
+def base(program):
+    return bench(program, U280, 128, 16, MODEL.name)
+
+
+def test_no_prediction_beats_its_rooflines(program, base):
+    assert program.step("prefill").rows == 128            # MM launches of 128 rows
+    for step, peak, seconds in ((base.prefill, base.mm_peak, base.prefill_seconds),
+                                (base.decode, base.mv_peak,
+                                 base.decode.cycles / base.clock_hz)):
+        memory, compute = base.roofline(step, peak)
+        assert seconds >= max(memory, compute) > 0
+
+
+def test_double_hbm_bandwidth_speeds_decode_not_mm_prefill(program, base):
+    fast = U280.with_overrides(hbm_channel_gbps=2 * U280.hbm_channel_gbps)
+    r = bench(program, fast, 128, 16, MODEL.name)
+    assert r.decode_tokens_per_second > 1.25 * base.decode_tokens_per_second
+    assert r.prefill.cycles > 0.9 * base.prefill.cycles          # compute-bound: under 10%
+    memory, compute = base.roofline(base.prefill, base.mm_peak)
+    assert compute > 3 * memory                                  # why: MM work dominates
+
+
+def test_sampled_decode_is_never_optimistic(program):
+    exact = bench(program, U280, 20, 100, MODEL.name)
+    sampled = bench(program, U280, 20, 100, MODEL.name, decode_stride=3)
+    assert sampled.decode.cycles >= exact.decode.cycles
+    assert sampled.decode.cycles <= 1.1 * exact.decode.cycles
+
+
+def test_compute_fence_is_never_slower(program):
+    fenced = compile_shapes(MODEL, U280, ctx=256, weight_bits=4, schedule="compute_fence")
+    for end in (32, 200):
+        a, _ = program.bucket_step("decode", end, U280)
+        b, _ = fenced.bucket_step("decode", end, U280)
+        from flightllm_overlay.sim.timing import TimingModel
+        tm = TimingModel(U280)
+        assert tm.schedule_image(b.image).cycles <= tm.schedule_image(a.image).cycles
