@@ -14,7 +14,7 @@
 // rst (synchronous, active high) clears the valid and code pipelines; the data path has no reset.
 // OAU_MIN: segments longer than OAU_MIN DSP48s use an OAU every 4 DSP48s.  The default 4 is exact
 // for the full INT8 range; 8 is the paper's rule (wrong only when eight (-128)*(-128) products meet).
-// The numpy model flightllm_overlay/sim/csd_chain.py (CSDChain(L, oau_threshold=OAU_MIN)) is the
+// The numpy model flightllm_overlay/hw/sparse_dsp_chain.py (CSDChain(L, oau_threshold=OAU_MIN)) is the
 // reference for every output bit.
 module csd_chain #(
     parameter L       = 16,              // DSP48s, a multiple of 4

@@ -1,6 +1,9 @@
-"""Bit-accurate numpy model of FlightLLM's configurable sparse DSP chain (CSD-chain), DSP48E2 by DSP48E2.
+"""Bit-accurate numpy model of FlightLLM's configurable sparse DSP chain, DSP48E2 by DSP48E2.
 
-What is modelled (paper §3.2, docs flightllm-facts §1.2-1.3; the RTL in ``src/rtl/`` mirrors it):
+The configurable sparse DSP chain ("CSD chain", the name the RTL files ``src/rtl/csd_*.v`` carry) is
+the paper's chain of packed INT8 DSP48E2s whose multiplexers skip the zeros of N:16 sparse weights.
+
+What is modelled (paper §3.2, docs flightllm-facts §1.2-1.3; the RTL in ``src/rtl/csd_*.v`` mirrors it):
 
 * **Packed dual INT8 MAC** (Xilinx WP486): activations ``a`` (lane A, upper) and ``b`` (lane B,
   lower) share the weight ``w``.  The pre-adder forms ``AD = (a << 18) + b`` (27 bits), the
