@@ -13,7 +13,7 @@ Block-row ``i`` (outputs 16i .. 16i+15) is finished before the next one starts:
   the timing model's ceil(m/pm) * ceil(n/pn) * ceil(k/pk) (dense) or ceil(16 nnz / (pn pk)) (N:16).
 * **MV**: for each activation row, ``mv_cols / mv_team`` block-rows at a time, one per team of
   ``mv_team`` chains; a team takes its block-row's chain-beats ``mv_team`` at a time, all inside a
-  window of 8 consecutive blocks (one activation read per team).  The teams' pass counts are
+  window of 8 consecutive blocks (one activation read per team; dense: one block per pass).  The teams' pass counts are
   padded to the longest.  With mv_team = 16 and mv_cols = 64 (the U280 target), a dense MV takes
   the timing model's ceil(n/64) * ceil(k/16) passes per row.
 The expected results are the exact integer products the Python simulator's MPE forms (the dense
@@ -108,8 +108,11 @@ class MPEParams:
 
     @property
     def latency(self) -> int:
-        """Cycles from a pass's last beat presented to its result (chain L + 3, pipeline, reduce)."""
-        return self.l + 5
+        """Cycles from the cycle a block-row's last pass is presented to the cycle its result is
+        out (the chain's L + 3, the bank update, the team sum register): measured, see
+        tests/test_mpe_rtl.py.  An instruction of P passes takes P + latency cycles from its first
+        pass to its last result; the next one may start right after its last pass."""
+        return self.l + 4
 
 
 @dataclass
@@ -271,10 +274,12 @@ def mm_passes(p: MPEParams, op: MPEOp, i: int) -> list[list[ChainBeat]]:
 
 
 def mv_team_passes(p: MPEParams, op: MPEOp, i: int) -> list[list[ChainBeat]]:
-    """Block-row i of an MV: chain-beats in passes of <= mv_team inside a window of MV_WINDOW blocks."""
+    """Block-row i of an MV: chain-beats in passes of <= mv_team inside a window of MV_WINDOW blocks
+    (a dense operand: one block per pass, as the timing model's ceil(n/pn) * ceil(k/pk) counts)."""
     out, cur = [], []
     for b in op.block_row_beats(i):
-        if cur and (len(cur) == p.mv_team or b.j - cur[0].j >= MV_WINDOW):
+        if cur and (len(cur) == p.mv_team or b.j - cur[0].j >= MV_WINDOW
+                    or (not op.sparse and b.j != cur[0].j)):
             out.append(cur)
             cur = []
         cur.append(b)

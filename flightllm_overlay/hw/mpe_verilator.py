@@ -131,7 +131,7 @@ def cache_dir() -> Path:
                                Path.home() / ".cache" / "flightllm_overlay" / "verilator"))
 
 
-def build(p: MPEParams, jobs: int = 2, log=None) -> Path:
+def build(p: MPEParams, jobs: int = 2, log=None, opt: str | None = None) -> Path:
     """Verilate and compile mpe_core with the harness for these parameters; returns the executable."""
     cmd = verilator_cmd()
     harness = _harness(p)
@@ -139,6 +139,8 @@ def build(p: MPEParams, jobs: int = 2, log=None) -> Path:
     for s in CORE_SOURCES:
         h.update((RTL / s).read_bytes())
     h.update(repr(sorted(p.verilog().items())).encode())
+    opt = opt or os.environ.get("FLIGHTLLM_RTL_OPT", "-O1")
+    h.update(opt.encode())
     h.update(subprocess.run(cmd + ["--version"], capture_output=True, text=True).stdout.encode())
     d = cache_dir() / h.hexdigest()[:16]
     exe = d / "obj" / "Vmpe_core"
@@ -148,9 +150,10 @@ def build(p: MPEParams, jobs: int = 2, log=None) -> Path:
     (d / "harness.cpp").write_text(harness)
     args = cmd + ["--cc", "--exe", "--build", "-j", str(jobs), "--Mdir", str(d / "obj"),
                   "--top-module", "mpe_core", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                  "-CFLAGS", "-O1", "--output-split", "20000",
+                  "--output-split", "20000",
                   # the wheel's verilated.mk leaves the PCH include flag empty (gcc needs -include)
                   "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
+    args += ["-MAKEFLAGS", f"OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL=-O0"]
     args += [f"-G{k}={v}" for k, v in p.verilog().items()]
     args += [str(d / "harness.cpp")] + [str(RTL / s) for s in CORE_SOURCES]
     proc = subprocess.run(args, capture_output=True, text=True)

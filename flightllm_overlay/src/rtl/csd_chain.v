@@ -49,9 +49,12 @@ module csd_chain #(
     assign out_valid = cv[LATENCY + 1][2];
     assign out_code  = cv[LATENCY + 1][1:0];
 
+    // The last DG's cascade, C, Z-MUX and MSP outputs have no next DG to feed.
+    /* verilator lint_off UNUSEDSIGNAL */
     wire [NDG*48-1:0] pout, pcout, c_next;
     wire [NDG*2-1:0]  zsel_next;
     wire [NDG*8-1:0]  msp_a, msp_b;
+    /* verilator lint_on UNUSEDSIGNAL */
     wire [NDG*32-1:0] res_a, res_b, resd_a, resd_b;
 
     genvar g;

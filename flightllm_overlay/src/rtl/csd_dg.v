@@ -31,7 +31,10 @@ module csd_dg #(
     csd_delay #(.W(24), .D(2 * G))     skew0 (.clk(clk), .rst(1'b0), .d(sel0), .q(in0));
     csd_delay #(.W(24), .D(2 * G + 1)) skew1 (.clk(clk), .rst(1'b0), .d(sel1), .q(in1));
 
-    wire [47:0] p0, pc0;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [47:0] p0;                      // the first DSP48's P: it only cascades (pc0)
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire [47:0] pc0;
     generate
         if (DSP_PRIM) begin : g_prim
             dsp48_packed_prim dsp0 (.clk(clk), .a(in0[15:8]), .b(in0[7:0]), .w(in0[23:16]),

@@ -21,7 +21,7 @@ module dsp48_packed (
     output reg  [47:0]       p,      // P register
     output wire [47:0]       pcout   // PCOUT (= P), for the next DSP48's PCIN
 );
-    localparam [1:0] ZSEL_ZERO = 2'd0, ZSEL_PCIN = 2'd1, ZSEL_C = 2'd2;
+    localparam [1:0] ZSEL_PCIN = 2'd1, ZSEL_C = 2'd2;      // anything else: Z = 0
 
     wire signed [26:0] a_port = {a[7], a, 18'b0};              // A[26:0] = a << 18
     wire signed [26:0] d_port = {{19{b[7]}}, b};               // D = sext(b)

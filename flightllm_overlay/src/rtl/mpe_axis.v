@@ -102,7 +102,7 @@ module mpe_axis #(
     reg  [NS-1:0]     n_en;
     reg  [NS*5-1:0]   n_kval;
     reg  [TMV*JW-1:0] n_j0;
-    wire [7:0] s0 = op_tdata[58*8 +: 8];
+    wire [31:0] s0 = {24'd0, op_tdata[58 * 8 +: 8]};
     integer h;
     always @* begin
         n_w = s_w; n_idx = s_idx; n_code = s_code; n_r0 = s_r0; n_dj = s_dj; n_en = s_en;
@@ -194,8 +194,8 @@ module mpe_axis #(
                 t_rd <= t_rd + 1'b1;
                 nb_rd <= nb_rd + 1'b1;
             end
-            t_count <= t_count + (c_valid ? 1'b1 : 1'b0) - (tile_out ? 1'b1 : 1'b0);
-            owed    <= owed + (pushing ? 1'b1 : 1'b0) - (tile_out ? 1'b1 : 1'b0);
+            t_count <= t_count + {{TBW{1'b0}}, c_valid} - {{TBW{1'b0}}, tile_out};
+            owed    <= owed + {{TBW{1'b0}}, pushing} - {{TBW{1'b0}}, tile_out};
         end
     end
 
@@ -279,5 +279,6 @@ module mpe_axis #(
             if (rd_fire) s_axi_control_rvalid <= 1'b0;
         end
     end
-    wire unused_wstrb = &s_axi_control_wstrb;
+    // Inputs with no use here: byte strobes (every register is written whole), the result mode.
+    wire unused = &{s_axi_control_wstrb, wdata_q[31:1], c_mode, 1'b0};
 endmodule

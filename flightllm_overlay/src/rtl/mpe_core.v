@@ -13,7 +13,7 @@
 //       window of 8 activation blocks.
 // Every chain accumulates its segment results into a bank of 16 (lane A, lane B) INT32 words at
 // rows ROW0 + s.  On the pass with in_last = 1 the banks of each team are summed into the result
-// (out_valid for one cycle, LATENCY = L + 4 cycles after that pass was presented) and cleared:
+// (out_valid for one cycle, L + 4 cycles after that pass was presented) and cleared:
 //   MM: out_res word r*16 + c = output row c of the block-row for activation row r < ROWS.
 //   MV: out_res word t*16 + c = output row c of team t's block-row (t < MV_COLS / MV_TEAM).
 // Counters (what the simulator's macs/fixed_macs count): per enabled slot with kval valid
@@ -84,7 +84,7 @@ module mpe_core #(
         if (ld_en && !ld_mv && ld_row < ROWS)
             act_mm[{ld_bank, ld_j}][ld_row * 128 +: 128] <= ld_data;
         if (ld_en && ld_mv && ld_row < MV_ROWS)
-            act_mv[ld_row * KB + ld_j] <= ld_data;
+            act_mv[ld_row * KB + {{(32 - JW){1'b0}}, ld_j}] <= ld_data;
     end
     wire [ROWS*128-1:0] mm_word = act_mm[{in_bank, in_j}];
 
@@ -138,7 +138,7 @@ module mpe_core #(
             for (c = 0; c < 16; c = c + 1) begin : g_row
                 localparam [3:0] CI = c;
                 wire [3:0]  seg  = CI & ((4'd1 << sh) - 4'd1);
-                wire        hit  = ovalid && ((CI >> sh) == (r0_d >> sh)) && (seg < L / 2);
+                wire        hit  = ovalid && ((CI >> sh) == (r0_d >> sh)) && ({1'b0, seg} < L / 2);
                 wire [31:0] ca   = hit ? oa[seg * 32 +: 32] : 32'd0;
                 wire [31:0] cb   = hit ? ob[seg * 32 +: 32] : 32'd0;
                 assign bank_a_w[(q * 16 + c) * 32 +: 32] = bank_a[c] + ca;
@@ -190,15 +190,17 @@ module mpe_core #(
     end
 
     // ---------------------------------------------------------------- counters
-    reg [31:0] kept, slots;
+    reg [31:0] kept, slots, kv;
     integer k;
     always @* begin
         kept  = 32'd0;
         slots = 32'd0;
+        kv    = 32'd0;
         for (k = 0; k < NS; k = k + 1)
             if (in_en[k] && (in_mode || k < COLS)) begin
-                kept  = kept  + in_kval[k * 5 +: 5];
-                slots = slots + (in_kval[k * 5 +: 5] << (2'd3 - in_code[k * 2 +: 2]));
+                kv    = {27'd0, in_kval[k * 5 +: 5]};
+                kept  = kept  + kv;
+                slots = slots + (kv << (2'd3 - in_code[k * 2 +: 2]));
             end
     end
     wire [8:0] lanes = in_mode ? 9'd1 : in_lanes;
