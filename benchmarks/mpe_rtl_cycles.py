@@ -2,6 +2,7 @@
 
     python benchmarks/mpe_rtl_cycles.py                 # the cycle table (markdown)
     python benchmarks/mpe_rtl_cycles.py --random 2000   # + 2,000 random MM/MV, both DSP variants
+    python benchmarks/mpe_rtl_cycles.py --no-table --real   # MM/MV of compiled programs
 
 The RTL is built at 1/16 of the U280 MPE (8 activation rows, 2 chains per team, one MV team of 16
 chains: 16 chains of 16 DSP48s) and each shape is run scaled to it: an MM keeps its number of
@@ -119,10 +120,56 @@ def random_run(count: int, log=print) -> None:
             raise SystemExit(1)
 
 
+def real_run(log=print) -> None:
+    """MM/MV instructions of compiled programs, captured from the Python simulator, on the RTL:
+    the tiny LLaMA (dense W8A8), the same model compressed (packed N:16 sparse weights) and the
+    first layer of SmolLM2-135M (MM rows cut to one 8-row block to keep the run short)."""
+    import tempfile as tf
+    from flightllm_overlay.compiler import compile_compressed, compile_model
+    from flightllm_overlay.compress import CompressionConfig, compress
+    from flightllm_overlay.hw import mpe_model as M
+    from flightllm_overlay.hw import mpe_verilator as V
+    from flightllm_overlay.hw.mpe_capture import capture
+    from flightllm_overlay.model import load_checkpoint
+    from flightllm_overlay.model.testing import make_tiny_llama
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.runtime import Session
+    from flightllm_overlay.sim.device import SimulatedU280
+
+    overlay = FlightLLMOverlay(device=SimulatedU280())
+    with tf.TemporaryDirectory() as tmp:
+        tiny = load_checkpoint(make_tiny_llama(Path(tmp) / "tiny", seed=0))
+        rng = np.random.default_rng(3)
+        cm = compress(tiny, rng.integers(3, 300, 512).tolist(),
+                      CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=512), progress=False)
+        programs = [("tiny LLaMA, dense W8A8", compile_model(tiny, ctx=256), None),
+                    ("tiny LLaMA, compressed (N:16 sparse)", compile_compressed(cm, ctx=256), None),
+                    ("SmolLM2-135M, first layer", compile_model(load_checkpoint(None), ctx=256), 14)]
+        for prim in (0, 1):
+            p = M.MPEParams(**BENCH, dsp_prim=prim)
+            exe = V.build(p)
+            for name, program, limit in programs:
+                with capture(limit) as ops:
+                    with Session(overlay, program) as sess:
+                        sess.run("prefill", list(range(3, 15)), 0)
+                        sess.run("decode", [9], 12)
+                ops = [M.MPEOp(o.op, o.a[:p.rows] if o.op == "MM" else o.a, o.n, o.k, w=o.w, values=o.values,
+                               fsb=o.fsb, meta=o.meta) for o in ops]
+                prog = M.build_program(p, ops)
+                got = V.run(exe, prog, Path(tmp) / "run")
+                errs = V.compare(prog, got)
+                sparse = sum(o.sparse for o in ops)
+                log(f"DSP_PRIM={prim} {name}: {len(ops)} MM/MV ({sparse} N:16 sparse), "
+                    f"{len(prog.cycles)} cycles: {'bit-exact' if not errs else errs}")
+                if errs:
+                    raise SystemExit(1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--random", type=int, default=0, help="also run this many random instructions")
     ap.add_argument("--no-table", action="store_true", help="skip the cycle table")
+    ap.add_argument("--real", action="store_true", help="also run the MM/MV of compiled programs")
     args = ap.parse_args(argv)
     if not args.no_table:
         rows = cycle_table()
@@ -135,6 +182,8 @@ def main(argv=None) -> int:
         print(f"\nworst RTL / timing: {worst['ratio']:.3f} ({worst['op']} {worst['m']}x{worst['n']}x{worst['k']})")
     if args.random:
         random_run(args.random)
+    if args.real:
+        real_run()
     return 0
 
 

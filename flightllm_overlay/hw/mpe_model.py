@@ -309,13 +309,13 @@ def _pack_act_row(a_row: np.ndarray, j: int) -> bytes:
 def build_program(p: MPEParams, ops: list[MPEOp], gap: int = 0) -> Program:
     """Loads and passes for a list of instructions, back to back (``gap`` idle cycles between
     instructions).  One activation block is written per cycle, beside the passes: MM row blocks
-    alternate between the two activation banks, so the next row block loads while the current
-    one computes; a pass waits for its loads, a load for the passes still reading its bank."""
+    (and MV instructions) alternate between two activation banks, so the next one loads while the
+    current one computes; a pass waits for its loads, a load for the passes still reading its bank."""
     prog = Program(p)
     loads: list = []                 # (ld tuple, index of the last pass that must issue first)
     passes: list = []                # (Pass or None for an idle cycle, loads that must precede)
     last_reader = {}                 # buffer -> index of the last pass reading it so far
-    bank = 0
+    bank = mvbank = 0
     firsts, lasts = [], []
     for op in ops:
         nbc = -(-op.k // BLOCK)
@@ -352,8 +352,8 @@ def build_program(p: MPEParams, ops: list[MPEOp], gap: int = 0) -> Program:
         else:
             if op.m > p.mv_rows:
                 raise ProgramError(f"MV of {op.m} rows; this MPE holds {p.mv_rows} (mv_rows)")
-            after = last_reader.get("mv", -1)
-            loads += [((1, 0, r, j, _pack_act_row(op.a[r], j)), after)
+            after = last_reader.get(("mv", mvbank), -1)
+            loads += [((1, mvbank, r, j, _pack_act_row(op.a[r], j)), after)
                       for r in range(op.m) for j in range(nbc)]
             prog.items += [("load", ld) for ld, _ in loads[len(loads) - op.m * nbc:]]
             need = len(loads)
@@ -368,11 +368,12 @@ def build_program(p: MPEParams, ops: list[MPEOp], gap: int = 0) -> Program:
                             if q < len(tp):
                                 slots.update({t * p.mv_team + u: b for u, b in enumerate(tp[q])})
                         j0 += [0] * (p.tmv - len(j0))
-                        passes.append((Pass(1, q == npass - 1, slots, j0=tuple(j0), row=r), need))
+                        passes.append((Pass(1, q == npass - 1, slots, bank=mvbank, j0=tuple(j0), row=r), need))
                         prog.items.append(("pass", passes[-1][0]))
                     prog.tiles.append(_words(p, exp[r, BLOCK * g:BLOCK * (g + p.tmv)]))
                     prog.modes.append(1)
-            last_reader["mv"] = len(passes) - 1
+            last_reader[("mv", mvbank)] = len(passes) - 1
+            mvbank ^= 1
         lasts.append(len(passes) - 1)
         passes += [(None, 0)] * gap
     cycles, li, pi = [], 0, 0

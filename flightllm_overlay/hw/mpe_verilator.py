@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FlightLLMError
-from .mpe_model import BLOCK, MPEParams, Program
+from .mpe_model import MPEParams, Program
 
 RTL = Path(__file__).resolve().parents[1] / "src" / "rtl"
 CORE_SOURCES = ("mpe_core.v", "csd_chain.v", "csd_dg.v", "csd_rn.v", "csd_oau.v", "csd_delay.v",

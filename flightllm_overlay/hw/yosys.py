@@ -47,8 +47,8 @@ class SynthReport:
 
     @property
     def lut(self) -> int:
-        """LUTs as logic (LUT1..LUT6)."""
-        return self.count("LUT")
+        """LUTs as logic (LUT1..LUT6, INV)."""
+        return self.count("LUT", "INV")
 
     @property
     def srl(self) -> int:

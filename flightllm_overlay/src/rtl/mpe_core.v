@@ -9,7 +9,7 @@
 //       slots 0 .. COLS-1 are used.  With in_direct = 1 only team 0 runs, on in_act_a/in_act_b
 //       (the one-chain OPERAND beat of docs/mpe_stream.md).
 //   MV  (in_mode = 1): chain s < MV_COLS, in team t = s / MV_TEAM, lane A = block in_j0[t] + dj[s]
-//       of MV row in_row (lane B = 0); a team covers one block-row, its MV_TEAM chains share its
+//       of MV row in_row of the MV buffer in_bank (lane B = 0); a team covers one block-row, its MV_TEAM chains share its
 //       window of 8 activation blocks.
 // Every chain accumulates its segment results into a bank of 16 (lane A, lane B) INT32 words at
 // rows ROW0 + s.  On the pass with in_last = 1 the banks of each team are summed into the result
@@ -20,8 +20,8 @@
 // columns, macs += lanes * kval and fixed_macs += lanes * kval * 16 / N (lanes: in_lanes for MM,
 // 1 for MV).  rst clears the counters, the pipelines' valid bits and the banks.
 // Activation buffer writes (ld_*): one 16-byte block per cycle, MM buffers (2 banks x KB blocks x
-// ROWS rows) or the MV buffer (MV_ROWS rows x KB blocks); a write may overlap passes on the other
-// bank.  The numpy model of this whole core is flightllm_overlay/hw/mpe_model.py.
+// ROWS rows) or MV buffers (2 banks x MV_ROWS rows x KB blocks); a write may overlap passes on the
+// other bank.  The numpy model of this whole core is flightllm_overlay/hw/mpe_model.py.
 module mpe_core #(
     parameter ROWS     = 8,          // MM rows per pass (lane pairs: ROWS/2 teams)
     parameter COLS     = 2,          // MM chains per team (chain-beats per MM pass)
@@ -79,12 +79,12 @@ module mpe_core #(
 
     // ---------------------------------------------------------------- activation buffers
     reg [ROWS*128-1:0] act_mm [0:2*KB-1];
-    reg [127:0]        act_mv [0:MV_ROWS*KB-1];
+    reg [127:0]        act_mv [0:2*MV_ROWS*KB-1];
     always @(posedge clk) begin
         if (ld_en && !ld_mv && ld_row < ROWS)
             act_mm[{ld_bank, ld_j}][ld_row * 128 +: 128] <= ld_data;
         if (ld_en && ld_mv && ld_row < MV_ROWS)
-            act_mv[ld_row * KB + {{(32 - JW){1'b0}}, ld_j}] <= ld_data;
+            act_mv[({31'd0, ld_bank} * MV_ROWS + {24'd0, ld_row}) * KB + {{(32 - JW){1'b0}}, ld_j}] <= ld_data;
     end
     wire [ROWS*128-1:0] mm_word = act_mm[{in_bank, in_j}];
 
@@ -112,7 +112,9 @@ module mpe_core #(
             // MV activation: block j0[T] + dj of row in_row
             wire [2:0]   dj   = in_dj[(q % NS) * 3 +: 3];
             wire [31:0]  mv_j = {{(32 - JW){1'b0}}, in_j0[(T % (TMV > 0 ? TMV : 1)) * JW +: JW]} + {29'd0, dj};
-            wire [127:0] mv_a = (mv_j < KB && in_row < MV_ROWS) ? act_mv[in_row * KB + mv_j[JW-1:0]] : 128'd0;
+            wire [127:0] mv_a = (mv_j < KB && in_row < MV_ROWS)
+                              ? act_mv[({31'd0, in_bank} * MV_ROWS + {27'd0, in_row}) * KB + {{(32 - JW){1'b0}}, mv_j[JW-1:0]}]
+                              : 128'd0;
             wire         run  = in_valid & (in_mode ? mv_on : (mm_on & (!in_direct | (P == 0))));
             wire [31:0]  slot = in_mode ? q : S;
             wire [L*8-1:0] w  = in_w[(slot % NS) * L * 8 +: L * 8];
