@@ -96,12 +96,25 @@ def _op(*names) -> Cost:
     return total
 
 
-#: One INT8 DSP48E2 of the MPE with what sits around it.  Sparse MUX: each DSP picks its two packed
-#: activations (8 bits each) out of 16 candidates by a 4-bit index: 16 bit-slices of a 16:1 mux,
-#: 4 LUT6 each (LUT6 + F7/F8 muxes) = 64 LUT; reduction node and overflow-adjust unit of each
-#: 2-DSP group, ~40 LUT per group = 20 per DSP.  FF: two pipeline stages of 2x8-bit activations,
-#: an 8-bit weight and a 4-bit index = 56.
-MPE_DSP = Cost(dsp=1, lut=64 + 20, ff=56)
+#: One DSP48E2 of a configurable sparse DSP chain with what sits around it, from Yosys 0.23's
+#: `synth_xilinx -family xcup` of src/rtl/csd_chain.v (L = 16, DSP48E2 instantiated): 2,539 LUT
+#: (730 of them SRL16E) and 852 FF for 16 DSPs.  Per DSP: the sparse MUX (16 bit-slices of a 16:1
+#: mux, 4 LUT6 each = 64), the reduction node and overflow adjust (~50), the systolic operand skew
+#: and result deskew as SRL16E (~46); FF: pipeline registers.  tests/test_rtl_synth.py keeps this
+#: within 20% of the synthesis.
+CHAIN_DSP = Cost(dsp=1, lut=159, ff=53)
+#: Per chain of the MPE core (src/rtl/mpe_core.v) beyond its 16 DSPs: the 16 x 2 INT32 accumulator
+#: bank with its segment select and adders, the team sum, the result register and the activation
+#: read muxes.  Yosys of mpe_core at 2 chains (benchmarks/mpe_rtl_synth.py): 12,324 LUT (1,460
+#: SRL16E) and 5,086 FF, minus 2 x 16 CHAIN_DSP, over 2 chains; the activation buffers themselves
+#: (LUTRAM there) are the abuf, counted with the buffers below.
+MPE_CHAIN_EXTRA = Cost(lut=3618, ff=1695)
+#: One INT8 DSP48E2 of the MPE with everything per chain shared out (16 DSPs per chain).  The hand
+#: estimate this replaces (84 LUT, 56 FF) had only the sparse MUX and RN/OAU: it left out the skew
+#: registers, the accumulator banks and the team sums, 4.6x fewer LUTs than the RTL takes.
+MPE_DSP = CHAIN_DSP + MPE_CHAIN_EXTRA * (1 / 16)
+#: The macs/fixed_macs counters: Yosys maps each 32 x 9-bit per-pass multiply to 2 DSP48E2.
+MPE_COUNTERS = Cost(dsp=4, lut=200, ff=128)
 #: Smallest reduction length K the epilogue keeps up with: a 16-wide chain finishes one output
 #: every K/16 cycles, so the array completes mm_macs/K outputs per cycle.  LLaMA-family linears
 #: have K >= the hidden size (576 for SmolLM2-135M); attention P.V with under 256 keys stalls briefly.
@@ -300,6 +313,7 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
         Item("mpe", f"INT8 DSP48E2 ({dsp_macs} MACs each) with sparse MUX, RN, OAU",
              math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs), MPE_DSP,
              "mm_macs_per_cycle / dsp_macs; MV mode reuses these chains"),
+        Item("mpe", "macs/fixed_macs counters", 1, MPE_COUNTERS, "Yosys of mpe_core.v"),
         Item("mpe", "epilogue lanes (INT32->FP32, x2 scales, ->FP16)",
              max(1, t.mm_macs_per_cycle // EPILOGUE_MIN_K), EPILOGUE_LANE,
              f"mm_macs_per_cycle / EPILOGUE_MIN_K ({EPILOGUE_MIN_K})"),

@@ -7,6 +7,7 @@ blackbox); our simulation model dsp48e2.v is not read.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -37,6 +38,7 @@ class SynthReport:
     top: str
     params: dict
     cells: dict                 # cell type -> count
+    cascades: int = 0           # DSP48E2s whose PCIN is driven by another DSP48E2's PCOUT
 
     def count(self, *prefixes) -> int:
         return sum(n for c, n in self.cells.items() if c.startswith(prefixes))
@@ -82,12 +84,30 @@ def synth(top: str, params: dict, workdir: Path, timeout: int = 1800) -> SynthRe
     script.write_text("read_verilog -defer " + " ".join(str(RTL / s) for s in SOURCES) + "\n"
                       + (f"chparam {chparam} {top}\n" if chparam else "")
                       + f"synth_xilinx -family xcup -top {top} -flatten -noiopad\n"
-                      + f"tee -o {workdir / 'stat.txt'} stat\n")
+                      + f"tee -o {workdir / 'stat.txt'} stat\n"
+                      + f"write_json {workdir / 'netlist.json'}\n")
     proc = subprocess.run(yosys_cmd() + ["-q", "-l", str(workdir / "yosys.log"), str(script)],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RTLToolError(f"Yosys failed on {top}: {(proc.stdout + proc.stderr)[-3000:]}")
-    return SynthReport(top, dict(params), parse_stat((workdir / "stat.txt").read_text()))
+    return SynthReport(top, dict(params), parse_stat((workdir / "stat.txt").read_text()),
+                       dsp_cascades(json.loads((workdir / "netlist.json").read_text()), top))
+
+
+def dsp_cascades(netlist: dict, top: str) -> int:
+    """DSP48E2 cells whose whole PCIN bus comes from one other DSP48E2's PCOUT."""
+    cells = netlist["modules"][top]["cells"].values()
+    dsps = [c for c in cells if c["type"] == "DSP48E2"]
+    pcout = {}
+    for i, c in enumerate(dsps):
+        for bit in c["connections"].get("PCOUT", []):
+            pcout[bit] = i
+    n = 0
+    for i, c in enumerate(dsps):
+        src = {pcout.get(bit) for bit in c["connections"].get("PCIN", [])}
+        if len(src) == 1 and None not in src and i not in src:
+            n += 1
+    return n
 
 
 def parse_stat(text: str) -> dict:
