@@ -78,9 +78,10 @@ module mpe_axis #(
     reg [63:0] insns, ext_macs, ext_fixed;
     reg [TBW:0] owed;                                  // tiles issued and not yet sent
     reg        aw_ok, w_ok;
-    reg [11:0] awaddr_q, araddr_q;
+    reg [11:0] awaddr_q;
     reg [31:0] wdata_q;
     wire       rd_fire = s_axi_control_rvalid && s_axi_control_rready;
+    wire       ar_fire = s_axi_control_arvalid && s_axi_control_arready;
     wire [7:0] kind = op_tdata[511:504];
     assign op_tready = running && !ending && !start_pulse && (owed < TB);
     wire       take  = op_tvalid && op_tready;
@@ -223,11 +224,12 @@ module mpe_axis #(
                     proto_err <= 1'b1;
                 end
             end
+            // ap_done is cleared by the read that returns it (a done set on that edge wins)
+            if (ar_fire && s_axi_control_araddr == REG_CTRL) done_flag <= 1'b0;
             if (running && ending && owed == 0 && !start_pulse) begin
                 running <= 1'b0;
                 done_flag <= 1'b1;
             end
-            if (rd_fire && araddr_q == REG_CTRL) done_flag <= 1'b0;
         end
         r_insns <= insns;
         r_macs  <= ext_macs + c_macs;
@@ -244,7 +246,7 @@ module mpe_axis #(
         start_pulse <= 1'b0;
         if (rst) begin
             aw_ok <= 1'b0; w_ok <= 1'b0; s_axi_control_bvalid <= 1'b0; s_axi_control_rvalid <= 1'b0;
-            awaddr_q <= 12'd0; araddr_q <= 12'd0; wdata_q <= 32'd0; s_axi_control_rdata <= 32'd0;
+            awaddr_q <= 12'd0; wdata_q <= 32'd0; s_axi_control_rdata <= 32'd0;
         end else begin
             if (s_axi_control_awvalid && s_axi_control_awready) begin
                 aw_ok <= 1'b1;
@@ -261,8 +263,7 @@ module mpe_axis #(
                 if (awaddr_q == REG_CTRL && wdata_q[0] && !running) start_pulse <= 1'b1;
             end
             if (s_axi_control_bvalid && s_axi_control_bready) s_axi_control_bvalid <= 1'b0;
-            if (s_axi_control_arvalid && s_axi_control_arready) begin
-                araddr_q <= s_axi_control_araddr;
+            if (ar_fire) begin
                 s_axi_control_rvalid <= 1'b1;
                 case (s_axi_control_araddr)
                     REG_CTRL:       s_axi_control_rdata <= {28'd0, !running, !running, done_flag, running};
