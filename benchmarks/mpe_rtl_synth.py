@@ -32,7 +32,7 @@ def run(cases, log=print) -> list[dict]:
         for i, (top, params, dsps) in enumerate(cases):
             t0 = time.time()
             rep = synth(top, params, Path(tmp) / str(i))
-            est = (R.MPE_DSP if top == "mpe_core" else R.CHAIN_DSP) * dsps
+            est = (R.RTL_MPE_DSP if top == "mpe_core" else R.CHAIN_DSP) * dsps
             rows.append({"top": top, "params": params, "expected_dsp": dsps, "seconds": time.time() - t0,
                          **rep.summary(), "est_lut": est.lut, "est_ff": est.ff})
             log(f"{top} {params}: {rep.summary()} in {time.time() - t0:.0f} s")
