@@ -123,7 +123,7 @@ def random_run(count: int, log=print) -> None:
 def real_run(log=print) -> None:
     """MM/MV instructions of compiled programs, captured from the Python simulator, on the RTL:
     the tiny LLaMA (dense W8A8), the same model compressed (packed N:16 sparse weights) and the
-    first layer of SmolLM2-135M (MM rows cut to one 8-row block to keep the run short)."""
+    first 14 MM/MV of SmolLM2-135M's prefill (MM rows cut to one 8-row block to keep the run short)."""
     import tempfile as tf
     from flightllm_overlay.compiler import compile_compressed, compile_model
     from flightllm_overlay.compress import CompressionConfig, compress
@@ -144,7 +144,7 @@ def real_run(log=print) -> None:
                       CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=512), progress=False)
         programs = [("tiny LLaMA, dense W8A8", compile_model(tiny, ctx=256), None),
                     ("tiny LLaMA, compressed (N:16 sparse)", compile_compressed(cm, ctx=256), None),
-                    ("SmolLM2-135M, first layer", compile_model(load_checkpoint(None), ctx=256), 14)]
+                    ("SmolLM2-135M, first 14 MM/MV", compile_model(load_checkpoint(None), ctx=256), 14)]
         for prim in (0, 1):
             p = M.MPEParams(**BENCH, dsp_prim=prim)
             exe = V.build(p)
