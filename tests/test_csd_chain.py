@@ -1,4 +1,4 @@
-"""CSD-chain model (sim/csd_chain.py): packed DSP48 MAC, lanes, OAU exactness, N:16 packing, utilisation."""
+"""CSD-chain model (hw/sparse_dsp_chain.py): packed DSP48 MAC, lanes, OAU exactness, N:16 packing, utilisation."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flightllm_overlay.sim import csd_chain as C
+from flightllm_overlay.hw import sparse_dsp_chain as C
 
 I64 = np.int64
 int8s = st.one_of(st.sampled_from([-128, 127, -127, -1, 0, 1]), st.integers(-128, 127))

@@ -97,12 +97,26 @@ def _op(*names) -> Cost:
     return total
 
 
-#: One INT8 DSP48E2 of the MPE with what sits around it.  Sparse MUX: each DSP picks its two packed
-#: activations (8 bits each) out of 16 candidates by a 4-bit index: 16 bit-slices of a 16:1 mux,
-#: 4 LUT6 each (LUT6 + F7/F8 muxes) = 64 LUT; reduction node and overflow-adjust unit of each
-#: 2-DSP group, ~40 LUT per group = 20 per DSP.  FF: two pipeline stages of 2x8-bit activations,
-#: an 8-bit weight and a 4-bit index = 56.
-MPE_DSP = Cost(dsp=1, lut=64 + 20, ff=56)
+#: One DSP48E2 of a configurable sparse DSP chain with what sits around it, from Yosys 0.23's
+#: `synth_xilinx -family xcup` of src/rtl/csd_chain.v (L = 16, DSP48E2 instantiated): 2,539 LUT
+#: (730 of them SRL16E) and 852 FF for 16 DSPs.  Per DSP: the sparse MUX (16 bit-slices of a 16:1
+#: mux, 4 LUT6 each = 64), the reduction node and overflow adjust (~50), the systolic operand skew
+#: and result deskew as SRL16E (~46); FF: pipeline registers.  tests/test_rtl_synth.py keeps this
+#: within 20% of the synthesis.
+CHAIN_DSP = Cost(dsp=1, lut=159, ff=53)
+#: Per chain of the MPE core (src/rtl/mpe_core.v) beyond its 16 DSPs: the 16 x 2 INT32 accumulator
+#: bank with its segment select and adders, the team sum, the result register and the activation
+#: read muxes.  Yosys of mpe_core at 2 chains (benchmarks/mpe_rtl_synth.py): 12,324 LUT (1,460
+#: SRL16E) and 5,086 FF, minus 2 x 16 CHAIN_DSP, over 2 chains; the activation buffers themselves
+#: (LUTRAM there) are the abuf, counted with the buffers below.
+MPE_CHAIN_EXTRA = Cost(lut=3618, ff=1695)
+#: One INT8 DSP48E2 of the MPE: the synthesized chain (the hand estimate this replaces, 84 LUT and
+#: 56 FF, left out the operand skew registers: 1.9x fewer LUTs than the chain takes).  The
+#: accumulation behind the chains is not in it: the paper's design budget for it is not known, and
+#: the RTL's own (fabric banks, MPE_CHAIN_EXTRA) does not fit the device; see rtl_mpe_what_if.
+MPE_DSP = CHAIN_DSP
+#: One DSP of the RTL MPE core as written (src/rtl/mpe_core.v), per-chain costs shared out.
+RTL_MPE_DSP = CHAIN_DSP + MPE_CHAIN_EXTRA * (1 / 16)
 #: Smallest reduction length K the epilogue keeps up with: a 16-wide chain finishes one output
 #: every K/16 cycles, so the array completes mm_macs/K outputs per cycle.  LLaMA-family linears
 #: have K >= the hidden size (576 for SmolLM2-135M); attention P.V with under 256 keys stalls briefly.
@@ -296,6 +310,20 @@ class Estimate:
                 f"{slr[worst_slr]:.1%} {worst_slr})")
         return head + (f"; tight (>{TIGHT:.0%}): {', '.join(tight)}" if tight else "")
 
+    def rtl_mpe_what_if(self):
+        """Device LUT/FF if every MPE were src/rtl/mpe_core.v as Yosys synthesizes it: its INT32
+        accumulator banks, segment select and team sums in fabric (plus 4 DSP48E2 of counters);
+        None when the board's LUT/FF capacity is not stated."""
+        if self.capacity.get("LUT") is None or self.capacity.get("FF") is None:
+            return None
+        n = self.cores * sum(i.count for i in self.items
+                             if i.kernel == "mpe" and i.what.startswith("INT8 DSP48E2"))
+        total = self.total
+        lut = total.lut + (RTL_MPE_DSP.lut - MPE_DSP.lut) * n
+        ff = total.ff + (RTL_MPE_DSP.ff - MPE_DSP.ff) * n
+        return {"LUT": lut, "FF": ff, "LUT %": 100 * lut / self.capacity["LUT"],
+                "FF %": 100 * ff / self.capacity["FF"]}
+
     def dequant_in_dsp_what_if(self) -> int:
         """Extra DSPs if every memctrl dequantiser lane used half a DSP48E2 (two per DSP)."""
         return math.ceil(self.dequant_lanes / 2) * self.cores
@@ -383,5 +411,10 @@ def format_report(est: Estimate | None = None) -> str:
               f"What if the memctrl dequantisers used DSPs (2 lanes per DSP48E2): "
               f"+{est.dequant_in_dsp_what_if():,} DSP -> {total['DSP'] + est.dequant_in_dsp_what_if():,}"
               f" of {_n(est.capacity['DSP'])}"]
+    rtl = est.rtl_mpe_what_if()
+    if rtl is not None:
+        lines.append(f"What if every MPE were the RTL core as written (accumulator banks in fabric, "
+                     f"Yosys): LUT {rtl['LUT']:,.0f} ({rtl['LUT %']:.0f}% of the device), FF "
+                     f"{rtl['FF']:,.0f} ({rtl['FF %']:.0f}%)")
     lines += [f"Note: {n}" for n in est.notes]
     return "\n".join(lines)

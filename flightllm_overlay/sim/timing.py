@@ -232,6 +232,10 @@ class TimingModel:
                     # only while issuing (one AXI burst request per cycle); the channels stay
                     # busy until the data has moved, and tokens are released then.
                     unit_free[res] = start + self.issue_cycles(f) if chans else end
+                    # The MPE pipelines instructions: it takes the next one after the last
+                    # pass; the result (and the tokens) come mpe_latency cycles later (RTL).
+                    if op in _MPE:
+                        unit_free[res] = end - self.mpe_latency
                     # A pseudo-channel is busy while its data moves; the access latency
                     # overlaps the transfer of the request before (AXI reads are pipelined).
                     for ch in chans:

@@ -1,4 +1,4 @@
-"""cocotb testbench: csd_chain.v beat by beat against flightllm_overlay.sim.csd_chain (all N:16, random + extreme data).
+"""cocotb testbench: csd_chain.v beat by beat against flightllm_overlay.hw.sparse_dsp_chain (all N:16, random + extreme data).
 
 Run through tests/test_csd_rtl.py (cocotb's Python runner, Icarus).  Environment set by the runner:
 CSD_L (the chain's L parameter) and CSD_MODEL_OAU_MIN (the model's OAU threshold; it equals the
@@ -13,7 +13,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from flightllm_overlay.sim import csd_chain as C
+from flightllm_overlay.hw import sparse_dsp_chain as C
 
 L = int(os.environ.get("CSD_L", "16"))
 MODEL_OAU_MIN = float(os.environ.get("CSD_MODEL_OAU_MIN", str(C.DEFAULT_OAU_THRESHOLD)))

@@ -14,11 +14,12 @@
 // rst (synchronous, active high) clears the valid and code pipelines; the data path has no reset.
 // OAU_MIN: segments longer than OAU_MIN DSP48s use an OAU every 4 DSP48s.  The default 4 is exact
 // for the full INT8 range; 8 is the paper's rule (wrong only when eight (-128)*(-128) products meet).
-// The numpy model flightllm_overlay/sim/csd_chain.py (CSDChain(L, oau_threshold=OAU_MIN)) is the
+// The numpy model flightllm_overlay/hw/sparse_dsp_chain.py (CSDChain(L, oau_threshold=OAU_MIN)) is the
 // reference for every output bit.
 module csd_chain #(
     parameter L       = 16,              // DSP48s, a multiple of 4
-    parameter OAU_MIN = 4
+    parameter OAU_MIN = 4,
+    parameter DSP_PRIM = 0               // 1: DSP48s are the DSP48E2 model (dsp48e2.v), 0: inferred
 ) (
     input  wire                clk,
     input  wire                rst,
@@ -48,9 +49,12 @@ module csd_chain #(
     assign out_valid = cv[LATENCY + 1][2];
     assign out_code  = cv[LATENCY + 1][1:0];
 
-    wire [NDG*48-1:0] pcout, c_next;
+    // The last DG's cascade, C, Z-MUX and MSP outputs have no next DG to feed.
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [NDG*48-1:0] pout, pcout, c_next;
     wire [NDG*2-1:0]  zsel_next;
     wire [NDG*8-1:0]  msp_a, msp_b;
+    /* verilator lint_on UNUSEDSIGNAL */
     wire [NDG*32-1:0] res_a, res_b, resd_a, resd_b;
 
     genvar g;
@@ -62,14 +66,14 @@ module csd_chain #(
             wire [7:0]  mia  = (g == 0) ? 8'd0  : msp_a[(g > 0 ? g - 1 : 0) * 8 +: 8];
             wire [7:0]  mib  = (g == 0) ? 8'd0  : msp_b[(g > 0 ? g - 1 : 0) * 8 +: 8];
 
-            csd_dg #(.G(g)) dg (
+            csd_dg #(.G(g), .DSP_PRIM(DSP_PRIM)) dg (
                 .clk(clk), .act_a(in_act_a), .act_b(in_act_b),
                 .w(in_w[g * 16 +: 16]), .idx(in_idx[g * 8 +: 8]),
-                .zsel(zsel), .c(c), .pcin(pcin), .pcout(pcout[g * 48 +: 48]));
+                .zsel(zsel), .c(c), .pcin(pcin), .p(pout[g * 48 +: 48]), .pcout(pcout[g * 48 +: 48]));
 
             // The beat reaches RN g after edge 2g + 3: its code is in cv[2g + 4].
             csd_rn #(.G(g), .OAU_MIN(OAU_MIN)) rn (
-                .clk(clk), .p(pcout[g * 48 +: 48]), .code(cv[2 * g + 4][1:0]),
+                .clk(clk), .p(pout[g * 48 +: 48]), .code(cv[2 * g + 4][1:0]),
                 .msp_in_a(mia), .msp_in_b(mib),
                 .zsel_next(zsel_next[g * 2 +: 2]), .c_next(c_next[g * 48 +: 48]),
                 .msp_out_a(msp_a[g * 8 +: 8]), .msp_out_b(msp_b[g * 8 +: 8]),

@@ -5,8 +5,10 @@ module csd_delay #(
     parameter W = 1,
     parameter D = 1
 ) (
-    input  wire         clk,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  wire         clk,             // unused when D = 0
     input  wire         rst,
+    /* verilator lint_on UNUSEDSIGNAL */
     input  wire [W-1:0] d,
     output wire [W-1:0] q
 );

@@ -1,6 +1,9 @@
-"""Bit-accurate numpy model of FlightLLM's configurable sparse DSP chain (CSD-chain), DSP48E2 by DSP48E2.
+"""Bit-accurate numpy model of FlightLLM's configurable sparse DSP chain, DSP48E2 by DSP48E2.
 
-What is modelled (paper §3.2, docs flightllm-facts §1.2-1.3; the RTL in ``src/rtl/`` mirrors it):
+The configurable sparse DSP chain ("CSD chain", the name the RTL files ``src/rtl/csd_*.v`` carry) is
+the paper's chain of packed INT8 DSP48E2s whose multiplexers skip the zeros of N:16 sparse weights.
+
+What is modelled (paper §3.2, docs flightllm-facts §1.2-1.3; the RTL in ``src/rtl/csd_*.v`` mirrors it):
 
 * **Packed dual INT8 MAC** (Xilinx WP486): activations ``a`` (lane A, upper) and ``b`` (lane B,
   lower) share the weight ``w``.  The pre-adder forms ``AD = (a << 18) + b`` (27 bits), the
@@ -35,9 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..spec.wformat import BLOCK, FSB_CODES  # FSB blocks of 16 x 16 weights; N of N:16 (16: dense)
+
 M = 16                               # activations a sparse MUX chooses from (the M of N:M)
-BLOCK = 16                           # FSB block: 16 x 16 weights, one N code per block
-FSB_CODES = (2, 4, 8, 16)            # N of N:16; 16 = dense
 DG_SIZE = 2                          # DSP48s per DSP group
 LANE_BITS, LANE_SHIFT = 18, 18       # lane width; lane A sits at bit 18 of P
 AD_BITS, P_BITS = 27, 48             # DSP48E2 pre-adder output and accumulator widths
