@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flightllm_overlay.compiler import compile_shapes
+from flightllm_overlay.compiler import BucketTable, compile_shapes
 from flightllm_overlay.compiler.fit import ModelTooLargeError
 from flightllm_overlay.errors import CompileError
 from flightllm_overlay.config import load_target
@@ -28,7 +28,7 @@ CONTEXT = 384
 def decode_step(model: str, target):
     """(tokens/s, memory-roofline tokens/s, max MiB on one channel) of one decode step."""
     program = compile_shapes(ModelArgs.from_name(model), target, weight_bits=4, schedule="all")
-    step, _ = program.bucket_step("decode", CONTEXT, target)
+    step, _ = BucketTable(program, target).step("decode", CONTEXT)
     tl = TimingModel(target).schedule(step.compiled_streams, keep_events=False)
     memory, _ = roofline_cycles(target, sum(tl.hbm_bytes.values()), tl.macs)
     return (target.clock_hz / tl.cycles, target.clock_hz / memory,

@@ -10,17 +10,23 @@ from dataclasses import dataclass, field
 
 from .compiler.buckets import BucketTable
 from .sim.timing import TimingModel
+from .spec.counters import CounterField, Counters
 
 
 @dataclass
 class StepFigures:
+    """Predicted figures of the runs of one step kind: the timing model's counters summed over
+    them, the MPE's MAC slots as scheduled in passes, and stalls (unit, cause) -> cycles."""
+
     runs: int = 0
-    cycles: int = 0
-    hbm_bytes: int = 0
-    macs: int = 0
+    counters: Counters = field(default_factory=Counters)
     mpe_slots: int = 0            # MAC slots the configurable chain spent
     mpe_slots_fixed: int = 0      # ... a fixed dense chain would spend on the same work
     stalls: dict = field(default_factory=dict)
+
+    cycles = CounterField()
+    hbm_bytes = CounterField()
+    macs = CounterField()
 
     def dsp_utilisation(self, fixed: bool = False) -> float:
         slots = self.mpe_slots_fixed if fixed else self.mpe_slots
@@ -118,9 +124,7 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
 
     def add(fig, tl):
         fig.runs += 1
-        fig.cycles += tl.cycles
-        fig.hbm_bytes += sum(tl.hbm_bytes.values())
-        fig.macs += tl.macs
+        fig.counters = fig.counters + tl.counters
         fig.mpe_slots += tl.mpe_slots
         fig.mpe_slots_fixed += tl.mpe_slots_fixed
         for k, v in tl.stalls.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from flightllm_overlay.bench import bench
-from flightllm_overlay.compiler import compile_shapes
+from flightllm_overlay.compiler import BucketTable, compile_shapes
 from flightllm_overlay.config import load_target
 from flightllm_overlay.model.args import ModelArgs
 
@@ -55,8 +55,8 @@ def test_sampled_decode_is_never_optimistic(program):
 def test_compute_fence_is_never_slower(program):
     fenced = compile_shapes(MODEL, U280, ctx=256, weight_bits=4, schedule="compute_fence")
     for end in (32, 200):
-        a, _ = program.bucket_step("decode", end, U280)
-        b, _ = fenced.bucket_step("decode", end, U280)
+        a, _ = BucketTable(program, U280).step("decode", end)
+        b, _ = BucketTable(fenced, U280).step("decode", end)
         from flightllm_overlay.sim.timing import TimingModel
         tm = TimingModel(U280)
         assert tm.schedule_image(b.image).cycles <= tm.schedule_image(a.image).cycles

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from pynq import Overlay
 from .. import config
 from ..errors import AddressError, ArgumentError, BitstreamError, DeviceTimeoutError
 from ..hw.design import build_design
+from ..spec.counters import Counters
 from .choice import choose_device
 from .drivers import DEFAULT_TIMEOUT, check_timeout
 
@@ -27,44 +28,28 @@ DEFAULT_BITFILE = "flightllm.xclbin"
 BITSTREAMS_DIR = Path(__file__).resolve().parent.parent / "bitstreams"
 
 
-@dataclass(frozen=True)
-class CoreStats:
-    """Counters one core's units reported for the last run."""
-
-    mpe_instructions: int
-    macs: int
-    misc_instructions: int
-    misc_elements: int
-    hbm_bytes_read: int
-    hbm_bytes_written: int
-    fixed_chain_macs: int = 0      # MAC slots a fixed dense chain would spend on the same work
+#: One core's counters, read from its units' registers (the scheduler's two are 0 per core).
+CoreStats = Counters
 
 
 @dataclass(frozen=True)
-class RunStats:
-    """Counters of the last run, as read from the compute units' registers."""
+class RunStats(Counters):
+    """Counters of the last run, read from the compute units' registers: the sum over
+    `per_core` (one `Counters` per core) plus the scheduler's instructions and cycles."""
 
-    cycles: int
-    instructions: int
-    per_core: tuple
-    clock_mhz: float
+    per_core: tuple = ()
+    clock_mhz: float = 0.0
+
+    @classmethod
+    def of(cls, per_core, instructions: int, cycles: int, clock_mhz: float) -> "RunStats":
+        total = Counters.run(per_core, instructions, cycles)
+        return cls(**{f.name: getattr(total, f.name) for f in fields(Counters)},
+                   per_core=tuple(per_core), clock_mhz=clock_mhz)
 
     @property
     def seconds(self) -> float:
         """Device time of the run at the kernel clock (0 when the device does not count cycles)."""
         return self.cycles / (self.clock_mhz * 1e6)
-
-    @property
-    def macs(self) -> int:
-        return sum(c.macs for c in self.per_core)
-
-    @property
-    def fixed_chain_macs(self) -> int:
-        return sum(c.fixed_chain_macs for c in self.per_core)
-
-    @property
-    def hbm_bytes(self) -> int:
-        return sum(c.hbm_bytes_read + c.hbm_bytes_written for c in self.per_core)
 
 
 def resolve_bitstream(bitfile_name: str, device) -> str:
@@ -245,11 +230,13 @@ class FlightLLMOverlay(Overlay):
         per_core = []
         for c in range(self.design.cores):
             mpe, misc, mem = (u.counters() for u in self.units(c))
-            per_core.append(CoreStats(mpe["instructions"], mpe["macs"], misc["instructions"],
-                                      misc["elements"], mem["bytes_read"], mem["bytes_written"],
-                                      mpe["fixed_macs"]))
+            per_core.append(Counters(
+                mpe_instructions=mpe["instructions"], macs=mpe["macs"],
+                fixed_chain_macs=mpe["fixed_macs"], misc_instructions=misc["instructions"],
+                misc_elements=misc["elements"], hbm_bytes_read=mem["bytes_read"],
+                hbm_bytes_written=mem["bytes_written"]))
         top = self.scheduler.counters()
-        return RunStats(top["cycles"], top["instructions"], tuple(per_core), self.target.clock_mhz)
+        return RunStats.of(per_core, top["instructions"], top["cycles"], self.target.clock_mhz)
 
     def reset(self):
         """Soft-reset the accelerator (every CU back to idle), then pynq's Overlay.reset."""

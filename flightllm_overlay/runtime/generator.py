@@ -11,6 +11,7 @@ import numpy as np
 
 from ..compiler.identity import check_tokenizer
 from ..errors import ContextLengthError
+from ..spec.counters import CounterField, Counters
 from .sampling import SamplingParams, sample
 from .session import Session
 
@@ -33,10 +34,7 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    instructions: int = 0
-    macs: int = 0
-    hbm_bytes: int = 0
-    device_cycles: int = 0
+    counters: Counters = field(default_factory=Counters)   # the device's, this call's runs
     runs: dict = field(default_factory=dict)
     step_cycles: dict = field(default_factory=dict)
     buckets: dict = field(default_factory=dict)      # bucket stream -> runs
@@ -44,6 +42,12 @@ class GenerationStats:
     bucket_misses: int = 0
     bucket_compiles: int = 0
     finish_reason: str = ""
+
+    instructions = CounterField()
+    macs = CounterField()
+    fixed_chain_macs = CounterField()
+    hbm_bytes = CounterField()
+    device_cycles = CounterField("cycles")
 
     @property
     def predicted_decode_tokens_per_second(self) -> float:
@@ -196,7 +200,7 @@ class Generator:
 
 def _accumulate(st: GenerationStats, d) -> None:
     """Copy the device counters of one generation (a StepStats difference) into `st`."""
-    for name in ("instructions", "macs", "hbm_bytes", "device_cycles", "step_cycles", "buckets",
-                 "bucket_hits", "bucket_misses", "bucket_compiles"):
+    for name in ("counters", "step_cycles", "buckets", "bucket_hits", "bucket_misses",
+                 "bucket_compiles"):
         setattr(st, name, getattr(d, name))
     st.runs = d.per_step

@@ -15,18 +15,15 @@ import pynq
 from ..compiler.buckets import BucketTable
 from ..compiler.program import Program
 from ..errors import ContextLengthError, DeviceError, FlightLLMError
+from ..spec.counters import CounterField, Counters
 
 
 @dataclass
 class StepStats:
-    """Counters accumulated over runs (from the compute units' registers)."""
+    """Counters accumulated over runs (from the compute units' registers), and where they ran."""
 
+    counters: Counters = field(default_factory=Counters)   # summed over the runs
     runs: int = 0
-    instructions: int = 0
-    macs: int = 0
-    fixed_chain_macs: int = 0    # MAC slots a fixed dense chain would have spent
-    hbm_bytes: int = 0
-    device_cycles: int = 0
     per_step: dict = field(default_factory=dict)     # step kind -> runs
     buckets: dict = field(default_factory=dict)      # bucket step name -> runs
     bucket_hits: int = 0         # runs whose bucket stream was already in DDR
@@ -34,18 +31,22 @@ class StepStats:
     bucket_compiles: int = 0     # bucket streams compiled during this session
     step_cycles: dict = field(default_factory=dict)  # step name -> device cycles
 
-    def add(self, name: str, stats) -> None:
+    instructions = CounterField()
+    macs = CounterField()
+    fixed_chain_macs = CounterField()
+    hbm_bytes = CounterField()
+    device_cycles = CounterField("cycles")
+
+    def add(self, name: str, stats: Counters) -> None:
+        """Count one run of step `name` (`stats`: the run's counters, e.g. a RunStats)."""
         self.runs += 1
-        self.instructions += stats.instructions
-        self.macs += stats.macs
-        self.fixed_chain_macs += stats.fixed_chain_macs
-        self.hbm_bytes += stats.hbm_bytes
-        self.device_cycles += stats.cycles
+        self.counters = self.counters + stats
         self.per_step[name] = self.per_step.get(name, 0) + 1
         self.step_cycles[name] = self.step_cycles.get(name, 0) + stats.cycles
 
     def since(self, before: "StepStats") -> "StepStats":
-        """What was counted after `before` (a copy taken earlier): field by field differences."""
+        """What was counted after `before` (a copy taken earlier): field by field differences
+        (`counters` by `Counters` subtraction)."""
         out = StepStats()
         for f in fields(self):
             now, then = getattr(self, f.name), getattr(before, f.name)

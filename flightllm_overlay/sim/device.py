@@ -34,12 +34,12 @@ from ..errors import AddressError, BitstreamError, FlightLLMError, IllegalInstru
 from ..hw import control as C
 from ..hw.design import kernel_vlnv
 from ..hw.regfile import RegisterAccess, RegisterFile
+from .counters import per_core_counters, run_counters
 from .memory import DeviceMemory, SimMemoryBank
 from .xclbin import build_xclbin, is_metadata_only, sim_device_name
 
 __all__ = ["RegisterAccess", "SimulatedU280"]
 _OUR_VLNVS = {kernel_vlnv(k) for k in ("scheduler", "mpe", "misc", "memctrl")}
-_MPE_UNITS, _MISC_UNITS = ("MM", "MV"), ("MISC",)
 
 
 def _default_simulator_factory(target):
@@ -244,20 +244,19 @@ class SimulatedU280(U280Device):
             cu.finish()
 
     def _store_counters(self, sched: RegisterFile, counters):
-        per_core = list(counters.per_core)
-        read, written = dict(counters.hbm_read), dict(counters.hbm_written)
-        sched.set_counter("cycles", getattr(counters, "cycles", 0) or 0)
-        sched.set_counter("insns", sum(sum(pc.instructions.values()) for pc in per_core))
+        per_core = per_core_counters(counters, self.design.core_channels)
+        run = run_counters(counters, self.design.core_channels)
+        sched.set_counter("cycles", run.cycles)
+        sched.set_counter("insns", run.instructions)
         for c, pc in enumerate(per_core):
             mpe, misc, mem = (self._cus[u.instance] for u in self.design.units(c))
-            mpe.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MPE_UNITS))
+            mpe.set_counter("insns", pc.mpe_instructions)
             mpe.set_counter("macs", pc.macs)
             mpe.set_counter("fixed_macs", pc.fixed_chain_macs)
-            misc.set_counter("insns", sum(pc.instructions.get(u, 0) for u in _MISC_UNITS))
+            misc.set_counter("insns", pc.misc_instructions)
             misc.set_counter("elements", pc.misc_elements)
-            channels = self.design.core_channels[c]
-            mem.set_counter("bytes_read", sum(read.get(ch, 0) for ch in channels))
-            mem.set_counter("bytes_written", sum(written.get(ch, 0) for ch in channels))
+            mem.set_counter("bytes_read", pc.hbm_bytes_read)
+            mem.set_counter("bytes_written", pc.hbm_bytes_written)
 
     def _soft_reset(self):
         for cu in self._cus.values():

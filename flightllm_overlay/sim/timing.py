@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..config import UNITS, Target
 from ..spec import isa
+from ..spec.counters import CounterField, Counters
 from ..spec.semantics import mpe_operand, rows_at_capacity, stripe_channels
 
 _MPE = ("MM", "MV")
@@ -53,16 +54,20 @@ class Event:
 
 @dataclass
 class Timeline:
-    """The schedule of one run and what it adds up to."""
+    """The schedule of one run and what it adds up to: `counters` as the registers would count
+    the run (predicted, lengths at capacity), HBM bytes per pseudo-channel, the MPE's MAC slots
+    as scheduled in passes, and the stalls."""
 
     events: list
-    cycles: int
     clock_hz: float
+    counters: Counters = field(default_factory=Counters)   # what the registers would count
     stalls: dict = field(default_factory=dict)     # (unit, cause) -> cycles waited
     hbm_bytes: dict = field(default_factory=dict)  # channel -> bytes
-    macs: int = 0                                  # MACs on kept weights (useful work)
     mpe_slots: int = 0                             # MAC slots the MPE spent (passes x width)
     mpe_slots_fixed: int = 0                       # ... a fixed dense chain would spend
+
+    cycles = CounterField()
+    macs = CounterField()                          # MACs on kept weights (useful work)
 
     def dsp_utilisation(self, fixed: bool = False) -> float:
         """Useful MACs / MAC slots of the MPE's passes: the configurable sparse chain as
@@ -134,6 +139,11 @@ class TimingModel:
         passes, width = self.mpe_passes(op, m, n, k, kept)
         return passes * width, self.mpe_passes(op, m, n, k)[0] * width
 
+    def misc_elements(self, f: dict) -> int:
+        """Elements a MISC instruction processes at capacity (two-pass ops read them twice)."""
+        mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else "?"
+        return (2 if mop in _TWO_PHASE else 1) * f.get("rows", 0) * f.get("k", 0)
+
     def misc_cycles(self, mop: str, rows: int, k: int) -> int:
         passes = 2 if mop in _TWO_PHASE else 1
         return self.misc_latency + passes * _ceil(rows * k, self.t.misc_elements_per_cycle)
@@ -173,6 +183,8 @@ class TimingModel:
         t_prev = 0                                  # ... and of the one before (HBM loads)
         events, stalls, hbm, macs = [], {}, {}, 0
         slots = [0, 0]                              # configurable, fixed
+        tally = {"written": 0, "fixed_chain_macs": 0, "misc_elements": 0}
+        insns = {}                                  # op -> instructions
         fetch_bpc = self.ddr_bpc / n_cores          # the cores share the instruction bank
         chan_free = {}
         ports = [self.t.channels_of(c) if c < self.t.cores else () for c in range(n_cores)]
@@ -201,6 +213,7 @@ class TimingModel:
                     pc = item[2] if len(item) > 2 else pcs[c]
                     pcs[c] += 1
                     words[c] += 4 * isa.FORMATS[op].words
+                    insns[op] = insns.get(op, 0) + 1
                     if op == "SYS":
                         if f.get("op", 0) == 1:
                             done[c] = True
@@ -241,11 +254,15 @@ class TimingModel:
                     for ch in chans:
                         chan_free[ch] = end - self.hbm_latency
                         hbm[ch] = hbm.get(ch, 0) + nbytes // len(chans)
+                        tally["written"] += nbytes // len(chans) if op == "ST" else 0
                     macs += mac
+                    tally["misc_elements"] += self.misc_elements(f) if op == "MISC" else 0
                     if op in _MPE:
                         conf, fixed = self.mpe_slots(op, f)
                         slots[0] += conf
                         slots[1] += fixed
+                        m, n, k, _ = mpe_operand(f)
+                        tally["fixed_chain_macs"] += m * n * k
                     rel = f.get("release", 0)
                     for p, dst in enumerate(UNITS):
                         if rel >> p & 1:
@@ -270,7 +287,14 @@ class TimingModel:
                 ld_carry = 0
             fence_prev = fence and not all(done)
             t_prev, t0 = t0, phase_end + self.barrier
-        return Timeline(events, t0, self.t.clock_hz, stalls, hbm, macs, *slots)
+        read = sum(hbm.values()) - tally["written"]
+        totals = Counters(instructions=sum(insns.values()),
+                          mpe_instructions=sum(insns.get(u, 0) for u in _MPE),
+                          misc_instructions=insns.get("MISC", 0), macs=macs,
+                          fixed_chain_macs=tally["fixed_chain_macs"],
+                          misc_elements=tally["misc_elements"], hbm_bytes_read=read,
+                          hbm_bytes_written=tally["written"], cycles=t0)
+        return Timeline(events, self.t.clock_hz, totals, stalls, hbm, *slots)
 
     def schedule_image(self, image) -> Timeline:
         """Schedule a packed instruction image (uint32 array) as compiled."""
