@@ -57,7 +57,7 @@ def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
 def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str = "") -> None:
     """Raise `CheckpointError` on missing, unexpected or mis-shaped tensors."""
     where = f" in {source}" if source else ""
-    prefix = "model.decoder.layers." if args.arch == "opt" else "model.layers."
+    prefix = model_family(args).layer_prefix
     present = {k[len(prefix):].split(".")[0] for k in weights if k.startswith(prefix)}
     if len(present) < args.n_layers:       # checked before building n_layers x 9 names
         raise CheckpointError(

@@ -24,6 +24,7 @@ class ModelFamily:
     reference: type              # the float reference, a `Transformer` (sub)class
     embed_name: str              # Hugging Face name of the token embedding
     expected_shapes: Callable    # args -> {tensor name: shape} of a complete checkpoint
+    layer_prefix: str            # Hugging Face name prefix of decoder layer i: prefix + "i."
     hf_name: Callable = _same_name   # a safetensors tensor name -> ours (e.g. add a prefix)
 
 

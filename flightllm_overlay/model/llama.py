@@ -273,4 +273,4 @@ def llama_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-register(ModelFamily("llama", Transformer, "model.embed_tokens.weight", llama_shapes))
+register(ModelFamily("llama", Transformer, "model.embed_tokens.weight", llama_shapes, "model.layers."))

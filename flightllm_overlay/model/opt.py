@@ -144,4 +144,4 @@ def _opt_hf_name(name: str) -> str:
 
 
 register(ModelFamily("opt", OPTTransformer, "model.decoder.embed_tokens.weight", opt_shapes,
-                     _opt_hf_name))
+                     "model.decoder.layers.", _opt_hf_name))
