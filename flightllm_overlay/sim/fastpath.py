@@ -25,8 +25,9 @@ import numpy as np
 
 from .. import isa
 from ..config import UNITS
-from ..errors import FlightLLMError
-from .onchip import _strided
+from ..errors import AddressError, FlightLLMError
+from .memory import PAGE as _PAGE
+from .onchip import _copy_rows, _region, _strided
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
 _HANDLER = {"LD": "ld", "ST": "st", "MM": "mpe", "MV": "mpe", "MISC": "misc"}
@@ -113,6 +114,11 @@ class Plan:
         try:
             if op == "LD" and not f.get("wfmt", 0) and not f.get("dyn", 0):
                 step = self._prepare_ld(ctx, core, f)
+            elif op in ("LD", "ST") and f.get("dyn", 0) and not f.get("wfmt", 0) \
+                    and not f.get("remote", 0) and not f.get("stripe", 0):
+                step = self._prepare_dyn_move(ctx, core, op, f)
+            elif op == "MISC" and not f.get("dyn_k", 0):
+                step = self._prepare_misc(ctx, core, f)
             elif op in ("MM", "MV") and not (f.get("dyn_n", 0) or f.get("dyn_k", 0)
                                              or f.get("sparse", 0)):
                 step = self._prepare_mpe(ctx, core, op, f)
@@ -149,9 +155,7 @@ class Plan:
                 self.allocs.append(find(p[1], p[2]))
             self.static_read[p[0]] = self.static_read.get(p[0], 0) + p[3] * p[4]
         if bname == "wbuf" and bstride == row_bytes:
-            def weight_load(ctx):
-                core.replace_tags(addr, end, ctx.wbuf_snapshot(parts, rows, row_bytes, f))
-            return weight_load
+            return self._prepare_weight_load(ctx, core, f, parts, rows, row_bytes, addr, end)
         views = [ctx._view(p) for p in parts]
         dst = _strided(buf, addr, rows, row_bytes, bstride)
         if len(views) == 1:
@@ -170,6 +174,84 @@ class Plan:
                 core.materialize(addr, end)
             dst[...] = np.concatenate(views, 1)
         return striped_load
+
+    def _prepare_weight_load(self, ctx, core, f, parts, rows, row_bytes, addr, end):
+        """A static load into the weight buffer: the reference's snapshot, whose version check
+        reads the page versions of the device buffers directly (what `DeviceMemory.version`
+        returns, without finding the buffer again)."""
+        from .functional import snapshot_key
+        key, snaps = snapshot_key(parts, rows, row_bytes, f), ctx.sim._snapshots
+        pages = []
+        for p in parts:
+            alloc = ctx.memory.find(p[1], max(p[2], 1))
+            if getattr(alloc, "pages", None) is None or not hasattr(ctx.memory, "version"):
+                pages = None
+                break
+            off = p[1] - alloc.address
+            pages.append((alloc.pages, off // _PAGE, (off + max(p[2], 1) - 1) // _PAGE + 1))
+        if pages is None:
+            def weight_load(ctx):
+                core.replace_tags(addr, end, ctx.wbuf_snapshot(parts, rows, row_bytes, f))
+            return weight_load
+
+        def weight_load(ctx):
+            snap = snaps.get(key)
+            if snap is None or snap.version != tuple(
+                    pg[a] if b == a + 1 else pg[a:b].max() for pg, a, b in pages):
+                snap = ctx.wbuf_snapshot(parts, rows, row_bytes, f)
+            core.replace_tags(addr, end, snap)
+        return weight_load
+
+    def _prepare_dyn_move(self, ctx, core, op, f):
+        """An LD or ST whose rows and HBM offset follow pos/len (the KV cache): the channel
+        checks are static; rows, offset and the bounds checks are the reference's, per run."""
+        ch, row_bytes, stride = f.get("channel", 0), f.get("row_bytes", 0), f.get("hbm_stride", 0)
+        base = ctx._channel(core, ch)
+        bstride, bname = f.get("buf_stride", 0), isa.BUFFERS[f.get("buf", 0)]
+        buf, addr = core.bufs[bname], f.get("buf_addr", 0)
+        limit, memory, what = ctx.sim.target.hbm_channel_bytes, ctx.memory, f"{op} of {bname}"
+        load, wbuf = op == "LD", bname == "wbuf"
+
+        def move(ctx):
+            rows, off = ctx._dyn(f)
+            end = _region(buf, addr, rows, row_bytes, bstride, what)
+            if not rows or not row_bytes:
+                return
+            extent = (rows - 1) * stride + row_bytes
+            if off + extent > limit:
+                raise AddressError(f"HBM address {off:#x}+{extent:#x} is past the end of pseudo-"
+                                   f"channel {ch} ({limit:#x} bytes)")
+            hbm = _strided(memory.view(base + off, extent), 0, rows, row_bytes, stride)
+            if wbuf:
+                core.materialize(addr, end)
+            if load:
+                hr = ctx.counters.hbm_read
+                hr[ch] = hr.get(ch, 0) + rows * row_bytes
+                _copy_rows(buf, addr, bstride, hbm)
+                return
+            hbm[...] = _strided(buf, addr, rows, row_bytes, bstride)
+            hw = ctx.counters.hbm_written
+            hw[ch] = hw.get(ch, 0) + rows * row_bytes
+            try:
+                memory.touch(base + off, extent)
+            except TypeError:
+                memory.touch(base + off)
+        return move
+
+    def _prepare_misc(self, ctx, core, f):
+        """A static MISC: its action prepared by the reference on the first run, then called."""
+        handler, ci, plans, box = type(ctx).misc, core.index, ctx.sim._misc_plans, []
+
+        def misc(ctx):
+            if box:
+                box[0]()
+                ctx.counters.per_core[ci].misc_elements += box[1]
+                return
+            handler(ctx, core, f, ctx.counters.per_core[ci], "MISC")
+            plan = plans.get((ci, id(f)))
+            if plan is not None and plan[0] is f:
+                box[:] = plan[1:]
+        return misc
 
     def _prepare_mpe(self, ctx, core, op, f):
         dims = ctx.mpe_dims(f, op)

@@ -154,6 +154,11 @@ class FunctionalSimulator:
         return plan
 
 
+def snapshot_key(parts, rows, row_bytes, f):
+    """Key of the snapshot a static weight load of these HBM parts uses."""
+    return tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0)
+
+
 def _version(memory, addr, nbytes):
     try:
         return memory.version(addr, nbytes)
@@ -366,7 +371,7 @@ class _RunContext:
     def wbuf_snapshot(self, parts, rows, row_bytes, f):
         """The snapshot of the HBM bytes a static weight load brings in (refreshed when the
         device reports the range written)."""
-        key = (tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0))
+        key = snapshot_key(parts, rows, row_bytes, f)
         version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
@@ -432,24 +437,24 @@ class _RunContext:
                                f"{4 * n} not aligned to 4-byte float32 elements")
         out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
                      "MPE output")
-        return m, n, k, a, a_scale, out, rows, cols, w_stride, w_end
+        return (m, n, k, a, a_scale, out, rows, cols, w_stride, w_end, f.get("sparse", 0),
+                f.get("w_addr", 0), f.get("wt", 0), f.get("no_wscale", 0), f.get("w_scale", 0))
 
     def mpe_execute(self, core, f, cc, operands):
         """The MPE's work on resolved operands: weights (from a snapshot when the range is one),
         exact INT8 products, the FP32 epilogue, FP16 out."""
-        m, n, k, a, a_scale, out, rows, cols, w_stride, w_end = operands
-        if f.get("sparse", 0):
+        m, n, k, a, a_scale, out, rows, cols, w_stride, w_end, sparse, w_addr, wt, no_wscale, \
+            s_addr = operands
+        if sparse:
             w_t = self._sparse_weights_t(core, f, n, k)
             cc.macs += m * 16 * f.get("nnz", 0)
         else:
-            w_t = self._weights_t(core, f.get("w_addr", 0), w_end, rows, cols, w_stride,
-                                  f.get("wt", 0))
+            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
-        if f.get("no_wscale", 0):
+        if no_wscale:
             w_scale = None
         else:
-            s_addr = f.get("w_scale", 0)
             if s_addr % 4:              # the lazy path below must check what _array checks
                 raise ProgramError(f"MPE weight scales: address {s_addr:#x} / stride {4 * n} "
                                    f"not aligned to 4-byte float32 elements")
