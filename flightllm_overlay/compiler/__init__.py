@@ -18,9 +18,19 @@ __all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quanti
            "QuantizedModel"]
 
 
+def show_progress(progress: bool | None) -> bool:
+    """`progress`, or by default: True in a terminal or a notebook (where a silent wait of
+    seconds looks like a hang), False under pytest and in pipes."""
+    if progress is not None:
+        return bool(progress)
+    import sys
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool = False,
                   calibration_tokens=None, smooth: bool = True, fused: bool = True,
-                  weight_bits: int = 8, weight_slots: int = 2, schedule=None) -> Program:
+                  weight_bits: int = 8, weight_slots: int = 2, schedule=None,
+                  progress: bool | None = None, cache=False) -> Program:
     """Compile a float checkpoint for `target`.
 
     ctx: KV-cache capacity in tokens (default: the smaller of the target's maximum length and
@@ -30,19 +40,44 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     halves; more: deeper prefetch with smaller tiles).
     schedule: `ScheduleOptions` (or "paper", "all", "stripe_all+compute_fence", ...): the
     schedule improvements beyond the paper (compiler/schedule.py); default the paper's.
+    progress: show a progress bar (default: in a terminal or a notebook, see `show_progress`).
+    cache: True takes the program from the program cache ($FLIGHTLLM_CACHE or the platform's
+    cache folder; the entry `flightllm generate` uses), compiling and storing it on a miss; a
+    folder or a `ProgramCache` names another cache.  A program from the cache compiles a bucket
+    it lacks only by compiling the model again: `Generator` stores the buckets it compiled back
+    into the cache.
     """
-    if calibration_tokens is None and smooth:
-        calibration_tokens = default_calibration_tokens(ckpt)
-    qm = compiler_family(ckpt.args).quantize(ckpt, calibration_tokens if smooth else None, weight_bits=weight_bits)
-    program = compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
-                                weight_slots=weight_slots, schedule=schedule)
-    program.meta["identity"] = model_identity(ckpt.args.name, ckpt.tokenizer)
-    return program
+    if cache is not False and cache is not None:
+        from .cache import ProgramCache
+        store = cache if isinstance(cache, ProgramCache) else \
+            ProgramCache(None if cache is True else cache)
+        given = dict(calibration_tokens=calibration_tokens, smooth=smooth, fused=fused,
+                     weight_bits=weight_bits, weight_slots=weight_slots, schedule=schedule)
+        defaults = dict(calibration_tokens=None, smooth=True, fused=True, weight_bits=8,
+                        weight_slots=2, schedule=None)
+        options = {k: v for k, v in given.items()
+                   if not (v is defaults[k] or isinstance(v, (bool, int)) and v == defaults[k])}
+        return store.get_or_compile(ckpt, target, ctx=ctx, all_logits=all_logits, **options)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=3, desc="compile", unit="stage", disable=not show_progress(progress))
+    try:
+        bar.set_postfix_str("calibrate + quantize")
+        if calibration_tokens is None and smooth:
+            calibration_tokens = default_calibration_tokens(ckpt)
+        qm = compiler_family(ckpt.args).quantize(ckpt, calibration_tokens if smooth else None,
+                                                 weight_bits=weight_bits)
+        bar.update()
+        program = compile_quantized(qm, target, ctx=ctx, all_logits=all_logits, fused=fused,
+                                    weight_slots=weight_slots, schedule=schedule, bar=bar)
+        program.meta["identity"] = model_identity(ckpt.args.name, ckpt.tokenizer)
+        return program
+    finally:
+        bar.close()
 
 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True,
-                      weight_slots: int = 2, schedule=None) -> Program:
+                      weight_slots: int = 2, schedule=None, bar=None) -> Program:
     tgt = load_target(target) if isinstance(target, str) else target
     isa.check_target(tgt)
     schedule = ScheduleOptions.parse(schedule)
@@ -60,8 +95,13 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
     while True:
+        if bar is not None:
+            bar.set_postfix_str("place weights in HBM")
         plan = place(qm, tgt, ctx, rows, half, weight_slots, schedule)
         builder = StepBuilder(plan, rows, all_logits, fused)
+        if bar is not None:
+            bar.update(max(0, 2 - bar.n))
+            bar.set_postfix_str("instruction streams")
         try:
             steps = {kind: builder.build(kind, ctx, kind) for kind in KINDS}  # whole context
             break
@@ -69,6 +109,8 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
             if "on-chip" not in str(exc) or rows == 1:
                 raise
             rows //= 2
+    if bar is not None:
+        bar.update(bar.total - bar.n)
     images = plan.layout.images
     io = [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
                  cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]

@@ -1,7 +1,6 @@
 """Generator: prefill then decode on the accelerator, sampling and streaming tokens as they come."""
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -93,23 +92,34 @@ class Generator:
     thread.
     """
 
-    def __init__(self, session: Session, tokenizer):
+    def __init__(self, session: Session, tokenizer, cache=None):
         check_tokenizer(session.program, tokenizer)   # another model's tokenizer: an error
         self.session, self.tokenizer = session, tokenizer
         self.stats = GenerationStats(session.overlay.target.clock_hz)
+        self.cache = cache           # a ProgramCache holding session.program, or None
         self._stop = threading.Event()
 
     @classmethod
-    def load(cls, model=None, overlay=None, ctx: int | None = None, progress: bool = True):
+    def load(cls, model=None, overlay=None, ctx: int | None = None, progress: bool = True,
+             cache=True):
         """Load a checkpoint (default SmolLM2-135M-Instruct), compile it, put it on an overlay
-        (default: `FlightLLMOverlay()`, the simulated U280 when no card is present)."""
+        (default: `FlightLLMOverlay()`, the simulated U280 when no card is present).
+
+        cache: True (default) takes the program from the program cache ($FLIGHTLLM_CACHE or
+        ~/.cache/flightllm_overlay), compiling and storing it on a miss, as `flightllm
+        generate` does; a folder or a `ProgramCache` names another cache; False compiles."""
         from ..compiler import compile_model
+        from ..compiler.cache import ProgramCache
         from ..model import load_checkpoint
         from ..overlay import FlightLLMOverlay
         ckpt = load_checkpoint(model)
-        program = compile_model(ckpt, ctx=ctx)
+        store = None
+        if cache is not False and cache is not None:
+            store = cache if isinstance(cache, ProgramCache) else \
+                ProgramCache(None if cache is True else cache)
+        program = compile_model(ckpt, ctx=ctx, progress=progress, cache=store or False)
         overlay = overlay or FlightLLMOverlay()
-        return cls(Session(overlay, program), ckpt.tokenizer)
+        return cls(Session(overlay, program), ckpt.tokenizer, cache=store)
 
     @property
     def context_length(self) -> int:
@@ -155,7 +165,7 @@ class Generator:
         self._stop.clear()
         st = self.stats = GenerationStats(prompt_tokens=len(ids),
                                           clock_hz=self.session.overlay.target.clock_hz)
-        before = copy.deepcopy(self.session.stats)
+        before = self.session.stats.copy()
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
         t0 = time.perf_counter()
         logits = self.prefill(ids)
@@ -192,6 +202,8 @@ class Generator:
             st.decode_seconds = time.perf_counter() - t_dec
             st.finish_reason = reason
             _accumulate(st, self.session.stats.since(before))
+            if self.cache is not None and st.bucket_compiles:
+                self.cache.sync(self.session.program)    # keep the buckets compiled on the way
 
     def generate_text(self, prompt, max_new_tokens: int = 128, **kw) -> str:
         """The whole completion as one string."""

@@ -44,6 +44,15 @@ class StepStats:
         self.per_step[name] = self.per_step.get(name, 0) + 1
         self.step_cycles[name] = self.step_cycles.get(name, 0) + stats.cycles
 
+    def copy(self) -> "StepStats":
+        """The counters as they are now (for `since`): numbers and one level of dicts."""
+        out = StepStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                setattr(out, f.name, dict(value))
+        return out
+
     def since(self, before: "StepStats") -> "StepStats":
         """What was counted after `before` (a copy taken earlier): field by field differences
         (`counters` by `Counters` subtraction)."""
@@ -141,13 +150,15 @@ class Session:
                                      f"compile with a larger context")
         if ids.min() < 0 or ids.max() >= p.vocab_size:
             raise FlightLLMError(f"token id out of range 0..{p.vocab_size - 1}")
-        rows_in = np.zeros((p.rows, p.dim), np.float16)
-        rows_in[:n] = p.embedding[ids]
-        for io in p.io:
-            region = self._region(io.input_channel, io.input_offset, rows_in.nbytes)
-            region[:] = rows_in.view(np.uint8).reshape(-1)
-            region.sync_to_device()
         st, image = self.image(step, pos + n, exact)
+        # the rows the stream reads: the tokens, then zeros up to the step's rows
+        rows_in = np.zeros((max(st.rows, n), p.dim), np.float16)
+        rows_in[:n] = p.embedding[ids]
+        raw = rows_in.view(np.uint8).reshape(-1)
+        for io in p.io:
+            region = self._region(io.input_channel, io.input_offset, raw.size)
+            region[:] = raw
+            region.sync_to_device()
         stats = self.overlay.run(image, pos, n, self.channels, timeout=self.timeout)
         self.stats.add(step, stats)
         self.stats.buckets[st.name] = self.stats.buckets.get(st.name, 0) + 1

@@ -12,6 +12,8 @@ materialised whenever anything reads them other than the MPE.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..config import UNITS, Target
@@ -20,8 +22,9 @@ from ..spec import arithmetic as U
 from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
+from . import fastpath as _fastpath
 from .counters import CoreCounters, RunCounters
-from .snapshots import SnapshotCache
+from .snapshots import SnapshotCache, snapshot_key
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
@@ -34,8 +37,13 @@ class FunctionalSimulator:
     Keep one instance per device: it holds the on-chip buffers of every core and the caches.
     """
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, fast: bool | None = None):
         self.target = target
+        #: Run validated images through prepared steps (sim/fastpath.py); False: the
+        #: per-instruction reference executor only (also FLIGHTLLM_SIM_REFERENCE=1).
+        self.fast = os.environ.get("FLIGHTLLM_SIM_REFERENCE", "") in ("", "0") \
+            if fast is None else bool(fast)
+        self._plans = {}         # (id(streams), bindings, id(memory)) -> (streams, memory, Plan)
         self.cores = [_Core(target, i) for i in range(target.cores)]
         self._decoded = {}       # (addr, version) -> per-core decoded streams
         self._snapshots = SnapshotCache()   # (phys, rows, row_bytes, stride) -> _Snapshot, LRU
@@ -104,6 +112,10 @@ class FunctionalSimulator:
         ctx = _RunContext(self, memory, pos, length, channel_base or {}, counters)
         for core in self.cores:
             core.tokens = [[0] * len(UNITS) for _ in UNITS]
+        plan = self._plan(ctx, memory, streams) if self.fast else None
+        if plan is not None:
+            plan.run(ctx)
+            return counters
         pcs = [0] * len(self.cores)
         while True:
             stops = []
@@ -127,6 +139,21 @@ class FunctionalSimulator:
                 exc.core, exc.pc = c, streams[c][-1][2]
                 raise exc
         return counters
+
+
+    def _plan(self, ctx, memory, streams):
+        """The prepared plan of these streams under these bindings (made on first use), or
+        None when a stream-only check fails (the reference executor then reports it)."""
+        key = (id(streams), ctx.base_key, id(memory))
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is streams and hit[1] is memory and \
+                (hit[2] is None or hit[2].usable()):
+            return hit[2]
+        plan = _fastpath.Plan(ctx, streams) if _fastpath.schedule_ok(streams) else None
+        if len(self._plans) > 64:
+            self._plans.clear()
+        self._plans[key] = (streams, memory, plan)
+        return plan
 
 
 def _version(memory, addr, nbytes):
@@ -310,21 +337,27 @@ class _RunContext:
         for p in parts:
             hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
 
-        def gathered():
-            views = [self._view(p) for p in parts]
-            return views[0] if len(views) == 1 else np.concatenate(views, 1)
         if bname == "wbuf" and f.get("dyn", 0) == Dyn.STATIC and bstride == row_bytes:
-            key = (tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0))
-            version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
-            snap = self.sim._snapshots.get(key)
-            if snap is None or snap.version != version:
-                snap = _Snapshot(version, np.ascontiguousarray(gathered()).reshape(-1).copy())
-                self.sim._snapshots[key] = snap
-            core.replace_tags(addr, end, snap)
+            core.replace_tags(addr, end, self.wbuf_snapshot(parts, rows, row_bytes, f))
             return
         if bname == "wbuf":
             core.materialize(addr, end)
-        _copy_rows(buf, addr, bstride, gathered())
+        _copy_rows(buf, addr, bstride, self._gathered(parts))
+
+    def _gathered(self, parts):
+        views = [self._view(p) for p in parts]
+        return views[0] if len(views) == 1 else np.concatenate(views, 1)
+
+    def wbuf_snapshot(self, parts, rows, row_bytes, f):
+        """The snapshot of the HBM bytes a static weight load brings in (refreshed when the
+        device reports the range written)."""
+        key = snapshot_key(parts, rows, row_bytes, f)
+        version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
+        snap = self.sim._snapshots.get(key)
+        if snap is None or snap.version != version:
+            snap = _Snapshot(version, np.ascontiguousarray(self._gathered(parts)).reshape(-1).copy())
+            self.sim._snapshots[key] = snap
+        return snap
 
     def st(self, core, f, cc, op):
         rows, off, row_bytes, bstride, bname, buf, addr, end = self._move_operands(core, f, op)
@@ -345,6 +378,12 @@ class _RunContext:
 
     # -- MPE ------------------------------------------------------------------------------------
     def mpe(self, core, f, cc, op):
+        dims = self.mpe_dims(f, op)
+        if dims is not None:
+            self.mpe_execute(core, f, cc, self.mpe_operands(core, f, *dims))
+
+    def mpe_dims(self, f, op):
+        """(m, n, k) of an MM/MV after the run-time length; None when there is nothing to do."""
         m, n, k = f.get("m", 0), f.get("n", 0), f.get("k", 0)
         if f.get("dyn_n", 0) or f.get("dyn_k", 0):
             eff = self.P + self.L
@@ -359,40 +398,55 @@ class _RunContext:
         if op == "MV" and m > isa.MV_MAX_ROWS:
             raise IllegalInstructionError(f"MV handles at most {isa.MV_MAX_ROWS} rows")
         if not (m and n and k):
-            return
+            return None
+        return m, n, k
+
+    def mpe_operands(self, core, f, m, n, k):
+        """Views of an MPE's operands (fixed for given fields and dims):
+        (m, n, k, a, a_scale, out, dense weight rows, cols, stride, end)."""
         abuf, wbuf, gbuf = core.bufs["abuf"], core.bufs["wbuf"], core.bufs["gbuf"]
         a = _array(abuf, f.get("a_addr", 0), m, k, _I8, f.get("a_stride", 0) or k, "MPE input")
         a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
-        wt, w_addr, w_stride = f.get("wt", 0), f.get("w_addr", 0), f.get("w_stride", 0)
-        rows, cols = (k, n) if wt else (n, k)
-        w_stride = w_stride or cols
-        if f.get("sparse", 0):
+        rows, cols = (k, n) if f.get("wt", 0) else (n, k)
+        w_stride = f.get("w_stride", 0) or cols
+        w_end = None
+        if not f.get("sparse", 0):
+            w_end = _region(wbuf, f.get("w_addr", 0), rows, cols, w_stride, "MPE weights")
+        if not f.get("sparse", 0) and not f.get("no_wscale", 0) and f.get("w_scale", 0) % 4:
+            raise ProgramError(f"MPE weight scales: address {f.get('w_scale', 0):#x} / stride "
+                               f"{4 * n} not aligned to 4-byte float32 elements")
+        out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
+                     "MPE output")
+        return (m, n, k, a, a_scale, out, rows, cols, w_stride, w_end, f.get("sparse", 0),
+                f.get("w_addr", 0), f.get("wt", 0), f.get("no_wscale", 0), f.get("w_scale", 0))
+
+    def mpe_execute(self, core, f, cc, operands):
+        """The MPE's work on resolved operands: weights (from a snapshot when the range is one),
+        exact INT8 products, the FP32 epilogue, FP16 out."""
+        m, n, k, a, a_scale, out, rows, cols, w_stride, w_end, sparse, w_addr, wt, no_wscale, \
+            s_addr = operands
+        if sparse:
             w_t = self._sparse_weights_t(core, f, n, k)
             cc.macs += m * 16 * f.get("nnz", 0)
-            cc.fixed_chain_macs += m * n * k
         else:
-            w_end = _region(wbuf, w_addr, rows, cols, w_stride, "MPE weights")
             w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
             cc.macs += m * n * k
-            cc.fixed_chain_macs += m * n * k
-        if f.get("no_wscale", 0):
+        cc.fixed_chain_macs += m * n * k
+        if no_wscale:
             w_scale = None
         else:
-            s_addr = f.get("w_scale", 0)
             if s_addr % 4:              # the lazy path below must check what _array checks
-                raise ProgramError(f"MPE weight scales: address {s_addr:#x} / stride {4 * n} not "
-                                   f"aligned to 4-byte float32 elements")
+                raise ProgramError(f"MPE weight scales: address {s_addr:#x} / stride {4 * n} "
+                                   f"not aligned to 4-byte float32 elements")
             core_tag = core.find_tag(s_addr, s_addr + 4 * n)
             if core_tag is None:
                 core.materialize(s_addr, s_addr + 4 * n)
-                w_scale = _array(wbuf, s_addr, 1, n, _F32, 4 * n, "MPE weight scales")[0]
+                w_scale = _array(core.bufs["wbuf"], s_addr, 1, n, _F32, 4 * n,
+                                 "MPE weight scales")[0]
             else:
                 t0, snap = core_tag
                 w_scale = snap.data[s_addr - t0:s_addr - t0 + 4 * n].view(_F32)
-        res = U.mpe_fast(a, w_t, a_scale, w_scale)
-        out = _array(gbuf, f.get("out_addr", 0), m, n, _F16, f.get("out_stride", 0) or 2 * n,
-                     "MPE output")
-        out[...] = res
+        out[...] = U.mpe_fast(a, w_t, a_scale, w_scale)
 
     def _sparse_weights_t(self, core, f, n, k):
         """(K, N) float32 weights of a sparse MPE: kept INT8 values from wbuf placed by the

@@ -64,3 +64,8 @@ class SnapshotCache:
     def clear(self) -> None:
         self._items.clear()
         self.nbytes = 0
+
+
+def snapshot_key(parts, rows, row_bytes, f):
+    """Key of the snapshot a static weight load of these HBM parts uses."""
+    return tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0)
