@@ -29,7 +29,7 @@ from pathlib import Path
 from .errors import ConfigError, FlightLLMError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-INSTALL_HINT = "pip install 'flightllm-overlay[sweep]'  (or: pip install 'ray>=2.9,<3')"
+INSTALL_HINT = "pip install 'flightllm_overlay[sweep]'  (Ray 2.10 to 2.40: newer raylets give up on loaded machines)"
 
 #: Columns of the table, in order: the point's inputs, then the predicted figures.
 INPUT_COLUMNS = ("target", "model", "prefill", "decode", "options")

@@ -321,6 +321,44 @@ def _load_xclbin(state, raw):
     return _overlay_summary(FlightLLMOverlay(str(path), device=state["device"]))
 
 
+class UsageError(Exception):
+    """argparse refused the arguments with its usage status 2 and an `error:` line."""
+
+
+def _cli_state(folder: Path):
+    from flightllm_overlay.cli import build_parser
+    return {"parser": build_parser(), "good": ["generate", "hi", "--temperature", "0.5",
+                                                "--ctx", "64"]}
+
+
+def _cli_mutation(state, rng):
+    from test_cli import NASTY, OPTIONS       # the option table and nasty values of the CLI tests
+    cmd = rng.choice(sorted(OPTIONS))
+    argv = [cmd] + ([rng.choice(NASTY)] if cmd == "disasm" else [])
+    for _ in range(rng.randrange(5)):
+        value = rng.choice(NASTY) if rng.random() < 0.6 else repr(rng.choice(_ODD_VALUES))
+        argv += [rng.choice(OPTIONS[cmd]), value]
+    return argv
+
+
+def _parse_cli(state, argv):
+    import contextlib
+    import io
+    import math
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            args = state["parser"].parse_args(argv)
+        except SystemExit as exc:
+            if exc.code == 2 and "error:" in err.getvalue():
+                raise UsageError(err.getvalue()) from None
+            raise RuntimeError(f"exit {exc.code} without a usage error") from None
+    for name, value in vars(args).items():           # what parsing let through is sane
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RuntimeError(f"--{name} accepted a non-finite {value}")
+    return sorted((k, repr(v)) for k, v in vars(args).items() if k != "func")
+
+
 TARGETS = {
     "program_bytes": FuzzTarget(
         "program_bytes", (ProgramError,), _program_state,
@@ -343,6 +381,8 @@ TARGETS = {
     "xclbin_bytes": FuzzTarget(
         "xclbin_bytes", (BitstreamError,), _xclbin_state,
         lambda s, rng: mutate_bytes(s["raw"], rng, focus=4096), _load_xclbin, exact=True),
+    "cli_arguments": FuzzTarget(
+        "cli_arguments", (UsageError,), _cli_state, _cli_mutation, _parse_cli),
 }
 
 
@@ -351,7 +391,8 @@ def good_still_works(target: FuzzTarget, state) -> bool:
     good = {"program_bytes": lambda: state["raw"], "program_header": lambda: state["raw"],
             "gguf_metadata": lambda: state["meta"], "gguf_bytes": lambda: state["raw"],
             "config_json": lambda: state["config"], "xclbin_bytes": lambda: state["raw"],
-            "compressed_metadata": lambda: (state["header"], state["tensors"])}[target.name]()
+            "compressed_metadata": lambda: (state["header"], state["tensors"]),
+            "cli_arguments": lambda: state["good"]}[target.name]()
     got = target.run(state, good)
     return got == state["summary"] if "summary" in state else got is not None
 

@@ -1,5 +1,5 @@
 """Fuzzing every reader of untrusted bytes (program files, GGUF, config.json, compressed
-checkpoints, xclbin): only documented errors come out, digested files never load with other
+checkpoints, xclbin) and the CLI's argument parser: only documented errors come out, digested files never load with other
 contents, and the good input still reads afterwards.  Derandomised and small here;
 `benchmarks/fuzz.py` runs >= 10,000 cases per target."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 CASES = {"program_bytes": 60, "program_header": 60, "gguf_metadata": 60, "gguf_bytes": 40,
-         "config_json": 80, "compressed_metadata": 60, "xclbin_bytes": 60}
+         "config_json": 80, "compressed_metadata": 60, "xclbin_bytes": 60, "cli_arguments": 60}
 
 
 @pytest.fixture(scope="module")

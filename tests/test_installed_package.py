@@ -123,7 +123,7 @@ def _third_party_imports() -> dict[str, set[str]]:
 DIST = {"yaml": "pyyaml", "IPython": "ipython"}
 #: imported only behind a guard that names the way to get it (module, the words the error says)
 OPTIONAL = {"ipywidgets": "flightllm_overlay[notebooks]", "IPython": "flightllm_overlay[notebooks]",
-            "pyxrt": "XRT"}
+            "pyxrt": "XRT", "ray": "flightllm_overlay[sweep]"}
 #: imported only by a module that the importing tool itself loads (pytest loads its plugins)
 LOADED_BY = {"pytest": {"flightllm_overlay/testing/pytest_plugin.py"}}
 

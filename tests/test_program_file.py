@@ -48,8 +48,9 @@ def test_identical_streams_are_stored_once(tmp_path, tiny_program):
         whole, name=f"decode@{prog.ctx}")}
     table, _ = split(prog.save(tmp_path / "p.fllm").read_bytes())
     streams = [k for k in table if k.startswith("stream/")]
-    assert len(streams) == len({st.image.tobytes() for st in prog.steps.values()}) \
-        == len(prog.steps) - 1
+    distinct = {st.image.tobytes() for st in tiny_program.steps.values()}   # (other tests may
+    assert len(prog.steps) > len(distinct)                                  # have added buckets)
+    assert len(streams) == len(distinct)        # the copy of `decode` costs no tensor of its own
     assert len([k for k in table if k.startswith("hbm/")]) == len(prog.channel_static)
     back = Program.load(tmp_path / "p.fllm")
     np.testing.assert_array_equal(back.steps[f"decode@{prog.ctx}"].image, whole.image)
