@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from flightllm_overlay.compiler import compile_model
-from flightllm_overlay.model import Transformer, load_checkpoint
-from flightllm_overlay.model.testing import make_tiny_llama, make_tiny_opt
+from flightllm_overlay.model import Transformer
 from flightllm_overlay.runtime import Generator, Session
 
 # Rows of a prefill step past `len` must stay finite (stale rows once overflowed to inf/NaN
@@ -23,11 +22,13 @@ MARGIN = 0.2                # a reference top-2 gap below this is a tie at W8A8 
 PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
 DECODE = [11, 250, 4, 77, 140]
 
-#: per family: how to make the tiny checkpoint, the transformers class, and how many greedy
-#: tokens to generate and how many of them must be decided (top-2 margin above MARGIN)
+#: per family: the pytest-plugin fixture of its tiny checkpoint folder (and of the loaded one),
+#: the transformers class, and how many greedy tokens to generate and how many of them must be
+#: decided (top-2 margin above MARGIN)
 FAMILIES = {
-    "llama": dict(make=make_tiny_llama, hf="LlamaForCausalLM", greedy=(16, 8)),
-    "opt": dict(make=make_tiny_opt, hf="OPTForCausalLM", greedy=(12, 6)),
+    "llama": dict(folder="tiny_folder", ckpt="tiny_ckpt", hf="LlamaForCausalLM", greedy=(16, 8)),
+    "opt": dict(folder="tiny_opt_folder", ckpt="tiny_opt_ckpt", hf="OPTForCausalLM",
+                greedy=(12, 6)),
 }
 
 
@@ -48,13 +49,13 @@ def family(request):
 
 
 @pytest.fixture(scope="module")
-def folder(family, tmp_path_factory):
-    return FAMILIES[family]["make"](tmp_path_factory.mktemp(family) / f"tiny-{family}", seed=0)
+def folder(family, request):
+    return request.getfixturevalue(FAMILIES[family]["folder"])
 
 
 @pytest.fixture(scope="module")
-def ckpt(folder):
-    return load_checkpoint(folder)
+def ckpt(family, request):
+    return request.getfixturevalue(FAMILIES[family]["ckpt"])
 
 
 @pytest.fixture(scope="module")

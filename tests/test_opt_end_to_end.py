@@ -8,8 +8,7 @@ import pytest
 from flightllm_overlay.spec import isa
 from flightllm_overlay.compiler import BucketTable, compile_model, compile_shapes
 from flightllm_overlay.errors import CompileError
-from flightllm_overlay.model import ModelArgs, load_checkpoint
-from flightllm_overlay.model.testing import make_tiny_opt
+from flightllm_overlay.model import ModelArgs
 
 # Rows of a prefill step past `len` must stay finite too (stale position rows once fed back and
 # overflowed to inf/NaN there): any numpy overflow or invalid-cast warning fails a test here.
@@ -19,18 +18,8 @@ PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
 
 
 @pytest.fixture(scope="module")
-def opt_folder(tmp_path_factory):
-    return make_tiny_opt(tmp_path_factory.mktemp("opt") / "tiny-opt", seed=0)
-
-
-@pytest.fixture(scope="module")
-def opt_ckpt(opt_folder):
-    return load_checkpoint(opt_folder)
-
-
-@pytest.fixture(scope="module")
-def opt_program(opt_ckpt):
-    return compile_model(opt_ckpt, ctx=256)
+def opt_program(tiny_opt_ckpt):
+    return compile_model(tiny_opt_ckpt, ctx=256)
 
 
 def test_streams_are_opt_streams(opt_program):
@@ -43,18 +32,18 @@ def test_streams_are_opt_streams(opt_program):
     assert any(i.op == "LD" and isa.DYN_MODES[i["dyn"]] == "at_pos" for i in insns)
 
 
-def test_smoothing_keeps_the_float_function(opt_ckpt):
+def test_smoothing_keeps_the_float_function(tiny_opt_ckpt):
     """Smoothing folds its scales into LayerNorms, fc1's rows and biases: the FFN computes the same."""
     from flightllm_overlay.compiler.opt import calibration_stats, quantize_opt, smooth_layer
-    a = opt_ckpt.args
-    w = {k: v.numpy().copy() for k, v in opt_ckpt.weights.items()}
+    a = tiny_opt_ckpt.args
+    w = {k: v.numpy().copy() for k, v in tiny_opt_ckpt.weights.items()}
     p = "model.decoder.layers.0."
     names = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
              "wo": "self_attn.out_proj", "w_fc1": "fc1", "w_fc2": "fc2"}
     lin = {k: w[p + n + ".weight"] for k, n in names.items()}
     bias = {k: w[p + n + ".bias"] for k, n in names.items()}
     ln = [tuple(w[p + m + x] for x in (".weight", ".bias")) for m in ("self_attn_layer_norm", "final_layer_norm")]
-    st = calibration_stats(opt_ckpt, PROMPT)[0]
+    st = calibration_stats(tiny_opt_ckpt, PROMPT)[0]
     lin2, bias2, ln1, ln2 = smooth_layer(lin, bias, *ln, st)
     assert not np.allclose(lin2["w_fc2"], lin["w_fc2"])
     x = np.random.default_rng(0).standard_normal((4, a.dim)).astype(np.float32)
@@ -63,12 +52,12 @@ def test_smoothing_keeps_the_float_function(opt_ckpt):
         h = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + a.norm_eps) * ln2[0] + ln2[1]
         return np.maximum(h @ lin["w_fc1"].T + bias["w_fc1"], 0) @ lin["w_fc2"].T + bias["w_fc2"]
     np.testing.assert_allclose(ffn(lin2, bias2, ln2), ffn(lin, bias, ln[1]), rtol=1e-4, atol=1e-4)
-    assert quantize_opt(opt_ckpt, PROMPT).smoothing["tokens"] == len(PROMPT)
+    assert quantize_opt(tiny_opt_ckpt, PROMPT).smoothing["tokens"] == len(PROMPT)
 
 
-def test_shape_only_streams_equal_the_real_compile(opt_ckpt):
-    real = compile_model(opt_ckpt, ctx=64, smooth=False)
-    shapes = compile_shapes(opt_ckpt.args, ctx=64)
+def test_shape_only_streams_equal_the_real_compile(tiny_opt_ckpt):
+    real = compile_model(tiny_opt_ckpt, ctx=64, smooth=False)
+    shapes = compile_shapes(tiny_opt_ckpt.args, ctx=64)
     assert shapes.meta["shape_only"] and shapes.channel_size == real.channel_size
     for name in ("prefill", "decode"):
         assert (shapes.steps[name].image == real.steps[name].image).all()
@@ -86,12 +75,12 @@ def test_opt_6_7b_compiles_from_its_shapes_with_4_bit_weights():
         compile_shapes(a.replace(n_layers=48), weight_bits=4)
 
 
-def test_tiny_opt_steps_are_bit_exact_in_hls_csim(csim, tmp_path, opt_ckpt):
+def test_tiny_opt_steps_are_bit_exact_in_hls_csim(csim, tmp_path, tiny_opt_ckpt):
     """The HLS kernels (layernorm, relu, bias eadds included) run an OPT prefill and decode
     bit for bit like the Python simulator."""
     from hls_harness import TARGET, check_image
     from flightllm_overlay.sim.functional import FunctionalSimulator
-    p = compile_model(opt_ckpt, ctx=64)
+    p = compile_model(tiny_opt_ckpt, ctx=64)
     channels = {}
     for ch, size in p.channel_size.items():
         channels[ch] = np.zeros(size, np.uint8)

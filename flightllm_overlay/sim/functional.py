@@ -24,7 +24,7 @@ from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
 from .counters import CoreCounters, RunCounters
-from .snapshots import SnapshotCache, snapshot_key
+from .snapshots import SnapshotCache, memory_version, snapshot_key
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
 
@@ -56,7 +56,7 @@ class FunctionalSimulator:
         head = memory.view(program_addr, 4 * isa.IMAGE_HEADER_WORDS).view(np.uint32)
         total = int(head[3]) if head[0] == isa.IMAGE_MAGIC else isa.IMAGE_HEADER_WORDS
         nbytes = 4 * max(total, isa.IMAGE_HEADER_WORDS)
-        key = (program_addr, nbytes, _version(memory, program_addr, nbytes))
+        key = (program_addr, nbytes, memory_version(memory, program_addr, nbytes))
         hit = self._decoded.get(key)
         if hit is not None:
             return hit
@@ -154,13 +154,6 @@ class FunctionalSimulator:
             self._plans.clear()
         self._plans[key] = (streams, memory, plan)
         return plan
-
-
-def _version(memory, addr, nbytes):
-    try:
-        return memory.version(addr, nbytes)
-    except TypeError:                       # a memory that versions whole buffers only
-        return memory.version(addr)
 
 
 class _RunContext:
@@ -291,7 +284,7 @@ class _RunContext:
             hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
         key = ("packed", tuple(p[1] for p in parts), rows, k, bits, group, sparse,
                f.get("row_bytes", 0))
-        version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
+        version = tuple(memory_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
             blob = np.concatenate([self._view(p).reshape(-1) for p in parts])
@@ -352,7 +345,7 @@ class _RunContext:
         """The snapshot of the HBM bytes a static weight load brings in (refreshed when the
         device reports the range written)."""
         key = snapshot_key(parts, rows, row_bytes, f)
-        version = tuple(_version(self.memory, p[1], p[2]) for p in parts)
+        version = tuple(memory_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
             snap = _Snapshot(version, np.ascontiguousarray(self._gathered(parts)).reshape(-1).copy())

@@ -69,3 +69,12 @@ class SnapshotCache:
 def snapshot_key(parts, rows, row_bytes, f):
     """Key of the snapshot a static weight load of these HBM parts uses."""
     return tuple(p[1] for p in parts), rows, row_bytes, f.get("hbm_stride", 0)
+
+
+def memory_version(memory, addr, nbytes):
+    """The version of a device-memory range (a memory that versions whole buffers only: of the
+    buffer): what a snapshot derived from those bytes is checked against."""
+    try:
+        return memory.version(addr, nbytes)
+    except TypeError:
+        return memory.version(addr)
