@@ -9,16 +9,24 @@ HERE = Path(__file__).parent
 PTH = "flightllm_overlay_pynq.pth"
 
 
+#: the hook's module, copied from flightllm_overlay/pynq_startup_hook.py to the top of site-packages
+#: (the .pth line must not import the package itself at every interpreter start)
+HOOK = "_flightllm_overlay_pynq_hook.py"
+
+
 class BuildWithPth(build_py):
-    """build_py that also puts the start-up hook beside the package (as setuptools' own .pth)."""
+    """build_py that also puts the start-up hook and its .pth beside the package (as setuptools'
+    own .pth files)."""
 
     def run(self):
         super().run()
-        target = Path(self.build_lib) / PTH
-        target.write_text("import _flightllm_overlay_pynq_hook\n")
+        lib = Path(self.build_lib)
+        (lib / HOOK).write_text((HERE / "flightllm_overlay" / "pynq_startup_hook.py").read_text())
+        (lib / PTH).write_text("import _flightllm_overlay_pynq_hook\n")
 
     def get_outputs(self, include_bytecode=True):
-        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / PTH)]
+        lib = Path(self.build_lib)
+        return [*super().get_outputs(include_bytecode), str(lib / HOOK), str(lib / PTH)]
 
 
 setup(
@@ -32,7 +40,6 @@ setup(
     cmdclass={"build_py": BuildWithPth},
     # the notebooks live in notebooks/ in the repository and ship as flightllm_overlay.notebooks
     # (a package: see its __init__), which the pynq.notebooks entry point below names
-    py_modules=["_flightllm_overlay_pynq_hook"],
     packages=[*find_packages(include=["flightllm_overlay", "flightllm_overlay.*"]),
               "flightllm_overlay.notebooks"],
     package_dir={"flightllm_overlay.notebooks": "notebooks"},

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "flightllm_overlay"
 LAYERS = {
     "errors": 0, "config": 1, "spec": 2, "model": 3, "data": 3, "compress": 4,
     "compiler": 5, "hw": 5, "device": 6, "sim": 6, "xrt": 6, "overlay": 7, "runtime": 8,
-    "bench": 9, "selftest": 9, "sweep": 9, "testing": 9, "pynq_plugin": 9, "cli": 10, "cli_types": 10,
+    "bench": 9, "selftest": 9, "sweep": 9, "pynq_startup_hook": 9, "testing": 9, "pynq_plugin": 9, "cli": 10, "cli_types": 10,
     "widgets": 10,
 }
 

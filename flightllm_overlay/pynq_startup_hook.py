@@ -1,4 +1,4 @@
-"""Start-up hook run by flightllm_overlay_pynq.pth: pynq sees flightllm_overlay in processes that never import it.
+"""Start-up hook run by flightllm_overlay_pynq.pth (installed as _flightllm_overlay_pynq_hook): pynq sees flightllm_overlay in processes that never import it.
 
 Python runs the ``.pth`` file's import line at every start, so this module imports only what
 the interpreter has already loaded.  It waits for ``import pynq``; right after pynq's package
