@@ -43,8 +43,3 @@ def model_family(args) -> ModelFamily:
     except KeyError:
         raise CheckpointError(f"no model family {args.arch!r} is registered; known families: "
                               f"{sorted(_FAMILIES)}") from None
-
-
-def families() -> tuple:
-    """Names of every registered family."""
-    return tuple(sorted(_FAMILIES))
