@@ -243,8 +243,9 @@ def _remote_program(target, rng):
                        region[c], rows, row_bytes) for i, buf in enumerate(("gbuf", "wbuf"))]
         second = []
         for i, buf in enumerate(("gbuf", "wbuf")):
-            second += [Instruction("LD", buf=buf, remote=1, remote_core=s, buf_addr=region[s],
-                                   rows=rows, row_bytes=row_bytes, buf_stride=row_bytes),
+            second += [Instruction("LD", buf=buf, remote=1, remote_core=s, hbm_addr=region[s],
+                                   hbm_stride=row_bytes, buf_addr=region[s], rows=rows,
+                                   row_bytes=row_bytes, buf_stride=row_bytes),
                        _move("ST", buf, *b.reserve(c, rows * row_bytes, 2 + i), region[s], rows,
                              row_bytes)]
         b.streams[c] = _chain(first) + [BARRIER] + _chain(second) + [END]

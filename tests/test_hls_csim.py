@@ -121,6 +121,15 @@ def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
     check_model_steps(csim, tmp_path, tiny64)
 
 
+def test_staged_prefill_is_bit_exact(csim, tmp_path, staged_program):
+    """A prefill staged through HBM (row blocks, slices gathered by remote and local copies),
+    two launches and a decode step after them: both executors agree."""
+    prompt = [int(t) for t in np.random.default_rng(5).integers(3, 300, 150)]
+    check_model_steps(csim, tmp_path, staged_program, [("prefill", prompt[:128], 0, "program"),
+                                                       ("prefill", prompt[128:], 128, "decoupled"),
+                                                       ("decode", [11], 150, "program")])
+
+
 def test_block_sparse_attention_prefill_is_bit_exact(csim, tmp_path, tiny_ckpt):
     """A (sink 1, window 1) pattern of 64-token blocks on every head: a 150-token prefill (two
     launches of the 128-row stream; the second one's queries, in block 2, lose key block 1) and a
@@ -200,12 +209,20 @@ def test_remote_ld_reads_another_cores_buffer_after_a_barrier(csim, tmp_path, sc
     for core in range(CORES):
         other = (core + 1) % CORES
         b.add(core, Instruction("LD", buf="gbuf", remote=1, remote_core=other,
+                                hbm_addr=4096 * other, hbm_stride=64,
                                 buf_addr=4096 * other, rows=6, row_bytes=64, buf_stride=64),
               Instruction("LD", buf="abuf", dyn="step", remote=1, remote_core=other,
+                          hbm_addr=512 * other, hbm_stride=100,
                           buf_addr=512 * other, rows=2, row_bytes=100, buf_stride=100),
+              # a local copy (gathering the core's own slice) with other addresses and strides
+              Instruction("LD", buf="gbuf", remote=1, remote_core=core, hbm_addr=4096 * core,
+                          hbm_stride=64, buf_addr=16384, rows=3, row_bytes=40, buf_stride=128),
               Instruction("ST", buf="gbuf", channel=b.port(core, 2), hbm_addr=0,
                           buf_addr=4096 * other, rows=6, row_bytes=64, hbm_stride=64,
-                          buf_stride=64))
+                          buf_stride=64),
+              Instruction("ST", buf="gbuf", channel=b.port(core, 3), hbm_addr=0,
+                          buf_addr=16384, rows=3, row_bytes=128, hbm_stride=128,
+                          buf_stride=128))
     b.run(csim, tmp_path, pos=0, length=1, schedule=schedule)
 
 
@@ -363,7 +380,8 @@ def test_multi_phase_program_with_tokens_and_barriers(csim, tmp_path, schedule):
                           imm=isa.f32_bits(0.125), causal=1, groups=4),
               BARRIER,
               Instruction("LD", buf="gbuf", remote=1, remote_core=(core + 2) % CORES,
-                          buf_addr=8192, rows=4, row_bytes=64, buf_stride=64),
+                          hbm_addr=8192, hbm_stride=64, buf_addr=8192, rows=4, row_bytes=64,
+                          buf_stride=64),
               Instruction("ST", buf="gbuf", dyn="step", channel=b.port(core, 5), hbm_addr=0,
                           buf_addr=8192, rows=4, row_bytes=64, hbm_stride=64, buf_stride=64))
     b.run(csim, tmp_path, pos=1, length=3, schedule=schedule)

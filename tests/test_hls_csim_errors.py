@@ -100,7 +100,7 @@ ERROR_CASES = {
     "stripe-unbound": lambda: _img([], [], [_ld(2, channel=26, stripe=8, rows=1, row_bytes=64)]),
     "hbm-past-end": lambda: _img([_ld(hbm_addr=(256 << 20) - 20)]),
     "buffer-past-end": lambda: _img([], [_ld(1, buf="fsb", buf_addr=4090)]),
-    "remote-self": lambda: _img([_ld(remote=1, remote_core=0)]),
+    "remote-self-overlap": lambda: _img([_ld(remote=1, remote_core=0, hbm_addr=2, buf_addr=4)]),
     "remote-missing": lambda: _img([_ld(remote=1, remote_core=3)]),
     "at-pos-too-long": lambda: _img([_ld(dyn="at_pos", rows=2)]),
     "last-without-len": lambda: _img([], [_ld(1, dyn="last")]),

@@ -92,10 +92,11 @@ def _kinds(program):
     return kinds
 
 
-@pytest.mark.parametrize("which", ["llama", "opt", "compressed"])
+@pytest.mark.parametrize("which", ["llama", "opt", "compressed", "staged"])
 def test_fast_path_equals_the_reference_byte_for_byte(which, overlays, tiny_program, opt_program,
-                                                      compressed_program):
-    program = {"llama": tiny_program, "opt": opt_program, "compressed": compressed_program}[which]
+                                                      compressed_program, staged_program):
+    program = {"llama": tiny_program, "opt": opt_program, "compressed": compressed_program,
+               "staged": staged_program}[which]
     ref, fast = (_record(ol, program) for ol in overlays)
     for (a, *ca), (b, *cb) in zip(ref[0], fast[0]):
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32))

@@ -362,24 +362,34 @@ def test_remote_ld_after_barrier_reads_the_other_cores_buffers():
     p0.load("wbuf", 0x500, wgt)                       # a lazily tracked weight snapshot
     p1 = Prog(mem, core=1)
     p1.insns += [BARRIER,
-                 Instruction("LD", buf="gbuf", remote=1, remote_core=0, buf_addr=0x300, rows=4,
-                             row_bytes=32, buf_stride=32),
-                 Instruction("LD", buf="wbuf", remote=1, remote_core=0, buf_addr=0x500, rows=8,
-                             row_bytes=64, buf_stride=64)]
-    got_act = p1.store("gbuf", 0x300, (4, 32), np.uint8)
-    got_wgt = p1.store("wbuf", 0x500, (8, 64), np.uint8)
+                 Instruction("LD", buf="gbuf", remote=1, remote_core=0, hbm_addr=0x300,
+                             hbm_stride=32, buf_addr=0x700, rows=4, row_bytes=32, buf_stride=48),
+                 Instruction("LD", buf="wbuf", remote=1, remote_core=0, hbm_addr=0x500,
+                             hbm_stride=64, buf_addr=0x900, rows=8, row_bytes=64, buf_stride=64),
+                 # a local copy of the rows just fetched, columns 8..24 of each
+                 Instruction("LD", buf="gbuf", remote=1, remote_core=1, hbm_addr=0x708,
+                             hbm_stride=48, buf_addr=0x1000, rows=4, row_bytes=16,
+                             buf_stride=16)]
+    got_act = p1.store("gbuf", 0x700, (4, 48), np.uint8)
+    got_wgt = p1.store("wbuf", 0x900, (8, 64), np.uint8)
+    got_local = p1.store("gbuf", 0x1000, (4, 16), np.uint8)
     _, counters = run(mem, {0: p0.insns + [BARRIER, END], 1: p1.insns + [END],
                             2: [BARRIER, END]})
-    np.testing.assert_array_equal(got_act(), act)
+    np.testing.assert_array_equal(got_act()[:, :32], act)
     np.testing.assert_array_equal(got_wgt(), wgt)
+    np.testing.assert_array_equal(got_local(), act[:, 8:24])
     assert counters.instructions["SYS"] == 2 * TARGET.cores
     assert 1 not in counters.hbm_read                  # a remote load does not touch HBM
 
 
-@pytest.mark.parametrize("remote_core", [1, 3])
-def test_remote_ld_from_itself_or_a_missing_core_is_an_address_error(remote_core):
-    bad = Instruction("LD", buf="gbuf", remote=1, remote_core=remote_core, rows=1, row_bytes=4)
-    raises({1: [ld("gbuf", 1, 0, 0, 1, 8), bad, END]}, AddressError, "remote core", 1, LDW)
+@pytest.mark.parametrize("fields, message", [
+    (dict(remote_core=3), "remote core"),                              # no such core
+    (dict(remote_core=1, hbm_addr=2, buf_addr=4), "overlaps"),         # a local copy onto itself
+    (dict(remote_core=0, hbm_addr=(2 << 20) - 2), "remote LD source"),  # source past the end
+])
+def test_bad_remote_ld_is_an_address_error(fields, message):
+    bad = Instruction("LD", buf="gbuf", remote=1, rows=1, row_bytes=4, **fields)
+    raises({1: [ld("gbuf", 1, 0, 0, 1, 8), bad, END]}, AddressError, message, 1, LDW)
 
 
 # ---------------------------------------------------------------------------------------------

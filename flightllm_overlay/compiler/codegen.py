@@ -20,10 +20,13 @@ from .on_chip_decode import OnChipDecode
 from .placement import Placement
 from .prefetch import hoist_weight_loads
 from .quantize import softmax_scale
+from .staged_prefill import StagedPrefill
 
 
-class StepCodegen(OnChipDecode):
-    """Emits the instruction streams of one step for every core."""
+class StepCodegen(OnChipDecode, StagedPrefill):
+    """Emits the instruction streams of one step for every core: every activation on chip
+    (decode, and prefill steps that fit), or a prefill of more rows than fit staged through HBM
+    (`staged_prefill.py`)."""
 
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
                  fused: bool = True):
@@ -32,7 +35,14 @@ class StepCodegen(OnChipDecode):
             raise CompileError(f"step of {rows} rows x {ctx} context exceeds the placement "
                                f"({plan.t_max} x {plan.ctx})")
         self.p, self.T, self.C, self.all_logits = plan, rows, ctx, all_logits
-        self.plan_buffers(plan, rows, ctx)
+        self.plan_weight_slots(plan, ctx)
+        self.staged = False
+        try:
+            self.plan_buffers(plan, rows, ctx)
+        except CompileError as exc:
+            if not (self.staged_prefill and rows > isa.MV_MAX_ROWS and "on-chip" in str(exc)):
+                raise
+            self.plan_staged(plan, rows, ctx)
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _barrier(self) -> Instruction:
@@ -133,16 +143,20 @@ class StepCodegen(OnChipDecode):
             if other == cp.index or c1 <= c0:
                 continue
             s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=other,
+                                 hbm_addr=base + elem * c0, hbm_stride=row_stride,
                                  buf_addr=base + elem * c0, rows=self.T,
                                  row_bytes=elem * (c1 - c0), buf_stride=row_stride))
 
     # -- the step ---------------------------------------------------------------------------------
     def core_stream(self, cp) -> list:
         s = []
-        self._prologue(s, cp)
-        for li, tiles in enumerate(cp.layers):
-            self._layer(s, cp, li, tiles)
-        self._head(s, cp)
+        if self.staged:
+            self._staged_stream(s, cp)
+        else:
+            self._prologue(s, cp)
+            for li, tiles in enumerate(cp.layers):
+                self._layer(s, cp, li, tiles)
+            self._head(s, cp)
         s.append(Instruction("SYS", op="end"))
         if not self.fused:
             s = self.unfuse(s, cp)
@@ -152,6 +166,10 @@ class StepCodegen(OnChipDecode):
     def _prologue(self, s, cp):
         """The step's inputs: the new tokens' embeddings (written by the host), RoPE rows."""
         self._ld(s, cp.input, "gbuf", self.X, self.T, self.a.dim * 2)
+        self._prologue_rope(s, cp)
+
+    def _prologue_rope(self, s, cp):
+        """The RoPE table rows of the step's positions."""
         if self.T > 1:      # rows past `len` rotate by zeros, not by stale (maybe inf) rows
             self._ld(s, cp.rope_zero, "gbuf", self.RT, self.T, self.d * 2)
         self._ld(s, cp.rope, "gbuf", self.RT, self.T, self.d * 2, dyn="at_pos")
@@ -254,7 +272,16 @@ class StepCodegen(OnChipDecode):
                             dyn_k=1)
                 self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
                           w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
-                          out_addr=self.ATT + h * d * 2, out_stride=(2 * d if T == 1 else hd * 2))
+                          **self._att_out(cp, hl, h))
+
+    def _att_out(self, cp, local: int, head: int) -> dict:
+        """Where the PV product of a query head goes: its columns of the whole attention output,
+        or (staged prefill) of this core's compact slice."""
+        d = self.d
+        if self.staged:
+            return dict(out_addr=self.ATT + local * d * 2, out_stride=len(cp.q_heads) * d * 2)
+        hd = self.a.n_heads * d
+        return dict(out_addr=self.ATT + head * d * 2, out_stride=2 * d if self.T == 1 else hd * 2)
 
     def _block_pattern(self, layer: int, head: int) -> dict:
         """Block-sparse attention fields of a prefill pass (decode attention stays dense)."""
@@ -289,6 +316,11 @@ class StepCodegen(OnChipDecode):
             rows = 1
         self._final_norm(s, cp, rows)
         self._quant(s, self.H, rows, dim, self.HQ, self.HS)
+        self._lm_head(s, cp, rows, self.LG)
+
+    def _lm_head(self, s, cp, rows, lg):
+        """Logits of `rows` quantised rows at HQ, column block by column block through `lg`."""
+        dim = self.a.dim
         vc = cp.vocab_rows[1] - cp.vocab_rows[0]
         cols_max = self.r1_bytes // (2 * rows) // 16 * 16
         for tile in cp.lm_head:
@@ -297,7 +329,7 @@ class StepCodegen(OnChipDecode):
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
-                          out_addr=self.LG, out_stride=2 * cols,
+                          out_addr=lg, out_stride=2 * cols,
                           **self._tile_operand(tile, half, c0, c0 + cols))
-                self._st(s, cp.logits, "gbuf", self.LG, rows, 2 * cols, hbm_stride=2 * vc,
+                self._st(s, cp.logits, "gbuf", lg, rows, 2 * cols, hbm_stride=2 * vc,
                          dyn="step" if rows > 1 else "static", extra=2 * (tile.row0 + c0))

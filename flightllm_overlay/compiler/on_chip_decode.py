@@ -38,10 +38,9 @@ class _Arena:
 class OnChipDecode:
     """The buffer plan and the unfused ablation of a step code generator (`StepCodegen`)."""
 
-    def plan_buffers(self, plan, rows: int, ctx: int) -> None:
-        """Place one step's on-chip data: weight and K/V slots in wbuf, activations in gbuf and
-        abuf (byte addresses as attributes: `X` residual, `H` normed input, `Q`/`GATE` q/k/v or
-        gate/up, `ATT`, `O`, `S`/`FF`/`LG` scores or FFN hidden or logits, `HQ`/`HS`, ...)."""
+    def plan_weight_slots(self, plan, ctx: int) -> None:
+        """The weight buffer's ping-pong weight slots and K/V history slots, and each core's
+        slice of the heads, model rows and FFN rows (both plans use them)."""
         a, t = plan.args, plan.target
         self.a, self.d = a, a.head_dim
         wsize = t.buffer("wbuf").bytes
@@ -52,16 +51,28 @@ class OnChipDecode:
             raise CompileError(f"weight buffer too small: {n_slots} x {self.w_half} + "
                                f"{kv_bytes} > {wsize}")
         self.w_ping = tuple(i * self.w_half for i in range(n_slots))
-        T, dim, hd = rows, a.dim, a.n_heads * self.d
-        cp0 = plan.cores
-        nq = max(len(c.q_heads) for c in cp0)
-        nk = max(len(c.kv_heads) for c in cp0)
+        nk = max(len(c.kv_heads) for c in plan.cores)
         # K/V history slots: the placement reserves room for one KV head at the program's full
         # context; a bucket of smaller capacity fits several, so the next heads' histories load
         # while this head's attention runs (heads rotate over the slots).
         self.kv_slot = kv_bytes
         self.kc0 = n_slots * self.w_half
         self.kv_slots = max(1, min(nk, (wsize - self.kc0) // kv_bytes))
+        self.q_ranges = [(c.index, (c.q_heads[0] * self.d, (c.q_heads[-1] + 1) * self.d)
+                          if c.q_heads else (0, 0)) for c in plan.cores]
+        self.o_ranges = [(c.index, c.o_rows) for c in plan.cores]
+        self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
+
+    def plan_buffers(self, plan, rows: int, ctx: int) -> None:
+        """Place one step's activations on chip, in gbuf and abuf (byte addresses as
+        attributes: `X` residual, `H` normed input, `Q`/`GATE` q/k/v or gate/up, `ATT`, `O`,
+        `S`/`FF`/`LG` scores or FFN hidden or logits, `HQ`/`HS`, ...); a `CompileError` naming
+        the buffer when they do not fit."""
+        a, t = plan.args, plan.target
+        T, dim, hd = rows, a.dim, a.n_heads * self.d
+        cp0 = plan.cores
+        nq = max(len(c.q_heads) for c in cp0)
+        nk = max(len(c.kv_heads) for c in cp0)
         ffn_c = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cp0)
         g = _Arena("global buffer", t.buffer("gbuf").bytes)
         self.X = g.alloc(T * dim * 2, "residual")
@@ -93,10 +104,6 @@ class OnChipDecode:
         self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
         self.PS = ab.alloc(4 * self.att_rows, "probability scales")
         self.gbuf_arena, self.abuf_arena = g, ab      # a family's codegen may place more
-        self.q_ranges = [(c.index, (c.q_heads[0] * self.d, (c.q_heads[-1] + 1) * self.d)
-                          if c.q_heads else (0, 0)) for c in plan.cores]
-        self.o_ranges = [(c.index, c.o_rows) for c in plan.cores]
-        self.f_ranges = [(c.index, c.ffn_rows) for c in plan.cores]
 
     def unfuse(self, s, cp) -> list:
         """The ablation without operator fusion: every intermediate an MPE or MISC instruction

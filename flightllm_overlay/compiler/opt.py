@@ -202,7 +202,10 @@ class OptPlacement(Placement):
 
 # ============================================================================ instructions
 class OptStepCodegen(StepCodegen):
-    """`StepCodegen` with the OPT block: positions added on the device, LayerNorms, biases, ReLU."""
+    """`StepCodegen` with the OPT block: positions added on the device, LayerNorms, biases, ReLU.
+    Its prefill keeps every activation on chip (fewer rows per launch when they do not fit)."""
+
+    staged_prefill = False
 
     def __init__(self, plan, rows, ctx, all_logits, fused=True):
         super().__init__(plan, rows, ctx, all_logits, fused)

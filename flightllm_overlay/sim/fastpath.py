@@ -139,12 +139,11 @@ class Plan:
         if not rows or not row_bytes:
             return None
         if f.get("remote", 0):
-            rc = f.get("remote_core", 0)
-            if rc >= len(ctx.sim.cores) or rc == core.index or bname == "wbuf":
+            if bname == "wbuf":
                 return _REFERENCE
-            src = _strided(ctx.sim.cores[rc].bufs[bname], addr, rows, row_bytes, bstride)
+            other, src_addr, src_stride = ctx._remote_source(core, f, rows, row_bytes, bname)
+            src = _strided(other.bufs[bname], src_addr, rows, row_bytes, src_stride)
             dst = _strided(buf, addr, rows, row_bytes, bstride)
-
             def remote_load(ctx):
                 dst[...] = src
             return remote_load

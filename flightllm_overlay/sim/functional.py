@@ -269,6 +269,24 @@ class _RunContext:
         end = _region(buf, addr, rows, row_bytes, bstride, f"{op} of {bname}")
         return rows, off, row_bytes, bstride, bname, buf, addr, end
 
+    def _remote_source(self, core, f, rows, row_bytes, bname):
+        """(source core, address, stride) of a remote LD (an on-chip copy; the source may be
+        the executing core itself), its range checked in the source buffer."""
+        rc = f.get("remote_core", 0)
+        if rc >= len(self.sim.cores):
+            raise AddressError(f"LD from remote core {rc}: cores are 0..{len(self.sim.cores) - 1}")
+        other = self.sim.cores[rc]
+        src_addr, src_stride = f.get("hbm_addr", 0), f.get("hbm_stride", 0)
+        s_end = _region(other.bufs[bname], src_addr, rows, row_bytes, src_stride,
+                        f"remote LD source (core {rc} {bname})")
+        if other is core:
+            d0 = f.get("buf_addr", 0)
+            d_end = d0 + max(rows - 1, 0) * f.get("buf_stride", 0) + row_bytes
+            if src_addr < d_end and d0 < s_end:
+                raise AddressError(f"local copy in {bname}: source {src_addr:#x}..{s_end:#x} "
+                                   f"overlaps destination {d0:#x}..{d_end:#x}")
+        return other, src_addr, src_stride
+
     def ld_packed(self, core, f):
         """A weight load through the dequantisation unit (spec/wformat.py): a packed tile of
         `row_bytes` in HBM becomes INT8 kept weights + FP32 row scales in wbuf, and, if sparse,
@@ -313,14 +331,10 @@ class _RunContext:
         if not rows or not row_bytes:
             return
         if f.get("remote", 0):
-            rc = f.get("remote_core", 0)
-            if rc >= len(self.sim.cores) or rc == core.index:
-                raise AddressError(f"LD from remote core {rc}: cores are 0..{len(self.sim.cores) - 1} "
-                                   f"and a core cannot be its own remote")
-            other = self.sim.cores[rc]
+            other, src_addr, src_stride = self._remote_source(core, f, rows, row_bytes, bname)
             if bname == "wbuf":
-                other.materialize(addr, end)
-            src = _strided(other.bufs[bname], addr, rows, row_bytes, bstride)
+                other.materialize(src_addr, src_addr + max(rows - 1, 0) * src_stride + row_bytes)
+            src = _strided(other.bufs[bname], src_addr, rows, row_bytes, src_stride).copy()
             if bname == "wbuf":
                 core.materialize(addr, end)
             _copy_rows(buf, addr, bstride, src)

@@ -54,21 +54,23 @@ _MOVE = (
     ("buf", 3, "on-chip buffer (index into `BUFFERS`)"),
     ("dyn", 3, "dynamic mode (index into `DYN_MODES`): how `pos`/`len` change the rows and HBM "
                "address"),
-    ("remote", 1, "LD only: 1 = copy from core `remote_core`'s buffer `buf` instead of HBM; ST: "
-                  "must be 0"),
-    ("remote_core", 2, "source core of a remote LD (must exist and differ from the executing "
-                       "core)"),
+    ("remote", 1, "LD only: 1 = an on-chip copy from core `remote_core`'s buffer `buf` instead "
+                  "of HBM, its rows read at `hbm_addr` with stride `hbm_stride` there; ST: must "
+                  "be 0"),
+    ("remote_core", 2, "source core of a remote LD (must exist; the executing core itself makes "
+                       "a local copy, whose source and destination must not overlap)"),
     ("channel", 5, "HBM pseudo-channel; the executing core must own it (`core_channels` of the "
                    "target)"),
     ("stripe", 5, "LD only: the number of channels one contiguous row is split over (0 and 1: "
                   "one), in equal chunks, starting at `channel` and going round the core's ports "
                   "at the same `hbm_addr`; needs rows <= 1 and no remote; ST: must be 0"),
-    ("hbm_addr", 30, "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment"),
-    ("buf_addr", 22, "byte address of row 0 in the on-chip buffer (same address in the remote "
-                     "core)"),
+    ("hbm_addr", 30, "byte offset of row 0 inside the pseudo-channel, before the dyn adjustment "
+                     "(remote LD: byte address of row 0 in the source core's buffer)"),
+    ("buf_addr", 22, "byte address of row 0 in the on-chip buffer"),
     ("rows", 16, "rows to copy; for dynamic modes, the compiled maximum"),
     ("row_bytes", 20, "bytes per row"),
-    ("hbm_stride", 28, "bytes between consecutive rows in HBM"),
+    ("hbm_stride", 28, "bytes between consecutive rows in HBM (remote LD: in the source core's "
+                       "buffer)"),
     ("buf_stride", 22, "bytes between consecutive rows in the on-chip buffer"),
     ("wfmt", 2, "LD only: weight format (index into `WEIGHT_FORMATS`); packed: `row_bytes` of a "
                 "packed tile (spec/wformat.py) pass the dequantisation unit: `rows` rows of `wk` "
@@ -442,7 +444,8 @@ def disassemble_one(insn: Instruction) -> str:
         buf = BUFFERS[f("buf", 0)]
         dyn = DYN_MODES[f("dyn", 0)]
         stripe = f"x{f('stripe', 0)}ch" if f("stripe", 0) > 1 else ""
-        src = (f"core{f('remote_core', 0)}.{buf}[{f('buf_addr', 0):#x}]" if f("remote", 0)
+        src = (f"core{f('remote_core', 0)}.{buf}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]"
+               if f("remote", 0)
                else f"hbm{f('channel', 0)}{stripe}[{f('hbm_addr', 0):#x}+r*{f('hbm_stride', 0)}]")
         dst = f"{buf}[{f('buf_addr', 0):#x}+r*{f('buf_stride', 0)}]"
         a, b = (dst, src) if op == "LD" else (src, dst)

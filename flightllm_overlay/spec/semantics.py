@@ -142,7 +142,10 @@ def footprint(insn: isa.Instruction, ctx_cap: int) -> list:
             rows = 1
         else:
             out.append((buf, *_span(b0, rows, f("buf_stride", 0), rb), op == "LD"))
-        if not f("remote", 0):
+        if f("remote", 0):                      # the source range; conservatively also
+            # recorded against this core's buffer (a local copy reads it)
+            out.append((buf, *_span(f("hbm_addr", 0), rows, f("hbm_stride", 0), rb), False))
+        else:
             dyn = Dyn(f("dyn", 0))
             span = max(rows, ctx_cap if dyn in (Dyn.AT_POS, Dyn.LAST) else rows)
             chunk = rb // stripe_count(insn.fields)

@@ -32,10 +32,10 @@ static constexpr unsigned FLLM_BUF_WBUF = 0;                             // stre
 static constexpr unsigned FLLM_BUF_WBUF_DEPTH = 4096;
 static constexpr unsigned FLLM_BUF_WBUF_WIDTH = 512;                     // bytes per line
 static constexpr unsigned FLLM_BUF_WBUF_BYTES = 2097152;
-static constexpr unsigned FLLM_BUF_ABUF = 1;                             // INT8 MPE inputs and their per-row scales (512 KiB)
+static constexpr unsigned FLLM_BUF_ABUF = 1;                             // INT8 MPE inputs and their per-row scales (2 MiB)
 static constexpr unsigned FLLM_BUF_ABUF_DEPTH = 4096;
-static constexpr unsigned FLLM_BUF_ABUF_WIDTH = 128;                     // bytes per line
-static constexpr unsigned FLLM_BUF_ABUF_BYTES = 524288;
+static constexpr unsigned FLLM_BUF_ABUF_WIDTH = 512;                     // bytes per line
+static constexpr unsigned FLLM_BUF_ABUF_BYTES = 2097152;
 static constexpr unsigned FLLM_BUF_GBUF = 2;                             // FP16 outputs and MISC workspace (2 MiB; the paper's global buffer is 1 MiB)
 static constexpr unsigned FLLM_BUF_GBUF_DEPTH = 1024;
 static constexpr unsigned FLLM_BUF_GBUF_WIDTH = 2048;                    // bytes per line
@@ -57,7 +57,7 @@ static constexpr unsigned FLLM_NUM_BUFFERS = 6;
 static constexpr const char* FLLM_BUF_NAMES[6] = {"wbuf", "abuf", "gbuf", "meta", "fsb", "bias"};
 #endif
 // bytes of each buffer, by buf index
-static constexpr unsigned long long FLLM_BUF_BYTES[6] = {2097152, 524288, 2097152, 65536, 4096, 262144};
+static constexpr unsigned long long FLLM_BUF_BYTES[6] = {2097152, 2097152, 2097152, 65536, 4096, 262144};
 
 // ---- unit queues: bit i of wait/release names unit i (config.UNITS) ----
 static constexpr unsigned FLLM_UNIT_LD = 0;

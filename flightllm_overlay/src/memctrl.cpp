@@ -248,14 +248,15 @@ bool fllm_serve_remote(FLLM_PEER_PARAMS, const CoreBuffers& B) {
     return false;
 }
 
-void fllm_remote_read(FLLM_PEER_PARAMS, unsigned peer, CoreBuffers& B, unsigned buf, uint64_t addr,
-                      uint64_t rows, uint64_t row_bytes, uint64_t stride) {
-    fllm_beat_t r = fllm_header(FLLM_KIND_REMOTE_READ);
+void fllm_remote_read(FLLM_PEER_PARAMS, unsigned peer, CoreBuffers& B, unsigned buf, uint64_t src,
+                      uint64_t src_stride, uint64_t dst, uint64_t dst_stride, uint64_t rows,
+                      uint64_t row_bytes) {
+    fllm_beat_t r = fllm_header(FLLM_KIND_REMOTE_READ);     // the peer reads src with src_stride
     r.data.range(7, 0) = buf;
-    fllm_put_u32(r, 4, (uint32_t)addr);
+    fllm_put_u32(r, 4, (uint32_t)src);
     fllm_put_u32(r, 8, (uint32_t)rows);
     fllm_put_u32(r, 12, (uint32_t)row_bytes);
-    fllm_put_u32(r, 16, (uint32_t)stride);
+    fllm_put_u32(r, 16, (uint32_t)src_stride);
     if (peer == 0) peer0_req_out.write(r);      // one explicit path per link
     else peer1_req_out.write(r);
     const uint64_t total = rows * row_bytes, beats = (total + FLLM_BEAT_BYTES - 1) / FLLM_BEAT_BYTES;
@@ -277,7 +278,7 @@ REMOTE_IN:
         fllm_beat_bytes(d, by);
         for (unsigned t = 0; t < FLLM_BEAT_BYTES; t++) {
             const uint64_t j = i * FLLM_BEAT_BYTES + t;
-            if (j < total) fllm_buf_set(B, buf, addr + (j / row_bytes) * stride + j % row_bytes, by[t]);
+            if (j < total) fllm_buf_set(B, buf, dst + (j / row_bytes) * dst_stride + j % row_bytes, by[t]);
         }
         i++;
     }

@@ -341,12 +341,31 @@ unsigned fllm_exec_ld(const MoveFields& f, CoreRun& ctx, CoreBuffers& B, FLLM_HB
     if (err) return err;
     if (!rows || !f.row_bytes) return 0;
     CoreCounters& cc = ctx.count;
-    if (f.remote) {                       // on-chip copy from another core, same buffer and addresses
-        if (f.remote_core >= FLLM_CORES || f.remote_core == ctx.core)
-            FLLM_FAIL(FLLM_ERR_ADDRESS, "LD from remote core %u: cores are 0..%u and a core cannot be "
-                      "its own remote", f.remote_core, FLLM_CORES - 1);
-        fllm_remote_read(FLLM_PEER_ARGS, (f.remote_core + FLLM_CORES - ctx.core - 1) % FLLM_CORES, B, f.buf, f.buf_addr,
-                         rows, f.row_bytes, f.buf_stride);
+    if (f.remote) {     // on-chip copy: from core remote_core's buffer at hbm_addr / hbm_stride
+        if (f.remote_core >= FLLM_CORES)
+            FLLM_FAIL(FLLM_ERR_ADDRESS, "LD from remote core %u: cores are 0..%u", f.remote_core,
+                      FLLM_CORES - 1);
+        err = fllm_check_region(FLLM_BUF_BYTES[f.buf], f.hbm_addr, rows, f.row_bytes, f.hbm_stride,
+                                "remote LD source");
+        if (err) return err;
+        if (f.remote_core == ctx.core) {    // a local copy; source and destination must not overlap
+            const uint64_t s_end = f.hbm_addr + (rows - 1) * f.hbm_stride + f.row_bytes;
+            const uint64_t d_end = f.buf_addr + (rows - 1) * f.buf_stride + f.row_bytes;
+            if (f.hbm_addr < d_end && f.buf_addr < s_end)
+                FLLM_FAIL(FLLM_ERR_ADDRESS, "local copy: source %#llx..%#llx overlaps destination "
+                          "%#llx..%#llx", (unsigned long long)f.hbm_addr, (unsigned long long)s_end,
+                          (unsigned long long)f.buf_addr, (unsigned long long)d_end);
+        LOCAL_COPY:
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 128
+                for (uint64_t j = 0; j < f.row_bytes; j++)
+                    fllm_buf_set(B, f.buf, f.buf_addr + r * f.buf_stride + j,
+                                 fllm_buf_get(B, f.buf, f.hbm_addr + r * f.hbm_stride + j));
+            }
+            return 0;
+        }
+        fllm_remote_read(FLLM_PEER_ARGS, (f.remote_core + FLLM_CORES - ctx.core - 1) % FLLM_CORES, B, f.buf,
+                         f.hbm_addr, f.hbm_stride, f.buf_addr, f.buf_stride, rows, f.row_bytes);
         return 0;
     }
     unsigned ports[MAX_STRIPE], parts;
