@@ -73,8 +73,9 @@ def test_bucket_streams_differ_only_in_capacities(tiny_program):
 
 
 def test_bucket_table_owns_the_policy(tiny_ckpt, tmp_path):
-    """BucketTable compiles a missing bucket once and keeps it in the program; a program loaded
-    from a file serves a missing bucket with its whole-context step and refuses exact streams."""
+    """BucketTable compiles a missing bucket once and keeps it in the program; so does a program
+    loaded from a file (from its placement recipe), exact-length streams included; a program
+    with neither builder nor recipe says so instead of running another stream."""
     from flightllm_overlay.compiler import BucketTable, Program, compile_model
     program = compile_model(tiny_ckpt, ctx=64)
     table = BucketTable(program, U280)
@@ -84,6 +85,10 @@ def test_bucket_table_owns_the_policy(tiny_ckpt, tmp_path):
     assert table.step("decode", 20) == (step, False)
     assert table.compile_all() == len(table.ends("prefill")) + len(table.ends("decode")) - 1
     loaded = Program.load(compile_model(tiny_ckpt, ctx=64).save(tmp_path / "p.fllm"))
-    assert BucketTable(loaded, U280).step("decode", 17) == (loaded.step("decode"), False)
-    with pytest.raises(FlightLLMError, match="freshly compiled"):
-        BucketTable(loaded, U280).exact("decode", 17)
+    step, compiled = BucketTable(loaded, U280).step("decode", 17)
+    assert compiled and step.name == "decode@32" and loaded.steps["decode@32"] is step
+    np.testing.assert_array_equal(step.image, program.steps["decode@32"].image)
+    assert BucketTable(loaded, U280).exact("decode", 17)[0].name == "decode#exact17"
+    loaded.builder = loaded.recipe = None
+    with pytest.raises(FlightLLMError, match="no placement recipe"):
+        BucketTable(loaded, U280).step("decode", 60)

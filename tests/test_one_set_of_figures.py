@@ -1,8 +1,6 @@
 """Predicted figures do not depend on how a program was loaded: saved then loaded equals freshly compiled."""
 from __future__ import annotations
 
-import pytest
-
 from flightllm_overlay.compiler import BucketTable, Program
 from flightllm_overlay.runtime import Generator, Session
 
@@ -23,9 +21,6 @@ def test_program_saved_with_its_buckets_predicts_as_compiled(sim_overlay, tiny_c
     assert _predicted(sim_overlay, loaded, tiny_ckpt) == _predicted(sim_overlay, program, tiny_ckpt)
 
 
-@pytest.mark.xfail(strict=True, reason="a program saved before its buckets were compiled runs the "
-                   "whole-context streams once loaded; lands with the checked program format "
-                   "(saved programs keep their bucket streams): then remove this marker")
 def test_program_saved_right_after_compiling_predicts_as_compiled(sim_overlay, tiny_ckpt, tmp_path):
     from flightllm_overlay.compiler import compile_model
     program = compile_model(tiny_ckpt, ctx=256)

@@ -152,7 +152,8 @@ def test_key_covers_tokenizer_target_and_options(tiny_ckpt):
     assert program_key(tiny_ckpt, U280, 64, True) != base
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "header", "empty", "directory"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "header", "empty", "directory",
+                                    "recipe"])
 def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_ckpt, damage,
                                                                 quick_compile):
     """Finding 6: a broken entry that raised something other than ProgramError was never
@@ -165,6 +166,11 @@ def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_c
     if damage == "directory":
         path.unlink()
         path.mkdir()
+    elif damage == "recipe":       # a placement that no longer re-runs to the entry's streams
+        from program_files import header_of, with_header
+        header = header_of(raw)
+        header["placement"]["schedule"]["compute_fence"] = True
+        path.write_bytes(with_header(raw, header))
     else:
         path.write_bytes({"truncate": raw[:11], "garbage": b"\x10" + raw[1:], "empty": b"",
                           "header": raw[:8] + b"[" + raw[9:]}[damage])

@@ -114,6 +114,17 @@ def _mutated(raw, edit):
     (lambda h: h["tensors"].update(embedding="00"), "tensors"),
     (lambda h: h["tensors"].pop("embedding"), "tensors"),
     (lambda h: h["meta"].update(identity={"name": 3}), "identity"),
+    (lambda h: h.pop("placement"), "placement"),
+    (lambda h: h["placement"].update(colour="red"), "placement must hold"),
+    (lambda h: h["placement"].update(weight_slots=1), "weight_slots"),
+    (lambda h: h["placement"].update(fused="yes"), "fused"),
+    (lambda h: h["placement"]["schedule"].update(turbo=True), "schedule"),
+    (lambda h: h["placement"]["schedule"].update(stripe_all=1), "stripe_all"),
+    (lambda h: h["placement"]["weights"].pop(), "one object per layer"),
+    (lambda h: h["placement"]["weights"][0].update(wq="packed/5/32"), "wq"),
+    (lambda h: h["placement"]["weights"][0].update({"W Q": "int8"}), "names a weight"),
+    (lambda h: h["placement"].update(lm_head="packed/4/32/sparse"), "codes/lm_head"),
+    (lambda h: h["placement"].update(attn_pattern=[[[0, 99]]]), "attn_pattern"),
 ])
 def test_a_crafted_header_gives_a_program_error(tmp_path, saved, edit, match):
     """Findings 1 and 6: headers with a valid digest but inconsistent or absurd values (1e9
@@ -156,9 +167,13 @@ def test_tensor_table_must_match_the_header(tmp_path, saved):
         _load(tmp_path, huge)
 
 
-def test_an_old_format_file_says_recompile(tmp_path):
+def test_an_old_format_file_says_recompile(tmp_path, saved):
     with pytest.raises(ProgramError, match="format 1"):
         _load(tmp_path, b"FLLMPROG" + b"\x01\x00\x00\x00" + b"\x02\x00\x00\x00{}")
+    # format 2 had no placement recipe: its loaded programs could not compile their buckets
+    old = _mutated(saved[1], lambda h: (h.pop("placement"), h.update(format_version=2)))
+    with pytest.raises(ProgramError, match="program format 2; this version reads 3: recompile"):
+        _load(tmp_path, old)
 
 
 def test_concurrent_saves_of_one_path_all_succeed(tmp_path, tiny_program):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightllm_overlay.errors import FlightLLMError
 from flightllm_overlay.runtime import Session
 from flightllm_overlay.runtime.trace import POINTS, trace, trace_program
 
@@ -84,10 +83,11 @@ def test_opt_and_compressed_programs_trace(sim_overlay, tiny_opt_ckpt, tiny_ckpt
 def test_plot_and_loaded_programs(tmp_path, tiny_program, sim_overlay, tiny_ckpt, traced):
     from flightllm_overlay.compiler import Program
     loaded = Program.load(tiny_program.save(tmp_path / "p.fllm"))
-    with pytest.raises(FlightLLMError, match="freshly compiled"):
-        trace_program(loaded)
+    with Session(sim_overlay, trace_program(loaded)) as s:       # from its placement recipe
+        from_file = trace(s, tiny_ckpt, list(range(3, 20)))
     with Session(sim_overlay, traced) as s:
         report = trace(s, tiny_ckpt, list(range(3, 20)))
+    assert from_file.rows == report.rows and len(report.rows) == 4 * tiny_ckpt.args.n_layers
     fig = report.plot(tmp_path / "trace.png")
     assert (tmp_path / "trace.png").stat().st_size > 1000
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == len(POINTS)

@@ -6,12 +6,14 @@ from dataclasses import asdict
 from ..config import load_target
 from ..errors import CompileError
 from ..spec import isa
-from .buckets import KINDS, BucketTable, StepBuilder
+from .buckets import KINDS, BucketTable, StepBuilder, core_io
 from .families import compiler_family
 from .identity import model_identity
-from .program import CoreIO, Program, StepProgram
+from .program import Program, StepProgram
 from .quantize import QuantizedModel, quantize_model
 from .fit import check_fits
+from .placement import slot_bytes
+from .recipe import PlacementRecipe
 from .schedule import ScheduleOptions
 
 __all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
@@ -43,9 +45,9 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
     progress: show a progress bar (default: in a terminal or a notebook, see `show_progress`).
     cache: True takes the program from the program cache ($FLIGHTLLM_CACHE or the platform's
     cache folder; the entry `flightllm generate` uses), compiling and storing it on a miss; a
-    folder or a `ProgramCache` names another cache.  A program from the cache compiles a bucket
-    it lacks only by compiling the model again: `Generator` stores the buckets it compiled back
-    into the cache.
+    folder or a `ProgramCache` names another cache.  A program from the cache compiles the
+    buckets it lacks from its placement recipe, as this program would; `Generator` stores them
+    back into the cache.
     """
     if cache is not False and cache is not None:
         from .cache import ProgramCache
@@ -85,12 +87,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     place = compiler_family(a).placement
     ctx = default_context(a, tgt, ctx)
     check_fits(qm, tgt, ctx)
-    wsize = tgt.buffer("wbuf").bytes
-    kv_bytes = 2 * ctx * a.head_dim + 4 * ctx
-    if weight_slots < 2:
-        raise CompileError(f"weight_slots={weight_slots}: at least 2 (one tile loads while "
-                           f"the MPE reads the other)")
-    half = (wsize - kv_bytes) // weight_slots // 64 * 64
+    half = slot_bytes(tgt, a, ctx, weight_slots)
     # Rows per prefill run: the 128-row MM tile when the step's activations fit on chip, else
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)
@@ -112,8 +109,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     if bar is not None:
         bar.update(bar.total - bar.n)
     images = plan.layout.images
-    io = [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
-                 cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]
+    io = core_io(plan)
     program = Program(
         model=asdict(a), target=tgt.name, ctx=ctx, rows=rows, steps=steps,
         channel_static={} if plan.layout.shape_only else
@@ -123,6 +119,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                                              "per-row INT8 activations", **{
                                                  "smoothing": qm.smoothing}})
     program.builder = builder
+    program.recipe = PlacementRecipe.of(qm, weight_slots, schedule, fused)
     program.meta["fused"] = fused
     tiles = [t for cp in plan.cores for lt in cp.layers for ts in lt.values() for t in ts]
     program.meta["weight_slots"] = weight_slots

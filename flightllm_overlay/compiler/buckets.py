@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from ..errors import ContextLengthError, ProgramError
+from ..errors import CompileError, ContextLengthError, ProgramError
 from ..spec import isa
 from .families import compiler_family
-from .program import StepProgram
+from .program import CoreIO, StepProgram
 
 KINDS = ("prefill", "decode")
 
@@ -48,8 +48,8 @@ def step_name(kind: str, bucket: int) -> str:
 
 
 class StepBuilder:
-    """Compiles the stream of any bucket for one placed model (kept by a freshly compiled
-    Program so that buckets can be compiled on first use)."""
+    """Compiles the stream of any bucket for one placed model (kept by a compiled Program, or
+    made for a loaded one by `builder_of`, so that buckets can be compiled on first use)."""
 
     def __init__(self, plan, rows: int, all_logits: bool, fused: bool = True):
         self.plan, self.rows, self.all_logits, self.fused = plan, rows, all_logits, fused
@@ -66,11 +66,59 @@ class StepBuilder:
         return step
 
 
+def core_io(plan) -> list:
+    """Where the host writes each core's input rows and reads its logits, in a placement."""
+    return [CoreIO(cp.input.channel, cp.input.offset, cp.logits.channel, cp.logits.offset,
+                   cp.vocab_rows[0], cp.vocab_rows[1]) for cp in plan.cores]
+
+
+def builder_of(program):
+    """The StepBuilder of `program`: the one it was compiled with or, for a program loaded from
+    a file, one that re-runs the placement from the file's recipe (kept in `program.builder`);
+    None for a program that has neither."""
+    if program.builder is None and program.recipe is not None:
+        program.builder = _replay(program)
+    return program.builder
+
+
+def _replay(program) -> StepBuilder:
+    """Re-run the placement of a loaded program from its recipe, and check that it gives the
+    file's own HBM layout, I/O map and whole-context streams, instruction for instruction."""
+    from ..config import load_target
+    from ..model.args import ModelArgs
+    from .placement import slot_bytes
+    args, target, recipe = ModelArgs(**program.model), load_target(program.target), program.recipe
+    family = compiler_family(args)
+    try:
+        plan = family.placement(recipe.model(family.shape_only(args)), target, program.ctx,
+                                program.rows, slot_bytes(target, args, program.ctx,
+                                                         recipe.weight_slots),
+                                recipe.weight_slots, recipe.schedule)
+        builder = StepBuilder(plan, program.rows, program.step("prefill").all_logits, recipe.fused)
+        used = {ch: img for ch, img in plan.layout.images.items() if img.size}
+        checks = {
+            "HBM channel sizes": ({ch: img.size for ch, img in used.items()}, program.channel_size),
+            "static HBM images": ({ch: len(img.static) for ch, img in used.items()},
+                                  {ch: v.size for ch, v in program.channel_static.items()}),
+            "I/O map": (core_io(plan), program.io)}
+        for kind in KINDS:
+            image = builder.build(kind, program.ctx, kind).image
+            checks[f"{kind} stream"] = (image.tobytes(), program.step(kind).image.tobytes())
+    except CompileError as exc:
+        raise ProgramError(f"the program's placement cannot be re-run ({exc}); recompile "
+                           f"it") from None
+    wrong = [what for what, (got, want) in checks.items() if got != want]
+    if wrong:
+        raise ProgramError(f"re-running the program's placement does not give its own "
+                           f"{', '.join(wrong)} (was it compiled by another version?); "
+                           f"recompile it to compile its buckets")
+    return builder
+
+
 class BucketTable:
-    """The length-bucket policy of one program on one target: which stream serves a step, each
-    bucket's stream compiled on first use and kept in the program, and exact-length streams for
-    comparisons.  A program loaded from a file without a bucket uses its whole-context step for
-    it, which gives the same results."""
+    """The length-bucket policy of one program on one target: which stream serves a step, and
+    each bucket's stream compiled on first use and kept in the program (also in a program loaded
+    from a file: `builder_of`), and exact-length streams for comparisons."""
 
     def __init__(self, program, target):
         self.program, self.target = program, target
@@ -82,35 +130,31 @@ class BucketTable:
     def ends(self, kind: str) -> list:
         return buckets(self.target, kind, self.program.ctx)
 
+    def _build(self, kind: str, ctx: int, name: str) -> StepProgram:
+        builder = builder_of(self.program)
+        if builder is None:
+            raise ProgramError(f"this program holds no stream {name!r} and cannot compile it "
+                               f"(it has no placement recipe); recompile the model")
+        step = self.program.steps[name] = builder.build(kind, ctx, name)
+        return step
+
     def step(self, kind: str, end: int) -> tuple:
         """(StepProgram, compiled_now) for the bucket serving a `kind` step ending at `end`."""
         name = self.name(kind, end)
-        p = self.program
-        if name in p.steps:
-            return p.steps[name], False
-        if p.builder is None:
-            return p.step(kind), False
-        step = p.steps[name] = p.builder.build(kind, int(name.split("@")[1]))
-        return step, True
+        if name in self.program.steps:
+            return self.program.steps[name], False
+        return self._build(kind, int(name.split("@")[1]), name), True
 
     def exact(self, kind: str, length: int) -> tuple:
         """(StepProgram, compiled_now) compiled for exactly `length` positions (comparisons)."""
         name = f"{kind}#exact{length}"
-        p = self.program
-        if name in p.steps:
-            return p.steps[name], False
-        if p.builder is None:
-            raise ProgramError("exact-length streams need a freshly compiled program (this one "
-                               "was loaded from a file)")
-        step = p.steps[name] = p.builder.build(kind, length, name)
-        return step, True
+        if name in self.program.steps:
+            return self.program.steps[name], False
+        return self._build(kind, length, name), True
 
     def compile_all(self, progress: bool = False) -> int:
         """Compile every bucket now (what `flightllm compile --all-buckets` does); returns how
         many were compiled."""
-        if self.program.builder is None:
-            raise ProgramError("this program was loaded from a file: recompile the model to "
-                               "add buckets")
         todo = [(k, b) for k in KINDS for b in self.ends(k)]
         made = 0
         for kind, b in tqdm(todo, desc="buckets", disable=not progress):

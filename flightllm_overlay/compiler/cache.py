@@ -3,8 +3,10 @@
 The key hashes everything a program depends on: the checkpoint's bytes (its files, or the bytes of
 the weights when it has no file), its tokenizer, the target description, the compiler and ISA
 versions and the compile options.  An entry is a program file (checked end to end, see
-`program_file`) whose metadata repeats the key, so a stale entry (other key) or a broken one is
-detected at load, removed with a one-line notice and recompiled, never executed.  Writes go to a
+`program_file`) whose metadata repeats the key and whose placement recipe re-runs to its own
+streams (so that the buckets it lacks compile as the rest did), so a stale entry (other key,
+other compiler) or a broken one is detected at load, removed with a one-line notice and
+recompiled, never executed.  Writes go to a
 unique temporary file that is renamed into place.  The cache holds at most
 ``$FLIGHTLLM_CACHE_MAX`` bytes (default 4G; suffixes K, M, G), evicting the least recently used
 entries.  Location: ``$FLIGHTLLM_CACHE``, else the platform's user cache folder
@@ -26,6 +28,7 @@ from .. import __version__
 from ..spec import isa
 from ..config import load_target
 from ..errors import ConfigError, FlightLLMError, ProgramError
+from .buckets import builder_of
 from .identity import tokenizer_fingerprint, weights_digest
 from .program import Program
 from .program_file import FORMAT_VERSION
@@ -126,6 +129,7 @@ class ProgramCache:
             program = Program.load(path)
             if program.meta.get("cache_key") != key:
                 raise ProgramError(f"{path} was written for another key")
+            builder_of(program)       # its placement re-runs to its own streams, or it is stale
         except (FlightLLMError, OSError) as exc:
             self.rejected += 1
             try:
@@ -178,7 +182,8 @@ class ProgramCache:
 
     def get_or_compile(self, ckpt, target="u280", ctx=None, all_logits=False, **kw) -> Program:
         """The program for `ckpt`: from the cache when a valid entry exists, else compiled and
-        stored.  The result can compile further buckets (`sync` stores them)."""
+        stored.  Either way it compiles the buckets it lacks on first use (an entry from the
+        placement recipe stored with it); `sync` stores them."""
         from . import compile_model, default_context
         tgt = load_target(target) if isinstance(target, str) else target
         ctx = default_context(ckpt.args, tgt, ctx)
@@ -194,7 +199,6 @@ class ProgramCache:
                             f"({str(exc).splitlines()[0][:160]}); continuing without it")
         else:
             self.hits += 1
-            program.builder = _LazyBuilder(ckpt, tgt, ctx, all_logits, kw)
             self.evict(keep=self.path(key))           # the cap may have been lowered
         program.meta["cache_key"] = key
         return program
@@ -203,18 +207,3 @@ class ProgramCache:
         """Store the program again with the buckets compiled since it was cached."""
         return self.save(program.meta["cache_key"], program)
 
-
-class _LazyBuilder:
-    """Quantises and places the model only when a bucket missing from the cache is needed."""
-
-    def __init__(self, ckpt, target, ctx, all_logits, kw):
-        self.args = (ckpt, target, ctx, all_logits, kw)
-        self._builder = None
-
-    def build(self, kind, ctx, name=None):
-        if self._builder is None:
-            from . import compile_model
-            ckpt, target, c, all_logits, kw = self.args
-            self._builder = compile_model(ckpt, target, ctx=c, all_logits=all_logits,
-                                          **kw).builder
-        return self._builder.build(kind, ctx, name)

@@ -89,6 +89,16 @@ class CorePlan:
     spill: Region = None             # the unfused ablation's HBM copy of on-chip intermediates
 
 
+def slot_bytes(target, args, ctx: int, weight_slots: int) -> int:
+    """Bytes of one weight-buffer slot: what the KV history of one head (ctx INT8 rows of K and
+    V, their FP32 scales) leaves of the weight buffer, split into `weight_slots`."""
+    if weight_slots < 2:
+        raise CompileError(f"weight_slots={weight_slots}: at least 2 (one tile loads while "
+                           f"the MPE reads the other)")
+    kv_bytes = 2 * ctx * args.head_dim + 4 * ctx
+    return (target.buffer("wbuf").bytes - kv_bytes) // weight_slots // 64 * 64
+
+
 class Placement:
     """Places `qm` on `target` for contexts up to `ctx` and steps of up to `t_max` tokens."""
 

@@ -72,6 +72,7 @@ class Program:
     embedding: np.ndarray        # f16 (vocab, dim), gathered by the host
     meta: dict = field(default_factory=dict)
     builder: object = field(default=None, repr=False, compare=False)  # compiles more steps (BucketTable)
+    recipe: object = field(default=None, repr=False, compare=False)   # re-runs the placement (recipe.py)
 
     @property
     def dim(self) -> int:
@@ -93,19 +94,26 @@ class Program:
 
     # -- file format (compiler/program_file.py) -----------------------------------------------------
     def save(self, path) -> Path:
-        """Write the program (every step and bucket stream compiled so far, the HBM images and
-        the embedding) to a program file, atomically; returns the path."""
+        """Write the program (every step and bucket stream compiled so far, the HBM images, the
+        embedding and the placement recipe, from which a loaded program compiles the buckets it
+        lacks) to a program file, atomically; returns the path."""
         if self.meta.get("shape_only"):
             raise ProgramError("this program was compiled from shapes alone (no weights) and "
                                "cannot be saved; compile a checkpoint")
+        if self.recipe is None:
+            raise ProgramError("this program has no placement recipe (it was not made by "
+                               "compile_model, compile_compressed or Program.load), so a loaded "
+                               "copy could not compile its buckets; compile the model to save it")
         from .program_file import write
         return write(self, path)
 
     @classmethod
     def load(cls, path, verify: bool = True) -> "Program":
         """A program file, checked end to end (structure, header digest and schema, tensor
-        digests unless `verify` is False); its arrays are read-only memory maps."""
+        digests unless `verify` is False); its arrays are read-only memory maps.  It compiles
+        the buckets it lacks as the program did when it was saved (`buckets.builder_of`)."""
         from .program_file import read
+        from .recipe import PlacementRecipe
         got = read(path, verify)
         h, arrays = got["header"], got["arrays"]
         steps = {n: StepProgram(n, s["rows"], s["ctx"], s["all_logits"], arrays[s["image"]])
@@ -115,7 +123,7 @@ class Program:
                    steps=steps, channel_static=static,
                    channel_size={int(k): v for k, v in h["channel_size"].items()},
                    io=[CoreIO(**x) for x in h["io"]], embedding=arrays["embedding"],
-                   meta=h["meta"])
+                   meta=h["meta"], recipe=PlacementRecipe.from_file(h["placement"], arrays))
 
     def disassemble(self) -> str:
         return "\n".join(st.disassemble() for st in self.steps.values())

@@ -1,6 +1,6 @@
 """The program file: a safetensors file whose JSON metadata is checked against a schema before use.
 
-Layout (format 2).  A program file is a plain safetensors file (the format Hugging Face maintains:
+Layout (format 3).  A program file is a plain safetensors file (the format Hugging Face maintains:
 an 8-byte header length, a JSON table of tensors, the tensor bytes), so any safetensors reader
 opens it.  Its tensors:
 
@@ -8,12 +8,16 @@ opens it.  Its tensors:
   steps and buckets that share an image share the tensor;
 - ``hbm/<channel>``: uint8 static HBM image of a channel (weights, tables), one per channel,
   shared by every step and bucket;
-- ``embedding``: float16 (vocab_size, dim), gathered by the host.
+- ``embedding``: float16 (vocab_size, dim), gathered by the host;
+- ``codes/<layer>/<weight>``: uint8 N:16 codes of a sparse weight, flattened (recipe.py).
 
 Its ``__metadata__`` holds one key, ``flightllm``, a JSON header: format and ISA versions, the
 model's shape and identity, target, context, steps (rows, ctx, all_logits, image), channel sizes,
-per-core I/O map, free-form ``meta``, and the SHA-256 of every tensor; and ``flightllm.sha256``,
-the digest of that header text.  `read` checks, in this order and before allocating anything
+per-core I/O map, free-form ``meta``, the SHA-256 of every tensor, and ``placement``: the recipe
+that re-runs the placement (weight formats, slots, schedule options, fusion, attention pattern),
+from which a loaded program compiles the buckets it lacks exactly as the compiler would have;
+and ``flightllm.sha256``, the digest of that header text.  Files of an older format are refused
+with "recompile it".  `read` checks, in this order and before allocating anything
 large: the file size and safetensors structure; the header digest; the header against the schema
 (types, ranges, limits, consistency with the target and between fields); the tensor table against
 the header (names, dtypes, shapes); then each tensor's digest.  Tensors are memory-mapped
@@ -34,9 +38,10 @@ import numpy as np
 
 from ..spec import isa
 from ..errors import FlightLLMError, ProgramError
+from .recipe import check_section, code_tensors
 
 FORMAT = "flightllm-program"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3                # 3: the placement recipe (compiler/recipe.py)
 
 # -- limits on every size (far above any model this toolkit compiles for the U280) ---------------
 MAX_HEADER_BYTES = 16 << 20       # the safetensors JSON table and our metadata
@@ -84,6 +89,8 @@ def write(program, path) -> Path:
     for ch, img in sorted(program.channel_static.items()):
         add(f"hbm/{int(ch)}", np.asarray(img, dtype=np.uint8).reshape(-1))
     add("embedding", np.asarray(program.embedding, dtype=np.float16))
+    for name, codes in program.recipe.tensors().items():
+        add(name, codes)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "isa_version": isa.IMAGE_VERSION,
         "model": dict(program.model), "target": program.target, "ctx": int(program.ctx),
@@ -91,6 +98,7 @@ def write(program, path) -> Path:
         "channel_size": {str(int(k)): int(v) for k, v in sorted(program.channel_size.items())},
         "io": [{k: int(v) for k, v in vars(x).items()} for x in program.io],
         "meta": _jsonable(program.meta), "tensors": digests,
+        "placement": program.recipe.header(),
     }
     text = json.dumps(header, sort_keys=True, allow_nan=False)
     metadata = {"flightllm": text, "flightllm.sha256": hashlib.sha256(text.encode()).hexdigest()}
@@ -341,6 +349,7 @@ def check_header(h, path="program") -> None:
             raise c.fail(f"tensors.{name!s:.40} must be a SHA-256 hex digest")
     if len(tensors) > MAX_TENSORS:
         raise c.fail(f"it lists {len(tensors)} tensors; at most {MAX_TENSORS}")
+    check_section(c, h)
 
 
 def check_model(m: dict, path="program") -> dict:
@@ -387,6 +396,8 @@ def _check_tensor_table(h, table, hlen, size, path) -> None:
     images = {st["image"] for st in h["steps"].values()}
     for name in images:
         want[name] = ("U32", None)
+    for name in code_tensors(h["placement"]):
+        want[name] = ("U8", None)
     if set(want) != set(table):
         extra = sorted(set(table) - set(want))[:3]
         raise c.fail(f"it holds tensors the header gives no use for ({extra}) or lacks one")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .buckets import KINDS, BucketTable, bucket_of, buckets
+from .buckets import KINDS, BucketTable, bucket_of, buckets, builder_of
 
 
 @dataclass
@@ -111,9 +111,10 @@ def storage_report(program, target) -> StorageReport:
 def materialised_bytes(program, kind: str, length: int, static: bool = True) -> int:
     """Build the per-length stream(s) of one length with their exact context capacities and
     return their bytes (slow for big models: for spot checks of `storage_report`)."""
-    if program.builder is None:
-        raise ValueError("this program was loaded from a file: recompile the model to build "
+    builder = builder_of(program)
+    if builder is None:
+        raise ValueError("this program has no placement recipe: recompile the model to build "
                          "per-length streams")
     rows = program.step("prefill").rows
     ends = chunk_ends(rows, length) if kind == "prefill" and static else [length]
-    return sum(program.builder.build(kind, e).image.nbytes for e in ends)
+    return sum(builder.build(kind, e).image.nbytes for e in ends)

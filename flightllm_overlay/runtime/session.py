@@ -174,7 +174,8 @@ class Session:
     def trace(self, ckpt, prompt, chat: bool = True):
         """Layer-by-layer errors of `prompt` on this overlay against `ckpt`'s float reference
         (a `trace.TraceReport`); runs a traced copy of this session's program in its own
-        buffers.  The program must be freshly compiled from `ckpt` (or its compressed form)."""
+        buffers.  The program must be compiled from `ckpt` (or its compressed form), here or
+        into the program file it was loaded from."""
         from .trace import trace, trace_program
         with Session(self.overlay, trace_program(self.program), self.timeout) as traced:
             return trace(traced, ckpt, prompt, chat)

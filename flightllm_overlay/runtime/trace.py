@@ -1,6 +1,6 @@
 """Layer-by-layer trace: each layer's outputs as the device wrote them, against the float reference.
 
-`trace_program(program)` makes a traced copy of a freshly compiled program: its prefill streams
+`trace_program(program)` makes a traced copy of a compiled (or loaded) program: its prefill streams
 also store, from core 0's on-chip buffer to HBM, four points of every layer (the attention
 block's result after the output projection, the residual after it, the FFN's result, the block
 output).  The attention output before the projection and the normalised inputs are not traced:
@@ -99,13 +99,14 @@ class TracedBuilder:
 def trace_program(program):
     """A copy of `program` whose prefill streams also write the traced points to HBM.
 
-    The program must be freshly compiled (``compile_model`` / ``compile_compressed``): the
-    traced streams are generated from its placement, which a loaded file does not keep.
+    The traced streams are generated from the program's placement: that of a compiled program
+    (``compile_model`` / ``compile_compressed``), or of a loaded one re-run from its recipe.
     """
-    builder = getattr(program, "builder", None)
+    from ..compiler.buckets import builder_of
+    builder = builder_of(program)
     if builder is None or not hasattr(builder, "plan"):
-        raise FlightLLMError("trace needs a freshly compiled program (compile_model or "
-                             "compile_compressed), not one loaded from a file: the traced "
+        raise FlightLLMError("trace needs a compiled program (compile_model or "
+                             "compile_compressed) or one loaded from a program file: the traced "
                              "streams are generated from its placement")
     plan = builder.plan
     a, rows = plan.args, builder.rows
