@@ -14,6 +14,7 @@ Columns (same DSPs, clock and HBM constants in all of them; `compiler/schedule.p
   +compute_fence  barriers fence compute only; weight loads stream across them under tokens
   +balance        each core's heads and rows in proportion to its channels (11/11/10)
   +mv_aligned     weight tiles of whole 64-row MV passes
+  +sfu_split      decode MISC work in sub-vectors under the MV (per weight tile, per head)
 Each column adds its option to the one before; the last has them all.  `kv_off_weights`
 (KV-history loads on channels the weights do not use) is printed alone on 32 PCs with the full
 run: with stripe_all no channel is free of weights, so it is not in the cumulative set.
@@ -52,7 +53,9 @@ COLUMNS = (("paper", False, "paper"),
            ("+stripe_all", True, "stripe_all"),
            ("+compute_fence", True, "stripe_all+compute_fence"),
            ("+balance", True, "stripe_all+compute_fence+balance_channels"),
-           ("+mv_aligned (all)", True, "stripe_all+compute_fence+balance_channels+mv_aligned_tiles"))
+           ("+mv_aligned", True, "stripe_all+compute_fence+balance_channels+mv_aligned_tiles"),
+           ("+sfu_split (all)", True, "stripe_all+compute_fence+balance_channels+mv_aligned_tiles"
+                                      "+sfu_split"))
 EXTRA_COLUMNS = (("kv_off_weights alone", True, "kv_off_weights"),)
 
 

@@ -121,6 +121,15 @@ def test_tiny_model_steps_are_bit_exact(csim, tmp_path, tiny64):
     check_model_steps(csim, tmp_path, tiny64)
 
 
+def test_every_schedule_option_is_bit_exact(csim, tmp_path, tiny_ckpt):
+    """Every schedule option on (compute-only fences, striped tiles, the SFU split's MISC
+    sub-vectors between MVs, per-slice residual adds), small tiles so the split has tiles to
+    split after: both executors agree."""
+    from flightllm_overlay.compiler import compile_model
+    check_model_steps(csim, tmp_path, compile_model(tiny_ckpt, ctx=64, schedule="all",
+                                                    weight_slots=512))
+
+
 def test_staged_prefill_is_bit_exact(csim, tmp_path, staged_program):
     """A prefill staged through HBM (row blocks, slices gathered by remote and local copies),
     two launches and a decode step after them: both executors agree."""

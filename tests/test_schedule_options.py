@@ -42,6 +42,9 @@ def sessions(tiny_ckpt, tmp_path_factory):
     out = {}
     for name, sched in (("paper", PAPER), ("all", ALL)):
         out[name] = Session(overlay, compile_model(tiny_ckpt, target, ctx=64, schedule=sched))
+    # small weight tiles (many slots), so that sfu_split has several tiles to split after
+    out["split"] = Session(overlay, compile_model(tiny_ckpt, target, ctx=64, schedule=ALL,
+                                                  weight_slots=512))
     yield out
     for s in out.values():
         s.close()
@@ -71,3 +74,20 @@ def test_parse_names_and_reject_unknown():
     assert ScheduleOptions.parse(ALL.as_dict()) == ALL
     with pytest.raises(CompileError, match="unknown schedule options"):
         ScheduleOptions.parse("stripe_all+warp_speed")
+
+
+def test_sfu_split_runs_misc_sub_vectors_under_the_mv_with_the_same_results(sessions, tiny_ckpt):
+    """Decode with sfu_split: SiLU, the gate x up product and the q/k/v epilogue are emitted per
+    weight tile between the MVs (not once after the last one); the tokens do not change."""
+    image = sessions["split"].image("decode", 20)[0].image
+    off, n = isa.image_table(image)[0]
+    insns = list(isa.decode_stream(image[off:off + n]))
+    layers = tiny_ckpt.args.n_layers
+    silu = [k for k, i in enumerate(insns) if i.op == "MISC" and isa.MISC_OPS[i["op"]] == "silu"]
+    assert len(silu) > layers                                   # sub-vectors
+    mv = [k for k, i in enumerate(insns) if i.op == "MV"]
+    assert any(a < m < b for a, b in zip(silu, silu[1:]) for m in mv)   # MVs between them
+    a = Generator(sessions["paper"], tiny_ckpt.tokenizer)
+    b = Generator(sessions["split"], tiny_ckpt.tokenizer)
+    assert [t.id for t in a.generate(PROMPT, 5, stop_ids=())] == \
+        [t.id for t in b.generate(PROMPT, 5, stop_ids=())]

@@ -83,10 +83,11 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
             s.append(Instruction(op, m=mm, **g))
 
-    def _linear(self, s, tiles, a_addr, k, rows, segments):
+    def _linear(self, s, tiles, a_addr, k, rows, segments, after=None):
         """MPE over weight tiles (round robin over the weight-buffer slots): rows [r0, r1) of the
         (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
-        in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS."""
+        in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS.  `after(s, end)`, if
+        given, follows each tile: rows [0, end) of the matrix are then computed."""
         for tile in tiles:
             half = self._next_half()
             self._load_tile(s, tile, half)
@@ -98,6 +99,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                 w = self._tile_operand(tile, half, lo - t0, hi - t0)
                 self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
                           out_addr=out + 2 * (lo - r0), out_stride=stride, **w)
+            if after is not None:
+                after(s, t1)
 
     def _tile_operand(self, tile, half, lo, hi) -> dict:
         """MPE weight fields for local rows [lo, hi) of a tile loaded at `half`: INT8 rows, or
@@ -191,10 +194,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
         self._linear(s, tiles["wo"], self.HQ, hd, T,
                      [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
-        s.append(barrier)
-        self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
-        self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
-                   a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+        self._residual_add(s, cp, barrier)
         # feed-forward block
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM + 2 * dim, out_addr=self.H,
                    rows=T, k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
@@ -202,29 +202,57 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._quant(s, self.H, T, dim, self.HQ, self.HS)
         fc = cp.ffn_rows[1] - cp.ffn_rows[0]
         up = self.GATE + T * fc * 2
+        done = [0]          # FFN columns whose SiLU x up product is emitted
+
+        def swiglu(s, end):
+            """SiLU(gate) x up for the columns whose up row is computed (`end`: matrix rows)."""
+            j0, j1 = done[0], min(max(end - fc, 0), fc) if end < 2 * fc else fc
+            if j1 <= j0:
+                return
+            done[0] = j1
+            self._misc(s, "silu", a_addr=self.GATE + 2 * j0, out_addr=self.GATE + 2 * j0,
+                       rows=T, k=j1 - j0, a_stride=2 * fc, out_stride=2 * fc)
+            self._misc(s, "emul", a_addr=self.GATE + 2 * j0, b_addr=up + 2 * j0,
+                       out_addr=self.FF + 2 * (cp.ffn_rows[0] + j0), rows=T, k=j1 - j0,
+                       a_stride=2 * fc, b_stride=2 * fc, out_stride=2 * a.hidden_dim)
         self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
                      [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
-                     [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)])
+                     [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)],
+                     after=swiglu if self.split else None)
         if fc:
-            self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
-                       a_stride=2 * fc, out_stride=2 * fc)
-            self._misc(s, "emul", a_addr=self.GATE, b_addr=up,
-                       out_addr=self.FF + 2 * cp.ffn_rows[0], rows=T, k=fc, a_stride=2 * fc,
-                       b_stride=2 * fc, out_stride=2 * a.hidden_dim)
+            swiglu(s, 2 * fc)
         s.append(barrier)
         self._exchange(s, cp, self.FF, a.hidden_dim * 2, self.f_ranges)
         self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
         self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
                      [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
+        self._residual_add(s, cp, barrier)
+
+    def _residual_add(self, s, cp, barrier):
+        """X += O after the barrier and the exchange of the cores' O slices; with sfu_split the
+        core adds its own slice before the barrier and each other slice as it arrives."""
+        dim, T = self.a.dim, self.T
+
+        def eadd(c0, c1):
+            if c1 > c0:
+                self._misc(s, "eadd", a_addr=self.X + 2 * c0, b_addr=self.O + 2 * c0,
+                           out_addr=self.X + 2 * c0, rows=T, k=c1 - c0, a_stride=2 * dim,
+                           b_stride=2 * dim, out_stride=2 * dim)
+        if not self.split:
+            s.append(barrier)
+            self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
+            return eadd(0, dim)
+        eadd(*cp.o_rows)
         s.append(barrier)
-        self._exchange(s, cp, self.O, dim * 2, self.o_ranges)
-        self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
-                   a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
+        for other, (c0, c1) in self.o_ranges:
+            if other != cp.index:
+                self._exchange(s, cp, self.O, dim * 2, [(other, (c0, c1))])
+                eadd(c0, c1)
 
     def _attention(self, s, cp, li, wqkv):
         """q/k/v projections, RoPE, KV-cache append and attention for this core's heads."""
         a, d, T, C, G = self.a, self.d, self.T, self.C, self.p.group
-        dim, hd = a.dim, a.n_heads * a.head_dim
+        dim = a.dim
         nq, nk = len(cp.q_heads), len(cp.kv_heads)
         if not nk:
             return
@@ -233,18 +261,30 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         else:                   # each head's rows to its own (T, d) block
             segments = [(h * d, (h + 1) * d, self.Q + h * T * d * 2, 2 * d)
                         for h in range(nq + 2 * nk)]
-        self._linear(s, wqkv, self.HQ, dim, T, segments)
-        self._qkv_epilogue(s, cp, nq, nk)
-        self._quant(s, self.Q, (nq + 2 * nk) * T, d, self.QQ, self.QS)
-        KQ, VQ = self.QQ + nq * T * d, self.QQ + (nq + nk) * T * d
-        KS, VS = self.QS + 4 * nq * T, self.QS + 4 * (nq + nk) * T
+        done = [0]              # heads whose epilogue and quantisation are emitted
+
+        def epilogue(s, end):
+            """The q/k/v epilogue and quantisation of the heads computed (`end`: matrix rows)."""
+            h0, h1 = done[0], min(end // d, nq + 2 * nk)
+            if h1 <= h0:
+                return
+            done[0] = h1
+            self._qkv_epilogue_heads(s, cp, nq, nk, h0, h1)
+            self._quant(s, self.Q + 2 * d * h0, h1 - h0, d, self.QQ + d * h0, self.QS + 4 * h0)
+            for h in range(max(h0, nq), h1):      # the k and v heads' KV-cache appends
+                self._append_kv(s, cp, li, nq, nk, h - nq)
+        if self.split:          # decode: per head, under the next tiles' MV
+            self._linear(s, wqkv, self.HQ, dim, T, segments, after=epilogue)
+            epilogue(s, (nq + 2 * nk) * d)
+        else:
+            self._linear(s, wqkv, self.HQ, dim, T, segments)
+            self._qkv_epilogue(s, cp, nq, nk)
+            self._quant(s, self.Q, (nq + 2 * nk) * T, d, self.QQ, self.QS)
         R = self.att_rows
-        for j in range(nk):             # every head's KV append first: no history load of an
-            kv = cp.kv[li][j]           # early head holds up a later head's append
-            self._st(s, kv.k, "abuf", KQ + j * T * d, T, d, dyn="at_pos")
-            self._st(s, kv.k_scale, "abuf", KS + 4 * j * T, T, 4, dyn="at_pos")
-            self._st(s, kv.v, "abuf", VQ + j * T * d, T, d, dyn="at_pos")
-            self._st(s, kv.v_scale, "abuf", VS + 4 * j * T, T, 4, dyn="at_pos")
+        if not self.split:      # every head's KV append first: no history load of an early
+            for j in range(nk):         # head holds up a later head's append
+                self._append_kv(s, cp, li, nq, nk, j)
+                self._append_kv(s, cp, li, nq, nk, nk + j)
         for j in range(nk):
             kv = cp.kv[li][j]
             slot = j % self.kv_slots
@@ -255,22 +295,25 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             self._ld(s, kv.v, "wbuf", vc, C, d, dyn="history")
             self._ld(s, kv.k_scale, "wbuf", kcs, C, 4, dyn="history")
             self._ld(s, kv.v_scale, "gbuf", vsc, C, 4, dyn="history")
+            # (sfu_split: heads alternate between two score and probability buffers)
+            S, PQ, PS = (self.S_alt, self.PQ_alt, self.PS_alt) if j % 2 else \
+                (self.S, self.PQ, self.PS)
             for g0 in range(0, G, R // T):
                 hl = j * G + g0                            # first local q head of this pass
                 h = cp.q_heads[hl]                         # its global index
                 blk = self._block_pattern(li, h)
                 self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
                           a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=kc,
-                          w_scale=kcs, w_stride=d, out_addr=self.S, out_stride=2 * C,
+                          w_scale=kcs, w_stride=d, out_addr=S, out_stride=2 * C,
                           dyn_n=1, **blk)
-                self._misc(s, "softmax", a_addr=self.S, out_addr=self.S, rows=R, k=C,
+                self._misc(s, "softmax", a_addr=S, out_addr=S, rows=R, k=C,
                            a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
                            imm=f32_bits(softmax_scale(a)), **blk)
-                self._misc(s, "emul", a_addr=self.S, b_addr=vsc, out_addr=self.S, rows=R,
+                self._misc(s, "emul", a_addr=S, b_addr=vsc, out_addr=S, rows=R,
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
-                self._quant(s, self.S, R, C, self.PQ, self.PS, a_stride=2 * C, out_stride=C,
+                self._quant(s, S, R, C, PQ, PS, a_stride=2 * C, out_stride=C,
                             dyn_k=1)
-                self._mpe(s, R, n=d, k=C, a_addr=self.PQ, a_scale=self.PS, a_stride=C,
+                self._mpe(s, R, n=d, k=C, a_addr=PQ, a_scale=PS, a_stride=C,
                           w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
                           **self._att_out(cp, hl, h))
 
@@ -283,6 +326,17 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         hd = self.a.n_heads * d
         return dict(out_addr=self.ATT + head * d * 2, out_stride=2 * d if self.T == 1 else hd * 2)
 
+    def _append_kv(self, s, cp, li, nq, nk, j):
+        """The KV-cache append of local k head j (j < nk) or v head j - nk: its quantised rows
+        and their scales, at the step's positions."""
+        d, T = self.d, self.T
+        kind, j = ("k", j) if j < nk else ("v", j - nk)
+        kv = cp.kv[li][j]
+        h = nq + j if kind == "k" else nq + nk + j           # its place among q, k, v heads
+        self._st(s, getattr(kv, kind), "abuf", self.QQ + h * T * d, T, d, dyn="at_pos")
+        self._st(s, getattr(kv, kind + "_scale"), "abuf", self.QS + 4 * h * T, T, 4,
+                 dyn="at_pos")
+
     def _block_pattern(self, layer: int, head: int) -> dict:
         """Block-sparse attention fields of a prefill pass (decode attention stays dense)."""
         pattern = self.p.attn_pattern
@@ -290,6 +344,15 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             return {}
         sink, window = pattern[layer][head]
         return dict(blk_sink=int(sink), blk_win=int(window)) if window else {}
+
+    def _qkv_epilogue_heads(self, s, cp, nq, nk, h0, h1):
+        """Decode, sfu_split: RoPE on heads [h0, h1) of the q/k/v row (the q and k heads)."""
+        h1 = min(h1, nq + nk)
+        if h1 > h0:
+            d = self.d
+            self._misc(s, "rope", a_addr=self.Q + 2 * d * h0, b_addr=self.RT,
+                       out_addr=self.Q + 2 * d * h0, rows=h1 - h0, k=d, groups=1,
+                       a_stride=2 * d, b_stride=2 * d, out_stride=2 * d)
 
     def _qkv_epilogue(self, s, cp, nq, nk):
         """After the q/k/v projections (head-major blocks at Q): RoPE on the q and k heads."""

@@ -89,9 +89,14 @@ class OnChipDecode:
         # (decode also sizes it for whole lm_head tiles, so that small buckets do not cut the
         # logits into many small pieces)
         lm_cols = plan.tile_rows(a.dim) if T == 1 else 0
-        self.r1_bytes = r1 = max(self.att_rows * ctx * 2, T * a.hidden_dim * 2, 2 * lm_cols)
+        # (schedule option sfu_split: two score buffers, so that heads alternate between them)
+        self.split = T == 1 and plan.schedule.sfu_split
+        n_s = 2 if self.split else 1
+        self.r1_bytes = r1 = max(n_s * self.att_rows * ctx * 2, T * a.hidden_dim * 2,
+                                 2 * lm_cols)
         self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
+        self.S_alt = self.S + (self.att_rows * ctx * 2 if self.split else 0)
         self.RT = g.alloc(T * self.d * 2, "rope table rows")
         self.NORM = g.alloc(2 * dim * 2, "norm gains")
         self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
@@ -101,8 +106,10 @@ class OnChipDecode:
         self.HS = ab.alloc(4 * T, "activation scales")
         self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
-        self.PQ = ab.alloc(self.att_rows * ctx, "quantised probabilities")
-        self.PS = ab.alloc(4 * self.att_rows, "probability scales")
+        self.PQ = ab.alloc(n_s * self.att_rows * ctx, "quantised probabilities")
+        self.PS = ab.alloc(n_s * 4 * self.att_rows, "probability scales")
+        self.PQ_alt = self.PQ + (self.att_rows * ctx if self.split else 0)
+        self.PS_alt = self.PS + (4 * self.att_rows if self.split else 0)
         self.gbuf_arena, self.abuf_arena = g, ab      # a family's codegen may place more
 
     def unfuse(self, s, cp) -> list:

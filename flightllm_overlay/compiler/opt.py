@@ -233,6 +233,12 @@ class OptStepCodegen(StepCodegen):
         self._misc(s, "eadd", a_addr=self.X, b_addr=self.O, out_addr=self.X, rows=T, k=dim,
                    a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
 
+    def _qkv_epilogue_heads(self, s, cp, nq, nk, h0, h1):
+        """Decode, sfu_split: the q/k/v biases of heads [h0, h1) of the row."""
+        d = self.d
+        b = self.PAR + 2 * param_offsets(self.a, cp)["bqkv"]
+        self._bias(s, self.Q + 2 * d * h0, 2 * (h1 - h0) * d, (h1 - h0) * d, b + 2 * d * h0)
+
     def _qkv_epilogue(self, s, cp, nq, nk):
         """q/k/v biases (no RoPE: positions were added to the embeddings)."""
         d, T = self.d, self.T

@@ -24,13 +24,19 @@ class ScheduleOptions:
     so that no MV pass of a decode step runs with idle output lanes.
     balance_channels: each core's share of heads and rows in proportion to its pseudo-channels
     (11/11/10 when all 32 are dealt), so that no core's weight stream makes the others wait at
-    the barriers."""
+    the barriers.
+    sfu_split: decode MISC work split into sub-vectors that overlap the matrix-vector work (the
+    paper's section 3.3 SFU split): the q/k/v epilogue (RoPE, quantisation) of each head as soon
+    as its weight tile is through the MPE, SiLU and the gate x up product per FFN tile, and the
+    attention's scores and probabilities double-buffered so that one head's softmax runs while
+    the MPE works on the next head."""
 
     stripe_all: bool = False
     compute_fence: bool = False
     kv_off_weights: bool = False
     mv_aligned_tiles: bool = False
     balance_channels: bool = False
+    sfu_split: bool = False
 
     def describe(self) -> str:
         on = [f.name for f in fields(self) if getattr(self, f.name)]
