@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import staging_target
+from staged_target import staging_target
 
 from flightllm_overlay.compiler import BucketTable, compile_model, compile_shapes
 from flightllm_overlay.compiler.codegen import StepCodegen
