@@ -302,6 +302,10 @@ MISC_CASES = {
     "quant": (dict(op="quant", out_abuf=1, out_stride=80), 5, 64),
     "quant-dyn": (dict(op="quant", out_abuf=1, dyn_k=1), 4, 20),
     "strided": (dict(op="eadd", a_stride=300, out_stride=260), 5, 64),
+    "amax": (dict(op="amax", a_stride=300), 5, 64),
+    "rmsnorm-amax": (dict(op="rmsnorm", amax=1, imm=isa.f32_bits(1e-5)), 6, 96),
+    "emul-amax": (dict(op="emul", amax=1, bcast_b=1), 7, 64),
+    "quant-given-max": (dict(op="quant", out_abuf=1, given_max=1, groups=3, b_stride=20), 5, 64),
 }
 
 
@@ -336,6 +340,12 @@ def test_misc(csim, tmp_path, name, schedule):
             if fields["op"] in ("rmsnorm", "layernorm"):
                 data[0] = 1 + 0.1 * data[0]                   # gamma near 1 (beta as drawn)
             b.load(core, "gbuf", 100_000, data.astype(F32 if b_f32 else F16).reshape(1, -1), k=1)
+        if fields.get("given_max"):           # the rows' true maxima, as partials over chunks
+            n = fields["groups"]
+            parts = np.array_split(np.abs(a[:, :k].astype(F32)), n, axis=1)
+            maxima = np.zeros((rows, fields["b_stride"] // 4), F32)
+            maxima[:, :n] = np.stack([p.max(axis=1) for p in parts], axis=1)
+            b.load(core, "gbuf", 100_000, maxima.reshape(1, -1), k=1)
         if fields["op"] == "rope":
             tokens = min(rows, max(1, fields.get("groups", 0)))
             stride = fields.get("b_stride", 0) // 2 or k
@@ -345,7 +355,9 @@ def test_misc(csim, tmp_path, name, schedule):
             b.load(core, "gbuf", 100_000, table.reshape(1, -1), k=1)
         out = 0 if in_place else 200_000 + 2 * core
         b.add(core, Instruction("MISC", rows=rows, k=k, a_addr=0, b_addr=100_000, out_addr=out,
-                                out2_addr=300_000 + 4 * core if fields["op"] == "quant" else 0,
+                                out2_addr=300_000 + 4 * core if fields["op"] == "quant" else
+                                400_000 + 64 * core if fields["op"] == "amax" or fields.get("amax")
+                                else 0,
                                 **fields))
     py, _ = b.run(csim, tmp_path, pos, length, schedule)
     assert py.counters["core0_misc_elements"] > 0

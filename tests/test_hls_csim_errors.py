@@ -112,7 +112,7 @@ ERROR_CASES = {
     "misc-misaligned": lambda: _img([_misc(a_addr=1)]),
     "misc-out-abuf": lambda: _img([_misc(out_abuf=1)]),
     "quant-without-out-abuf": lambda: _img([_misc(op="quant")]),
-    "quant-scales-past-end": lambda: _img([_misc(op="quant", out_abuf=1, out2_addr=(512 << 10) - 4)]),
+    "quant-scales-past-end": lambda: _img([_misc(op="quant", out_abuf=1, out2_addr=(2 << 20) - 4)]),
     "rope-odd": lambda: _img([_misc(op="rope", k=7)]),
     "layernorm-bias-past-end": lambda: _img([], [_misc(op="layernorm", b_addr=(2 << 20) - 24)]),
     "misc-dyn-k": lambda: _img([_misc(dyn_k=1, k=4)]),

@@ -71,6 +71,10 @@ def _legal_stripe(op, f):
             f.get("wt") or f.get("n", 0) % 16 or f.get("k", 0) % 16 or f.get("dyn_n")
             or f.get("dyn_k") or f.get("w_stride")):
         f = dict(f, sparse=0)
+    if op == "MISC":            # row maxima out of rmsnorm/emul only, given ones into quant only
+        mop = isa.MISC_OPS[f.get("op", 0)]
+        f = dict(f, amax=f.get("amax", 0) if mop in ("rmsnorm", "emul") else 0,
+                 given_max=f.get("given_max", 0) if mop == "quant" else 0)
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -105,15 +109,21 @@ def test_random_stream_round_trips(insns):
     assert isa.decode_stream(words) == insns
 
 
+# the operation a field is legal with (the others refuse it)
+FIELD_CONTEXT = {("MISC", "amax"): dict(op=isa.MISC_OPS.index("rmsnorm")),
+                 ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant"))}
+
+
 @pytest.mark.parametrize("op, name", all_fields())
 def test_every_field_at_its_limits(op, name):
     hi = field_max(op, name)
+    ctx = FIELD_CONTEXT.get((op, name), {})
     for value in (0, hi):
-        insn = Instruction(op, **{name: value})
+        insn = Instruction(op, **ctx, **{name: value})
         back, _ = isa.decode_one(isa.encode(insn))
         assert back[name] == value and back == insn
     with pytest.raises(IllegalInstructionError):
-        isa.encode(Instruction(op, **{name: hi + 1}))
+        isa.encode(Instruction(op, **ctx, **{name: hi + 1}))
     with pytest.raises(IllegalInstructionError, match="does not fit"):
         isa.encode(Instruction(op, **{name: -1}))
 
@@ -129,10 +139,16 @@ def test_fields_land_on_their_documented_bits():
     for op, fmt in FORMATS.items():
         for name, off, bits in fmt.layout[1:]:
             hi = field_max(op, name)
+            ctx = FIELD_CONTEXT.get((op, name), {})
             for bit in {(hi & -hi).bit_length() - 1, hi.bit_length() - 1} - {-1}:
-                words = isa.encode(Instruction(op, **{name: 1 << bit}))
+                words = isa.encode(Instruction(op, **ctx, **{name: 1 << bit}))
                 expect = [fmt.opcode] + [0] * (fmt.words - 1)
                 expect[(off + bit) // 32] |= 1 << ((off + bit) % 32)
+                for cname, cval in ctx.items():     # the operation it is legal with
+                    coff = next(o for n, o, _ in fmt.layout if n == cname)
+                    for cbit in range(cval.bit_length()):
+                        if cval >> cbit & 1:
+                            expect[(coff + cbit) // 32] |= 1 << ((coff + cbit) % 32)
                 assert words == expect, (op, name, bit)
 
 
@@ -356,3 +372,9 @@ def test_generated_tables_describe_every_bit():
         spans = [(int(a), int(b)) for a, b in re.findall(r"\| (\d+) \| (\d+) \| \[", block)]
         assert spans[0][0] == 0 and sum(w for _, w in spans) == 32 * fmt.words
         assert all(o1 + w1 == o2 for (o1, w1), (o2, _) in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize("field, op", [("amax", "eadd"), ("amax", "quant"), ("given_max", "emul")])
+def test_row_maxima_fields_only_with_their_operations(field, op):
+    with pytest.raises(IllegalInstructionError, match=field):
+        isa.encode(Instruction("MISC", op=isa.MISC_OPS.index(op), **{field: 1}))

@@ -87,16 +87,27 @@ def _kinds(program):
                         kinds.add((op, "dyn"))
                 elif op == "MISC":
                     kinds.add((op, isa.MISC_OPS[f["op"]]))
+                    for flag in ("amax", "given_max"):
+                        if f.get(flag, 0):
+                            kinds.add((op, flag))
                 else:
                     kinds.add((op, isa.SYS_OPS[f.get("op", 0)]))
     return kinds
 
 
-@pytest.mark.parametrize("which", ["llama", "opt", "compressed", "staged"])
+@pytest.fixture(scope="module")
+def split_program(tiny_ckpt):
+    """Every schedule option (the SFU split's row maxima and one-pass quantisations), small
+    weight tiles so that the split has tiles to split after."""
+    return compile_model(tiny_ckpt, ctx=128, schedule="all", weight_slots=512)
+
+
+@pytest.mark.parametrize("which", ["llama", "opt", "compressed", "staged", "split"])
 def test_fast_path_equals_the_reference_byte_for_byte(which, overlays, tiny_program, opt_program,
-                                                      compressed_program, staged_program):
+                                                      compressed_program, staged_program,
+                                                      split_program):
     program = {"llama": tiny_program, "opt": opt_program, "compressed": compressed_program,
-               "staged": staged_program}[which]
+               "staged": staged_program, "split": split_program}[which]
     ref, fast = (_record(ol, program) for ol in overlays)
     for (a, *ca), (b, *cb) in zip(ref[0], fast[0]):
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
@@ -107,12 +118,14 @@ def test_fast_path_equals_the_reference_byte_for_byte(which, overlays, tiny_prog
 
 
 def test_the_programs_compared_cover_every_instruction_kind(tiny_program, opt_program,
-                                                            compressed_program):
-    kinds = _kinds(tiny_program) | _kinds(opt_program) | _kinds(compressed_program)
+                                                            compressed_program, split_program):
+    kinds = _kinds(tiny_program) | _kinds(opt_program) | _kinds(compressed_program) | \
+        _kinds(split_program)
     want = {("MM", "dense"), ("MV", "dense"), ("MV", "sparse"), ("MM", "sparse"), ("MV", "dyn"),
             ("MM", "dyn"), ("LD", "static"), ("LD", "at_pos"), ("LD", "history"),
             ("LD", "remote"), ("LD", "wfmt"), ("LD", "stripe"), ("ST", "at_pos"),
-            ("SYS", "barrier"), ("SYS", "end")} | {("MISC", op) for op in isa.MISC_OPS}
+            ("SYS", "barrier"), ("SYS", "end"), ("MISC", "amax"), ("MISC", "given_max")} | \
+        {("MISC", op) for op in isa.MISC_OPS}
     assert want - kinds == set()
 
 

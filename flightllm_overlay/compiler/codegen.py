@@ -28,6 +28,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     (decode, and prefill steps that fit), or a prefill of more rows than fit staged through HBM
     (`staged_prefill.py`)."""
 
+    split_reductions = True         # sfu_split also splits the quantisations' row maxima
+
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
                  fused: bool = True):
         self.fused = fused
@@ -184,37 +186,37 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
-        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM, out_addr=self.H, rows=T,
-                   k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                   imm=f32_bits(a.norm_eps))
-        self._quant(s, self.H, T, dim, self.HQ, self.HS)
+        self._norm_quant(s, self.NORM)
         self._attention(s, cp, li, tiles["wqkv"])
         s.append(barrier)
         self._exchange(s, cp, self.ATT, hd * 2, self.q_ranges)
-        self._quant(s, self.ATT, T, hd, self.HQ, self.HS)
+        self._quant(s, self.ATT, T, hd, self.HQ, self.HS,
+                    **self._gather_maxima(s, cp, self.AMXA, self._head_maxima()))
         self._linear(s, tiles["wo"], self.HQ, hd, T,
                      [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
         self._residual_add(s, cp, barrier)
         # feed-forward block
-        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=self.NORM + 2 * dim, out_addr=self.H,
-                   rows=T, k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                   imm=f32_bits(a.norm_eps))
-        self._quant(s, self.H, T, dim, self.HQ, self.HS)
+        self._norm_quant(s, self.NORM + 2 * dim)
         fc = cp.ffn_rows[1] - cp.ffn_rows[0]
         up = self.GATE + T * fc * 2
-        done = [0]          # FFN columns whose SiLU x up product is emitted
+        done = [0, 0]       # FFN columns whose SiLU x up product is emitted; sub-vectors
+        maxima = self._ffn_maxima(li)
 
         def swiglu(s, end):
-            """SiLU(gate) x up for the columns whose up row is computed (`end`: matrix rows)."""
+            """SiLU(gate) x up for the columns whose up row is computed (`end`: matrix rows);
+            with split reductions, each sub-vector's row maximum to its slot for the quant."""
             j0, j1 = done[0], min(max(end - fc, 0), fc) if end < 2 * fc else fc
             if j1 <= j0:
                 return
             done[0] = j1
+            mx = dict(amax=1, out2_addr=self.AMXF + 4 * (maxima[cp.index][0] + done[1])) \
+                if maxima else {}
+            done[1] += 1
             self._misc(s, "silu", a_addr=self.GATE + 2 * j0, out_addr=self.GATE + 2 * j0,
                        rows=T, k=j1 - j0, a_stride=2 * fc, out_stride=2 * fc)
             self._misc(s, "emul", a_addr=self.GATE + 2 * j0, b_addr=up + 2 * j0,
                        out_addr=self.FF + 2 * (cp.ffn_rows[0] + j0), rows=T, k=j1 - j0,
-                       a_stride=2 * fc, b_stride=2 * fc, out_stride=2 * a.hidden_dim)
+                       a_stride=2 * fc, b_stride=2 * fc, out_stride=2 * a.hidden_dim, **mx)
         self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
                      [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
                      [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)],
@@ -223,10 +225,58 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             swiglu(s, 2 * fc)
         s.append(barrier)
         self._exchange(s, cp, self.FF, a.hidden_dim * 2, self.f_ranges)
-        self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS)
+        self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS,
+                    **self._gather_maxima(s, cp, self.AMXF, self._ffn_maxima(li)))
         self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
                      [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
         self._residual_add(s, cp, barrier)
+
+    # -- split reductions (sfu_split, decode): partial row maxima, one-pass quantisation ----------
+    def _norm_quant(self, s, gain):
+        """RMSNorm X -> H and its quantisation into HQ; with split reductions the RMSNorm writes
+        the row maximum and the quantisation makes one pass."""
+        dim, T = self.a.dim, self.T
+        mx = dict(amax=1, out2_addr=self.AMX) if self.reductions else {}
+        self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T, k=dim,
+                   a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                   imm=f32_bits(self.a.norm_eps), **mx)
+        self._quant(s, self.H, T, dim, self.HQ, self.HS,
+                    **(dict(given_max=1, b_addr=self.AMX, groups=1) if mx else {}))
+
+    def _head_maxima(self) -> list:
+        """[(first slot, slots)] per core of the attention output's partial maxima (one per q
+        head, global order), or [] without split reductions."""
+        if not self.reductions:
+            return []
+        return [(c.q_heads[0], len(c.q_heads)) if c.q_heads else (0, 0) for c in self.p.cores]
+
+    def _ffn_maxima(self, li: int) -> list:
+        """[(first slot, slots)] per core of the FFN hidden state's partial maxima (one per
+        SiLU x up sub-vector), or [] without split reductions or past the `groups` field."""
+        if not self.reductions:
+            return []
+        out, n = [], 0
+        for cp in self.p.cores:
+            fc, prev, cuts = cp.ffn_rows[1] - cp.ffn_rows[0], 0, 0
+            for tile in cp.layers[li]["w_gate_up"]:
+                j1 = min(max(tile.row0 + tile.rows - fc, 0), fc)
+                cuts, prev = cuts + (j1 > prev), max(prev, j1)
+            out.append((n, cuts))
+            n += cuts
+        return out if 0 < n <= self.max_groups and 4 * n <= self.AMXF_BYTES else []
+
+    def _gather_maxima(self, s, cp, base, slots) -> dict:
+        """After a barrier: the other cores' partial maxima into this core's slots at `base`;
+        the quant fields that use them (none without split reductions)."""
+        if not slots:
+            return {}
+        for other, (first, n) in enumerate(slots):
+            if other != cp.index and n:
+                s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=other,
+                                     hbm_addr=base + 4 * first, hbm_stride=4 * n,
+                                     buf_addr=base + 4 * first, buf_stride=4 * n, rows=1,
+                                     row_bytes=4 * n))
+        return dict(given_max=1, b_addr=base, groups=sum(n for _, n in slots))
 
     def _residual_add(self, s, cp, barrier):
         """X += O after the barrier and the exchange of the cores' O slices; with sfu_split the
@@ -316,6 +366,10 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                 self._mpe(s, R, n=d, k=C, a_addr=PQ, a_scale=PS, a_stride=C,
                           w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
                           **self._att_out(cp, hl, h))
+                if self._head_maxima():         # split reductions: these heads' row maxima
+                    out = self._att_out(cp, hl, h)
+                    self._misc(s, "amax", a_addr=out["out_addr"], rows=R, k=d,
+                               a_stride=out["out_stride"], out2_addr=self.AMXA + 4 * h)
 
     def _att_out(self, cp, local: int, head: int) -> dict:
         """Where the PV product of a query head goes: its columns of the whole attention output,

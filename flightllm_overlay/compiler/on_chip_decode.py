@@ -16,6 +16,7 @@ stream going across layer boundaries is `compiler/prefetch.py`.
 from __future__ import annotations
 
 from ..errors import CompileError
+from ..spec import isa
 from ..spec.semantics import outputs
 
 
@@ -97,6 +98,13 @@ class OnChipDecode:
         self.R1 = g.alloc(r1, "scores or FFN hidden or logits")
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
         self.S_alt = self.S + (self.att_rows * ctx * 2 if self.split else 0)
+        # split reductions (LLaMA decode): partial row maxima for one-pass quantisations
+        self.reductions = self.split and self.split_reductions
+        self.max_groups = (1 << dict(isa.FORMATS["MISC"].fields)["groups"]) - 1
+        self.AMXF_BYTES = 4 * self.max_groups
+        self.AMX = g.alloc(4, "row maximum") if self.reductions else 0
+        self.AMXA = g.alloc(4 * a.n_heads, "attention maxima") if self.reductions else 0
+        self.AMXF = g.alloc(self.AMXF_BYTES, "FFN maxima") if self.reductions else 0
         self.RT = g.alloc(T * self.d * 2, "rope table rows")
         self.NORM = g.alloc(2 * dim * 2, "norm gains")
         self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")

@@ -206,6 +206,7 @@ class OptStepCodegen(StepCodegen):
     Its prefill keeps every activation on chip (fewer rows per launch when they do not fit)."""
 
     staged_prefill = False
+    split_reductions = False        # its layer body quantises in two passes
 
     def __init__(self, plan, rows, ctx, all_logits, fused=True):
         super().__init__(plan, rows, ctx, all_logits, fused)

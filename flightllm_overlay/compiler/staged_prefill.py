@@ -117,7 +117,8 @@ class StagedPrefill:
         at.update(ab.place())
         for name, addr in at.items():
             setattr(self, name, addr)
-        self.rb, self.staged, self.att_rows, self.split = rb, True, T, False
+        self.rb, self.staged, self.att_rows, self.split, self.reductions = rb, True, T, False, \
+            False
         self.S_alt, self.PQ_alt, self.PS_alt = self.S, self.PQ, self.PS
         self.r1_bytes = self.lg_bytes
 

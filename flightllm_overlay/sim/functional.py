@@ -541,6 +541,9 @@ class _RunContext:
 
         imm = isa.bits_f32(f.get("imm", 0))
         elements = rows * k
+        def maxima():
+            return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")
+
         if mop in ("eadd", "emul"):
             fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
 
@@ -597,11 +600,31 @@ class _RunContext:
             out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
             elements *= 2
 
+            if f.get("given_max", 0):       # one pass: the row maxima are given
+                n = max(1, groups)
+                given = _array(g, f.get("b_addr", 0), rows, n, _F32,
+                               f.get("b_stride", 0) or 4 * n, "quant row maxima")
+                elements //= 2
+
+                def action():
+                    out[...], out2[0] = U.quantize_rows(a, given.max(axis=1))
+            else:
+                def action():
+                    out[...], out2[0] = U.quantize_rows(a)
+        elif mop == "amax":
+            out2 = maxima()
+
             def action():
-                out[...], out2[0] = U.quantize_rows(a)
+                out2[0] = U.row_absmax(a)
         else:
             raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
                                           f"implemented by this target")
+        if f.get("amax", 0) and mop in ("rmsnorm", "emul"):    # and the rows' maxima
+            out2, compute = maxima(), action
+
+            def action():
+                compute()
+                out2[0] = U.row_absmax(out)
         action()
         cc.misc_elements += elements
         if not dyn:

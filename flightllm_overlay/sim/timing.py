@@ -33,6 +33,12 @@ _MPE = ("MM", "MV")
 _TWO_PHASE = ("softmax", "rmsnorm", "layernorm", "quant")
 
 
+def _passes(mop: str, f: dict) -> int:
+    """Passes a MISC op makes over its rows: two for the two-phase ops (a reduction first), one
+    for a quantisation whose row maxima are given (`given_max`)."""
+    return 2 if mop in _TWO_PHASE and not (mop == "quant" and f.get("given_max", 0)) else 1
+
+
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -142,10 +148,10 @@ class TimingModel:
     def misc_elements(self, f: dict) -> int:
         """Elements a MISC instruction processes at capacity (two-pass ops read them twice)."""
         mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else "?"
-        return (2 if mop in _TWO_PHASE else 1) * f.get("rows", 0) * f.get("k", 0)
+        return _passes(mop, f) * f.get("rows", 0) * f.get("k", 0)
 
-    def misc_cycles(self, mop: str, rows: int, k: int) -> int:
-        passes = 2 if mop in _TWO_PHASE else 1
+    def misc_cycles(self, mop: str, rows: int, k: int, f: dict | None = None) -> int:
+        passes = _passes(mop, f or {})
         return self.misc_latency + passes * _ceil(rows * k, self.t.misc_elements_per_cycle)
 
     def cost(self, op: str, f: dict, ports=()):
@@ -165,7 +171,7 @@ class TimingModel:
             return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
-            return self.misc_cycles(mop, g("rows", 0), g("k", 0)), [], 0, 0
+            return self.misc_cycles(mop, g("rows", 0), g("k", 0), f), [], 0, 0
         return self.barrier, [], 0, 0
 
     # -- scheduling -----------------------------------------------------------------------------

@@ -208,19 +208,29 @@ def rope(x, table):
     return out
 
 
-def quantize_rows(a):
+def quantize_rows(a, amax=None):
     """Dynamic symmetric INT8 per row: scale = absmax / 127 (1.0 for an all-zero row).
 
     Returns (q int8 (R, K), scale float32 (R,)); q = clip(rint(fp32(x) / scale), -127, 127).
+    `amax`: the rows' absolute maxima when already known (FP32; the MISC quant's given_max),
+    which gives the same result as finding them when they are the true maxima.
     """
     x = a.astype(F32)
-    amax = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[0], F32)
+    if amax is not None:
+        amax = np.asarray(amax, F32).copy()
+    else:
+        amax = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[0], F32)
     scale = amax / F32(QMAX)
     scale[amax == 0] = 1
     # |x / scale| <= 127 * (1 + 2**-23) by construction, so rint never leaves [-127, 127]:
     # the clip the definition states is a no-op and is not spent here.
     q = np.rint(x / scale[:, None], out=x)
     return q.astype(np.int8), scale
+
+
+def row_absmax(x):
+    """Each row's largest absolute value, as FP32 (the MISC amax op and flag)."""
+    return np.abs(x.astype(F32)).max(axis=-1)
 
 
 def quantize_weight(w: np.ndarray):

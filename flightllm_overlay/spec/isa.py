@@ -39,7 +39,8 @@ def attention_block_keep(q_pos, k_pos, sink: int, window: int):
         return causal
     qb, kb = q_pos // ATTN_BLOCK, k_pos // ATTN_BLOCK
     return causal & ((kb < sink) | (qb - kb < window))
-MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant", "relu")
+MISC_OPS = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "rope", "quant", "relu",
+            "amax")
 SYS_OPS = ("barrier", "end")
 
 HEADER = (
@@ -138,7 +139,8 @@ _MISC = (
     ("b_addr", 22, "gbuf byte address of operand b: eadd/emul b, rmsnorm gamma, layernorm gamma "
                    "(beta one b_stride after it), rope table"),
     ("out_addr", 22, "byte address of the output: gbuf FP16, or abuf INT8 for quant"),
-    ("out2_addr", 22, "quant: abuf byte address of the `rows` FP32 scales"),
+    ("out2_addr", 22, "quant: abuf byte address of the `rows` FP32 scales; amax (op or flag): "
+                      "gbuf byte address of the `rows` FP32 row maxima"),
     ("a_stride", 16, "bytes between rows of a; 0 = 2K"),
     ("b_stride", 16, "bytes between rows of b; 0 = K elements packed"),
     ("out_stride", 16, "bytes between output rows; 0 = 2K (quant: K)"),
@@ -147,6 +149,11 @@ _MISC = (
     ("blk_sink", 6, "causal softmax: sink blocks of the block-sparse pattern; otherwise unused"),
     ("blk_win", 6, "causal softmax: local window in 64-token blocks; keys outside the pattern are"
                    " masked like future keys (0: dense causal)"),
+    ("amax", 1, "rmsnorm, emul: also write each row's largest absolute FP16 result, as FP32, at "
+                "`out2_addr` in gbuf (the amax op writes only that); must be 0 otherwise"),
+    ("given_max", 1, "quant: a row's largest absolute value is the largest of `groups` FP32 "
+                     "values at `b_addr` in gbuf (rows `b_stride` bytes apart; partial maxima "
+                     "from amax) instead of a first pass over a: one pass; must be 0 otherwise"),
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
@@ -356,6 +363,14 @@ def _check_semantics(op: str, f: dict) -> None:
             f"{op} with stripe={f['stripe']}: striping is for LD of one contiguous row whose "
             f"length divides into `stripe` equal chunks (got rows={f.get('rows', 0)}, "
             f"row_bytes={f.get('row_bytes', 0)})")
+    if op == "MISC":
+        mop = MISC_OPS[f.get("op", 0)]
+        if f.get("amax") and mop not in ("rmsnorm", "emul"):
+            raise IllegalInstructionError(f"MISC {mop} with amax=1: only rmsnorm and emul write "
+                                          f"their row maxima (the amax op does by itself)")
+        if f.get("given_max") and mop != "quant":
+            raise IllegalInstructionError(f"MISC {mop} with given_max=1: only quant takes given "
+                                          f"row maxima")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")

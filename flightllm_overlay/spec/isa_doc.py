@@ -37,7 +37,9 @@ ENUM_MEANING = {
                  "rmsnorm": "a * rsqrt(mean(a^2) + imm) * gamma", "silu": "a * sigmoid(a)",
                  "rope": "rotate-half rotary embedding with a [cos, sin] table",
                  "quant": "dynamic per-row INT8 quantization into abuf",
-                 "relu": "max(a, 0) (OPT's FFN activation)"},
+                 "relu": "max(a, 0) (OPT's FFN activation)",
+                 "amax": "each row's largest absolute value, FP32, to gbuf at out2_addr (partial "
+                         "maxima for a one-pass quant)"},
     "WEIGHT_FORMATS": {"int8": "raw bytes: INT8 rows then FP32 row scales (no unit involved)",
                        "packed": "the packed format of spec/wformat.py through the dequantisation "
                                  "unit: w8 = clamp((q * M + B + 128) >> 8, -127, 127)"},

@@ -112,7 +112,11 @@ def outputs(op: str, f: dict) -> list:
         if g("out_abuf", 0):
             return [("abuf", g("out_addr", 0), rows, k, g("out_stride", 0) or k),
                     ("abuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)]
-        return [("gbuf", g("out_addr", 0), rows, 2 * k, g("out_stride", 0) or 2 * k)]
+        maxima = [("gbuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)]
+        if isa.MISC_OPS[g("op", 0)] == "amax":
+            return maxima
+        out = [("gbuf", g("out_addr", 0), rows, 2 * k, g("out_stride", 0) or 2 * k)]
+        return out + maxima if g("amax", 0) else out
     return []
 
 
@@ -176,6 +180,9 @@ def footprint(insn: isa.Instruction, ctx_cap: int) -> list:
                 min(rows, max(1, f("groups", 0))) if mop == "rope" else rows)
             out.append(("gbuf", *_span(f("b_addr", 0), brow, f("b_stride", 0) or item * k,
                                        item * k), False))
+        if mop == "quant" and f("given_max", 0):     # the rows' partial maxima
+            n = 4 * max(1, f("groups", 0))
+            out.append(("gbuf", *_span(f("b_addr", 0), rows, f("b_stride", 0) or n, n), False))
     for buf, addr, rows, row_bytes, stride in outputs(op, insn.fields):
         out.append((buf, *_span(addr, rows, stride, row_bytes), True))
     return out

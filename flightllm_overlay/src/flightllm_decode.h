@@ -85,6 +85,8 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.imm = (uint32_t)FLLM_GET(b, MISC, IMM);
     f.blk_sink = FLLM_GET(b, MISC, BLK_SINK);
     f.blk_win = FLLM_GET(b, MISC, BLK_WIN);
+    f.amax = FLLM_GET(b, MISC, AMAX);
+    f.given_max = FLLM_GET(b, MISC, GIVEN_MAX);
     return f;
 }
 

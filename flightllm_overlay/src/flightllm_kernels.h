@@ -72,6 +72,7 @@ struct MiscFields {
     unsigned a_addr, b_addr, out_addr, out2_addr, a_stride, b_stride, out_stride;
     uint32_t imm;
     unsigned blk_sink, blk_win;   // causal softmax: block-sparse pattern (0 window: dense causal)
+    unsigned amax, given_max;     // row maxima out (rmsnorm, emul) / in (quant)
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc

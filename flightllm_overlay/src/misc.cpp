@@ -1,4 +1,4 @@
-// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32).
+// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant, amax (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32, row maxima out and in).
 //
 // The kernel holds no buffer of the core: memctrl sends it a job (the instruction, P and L) on
 // `op`; misc checks the operands, reads the rows it needs by READ requests on `req` (the bytes come
@@ -315,18 +315,31 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                 return err;
             if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, 1, rows, 4, 4 * rows, "quant scales")))
                 return err;
+            const uint64_t n_given = groups, g_stride = f.b_stride ? f.b_stride : 4 * n_given;
+            if (f.given_max &&
+                (err = fllm_check_array(FLLM_BUF_GBUF_BYTES, f.b_addr, rows, n_given, 4, g_stride, "quant row maxima")))
+                return err;
             // stage q (rows x k bytes) then the scales (rows x 4 bytes) after them
         QUANT_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
                 get_a(r);
                 float amax = 0.0f;
+                if (f.given_max) {                       // one pass: the row maxima are given
+                    fetch(op, req, FLLM_BUF_GBUF, f.b_addr + r * g_stride, 4 * n_given, brow);
+                QUANT_GIVEN:
+                    for (uint64_t j = 0; j < n_given; j++) {
+#pragma HLS LOOP_TRIPCOUNT max = 255
+                        float v = fllm_ld_f32(brow, 4 * j);
+                        if (v > amax) amax = v;
+                    }
+                }
             QUANT_MAX:
                 for (uint64_t c = 0; c < k; c++) {       // phase 1: absolute maximum
 #pragma HLS LOOP_TRIPCOUNT max = 65535
                     x[c] = a_at(c);
                     float v = std::fabs(x[c]);
-                    if (v > amax) amax = v;
+                    if (!f.given_max && v > amax) amax = v;
                 }
                 float scale = amax / (float)FLLM_QMAX;
                 if (amax == 0.0f) scale = 1.0f;
@@ -346,7 +359,28 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                 store(req, FLLM_BUF_ABUF, f.out_addr + r * q_stride, k, staging + r * k);
             }
             store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows, staging + rows * k);
-            elements_out = 2 * elements;
+            elements_out = f.given_max ? elements : 2 * elements;
+            return 0;
+        }
+        case FLLM_MISC_OP_AMAX: {                        // each row's absolute maximum, FP32
+            if ((err = fllm_check_array(FLLM_BUF_GBUF_BYTES, f.out2_addr, 1, rows, 4, 4 * rows, "MISC row maxima")))
+                return err;
+        AMAX_ROWS:
+            for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                get_a(r);
+                float m = 0.0f;
+            AMAX_COLS:
+                for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    float v = std::fabs(a_at(c));
+                    if (v > m) m = v;
+                }
+                uint8_t w[4];
+                fllm_st_u32(w, 0, fllm_f32_bits(m));
+                store(req, FLLM_BUF_GBUF, f.out2_addr + 4 * r, 4, w);
+            }
+            elements_out = elements;
             return 0;
         }
         default:
@@ -356,6 +390,24 @@ WRITE_OUT:
     for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
         store(req, FLLM_BUF_GBUF, f.out_addr + r * o_stride, 2 * k, staging + 2 * r * k);
+    }
+    if (f.amax) {                                        // rmsnorm, emul: the rows' maxima too
+        if ((err = fllm_check_array(FLLM_BUF_GBUF_BYTES, f.out2_addr, 1, rows, 4, 4 * rows, "MISC row maxima")))
+            return err;
+    ROW_MAX:
+        for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+            float m = 0.0f;
+        ROW_MAX_COLS:
+            for (uint64_t c = 0; c < k; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                float v = std::fabs(fllm_ld_f16(staging, 2 * (r * k + c)));
+                if (v > m) m = v;
+            }
+            uint8_t w[4];
+            fllm_st_u32(w, 0, fllm_f32_bits(m));
+            store(req, FLLM_BUF_GBUF, f.out2_addr + 4 * r, 4, w);
+        }
     }
     elements_out = elements;
     return 0;
