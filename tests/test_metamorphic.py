@@ -60,3 +60,24 @@ def test_compute_fence_is_never_slower(program):
         from flightllm_overlay.sim.timing import TimingModel
         tm = TimingModel(U280)
         assert tm.schedule_image(b.image).cycles <= tm.schedule_image(a.image).cycles
+
+
+def test_13b_decode_lies_between_045x_7b_and_its_own_roofline():
+    """LLaMA2-13B at 4 bits on one U280 (all 32 channels; 7.06 GiB needs them) decodes no
+    faster than its HBM roofline and at least 0.45x as fast as LLaMA2-7B on the same card
+    (13B / 7B = 0.52 of the bytes per token), one decode bucket each (PREDICTED)."""
+    from flightllm_overlay.sim.timing import TimingModel
+    target = U280.with_overrides(core_channels=tuple(
+        tuple(range(c, U280.hbm_channels, U280.cores)) for c in range(U280.cores)))
+    rates, rooflines = {}, {}
+    for name in ("llama2-7b", "llama2-13b"):
+        program = compile_shapes(ModelArgs.from_name(name), target, ctx=512, weight_bits=4,
+                                 schedule="stripe_all+balance_channels")
+        step, _ = BucketTable(program, target).step("decode", 384)
+        tl = TimingModel(target).schedule(step.__dict__.pop("compiled_streams"),
+                                          keep_events=False)
+        rates[name] = tl.clock_hz / tl.cycles
+        total = tl.counters.hbm_bytes_read + tl.counters.hbm_bytes_written
+        rooflines[name] = target.hbm_channels * target.hbm_channel_gbps * 1e9 / total
+    assert 0.45 * rates["llama2-7b"] <= rates["llama2-13b"] <= rooflines["llama2-13b"]
+    assert rates["llama2-13b"] < 0.6 * rates["llama2-7b"]          # and not for free

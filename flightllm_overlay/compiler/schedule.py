@@ -29,7 +29,9 @@ class ScheduleOptions:
     paper's section 3.3 SFU split): the q/k/v epilogue (RoPE, quantisation) of each head as soon
     as its weight tile is through the MPE, SiLU and the gate x up product per FFN tile, and the
     attention's scores and probabilities double-buffered so that one head's softmax runs while
-    the MPE works on the next head."""
+    the MPE works on the next head; the residual add per slice; and (LLaMA) the whole-row
+    quantisations in one pass from the partial row maxima their producers leave (MISC `amax`,
+    `given_max`)."""
 
     stripe_all: bool = False
     compute_fence: bool = False
