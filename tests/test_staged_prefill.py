@@ -98,3 +98,18 @@ def test_llama2_7b_prefill_runs_128_row_mm_launches_near_the_compute_bound(llama
     c = tl.counters
     bound = c.macs / (t.cores * t.mm_macs_per_cycle)
     assert c.mpe_instructions and bound <= c.cycles < 1.6 * bound
+
+
+def test_staged_prefill_keeps_skipping_masked_key_blocks(sim_overlay, tiny_ckpt):
+    """Block-sparse prefill attention (a (sink 1, window 1) pattern on every head) staged and
+    on chip: the same logits bit for bit, and the staged stream still carries the pattern."""
+    from flightllm_overlay.compiler import compile_quantized, quantize_model
+    qm = quantize_model(tiny_ckpt, None)
+    qm.attn_pattern = [[(1, 1)] * tiny_ckpt.args.n_heads] * tiny_ckpt.args.n_layers
+    staged = compile_quantized(qm, staging_target(), ctx=256, all_logits=True)
+    on_chip = compile_quantized(qm, ctx=256, all_logits=True)
+    ops = _ops(BucketTable(staged, staging_target()).step("prefill", 200)[0])
+    assert _local_copies(ops) and any(op == "MM" and f.get("blk_win") for op, f in ops)
+    prompt = np.random.default_rng(2).integers(3, 300, 200).tolist()
+    for a, b in zip(_run(sim_overlay, staged, prompt), _run(sim_overlay, on_chip, prompt)):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
