@@ -26,7 +26,8 @@ __all__ = ["Mismatch", "ProgramResult", "SelfTestProgram", "SelfTestReport", "bu
            "device_label", "run_program", "run_selftest"]
 
 END, BARRIER = Instruction("SYS", op="end"), Instruction("SYS", op="barrier")
-MISC_TESTED = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "relu", "rope", "quant")
+MISC_TESTED = ("eadd", "emul", "softmax", "layernorm", "rmsnorm", "silu", "relu", "rope", "quant",
+               "amax")
 
 
 @dataclass(frozen=True)
@@ -205,12 +206,12 @@ def _mpe_program(target, rng, op):
 
 def _misc_program(target, rng, op):
     b = _Builder(target)
-    rows, k = 8, {"softmax": 16, "rope": 32}.get(op, 64)
+    rows, k = (64, 16) if op == "amax" else (8, {"softmax": 16, "rope": 32}.get(op, 64))
     fields = {"eadd": {}, "emul": dict(bcast_b=1, b_f32=1), "silu": {}, "relu": {},
               "layernorm": dict(imm=isa.f32_bits(1e-5)),
               "softmax": dict(causal=1, groups=4, imm=isa.f32_bits(0.25)),
               "rmsnorm": dict(imm=isa.f32_bits(1e-5)), "rope": dict(groups=4),
-              "quant": dict(out_abuf=1, out2_addr=0x1000)}[op]
+              "quant": dict(out_abuf=1, out2_addr=0x1000), "amax": dict(out2_addr=0x10000)}[op]
     for c in range(target.cores):
         f16 = lambda *shape: (2 * rng.standard_normal(shape)).astype(np.float16)  # noqa: E731
         a = b.put(c, f16(rows, k))
@@ -225,6 +226,8 @@ def _misc_program(target, rng, op):
         if op == "quant":
             insns += [_move("ST", "abuf", *b.reserve(c, rows * k, 2), 0, rows, k),
                       _move("ST", "abuf", *b.reserve(c, 4 * rows, 3), 0x1000, 1, 4 * rows)]
+        elif op == "amax":                            # the rows' maxima, FP32
+            insns.append(_move("ST", "gbuf", *b.reserve(c, 4 * rows, 2), 0x10000, 1, 4 * rows))
         else:
             insns.append(_move("ST", "gbuf", *b.reserve(c, rows * 2 * k, 2), 0x10000, rows, 2 * k))
         b.streams[c] = _chain(insns) + [END]

@@ -56,8 +56,8 @@ def test_passes_on_the_simulated_device_with_the_model_step(sim_overlay):
     assert decode.instructions > 100 and decode.bytes_compared > 1 << 20
     assert all(r.bytes_compared > 0 and r.instructions > 0 for r in report.results)
     table = report.table()
-    assert "xilinx_u280_sim (simulated, no FPGA)" in table and "14 programs: 14 passed" in table
-    assert len(lines) == 14 and all(line.endswith("PASS") for line in lines)
+    assert "xilinx_u280_sim (simulated, no FPGA)" in table and "15 programs: 15 passed" in table
+    assert len(lines) == 15 and all(line.endswith("PASS") for line in lines)
 
 
 def test_programs_cover_every_unit_buffer_dyn_mode_and_misc_op(programs):
@@ -132,7 +132,7 @@ def test_cli_selftest_prints_the_table_and_sets_the_exit_status(capsys, monkeypa
     assert main(["selftest", "--no-model", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "FlightLLM self-test on xilinx_u280_sim (simulated, no FPGA)" in out
-    assert "misc_rope" in out and "13 programs: 13 passed, 0 failed" in out
+    assert "misc_rope" in out and "14 programs: 14 passed, 0 failed" in out
     bad = selftest.SelfTestReport("x", [selftest.ProgramResult("mm", "MM", error="boom")])
     monkeypatch.setattr(selftest, "run_selftest", lambda *a, **k: bad)
     assert main(["selftest", "--no-model"]) == 1

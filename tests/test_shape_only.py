@@ -18,10 +18,13 @@ def test_shape_only_streams_equal_the_real_compile(tiny_ckpt):
         assert (shapes.steps[name].image == real.steps[name].image).all()
 
 
-def test_big_model_prefill_falls_back_to_fewer_rows_per_launch():
-    two_layers = ModelArgs.from_name("llama2-7b").replace(n_layers=2)
-    prog = compile_shapes(two_layers)
-    assert prog.rows < 128 and prog.steps["prefill"].rows == prog.rows
+def test_big_model_prefill_keeps_128_rows_staged_or_falls_back_to_fewer():
+    """LLaMA stages a prefill that does not fit on chip through HBM at the MM's 128 rows;
+    OPT, whose layer body is not staged, runs fewer rows per launch instead."""
+    llama = compile_shapes(ModelArgs.from_name("llama2-7b").replace(n_layers=2))
+    assert llama.rows == 128 and llama.steps["prefill"].rows == 128
+    opt = compile_shapes(ModelArgs.from_name("opt-6.7b").replace(n_layers=2))
+    assert opt.rows < 128 and opt.steps["prefill"].rows == opt.rows
 
 
 def test_llama2_7b_at_8_bits_does_not_fit_24_pseudo_channels():

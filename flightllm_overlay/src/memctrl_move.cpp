@@ -358,9 +358,11 @@ unsigned fllm_exec_ld(const MoveFields& f, CoreRun& ctx, CoreBuffers& B, FLLM_HB
         LOCAL_COPY:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 128
-                for (uint64_t j = 0; j < f.row_bytes; j++)
+                for (uint64_t j = 0; j < f.row_bytes; j++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65536
                     fllm_buf_set(B, f.buf, f.buf_addr + r * f.buf_stride + j,
                                  fllm_buf_get(B, f.buf, f.hbm_addr + r * f.hbm_stride + j));
+                }
             }
             return 0;
         }
