@@ -148,3 +148,37 @@ def test_untied_gguf_keeps_its_lm_head(tmp_path):
 
 def test_supported_types_cover_the_writable_ones():
     assert set(WRITABLE_TYPES) <= set(SUPPORTED_TYPES)
+
+
+def test_bulk_metadata_equals_ggufs_own_reader(tiny, tmp_path):
+    """The key/value section read in bulk (gguf_loader._BulkArrays) gives the values, types and
+    tensors of gguf's own reader: on a tiny file and on the default model (49k-token vocabulary,
+    merges, token types), including arrays of every kind the writer emits."""
+    from flightllm_overlay.model.checkpoint import default_model_path
+    from flightllm_overlay.model.gguf_loader import metadata, open_gguf
+    path = write_gguf(tiny, tmp_path / "t.gguf", "Q8_0")
+    w = gguf.GGUFWriter(str(tmp_path / "arrays.gguf"), "llama")
+    w.add_array("test.ints", [1, -2, 3])
+    w.add_array("test.floats", [0.5, 1.25])
+    w.add_array("test.bools", [True, False])
+    w.add_array("test.empty", [])
+    w.add_array("test.strings", ["a", "", "日本 🤖"])
+    w.add_string("test.text", "x y")
+    w.add_uint32("test.u32", 7)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    for p in (path, tmp_path / "arrays.gguf", default_model_path()):
+        ours = open_gguf(p)
+        assert type(ours).__name__ == "BulkGGUFReader"
+        theirs = gguf.GGUFReader(str(p))
+        want = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+        got = metadata(ours)
+        assert got == want and all(type(got[k]) is type(want[k]) for k in want), p
+        for k in want:
+            if isinstance(want[k], list):
+                assert [type(v) for v in got[k]] == [type(v) for v in want[k]], (p, k)
+        assert [(t.name, t.data_offset, t.n_bytes, t.tensor_type) for t in ours.tensors] == \
+            [(t.name, t.data_offset, t.n_bytes, t.tensor_type) for t in theirs.tensors]
+        assert ours.data_offset == theirs.data_offset
