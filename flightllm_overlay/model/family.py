@@ -1,7 +1,9 @@
 """Model families in the model layer: one registry row per `ModelArgs.arch` (reference, tensor names, shapes).
 
-A family module (`llama.py`, `opt.py`) registers its row when it is imported; `model/__init__.py`
-imports every family, so `model_family(args)` sees them all.  The compiler keeps the matching
+A family module (`llama.py`, `opt.py`) registers its row when it is imported; `model_family`
+imports the family modules (by name, `FAMILY_MODULES`) the first time it is asked for a family
+nobody registered yet, so that loading a checkpoint's shape and tokenizer does not import torch
+(the float references need it; `flightllm generate` from the program cache does not).  The compiler keeps the matching
 rows of its own (quantiser, placement, code generator) in `compiler/families.py`.
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ModelFamily:
 
 
 _FAMILIES: dict = {}
+#: Modules of this package that register families when imported.
+FAMILY_MODULES = ("llama", "opt")
 
 
 def register(family: ModelFamily) -> ModelFamily:
@@ -38,6 +42,10 @@ def register(family: ModelFamily) -> ModelFamily:
 
 def model_family(args) -> ModelFamily:
     """The registry row of `args.arch`; a clear error for a family nobody registered."""
+    if args.arch not in _FAMILIES:
+        import importlib
+        for name in FAMILY_MODULES:
+            importlib.import_module(f"{__package__}.{name}")
     try:
         return _FAMILIES[args.arch]
     except KeyError:

@@ -6,14 +6,16 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import CheckpointError
 from .args import SUPPORTED_ARCHS, ModelArgs
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 # Imported lazily by the functions: `gguf` is only needed for .gguf files.
 GGML_TOKEN_CONTROL, GGML_TOKEN_USER_DEFINED = 3, 4
@@ -274,6 +276,14 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
     tokenizer : Tokenizer or None
         None (with a warning) when the file's tokenizer is not byte-level BPE.
     """
+    args, tokenizer, read_weights = open_gguf_checkpoint(path)
+    return args, read_weights(), tokenizer
+
+
+def open_gguf_checkpoint(path: str | Path):
+    """(args, tokenizer, read_weights) of a llama GGUF file: the metadata, tensor table and
+    tokenizer are read now (a tenth of a second for SmolLM2), the weights by `read_weights()`
+    (dequantised, as `load_gguf` returns them)."""
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
@@ -282,31 +292,33 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
     name = meta.get("general.name") or path.stem
     args = args_from_metadata(meta, str(name)[:200], int(embd.shape[-1]) if embd is not None else None,
                               tied="output.weight" not in names)
-    weights: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for tensor in reader.tensors:
-        target = hf_name(tensor.name)
-        if target is None:
-            unexpected.append(tensor.name)
-            continue
-        w = dequantize_tensor(tensor)
-        for suffix, heads in (("attn_q.weight", args.n_heads), ("attn_k.weight", args.n_kv_heads)):
-            if tensor.name.endswith(suffix):
-                if w.ndim != 2 or w.shape[0] != heads * args.head_dim:
-                    raise CheckpointError(
-                        f"Tensor {tensor.name} has shape {tuple(w.shape)}, but the metadata's "
-                        f"{heads} heads of {args.head_dim} imply {heads * args.head_dim} rows: "
-                        "the head counts in the metadata are inconsistent with the weights.")
-                w = unpermute_qk(w, heads)
-        weights[target] = torch.from_numpy(w)
+    unexpected = sorted(t.name for t in reader.tensors if hf_name(t.name) is None)
     if unexpected:
         raise CheckpointError(
-            f"{path.name} has tensors a plain LLaMA does not ({', '.join(sorted(unexpected)[:5])}"
+            f"{path.name} has tensors a plain LLaMA does not ({', '.join(unexpected[:5])}"
             f"{', ...' if len(unexpected) > 5 else ''}); this variant is not supported."
         )
-    if args.tie_embeddings and "model.embed_tokens.weight" in weights:
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    return args, weights, checked_tokenizer(meta, path.name)
+    tokenizer = checked_tokenizer(meta, path.name)
+
+    def read_weights() -> dict:
+        import torch
+        weights: dict[str, torch.Tensor] = {}
+        for tensor in reader.tensors:
+            w = dequantize_tensor(tensor)
+            for suffix, heads in (("attn_q.weight", args.n_heads), ("attn_k.weight", args.n_kv_heads)):
+                if tensor.name.endswith(suffix):
+                    if w.ndim != 2 or w.shape[0] != heads * args.head_dim:
+                        raise CheckpointError(
+                            f"Tensor {tensor.name} has shape {tuple(w.shape)}, but the metadata's "
+                            f"{heads} heads of {args.head_dim} imply {heads * args.head_dim} rows: "
+                            "the head counts in the metadata are inconsistent with the weights.")
+                    w = unpermute_qk(w, heads)
+            weights[hf_name(tensor.name)] = torch.from_numpy(w)
+        if args.tie_embeddings and "model.embed_tokens.weight" in weights:
+            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        return weights
+
+    return args, tokenizer, read_weights
 
 
 def checked_tokenizer(meta: dict[str, Any], where: str = "the GGUF file") -> Tokenizer | None:

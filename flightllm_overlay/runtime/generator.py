@@ -112,7 +112,7 @@ class Generator:
         from ..compiler.cache import ProgramCache
         from ..model import load_checkpoint
         from ..overlay import FlightLLMOverlay
-        ckpt = load_checkpoint(model)
+        ckpt = load_checkpoint(model, lazy=True)    # weights read only if it compiles
         store = None
         if cache is not False and cache is not None:
             store = cache if isinstance(cache, ProgramCache) else \

@@ -17,11 +17,12 @@ def _silent(_line: str) -> None:
     pass
 
 
-def load_model(name_or_path, purpose: str = "run"):
+def load_model(name_or_path, purpose: str = "run", lazy: bool = False):
     """load_checkpoint, with a hint when `name_or_path` is a shape-table name and no file.
 
     A name like ``smollm2-360m`` names shapes for predictions (``bench --shape``), not weights:
-    it cannot be run or compiled into a program.
+    it cannot be run or compiled into a program.  lazy: read the weights on first use (a run
+    whose program comes from the cache or a file never reads them).
     """
     from ..model import load_checkpoint
     from ..model.args import MODEL_TABLE
@@ -32,7 +33,7 @@ def load_model(name_or_path, purpose: str = "run"):
             f"cannot {purpose}: for predicted figures use `flightllm bench --shape "
             f"{name_or_path}`; to {purpose} a model pass 'smollm2-135m-instruct' (the default), "
             f"a Hugging Face folder or a .gguf file")
-    return load_checkpoint(name_or_path)
+    return load_checkpoint(name_or_path, lazy=lazy)
 
 
 @dataclass
