@@ -152,8 +152,7 @@ def test_key_covers_tokenizer_target_and_options(tiny_ckpt):
     assert program_key(tiny_ckpt, U280, 64, True) != base
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "header", "empty", "directory",
-                                    "recipe"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "header", "empty", "directory"])
 def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_ckpt, damage,
                                                                 quick_compile):
     """Finding 6: a broken entry that raised something other than ProgramError was never
@@ -166,11 +165,6 @@ def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_c
     if damage == "directory":
         path.unlink()
         path.mkdir()
-    elif damage == "recipe":       # a placement that no longer re-runs to the entry's streams
-        from program_files import header_of, with_header
-        header = header_of(raw)
-        header["placement"]["schedule"]["compute_fence"] = True
-        path.write_bytes(with_header(raw, header))
     else:
         path.write_bytes({"truncate": raw[:11], "garbage": b"\x10" + raw[1:], "empty": b"",
                           "header": raw[:8] + b"[" + raw[9:]}[damage])
@@ -183,6 +177,43 @@ def test_a_broken_entry_is_removed_with_a_notice_and_recompiled(tmp_path, tiny_c
     else:
         assert len(notices) == 1
         assert ProgramCache(tmp_path).load(path.stem) is not None
+
+
+def test_an_entry_whose_recipe_does_not_replay_is_refused_and_removed_at_its_first_bucket(
+        tmp_path, tiny_ckpt, quick_compile):
+    """The placement of an entry re-runs when it first compiles a bucket, not at load (a warm
+    run with its buckets stored never pays for it).  A recipe that does not re-run to the
+    entry's streams (edited by hand: another compiler's entries have other keys) refuses that
+    bucket, and the entry is removed, so the next run recompiles."""
+    from program_files import header_of, with_header
+
+    from flightllm_overlay.compiler import BucketTable
+    from flightllm_overlay.errors import ProgramError
+    cache = ProgramCache(tmp_path)
+    cache.get_or_compile(tiny_ckpt, ctx=64)
+    path = cache.path(program_key(tiny_ckpt, U280, 64, False))
+    raw = path.read_bytes()
+    header = header_of(raw)
+    header["placement"]["schedule"]["compute_fence"] = True
+    path.write_bytes(with_header(raw, header))
+    again = ProgramCache(tmp_path)
+    prog = again.get_or_compile(tiny_ckpt, ctx=64)
+    assert again.hits == 1 and prog.builder is None and prog.cache_entry == path
+    with pytest.raises(ProgramError, match=f"does not give its own .*{path.name} is removed"):
+        BucketTable(prog, U280).step("decode", 40)
+    assert not path.exists()
+    third = ProgramCache(tmp_path)
+    third.get_or_compile(tiny_ckpt, ctx=64)
+    assert (third.misses, len(quick_compile)) == (1, 2)
+
+
+def test_the_key_covers_the_compilers_source(tiny_ckpt, monkeypatch):
+    """Entries written by other compiler code (another checkout, an edit) are never found."""
+    import flightllm_overlay.compiler.cache as cache_mod
+    base = program_key(tiny_ckpt, U280, 64, False)
+    assert len(cache_mod.compiler_source_digest()) == 64
+    monkeypatch.setattr(cache_mod, "_SOURCE_DIGEST", "0" * 64)
+    assert program_key(tiny_ckpt, U280, 64, False) != base
 
 
 def test_size_cap_evicts_least_recently_used(tmp_path, tiny_ckpt, quick_compile):

@@ -8,11 +8,8 @@ charges that capacity, the functional simulator masks what lies beyond pos + len
 """
 from __future__ import annotations
 
-from tqdm.auto import tqdm
-
 from ..errors import CompileError, ContextLengthError, ProgramError
 from ..spec import isa
-from .families import compiler_family
 from .program import CoreIO, StepProgram
 
 KINDS = ("prefill", "decode")
@@ -55,6 +52,7 @@ class StepBuilder:
         self.plan, self.rows, self.all_logits, self.fused = plan, rows, all_logits, fused
 
     def build(self, kind: str, ctx: int, name: str | None = None) -> StepProgram:
+        from .families import compiler_family
         rows, all_l = (self.rows, self.all_logits) if kind == "prefill" else (1, False)
         gen = compiler_family(self.plan.args).codegen(self.plan, rows, ctx, all_l, self.fused)
         insns = [gen.core_stream(cp) for cp in self.plan.cores]
@@ -77,7 +75,18 @@ def builder_of(program):
     a file, one that re-runs the placement from the file's recipe (kept in `program.builder`);
     None for a program that has neither."""
     if program.builder is None and program.recipe is not None:
-        program.builder = _replay(program)
+        try:
+            program.builder = _replay(program)
+        except ProgramError as exc:
+            entry = getattr(program, "cache_entry", None)
+            if entry is None:
+                raise
+            try:                     # a cache entry that cannot compile its buckets: drop it
+                entry.unlink(missing_ok=True)
+                done = f"the cache entry {entry.name} is removed: run again to recompile it"
+            except OSError:
+                done = f"remove the cache entry {entry} and run again"
+            raise ProgramError(f"{exc.args[0]}; {done}") from None
     return program.builder
 
 
@@ -86,6 +95,7 @@ def _replay(program) -> StepBuilder:
     file's own HBM layout, I/O map and whole-context streams, instruction for instruction."""
     from ..config import load_target
     from ..model.args import ModelArgs
+    from .families import compiler_family
     from .placement import slot_bytes
     args, target, recipe = ModelArgs(**program.model), load_target(program.target), program.recipe
     family = compiler_family(args)
@@ -155,6 +165,7 @@ class BucketTable:
     def compile_all(self, progress: bool = False) -> int:
         """Compile every bucket now (what `flightllm compile --all-buckets` does); returns how
         many were compiled."""
+        from tqdm.auto import tqdm
         todo = [(k, b) for k in KINDS for b in self.ends(k)]
         made = 0
         for kind, b in tqdm(todo, desc="buckets", disable=not progress):

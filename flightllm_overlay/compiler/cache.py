@@ -2,11 +2,14 @@
 
 The key hashes everything a program depends on: the checkpoint's bytes (its files, or the bytes of
 the weights when it has no file), its tokenizer, the target description, the compiler and ISA
-versions and the compile options.  An entry is a program file (checked end to end, see
-`program_file`) whose metadata repeats the key and whose placement recipe re-runs to its own
-streams (so that the buckets it lacks compile as the rest did), so a stale entry (other key,
-other compiler) or a broken one is detected at load, removed with a one-line notice and
-recompiled, never executed.  Writes go to a
+versions, the source code of the compiler (`compiler_source_digest`: another compiler, even of
+the same version, never finds this one's entries) and the compile options.  Finding an entry
+needs no weights: `flightllm generate` opens the checkpoint lazily and reads its weights only on
+a miss.  An entry is a program file (checked end to end, see `program_file`) whose metadata
+repeats the key, so a broken entry or one stored under another key is detected at load, removed
+with a one-line notice and recompiled, never executed.  Its placement recipe re-runs to its own
+streams when it first compiles a bucket it lacks (`buckets.builder_of`); should it not (a
+recipe edited by hand), that bucket is refused and the entry removed.  Writes go to a
 unique temporary file that is renamed into place.  The cache holds at most
 ``$FLIGHTLLM_CACHE_MAX`` bytes (default 4G; suffixes K, M, G), evicting the least recently used
 entries.  Location: ``$FLIGHTLLM_CACHE``, else the platform's user cache folder
@@ -28,7 +31,6 @@ from .. import __version__
 from ..spec import isa
 from ..config import load_target
 from ..errors import ConfigError, FlightLLMError, ProgramError
-from .buckets import builder_of
 from .identity import tokenizer_fingerprint, weights_digest
 from .program import Program
 from .program_file import FORMAT_VERSION
@@ -72,8 +74,33 @@ def checkpoint_digest(source: str) -> str:
     return h.hexdigest()
 
 
+#: The parts of the package whose code decides what a compile produces.
+_COMPILER_SOURCES = ("compiler", "compress", "model", "spec", "data", "config.py")
+_SOURCE_DIGEST = None
+
+
+def compiler_source_digest() -> str:
+    """SHA-256 over the source files of the compiler and what it reads (`_COMPILER_SOURCES`),
+    computed once per process (about 10 ms): part of every key, so that an entry is only ever
+    found by the code that compiled it."""
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for name in _COMPILER_SOURCES:
+            top = root / name
+            files = [top] if top.is_file() else sorted(top.rglob("*.py")) + sorted(
+                top.rglob("*.txt"))
+            for f in files:
+                h.update(f.relative_to(root).as_posix().encode() + b"\0")
+                h.update(f.read_bytes())
+        _SOURCE_DIGEST = h.hexdigest()
+    return _SOURCE_DIGEST
+
+
 def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
-    """The cache key of compiling `ckpt` for `target` with these settings."""
+    """The cache key of compiling `ckpt` for `target` with these settings (the checkpoint's
+    weights are read only when it has no file to hash)."""
     tgt = load_target(target) if isinstance(target, str) else target
     on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
     parts = {
@@ -83,6 +110,7 @@ def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
         "target": hashlib.sha256(json.dumps(dataclasses.asdict(tgt), sort_keys=True,
                                             default=repr).encode()).hexdigest(),
         "versions": [__version__, FORMAT_VERSION, isa.IMAGE_VERSION],
+        "compiler": compiler_source_digest(),
         "ctx": ctx, "all_logits": bool(all_logits),
         "options": repr(sorted((options or {}).items())),
     }
@@ -121,7 +149,9 @@ class ProgramCache:
 
     def load(self, key: str):
         """The cached program for `key`, or None (missing; or stale or broken: then removed,
-        counted as rejected, and reported by `notice`)."""
+        counted as rejected, and reported by `notice`).  Its placement is re-run (and checked)
+        when it first compiles a bucket (`buckets.builder_of`), not here: a run whose buckets
+        are all stored does not pay for it."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -129,7 +159,7 @@ class ProgramCache:
             program = Program.load(path)
             if program.meta.get("cache_key") != key:
                 raise ProgramError(f"{path} was written for another key")
-            builder_of(program)       # its placement re-runs to its own streams, or it is stale
+            program.cache_entry = path
         except (FlightLLMError, OSError) as exc:
             self.rejected += 1
             try:

@@ -73,6 +73,7 @@ class Program:
     meta: dict = field(default_factory=dict)
     builder: object = field(default=None, repr=False, compare=False)  # compiles more steps (BucketTable)
     recipe: object = field(default=None, repr=False, compare=False)   # re-runs the placement (recipe.py)
+    cache_entry: object = field(default=None, repr=False, compare=False)  # its file, when from the cache
 
     @property
     def dim(self) -> int:
