@@ -85,7 +85,14 @@ def test_hook_sees_every_stage(tiny):
     assert seen[("q", 0)].shape == (3, a.n_heads, a.head_dim)
     assert seen[("k", a.n_layers - 1)].shape == (3, a.n_kv_heads, a.head_dim)
     assert torch.equal(seen[("logits", -1)], logits)
-    assert len(seen) == 3 + 9 * a.n_layers
+    assert seen[("ffn_mid", 1)].shape == (3, a.hidden_dim)
+    assert len(seen) == 3 + 10 * a.n_layers
+    # without logits (calibration): the same blocks, the same cache, no head
+    model, early = Transformer.from_checkpoint(ckpt), {}
+    assert model.forward([5, 6, 7], 0, hook=lambda n, i, t: early.__setitem__((n, i), t),
+                         logits=False) is None
+    assert set(seen) - set(early) == {("final_norm", -1), ("logits", -1)} and model.pos == 3
+    assert all(torch.equal(early[k], seen[k]) for k in early)
 
 
 def test_tied_lm_head_is_the_embedding(tiny):

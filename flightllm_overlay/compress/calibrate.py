@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import FlightLLMError
@@ -101,13 +100,13 @@ def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True,
             add(layer, "o", x)
         elif name == "ffn_in":
             add(layer, "gate_up", x)
-            lw = model.layers[layer]
-            add(layer, "down", F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up))
+        elif name == "ffn_mid":
+            add(layer, "down", x)
 
     window = min(window, ckpt.args.max_seq_len)
     starts = range(0, len(tokens), window)
     for start in tqdm(starts, desc="calibration", unit="window", disable=not progress):
         model.reset()
         model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
-                      hook=hook)
+                      hook=hook, logits=False)
     return [{k: InputStats(snap(h), n) for k, (h, n) in layer.items()} for layer in acc]

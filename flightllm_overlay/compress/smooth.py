@@ -28,7 +28,6 @@ def calibration_stats(ckpt, tokens, progress: bool = False) -> list:
     so they do not depend on the CPU: see `calibrate`); returns [{"qkv", "o", "gate_up", "down"}:
     (K,)].
     """
-    import torch.nn.functional as F
     model = model_with(ckpt, float_layers(ckpt), torch.float64)
     stats = [dict() for _ in range(ckpt.args.n_layers)]
 
@@ -46,8 +45,8 @@ def calibration_stats(ckpt, tokens, progress: bool = False) -> list:
             put(layer, "o", amax(x))
         elif name == "ffn_in":
             put(layer, "gate_up", amax(x))
-            lw = model.layers[layer]
-            put(layer, "down", amax(F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up)))
+        elif name == "ffn_mid":
+            put(layer, "down", amax(x))
 
     tokens = list(tokens)
     window = min(256, ckpt.args.max_seq_len)
@@ -56,7 +55,7 @@ def calibration_stats(ckpt, tokens, progress: bool = False) -> list:
                       disable=not progress):
         model.reset()
         model.forward(torch.as_tensor(tokens[start:start + window], dtype=torch.long), 0,
-                      hook=hook)
+                      hook=hook, logits=False)
     return stats
 
 

@@ -101,9 +101,13 @@ def block_keep(heads, start_pos: int, T: int) -> torch.Tensor:
                                       for s, w in heads]))
 
 
-def feed_forward(x: torch.Tensor, lw: LayerWeights) -> torch.Tensor:
-    """SwiGLU: ``down(silu(gate(x)) * up(x))``. x: (T, dim) -> (T, dim)."""
-    return F.linear(F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up), lw.w_down)
+def feed_forward(x: torch.Tensor, lw: LayerWeights, on_mid: Callable | None = None) -> torch.Tensor:
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``. x: (T, dim) -> (T, dim).  `on_mid` is called
+    with the down projection's input, ``silu(gate(x)) * up(x)`` (T, hidden_dim)."""
+    mid = F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up)
+    if on_mid is not None:
+        on_mid(mid)
+    return F.linear(mid, lw.w_down)
 
 
 # ============================================================================ model
@@ -165,7 +169,8 @@ class Transformer:
 
     # ------------------------------------------------------------------ forward
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor | Sequence[int], start_pos: int, hook: Hook | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor | Sequence[int], start_pos: int, hook: Hook | None = None,
+                logits: bool = True) -> torch.Tensor | None:
         """Logits of ``tokens`` placed at positions ``start_pos..``, attending to the cache before them.
 
         Parameters
@@ -175,8 +180,11 @@ class Transformer:
             Position of ``tokens[0]``; at most the number of cached positions (smaller rewinds).
         hook : callable, optional
             ``hook(name, layer, tensor)`` for intermediate values (names: ``embed``, ``attn_in``,
-            ``q``, ``k``, ``v`` (after RoPE for q, k), ``attn``, ``attn_out``, ``ffn_in``, ``ffn_out``,
-            ``block_out``, ``final_norm``, ``logits``).
+            ``q``, ``k``, ``v`` (after RoPE for q, k), ``attn``, ``attn_out``, ``ffn_in``, ``ffn_mid``
+            (the down projection's input), ``ffn_out``, ``block_out``, ``final_norm``, ``logits``).
+        logits : bool
+            False: stop after the last block (fills the cache, calls the hooks up to
+            ``block_out``; what calibration needs) and return None.
 
         Returns
         -------
@@ -211,16 +219,18 @@ class Transformer:
             h = h + att
             x = rms_norm(h, lw.ffn_norm, a.norm_eps)
             emit("ffn_in", i, x)
-            ffn = feed_forward(x, lw)  # (T, dim)
+            ffn = feed_forward(x, lw, hook and (lambda mid, i=i: emit("ffn_mid", i, mid)))  # (T, dim)
             emit("ffn_out", i, ffn)
             h = h + ffn
             emit("block_out", i, h)
+        self.pos = end
+        if not logits:
+            return None
         h = rms_norm(h, self.norm, a.norm_eps)
         emit("final_norm", -1, h)
-        logits = F.linear(h, self.output).float()  # (T, vocab)
-        emit("logits", -1, logits)
-        self.pos = end
-        return logits
+        out = F.linear(h, self.output).float()  # (T, vocab)
+        emit("logits", -1, out)
+        return out
 
     __call__ = forward
 
