@@ -53,6 +53,25 @@ def test_gguf_dequantize_matches_block_format(name):
     assert np.abs(ours - x.reshape(-1)).max() < 0.5  # and it is a quantization of x
 
 
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1"])
+def test_fast_block_decoder_equals_gguf_bit_for_bit(name):
+    """gguf_loader.dequantize_blocks (whole-tensor passes) against gguf's decoder and the
+    independent one above, on random bytes (any scale, NaN and infinity included) and on
+    quantised data."""
+    from flightllm_overlay.model.gguf_loader import dequantize_blocks
+    qtype, rng = Q[name], np.random.default_rng(7)
+    size = gguf.GGML_QUANT_SIZES[qtype][1]
+    raw = rng.integers(0, 256, (64, 4 * size), dtype=np.uint8)
+    quantised = gguf.quants.quantize(rng.standard_normal((8, 128)).astype(np.float32), qtype)
+    for data in (raw, quantised):
+        with np.errstate(all="ignore"):
+            ours = dequantize_blocks(data, name)
+            theirs = gguf.quants.dequantize(data, qtype).reshape(-1)
+            independent = reference_dequant(data, qtype).reshape(-1)
+        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+        assert np.array_equal(ours, independent, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
 def test_gguf_dequantize_matches_transformers(name):
     """K-quants have no quantizer in gguf-py: decode random blocks with both libraries instead."""

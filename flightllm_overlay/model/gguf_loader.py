@@ -254,6 +254,8 @@ def dequantize_tensor(tensor) -> np.ndarray:
     try:
         if qtype.name == "F32":
             out = np.array(tensor.data, dtype=np.float32)  # a copy: the reader's memmap is read-only
+        elif qtype.name in _FAST_TYPES:
+            out = dequantize_blocks(np.asarray(tensor.data), qtype.name)
         else:
             out = gguf.quants.dequantize(tensor.data, qtype)
         return np.ascontiguousarray(out, dtype=np.float32).reshape(shape)
@@ -262,6 +264,36 @@ def dequantize_tensor(tensor) -> np.ndarray:
     except Exception as exc:
         raise CheckpointError(f"Tensor {tensor.name} ({qtype.name}, shape {shape}) is unreadable: {exc}. "
                               "The GGUF file is corrupt or truncated.") from exc
+
+
+#: Block types `dequantize_blocks` decodes; (bytes per block of 32, bytes before the codes).
+_FAST_TYPES = {"Q4_0": (18, 2), "Q4_1": (20, 4), "Q8_0": (34, 2)}
+
+
+def dequantize_blocks(raw: np.ndarray, qtype: str) -> np.ndarray:
+    """float32 values of Q4_0, Q4_1 or Q8_0 blocks, equal bit for bit to
+    ``gguf.quants.dequantize`` (the same FP32 operations in the same order: d * q, then + m
+    for Q4_1), in a few whole-tensor passes instead of gguf's groups of 16 rows (2 s for
+    SmolLM2's weights, 0.6 s here).  Checked against gguf and against independent block
+    decoders in tests/test_model_gguf.py."""
+    size, head = _FAST_TYPES[qtype]
+    blocks = np.ascontiguousarray(raw).reshape(-1, size)
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)          # (nb, 1)
+    if qtype == "Q8_0":
+        out = blocks[:, head:].view(np.int8).astype(np.float32)
+        out *= d
+        return out.reshape(-1)
+    qs = blocks[:, head:]                                                   # (nb, 16)
+    out = np.empty((blocks.shape[0], 32), np.float32)
+    np.bitwise_and(qs, 15, out=out[:, :16], casting="unsafe")               # elements 0..15
+    np.right_shift(qs, 4, out=out[:, 16:], casting="unsafe")                # elements 16..31
+    if qtype == "Q4_0":
+        out -= np.float32(8)                                                # exact: |q - 8| <= 8
+        out *= d
+    else:
+        out *= d
+        out += blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+    return out.reshape(-1)
 
 
 def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tokenizer | None]:

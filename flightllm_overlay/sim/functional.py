@@ -496,7 +496,10 @@ class _RunContext:
             if w_t is None:
                 raw = np.ndarray((rows, cols), _I8, buffer=snap.data, offset=addr - t0,
                                  strides=(stride, 1))
-                w_t = np.ascontiguousarray((raw if wt else raw.T).astype(_F32))
+                # converted in the stored layout: a transposed view is as good to the FP32
+                # product (exact, so the order of its sums does not matter) and saves a copy
+                w = raw.astype(_F32)
+                w_t = w if wt else w.T
                 snap.derived[key] = w_t
             return w_t
         core.materialize(addr, end)
