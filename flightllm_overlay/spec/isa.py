@@ -222,6 +222,12 @@ _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MOD
           ("SYS", "fence"): SYS_FENCES}
 
 
+#: per opcode: the names its fields may have, and its enumerated fields with their values
+_FIELD_NAMES = {op: frozenset(n for n, _ in fmt.fields) | {"wait", "release"}
+                for op, fmt in FORMATS.items()}
+_ENUM_FIELDS = {op: [(n, e) for (o, n), e in _ENUMS.items() if o == op] for op in FORMATS}
+
+
 def check_target(t) -> None:
     """Refuse a target with more cores or pseudo-channels than the LD/ST fields can address."""
     ld = dict(FORMATS["LD"].fields)
@@ -264,10 +270,9 @@ class Instruction:
     __slots__ = ("op", "fields")
 
     def __init__(self, op: str, /, **fields):
-        if op not in FORMATS:
+        names = _FIELD_NAMES.get(op)
+        if names is None:
             raise IllegalInstructionError(f"unknown instruction {op!r}; the ISA has {list(FORMATS)}")
-        fmt = FORMATS[op]
-        names = {n for n, _ in fmt.fields} | {"wait", "release"}
         clean = {}
         for name, value in fields.items():
             if name not in names:
@@ -345,8 +350,7 @@ def _check_semantics(op: str, f: dict) -> None:
     if f.get("wait", 0) & own or f.get("release", 0) & own:
         raise IllegalInstructionError(f"{op} waits on or releases to its own queue "
                                       f"({FORMATS[op].unit}); masks name other units only")
-    enum_fields = [(n, e) for (o, n), e in _ENUMS.items() if o == op]
-    for name, enum in enum_fields:
+    for name, enum in _ENUM_FIELDS[op]:
         if f.get(name, 0) >= len(enum):
             raise IllegalInstructionError(f"{op}.{name}={f[name]} is not a legal value; "
                                           f"legal: {list(enumerate(enum))}")
