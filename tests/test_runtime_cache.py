@@ -84,3 +84,16 @@ def test_a_lazy_checkpoint_validates_its_weights_when_read(tiny_folder, tmp_path
     assert lazy.args.n_layers and lazy.tokenizer is not None
     with pytest.raises(CheckpointError, match="NaN"):
         lazy.weights
+
+
+def test_a_generator_stores_new_buckets_in_the_cache_its_program_came_from(tiny_ckpt,
+                                                                          sim_overlay, tmp_path):
+    """The README's spelling (compile_model(..., cache=...) then Generator(Session(...))): the
+    buckets the generation compiles go back into that cache entry, as with Generator.load."""
+    from flightllm_overlay.runtime import Session
+    prog = compile_model(tiny_ckpt, ctx=64, cache=tmp_path / "cache")
+    gen = Generator(Session(sim_overlay, prog), tiny_ckpt.tokenizer)
+    gen.generate_text([5, 6, 7], max_new_tokens=20, chat=False)
+    assert gen.stats.bucket_compiles
+    again = ProgramCache(tmp_path / "cache").get_or_compile(tiny_ckpt, ctx=64)
+    assert set(again.steps) == set(prog.steps) and len(again.steps) > 2

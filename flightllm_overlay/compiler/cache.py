@@ -223,7 +223,7 @@ class ProgramCache:
             self.misses += 1
             program = compile_model(ckpt, tgt, ctx=ctx, all_logits=all_logits, **kw)
             try:
-                self.save(key, program)
+                program.cache_entry = self.save(key, program)
             except (FlightLLMError, OSError) as exc:     # a full or read-only cache: run anyway
                 self.notice(f"could not store the program in the cache "
                             f"({str(exc).splitlines()[0][:160]}); continuing without it")

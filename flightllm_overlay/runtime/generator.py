@@ -86,6 +86,9 @@ class Generator:
         The program resident on an overlay (see `Generator.load` for the one-call way).
     tokenizer : flightllm_overlay.model.Tokenizer
         The tokenizer of the model the program was compiled from (another model's is refused).
+    cache : ProgramCache, optional
+        Where to store the bucket streams a generation compiles; by default the cache the
+        program came from (``compile_model(..., cache=True)``), if any.
 
     Threads: a Generator and its Session serve one generation at a time; give each thread its
     own (they may share one overlay, which serialises the runs).  `stop` may be called from any
@@ -96,6 +99,10 @@ class Generator:
         check_tokenizer(session.program, tokenizer)   # another model's tokenizer: an error
         self.session, self.tokenizer = session, tokenizer
         self.stats = GenerationStats(session.overlay.target.clock_hz)
+        entry = getattr(session.program, "cache_entry", None)
+        if cache is None and entry is not None:       # compile_model(..., cache=True)'s program
+            from ..compiler.cache import ProgramCache
+            cache = ProgramCache(entry.parent)
         self.cache = cache           # a ProgramCache holding session.program, or None
         self._stop = threading.Event()
 

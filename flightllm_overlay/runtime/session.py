@@ -171,14 +171,22 @@ class Session:
             logits[:, io.vocab_start:io.vocab_stop] = np.asarray(region).view(np.float16).reshape(rows, vc)
         return logits
 
-    def trace(self, ckpt, prompt, chat: bool = True):
+    def trace(self, ckpt, prompt, chat: bool = True, progress: bool | None = None):
         """Layer-by-layer errors of `prompt` on this overlay against `ckpt`'s float reference
         (a `trace.TraceReport`); runs a traced copy of this session's program in its own
         buffers.  The program must be compiled from `ckpt` (or its compressed form), here or
-        into the program file it was loaded from."""
+        into the program file it was loaded from.  progress: a bar over the three stages
+        (default: in a terminal or a notebook, see `compiler.show_progress`)."""
+        from tqdm.auto import tqdm
+
+        from ..compiler import show_progress
         from .trace import trace, trace_program
-        with Session(self.overlay, trace_program(self.program), self.timeout) as traced:
-            return trace(traced, ckpt, prompt, chat)
+        with tqdm(total=3, desc="trace", unit="stage", disable=not show_progress(progress)) as bar:
+            bar.set_postfix_str("traced streams")
+            program = trace_program(self.program)
+            bar.update()
+            with Session(self.overlay, program, self.timeout) as traced:
+                return trace(traced, ckpt, prompt, chat, bar)
 
     def close(self) -> None:
         for buf in self._buffers:

@@ -244,8 +244,9 @@ def run_traced(session, ids) -> tuple:
     return {k: np.concatenate(v) for k, v in parts.items()}, logits[-1]
 
 
-def trace(session, ckpt, prompt, chat: bool = True) -> TraceReport:
-    """Run `prompt` on `session` (a traced program) and on the float reference of `ckpt`."""
+def trace(session, ckpt, prompt, chat: bool = True, bar=None) -> TraceReport:
+    """Run `prompt` on `session` (a traced program) and on the float reference of `ckpt`
+    (`bar`: a tqdm bar advanced once after each of the two)."""
     ids = ckpt.tokenizer.encode_prompt(prompt, chat) \
         if not isinstance(prompt, (list, tuple, np.ndarray)) else [int(i) for i in prompt]
     if not ids:
@@ -253,8 +254,15 @@ def trace(session, ckpt, prompt, chat: bool = True) -> TraceReport:
     if len(ids) > session.program.ctx:
         raise FlightLLMError(f"trace: the prompt has {len(ids)} tokens, more than the "
                              f"program's context {session.program.ctx}")
+    if bar is not None:
+        bar.set_postfix_str("run on the device")
     device, dev_logits = run_traced(session, ids)
+    if bar is not None:
+        bar.update()
+        bar.set_postfix_str("float reference")
     ref, ref_logits = reference_points(ckpt, ids)
+    if bar is not None:
+        bar.update()
     rows = [point_error(li, point, device[(li, point)], ref[(li, point)])
             for li in range(ckpt.args.n_layers) for point in POINTS]
     last = dev_logits[-1]
