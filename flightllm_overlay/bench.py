@@ -104,25 +104,37 @@ class BenchResult:
 
 
 def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = "",
-          curve: bool = False, cache: dict | None = None, decode_stride: int = 1) -> BenchResult:
+          curve: bool = False, cache: dict | None = None, decode_stride: int = 1,
+          progress: bool = False) -> BenchResult:
     """Predict a [prefill_tokens, decode_tokens] workload for `program` on `target`.
     `cache` (bucket name -> Timeline) can be shared between workloads of the same program.
     `decode_stride` k > 1 schedules every k-th decode bucket only and charges each decode step
-    at the next scheduled bucket (a longer context: never an optimistic figure)."""
+    at the next scheduled bucket (a longer context: never an optimistic figure).  `progress`:
+    a bar over the launches, naming each bucket stream as it is compiled and scheduled (the
+    time goes there: seconds per bucket for a 7B model)."""
     if decode_stride < 1:
         raise ValueError(f"decode_stride must be at least 1, got {decode_stride}")
+    from tqdm.auto import tqdm
     tm = TimingModel(target)
     cache = {} if cache is None else cache
+    rows = program.step("prefill").rows
+    bar = tqdm(total=-(-prefill_tokens // rows) + decode_tokens, unit="launch",
+               desc=f"bench {name or program.model.get('name', '')}".strip(),
+               disable=not progress)
 
     def timeline(kind, end):
-        step, _ = BucketTable(program, target).step(kind, end)
-        if step.name not in cache:
+        table = BucketTable(program, target)
+        name = table.name(kind, end)
+        if name not in cache:
+            bar.set_postfix_str(f"compiling and scheduling {name}")
+            step, _ = table.step(kind, end)
             streams = step.__dict__.pop("compiled_streams", None)
-            cache[step.name] = (tm.schedule(streams, keep_events=False) if streams else
-                                tm.schedule_image(step.image))
-        return cache[step.name]
+            cache[name] = (tm.schedule(streams, keep_events=False) if streams else
+                           tm.schedule_image(step.image))
+        return cache[name]
 
     def add(fig, tl):
+        bar.update()
         fig.runs += 1
         fig.counters = fig.counters + tl.counters
         fig.mpe_slots += tl.mpe_slots
@@ -131,7 +143,6 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
             fig.stalls[k] = fig.stalls.get(k, 0) + v
 
     pre, dec = StepFigures(), StepFigures()
-    rows = program.step("prefill").rows
     for start in range(0, prefill_tokens, rows):
         add(pre, timeline("prefill", min(prefill_tokens, start + rows)))
     width, last = target.decode_bucket, prefill_tokens + decode_tokens
@@ -143,6 +154,7 @@ def bench(program, target, prefill_tokens: int, decode_tokens: int, name: str = 
             b = first + -(-(b - first) // decode_stride) * decode_stride
             end = min(b * width, -(-last // width) * width, program.ctx)
         add(dec, timeline("decode", end))
+    bar.close()
     points = []
     if curve:
         for end in range(1, program.ctx + 1):

@@ -302,13 +302,21 @@ class TimingModel:
                           hbm_bytes_written=tally["written"], cycles=t0)
         return Timeline(events, self.t.clock_hz, totals, stalls, hbm, *slots)
 
-    def schedule_image(self, image) -> Timeline:
-        """Schedule a packed instruction image (uint32 array) as compiled."""
+    def schedule_image(self, image, keep_events: bool = True) -> Timeline:
+        """Schedule a packed instruction image (uint32 array) as compiled (`keep_events`: keep
+        the per-instruction events a Gantt chart draws; the figures are the same without)."""
         table = isa.image_table(image)
         streams = []
         for off, n in table:
             streams.append([(i.op, i.fields) for i in isa.decode_stream(image[off:off + n])])
-        return self.schedule(streams)
+        return self.schedule(streams, keep_events)
+
+    def schedule_step(self, step) -> Timeline:
+        """Schedule a StepProgram without events: from the instructions it was compiled from
+        when it still has them (no decoding), else from its image."""
+        streams = getattr(step, "compiled_streams", None)
+        return self.schedule(streams, keep_events=False) if streams else \
+            self.schedule_image(step.image, keep_events=False)
 
 
 def roofline_cycles(target: Target, hbm_bytes: int, macs: int, mpe_macs_per_cycle=None,

@@ -226,6 +226,9 @@ _ENUMS = {("LD", "buf"): BUFFERS, ("ST", "buf"): BUFFERS, ("LD", "dyn"): DYN_MOD
 _FIELD_NAMES = {op: frozenset(n for n, _ in fmt.fields) | {"wait", "release"}
                 for op, fmt in FORMATS.items()}
 _ENUM_FIELDS = {op: [(n, e) for (o, n), e in _ENUMS.items() if o == op] for op in FORMATS}
+#: per opcode: (name, bit offset, mask) of each field of its layout, the opcode left out
+_FIELD_MASKS = {op: [(n, off, (1 << bits) - 1) for n, off, bits in fmt.layout if n != "opcode"]
+                for op, fmt in FORMATS.items()}
 
 
 def check_target(t) -> None:
@@ -426,10 +429,11 @@ def decode_one(words, offset: int = 0):
         value |= int(words[offset + i]) << (32 * i)
     if value >> fmt.bits:
         raise IllegalInstructionError(f"word {offset}: {fmt.name} has non-zero reserved bits")
-    fields = {name: (value >> off) & ((1 << bits) - 1) for name, off, bits in fmt.layout}
-    del fields["opcode"]
+    fields = {name: (value >> off) & mask for name, off, mask in _FIELD_MASKS[fmt.name]}
     _check_semantics(fmt.name, fields)
-    return Instruction(fmt.name, **fields), n
+    insn = Instruction.__new__(Instruction)        # fields of the layout, ints: nothing to check
+    insn.op, insn.fields = fmt.name, fields
+    return insn, n
 
 
 def decode_stream(words) -> list:
