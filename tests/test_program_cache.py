@@ -249,3 +249,29 @@ def test_cache_location_and_cap_from_the_environment(monkeypatch, tmp_path):
     assert ProgramCache(tmp_path).max_bytes == 1024
     with pytest.raises(ConfigError, match="FLIGHTLLM_CACHE_MAX"):
         cache_max_bytes("lots")
+
+
+def test_compressed_checkpoints_are_cached_by_content(tmp_path, tiny_ckpt):
+    """get_or_compress: computed once, read back equal; another setting is another entry; a
+    damaged entry is removed with a notice and computed again; evicted with the programs."""
+    from flightllm_overlay.compress import CompressionConfig
+    tokens = np.random.default_rng(3).integers(3, 300, 128).tolist()
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128)
+    notices = []
+    cache = ProgramCache(tmp_path, notice=notices.append)
+    first = cache.get_or_compress(tiny_ckpt, cfg, tokens, progress=False)
+    again = cache.get_or_compress(tiny_ckpt, cfg, tokens, progress=False)
+    assert (cache.misses, cache.hits) == (1, 1)
+    a, b = first.tensors()[0], again.tensors()[0]
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    cache.get_or_compress(tiny_ckpt, cfg.but(avg_bits=6.0), tokens, progress=False)
+    entries = sorted(tmp_path.glob("*.fllmc"))
+    assert cache.misses == 2 and len(entries) == 2
+    raw = bytearray(entries[0].read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    entries[0].write_bytes(bytes(raw))
+    for c in (cfg, cfg.but(avg_bits=6.0)):
+        cache.get_or_compress(tiny_ckpt, c, tokens, progress=False)
+    assert cache.rejected == 1 and "compressing again" in notices[0] and cache.misses == 3
+    assert {p for p, _, _ in cache.entries()} == set(entries)
+    assert ProgramCache(tmp_path, max_bytes=1).evict() == 2

@@ -137,9 +137,10 @@ class ProgramCache:
         return self.root / f"{key}.fllm"
 
     def entries(self) -> list:
-        """(path, bytes, last use) of every entry, least recently used first."""
+        """(path, bytes, last use) of every entry (programs and compressed checkpoints), least
+        recently used first."""
         out = []
-        for p in self.root.glob("*.fllm"):
+        for p in [*self.root.glob("*.fllm"), *self.root.glob("*.fllmc")]:
             try:
                 st = p.stat()
             except OSError:           # removed meanwhile by another process
@@ -232,6 +233,52 @@ class ProgramCache:
             self.evict(keep=self.path(key))           # the cap may have been lowered
         program.meta["cache_key"] = key
         return program
+
+    def get_or_compress(self, ckpt, config=None, tokens=None, progress: bool = True):
+        """`compress.compress(ckpt, tokens, config)`, kept in the cache as a compressed
+        checkpoint (``<key>.fllmc``, evicted with the programs): a pure function of the
+        checkpoint's bytes, the settings, the calibration tokens and the compressor's code
+        (`compiler_source_digest`), so it is computed once (minutes for SmolLM2) and read back
+        in seconds.  A broken entry is removed with a notice and computed again."""
+        from ..compress import CompressedModel, CompressionConfig, compress
+        from ..errors import CheckpointError
+        cfg = config or CompressionConfig.flightllm()
+        on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
+        parts = {
+            "checkpoint": checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights),
+            "config": cfg.to_dict(),
+            "tokens": None if tokens is None else hashlib.sha256(
+                json.dumps([int(t) for t in tokens]).encode()).hexdigest(),
+            "versions": [__version__], "compiler": compiler_source_digest()}
+        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()
+                             ).hexdigest()[:32]
+        path = self.root / f"{key}.fllmc"
+        if path.exists():
+            try:
+                cm = CompressedModel.load(path)
+                if cm.info.get("cache_key") != key:
+                    raise CheckpointError(f"{path} was written for another key")
+                self.hits += 1
+                os.utime(path)
+                return cm
+            except (FlightLLMError, OSError) as exc:
+                self.rejected += 1
+                path.unlink(missing_ok=True)
+                self.notice(f"removed a broken cache entry {path.name} "
+                            f"({str(exc).splitlines()[0][:160]}); compressing again")
+        self.misses += 1
+        cm = compress(ckpt, tokens, cfg, progress=progress)
+        cm.info["cache_key"] = key
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".{path.name}.{os.getpid()}.tmp"
+            cm.save(tmp)
+            os.replace(tmp, path)                     # atomic, as the programs
+            self.evict(keep=path)
+        except OSError as exc:                        # a full or read-only cache: run anyway
+            self.notice(f"could not store the compressed checkpoint in the cache "
+                        f"({exc}); continuing without it")
+        return cm
 
     def sync(self, program: Program) -> Path:
         """Store the program again with the buckets compiled since it was cached."""
