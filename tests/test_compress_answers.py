@@ -22,7 +22,10 @@ def test_first_sentence_and_token_agreement():
     assert first_sentence("  The capital of France is Paris. It is big.") == \
         "The capital of France is Paris."
     assert first_sentence("Pi is 3.14 roughly! Yes") == "Pi is 3.14 roughly!"
-    assert first_sentence("1. Red\n2. Blue") == "1."                     # a list item ends it
+    assert first_sentence("1. Red\n2. Blue") == "1. Red"                 # a list item is one
+    assert first_sentence("1. Red\n2. Blue") != first_sentence("1. Blue\n2. Red")
+    assert first_sentence("Colours:\n 2. Red. Then") == "Colours:"
+    assert first_sentence("It has 2. Then") == "It has 2."          # not opening a line
     assert first_sentence("no end at all  here") == "no end at all here"
     assert token_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == 0.75
     assert token_agreement([1, 2, 3, 4], [1, 2]) == 0.5                  # stopped early

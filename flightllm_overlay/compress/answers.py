@@ -48,15 +48,20 @@ PROMPTS = (
 )
 NEW_TOKENS = 32
 _SENTENCE_END = re.compile(r"[.!?\n]")
+_LIST_NUMBER = re.compile(r"\s*\d{1,3}")
 
 
 def first_sentence(text: str) -> str:
     """The text up to and including its first sentence end ('.', '!', '?' or a line break),
-    whitespace-normalised; a '.' between digits (3.5) does not end a sentence."""
+    whitespace-normalised; a '.' between digits (3.5) does not end a sentence, nor the '.' of a
+    list number opening a line ("1. Dolphins" is one sentence, not "1.", which every numbered
+    list would share)."""
     text = text.strip()
     for m in _SENTENCE_END.finditer(text):
         i = m.start()
         if text[i] == "." and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+            continue
+        if text[i] == "." and _LIST_NUMBER.fullmatch(text[text.rfind("\n", 0, i) + 1:i]):
             continue
         return " ".join(text[:i + 1].split())
     return " ".join(text.split())
