@@ -86,16 +86,25 @@ def summarise(results: list) -> list:
     ref_ans = Answers(ref["tokens"], ref["texts"])
     rows = []
     for r in results:
-        agree = Answers(r["tokens"], r["texts"]).agreement(ref_ans)
+        agree = (Answers(r["tokens"], r["texts"]).agreement(ref_ans) if r["texts"]   # --prompts 0:
+                 else {"first_sentence": None, "tokens": None})                    # perplexity only
         rows.append({"setting": r["name"], "ppl": round(r["ppl"], 3),
                      "ppl_vs_float": round(r["ppl"] / ref["ppl"] - 1, 4),
-                     "first_sentence": round(agree["first_sentence"], 3),
-                     "token_agreement": round(agree["tokens"], 3),
-                     "paris": "Paris" in r["texts"][0],
+                     "first_sentence": _round(agree["first_sentence"]),
+                     "token_agreement": _round(agree["tokens"]),
+                     "paris": ("Paris" in r["texts"][0]) if r["texts"] else None,
                      "code_bits": r["code_bits"], "hbm_bits": r["hbm_bits"],
                      "density": r["density"], "seconds": r["seconds"],
                      "compress_s": r.get("compress_s")})
     return rows
+
+
+def _round(x, digits=3):
+    return None if x is None else round(x, digits)
+
+
+def _pct(x, width) -> str:
+    return f"{'-':>{width}s}" if x is None else f"{100 * x:{width - 1}.0f}%"
 
 
 def table(rows, args) -> str:
@@ -106,8 +115,8 @@ def table(rows, args) -> str:
              f"{'Paris':>5s} {'code b':>6s} {'HBM b/w':>7s} {'density':>7s} {'compress s':>10s}"]
     for r in rows:
         lines.append(f"{r['setting']:16s} {r['ppl']:8.3f} {100 * r['ppl_vs_float']:+8.1f}% "
-                     f"{100 * r['first_sentence']:8.0f}% {100 * r['token_agreement']:6.0f}% "
-                     f"{'yes' if r['paris'] else 'NO':>5s} "
+                     f"{_pct(r['first_sentence'], 9)} {_pct(r['token_agreement'], 7)} "
+                     f"{'-' if r['paris'] is None else 'yes' if r['paris'] else 'NO':>5s} "
                      f"{'-' if r['code_bits'] is None else format(r['code_bits'], '.2f'):>6s} "
                      f"{r['hbm_bits']:7.2f} {r['density']:7.3f} "
                      f"{'-' if r['compress_s'] is None else format(r['compress_s'], '.0f'):>10s}")
@@ -120,7 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS),
+                    help="answer the first this many prompts of the set (0: perplexity only)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--json", default=None, help="write the summary and answers to this file")
     ap.add_argument("--save", default=None, help="folder to write each compressed checkpoint to")
@@ -129,7 +139,17 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="settings evaluated in parallel worker processes (about 3 GB each)")
     ap.add_argument("--show", action="store_true", help="print every answer that differs")
+    ap.add_argument("--rescore", default=None, metavar="JSON",
+                    help="only recompute the answer agreement of a saved --json file from its "
+                         "saved answers (after a change to the agreement measure), and print it")
     args = ap.parse_args(argv)
+    if args.rescore:
+        res = rescore(args.rescore)
+        ns = argparse.Namespace(tokens=res["tokens"], window=res["window"],
+                                new_tokens=res["new_tokens"], prompts=len(res["prompts"]))
+        print(f"{res['command']}\n{res['rescored']}")
+        print(table(res["rows"], ns))
+        return 0
     names = ["float"] + [n for n in args.settings if n != "float"]
     job = (lambda n, progress: run_setting(n, args.model, args.tokens, args.window,
                                            args.new_tokens, args.prompts, args.save, progress,
@@ -146,7 +166,9 @@ def main(argv=None) -> int:
         for n in names:
             results.append(job(n, True))
             print(f"{n}: perplexity {results[-1]['ppl']:.3f}, first answer: "
-                  f"{results[-1]['texts'][0]!r}", flush=True)
+                  f"{(results[-1]['texts'] or [None])[0]!r}", flush=True)
+            if args.json:      # after each setting: a run cut short leaves what it finished
+                write_json(args.json, results, args, argv, complete=len(results) == len(names))
     for r in results:
         if r["report"]:
             print(r["report"])
@@ -159,12 +181,51 @@ def main(argv=None) -> int:
                 if a != b:
                     print(f"[{r['name']}] {p[1]}\n   float: {a!r}\n   {r['name']}: {b!r}")
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"command": "python benchmarks/compression_quality.py " + " ".join(argv or sys.argv[1:]),
-             "tokens": args.tokens, "window": args.window, "new_tokens": args.new_tokens,
-             "prompts": [p for _, p in PROMPTS[:args.prompts]], "rows": rows,
-             "answers": {r["name"]: r["texts"] for r in results}}, indent=1))
+        write_json(args.json, results, args, argv, complete=True)
     return 0
+
+
+def write_json(path, results, args, argv, complete: bool):
+    """The summary rows, the answers and the command; complete=False: settings still to come."""
+    import os
+    import platform
+    Path(path).write_text(json.dumps(
+        {"command": "python benchmarks/compression_quality.py " + " ".join(argv or sys.argv[1:]),
+         "complete": complete, "settings_requested": ["float"] + [n for n in args.settings
+                                                               if n != "float"],
+         "tokens": args.tokens, "window": args.window, "new_tokens": args.new_tokens,
+         "machine": {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+                     "processor": platform.processor() or platform.machine(),
+                     "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())},
+         "prompts": [p for _, p in PROMPTS[:args.prompts]], "rows": summarise(results),
+         "answers": {r["name"]: r["texts"] for r in results},
+         "answer_tokens": {r["name"]: r["tokens"] for r in results}}, indent=1))
+
+
+def rescore(path) -> dict:
+    """Recompute a saved result file's first-sentence agreement and Paris column from its saved
+    answer texts with today's `first_sentence` (token agreement needs the token ids: recomputed
+    only where the file has them), noting it in the file; returns the file's dict."""
+    from flightllm_overlay.compress.answers import first_sentence
+    res = json.loads(Path(path).read_text())
+    ref = [first_sentence(t) for t in res["answers"]["float"]]
+    for row in res["rows"]:
+        texts = res["answers"][row["setting"]]
+        if texts:
+            row["first_sentence"] = round(sum(first_sentence(t) == r for t, r in zip(texts, ref))
+                                          / len(ref), 3)
+            row["paris"] = "Paris" in texts[0]
+    if "answer_tokens" in res:
+        rows = summarise([{**row, "name": row["setting"], "ppl": row["ppl"],
+                           "tokens": res["answer_tokens"][row["setting"]],
+                           "texts": res["answers"][row["setting"]]} for row in res["rows"]])
+        for row, new in zip(res["rows"], rows):
+            row["token_agreement"] = new["token_agreement"]
+    res["rescored"] = ("first_sentence and paris recomputed from the saved answers by "
+                       "`compression_quality.py --rescore`" + ("" if "answer_tokens" in res else
+                       "; token_agreement as the run computed it (no token ids saved)"))
+    Path(path).write_text(json.dumps(res, indent=1))
+    return res
 
 
 if __name__ == "__main__":
