@@ -65,6 +65,7 @@ def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, p
         else:
             cm = compress(ckpt, None, cfg, progress=progress)
         out["compress_s"] = round(cm.info["seconds"], 1)
+        out["compress_cpu_s"] = cm.info.get("cpu_seconds")   # process CPU time, all threads
         if save:
             Path(save).mkdir(parents=True, exist_ok=True)
             cm.save(Path(save) / f"{name}.safetensors")
@@ -95,7 +96,7 @@ def summarise(results: list) -> list:
                      "paris": ("Paris" in r["texts"][0]) if r["texts"] else None,
                      "code_bits": r["code_bits"], "hbm_bits": r["hbm_bits"],
                      "density": r["density"], "seconds": r["seconds"],
-                     "compress_s": r.get("compress_s")})
+                     "compress_s": r.get("compress_s"), "compress_cpu_s": r.get("compress_cpu_s")})
     return rows
 
 
