@@ -140,6 +140,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="settings evaluated in parallel worker processes (about 3 GB each)")
     ap.add_argument("--show", action="store_true", help="print every answer that differs")
+    ap.add_argument("--reference-from", default=None, metavar="JSON",
+                    help="take the float model's perplexity from this earlier --json file (same "
+                         "--tokens and --window) instead of recomputing it; with --prompts 0 only")
     ap.add_argument("--rescore", default=None, metavar="JSON",
                     help="only recompute the answer agreement of a saved --json file from its "
                          "saved answers (after a change to the agreement measure), and print it")
@@ -152,6 +155,17 @@ def main(argv=None) -> int:
         print(table(res["rows"], ns))
         return 0
     names = ["float"] + [n for n in args.settings if n != "float"]
+    if args.reference_from:       # the float row of an earlier run on the same text
+        names = names[1:]
+        ref = json.loads(Path(args.reference_from).read_text())
+        if (ref["tokens"], ref["window"]) != (args.tokens, args.window) or args.prompts:
+            ap.error("--reference-from needs the same --tokens and --window, and --prompts 0")
+        row = next(r for r in ref["rows"] if r["setting"] == "float")
+        reference = [{"name": "float", "what": SETTINGS["float"][1] + f" (from {args.reference_from})",
+                      "ppl": row["ppl"], "code_bits": None, "hbm_bits": 32.0, "density": 1.0,
+                      "report": "", "tokens": [], "texts": [], "seconds": 0.0}]
+    else:
+        reference = []
     job = (lambda n, progress: run_setting(n, args.model, args.tokens, args.window,
                                            args.new_tokens, args.prompts, args.save, progress,
                                            args.load))
@@ -161,22 +175,23 @@ def main(argv=None) -> int:
             futs = [pool.submit(run_setting, n, args.model, args.tokens, args.window,
                                 args.new_tokens, args.prompts, args.save, False, args.load)
                     for n in names]
-            results = [f.result() for f in futs]
+            results = reference + [f.result() for f in futs]
     else:
-        results = []
+        results = list(reference)
         for n in names:
             results.append(job(n, True))
             print(f"{n}: perplexity {results[-1]['ppl']:.3f}, first answer: "
                   f"{(results[-1]['texts'] or [None])[0]!r}", flush=True)
             if args.json:      # after each setting: a run cut short leaves what it finished
-                write_json(args.json, results, args, argv, complete=len(results) == len(names))
+                write_json(args.json, results, args, argv,
+                           complete=len(results) == len(names) + len(reference))
     for r in results:
         if r["report"]:
             print(r["report"])
     rows = summarise(results)
     print(table(rows, args))
     ref = results[0]
-    if args.show:
+    if args.show and ref["texts"]:
         for r in results[1:]:
             for p, a, b in zip(PROMPTS, ref["texts"], r["texts"]):
                 if a != b:
