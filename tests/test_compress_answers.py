@@ -70,3 +70,30 @@ def test_answers_of_the_float_model_agree_with_themselves(tiny_ckpt, tiny_cm):
     emu = answers(Emulator(tiny_cm).greedy, tiny_ckpt.tokenizer, prompts, 6)
     agree = emu.agreement(ref)
     assert 0.0 <= agree["tokens"] <= 1.0 and len(agree["same"]) == 3
+
+
+def test_benchmark_summary_without_answers_and_rescore(tmp_path):
+    """compression_quality.py: --prompts 0 rows (perplexity only) and --rescore of a saved file."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compression_quality.py"
+    spec = importlib.util.spec_from_file_location("compression_quality", path)
+    cq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cq)
+    base = {"code_bits": None, "hbm_bits": 32.0, "density": 1.0, "seconds": 1.0}
+    rows = cq.summarise([{**base, "name": "float", "ppl": 20.0, "texts": [], "tokens": []},
+                         {**base, "name": "w8a8", "ppl": 21.0, "texts": [], "tokens": []}])
+    assert rows[1]["ppl_vs_float"] == 0.05 and rows[1]["first_sentence"] is None
+    assert rows[1]["paris"] is None
+    texts = {"float": ["Paris.", "1. Whales\n2. Seals"], "x": ["Paris!", "1. Seals\n2. Whales"]}
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps({"rows": [{**base, "setting": s, "ppl": 20.0, "ppl_vs_float": 0.0,
+                                           "first_sentence": 1.0, "token_agreement": 1.0,
+                                           "paris": True} for s in texts],
+                                 "answers": texts,
+                                 "answer_tokens": {"float": [[1], [2, 3]], "x": [[1], [3, 2]]}}))
+    res = cq.rescore(saved)
+    x = res["rows"][1]
+    assert x["first_sentence"] == 0.0 and x["paris"] is True      # "1." alone no longer agrees
+    assert x["token_agreement"] == 0.5 and "rescored" in json.loads(saved.read_text())
