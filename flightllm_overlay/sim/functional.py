@@ -24,6 +24,7 @@ from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
 from .counters import CoreCounters, RunCounters
+from .misc_unit import misc_action
 from .snapshots import SnapshotCache, memory_version, snapshot_key
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
@@ -525,109 +526,7 @@ class _RunContext:
             k = self.P + self.L
         if not rows or not k:
             return
-        g = core.bufs["gbuf"]
-        a = _array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k, "MISC a")
-
-        def operand_b(cols, per_row=True):
-            dt = _F32 if f.get("b_f32", 0) else _F16
-            if f.get("bcast_b", 0) or not per_row:
-                return _array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols, "MISC b")
-            return _array(g, f.get("b_addr", 0), rows, cols, dt,
-                          f.get("b_stride", 0) or dt.itemsize * cols, "MISC b")
-
-        def out_f16():
-            if f.get("out_abuf", 0):
-                raise ProgramError(f"MISC {mop} writes FP16 to the global buffer; only quant "
-                                   f"writes the activation buffer")
-            return _array(g, f.get("out_addr", 0), rows, k, _F16,
-                          f.get("out_stride", 0) or 2 * k, "MISC out")
-
-        imm = isa.bits_f32(f.get("imm", 0))
-        elements = rows * k
-        def maxima():
-            return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")
-
-        if mop in ("eadd", "emul"):
-            fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
-
-            def action():
-                out[...] = fn(a, b)
-        elif mop in ("silu", "relu"):
-            fn, out = (U.silu if mop == "silu" else U.relu), out_f16()
-
-            def action():
-                out[...] = fn(a)
-        elif mop == "rmsnorm":
-            b, out = operand_b(k, per_row=False), out_f16()
-            elements *= 2
-
-            def action():
-                out[...] = U.rmsnorm(a, b, imm)
-        elif mop == "layernorm":                  # gamma row, then beta one b_stride further
-            dt = _F32 if f.get("b_f32", 0) else _F16
-            gb = _array(g, f.get("b_addr", 0), 2, k, dt, f.get("b_stride", 0) or dt.itemsize * k,
-                        "layernorm gain and bias")
-            out = out_f16()
-            elements *= 2
-
-            def action():
-                out[...] = U.layernorm(a, gb[0], gb[1], imm)
-        elif mop == "softmax":
-            valid = None
-            if f.get("causal", 0):
-                q_pos = self.P + np.arange(rows)[:, None] % groups
-                valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
-                                                 f.get("blk_sink", 0), f.get("blk_win", 0))
-            out = out_f16()
-            elements *= 2
-            dyn = True                              # the mask depends on pos: never planned
-
-            def action():
-                out[...] = U.softmax(a, imm, valid)
-        elif mop == "rope":
-            if k % 2:
-                raise ProgramError("rope needs an even row length (head dimension)")
-            tokens = min(rows, groups)
-            table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
-                           f.get("b_stride", 0) or 2 * k, "rope table")
-            reps, out = -(-rows // tokens), out_f16()
-
-            def action():
-                out[...] = U.rope(a, np.tile(table, (reps, 1))[:rows])
-        elif mop == "quant":
-            if not f.get("out_abuf", 0):
-                raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
-            ab = core.bufs["abuf"]
-            out = _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
-                         "quant out")
-            out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
-            elements *= 2
-
-            if f.get("given_max", 0):       # one pass: the row maxima are given
-                n = max(1, groups)
-                given = _array(g, f.get("b_addr", 0), rows, n, _F32,
-                               f.get("b_stride", 0) or 4 * n, "quant row maxima")
-                elements //= 2
-
-                def action():
-                    out[...], out2[0] = U.quantize_rows(a, given.max(axis=1))
-            else:
-                def action():
-                    out[...], out2[0] = U.quantize_rows(a)
-        elif mop == "amax":
-            out2 = maxima()
-
-            def action():
-                out2[0] = U.row_absmax(a)
-        else:
-            raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
-                                          f"implemented by this target")
-        if f.get("amax", 0) and mop in ("rmsnorm", "emul"):    # and the rows' maxima
-            out2, compute = maxima(), action
-
-            def action():
-                compute()
-                out2[0] = U.row_absmax(out)
+        action, elements, dyn = misc_action(core, f, mop, rows, k, groups, self.P)
         action()
         cc.misc_elements += elements
         if not dyn:

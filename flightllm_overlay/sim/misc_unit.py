@@ -1,0 +1,119 @@
+"""The MISC unit of the functional simulator: one instruction's operands bound once, as an action that computes it (spec/arithmetic.py) and can be called again."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IllegalInstructionError, ProgramError
+from ..spec import arithmetic as U
+from ..spec import isa
+from .core_buffers import _F16, _F32, _I8, _array
+
+
+def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple:
+    """(action, elements processed, dynamic) of a MISC instruction on `core` with its run-time
+    K already applied; `dynamic` actions depend on `pos` and must not be reused."""
+    dyn = bool(f.get("dyn_k", 0))
+    g = core.bufs["gbuf"]
+    a = _array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k, "MISC a")
+
+    def operand_b(cols, per_row=True):
+        dt = _F32 if f.get("b_f32", 0) else _F16
+        if f.get("bcast_b", 0) or not per_row:
+            return _array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols, "MISC b")
+        return _array(g, f.get("b_addr", 0), rows, cols, dt,
+                      f.get("b_stride", 0) or dt.itemsize * cols, "MISC b")
+
+    def out_f16():
+        if f.get("out_abuf", 0):
+            raise ProgramError(f"MISC {mop} writes FP16 to the global buffer; only quant "
+                               f"writes the activation buffer")
+        return _array(g, f.get("out_addr", 0), rows, k, _F16,
+                      f.get("out_stride", 0) or 2 * k, "MISC out")
+
+    imm = isa.bits_f32(f.get("imm", 0))
+    elements = rows * k
+    def maxima():
+        return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")
+
+    if mop in ("eadd", "emul"):
+        fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
+
+        def action():
+            out[...] = fn(a, b)
+    elif mop in ("silu", "relu"):
+        fn, out = (U.silu if mop == "silu" else U.relu), out_f16()
+
+        def action():
+            out[...] = fn(a)
+    elif mop == "rmsnorm":
+        b, out = operand_b(k, per_row=False), out_f16()
+        elements *= 2
+
+        def action():
+            out[...] = U.rmsnorm(a, b, imm)
+    elif mop == "layernorm":                  # gamma row, then beta one b_stride further
+        dt = _F32 if f.get("b_f32", 0) else _F16
+        gb = _array(g, f.get("b_addr", 0), 2, k, dt, f.get("b_stride", 0) or dt.itemsize * k,
+                    "layernorm gain and bias")
+        out = out_f16()
+        elements *= 2
+
+        def action():
+            out[...] = U.layernorm(a, gb[0], gb[1], imm)
+    elif mop == "softmax":
+        valid = None
+        if f.get("causal", 0):
+            q_pos = pos + np.arange(rows)[:, None] % groups
+            valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
+                                             f.get("blk_sink", 0), f.get("blk_win", 0))
+        out = out_f16()
+        elements *= 2
+        dyn = True                              # the mask depends on pos: never planned
+
+        def action():
+            out[...] = U.softmax(a, imm, valid)
+    elif mop == "rope":
+        if k % 2:
+            raise ProgramError("rope needs an even row length (head dimension)")
+        tokens = min(rows, groups)
+        table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
+                       f.get("b_stride", 0) or 2 * k, "rope table")
+        reps, out = -(-rows // tokens), out_f16()
+
+        def action():
+            out[...] = U.rope(a, np.tile(table, (reps, 1))[:rows])
+    elif mop == "quant":
+        if not f.get("out_abuf", 0):
+            raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
+        ab = core.bufs["abuf"]
+        out = _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
+                     "quant out")
+        out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
+        elements *= 2
+
+        if f.get("given_max", 0):       # one pass: the row maxima are given
+            n = max(1, groups)
+            given = _array(g, f.get("b_addr", 0), rows, n, _F32,
+                           f.get("b_stride", 0) or 4 * n, "quant row maxima")
+            elements //= 2
+
+            def action():
+                out[...], out2[0] = U.quantize_rows(a, given.max(axis=1))
+        else:
+            def action():
+                out[...], out2[0] = U.quantize_rows(a)
+    elif mop == "amax":
+        out2 = maxima()
+
+        def action():
+            out2[0] = U.row_absmax(a)
+    else:
+        raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
+                                      f"implemented by this target")
+    if f.get("amax", 0) and mop in ("rmsnorm", "emul"):    # and the rows' maxima
+        out2, compute = maxima(), action
+
+        def action():
+            compute()
+            out2[0] = U.row_absmax(out)
+    return action, elements, dyn
