@@ -7,6 +7,7 @@ run that takes its program from the cache does not pay for them.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from ..config import load_target
 from ..errors import CompileError
@@ -15,6 +16,9 @@ from .buckets import KINDS, BucketTable, StepBuilder, core_io
 from .identity import model_identity
 from .program import Program, StepProgram
 from .schedule import ScheduleOptions
+
+if TYPE_CHECKING:                   # the quantiser (and torch) load on first use
+    from .quantize import QuantizedModel
 
 
 def __getattr__(name):

@@ -205,7 +205,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         def swiglu(s, end):
             """SiLU(gate) x up for the columns whose up row is computed (`end`: matrix rows);
             with split reductions, each sub-vector's row maximum to its slot for the quant."""
-            j0, j1 = done[0], min(max(end - fc, 0), fc) if end < 2 * fc else fc
+            j0, j1 = done[0], _up_columns_done(end, fc)
             if j1 <= j0:
                 return
             done[0] = j1
@@ -226,7 +226,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         s.append(barrier)
         self._exchange(s, cp, self.FF, a.hidden_dim * 2, self.f_ranges)
         self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS,
-                    **self._gather_maxima(s, cp, self.AMXF, self._ffn_maxima(li)))
+                    **self._gather_maxima(s, cp, self.AMXF, maxima))
         self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
                      [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
         self._residual_add(s, cp, barrier)
@@ -259,7 +259,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         for cp in self.p.cores:
             fc, prev, cuts = cp.ffn_rows[1] - cp.ffn_rows[0], 0, 0
             for tile in cp.layers[li]["w_gate_up"]:
-                j1 = min(max(tile.row0 + tile.rows - fc, 0), fc)
+                j1 = _up_columns_done(tile.row0 + tile.rows, fc)
                 cuts, prev = cuts + (j1 > prev), max(prev, j1)
             out.append((n, cuts))
             n += cuts
@@ -363,11 +363,11 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
                 self._quant(s, S, R, C, PQ, PS, a_stride=2 * C, out_stride=C,
                             dyn_k=1)
+                out = self._att_out(cp, hl, h)
                 self._mpe(s, R, n=d, k=C, a_addr=PQ, a_scale=PS, a_stride=C,
                           w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,
-                          **self._att_out(cp, hl, h))
-                if self._head_maxima():         # split reductions: these heads' row maxima
-                    out = self._att_out(cp, hl, h)
+                          **out)
+                if self.reductions:             # split reductions: these heads' row maxima
                     self._misc(s, "amax", a_addr=out["out_addr"], rows=R, k=d,
                                a_stride=out["out_stride"], out2_addr=self.AMXA + 4 * h)
 
@@ -450,3 +450,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                           **self._tile_operand(tile, half, c0, c0 + cols))
                 self._st(s, cp.logits, "gbuf", lg, rows, 2 * cols, hbm_stride=2 * vc,
                          dyn="step" if rows > 1 else "static", extra=2 * (tile.row0 + c0))
+
+
+def _up_columns_done(end: int, fc: int) -> int:
+    """FFN columns whose up row is computed once rows [0, end) of the stacked [gate; up] matrix
+    (fc rows each) are."""
+    return min(max(end - fc, 0), fc)

@@ -79,6 +79,13 @@ static bool attention_keep(uint64_t q, uint64_t c, unsigned sink, unsigned win) 
     return kb < sink || qb - kb < win;
 }
 
+// One FP32 value (a row maximum) to the global buffer.
+static void store_f32(fllm_link_t& req, uint64_t addr, float v) {
+    uint8_t w[4];
+    fllm_st_u32(w, 0, fllm_f32_bits(v));
+    store(req, FLLM_BUF_GBUF, addr, 4, w);
+}
+
 static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_link_t& op, fllm_link_t& req,
                          uint64_t& elements_out) {
     uint64_t rows = f.rows, k = f.k, groups = f.groups ? f.groups : 1;
@@ -376,9 +383,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                     float v = std::fabs(a_at(c));
                     if (v > m) m = v;
                 }
-                uint8_t w[4];
-                fllm_st_u32(w, 0, fllm_f32_bits(m));
-                store(req, FLLM_BUF_GBUF, f.out2_addr + 4 * r, 4, w);
+                store_f32(req, f.out2_addr + 4 * r, m);
             }
             elements_out = elements;
             return 0;
@@ -404,9 +409,7 @@ WRITE_OUT:
                 float v = std::fabs(fllm_ld_f16(staging, 2 * (r * k + c)));
                 if (v > m) m = v;
             }
-            uint8_t w[4];
-            fllm_st_u32(w, 0, fllm_f32_bits(m));
-            store(req, FLLM_BUF_GBUF, f.out2_addr + 4 * r, 4, w);
+            store_f32(req, f.out2_addr + 4 * r, m);
         }
     }
     elements_out = elements;
