@@ -163,6 +163,33 @@ def test_emulation_tracks_the_float_reference(tiny_ckpt, tiny_ids):
     assert abs(p_emu / p_ref - 1) < 0.03, (p_ref, p_emu)
 
 
+def test_emulation_quantises_the_points_it_is_given(tiny_compressed, tiny_ids):
+    from flightllm_overlay.compress.emulate import POINTS
+    ids = tiny_ids[:32]
+    none, every = Emulator(tiny_compressed, act_quant=False)(ids), Emulator(tiny_compressed)(ids)
+    np.testing.assert_array_equal(Emulator(tiny_compressed, act_quant=())(ids), none)
+    np.testing.assert_array_equal(Emulator(tiny_compressed, act_quant=POINTS)(ids), every)
+    for point in POINTS:                  # each point is one the forward pass really quantises
+        assert not np.array_equal(Emulator(tiny_compressed, act_quant=[point])(ids), none), point
+    with pytest.raises(ValueError, match="unknown quantisation points"):
+        Emulator(tiny_compressed, act_quant=["attn_in", "softmax"])
+
+
+def test_emulated_probabilities_keep_their_mass(tiny_compressed):
+    """The emulation's diffused quantisation is the device's (spec/arithmetic.py): the same
+    codes on a softmax row up to FP32 sums, and the mass of many small probabilities kept."""
+    import torch
+    from flightllm_overlay.compress.emulate import diffused_quant
+    from flightllm_overlay.spec import arithmetic as U
+    rng = np.random.default_rng(3)
+    e = np.exp(3 * rng.standard_normal((8, 500)))
+    p = (e / e.sum(1, keepdims=True)).astype(np.float16).astype(np.float32)
+    q, s = U.quantize_rows(p, diffuse=True)
+    emu = diffused_quant(torch.from_numpy(p)).numpy()
+    assert np.abs(emu - q * s[:, None]).max() <= s.max() * 1.0001     # at most one step apart
+    assert np.abs(emu.sum(1) - p.sum(1)).max() <= s.max() * 0.5001
+
+
 def test_save_load_round_trip(tiny_compressed, tiny_ids, tmp_path):
     path = tiny_compressed.save(tmp_path / "tiny.safetensors")
     back = CompressedModel.load(path)

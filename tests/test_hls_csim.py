@@ -306,6 +306,11 @@ MISC_CASES = {
     "rmsnorm-amax": (dict(op="rmsnorm", amax=1, imm=isa.f32_bits(1e-5)), 6, 96),
     "emul-amax": (dict(op="emul", amax=1, bcast_b=1), 7, 64),
     "quant-given-max": (dict(op="quant", out_abuf=1, given_max=1, groups=3, b_stride=20), 5, 64),
+    "quant-diffuse": (dict(op="quant", out_abuf=1, diffuse=1, out_stride=80), 5, 64),
+    "quant-diffuse-dyn": (dict(op="quant", out_abuf=1, diffuse=1, dyn_k=1), 4, 20),
+    "quant-diffuse-given-max": (dict(op="quant", out_abuf=1, diffuse=1, given_max=1, groups=3,
+                                     b_stride=20), 5, 64),
+    "quant-diffuse-probabilities": (dict(op="quant", out_abuf=1, diffuse=1), 6, 300),
 }
 
 
@@ -327,9 +332,12 @@ def test_misc(csim, tmp_path, name, schedule):
             a[1] = 40 + 0.5 * rng.standard_normal(a.shape[1])  # a mean that dwarfs the spread
         if fields["op"] == "relu":
             a[0, :4] = [0.0, -0.0, np.inf, -np.inf]
-        if name == "quant":
+        if name in ("quant", "quant-diffuse"):
             a[1] = 0
             a[2, :3] = [127, 0.5, -1.5]
+        if name == "quant-diffuse-probabilities":     # softmax-like rows: many small values
+            e = np.exp(rng.standard_normal(a.shape) * 3)
+            a = (e / e.sum(axis=1, keepdims=True)).astype(F16)
         b.load(core, "gbuf", 0, a.reshape(1, -1))
         b_f32 = fields.get("b_f32", 0)
         if fields["op"] in ("eadd", "emul", "rmsnorm", "layernorm"):

@@ -74,7 +74,8 @@ def _legal_stripe(op, f):
     if op == "MISC":            # row maxima out of rmsnorm/emul only, given ones into quant only
         mop = isa.MISC_OPS[f.get("op", 0)]
         f = dict(f, amax=f.get("amax", 0) if mop in ("rmsnorm", "emul") else 0,
-                 given_max=f.get("given_max", 0) if mop == "quant" else 0)
+                 given_max=f.get("given_max", 0) if mop == "quant" else 0,
+                 diffuse=f.get("diffuse", 0) if mop == "quant" else 0)
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -111,7 +112,8 @@ def test_random_stream_round_trips(insns):
 
 # the operation a field is legal with (the others refuse it)
 FIELD_CONTEXT = {("MISC", "amax"): dict(op=isa.MISC_OPS.index("rmsnorm")),
-                 ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant"))}
+                 ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant")),
+                 ("MISC", "diffuse"): dict(op=isa.MISC_OPS.index("quant"))}
 
 
 @pytest.mark.parametrize("op, name", all_fields())
@@ -374,7 +376,8 @@ def test_generated_tables_describe_every_bit():
         assert all(o1 + w1 == o2 for (o1, w1), (o2, _) in zip(spans, spans[1:]))
 
 
-@pytest.mark.parametrize("field, op", [("amax", "eadd"), ("amax", "quant"), ("given_max", "emul")])
-def test_row_maxima_fields_only_with_their_operations(field, op):
+@pytest.mark.parametrize("field, op", [("amax", "eadd"), ("amax", "quant"), ("given_max", "emul"),
+                                       ("diffuse", "softmax")])
+def test_quant_and_row_maxima_fields_only_with_their_operations(field, op):
     with pytest.raises(IllegalInstructionError, match=field):
         isa.encode(Instruction("MISC", op=isa.MISC_OPS.index(op), **{field: 1}))

@@ -87,7 +87,7 @@ def _kinds(program):
                         kinds.add((op, "dyn"))
                 elif op == "MISC":
                     kinds.add((op, isa.MISC_OPS[f["op"]]))
-                    for flag in ("amax", "given_max"):
+                    for flag in ("amax", "given_max", "diffuse"):
                         if f.get(flag, 0):
                             kinds.add((op, flag))
                 else:
@@ -124,7 +124,8 @@ def test_the_programs_compared_cover_every_instruction_kind(tiny_program, opt_pr
     want = {("MM", "dense"), ("MV", "dense"), ("MV", "sparse"), ("MM", "sparse"), ("MV", "dyn"),
             ("MM", "dyn"), ("LD", "static"), ("LD", "at_pos"), ("LD", "history"),
             ("LD", "remote"), ("LD", "wfmt"), ("LD", "stripe"), ("ST", "at_pos"),
-            ("SYS", "barrier"), ("SYS", "end"), ("MISC", "amax"), ("MISC", "given_max")} | \
+            ("SYS", "barrier"), ("SYS", "end"), ("MISC", "amax"), ("MISC", "given_max"),
+            ("MISC", "diffuse")} | \
         {("MISC", op) for op in isa.MISC_OPS}
     assert want - kinds == set()
 

@@ -315,6 +315,56 @@ def test_quantize_rows_properties(x):
     assert (peak[~zero] == 127).all()
 
 
+def _diffused_by_hand(x, amax):
+    """The definition of the quant's error diffusion, one element at a time in FP32."""
+    q = np.zeros(x.shape, np.int8)
+    scale = np.where(amax > 0, amax / F32(126), F32(1)).astype(F32)
+    for r in range(x.shape[0]):
+        run, prev = F32(0), F32(0)
+        for c in range(x.shape[1]):
+            run = F32(run + F32(x[r, c]))
+            cur = np.rint(F32(run / scale[r]))
+            q[r, c] = np.clip(cur - prev, -127, 127)
+            prev = cur
+    return q, scale
+
+
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(F16, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+                  elements=FINITE_F16))
+def test_diffused_quantisation_keeps_every_prefix_sum(x):
+    q, scale = U.quantize_rows(x, diffuse=True)
+    x32 = x.astype(F32)
+    amax = np.abs(x32).max(axis=1)
+    want_q, want_scale = _diffused_by_hand(x, amax)
+    np.testing.assert_array_equal(scale, want_scale)
+    np.testing.assert_array_equal(q, want_q)
+    assert np.abs(q.astype(np.int32)).max() <= 127
+    # every prefix of the quantised row sums to the input's prefix within half a step (plus the
+    # running sum's FP32 rounding, at most one relative ulp per add)
+    got = np.cumsum(q.astype(np.float64), axis=1) * scale[:, None].astype(np.float64)
+    want = np.cumsum(x32.astype(np.float64), axis=1)
+    slack = np.cumsum(np.abs(x32.astype(np.float64)), axis=1) * 2.0 ** -23 * (np.arange(
+        x.shape[1]) + 1)
+    assert (np.abs(got - want) <= scale[:, None] * (0.5 + 1e-5) + slack).all()
+    # given maxima (the one-pass form) give the same codes
+    q2, s2 = U.quantize_rows(x, amax, diffuse=True)
+    np.testing.assert_array_equal(q2, q)
+    np.testing.assert_array_equal(s2, scale)
+
+
+def test_diffused_quantisation_keeps_the_mass_of_small_probabilities():
+    # one large probability and 400 small ones: rounding each loses them all (0.001 < half a
+    # step of 0.6 / 127), rounding the running sum keeps their total to half a step
+    p = np.full((1, 401), 0.001, F16)
+    p[0, 0] = 0.6
+    q, s = U.quantize_rows(p)
+    qd, sd = U.quantize_rows(p, diffuse=True)
+    small = p[0, 1:].astype(np.float64).sum()
+    assert q[0, 1:].sum() == 0
+    assert abs(qd[0, 1:].astype(np.float64).sum() * sd[0] - small) <= sd[0]
+
+
 def test_quantize_rows_rounds_half_to_even():
     x = np.array([[127, 0.5, 1.5, 2.5, -0.5, -127]], F16)      # scale exactly 1
     q, scale = U.quantize_rows(x)

@@ -362,7 +362,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                 self._misc(s, "emul", a_addr=S, b_addr=vsc, out_addr=S, rows=R,
                            k=C, a_stride=2 * C, out_stride=2 * C, dyn_k=1, bcast_b=1, b_f32=1)
                 self._quant(s, S, R, C, PQ, PS, a_stride=2 * C, out_stride=C,
-                            dyn_k=1)
+                            dyn_k=1, diffuse=1)       # probabilities: keep their mass
                 out = self._att_out(cp, hl, h)
                 self._mpe(s, R, n=d, k=C, a_addr=PQ, a_scale=PS, a_stride=C,
                           w_addr=vc, w_scale=0, w_stride=d, wt=1, no_wscale=1, dyn_k=1, **blk,

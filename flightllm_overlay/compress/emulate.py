@@ -3,8 +3,10 @@
 The emulation multiplies by exactly the weights the device holds (`PackedWeight.float()`: INT8
 after the dequantisation unit, times the row scales) and quantises, as the device's MISC quant
 does (symmetric, per row, scale = absmax / 127), every linear input (the attention output per
-head), q, k and v per token and head, and the softmax probabilities per row.  Norms, RoPE,
-softmax and the residual stream stay float32 (the device uses FP16 there).
+head), q, k and v per token and head; the softmax probabilities, times each key's V scale, per
+row with error diffusion (the quant's `diffuse`: the running sum is rounded, so the many small
+probabilities of a long row keep their mass).  Norms, RoPE, softmax and the residual stream stay
+float32 (the device uses FP16 there).
 """
 from __future__ import annotations
 
@@ -25,15 +27,43 @@ Runner = Callable[[Sequence[int]], np.ndarray]
 
 def fake_quant(x: torch.Tensor) -> torch.Tensor:
     """Symmetric INT8 per row (last dim), scale = absmax / 127, as the device's MISC quant."""
+    q, s = quant(x)
+    return q * s
+
+
+def quant(x: torch.Tensor):
+    """(INT8 codes as floats, scales (..., 1)) of `fake_quant`."""
     s = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 127.0
-    return torch.clamp(torch.round(x / s), -127, 127) * s
+    return torch.clamp(torch.round(x / s), -127, 127), s
+
+
+def diffused_quant(x: torch.Tensor) -> torch.Tensor:
+    """INT8 per row by error diffusion (the MISC quant's `diffuse`): scale = absmax / 126, the
+    codes are the differences of the rounded running sum."""
+    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 126.0
+    run = torch.round(torch.cumsum(x, -1) / s)
+    return torch.diff(run, dim=-1, prepend=torch.zeros_like(run[..., :1])).clamp(-127, 127) * s
+
+
+#: The device's activation quantisation points, in the order a layer meets them: the attention
+#: RMSNorm's output (q/k/v's input), q, k, v, the softmax probabilities (times V's scales), the
+#: attention output (o's input), the FFN RMSNorm's output (gate/up's input), silu(gate) * up
+#: (down's input), the final RMSNorm's output (the LM head's input).
+POINTS = ("attn_in", "q", "k", "v", "p", "attn_out", "ffn_in", "ffn_mid", "head_in")
 
 
 class Emulator:
-    """A Runner computing a CompressedModel's logits in float32 with the device's quantisation points."""
+    """A Runner computing a CompressedModel's logits in float32 with the device's quantisation points.
 
-    def __init__(self, cm, act_quant: bool = True):
-        self.args, self.act_quant = cm.args, act_quant
+    act_quant: True (every point of `POINTS`, as the device), False (none: the weights alone), or
+    the names of the points to quantise (to measure what each costs)."""
+
+    def __init__(self, cm, act_quant=True):
+        self.args = cm.args
+        self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
+        if self.points - set(POINTS):
+            raise ValueError(f"unknown quantisation points {sorted(self.points - set(POINTS))}; "
+                             f"choose from {POINTS}")
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
         self.layers = [({k: t(pw.float()) for k, pw in layer.items()}, t(an), t(fn))
                        for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
@@ -50,8 +80,8 @@ class Emulator:
         return block_keep(self.pattern[layer], 0, T).view(a.n_kv_heads, a.n_heads // a.n_kv_heads,
                                                            T, T)
 
-    def _q(self, x):
-        return fake_quant(x) if self.act_quant else x
+    def _q(self, point: str, x):
+        return fake_quant(x) if point in self.points else x
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:
@@ -59,8 +89,9 @@ class Emulator:
         return self.forward(tokens, self.new_cache()).numpy()
 
     def new_cache(self) -> list:
-        """An empty KV cache: per layer [k (S, KV, d), v (S, KV, d)] of quantised keys/values."""
-        return [[None, None] for _ in self.layers]
+        """An empty KV cache: per layer [k (S, KV, d) quantised, v codes (S, KV, d), v scales
+        (S, KV, 1)]."""
+        return [[None, None, None] for _ in self.layers]
 
     @torch.inference_mode()
     def forward(self, tokens, cache: list) -> torch.Tensor:
@@ -79,24 +110,29 @@ class Emulator:
         for li, (lin, an, fn) in enumerate(self.layers):
             masked = (causal if self.pattern is None or T == 1
                       else ~self._keep(li, S)[..., start:, :])
-            x = self._q(rms_norm(h, an, a.norm_eps))
-            q = self._q(rope((x @ lin["wq"].T).view(T, H, d), cos, sin))   # (T, H, d)
-            k = self._q(rope((x @ lin["wk"].T).view(T, KV, d), cos, sin))  # (T, KV, d)
-            v = self._q((x @ lin["wv"].T).view(T, KV, d))
+            x = self._q("attn_in", rms_norm(h, an, a.norm_eps))
+            q = self._q("q", rope((x @ lin["wq"].T).view(T, H, d), cos, sin))   # (T, H, d)
+            k = self._q("k", rope((x @ lin["wk"].T).view(T, KV, d), cos, sin))  # (T, KV, d)
+            v = (x @ lin["wv"].T).view(T, KV, d)
+            v, vs = quant(v) if "v" in self.points else (v, torch.ones(T, KV, 1))
             if cache[li][0] is not None:
-                k, v = torch.cat([cache[li][0], k]), torch.cat([cache[li][1], v])
-            cache[li][0], cache[li][1] = k, v                                # (S, KV, d)
+                k, v, vs = (torch.cat([c, n]) for c, n in zip(cache[li], (k, v, vs)))
+            cache[li][:] = k, v, vs                                   # (S, KV, d), (S, KV, 1)
             g = H // KV
             qg = q.view(T, KV, g, d).permute(1, 2, 0, 3)                  # (KV, g, T, d)
             sc = (qg @ k.permute(1, 2, 0)[:, None]) * d ** -0.5            # (KV, g, T, S)
-            p = self._q(torch.softmax(sc.masked_fill(masked, float("-inf")), -1))
+            # the device scales each key's probability by its V scale, then quantises the row
+            p = (torch.softmax(sc.masked_fill(masked, float("-inf")), -1)
+                 * vs.permute(1, 2, 0)[:, None])                         # (KV, g, T, S)
+            if "p" in self.points:
+                p = diffused_quant(p)
             att = (p @ v.permute(1, 0, 2)[:, None])                        # (KV, g, T, d)
-            att = self._q(att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
+            att = self._q("attn_out", att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
             h = h + att @ lin["wo"].T
-            x = self._q(rms_norm(h, fn, a.norm_eps))
-            y = self._q(F.silu(x @ lin["w_gate"].T) * (x @ lin["w_up"].T))
+            x = self._q("ffn_in", rms_norm(h, fn, a.norm_eps))
+            y = self._q("ffn_mid", F.silu(x @ lin["w_gate"].T) * (x @ lin["w_up"].T))
             h = h + y @ lin["w_down"].T
-        h = self._q(rms_norm(h, self.norm, a.norm_eps))
+        h = self._q("head_in", rms_norm(h, self.norm, a.norm_eps))
         return h @ self.head.T
 
     def greedy(self, prompt, max_new_tokens: int, stop_ids=()) -> list:

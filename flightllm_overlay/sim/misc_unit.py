@@ -90,6 +90,7 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
                      "quant out")
         out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
         elements *= 2
+        diffuse = bool(f.get("diffuse", 0))
 
         if f.get("given_max", 0):       # one pass: the row maxima are given
             n = max(1, groups)
@@ -98,10 +99,10 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
             elements //= 2
 
             def action():
-                out[...], out2[0] = U.quantize_rows(a, given.max(axis=1))
+                out[...], out2[0] = U.quantize_rows(a, given.max(axis=1), diffuse)
         else:
             def action():
-                out[...], out2[0] = U.quantize_rows(a)
+                out[...], out2[0] = U.quantize_rows(a, diffuse=diffuse)
     elif mop == "amax":
         out2 = maxima()
 

@@ -154,6 +154,10 @@ _MISC = (
     ("given_max", 1, "quant: a row's largest absolute value is the largest of `groups` FP32 "
                      "values at `b_addr` in gbuf (rows `b_stride` bytes apart; partial maxima "
                      "from amax) instead of a first pass over a: one pass; must be 0 otherwise"),
+    ("diffuse", 1, "quant: round each row's FP32 running sum instead of each element (error "
+                   "diffusion, scale = amax / 126): every prefix of the quantised row keeps the "
+                   "input's sum to half a step, so small values are not lost (softmax "
+                   "probabilities before the PV product); must be 0 otherwise"),
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
@@ -378,6 +382,9 @@ def _check_semantics(op: str, f: dict) -> None:
         if f.get("given_max") and mop != "quant":
             raise IllegalInstructionError(f"MISC {mop} with given_max=1: only quant takes given "
                                           f"row maxima")
+        if f.get("diffuse") and mop != "quant":
+            raise IllegalInstructionError(f"MISC {mop} with diffuse=1: only quant rounds with "
+                                          f"error diffusion")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")

@@ -87,6 +87,7 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.blk_win = FLLM_GET(b, MISC, BLK_WIN);
     f.amax = FLLM_GET(b, MISC, AMAX);
     f.given_max = FLLM_GET(b, MISC, GIVEN_MAX);
+    f.diffuse = FLLM_GET(b, MISC, DIFFUSE);
     return f;
 }
 

@@ -331,7 +331,7 @@ static constexpr unsigned FLLM_MV_BLK_WIN_W = 6;
 // MISC: special-function unit: FP16 element-wise and two-phase row operations
 static constexpr unsigned FLLM_OPCODE_MISC = 0x5;
 static constexpr unsigned FLLM_MISC_UNIT = 4;
-static constexpr unsigned FLLM_MISC_BITS = 247;
+static constexpr unsigned FLLM_MISC_BITS = 248;
 static constexpr unsigned FLLM_MISC_WORDS = 8;
 static constexpr unsigned FLLM_MISC_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MISC_OPCODE_W = 4;
@@ -381,6 +381,8 @@ static constexpr unsigned FLLM_MISC_AMAX_OFF = 245;
 static constexpr unsigned FLLM_MISC_AMAX_W = 1;
 static constexpr unsigned FLLM_MISC_GIVEN_MAX_OFF = 246;
 static constexpr unsigned FLLM_MISC_GIVEN_MAX_W = 1;
+static constexpr unsigned FLLM_MISC_DIFFUSE_OFF = 247;
+static constexpr unsigned FLLM_MISC_DIFFUSE_W = 1;
 // SYS: barrier across cores, or end of stream
 static constexpr unsigned FLLM_OPCODE_SYS = 0xF;
 static constexpr unsigned FLLM_SYS_UNIT = 5;

@@ -73,6 +73,7 @@ struct MiscFields {
     uint32_t imm;
     unsigned blk_sink, blk_win;   // causal softmax: block-sparse pattern (0 window: dense causal)
     unsigned amax, given_max;     // row maxima out (rmsnorm, emul) / in (quant)
+    unsigned diffuse;             // quant: round the running sum (error diffusion)
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc

@@ -348,12 +348,21 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                     float v = std::fabs(x[c]);
                     if (!f.given_max && v > amax) amax = v;
                 }
-                float scale = amax / (float)FLLM_QMAX;
+                float scale = amax / (float)(f.diffuse ? FLLM_QMAX - 1 : FLLM_QMAX);
                 if (amax == 0.0f) scale = 1.0f;
+                float run = 0.0f, prev = 0.0f;           // diffuse: running sum, its last rounding
             QUANT_ROUND:
                 for (uint64_t c = 0; c < k; c++) {       // phase 2: round half to even, clip
 #pragma HLS LOOP_TRIPCOUNT max = 65535
-                    float q = std::nearbyint(x[c] / scale);
+                    float q;
+                    if (f.diffuse) {                     // error diffusion: round the running sum
+                        run = run + x[c];
+                        float cur = std::nearbyint(run / scale);
+                        q = cur - prev;
+                        prev = cur;
+                    } else {
+                        q = std::nearbyint(x[c] / scale);
+                    }
                     if (q > FLLM_QMAX) q = FLLM_QMAX;
                     if (q < -FLLM_QMAX) q = -FLLM_QMAX;
                     staging[r * k + c] = (uint8_t)(int8_t)q;
