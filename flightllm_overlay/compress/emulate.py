@@ -4,8 +4,8 @@ The emulation multiplies by exactly the weights the device holds (`PackedWeight.
 after the dequantisation unit, times the row scales) and quantises, as the device's MISC quant
 does (symmetric, per row, scale = absmax / 127), every linear input (the attention output per
 head), q, k and v per token and head; the softmax probabilities, times each key's V scale, per
-row with error diffusion (the quant's `diffuse`: the running sum is rounded, so the many small
-probabilities of a long row keep their mass).  Norms, RoPE, softmax and the residual stream stay
+row with the small values diffused (the quant's `diffuse`: values that round to 0 are summed
+and the sum is rounded, so the many small probabilities of a long row keep their mass).  Norms, RoPE, softmax and the residual stream stay
 float32 (the device uses FP16 there).
 """
 from __future__ import annotations
@@ -38,11 +38,14 @@ def quant(x: torch.Tensor):
 
 
 def diffused_quant(x: torch.Tensor) -> torch.Tensor:
-    """INT8 per row by error diffusion (the MISC quant's `diffuse`): scale = absmax / 126, the
-    codes are the differences of the rounded running sum."""
-    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 126.0
-    run = torch.round(torch.cumsum(x, -1) / s)
-    return torch.diff(run, dim=-1, prepend=torch.zeros_like(run[..., :1])).clamp(-127, 127) * s
+    """INT8 per row with the small values diffused (the MISC quant's `diffuse`): a value that
+    rounds to 0 is added to the row's running sum of such values, and its code is the step of
+    that sum's rounding; the others round as `fake_quant`."""
+    q, s = quant(x)
+    small = q == 0
+    run = torch.round(torch.cumsum(torch.where(small, x / s, torch.zeros_like(x)), -1))
+    steps = torch.diff(run, dim=-1, prepend=torch.zeros_like(run[..., :1]))
+    return torch.where(small, steps, q) * s
 
 
 #: The device's activation quantisation points, in the order a layer meets them: the attention

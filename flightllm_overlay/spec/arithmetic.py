@@ -214,33 +214,36 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     Returns (q int8 (R, K), scale float32 (R,)); q = clip(rint(fp32(x) / scale), -127, 127).
     `amax`: the rows' absolute maxima when already known (FP32; the MISC quant's given_max),
     which gives the same result as finding them when they are the true maxima.
-    `diffuse` (the MISC quant's error diffusion): scale = absmax / 126 and
-    q[c] = rint(s[c] / scale) - rint(s[c-1] / scale), s the row's FP32 running sum (added left
-    to right), so every prefix sum of q * scale is within scale / 2 of the input's.
+    `diffuse` (the MISC quant's error diffusion of small values): an element whose own rounding
+    is 0 is not dropped but added to the row's FP32 running sum of such elements, and its code
+    is the step of that sum's rounding (-1, 0 or 1); see `_diffused`.
     """
     x = a.astype(F32)
     if amax is not None:
         amax = np.asarray(amax, F32).copy()
     else:
         amax = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[0], F32)
-    scale = amax / F32(QMAX - 1 if diffuse else QMAX)
+    scale = amax / F32(QMAX)
     scale[amax == 0] = 1
-    if diffuse:
-        return _diffused(x, scale), scale
     # |x / scale| <= 127 * (1 + 2**-23) by construction, so rint never leaves [-127, 127]:
     # the clip the definition states is a no-op and is not spent here.
-    q = np.rint(x / scale[:, None], out=x)
+    t = np.divide(x, scale[:, None], out=x)
+    q = np.rint(t)
+    if diffuse:
+        q = _diffused(t, q)
     return q.astype(np.int8), scale
 
 
-def _diffused(x, scale):
-    """INT8 rows by error diffusion (`quantize_rows(diffuse=True)`).  np.cumsum adds left to
-    right in FP32, one rounding per add, as the MISC's running-sum adder does; since
-    |x| <= 126 * scale, each difference is at most 127 in magnitude (the clip is the definition's
-    guard and never acts on true maxima)."""
-    run = np.rint(np.cumsum(x, axis=-1, dtype=F32) / scale[:, None])
-    q = np.diff(run, axis=-1, prepend=F32(0))
-    return np.clip(q, -QMAX, QMAX).astype(np.int8)
+def _diffused(t, q):
+    """Codes with the small values diffused: where rint(t) == 0, run = the FP32 running sum (left
+    to right, one rounding per add, as the MISC's adder) of those t, and the code is
+    rint(run) - rint(previous run); elsewhere rint(t).  Every prefix of the small values keeps
+    its sum to half a step, so many small softmax probabilities keep their mass; the others
+    round as before."""
+    small = q == 0
+    run = np.rint(np.cumsum(np.where(small, t, F32(0)), axis=-1, dtype=F32))
+    steps = np.diff(run, axis=-1, prepend=F32(0))
+    return np.where(small, steps, q)
 
 
 def row_absmax(x):

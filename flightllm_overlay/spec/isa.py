@@ -154,10 +154,10 @@ _MISC = (
     ("given_max", 1, "quant: a row's largest absolute value is the largest of `groups` FP32 "
                      "values at `b_addr` in gbuf (rows `b_stride` bytes apart; partial maxima "
                      "from amax) instead of a first pass over a: one pass; must be 0 otherwise"),
-    ("diffuse", 1, "quant: round each row's FP32 running sum instead of each element (error "
-                   "diffusion, scale = amax / 126): every prefix of the quantised row keeps the "
-                   "input's sum to half a step, so small values are not lost (softmax "
-                   "probabilities before the PV product); must be 0 otherwise"),
+    ("diffuse", 1, "quant: an element that rounds to 0 is added to the row's FP32 running sum "
+                   "of such elements and takes the step of that sum's rounding (-1, 0 or 1) as "
+                   "its code (error diffusion of small values: they keep their total to half a "
+                   "step; softmax probabilities before the PV product); must be 0 otherwise"),
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),

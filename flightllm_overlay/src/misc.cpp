@@ -348,20 +348,19 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                     float v = std::fabs(x[c]);
                     if (!f.given_max && v > amax) amax = v;
                 }
-                float scale = amax / (float)(f.diffuse ? FLLM_QMAX - 1 : FLLM_QMAX);
+                float scale = amax / (float)FLLM_QMAX;
                 if (amax == 0.0f) scale = 1.0f;
-                float run = 0.0f, prev = 0.0f;           // diffuse: running sum, its last rounding
+                float run = 0.0f, prev = 0.0f;           // diffuse: small values' running sum, its last rounding
             QUANT_ROUND:
                 for (uint64_t c = 0; c < k; c++) {       // phase 2: round half to even, clip
 #pragma HLS LOOP_TRIPCOUNT max = 65535
-                    float q;
-                    if (f.diffuse) {                     // error diffusion: round the running sum
-                        run = run + x[c];
-                        float cur = std::nearbyint(run / scale);
+                    float t = x[c] / scale;
+                    float q = std::nearbyint(t);
+                    if (f.diffuse && q == 0.0f) {        // a value that rounds to 0 joins the running sum
+                        run = run + t;
+                        float cur = std::nearbyint(run);
                         q = cur - prev;
                         prev = cur;
-                    } else {
-                        q = std::nearbyint(x[c] / scale);
                     }
                     if (q > FLLM_QMAX) q = FLLM_QMAX;
                     if (q < -FLLM_QMAX) q = -FLLM_QMAX;
