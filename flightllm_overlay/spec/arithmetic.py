@@ -4,6 +4,12 @@ MPE: INT8 x INT8 products accumulated exactly in INT32; the epilogue converts th
 to FP32, multiplies by the row (activation) scale, then by the column (weight) scale, and rounds
 to FP16 (round to nearest even).  MISC: FP16 in and out; arithmetic in FP32 with rounding to FP16
 where each operation's definition says so (see docs/isa.md).
+
+FP16 operands widen to FP32 through `f32`, a lookup in a table of numpy's own conversion of all
+65,536 FP16 bit patterns (the same bits as ``astype(float32)``, in about half its time: numpy
+1.26 converts FP16 one element at a time); intermediate FP32 results are updated in place, in
+the order the definitions state.  tests/test_arithmetic_widen.py holds every MISC operation bit
+for bit equal to its plain ``astype`` formula, edge values included.
 """
 from __future__ import annotations
 
@@ -13,6 +19,17 @@ F16, F32 = np.float16, np.float32
 #: Largest K whose INT8 x INT8 partial sums are exact in FP32 (|sum| <= 1024 * 128 * 128 = 2**24).
 EXACT_F32_K = 1024
 QMAX = 127
+#: FP32 value of every FP16 bit pattern, from numpy's own conversion (NaN payloads included).
+_F16_BITS_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(F16).astype(F32)
+
+
+def f32(x) -> np.ndarray:
+    """A new FP32 array holding `x` widened exactly: FP16 through `_F16_BITS_TO_F32`, any other
+    type by ``astype`` (FP32 operands are copied)."""
+    x = np.asarray(x)
+    if x.dtype == F16:
+        return np.take(_F16_BITS_TO_F32, x.view(np.uint16), mode="clip")   # no index check
+    return x.astype(F32)
 
 
 def int_matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
@@ -77,11 +94,13 @@ def mpe_reference(a: np.ndarray, w: np.ndarray, a_scale, w_scale) -> np.ndarray:
 # MISC (special function unit)
 # ---------------------------------------------------------------------------------------------
 def eadd(a, b):
-    return (a.astype(F32) + b.astype(F32)).astype(F16)
+    """fp16(fp32(a) + fp32(b))."""
+    return (f32(a) + f32(b)).astype(F16)
 
 
 def emul(a, b):
-    return (a.astype(F32) * b.astype(F32)).astype(F16)
+    """fp16(fp32(a) * fp32(b))."""
+    return (f32(a) * f32(b)).astype(F16)
 
 
 # exp and row sums are defined exactly (not "numpy's exp" or "an FP32 sum in some order") so that
@@ -147,29 +166,37 @@ def _silu_exp_table():
 def silu(a):
     """x / (1 + exp32(-x)) in FP32, rounded to FP16 (exp32 taken from its table of FP16 inputs)."""
     a = np.asarray(a, F16)
-    x = a.astype(F32)
-    return (x / (F32(1) + _silu_exp_table()[a.view(np.uint16)])).astype(F16)
+    d = _silu_exp_table()[a.view(np.uint16)]
+    d += F32(1)
+    x = f32(a)
+    x /= d
+    return x.astype(F16)
 
 
 def rmsnorm(a, gamma, eps: float):
     """Two-phase: mean of squares (row_sum of the FP32 squares, / K in FP32), then
     x * (1 / sqrt(ms + eps)) * gamma in FP32, rounded once to FP16."""
-    x = a.astype(F32)
+    x = f32(a)
     ms = row_sum(x * x)[:, None] / F32(x.shape[-1])
     r = F32(1) / np.sqrt(ms + F32(eps))
-    return (x * r * gamma.astype(F32)).astype(F16)
+    x *= r
+    x *= f32(gamma)
+    return x.astype(F16)
 
 
 def layernorm(a, gamma, beta, eps: float):
     """Two-phase LayerNorm of each row, the statistics from the row held in the unit:
     mean = row_sum(x) / K, d = x - mean, var = row_sum(d * d) / K (all FP32), then
     (d * (1 / sqrt(var + eps))) * gamma + beta in FP32, rounded once to FP16."""
-    x = a.astype(F32)
+    x = f32(a)
     k = F32(x.shape[-1])
     d = x - row_sum(x)[:, None] / k
     var = row_sum(d * d)[:, None] / k
     r = F32(1) / np.sqrt(var + F32(eps))
-    return ((d * r) * gamma.astype(F32) + beta.astype(F32)).astype(F16)
+    d *= r
+    d *= f32(gamma)
+    d += f32(beta)
+    return d.astype(F16)
 
 
 def relu(a):
@@ -180,7 +207,8 @@ def relu(a):
 
 def softmax(a, scale: float, valid: np.ndarray | None = None):
     """Row softmax of a * scale in FP32, FP16 out; `valid` (bool, broadcastable) masks keys."""
-    x = a.astype(F32) * F32(scale)
+    x = f32(a)
+    x *= F32(scale)
     if valid is not None:
         x = np.where(valid, x, F32(-np.inf))
     m = np.max(x, axis=-1, keepdims=True)
@@ -198,14 +226,17 @@ def rope(x, table):
     table: (R, D) fp16, each row [cos_0..cos_{D/2-1}, sin_0..sin_{D/2-1}] for that row's position
     """
     h = x.shape[-1] // 2
-    cos, sin = table[:, :h].astype(F32), table[:, h:].astype(F32)
-    x1, x2 = x[:, :h].astype(F32), x[:, h:].astype(F32)
-    c1, c2 = (x1 * cos).astype(F16), (x2 * cos).astype(F16)
-    s1, s2 = (-x2 * sin).astype(F16), (x1 * sin).astype(F16)
-    out = np.empty(x.shape, F16)
-    out[:, :h] = (c1.astype(F32) + s1.astype(F32)).astype(F16)
-    out[:, h:] = (c2.astype(F32) + s2.astype(F32)).astype(F16)
-    return out
+    cs, v = f32(table), f32(x)              # cs = [cos | sin], v = [x1 | x2]
+    rot = np.empty_like(v)                  # [-x2 | x1]
+    np.negative(v[:, h:], out=rot[:, :h])
+    rot[:, h:] = v[:, :h]
+    v[:, :h] *= cs[:, :h]                   # [x1 * cos | x2 * cos]
+    v[:, h:] *= cs[:, :h]
+    rot[:, :h] *= cs[:, h:]                 # [-x2 * sin | x1 * sin]
+    rot[:, h:] *= cs[:, h:]
+    v = f32(v.astype(F16))                  # each product rounded to FP16
+    v += f32(rot.astype(F16))
+    return v.astype(F16)
 
 
 def quantize_rows(a, amax=None, diffuse: bool = False):
@@ -218,7 +249,7 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     is 0 is not dropped but added to the row's FP32 running sum of such elements, and its code
     is the step of that sum's rounding (-1, 0 or 1); see `_diffused`.
     """
-    x = a.astype(F32)
+    x = f32(a)
     if amax is not None:
         amax = np.asarray(amax, F32).copy()
     else:
@@ -227,10 +258,10 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     scale[amax == 0] = 1
     # |x / scale| <= 127 * (1 + 2**-23) by construction, so rint never leaves [-127, 127]:
     # the clip the definition states is a no-op and is not spent here.
-    t = np.divide(x, scale[:, None], out=x)
-    q = np.rint(t)
+    x /= scale[:, None]
+    q = np.rint(x)
     if diffuse:
-        q = _diffused(t, q)
+        q = _diffused(x, q)
     return q.astype(np.int8), scale
 
 
@@ -248,7 +279,7 @@ def _diffused(t, q):
 
 def row_absmax(x):
     """Each row's largest absolute value, as FP32 (the MISC amax op and flag)."""
-    return np.abs(x.astype(F32)).max(axis=-1)
+    return np.abs(f32(x)).max(axis=-1)
 
 
 def quantize_weight(w: np.ndarray):
