@@ -45,3 +45,43 @@ def test_sessions_coming_and_going_keep_the_cache_bounded(tiny_program):
     for s in alive:
         s.close()
     assert sim._snapshots.evictions > 0
+
+
+def _fp32_matrices(sim):
+    """(FP32 weight matrices kept, weight ranges used once so far) over every snapshot."""
+    kept = once = 0
+    for snap, _ in sim._snapshots._items.values():
+        for key, w in snap.derived.items():
+            if key == "tile":
+                continue
+            if isinstance(w, np.ndarray):
+                kept += 1
+            else:
+                once += 1
+    return kept, once
+
+
+def test_fp32_weights_are_kept_from_their_second_use_on(tiny_program):
+    """The first run converts each weight range into a scratch array (no FP32 copy kept, so a
+    first token allocates no 4-bytes-per-weight copies); the second keeps them; every run
+    gives the same logits as the reference executor."""
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.sim.device import SimulatedU280
+    from flightllm_overlay.sim.functional import FunctionalSimulator
+    runs = {}
+    for fast in (True, False):
+        sims = []
+        ol = FlightLLMOverlay(device=SimulatedU280(
+            simulator_factory=lambda t: sims.append(FunctionalSimulator(t, fast)) or sims[0]))
+        with Session(ol, tiny_program) as s:
+            out = [s.run("decode", [7], 0)]
+            sim, = sims
+            if fast:
+                kept, once = _fp32_matrices(sim)
+                assert kept == 0 and once > 0
+            out += [s.run("decode", [9], 1), s.run("decode", [3], 2)]
+            if fast:
+                assert _fp32_matrices(sim) == (once, 0)
+        runs[fast] = out
+    for fast_logits, ref_logits in zip(runs[True], runs[False]):
+        np.testing.assert_array_equal(fast_logits, ref_logits)

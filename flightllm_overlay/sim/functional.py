@@ -30,6 +30,8 @@ from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot,
     _region, _strided
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
+#: A snapshot's derived FP32 weights, used once and not kept (see `_RunContext._weights_t`).
+_USED_ONCE = object()
 
 
 class FunctionalSimulator:
@@ -51,6 +53,7 @@ class FunctionalSimulator:
         self._predictions = {}   # id(decoded streams) -> predicted cycles
         self._hbm_parts = {}     # (bindings, core, id(fields)) -> (fields, resolved HBM parts)
         self._misc_plans = {}    # (core, id(fields)) -> (fields, prepared action, elements)
+        self._scratch = np.empty(0, _F32)   # FP32 weights of a first use (see _weights_t)
 
     # ------------------------------------------------------------------------------------------
     def decode_image(self, memory, program_addr: int) -> list:
@@ -488,17 +491,27 @@ class _RunContext:
         return np.ascontiguousarray(WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
 
     def _weights_t(self, core, addr, end, rows, cols, stride, wt):
-        """(K, N) float32 weights for the MPE, from a snapshot when the range is one."""
+        """(K, N) float32 weights for the MPE, from a snapshot when the range is one.
+
+        A snapshot keeps the FP32 matrix from its second use on (every decode step reuses
+        it); its first use, usually the prefill's, converts into the simulator's scratch
+        array, so that the first token does not wait for FP32 copies of every weight (4 bytes
+        of fresh memory per weight).  The matrix is only read by the product that follows."""
         tag = core.find_tag(addr, end)
         if tag is not None:
             t0, snap = tag
             key = (addr - t0, rows, cols, stride, wt)
             w_t = snap.derived.get(key)
-            if w_t is None:
+            if w_t is None or w_t is _USED_ONCE:
                 raw = np.ndarray((rows, cols), _I8, buffer=snap.data, offset=addr - t0,
                                  strides=(stride, 1))
                 # converted in the stored layout: a transposed view is as good to the FP32
                 # product (exact, so the order of its sums does not matter) and saves a copy
+                if w_t is None:
+                    snap.derived[key] = _USED_ONCE
+                    w = self._scratch_f32(rows, cols)
+                    np.copyto(w, raw)
+                    return w if wt else w.T
                 w = raw.astype(_F32)
                 w_t = w if wt else w.T
                 snap.derived[key] = w_t
@@ -507,6 +520,13 @@ class _RunContext:
         raw = np.ndarray((rows, cols), _I8, buffer=core.bufs["wbuf"], offset=addr,
                          strides=(stride, 1))
         return (raw if wt else raw.T).astype(_F32)
+
+    def _scratch_f32(self, rows, cols):
+        """A (rows, cols) float32 array in memory reused from call to call (grown as needed)."""
+        scratch = self.sim._scratch
+        if scratch.size < rows * cols:
+            scratch = self.sim._scratch = np.empty(rows * cols, _F32)
+        return scratch[:rows * cols].reshape(rows, cols)
 
     # -- MISC -----------------------------------------------------------------------------------
     def misc(self, core, f, cc, op):
