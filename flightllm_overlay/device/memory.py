@@ -64,6 +64,9 @@ class MemoryBank:
     """
 
     buffer_class = SlicedBuffer
+    #: Whether a new buffer's host and device copies both start as zeros (the simulated card's
+    #: do); a card's make no such promise, so their users write and sync the zeros themselves.
+    zeroed = False
 
     def __init__(self, device, desc: dict):
         self.device, self.desc = device, desc

@@ -92,10 +92,14 @@ class Session:
             for ch, size in sorted(program.channel_size.items()):
                 buf = self._alloc(size, self._bank(f"HBM{ch}"))
                 static = program.channel_static.get(ch)
-                buf[:] = 0
-                if static is not None:
-                    buf[:static.size] = static
-                buf.sync_to_device()
+                n = 0 if static is None else static.size
+                if n:
+                    buf[:n] = static
+                if not getattr(getattr(buf, "memory", None), "zeroed", False):
+                    buf[n:] = 0
+                    buf.sync_to_device()
+                elif n:                             # the rest is zeros on both sides already
+                    buf[:n].sync_to_device()
                 self.channels[ch] = buf
             self.images = {}
             self._insn_bank = self._bank(f"DDR{overlay.target.instruction_bank}")

@@ -227,3 +227,4 @@ class SimMemoryBank(MemoryBank):
     """A bank of the simulated card (host and device copies zeroed on allocation)."""
 
     buffer_class = SimBuffer
+    zeroed = True
