@@ -60,17 +60,16 @@ def cache_max_bytes(value: str | None = None) -> int:
 
 
 def checkpoint_digest(source: str) -> str:
-    """SHA-256 over the checkpoint's files (a GGUF file, or a folder's config, tokenizer and
-    weights)."""
+    """SHA-256 over the names and SHA-256s of the checkpoint's files (a GGUF file, or a
+    folder's config, tokenizer and weights); a file's own digest comes from the file index
+    (`model.file_index`) while the file is unchanged."""
+    from ..model.file_index import file_sha256
     path = Path(source)
     files = [path] if path.is_file() else sorted(
         p for p in path.glob("*") if p.suffix in (".json", ".safetensors", ".gguf", ".jinja"))
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+        h.update(f.name.encode() + b"\0" + bytes.fromhex(file_sha256(f)))
     return h.hexdigest()
 
 

@@ -180,7 +180,9 @@ def load_checkpoint(path_or_name: str | Path | None = None, lazy: bool = False) 
     lazy : bool
         Read the shape and tokenizer now and the weights on first use of ``ckpt.weights``
         (then validated as here).  What a run needs to find its program in the cache; errors
-        in the weights' bytes then surface when they are read.
+        in the weights' bytes then surface when they are read.  A GGUF's metadata then comes
+        from the file index in the program cache folder while the file is unchanged
+        (`file_index`).
 
     Raises
     ------
@@ -203,7 +205,7 @@ def load_checkpoint(path_or_name: str | Path | None = None, lazy: bool = False) 
     elif path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
         from .gguf_loader import open_gguf_checkpoint
 
-        args, tokenizer, loader = open_gguf_checkpoint(path)
+        args, tokenizer, loader = open_gguf_checkpoint(path, use_index=lazy)
         if path_or_name == DEFAULT_MODEL:
             args = args.replace(name=DEFAULT_MODEL)
         ckpt = Checkpoint(args, None, tokenizer, str(path), loader=loader)

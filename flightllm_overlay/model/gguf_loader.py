@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CheckpointError
+from . import file_index
 from .args import SUPPORTED_ARCHS, ModelArgs
 from .tokenizer import Tokenizer
 
@@ -312,28 +313,44 @@ def load_gguf(path: str | Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tok
     return args, read_weights(), tokenizer
 
 
-def open_gguf_checkpoint(path: str | Path):
+def open_gguf_checkpoint(path: str | Path, use_index: bool = False):
     """(args, tokenizer, read_weights) of a llama GGUF file: the metadata, tensor table and
     tokenizer are read now (a tenth of a second for SmolLM2), the weights by `read_weights()`
-    (dequantised, as `load_gguf` returns them)."""
+    (dequantised, as `load_gguf` returns them).  With `use_index`, the metadata and tensor
+    shapes come from the file index (`file_index`, stored there on first use) while the file
+    is unchanged, and the file itself is opened by `read_weights()` only."""
     path = Path(path)
-    reader = open_gguf(path)
-    meta = metadata(reader)
-    names = {t.name for t in reader.tensors}
-    embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    seen = file_index.identity(path)
+    stored = file_index.read(path).get("gguf") if use_index else None
+    reader = None
+    if isinstance(stored, dict):
+        meta, shapes = stored["metadata"], stored["tensors"]
+    else:
+        reader = open_gguf(path)
+        meta = metadata(reader)
+        shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+    embd = shapes.get("token_embd.weight")
     name = meta.get("general.name") or path.stem
-    args = args_from_metadata(meta, str(name)[:200], int(embd.shape[-1]) if embd is not None else None,
-                              tied="output.weight" not in names)
-    unexpected = sorted(t.name for t in reader.tensors if hf_name(t.name) is None)
+    args = args_from_metadata(meta, str(name)[:200], int(embd[-1]) if embd is not None else None,
+                              tied="output.weight" not in shapes)
+    unexpected = sorted(n for n in shapes if hf_name(n) is None)
     if unexpected:
         raise CheckpointError(
             f"{path.name} has tensors a plain LLaMA does not ({', '.join(unexpected[:5])}"
             f"{', ...' if len(unexpected) > 5 else ''}); this variant is not supported."
         )
     tokenizer = checked_tokenizer(meta, path.name)
+    if use_index and reader is not None:
+        file_index.update(path, seen, gguf={"metadata": meta, "tensors": shapes})
 
     def read_weights() -> dict:
         import torch
+        nonlocal reader
+        if reader is None:
+            if file_index.identity(path) != seen:
+                raise CheckpointError(f"{path} changed on disk after it was opened; open it "
+                                      "again")
+            reader = open_gguf(path)
         weights: dict[str, torch.Tensor] = {}
         for tensor in reader.tensors:
             w = dequantize_tensor(tensor)
