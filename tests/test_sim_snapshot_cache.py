@@ -85,3 +85,29 @@ def test_fp32_weights_are_kept_from_their_second_use_on(tiny_program):
         runs[fast] = out
     for fast_logits, ref_logits in zip(runs[True], runs[False]):
         np.testing.assert_array_equal(fast_logits, ref_logits)
+
+
+def test_snapshots_are_copies_not_views_of_device_memory(tiny_program, monkeypatch):
+    """A snapshot holds the bytes as loaded: it shares no memory with the device's HBM (the
+    striped loads' parts are gathered into one new array, not copied twice)."""
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.sim import functional
+    from flightllm_overlay.sim.device import SimulatedU280
+    parts_seen = []
+    snapshot = functional._RunContext.wbuf_snapshot
+
+    def record(self, parts, *args):
+        parts_seen.append(len(parts))
+        return snapshot(self, parts, *args)
+    monkeypatch.setattr(functional._RunContext, "wbuf_snapshot", record)
+    device = SimulatedU280()
+    with Session(FlightLLMOverlay(device=device), tiny_program) as s:
+        s.run("decode", [7], 0)
+        sim = device._simulator
+        snaps = [snap for snap, _ in sim._snapshots._items.values()]
+        assert snaps
+        allocations = [a for bank in device.memory.banks.values() for a in bank.allocations]
+        for snap in snaps:
+            assert snap.data.flags.c_contiguous and snap.data.ndim == 1
+            assert not any(np.shares_memory(snap.data, a.device) for a in allocations)
+    assert max(parts_seen) > 1                  # striped loads were among them

@@ -366,7 +366,10 @@ class _RunContext:
         version = tuple(memory_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
-            snap = _Snapshot(version, np.ascontiguousarray(self._gathered(parts)).reshape(-1).copy())
+            # one copy of the HBM bytes: np.concatenate of a striped load's parts already is one
+            data = self._gathered(parts)
+            data = np.array(data, order="C") if len(parts) == 1 else np.ascontiguousarray(data)
+            snap = _Snapshot(version, data.reshape(-1))
             self.sim._snapshots[key] = snap
         return snap
 
