@@ -34,6 +34,17 @@ def tiny_gguf(tmp_path_factory):
     return write_gguf(ckpt, folder / "tiny.gguf", "Q8_0")
 
 
+def test_an_entry_is_parsed_once_per_process(cache, tiny_gguf, monkeypatch):
+    load_checkpoint(tiny_gguf, lazy=True)
+    file_index._READ.clear()
+    loads = []
+    real = file_index.json.load
+    monkeypatch.setattr(file_index.json, "load", lambda f: loads.append(1) or real(f))
+    load_checkpoint(tiny_gguf, lazy=True)
+    checkpoint_digest(str(tiny_gguf))
+    assert len(loads) == 1
+
+
 def _no_reader(monkeypatch):
     def refuse(path):
         raise AssertionError(f"the file {path} was opened, not its index entry")
@@ -132,6 +143,7 @@ def test_an_entry_of_another_version_or_a_broken_one_is_ignored(cache, tiny_gguf
     entry = file_index.entry_path(tiny_gguf)
     text = entry.read_text()
     entry.write_text(text.replace('"format": 1', '"format": 0'))
+    file_index._READ.clear()                  # as another process finds it
     assert file_index.read(tiny_gguf) == {}
     entry.write_text(text[:100])
     assert file_index.read(tiny_gguf) == {}

@@ -208,3 +208,23 @@ def test_bulk_metadata_equals_ggufs_own_reader(tiny, tmp_path):
     for text in ["What is the capital of France?", "héllo 日本 🤖  x\n\n", "<|im_start|>user\nhi",
                  "def f(x):\n    return x ** 2  # 1234567"]:
         assert a.encode(text) == b.encode(text) and a.decode(a.encode(text)) == text
+
+
+@pytest.mark.parametrize("meta, problem", [
+    ({"tokenizer.ggml.tokens": ["a", 1]}, "not a list of strings"),
+    ({"tokenizer.ggml.tokens": "ab"}, "not a list of strings"),
+    ({"tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.token_type": [1]}, "one integer per token"),
+    ({"tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.token_type": ["1"]}, "one integer per token"),
+    ({"tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": ["ab"]}, "'left right' pairs"),
+    ({"tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": [3]}, "'left right' pairs"),
+    ({"tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.token_type": [1],
+      "tokenizer.ggml.merges": ["a b"]}, None),
+])
+def test_damaged_tokenizer_lists_are_refused(meta, problem):
+    from flightllm_overlay.errors import CheckpointError
+    from flightllm_overlay.model.gguf_loader import _check_tokenizer_metadata
+    if problem is None:
+        _check_tokenizer_metadata(meta)
+        return
+    with pytest.raises(CheckpointError, match=problem):
+        _check_tokenizer_metadata(meta)

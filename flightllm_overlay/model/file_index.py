@@ -37,13 +37,23 @@ def entry_path(path) -> Path:
     return default_cache_dir() / "checkpoints" / f"{name}.json"
 
 
+#: The last entry read or written per entry file, with the identity it holds: a process reads
+#: one file's entry several times (metadata, then the digest) and parses its JSON once.
+_READ: dict = {}
+
+
 def read(path) -> dict:
     """The entry of `path` (a dict of what was stored), or {} when there is none, it is
     unreadable, or it was written for another identity of the file."""
     try:
-        with open(entry_path(path), encoding="utf-8") as f:
+        now, where = identity(path), entry_path(path)
+        last = _READ.get(where)
+        if last is not None and last["identity"] == now:
+            return last
+        with open(where, encoding="utf-8") as f:
             entry = json.load(f)
-        if entry.get("format") == FORMAT and entry.get("identity") == identity(path):
+        if entry.get("format") == FORMAT and entry.get("identity") == now:
+            _READ[where] = entry
             return entry
     except (OSError, ValueError, AttributeError):
         pass
@@ -64,6 +74,7 @@ def update(path, seen: list, **items) -> None:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry), encoding="utf-8")
         os.replace(tmp, target)
+        _READ[target] = entry
     except (OSError, ValueError, TypeError):
         pass
 

@@ -5,6 +5,7 @@ import math
 import re
 import sys
 import warnings
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -441,13 +442,16 @@ def _check_tokenizer_metadata(meta: dict[str, Any]) -> None:
     types = meta.get("tokenizer.ggml.token_type")
     merges = meta.get("tokenizer.ggml.merges")
     problem = None
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+
+    def every(values, kind) -> bool:        # isinstance over the list, iterated in C
+        return all(map(isinstance, values, repeat(kind)))
+    if not isinstance(tokens, list) or not every(tokens, str):
         problem = "tokenizer.ggml.tokens is not a list of strings"
     elif types is not None and (not isinstance(types, list) or len(types) != len(tokens) or
-                                not all(isinstance(t, int) for t in types)):
+                                not every(types, int)):
         problem = "tokenizer.ggml.token_type is not one integer per token"
-    elif merges is not None and (not isinstance(merges, list) or
-                                 not all(isinstance(m, str) and " " in m for m in merges)):
+    elif merges is not None and (not isinstance(merges, list) or not every(merges, str) or
+                                 not all(map(str.__contains__, merges, repeat(" ")))):
         problem = "tokenizer.ggml.merges is not a list of 'left right' pairs"
     if problem:
         raise CheckpointError(f"The GGUF tokenizer data is corrupt: {problem}.")
