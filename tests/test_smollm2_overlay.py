@@ -90,12 +90,12 @@ def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
     assert dev / ref > 0.97          # a suspiciously better score means something is off
 
 
-@pytest.mark.xfail(reason="INT8 activations flip SmolLM2's first answer token: the dense 4-bit "
-                   "model with the Q4_1 codes kept answers 'L'Etoile de la Cite' in its float "
-                   "emulation ('L' 26.08 vs 'The' 25.96 logits; without activation quantisation "
-                   "'The' leads by 0.33, the float model by 0.08); the FlightLLM setting's float "
-                   "emulation answers 'The capital of France is Paris, France.' (benchmark of "
-                   "2026-12-06), not yet run here on the overlay down the near-tie branches",
+@pytest.mark.xfail(reason="INT8 activations flip SmolLM2's first answer token, a near-tie in the "
+                   "float model itself ('The' leads by 0.08 logits): in the float emulation of "
+                   "the benchmark of 2026-12-06 (later run: small probabilities diffused, "
+                   "smoothing alpha 0.9) dense4 answers 'The capital of France is Paris.' but "
+                   "the FlightLLM setting 'L'Etoile, la France, ...' and W8A8 'L'Etoile, la "
+                   "Marseur, ...'; not a margin that holds on every CPU",
                    strict=False)
 def test_compressed_model_answers_paris_on_the_overlay_with_margin(smollm2, sim_overlay):
     """The FlightLLM setting (q/k at 70% N:16 density chosen by their effect on attention,
