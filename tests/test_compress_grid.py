@@ -121,7 +121,8 @@ def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
     # kept codes reproduce the source closer than error-feedback requantisation does
     from flightllm_overlay.compress.smooth import smoothed_layers
     from flightllm_overlay.compress.pipeline import calibration_tokens
-    layers = smoothed_layers(q4_ckpt, calibration_tokens(q4_ckpt, 128), 0.5, 32)
+    layers = smoothed_layers(q4_ckpt, calibration_tokens(q4_ckpt, 128), cfg.smooth_alpha,
+                             cfg.smooth_group)
     for i, k in ((0, "wv"), (1, "wq"), (2, "w_up")):
         w = layers[i][0][k]
         e_kept = np.abs(cm.layers[i][k].float() - w).mean()
