@@ -15,8 +15,12 @@ from flightllm_overlay.runtime import Generator, Session
 # there): any numpy overflow or invalid-cast warning fails a test here.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
-# W8A8 with FP16 on-chip arithmetic against the float32 reference: stated tolerances.
-COSINE_MIN = 0.995          # cosine similarity of a logits row
+# W8A8 with FP16 on-chip arithmetic against the float32 reference: stated tolerances.  The
+# softmax probabilities' small values are diffused (MISC quant `diffuse`), which keeps their mass:
+# SmolLM2 on the overlay, 1,024 enwiki tokens, 24.494 -> 24.272.  On these random weights V has
+# no common direction, so there is no lost mass to restore and the diffusion's +-1 codes only
+# add noise: the tiny LLaMA's prefill row went from >= 0.995 to 0.9917 (docs/compression.md).
+COSINE_MIN = 0.99           # cosine similarity of a logits row
 REL_MAX = 0.12              # max |device - reference| relative to max |reference|
 MARGIN = 0.2                # a reference top-2 gap below this is a tie at W8A8 precision
 PROMPT = [5, 17, 42, 3, 99, 120, 7, 8, 9, 10, 200, 31]
