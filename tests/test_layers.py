@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "flightllm_overlay"
 #: subpackage or top-level module -> layer; a module may import its own layer and those below.
 #: (The package root itself holds only `__version__` and re-exports.)
 LAYERS = {
-    "errors": 0, "config": 1, "spec": 2, "model": 3, "data": 3, "compress": 4,
+    "errors": 0, "config": 1, "paths": 1, "spec": 2, "model": 3, "data": 3, "compress": 4,
     "compiler": 5, "hw": 5, "device": 6, "sim": 6, "xrt": 6, "overlay": 7, "runtime": 8,
     "bench": 9, "selftest": 9, "sweep": 9, "pynq_startup_hook": 9, "testing": 9, "pynq_plugin": 9, "cli": 10, "cli_types": 10,
     "widgets": 10,

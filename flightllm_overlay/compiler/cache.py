@@ -33,18 +33,11 @@ from ..config import load_target
 from ..errors import ConfigError, FlightLLMError, ProgramError
 from .identity import tokenizer_fingerprint, weights_digest
 from .program import Program
+from ..paths import default_cache_dir  # noqa: F401  (re-exported)
 from .program_file import FORMAT_VERSION
 
 DEFAULT_MAX_BYTES = 4 << 30
 _STALE_TMP_SECONDS = 3600
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FLIGHTLLM_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("flightllm_overlay", appauthor=False))
 
 
 def cache_max_bytes(value: str | None = None) -> int:

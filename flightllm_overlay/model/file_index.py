@@ -32,7 +32,7 @@ def identity(path) -> list:
 
 def entry_path(path) -> Path:
     """Where the entry of the checkpoint file `path` lives."""
-    from ..compiler.cache import default_cache_dir
+    from ..paths import default_cache_dir
     name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
     return default_cache_dir() / "checkpoints" / f"{name}.json"
 
