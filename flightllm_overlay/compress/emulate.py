@@ -5,8 +5,8 @@ after the dequantisation unit, times the row scales) and quantises, as the devic
 does (symmetric, per row, scale = absmax / 127), every linear input (the attention output per
 head), q, k and v per token and head; the softmax probabilities, times each key's V scale, per
 row with the small values diffused (the quant's `diffuse`: values that round to 0 are summed
-and the sum is rounded, so the many small probabilities of a long row keep their mass).  Norms, RoPE, softmax and the residual stream stay
-float32 (the device uses FP16 there).
+and the sum is rounded, so the many small probabilities of a long row keep their mass).  Norms,
+RoPE, softmax and the residual stream stay float32 (the device uses FP16 there).
 """
 from __future__ import annotations
 
