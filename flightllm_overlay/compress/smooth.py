@@ -1,6 +1,7 @@
 """Calibration statistics and SmoothQuant-style smoothing of a checkpoint's linear layers.
 
-Outlier input channels are migrated into the weights (alpha = 0.5): each linear input channel j
+Outlier input channels are migrated into the weights (alpha: 0.5 by default, 0.9 in the presets
+that smooth by groups of channels): each linear input channel j
 is divided by s_j and the weight column multiplied by s_j, with s folded into the operation that
 produces the input (an RMSNorm gain, v_proj rows, up_proj rows), so the float function is
 unchanged and the device runs no extra instruction.
