@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import CompressedModel, CompressionConfig, Emulator, compress  # noqa: E402
-from flightllm_overlay.compress.answers import PROMPTS, chat_ids, first_sentence  # noqa: E402
+from flightllm_overlay.compress.answers import PROMPTS, answers  # noqa: E402
 from flightllm_overlay.compress.emulate import POINTS, perplexity  # noqa: E402
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     cm = (CompressedModel.load(args.load) if args.load
           else compress(ckpt, None, CompressionConfig.preset(args.setting)))
     ids = tok.encode(text("eval"))[:args.tokens]
-    prompts = [chat_ids(tok, p) for _, p in PROMPTS[:args.prompts]]
+    prompts = PROMPTS[:args.prompts]
     results, ref = [], None
     print(f"{cm.config.name}: perplexity on {len(ids)} tokens ({args.window}-token windows), first "
           f"sentences of {len(prompts)} answers against the weights-only emulation's", flush=True)
@@ -60,12 +60,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         emu = Emulator(cm, act_quant=points)
         ppl = perplexity(emu, ids, args.window)
-        texts = [tok.decode(emu.greedy(p, args.new_tokens, tok.stop_ids), skip_special_tokens=True)
-                 for p in prompts]
-        ref = ref or (ppl, texts)
-        same = sum(first_sentence(a) == first_sentence(b) for a, b in zip(texts, ref[1]))
+        ans = answers(emu.greedy, tok, prompts, args.new_tokens)
+        ref = ref or (ppl, ans)
+        same = sum(ans.agreement(ref[1])["same"]) if prompts else 0
         results.append(dict(row=name, points=list(points), ppl=ppl, first_sentence=same,
-                            answer0=texts[0] if texts else None))
+                            answer0=ans.texts[0] if prompts else None))
         print(f"{name:20s} ppl {ppl:8.3f} {100 * (ppl / ref[0] - 1):+6.2f}% vs weights only, "
               f"first sentence {same}/{len(prompts)}  ({time.perf_counter() - t0:.0f} s)",
               flush=True)

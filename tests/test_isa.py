@@ -71,11 +71,10 @@ def _legal_stripe(op, f):
             f.get("wt") or f.get("n", 0) % 16 or f.get("k", 0) % 16 or f.get("dyn_n")
             or f.get("dyn_k") or f.get("w_stride")):
         f = dict(f, sparse=0)
-    if op == "MISC":            # row maxima out of rmsnorm/emul only, given ones into quant only
+    if op == "MISC":            # flags only with the operations that take them
         mop = isa.MISC_OPS[f.get("op", 0)]
-        f = dict(f, amax=f.get("amax", 0) if mop in ("rmsnorm", "emul") else 0,
-                 given_max=f.get("given_max", 0) if mop == "quant" else 0,
-                 diffuse=f.get("diffuse", 0) if mop == "quant" else 0)
+        f = dict(f, **{flag: f.get(flag, 0) if mop in ops else 0
+                       for flag, (ops, _) in isa.MISC_FLAG_OPS.items()})
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):

@@ -31,9 +31,9 @@ from .. import __version__
 from ..spec import isa
 from ..config import load_target
 from ..errors import ConfigError, FlightLLMError, ProgramError
+from ..paths import default_cache_dir  # noqa: F401  (re-exported)
 from .identity import tokenizer_fingerprint, weights_digest
 from .program import Program
-from ..paths import default_cache_dir  # noqa: F401  (re-exported)
 from .program_file import FORMAT_VERSION
 
 DEFAULT_MAX_BYTES = 4 << 30
@@ -90,13 +90,18 @@ def compiler_source_digest() -> str:
     return _SOURCE_DIGEST
 
 
+def _checkpoint_part(ckpt) -> str:
+    """The checkpoint's part of a key: its files' digest, or its weights' when it has no file."""
+    on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
+    return checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights)
+
+
 def program_key(ckpt, target, ctx, all_logits, options=None) -> str:
     """The cache key of compiling `ckpt` for `target` with these settings (the checkpoint's
     weights are read only when it has no file to hash)."""
     tgt = load_target(target) if isinstance(target, str) else target
-    on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
     parts = {
-        "checkpoint": checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights),
+        "checkpoint": _checkpoint_part(ckpt),
         "args": ckpt.args.to_dict() if hasattr(ckpt.args, "to_dict") else repr(ckpt.args),
         "tokenizer": tokenizer_fingerprint(ckpt.tokenizer),
         "target": hashlib.sha256(json.dumps(dataclasses.asdict(tgt), sort_keys=True,
@@ -154,19 +159,23 @@ class ProgramCache:
                 raise ProgramError(f"{path} was written for another key")
             program.cache_entry = path
         except (FlightLLMError, OSError) as exc:
-            self.rejected += 1
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:           # a folder or an unwritable place: leave it, compile anew
-                pass
-            self.notice(f"removed a broken cache entry {path.name} "
-                        f"({str(exc).splitlines()[0][:160]}); recompiling")
+            self._reject(path, exc, "recompiling")
             return None
         try:
             os.utime(path)            # last use, for least-recently-used eviction
         except OSError:
             pass
         return program
+
+    def _reject(self, path: Path, exc: Exception, then: str) -> None:
+        """Count, remove and report a broken entry."""
+        self.rejected += 1
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:               # a folder or an unwritable place: leave it, compute anew
+            pass
+        self.notice(f"removed a broken cache entry {path.name} "
+                    f"({str(exc).splitlines()[0][:160]}); {then}")
 
     def save(self, key: str, program: Program) -> Path:
         try:
@@ -235,9 +244,8 @@ class ProgramCache:
         from ..compress import CompressedModel, CompressionConfig, compress
         from ..errors import CheckpointError
         cfg = config or CompressionConfig.flightllm()
-        on_disk = bool(ckpt.source) and Path(ckpt.source).exists()
         parts = {
-            "checkpoint": checkpoint_digest(ckpt.source) if on_disk else weights_digest(ckpt.weights),
+            "checkpoint": _checkpoint_part(ckpt),
             "config": cfg.to_dict(),
             "tokens": None if tokens is None else hashlib.sha256(
                 json.dumps([int(t) for t in tokens]).encode()).hexdigest(),
@@ -254,10 +262,7 @@ class ProgramCache:
                 os.utime(path)
                 return cm
             except (FlightLLMError, OSError) as exc:
-                self.rejected += 1
-                path.unlink(missing_ok=True)
-                self.notice(f"removed a broken cache entry {path.name} "
-                            f"({str(exc).splitlines()[0][:160]}); compressing again")
+                self._reject(path, exc, "compressing again")
         self.misses += 1
         cm = compress(ckpt, tokens, cfg, progress=progress)
         cm.info["cache_key"] = key

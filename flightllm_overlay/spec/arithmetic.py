@@ -259,9 +259,7 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     # |x / scale| <= 127 * (1 + 2**-23) by construction, so rint never leaves [-127, 127]:
     # the clip the definition states is a no-op and is not spent here.
     x /= scale[:, None]
-    q = np.rint(x)
-    if diffuse:
-        q = _diffused(x, q)
+    q = _diffused(x, np.rint(x)) if diffuse else np.rint(x, out=x)
     return q.astype(np.int8), scale
 
 

@@ -166,6 +166,13 @@ _SYS = (
                  "barrier (an HBM LD may run across one barrier)"),
 )
 SYS_FENCES = ("all", "compute")    # barrier `fence`: what it drains (docs/isa.md)
+#: MISC flags legal with some operations only: flag -> (those operations, the refusal's reason)
+MISC_FLAG_OPS = {
+    "amax": (("rmsnorm", "emul"),
+             "only rmsnorm and emul write their row maxima (the amax op does by itself)"),
+    "given_max": (("quant",), "only quant takes given row maxima"),
+    "diffuse": (("quant",), "only quant rounds with error diffusion"),
+}
 
 
 @dataclass(frozen=True)
@@ -376,15 +383,9 @@ def _check_semantics(op: str, f: dict) -> None:
             f"row_bytes={f.get('row_bytes', 0)})")
     if op == "MISC":
         mop = MISC_OPS[f.get("op", 0)]
-        if f.get("amax") and mop not in ("rmsnorm", "emul"):
-            raise IllegalInstructionError(f"MISC {mop} with amax=1: only rmsnorm and emul write "
-                                          f"their row maxima (the amax op does by itself)")
-        if f.get("given_max") and mop != "quant":
-            raise IllegalInstructionError(f"MISC {mop} with given_max=1: only quant takes given "
-                                          f"row maxima")
-        if f.get("diffuse") and mop != "quant":
-            raise IllegalInstructionError(f"MISC {mop} with diffuse=1: only quant rounds with "
-                                          f"error diffusion")
+        for flag, (ops, why) in MISC_FLAG_OPS.items():
+            if f.get(flag) and mop not in ops:
+                raise IllegalInstructionError(f"MISC {mop} with {flag}=1: {why}")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")
