@@ -247,6 +247,11 @@ MPE_CASES = [
     ("MV", 1, 64, 96, {}, (0, 0, 0)),
     ("MV", 16, 9, 40, {"wt": 1}, (48, 12, 20)),
     ("MV", 2, 12, 10, {"dyn_n": 1, "dyn_k": 1}, (10, 10, 24)),
+    # dyn_m (len = 5): rows 0-4 and 8-11 of 12 in groups of 8; a group of 0 means m (rows 0-4)
+    ("MM", 12, 20, 70, {"dyn_m": 1, "m_group": 8}, (0, 0, 0)),
+    ("MM", 7, 9, 40, {"dyn_m": 1, "wt": 1}, (48, 12, 20)),
+    ("MM", 16, 12, 10, {"dyn_m": 1, "m_group": 8, "dyn_n": 1}, (10, 10, 32)),
+    ("MM", 6, 7, 9, {"dyn_m": 1, "m_group": 3}, (0, 0, 0)),     # len >= group: every row
 ]
 
 
@@ -311,6 +316,18 @@ MISC_CASES = {
     "quant-diffuse-given-max": (dict(op="quant", out_abuf=1, diffuse=1, given_max=1, groups=3,
                                      b_stride=20), 5, 64),
     "quant-diffuse-probabilities": (dict(op="quant", out_abuf=1, diffuse=1), 6, 300),
+    # dyn_rows (len = 6): rows whose token r mod groups is below 6
+    "eadd-dyn-rows": (dict(op="eadd", dyn_rows=1, groups=8, b_stride=200), 16, 64),
+    "silu-dyn-rows-all": (dict(op="silu", dyn_rows=1, groups=4), 9, 100),
+    "rmsnorm-amax-dyn-rows": (dict(op="rmsnorm", amax=1, dyn_rows=1, groups=8,
+                                   imm=isa.f32_bits(1e-5)), 12, 96),
+    "layernorm-dyn-rows": (dict(op="layernorm", dyn_rows=1, groups=7, imm=isa.f32_bits(1e-5)),
+                           14, 96),
+    "softmax-causal-dyn-rows": (dict(op="softmax", causal=1, dyn_k=1, dyn_rows=1, groups=8,
+                                     imm=isa.f32_bits(0.25)), 16, 20),
+    "rope-dyn-rows": (dict(op="rope", groups=8, dyn_rows=1, b_stride=160), 16, 32),
+    "quant-dyn-rows": (dict(op="quant", out_abuf=1, dyn_rows=1, groups=8, diffuse=1), 16, 64),
+    "amax-dyn-rows": (dict(op="amax", dyn_rows=1, groups=8), 16, 64),
 }
 
 

@@ -75,6 +75,9 @@ def _legal_stripe(op, f):
         mop = isa.MISC_OPS[f.get("op", 0)]
         f = dict(f, **{flag: f.get(flag, 0) if mop in ops else 0
                        for flag, (ops, _) in isa.MISC_FLAG_OPS.items()})
+        for one, other in isa.MISC_FLAG_CONFLICTS:     # and never two that exclude each other
+            if f.get(one) and f.get(other):
+                f = dict(f, **{one: 0})
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):

@@ -29,6 +29,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     (`staged_prefill.py`)."""
 
     split_reductions = True         # sfu_split also splits the quantisations' row maxima
+    prefill_row_skip = True         # prefill MPE/MISC work skips the rows past the prompt
 
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
                  fused: bool = True):
@@ -67,7 +68,19 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     def _st(self, s, region, buf, addr, rows, row_bytes, **kw):
         self._move("ST", s, region, buf, addr, rows, row_bytes, **kw)
 
+    def _token_rows(self, rows: int) -> bool:
+        """Whether `rows` are whole head-major blocks of this prefill step's T token rows, whose
+        rows past the prompt (token >= len) the MPE and MISC may skip (`dyn_m`, `dyn_rows`):
+        their results are never read by the prompt's rows, nor stored (KV appends and logits
+        follow `len`).  A staged prefill works on row ranges, so it keeps every row."""
+        T = self.T
+        return (self.prefill_row_skip and 1 < T < 256 and not self.staged and rows > 0
+                and rows % T == 0)
+
     def _misc(self, s, op, **f):
+        if self._token_rows(f.get("rows", 0)) and not f.get("given_max") \
+                and f.get("groups", 0) in (0, self.T):
+            f.update(groups=self.T, dyn_rows=1)
         s.append(Instruction("MISC", op=op, **f))
 
     def _quant(self, s, a_addr, rows, k, out, out2, a_stride=None, out_stride=None, **f):
@@ -77,6 +90,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     def _mpe(self, s, m, **f):
         op = "MV" if m <= isa.MV_MAX_ROWS else "MM"
         tile = self.p.target.mm_rows
+        if self._token_rows(m) and tile % self.T == 0:      # every tile starts a token block
+            f = dict(f, dyn_m=1, m_group=self.T)
         for m0 in range(0, m, tile):
             mm = min(tile, m - m0)
             g = dict(f)

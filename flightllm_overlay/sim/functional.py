@@ -21,7 +21,7 @@ from ..errors import AddressError, FlightLLMError, IllegalInstructionError, Prog
 from ..spec import arithmetic as U
 from ..spec import isa
 from ..spec import wformat as WF
-from ..spec.semantics import Dyn, dyn_rows, stripe_channels, stripe_count
+from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
 from .counters import CoreCounters, RunCounters
 from .misc_unit import misc_action
@@ -439,6 +439,9 @@ class _RunContext:
         exact INT8 products, the FP32 epilogue, FP16 out."""
         m, n, k, a, a_scale, out, rows, cols, w_stride, w_end, sparse, w_addr, wt, no_wscale, \
             s_addr = operands
+        live = live_rows(f, m, self.L)            # dyn_m: the prompt's rows only
+        if live is not None:
+            m = len(live)
         if sparse:
             w_t = self._sparse_weights_t(core, f, n, k)
             cc.macs += m * 16 * f.get("nnz", 0)
@@ -460,7 +463,10 @@ class _RunContext:
             else:
                 t0, snap = core_tag
                 w_scale = snap.data[s_addr - t0:s_addr - t0 + 4 * n].view(_F32)
-        out[...] = U.mpe_fast(a, w_t, a_scale, w_scale)
+        if live is None:
+            out[...] = U.mpe_fast(a, w_t, a_scale, w_scale)
+        else:
+            out[live] = U.mpe_fast(a[live], w_t, a_scale[live], w_scale)
 
     def _sparse_weights_t(self, core, f, n, k):
         """(K, N) float32 weights of a sparse MPE: kept INT8 values from wbuf placed by the
@@ -533,7 +539,7 @@ class _RunContext:
 
     # -- MISC -----------------------------------------------------------------------------------
     def misc(self, core, f, cc, op):
-        dyn = f.get("dyn_k", 0)
+        dyn = f.get("dyn_k", 0) or f.get("dyn_rows", 0)
         if not dyn:                               # a static MISC runs its prepared plan
             plan = self.sim._misc_plans.get((core.index, id(f)))
             if plan is not None and plan[0] is f:
@@ -542,14 +548,15 @@ class _RunContext:
                 return
         mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
         rows, k, groups = f.get("rows", 0), f.get("k", 0), max(1, f.get("groups", 0))
-        if dyn:
+        if f.get("dyn_k", 0):
             if self.P + self.L > k:
                 raise ProgramError(f"run-time length {self.P + self.L} exceeds the {k} columns "
                                    f"this MISC {mop} was compiled for")
             k = self.P + self.L
         if not rows or not k:
             return
-        action, elements, dyn = misc_action(core, f, mop, rows, k, groups, self.P)
+        action, elements, dyn = misc_action(core, f, mop, rows, k, groups, self.P,
+                                            live_rows(f, rows, self.L))
         action()
         cc.misc_elements += elements
         if not dyn:

@@ -9,19 +9,24 @@ from ..spec import isa
 from .core_buffers import _F16, _F32, _I8, _array
 
 
-def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple:
+def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=None) -> tuple:
     """(action, elements processed, dynamic) of a MISC instruction on `core` with its run-time
-    K already applied; `dynamic` actions depend on `pos` and must not be reused."""
-    dyn = bool(f.get("dyn_k", 0))
+    K already applied; `dynamic` actions depend on `pos` or `len` and must not be reused.
+    `live`: the rows processed (`semantics.live_rows`), None for all; the others are neither
+    read nor written."""
+    dyn = bool(f.get("dyn_k", 0) or f.get("dyn_rows", 0))
     g = core.bufs["gbuf"]
-    a = _array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k, "MISC a")
+    a = _Rows(_array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k,
+                     "MISC a"), live)
+    sel = slice(None) if live is None else live
 
     def operand_b(cols, per_row=True):
         dt = _F32 if f.get("b_f32", 0) else _F16
         if f.get("bcast_b", 0) or not per_row:
-            return _array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols, "MISC b")
-        return _array(g, f.get("b_addr", 0), rows, cols, dt,
-                      f.get("b_stride", 0) or dt.itemsize * cols, "MISC b")
+            return _Rows(_array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols,
+                                "MISC b"), None)
+        return _Rows(_array(g, f.get("b_addr", 0), rows, cols, dt,
+                            f.get("b_stride", 0) or dt.itemsize * cols, "MISC b"), live)
 
     def out_f16():
         if f.get("out_abuf", 0):
@@ -31,26 +36,26 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
                       f.get("out_stride", 0) or 2 * k, "MISC out")
 
     imm = isa.bits_f32(f.get("imm", 0))
-    elements = rows * k
+    elements = (rows if live is None else len(live)) * k
     def maxima():
-        return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")
+        return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")[0]
 
     if mop in ("eadd", "emul"):
         fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
 
         def action():
-            out[...] = fn(a, b)
+            out[sel] = fn(a(), b())
     elif mop in ("silu", "relu"):
         fn, out = (U.silu if mop == "silu" else U.relu), out_f16()
 
         def action():
-            out[...] = fn(a)
+            out[sel] = fn(a())
     elif mop == "rmsnorm":
         b, out = operand_b(k, per_row=False), out_f16()
         elements *= 2
 
         def action():
-            out[...] = U.rmsnorm(a, b, imm)
+            out[sel] = U.rmsnorm(a(), b(), imm)
     elif mop == "layernorm":                  # gamma row, then beta one b_stride further
         dt = _F32 if f.get("b_f32", 0) else _F16
         gb = _array(g, f.get("b_addr", 0), 2, k, dt, f.get("b_stride", 0) or dt.itemsize * k,
@@ -59,11 +64,11 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
         elements *= 2
 
         def action():
-            out[...] = U.layernorm(a, gb[0], gb[1], imm)
+            out[sel] = U.layernorm(a(), gb[0], gb[1], imm)
     elif mop == "softmax":
         valid = None
         if f.get("causal", 0):
-            q_pos = pos + np.arange(rows)[:, None] % groups
+            q_pos = pos + (np.arange(rows) if live is None else live)[:, None] % groups
             valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
                                              f.get("blk_sink", 0), f.get("blk_win", 0))
         out = out_f16()
@@ -71,24 +76,25 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
         dyn = True                              # the mask depends on pos: never planned
 
         def action():
-            out[...] = U.softmax(a, imm, valid)
+            out[sel] = U.softmax(a(), imm, valid)
     elif mop == "rope":
         if k % 2:
             raise ProgramError("rope needs an even row length (head dimension)")
         tokens = min(rows, groups)
         table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
                        f.get("b_stride", 0) or 2 * k, "rope table")
-        reps, out = -(-rows // tokens), out_f16()
+        out = out_f16()
+        which = (np.arange(rows) if live is None else live) % tokens
 
         def action():
-            out[...] = U.rope(a, np.tile(table, (reps, 1))[:rows])
+            out[sel] = U.rope(a(), table[which])
     elif mop == "quant":
         if not f.get("out_abuf", 0):
             raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
         ab = core.bufs["abuf"]
         out = _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
                      "quant out")
-        out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")
+        out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")[0]
         elements *= 2
         diffuse = bool(f.get("diffuse", 0))
 
@@ -99,15 +105,15 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
             elements //= 2
 
             def action():
-                out[...], out2[0] = U.quantize_rows(a, given.max(axis=1), diffuse)
+                out[sel], out2[sel] = U.quantize_rows(a(), given[sel].max(axis=1), diffuse)
         else:
             def action():
-                out[...], out2[0] = U.quantize_rows(a, diffuse=diffuse)
+                out[sel], out2[sel] = U.quantize_rows(a(), diffuse=diffuse)
     elif mop == "amax":
         out2 = maxima()
 
         def action():
-            out2[0] = U.row_absmax(a)
+            out2[sel] = U.row_absmax(a())
     else:
         raise IllegalInstructionError(f"MISC operation {mop or f.get('op')} is not "
                                       f"implemented by this target")
@@ -116,5 +122,16 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int) -> tuple
 
         def action():
             compute()
-            out2[0] = U.row_absmax(out)
+            out2[sel] = U.row_absmax(out[sel])
     return action, elements, dyn
+
+
+class _Rows:
+    """An operand read when the action runs: the view itself, or a copy of its live rows."""
+    __slots__ = ("view", "live")
+
+    def __init__(self, view, live):
+        self.view, self.live = view, live
+
+    def __call__(self):
+        return self.view if self.live is None else self.view[self.live]

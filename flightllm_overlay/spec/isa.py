@@ -121,6 +121,11 @@ _MATRIX = (
                     "(`isa.attention_block_keep`); the MPE skips masked key blocks, results "
                     "unchanged"),
     ("blk_win", 6, "with dyn_n or dyn_k: local window in 64-token blocks (0: dense attention)"),
+    ("dyn_m", 1, "1: only the rows of A whose token (r mod `m_group`) is below `len` are "
+                 "computed; the other output rows are not written (prefill rows past the "
+                 "prompt)"),
+    ("m_group", 8, "with dyn_m: tokens per group of A's rows (head-major blocks of tokens); "
+                   "0 means `m`"),
 )
 _MISC = (
     ("op", 4, "operation (index into `MISC_OPS`)"),
@@ -158,6 +163,9 @@ _MISC = (
                    "of such elements and takes the step of that sum's rounding (-1, 0 or 1) as "
                    "its code (error diffusion of small values: they keep their total to half a "
                    "step; softmax probabilities before the PV product); must be 0 otherwise"),
+    ("dyn_rows", 1, "1: only the rows whose token (r mod `groups`) is below `len` are processed; "
+                    "the other rows of every output (scales and maxima included) are not "
+                    "written (prefill rows past the prompt); not with given_max"),
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
@@ -172,6 +180,10 @@ MISC_FLAG_OPS = {
              "only rmsnorm and emul write their row maxima (the amax op does by itself)"),
     "given_max": (("quant",), "only quant takes given row maxima"),
     "diffuse": (("quant",), "only quant rounds with error diffusion"),
+}
+#: MISC flags that exclude each other: (flag, flag) -> the refusal's reason
+MISC_FLAG_CONFLICTS = {
+    ("dyn_rows", "given_max"): "`groups` counts the given maxima there, not tokens per group",
 }
 
 
@@ -386,6 +398,9 @@ def _check_semantics(op: str, f: dict) -> None:
         for flag, (ops, why) in MISC_FLAG_OPS.items():
             if f.get(flag) and mop not in ops:
                 raise IllegalInstructionError(f"MISC {mop} with {flag}=1: {why}")
+        for (one, other), why in MISC_FLAG_CONFLICTS.items():
+            if f.get(one) and f.get(other):
+                raise IllegalInstructionError(f"MISC {mop} with {one} and {other}: {why}")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")
@@ -491,19 +506,22 @@ def disassemble_one(insn: Instruction) -> str:
         if dyn != "static":
             text += f" dyn={dyn}"
     elif op in ("MM", "MV"):
-        flags = [n for n in ("wt", "dyn_n", "dyn_k", "no_wscale") if f(n, 0)]
+        flags = [n for n in ("wt", "dyn_n", "dyn_k", "dyn_m", "no_wscale") if f(n, 0)]
         text = (f"{op:4s} gbuf[{f('out_addr', 0):#x}] <- abuf[{f('a_addr', 0):#x}]"
                 f"(s@{f('a_scale', 0):#x}) x wbuf[{f('w_addr', 0):#x}](s@{f('w_scale', 0):#x}) "
                 f"m={f('m', 0)} n={f('n', 0)} k={f('k', 0)} strides="
                 f"{f('a_stride', 0)}/{f('w_stride', 0)}/{f('out_stride', 0)}")
         if flags:
             text += " " + ",".join(flags)
+        if f("dyn_m", 0):
+            text += f" m_group={f('m_group', 0)}"
         if f("sparse", 0):
             text += (f" sparse kept=16*{f('nnz', 0)} meta[{f('meta_addr', 0):#x}+"
                      f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")
     elif op == "MISC":
         mop = MISC_OPS[f("op", 0)] if f("op", 0) < len(MISC_OPS) else f"op{f('op', 0)}"
-        flags = [n for n in ("dyn_k", "causal", "out_abuf", "bcast_b", "b_f32") if f(n, 0)]
+        flags = [n for n in ("dyn_k", "dyn_rows", "causal", "out_abuf", "bcast_b", "b_f32")
+                 if f(n, 0)]
         text = (f"MISC {mop:8s} out@{f('out_addr', 0):#x} a@{f('a_addr', 0):#x} "
                 f"b@{f('b_addr', 0):#x} rows={f('rows', 0)} k={f('k', 0)} g={f('groups', 0)}")
         if f("out2_addr", 0):

@@ -87,6 +87,27 @@ def kept_keys(rows: int, keys: int, sink: int, window: int) -> int:
     return max(1, -(-int(kept.sum()) // max(len(p), 1)))
 
 
+def live_rows(f: dict, rows: int, length: int):
+    """Rows an MM/MV (`dyn_m`, groups of `m_group`) or MISC (`dyn_rows`, groups of `groups`)
+    computes at run time: None for all of them, else the ascending indices r with
+    r mod group < len (the tokens of the prompt in each head-major block; docs/isa.md)."""
+    if f.get("dyn_m", 0):
+        group = f.get("m_group", 0) or rows
+    elif f.get("dyn_rows", 0):
+        group = max(1, f.get("groups", 0))
+    else:
+        return None
+    return _live(rows, group, length) if length < group else None
+
+
+@lru_cache(maxsize=1024)
+def _live(rows: int, group: int, length: int) -> np.ndarray:
+    r = np.arange(rows)
+    live = r[r % group < max(length, 0)]
+    live.flags.writeable = False
+    return live
+
+
 def mpe_operand(f: dict) -> tuple:
     """(m, n, k, kept weights or None) an MPE instruction works on at capacity: key blocks a
     block-sparse attention pattern skips are left out, N:16 operands count kept weights."""

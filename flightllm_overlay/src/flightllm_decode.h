@@ -59,6 +59,8 @@ static inline MatFields fllm_decode_mat(const insn_bits_t& b) {
     f.meta_len = FLLM_GET(b, MM, META_LEN);
     f.blk_sink = FLLM_GET(b, MM, BLK_SINK);
     f.blk_win = FLLM_GET(b, MM, BLK_WIN);
+    f.dyn_m = FLLM_GET(b, MM, DYN_M);
+    f.m_group = FLLM_GET(b, MM, M_GROUP);
     return f;
 }
 
@@ -88,6 +90,7 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.amax = FLLM_GET(b, MISC, AMAX);
     f.given_max = FLLM_GET(b, MISC, GIVEN_MAX);
     f.diffuse = FLLM_GET(b, MISC, DIFFUSE);
+    f.dyn_rows = FLLM_GET(b, MISC, DYN_ROWS);
     return f;
 }
 

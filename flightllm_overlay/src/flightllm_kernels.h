@@ -65,6 +65,7 @@ struct MatFields {         // MM / MV
     // block-sparse attention (isa.attention_block_keep): the hardware skips masked key blocks;
     // the results are those of the dense product, so the C simulation computes that
     unsigned blk_sink, blk_win;
+    unsigned dyn_m, m_group;   // dyn_m: only rows whose token (r mod m_group, 0: m) is below len
 };
 
 struct MiscFields {
@@ -74,6 +75,7 @@ struct MiscFields {
     unsigned blk_sink, blk_win;   // causal softmax: block-sparse pattern (0 window: dense causal)
     unsigned amax, given_max;     // row maxima out (rmsnorm, emul) / in (quant)
     unsigned diffuse;             // quant: round the running sum (error diffusion)
+    unsigned dyn_rows;            // only rows whose token (r mod groups) is below len
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc

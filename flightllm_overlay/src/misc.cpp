@@ -1,4 +1,4 @@
-// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant, amax (dyn_k, causal with block-sparse patterns, groups, bcast_b, b_f32, row maxima out and in).
+// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant, amax (dyn_k, dyn_rows, causal with block-sparse patterns, groups, bcast_b, b_f32, row maxima out and in).
 //
 // The kernel holds no buffer of the core: memctrl sends it a job (the instruction, P and L) on
 // `op`; misc checks the operands, reads the rows it needs by READ requests on `req` (the bytes come
@@ -122,8 +122,14 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
     auto a_at = [&](uint64_t c) { return fllm_ld_f16(arow, 2 * c); };
     auto b_at = [&](uint64_t c) { return f.b_f32 ? fllm_ld_f32(brow, b_item * c) : fllm_ld_f16(brow, b_item * c); };
     auto put = [&](uint64_t r, uint64_t c, float v) { fllm_st_u16(staging, 2 * (r * k + c), fllm_f32_to_f16(v)); };
-    uint64_t elements = rows * k;
-    if (elements * 2 + 4 * rows > sizeof(staging))   // only with rows overlapping each other
+    // dyn_rows: only the rows whose token (r mod groups) is below len; the others are neither
+    // read nor written
+    auto live = [&](uint64_t r) { return !f.dyn_rows || r % groups < len; };
+    uint64_t live_rows = rows;
+    if (f.dyn_rows && len < groups)
+        live_rows = rows / groups * len + (rows % groups < len ? rows % groups : len);
+    uint64_t elements = live_rows * k;
+    if (rows * k * 2 + 4 * rows > sizeof(staging))   // only with rows overlapping each other
         FLLM_FAIL(FLLM_ERR_INTERNAL, "MISC operand of %llu x %llu elements exceeds the staging buffer",
                   (unsigned long long)rows, (unsigned long long)k);
     FLLM_CU_STATIC float x[65536], e[65536];  // one row in FP32 (k < 2^16)
@@ -139,6 +145,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         ELTWISE:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
                 if (!b_one_row) get_b(r);
             ELTWISE_COLS:
@@ -156,6 +163,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         SILU:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
             SILU_COLS:
                 for (uint64_t c = 0; c < k; c++) {
@@ -172,6 +180,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         RELU:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
             RELU_COLS:
                 for (uint64_t c = 0; c < k; c++) {
@@ -199,6 +208,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         LN_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
             LN_LOAD:
                 for (uint64_t c = 0; c < k; c++) {
@@ -231,6 +241,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         RMS_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
             RMS_LOAD:
                 for (uint64_t c = 0; c < k; c++) {
@@ -255,6 +266,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         SOFTMAX_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
                 uint64_t q_pos = (uint64_t)pos + r % groups;
                 float m = -INFINITY;
@@ -297,6 +309,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         ROPE:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
                 fetch(op, req, FLLM_BUF_GBUF, f.b_addr + (r % tokens) * t_stride, 2 * k, brow);
             ROPE_COLS:
@@ -330,6 +343,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         QUANT_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
                 float amax = 0.0f;
                 if (f.given_max) {                       // one pass: the row maxima are given
@@ -371,9 +385,18 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         QUANT_WRITE:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 store(req, FLLM_BUF_ABUF, f.out_addr + r * q_stride, k, staging + r * k);
             }
-            store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows, staging + rows * k);
+            if (f.dyn_rows) {
+            QUANT_SCALES:
+                for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+                    if (live(r)) store(req, FLLM_BUF_ABUF, f.out2_addr + 4 * r, 4, staging + rows * k + 4 * r);
+                }
+            } else {
+                store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows, staging + rows * k);
+            }
             elements_out = f.given_max ? elements : 2 * elements;
             return 0;
         }
@@ -383,6 +406,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
         AMAX_ROWS:
             for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+                if (!live(r)) continue;                  // dyn_rows: past the prompt
                 get_a(r);
                 float m = 0.0f;
             AMAX_COLS:
@@ -402,6 +426,7 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
 WRITE_OUT:
     for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+        if (!live(r)) continue;                  // dyn_rows: past the prompt
         store(req, FLLM_BUF_GBUF, f.out_addr + r * o_stride, 2 * k, staging + 2 * r * k);
     }
     if (f.amax) {                                        // rmsnorm, emul: the rows' maxima too
@@ -410,6 +435,7 @@ WRITE_OUT:
     ROW_MAX:
         for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
+            if (!live(r)) continue;                  // dyn_rows: past the prompt
             float m = 0.0f;
         ROW_MAX_COLS:
             for (uint64_t c = 0; c < k; c++) {

@@ -220,7 +220,13 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
         return err;
     if ((err = fllm_check_array(FLLM_BUF_GBUF_BYTES, f.out_addr, m, n, 2, o_stride, "MPE output"))) return err;
 
-    const uint64_t macs = f.sparse ? m * BLK * f.nnz : m * n * k, fixed = m * n * k;
+    // dyn_m: only the rows whose token (r mod m_group, 0: m) is below len are computed and written
+    const uint64_t group = f.m_group ? f.m_group : m;
+    auto live = [&](uint64_t r) { return !f.dyn_m || r % group < run.len; };
+    uint64_t m_live = m;
+    if (f.dyn_m && run.len < group)
+        m_live = m / group * run.len + (m % group < run.len ? m % group : run.len);
+    const uint64_t macs = f.sparse ? m_live * BLK * f.nnz : m_live * n * k, fixed = m_live * n * k;
     fllm_put_u64(insn, 0, macs);
     fllm_put_u64(insn, 8, fixed);
     mpe_op.write(insn);
@@ -233,6 +239,7 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
 PASS_ROWS:
     for (uint64_t i = 0; i < m; i += 2) {
 #pragma HLS LOOP_TRIPCOUNT max = 128
+        if (!live(i) && !(i + 1 < m && live(i + 1))) continue;     // dyn_m: both past the prompt
     PASS_BLOCKS:
         for (uint64_t jb = 0; jb * BLK < n; jb++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
@@ -245,6 +252,7 @@ PASS_ROWS:
         EPILOGUE:
             for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
                 const uint64_t row = i + lane;
+                if (!live(row)) continue;
                 const float sa = fllm_ld_f32(core.abuf, f.a_scale + 4 * row);
                 for (unsigned r = 0; r < BLK && jb * BLK + r < n; r++) {
 #pragma HLS PIPELINE II = 1
