@@ -26,13 +26,26 @@ def _row_skip(on: bool):
         StepCodegen.prefill_row_skip = saved
 
 
-@pytest.fixture(scope="module", params=["llama", "opt"])
+@pytest.fixture(scope="module", params=["llama", "opt", "compressed", "all-options"])
 def programs(request, tiny_ckpt, tiny_opt_ckpt):
-    ckpt = tiny_ckpt if request.param == "llama" else tiny_opt_ckpt
+    """The same model compiled with and without the row skip: W8A8 LLaMA, W8A8 OPT, a
+    compressed LLaMA (N:16 sparse and low-bit weights, block-sparse prefill attention), and
+    the LLaMA with every schedule option."""
+    if request.param == "compressed":
+        from flightllm_overlay.compiler import compile_compressed
+        from flightllm_overlay.compress import CompressionConfig, compress
+        tokens = np.random.default_rng(3).integers(3, 300, 512).tolist()
+        cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=512, attn_mass=0.9)
+        cm = compress(tiny_ckpt, tokens, cfg, progress=False)
+        build = lambda: compile_compressed(cm, ctx=CTX)          # noqa: E731
+    else:
+        ckpt = tiny_opt_ckpt if request.param == "opt" else tiny_ckpt
+        schedule = "all" if request.param == "all-options" else None
+        build = lambda: compile_model(ckpt, ctx=CTX, schedule=schedule)   # noqa: E731
     out = []
     for on in (True, False):
         with _row_skip(on):
-            out.append(compile_model(ckpt, ctx=CTX))
+            out.append(build())
     return out
 
 
