@@ -175,6 +175,27 @@ def test_emulation_quantises_the_points_it_is_given(tiny_compressed, tiny_ids):
         Emulator(tiny_compressed, act_quant=["attn_in", "softmax"])
 
 
+def test_two_plane_activations_are_fifteen_bits_and_move_the_model_toward_float(
+        tiny_compressed, tiny_ids):
+    """A wide point's two INT8 planes (hi, then the residual's lo at its own scale) are within
+    1/254 step of hi of the input, element by element: about 255x finer than one plane; a model
+    whose linear inputs are all wide is closer to the weights-only emulation than with one plane."""
+    import torch
+    from flightllm_overlay.compress.emulate import WIDE_POINTS, fake_quant, two_plane_quant
+    x = torch.from_numpy(_inputs(np.random.default_rng(5), 16, 256).astype(np.float32))
+    step = x.abs().amax(-1, keepdim=True) / 127
+    one, two = (fake_quant(x) - x).abs(), (two_plane_quant(x) - x).abs()
+    assert bool((one <= step / 2 * 1.0001).all()) and float((one / step).max()) > 0.45
+    assert bool((two <= step / 254 * 1.0001).all())
+    ids = tiny_ids[:64]
+    ref = Emulator(tiny_compressed, act_quant=False)(ids)
+    err = lambda **kw: np.abs(Emulator(tiny_compressed, **kw)(ids) - ref).mean()  # noqa: E731
+    assert err(wide=WIDE_POINTS) < 0.7 * err()                                  # 0.55
+    assert err(act_quant=WIDE_POINTS, wide=WIDE_POINTS) < 0.02 * err(act_quant=WIDE_POINTS)
+    with pytest.raises(ValueError, match="cannot be wide"):
+        Emulator(tiny_compressed, wide=["p"])
+
+
 def test_emulated_probabilities_keep_their_mass(tiny_compressed):
     """The emulation's diffused quantisation is the device's (spec/arithmetic.py): the same
     codes on softmax rows up to FP32 sums, and the mass of many small probabilities kept."""

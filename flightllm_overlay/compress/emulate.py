@@ -37,6 +37,15 @@ def quant(x: torch.Tensor):
     return torch.clamp(torch.round(x / s), -127, 127), s
 
 
+def two_plane_quant(x: torch.Tensor) -> torch.Tensor:
+    """x as two INT8 planes per row: hi = `quant(x)` and lo = `quant` of the residual
+    x - s_hi * hi, with its own scale (about 15 bits: the residual is at most half a step of hi).
+    A linear run on both planes and its two outputs added equals the linear of their sum."""
+    hi, s = quant(x)
+    r = x - hi * s
+    return hi * s + fake_quant(r)
+
+
 def diffused_quant(x: torch.Tensor) -> torch.Tensor:
     """INT8 per row with the small values diffused (the MISC quant's `diffuse`): a value that
     rounds to 0 is added to the row's running sum of such values, and its code is the step of
@@ -53,20 +62,28 @@ def diffused_quant(x: torch.Tensor) -> torch.Tensor:
 #: attention output (o's input), the FFN RMSNorm's output (gate/up's input), silu(gate) * up
 #: (down's input), the final RMSNorm's output (the LM head's input).
 POINTS = ("attn_in", "q", "k", "v", "p", "attn_out", "ffn_in", "ffn_mid", "head_in")
+#: The points that are a linear's input (a weight matrix times them), which can be run as two
+#: INT8 planes (hi and the residual's lo) whose outputs are added.
+WIDE_POINTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
 
 
 class Emulator:
     """A Runner computing a CompressedModel's logits in float32 with the device's quantisation points.
 
     act_quant: True (every point of `POINTS`, as the device), False (none: the weights alone), or
-    the names of the points to quantise (to measure what each costs)."""
+    the names of the points to quantise (to measure what each costs).  wide: the points of
+    `WIDE_POINTS` among them quantised as two INT8 planes (`two_plane_quant`) instead of one."""
 
-    def __init__(self, cm, act_quant=True):
+    def __init__(self, cm, act_quant=True, wide=()):
         self.args = cm.args
         self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
         if self.points - set(POINTS):
             raise ValueError(f"unknown quantisation points {sorted(self.points - set(POINTS))}; "
                              f"choose from {POINTS}")
+        self.wide = set(WIDE_POINTS if wide is True else () if wide is False else wide)
+        if self.wide - set(WIDE_POINTS):
+            raise ValueError(f"points {sorted(self.wide - set(WIDE_POINTS))} cannot be wide; "
+                             f"choose from {WIDE_POINTS}")
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
         self.layers = [({k: t(pw.float()) for k, pw in layer.items()}, t(an), t(fn))
                        for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
@@ -84,7 +101,9 @@ class Emulator:
                                                            T, T)
 
     def _q(self, point: str, x):
-        return fake_quant(x) if point in self.points else x
+        if point not in self.points:
+            return x
+        return two_plane_quant(x) if point in self.wide else fake_quant(x)
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""What two-plane (hi + residual lo) INT8 activations at the worst points buy a compressed model: emulated perplexity per set of wide points.
+
+    PYTHONPATH=. python benchmarks/wide_points.py --load CKPT [CKPT ...] [--tokens 2048]
+        [--window 512] [--json FILE]
+
+Each checkpoint (`compression_quality.py --save` wrote them) runs in the float emulation of the
+device (`compress.Emulator`, every INT8 point quantised) with no wide point, then with down's
+input (`ffn_mid`), the LM head's input (`head_in`), both, and every linear's input
+(`emulate.WIDE_POINTS`) as two INT8 planes; the float reference and the weights alone
+(no activation quantisation) are the bounds.  Slow (about 20 s per row on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flightllm_overlay.compress import CompressedModel, Emulator  # noqa: E402
+from flightllm_overlay.compress.emulate import WIDE_POINTS, perplexity, reference_runner  # noqa: E402
+from flightllm_overlay.data import text  # noqa: E402
+from flightllm_overlay.model import load_checkpoint  # noqa: E402
+
+#: (row name, act_quant, wide) in the order printed.
+ROWS = (("weights only", False, ()),
+        ("INT8 everywhere", True, ()),
+        ("wide ffn_mid", True, ("ffn_mid",)),
+        ("wide head_in", True, ("head_in",)),
+        ("wide ffn_mid + head_in", True, ("ffn_mid", "head_in")),
+        ("wide every linear input", True, WIDE_POINTS))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--load", nargs="+", required=True, help="compressed checkpoints")
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--rows", nargs="*", default=None, help="row names to run (default all)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    ckpt = load_checkpoint(args.model)
+    ids = ckpt.tokenizer.encode(text("eval"))[:args.tokens]
+    t0 = time.perf_counter()
+    ref = perplexity(reference_runner(ckpt), ids, args.window)
+    print(f"float {ref:.3f} on {len(ids)} tokens ({args.window}-token windows) "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    out = dict(command=" ".join(sys.argv), tokens=len(ids), window=args.window, float=ref,
+               results=[])
+    for path in args.load:
+        cm = CompressedModel.load(path)
+        for name, act, wide in ROWS:
+            if args.rows and name not in args.rows:
+                continue
+            t0 = time.perf_counter()
+            ppl = perplexity(Emulator(cm, act_quant=act, wide=wide), ids, args.window)
+            out["results"].append(dict(setting=cm.config.name, row=name, wide=list(wide),
+                                       ppl=ppl, vs_float=ppl / ref - 1))
+            print(f"{cm.config.name:10s} {name:26s} ppl {ppl:8.3f} {100 * (ppl / ref - 1):+6.2f}% "
+                  f"vs float ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
