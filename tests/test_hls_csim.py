@@ -328,6 +328,10 @@ MISC_CASES = {
     "rope-dyn-rows": (dict(op="rope", groups=8, dyn_rows=1, b_stride=160), 16, 32),
     "quant-dyn-rows": (dict(op="quant", out_abuf=1, dyn_rows=1, groups=8, diffuse=1), 16, 64),
     "amax-dyn-rows": (dict(op="amax", dyn_rows=1, groups=8), 16, 64),
+    "quant-residual": (dict(op="quant", out_abuf=1, residual=1, a_stride=160, out_stride=80), 5, 64),
+    "quant-residual-dyn": (dict(op="quant", out_abuf=1, residual=1, dyn_k=1), 4, 20),
+    "quant-residual-given-max": (dict(op="quant", out_abuf=1, residual=1, given_max=1, groups=3,
+                                      b_stride=20), 5, 64),
 }
 
 
@@ -349,7 +353,7 @@ def test_misc(csim, tmp_path, name, schedule):
             a[1] = 40 + 0.5 * rng.standard_normal(a.shape[1])  # a mean that dwarfs the spread
         if fields["op"] == "relu":
             a[0, :4] = [0.0, -0.0, np.inf, -np.inf]
-        if name in ("quant", "quant-diffuse"):
+        if name in ("quant", "quant-diffuse", "quant-residual"):
             a[1] = 0
             a[2, :3] = [127, 0.5, -1.5]
         if name == "quant-diffuse-probabilities":     # softmax-like rows: many small values

@@ -78,6 +78,8 @@ def _legal_stripe(op, f):
         for one, other in isa.MISC_FLAG_CONFLICTS:     # and never two that exclude each other
             if f.get(one) and f.get(other):
                 f = dict(f, **{one: 0})
+        if f.get("residual") and f.get("rows", 0) > 1 and 0 < f.get("a_stride", 0) < 2 * f.get("k", 0):
+            f = dict(f, residual=0)           # the residual's rows must not overlap
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -115,7 +117,8 @@ def test_random_stream_round_trips(insns):
 # the operation a field is legal with (the others refuse it)
 FIELD_CONTEXT = {("MISC", "amax"): dict(op=isa.MISC_OPS.index("rmsnorm")),
                  ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant")),
-                 ("MISC", "diffuse"): dict(op=isa.MISC_OPS.index("quant"))}
+                 ("MISC", "diffuse"): dict(op=isa.MISC_OPS.index("quant")),
+                 ("MISC", "residual"): dict(op=isa.MISC_OPS.index("quant"))}
 
 
 @pytest.mark.parametrize("op, name", all_fields())
@@ -379,7 +382,16 @@ def test_generated_tables_describe_every_bit():
 
 
 @pytest.mark.parametrize("field, op", [("amax", "eadd"), ("amax", "quant"), ("given_max", "emul"),
-                                       ("diffuse", "softmax")])
+                                       ("diffuse", "softmax"), ("residual", "rmsnorm")])
 def test_quant_and_row_maxima_fields_only_with_their_operations(field, op):
     with pytest.raises(IllegalInstructionError, match=field):
         isa.encode(Instruction("MISC", op=isa.MISC_OPS.index(op), **{field: 1}))
+
+
+def test_a_quant_residual_needs_rows_that_do_not_overlap():
+    """The residual is written over a row by row: overlapping rows would read written ones."""
+    quant = dict(op=isa.MISC_OPS.index("quant"), out_abuf=1, residual=1, rows=4, k=64)
+    for ok in (dict(a_stride=0), dict(a_stride=128), dict(a_stride=64, rows=1)):
+        isa.encode(Instruction("MISC", **{**quant, **ok}))
+    with pytest.raises(IllegalInstructionError, match="must not overlap"):
+        isa.encode(Instruction("MISC", **quant, a_stride=126))

@@ -359,6 +359,27 @@ def test_diffused_quantisation_keeps_the_sum_of_small_values(x):
     np.testing.assert_array_equal(s2, scale)
 
 
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(F16, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+                  elements=FINITE_F16))
+def test_quant_residual_is_the_rounding_error_and_a_second_plane_is_fifteen_bits(x):
+    q, scale = U.quantize_rows(x)
+    rest = U.quant_residual(x, q, scale)
+    x32 = x.astype(F32)
+    for r in range(x.shape[0]):                     # the definition, one element at a time
+        for c in range(x.shape[1]):
+            back = F32(F32(q[r, c]) * scale[r])
+            assert rest[r, c].view(np.uint16) == F16(F32(x32[r, c] - back)).view(np.uint16)
+    q2, s2 = U.quantize_rows(rest)
+    two = q.astype(np.float64) * scale[:, None] + q2.astype(np.float64) * s2[:, None]
+    amax = np.abs(x32).max(axis=1, keepdims=True).astype(np.float64)
+    # one plane: half a step of amax/127; two: half a step of the residual's max (<= half a
+    # step of hi), plus the residual's FP16 rounding (2^-11 of it, or half a subnormal step)
+    # and FP32 products
+    assert (np.abs(two - x32) <= amax / 127 / 254 * (1 + 2 ** -9) + 2.0 ** -25
+            + amax * 2 ** -30).all()
+
+
 def test_diffused_quantisation_keeps_the_mass_of_small_probabilities():
     # one large probability and 400 small ones: rounding each loses them all (0.001 < half a
     # step of 0.6 / 127), diffusing them keeps their total to half a step

@@ -98,12 +98,21 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
         elements *= 2
         diffuse = bool(f.get("diffuse", 0))
 
+        given = None
         if f.get("given_max", 0):       # one pass: the row maxima are given
             n = max(1, groups)
             given = _array(g, f.get("b_addr", 0), rows, n, _F32,
                            f.get("b_stride", 0) or 4 * n, "quant row maxima")
             elements //= 2
+        if f.get("residual", 0):        # the rounding's residual, in place over a
 
+            def action():
+                x = a()
+                q, s = U.quantize_rows(x, None if given is None else given[sel].max(axis=1),
+                                       diffuse)
+                out[sel], out2[sel] = q, s
+                a.view[sel] = U.quant_residual(x, q, s)
+        elif given is not None:
             def action():
                 out[sel], out2[sel] = U.quantize_rows(a(), given[sel].max(axis=1), diffuse)
         else:

@@ -263,6 +263,13 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     return q.astype(np.int8), scale
 
 
+def quant_residual(a, q, scale):
+    """The MISC quant's `residual`: fp16(fp32(a) - fp32(q * scale)) per element (one FP32
+    rounding for the product, one for the difference, then FP16), the error of the row's codes
+    `q` at `scale` that a second quant turns into a two-plane activation's low plane."""
+    return (f32(a) - q.astype(F32) * np.asarray(scale, F32)[:, None]).astype(F16)
+
+
 def _diffused(t, q):
     """Codes with the small values diffused: where rint(t) == 0, run = the FP32 running sum (left
     to right, one rounding per add, as the MISC's adder) of those t, and the code is

@@ -166,6 +166,9 @@ _MISC = (
     ("dyn_rows", 1, "1: only the rows whose token (r mod `groups`) is below `len` are processed; "
                     "the other rows of every output (scales and maxima included) are not "
                     "written (prefill rows past the prompt); not with given_max"),
+    ("residual", 1, "quant: also overwrite a in gbuf (in place, rows `a_stride` apart) with the "
+                    "FP16 residual fp16(x - fp32(q * scale)) of each element, which a second quant"
+                    " makes the low plane of a two-plane activation; must be 0 otherwise"),
 )
 _SYS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
@@ -180,6 +183,7 @@ MISC_FLAG_OPS = {
              "only rmsnorm and emul write their row maxima (the amax op does by itself)"),
     "given_max": (("quant",), "only quant takes given row maxima"),
     "diffuse": (("quant",), "only quant rounds with error diffusion"),
+    "residual": (("quant",), "only quant writes the residual of its rounding"),
 }
 #: MISC flags that exclude each other: (flag, flag) -> the refusal's reason
 MISC_FLAG_CONFLICTS = {
@@ -401,6 +405,11 @@ def _check_semantics(op: str, f: dict) -> None:
         for (one, other), why in MISC_FLAG_CONFLICTS.items():
             if f.get(one) and f.get(other):
                 raise IllegalInstructionError(f"MISC {mop} with {one} and {other}: {why}")
+        k, stride = f.get("k", 0), f.get("a_stride", 0)
+        if f.get("residual") and f.get("rows", 0) > 1 and stride and stride < 2 * k:
+            raise IllegalInstructionError(
+                f"MISC quant with residual=1 writes each row of a in place: a's rows must not "
+                f"overlap (a_stride {stride} < 2 * k = {2 * k}); use a_stride 0 or >= 2 * k")
     if op == "MV" and f.get("m", 0) > MV_MAX_ROWS:
         raise IllegalInstructionError(f"MV handles at most {MV_MAX_ROWS} rows, got m={f['m']}; "
                                       f"use MM")
@@ -520,8 +529,8 @@ def disassemble_one(insn: Instruction) -> str:
                      f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")
     elif op == "MISC":
         mop = MISC_OPS[f("op", 0)] if f("op", 0) < len(MISC_OPS) else f"op{f('op', 0)}"
-        flags = [n for n in ("dyn_k", "dyn_rows", "causal", "out_abuf", "bcast_b", "b_f32")
-                 if f(n, 0)]
+        flags = [n for n in ("dyn_k", "dyn_rows", "causal", "out_abuf", "bcast_b", "b_f32",
+                             "amax", "given_max", "diffuse", "residual") if f(n, 0)]
         text = (f"MISC {mop:8s} out@{f('out_addr', 0):#x} a@{f('a_addr', 0):#x} "
                 f"b@{f('b_addr', 0):#x} rows={f('rows', 0)} k={f('k', 0)} g={f('groups', 0)}")
         if f("out2_addr", 0):

@@ -131,8 +131,10 @@ def outputs(op: str, f: dict) -> list:
     if op == "MISC":
         k, rows = g("k", 0), g("rows", 0)
         if g("out_abuf", 0):
+            res = [("gbuf", g("a_addr", 0), rows, 2 * k, g("a_stride", 0) or 2 * k)] \
+                if g("residual", 0) else []          # quant's residual, in place over a
             return [("abuf", g("out_addr", 0), rows, k, g("out_stride", 0) or k),
-                    ("abuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)]
+                    ("abuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)] + res
         maxima = [("gbuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)]
         if isa.MISC_OPS[g("op", 0)] == "amax":
             return maxima

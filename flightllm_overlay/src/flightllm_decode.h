@@ -91,6 +91,7 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.given_max = FLLM_GET(b, MISC, GIVEN_MAX);
     f.diffuse = FLLM_GET(b, MISC, DIFFUSE);
     f.dyn_rows = FLLM_GET(b, MISC, DYN_ROWS);
+    f.residual = FLLM_GET(b, MISC, RESIDUAL);
     return f;
 }
 

@@ -339,7 +339,7 @@ static constexpr unsigned FLLM_MV_M_GROUP_W = 8;
 // MISC: special-function unit: FP16 element-wise and two-phase row operations
 static constexpr unsigned FLLM_OPCODE_MISC = 0x5;
 static constexpr unsigned FLLM_MISC_UNIT = 4;
-static constexpr unsigned FLLM_MISC_BITS = 249;
+static constexpr unsigned FLLM_MISC_BITS = 250;
 static constexpr unsigned FLLM_MISC_WORDS = 8;
 static constexpr unsigned FLLM_MISC_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MISC_OPCODE_W = 4;
@@ -393,6 +393,8 @@ static constexpr unsigned FLLM_MISC_DIFFUSE_OFF = 247;
 static constexpr unsigned FLLM_MISC_DIFFUSE_W = 1;
 static constexpr unsigned FLLM_MISC_DYN_ROWS_OFF = 248;
 static constexpr unsigned FLLM_MISC_DYN_ROWS_W = 1;
+static constexpr unsigned FLLM_MISC_RESIDUAL_OFF = 249;
+static constexpr unsigned FLLM_MISC_RESIDUAL_W = 1;
 // SYS: barrier across cores, or end of stream
 static constexpr unsigned FLLM_OPCODE_SYS = 0xF;
 static constexpr unsigned FLLM_SYS_UNIT = 5;

@@ -76,6 +76,7 @@ struct MiscFields {
     unsigned amax, given_max;     // row maxima out (rmsnorm, emul) / in (quant)
     unsigned diffuse;             // quant: round the running sum (error diffusion)
     unsigned dyn_rows;            // only rows whose token (r mod groups) is below len
+    unsigned residual;            // quant: overwrite a with the FP16 residual of the rounding
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc

@@ -1,4 +1,4 @@
-// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant, amax (dyn_k, dyn_rows, causal with block-sparse patterns, groups, bcast_b, b_f32, row maxima out and in).
+// misc.cpp: the MISC (special function unit) kernel of one core: eadd, emul, softmax, layernorm, rmsnorm, silu, relu, rope, quant, amax (dyn_k, dyn_rows, causal with block-sparse patterns, groups, bcast_b, b_f32, row maxima out and in, quant's diffusion and residual).
 //
 // The kernel holds no buffer of the core: memctrl sends it a job (the instruction, P and L) on
 // `op`; misc checks the operands, reads the rows it needs by READ requests on `req` (the bytes come
@@ -379,8 +379,15 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                     if (q > FLLM_QMAX) q = FLLM_QMAX;
                     if (q < -FLLM_QMAX) q = -FLLM_QMAX;
                     staging[r * k + c] = (uint8_t)(int8_t)q;
+                    if (f.residual) {                    // x - q * scale: one FP32 rounding each, then FP16
+                        float back = (float)(int)q * scale;  // the code as an integer: no -0
+                        float rest = x[c] - back;
+                        fllm_st_u16(brow, 2 * c, fllm_f32_to_f16(rest));
+                    }
                 }
                 fllm_st_u32(staging, rows * k + 4 * r, fllm_f32_bits(scale));
+                // the residual over a's row r, which is read: a's rows do not overlap (isa.check)
+                if (f.residual) store(req, FLLM_BUF_GBUF, f.a_addr + r * a_stride, 2 * k, brow);
             }
         QUANT_WRITE:
             for (uint64_t r = 0; r < rows; r++) {
