@@ -18,6 +18,7 @@ from ..spec.isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .on_chip_decode import OnChipDecode
 from .placement import Placement
+from .recipe import WIDE_POINTS
 from .prefetch import hoist_weight_loads
 from .quantize import softmax_scale
 from .staged_prefill import StagedPrefill
@@ -30,6 +31,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
 
     split_reductions = True         # sfu_split also splits the quantisations' row maxima
     prefill_row_skip = True         # prefill MPE/MISC work skips the rows past the prompt
+    wide_points_supported = WIDE_POINTS   # linear inputs it can run as two INT8 planes
 
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
                  fused: bool = True):
@@ -38,6 +40,11 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             raise CompileError(f"step of {rows} rows x {ctx} context exceeds the placement "
                                f"({plan.t_max} x {plan.ctx})")
         self.p, self.T, self.C, self.all_logits = plan, rows, ctx, all_logits
+        unsupported = set(plan.wide_points) - set(self.wide_points_supported)
+        if unsupported:
+            raise CompileError(f"this model family's code generator cannot run "
+                               f"{sorted(unsupported)} as two INT8 planes; it can "
+                               f"{list(self.wide_points_supported) or 'none'}")
         self.plan_weight_slots(plan, ctx)
         self.staged = False
         try:
@@ -86,6 +93,42 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     def _quant(self, s, a_addr, rows, k, out, out2, a_stride=None, out_stride=None, **f):
         self._misc(s, "quant", a_addr=a_addr, rows=rows, k=k, out_addr=out, out2_addr=out2,
                    out_abuf=1, a_stride=a_stride or 2 * k, out_stride=out_stride or k, **f)
+
+    # -- two-plane activations (the compression's wide points) ----------------------------------
+    def planes(self, point: str) -> int:
+        """INT8 planes of a linear input: 2 at the model's wide points (hi, then the residual's
+        lo at its own scale), else 1."""
+        return 2 if point in self.p.wide_points else 1
+
+    def _act_quant(self, s, point, a_addr, rows, k, r0=0, total=None, a_stride=None,
+                   copy_core=None, **f):
+        """Rows [r0, r0 + rows) of a linear's input, `total` rows in all (default `rows`), at
+        a_addr quantised into HQ (row stride k) with their scales at HS.  A wide point's
+        residual plane follows the hi plane as rows [total + r0, ...): the hi quant writes the
+        residual over a (first copied to WS when other cores still read a: `copy_core`, the
+        executing core, makes the copy a local LD) and a second quant rounds it.  The MPE then
+        runs on 2 * total rows and `_plane_sum` adds the two outputs."""
+        total = rows if total is None else total
+        if self.planes(point) == 1:
+            return self._quant(s, a_addr, rows, k, self.HQ + r0 * k, self.HS + 4 * r0,
+                               a_stride=a_stride, **f)
+        stride = a_stride or 2 * k
+        if copy_core is not None:
+            s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=copy_core,
+                                 hbm_addr=a_addr, hbm_stride=stride, buf_addr=self.WS,
+                                 buf_stride=2 * k, rows=rows, row_bytes=2 * k))
+            a_addr, stride = self.WS, 2 * k
+        self._quant(s, a_addr, rows, k, self.HQ + r0 * k, self.HS + 4 * r0, a_stride=stride,
+                    residual=1, **f)
+        self._quant(s, a_addr, rows, k, self.HQ + (total + r0) * k, self.HS + 4 * (total + r0),
+                    a_stride=stride)
+
+    def _plane_sum(self, s, out, rows, cols, stride):
+        """A wide linear's output: rows [0, rows) (the hi plane's) += rows [rows, 2 rows) (the
+        residual plane's), `cols` FP16 columns from `out`, rows `stride` bytes apart."""
+        if cols:
+            self._misc(s, "eadd", a_addr=out, b_addr=out + rows * stride, out_addr=out,
+                       rows=rows, k=cols, a_stride=stride, b_stride=stride, out_stride=stride)
 
     def _mpe(self, s, m, **f):
         op = "MV" if m <= isa.MV_MAX_ROWS else "MM"
@@ -205,10 +248,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._attention(s, cp, li, tiles["wqkv"])
         s.append(barrier)
         self._exchange(s, cp, self.ATT, hd * 2, self.q_ranges)
-        self._quant(s, self.ATT, T, hd, self.HQ, self.HS,
-                    **self._gather_maxima(s, cp, self.AMXA, self._head_maxima()))
-        self._linear(s, tiles["wo"], self.HQ, hd, T,
-                     [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
+        self._act_quant(s, "attn_out", self.ATT, T, hd, copy_core=cp.index,
+                        **self._gather_maxima(s, cp, self.AMXA, self._head_maxima()))
+        self._wide_o_linear(s, cp, "attn_out", tiles["wo"], hd)
         self._residual_add(s, cp, barrier)
         # feed-forward block
         self._norm_quant(s, self.NORM + 2 * dim)
@@ -240,11 +282,19 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             swiglu(s, 2 * fc)
         s.append(barrier)
         self._exchange(s, cp, self.FF, a.hidden_dim * 2, self.f_ranges)
-        self._quant(s, self.FF, T, a.hidden_dim, self.HQ, self.HS,
-                    **self._gather_maxima(s, cp, self.AMXF, maxima))
-        self._linear(s, tiles["w_down"], self.HQ, a.hidden_dim, T,
-                     [(0, cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0], 2 * dim)])
+        self._act_quant(s, "ffn_mid", self.FF, T, a.hidden_dim, copy_core=cp.index,
+                        **self._gather_maxima(s, cp, self.AMXF, maxima))
+        self._wide_o_linear(s, cp, "ffn_mid", tiles["w_down"], a.hidden_dim)
         self._residual_add(s, cp, barrier)
+
+    def _wide_o_linear(self, s, cp, point, tiles, k):
+        """o_proj or down_proj on HQ (k columns; two planes at a wide point) into this core's
+        columns of O, the planes' outputs added."""
+        dim, T, n = self.a.dim, self.T, self.planes(point)
+        oc, out = cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0]
+        self._linear(s, tiles, self.HQ, k, n * T, [(0, oc, out, 2 * dim)])
+        if n == 2:
+            self._plane_sum(s, out, T, oc, 2 * dim)
 
     # -- split reductions (sfu_split, decode): partial row maxima, one-pass quantisation ----------
     def _norm_quant(self, s, gain):
@@ -447,22 +497,25 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             self._ld(s, cp.scratch, "gbuf", self.X, 1, dim * 2, hbm_stride=dim * 2, dyn="last")
             rows = 1
         self._final_norm(s, cp, rows)
-        self._quant(s, self.H, rows, dim, self.HQ, self.HS)
+        self._act_quant(s, "head_in", self.H, rows, dim)
         self._lm_head(s, cp, rows, self.LG)
 
     def _lm_head(self, s, cp, rows, lg):
-        """Logits of `rows` quantised rows at HQ, column block by column block through `lg`."""
-        dim = self.a.dim
+        """Logits of `rows` quantised rows at HQ (two planes of them if the LM head's input is
+        wide), column block by column block through `lg`."""
+        dim, n = self.a.dim, self.planes("head_in")
         vc = cp.vocab_rows[1] - cp.vocab_rows[0]
-        cols_max = self.r1_bytes // (2 * rows) // 16 * 16
+        cols_max = self.r1_bytes // (2 * n * rows) // 16 * 16
         for tile in cp.lm_head:
             half = self._next_half()
             self._load_tile(s, tile, half)
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
-                self._mpe(s, rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS, a_stride=dim,
-                          out_addr=lg, out_stride=2 * cols,
+                self._mpe(s, n * rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS,
+                          a_stride=dim, out_addr=lg, out_stride=2 * cols,
                           **self._tile_operand(tile, half, c0, c0 + cols))
+                if n == 2:
+                    self._plane_sum(s, lg, rows, cols, 2 * cols)
                 self._st(s, cp.logits, "gbuf", lg, rows, 2 * cols, hbm_stride=2 * vc,
                          dyn="step" if rows > 1 else "static", extra=2 * (tile.row0 + c0))
 

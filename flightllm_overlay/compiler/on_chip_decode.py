@@ -79,7 +79,14 @@ class OnChipDecode:
         self.X = g.alloc(T * dim * 2, "residual")
         self.H = g.alloc(T * dim * 2, "normed input")
         self.ATT = g.alloc(T * hd * 2, "attention output")
-        self.O = g.alloc(T * dim * 2, "o_proj / down_proj output")
+        wide = set(plan.wide_points)
+        o_planes = 2 if wide & {"attn_out", "ffn_mid"} else 1
+        self.O = g.alloc(o_planes * T * dim * 2, "o_proj / down_proj output (and its second "
+                         "plane's)" if o_planes == 2 else "o_proj / down_proj output")
+        # a copy of the attention output / FFN hidden state to quantise with its residual (the
+        # other cores still read the original)
+        ws = max([hd] * ("attn_out" in wide) + [a.hidden_dim] * ("ffn_mid" in wide), default=0)
+        self.WS = g.alloc(T * ws * 2, "two-plane quantisation's copy") if ws else 0
         r2 = max(2 * nk * T * self.d * 2 + nq * T * self.d * 2, 2 * T * ffn_c * 2)
         self.R2 = g.alloc(r2, "q/k/v or gate/up")
         self.Q = self.R2                        # then K, then V: per core (its head counts)
@@ -89,7 +96,7 @@ class OnChipDecode:
         self.att_rows = plan.group if T == 1 else T
         # (decode also sizes it for whole lm_head tiles, so that small buckets do not cut the
         # logits into many small pieces)
-        lm_cols = plan.tile_rows(a.dim) if T == 1 else 0
+        lm_cols = plan.tile_rows(a.dim) * (2 if "head_in" in wide else 1) if T == 1 else 0
         # (schedule option sfu_split: two score buffers, so that heads alternate between them)
         self.split = T == 1 and plan.schedule.sfu_split
         n_s = 2 if self.split else 1
@@ -110,8 +117,9 @@ class OnChipDecode:
         self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
         ab = _Arena("activation buffer", t.buffer("abuf").bytes)
         kmax = max(dim, hd, a.hidden_dim)
-        self.HQ = ab.alloc(T * kmax, "quantised activations")
-        self.HS = ab.alloc(4 * T, "activation scales")
+        n = 2 if wide else 1                    # planes of the wide linear inputs
+        self.HQ = ab.alloc(n * T * kmax, "quantised activations")
+        self.HS = ab.alloc(n * 4 * T, "activation scales")
         self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
         self.PQ = ab.alloc(n_s * self.att_rows * ctx, "quantised probabilities")

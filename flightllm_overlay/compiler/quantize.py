@@ -39,6 +39,8 @@ class QuantizedModel:
     smoothing: dict = field(default_factory=dict)   # description of what was calibrated
     attn_pattern: list | None = None   # per layer, per query head: (sink, window) in 64-token
                                        # blocks for prefill attention (window 0: dense)
+    wide_points: tuple = ()            # linear inputs quantised as two INT8 planes (hi and the
+                                       # residual's lo): some of "attn_out", "ffn_mid", "head_in"
 
 
 def quantize_linear(w: np.ndarray, weight_bits: int):
@@ -73,7 +75,8 @@ def quantize_model(ckpt, calibration_tokens=None, alpha: float = 0.5,
 
 def quantized_from_compressed(cm) -> QuantizedModel:
     """A `compress.CompressedModel` as the compiler's input: its packed weights and smoothed
-    norms as they are, an INT8 LM head, and its block-sparse attention pattern if it has one."""
+    norms as they are, an INT8 LM head, its block-sparse attention pattern if it has one, and the
+    linear inputs its config runs as two INT8 planes."""
     layers = [{**{k: (pw, None) for k, pw in layer.items()},
                "attn_norm": np.asarray(an).astype(np.float16),
                "ffn_norm": np.asarray(fn).astype(np.float16)}
@@ -83,7 +86,8 @@ def quantized_from_compressed(cm) -> QuantizedModel:
                           lm_head=quantize_weight(np.asarray(head, np.float32)),
                           embedding=np.asarray(cm.embed).astype(np.float16),
                           smoothing={"compressed": cm.config.name},
-                          attn_pattern=cm.info.get("attn_pattern"))
+                          attn_pattern=cm.info.get("attn_pattern"),
+                          wide_points=tuple(cm.config.wide_points))
 
 
 def rope_table(args, length: int) -> np.ndarray:

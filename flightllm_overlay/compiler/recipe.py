@@ -32,6 +32,8 @@ MAX_WEIGHTS_PER_LAYER = 32
 MAX_SLOTS = 1024
 MAX_BLOCKS = 63                  # blk_sink and blk_win are 6-bit ISA fields
 KEYS = {"weight_slots", "schedule", "fused", "weights", "lm_head", "attn_pattern"}
+OPTIONAL_KEYS = {"wide_points"}     # absent in files written before two-plane activations
+WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")   # the linear inputs a program may run wide
 
 
 @dataclass
@@ -97,6 +99,7 @@ class PlacementRecipe:
     layers: list                      # per layer: {weight name: WeightFormat}
     lm_head: WeightFormat
     attn_pattern: list | None = None  # per layer, per query head: (sink, window) in blocks
+    wide_points: tuple = ()           # linear inputs run as two INT8 planes
 
     @classmethod
     def of(cls, qm, weight_slots: int, schedule: ScheduleOptions, fused: bool):
@@ -106,7 +109,7 @@ class PlacementRecipe:
         pattern = [[(int(s), int(w)) for s, w in heads] for heads in qm.attn_pattern] \
             if qm.attn_pattern else None
         return cls(int(weight_slots), schedule, bool(fused), layers,
-                   WeightFormat.of(qm.lm_head[0]), pattern)
+                   WeightFormat.of(qm.lm_head[0]), pattern, tuple(qm.wide_points))
 
     def _formats(self):
         for i, layer in enumerate(self.layers):
@@ -120,7 +123,8 @@ class PlacementRecipe:
                 "fused": self.fused, "lm_head": self.lm_head.text,
                 "weights": [{k: f.text for k, f in layer.items()} for layer in self.layers],
                 "attn_pattern": None if self.attn_pattern is None else
-                [[list(p) for p in heads] for heads in self.attn_pattern]}
+                [[list(p) for p in heads] for heads in self.attn_pattern],
+                "wide_points": list(self.wide_points)}
 
     def tensors(self) -> dict:
         """{tensor name: flat uint8 codes} of the sparse weights."""
@@ -137,7 +141,8 @@ class PlacementRecipe:
         pattern = section["attn_pattern"]
         return cls(section["weight_slots"], ScheduleOptions(**section["schedule"]),
                    section["fused"], layers, fmt(section["lm_head"], code_tensor(None, "lm_head")),
-                   None if pattern is None else [[tuple(p) for p in heads] for heads in pattern])
+                   None if pattern is None else [[tuple(p) for p in heads] for heads in pattern],
+                   tuple(section.get("wide_points", ())))
 
     def model(self, base):
         """`base`, the family's shape-only model of the program's shape, with each weight in
@@ -159,15 +164,20 @@ class PlacementRecipe:
             layers.append(layer)
         head = self.lm_head.shape_weight(*base.lm_head[0].shape, where="lm_head")
         return dataclasses.replace(base, layers=layers, lm_head=(head, head),
-                                   attn_pattern=self.attn_pattern)
+                                   attn_pattern=self.attn_pattern, wide_points=self.wide_points)
 
 
 def check_section(c, h: dict) -> None:
     """Check the header's ``placement`` section with program_file's field checker `c`."""
     model, where = h["model"], "placement."
     p = c.obj(h, "placement", "")
-    if set(p) != KEYS:
-        raise c.fail(f"placement must hold exactly {sorted(KEYS)}")
+    if not KEYS <= set(p) <= KEYS | OPTIONAL_KEYS:
+        raise c.fail(f"placement must hold exactly {sorted(KEYS)} (and optionally "
+                     f"{sorted(OPTIONAL_KEYS)})")
+    wide = p.get("wide_points", [])
+    if not (isinstance(wide, list) and all(isinstance(w, str) and w in WIDE_POINTS for w in wide)
+            and len(set(wide)) == len(wide)):
+        raise c.fail(f"placement.wide_points must list distinct names of {list(WIDE_POINTS)}")
     c.int(p, "weight_slots", 2, MAX_SLOTS, where)
     c.bool(p, "fused", where)
     schedule = c.obj(p, "schedule", where)

@@ -86,6 +86,8 @@ class StagedPrefill:
         nk = max(len(c.kv_heads) for c in cores)
         oc = max(c.o_rows[1] - c.o_rows[0] for c in cores)
         fc = max(c.ffn_rows[1] - c.ffn_rows[0] for c in cores)
+        wide = set(plan.wide_points)
+        o1, o2 = (2 if p in wide else 1 for p in ("attn_out", "ffn_mid"))   # output planes
         g = _Lifetimes("global buffer", t.buffer("gbuf").bytes)
         g.add("RT", T * d * 2, ALL)
         g.add("NORM", 2 * dim * 2, ALL)
@@ -96,20 +98,22 @@ class StagedPrefill:
         g.add("S", T * C * 2, {ATTN})
         g.add("ATT", T * nq * d * 2, {ATTN, G_ATT, OPROJ})     # read by the others until B2
         g.add("GB_ATT", rb * hd * 2, {G_ATT})
-        g.add("O1", T * oc * 2, {OPROJ, RES1})                 # read by the others until B2b
+        g.add("O1", o1 * T * oc * 2, {OPROJ, RES1})                 # read by the others until B2b
         g.add("GB_O1", rb * dim * 2, {RES1})
         g.add("GATE", T * fc * 2, {FFN, ACT, G_FF, DOWN})       # the FFN hidden slice: until B4
         g.add("UP", T * fc * 2, {FFN, ACT})
         g.add("GB_FF", rb * hid * 2, {G_FF})
-        g.add("O2", T * oc * 2, {DOWN, RES2, N0, QKV, ATTN, HEAD})    # until the next B1
+        g.add("O2", o2 * T * oc * 2, {DOWN, RES2, N0, QKV, ATTN, HEAD})    # until the next B1
         g.add("GB_O2", rb * dim * 2, {RES2})
-        self.lg_bytes = T * lg_cols * 2 if self.all_logits else lg_cols * 2
+        self.lg_bytes = (T * lg_cols * 2 if self.all_logits else lg_cols * 2) * (
+            2 if "head_in" in wide else 1)
         g.add("LG", self.lg_bytes, {HEAD})
         at = g.place()
         ab = _Lifetimes("activation buffer", t.buffer("abuf").bytes)
         uses = {N0, QKV, G_ATT, OPROJ, RES1, FFN, G_FF, DOWN, HEAD}
-        ab.add("HQ", T * max(dim, hd, hid), uses)
-        ab.add("HS", 4 * T, uses)
+        n = 2 if wide else 1                    # planes of the wide linear inputs
+        ab.add("HQ", n * T * max(dim, hd, hid), uses)
+        ab.add("HS", n * 4 * T, uses)
         ab.add("QQ", (nq + 2 * nk) * T * d, {QKV, ATTN})
         ab.add("QS", 4 * (nq + 2 * nk) * T, {QKV, ATTN})
         ab.add("PQ", T * C, {ATTN})
@@ -133,13 +137,14 @@ class StagedPrefill:
     def _blocks(self):
         return [(r0, min(r0 + self.rb, self.T)) for r0 in range(0, self.T, self.rb)]
 
-    def _rows_norm_quant(self, s, gain, x_addr, r0, r1):
-        """RMSNorm of rows [r0, r1) at x_addr (one block) into HB, quantised into HQ rows."""
+    def _rows_norm_quant(self, s, gain, x_addr, r0, r1, point="attn_in", total=None):
+        """RMSNorm of rows [r0, r1) at x_addr (one block) into HB, quantised into HQ rows (of
+        `total`, default T, for a wide `point`'s second plane)."""
         dim, n = self.a.dim, r1 - r0
         self._misc(s, "rmsnorm", a_addr=x_addr, b_addr=gain, out_addr=self.HB, rows=n, k=dim,
                    a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
                    imm=f32_bits(self.a.norm_eps))
-        self._quant(s, self.HB, n, dim, self.HQ + r0 * dim, self.HS + 4 * r0)
+        self._act_quant(s, point, self.HB, n, dim, r0=r0, total=self.T if total is None else total)
 
     def _load_x(self, s, r0, r1):
         dim = self.a.dim
@@ -156,12 +161,13 @@ class StagedPrefill:
                                  hbm_addr=src + r0 * w, hbm_stride=w, buf_addr=gb + 2 * c0,
                                  rows=r1 - r0, row_bytes=w, buf_stride=2 * k))
 
-    def _gather_quant(self, s, gb, src, ranges, k):
+    def _gather_quant(self, s, point, gb, src, ranges, k):
         """Whole rows of a sliced (T, k) FP16 array gathered block by block and quantised into
-        HQ (row stride k) with their scales at HS."""
+        HQ (row stride k) with their scales at HS (two planes at a wide `point`: the block is
+        this core's own, so the residual overwrites it in place)."""
         for r0, r1 in self._blocks():
             self._gather(s, gb, src, ranges, k, r0, r1)
-            self._quant(s, gb, r1 - r0, k, self.HQ + r0 * k, self.HS + 4 * r0)
+            self._act_quant(s, point, gb, r1 - r0, k, r0=r0, total=self.T)
 
     def _residual(self, s, cp, gb, src, gain=None):
         """X += the o_proj/down_proj output gathered from every core, block by block, stored
@@ -174,7 +180,7 @@ class StagedPrefill:
                        k=dim, a_stride=2 * dim, b_stride=2 * dim, out_stride=2 * dim)
             self._st(s, cp.scratch, "gbuf", self.XB, r1 - r0, dim * 2, extra=r0 * dim * 2)
             if gain is not None:
-                self._rows_norm_quant(s, gain, self.XB, r0, r1)
+                self._rows_norm_quant(s, gain, self.XB, r0, r1, "ffn_in")
         self.x_src = cp.scratch
 
     def _staged_layer(self, s, cp, li, tiles):
@@ -189,9 +195,12 @@ class StagedPrefill:
         self._attention(s, cp, li, tiles["wqkv"])                       # QKV, ATTN
         s.append(self._barrier())                                       # B1
         att_ranges = [(i, (c0, c1)) for i, (c0, c1) in self.q_ranges]
-        self._gather_quant(s, self.GB_ATT, self.ATT, att_ranges, hd)    # G_ATT
+        self._gather_quant(s, "attn_out", self.GB_ATT, self.ATT, att_ranges, hd)  # G_ATT
         oc = cp.o_rows[1] - cp.o_rows[0]
-        self._linear(s, tiles["wo"], self.HQ, hd, T, [(0, oc, self.O1, 2 * oc)])    # OPROJ
+        n = self.planes("attn_out")
+        self._linear(s, tiles["wo"], self.HQ, hd, n * T, [(0, oc, self.O1, 2 * oc)])  # OPROJ
+        if n == 2:
+            self._plane_sum(s, self.O1, T, oc, 2 * oc)
         s.append(self._barrier())                                       # B2
         self._residual(s, cp, self.GB_O1, self.O1, gain=self.NORM + 2 * dim)         # RES1
         s.append(self._barrier())                                       # B2b: O1 read by all
@@ -204,8 +213,11 @@ class StagedPrefill:
             self._misc(s, "emul", a_addr=self.GATE, b_addr=self.UP, out_addr=self.GATE, rows=T,
                        k=fc, a_stride=2 * fc, b_stride=2 * fc, out_stride=2 * fc)
         s.append(self._barrier())                                       # B3
-        self._gather_quant(s, self.GB_FF, self.GATE, self.f_ranges, hid)             # G_FF
-        self._linear(s, tiles["w_down"], self.HQ, hid, T, [(0, oc, self.O2, 2 * oc)])  # DOWN
+        self._gather_quant(s, "ffn_mid", self.GB_FF, self.GATE, self.f_ranges, hid)  # G_FF
+        n = self.planes("ffn_mid")
+        self._linear(s, tiles["w_down"], self.HQ, hid, n * T, [(0, oc, self.O2, 2 * oc)])  # DOWN
+        if n == 2:
+            self._plane_sum(s, self.O2, T, oc, 2 * oc)
         s.append(self._barrier())                                       # B4
         self._residual(s, cp, self.GB_O2, self.O2)                                   # RES2
 
@@ -217,10 +229,10 @@ class StagedPrefill:
         if self.all_logits:
             for r0, r1 in self._blocks():
                 self._load_x(s, r0, r1)
-                self._rows_norm_quant(s, self.NORM, self.XB, r0, r1)
+                self._rows_norm_quant(s, self.NORM, self.XB, r0, r1, "head_in")
             rows = self.T
         else:
             self._ld(s, self.x_src, "gbuf", self.XB, 1, dim * 2, hbm_stride=dim * 2, dyn="last")
-            self._rows_norm_quant(s, self.NORM, self.XB, 0, 1)
+            self._rows_norm_quant(s, self.NORM, self.XB, 0, 1, "head_in", total=1)
             rows = 1
         self._lm_head(s, cp, rows, self.LG)

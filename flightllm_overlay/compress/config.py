@@ -6,6 +6,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..errors import CompileError
 from .prune import CRITERIA, check_density
 
+#: The linear inputs the compiler can run as two INT8 planes (hi and the residual's lo, the MISC
+#: quant's `residual`): o_proj's, down_proj's and the LM head's (compiler/recipe.py holds the
+#: same tuple; tests/test_wide_points.py holds them equal).  The emulation can widen more
+#: (`emulate.WIDE_POINTS`).
+WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")
+
 
 @dataclass(frozen=True)
 class CompressionConfig:
@@ -31,7 +37,10 @@ class CompressionConfig:
     and k_proj: 'attention' (their effect on the attention distributions, `compress.qkscore`),
     or None for `criterion`'s.  keep_grid: where a weight already sits on a low-bit group grid
     (GGUF Q4_0/Q4_1/K-quants) and its format is chosen, keep the source's codes (`compress.grid`)
-    when that gives the smaller calibrated output error.
+    when that gives the smaller calibrated output error.  wide_points: the linear inputs of
+    `WIDE_POINTS` whose activations the device quantises as two INT8 planes (hi, then the
+    residual's lo at its own scale; about 15 bits; decode reads the weights once for both, the
+    prefill MPE does that linear twice; docs/compression.md).
     """
 
     name: str = "custom"
@@ -51,6 +60,7 @@ class CompressionConfig:
     attn_mass: float | None = None
     qk_criterion: str | None = None
     keep_grid: bool = True
+    wide_points: tuple = ()
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -70,6 +80,11 @@ class CompressionConfig:
                                f"{self.attn_mass}")
         if self.calib_tokens < 16:
             raise CompileError(f"calib_tokens={self.calib_tokens} is too few; use a few hundred")
+        wide = tuple(self.wide_points)
+        if set(wide) - set(WIDE_POINTS) or len(set(wide)) != len(wide):
+            raise CompileError(f"wide_points must be distinct names of {WIDE_POINTS}, got "
+                               f"{wide}")
+        object.__setattr__(self, "wide_points", tuple(p for p in WIDE_POINTS if p in wide))
         object.__setattr__(self, "bit_choices", tuple(int(b) for b in self.bit_choices))
         object.__setattr__(self, "group_choices", tuple(int(g) for g in self.group_choices))
 
@@ -84,6 +99,7 @@ class CompressionConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bit_choices"], d["group_choices"] = list(self.bit_choices), list(self.group_choices)
+        d["wide_points"] = list(self.wide_points)
         return d
 
     @classmethod
