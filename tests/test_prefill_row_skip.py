@@ -26,16 +26,19 @@ def _row_skip(on: bool):
         StepCodegen.prefill_row_skip = saved
 
 
-@pytest.fixture(scope="module", params=["llama", "opt", "compressed", "all-options"])
+@pytest.fixture(scope="module", params=["llama", "opt", "compressed", "wide", "all-options"])
 def programs(request, tiny_ckpt, tiny_opt_ckpt):
     """The same model compiled with and without the row skip: W8A8 LLaMA, W8A8 OPT, a
-    compressed LLaMA (N:16 sparse and low-bit weights, block-sparse prefill attention), and
-    the LLaMA with every schedule option."""
-    if request.param == "compressed":
+    compressed LLaMA (N:16 sparse and low-bit weights, block-sparse prefill attention), the
+    same with two-plane activations at every wide point, and the LLaMA with every schedule
+    option."""
+    if request.param in ("compressed", "wide"):
         from flightllm_overlay.compiler import compile_compressed
         from flightllm_overlay.compress import CompressionConfig, compress
         tokens = np.random.default_rng(3).integers(3, 300, 512).tolist()
         cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=512, attn_mass=0.9)
+        if request.param == "wide":
+            cfg = cfg.but(wide_points=("attn_out", "ffn_mid", "head_in"))
         cm = compress(tiny_ckpt, tokens, cfg, progress=False)
         build = lambda: compile_compressed(cm, ctx=CTX)          # noqa: E731
     else:
