@@ -6,7 +6,9 @@
 Each checkpoint (`compression_quality.py --save` wrote them) runs in the float emulation of the
 device (`compress.Emulator`, every INT8 point quantised) with no wide point, then with down's
 input (`ffn_mid`), the LM head's input (`head_in`), both, and every linear's input
-(`emulate.WIDE_POINTS`) as two INT8 planes; the float reference and the weights alone
+(`emulate.WIDE_POINTS`) as two INT8 planes, and the ones the device can run wide
+(`config.WIDE_POINTS`: o_proj's, down_proj's and the LM head's inputs); the float reference
+and the weights alone
 (no activation quantisation) are the bounds.  Slow (about 20 s per row on 2 cores).
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import CompressedModel, Emulator  # noqa: E402
+from flightllm_overlay.compress.config import WIDE_POINTS as DEVICE_WIDE  # noqa: E402
 from flightllm_overlay.compress.emulate import WIDE_POINTS, perplexity, reference_runner  # noqa: E402
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
@@ -29,7 +32,9 @@ ROWS = (("weights only", False, ()),
         ("INT8 everywhere", True, ()),
         ("wide ffn_mid", True, ("ffn_mid",)),
         ("wide head_in", True, ("head_in",)),
+        ("wide attn_out", True, ("attn_out",)),
         ("wide ffn_mid + head_in", True, ("ffn_mid", "head_in")),
+        ("wide attn_out + ffn_mid + head_in", True, DEVICE_WIDE),
         ("wide every linear input", True, WIDE_POINTS))
 
 
@@ -41,11 +46,13 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--rows", nargs="*", default=None, help="row names to run (default all)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-float", action="store_true", help="skip the float reference (its "
+                    "perplexity then reads as 1)")
     args = ap.parse_args(argv)
     ckpt = load_checkpoint(args.model)
     ids = ckpt.tokenizer.encode(text("eval"))[:args.tokens]
     t0 = time.perf_counter()
-    ref = perplexity(reference_runner(ckpt), ids, args.window)
+    ref = 1.0 if args.no_float else perplexity(reference_runner(ckpt), ids, args.window)
     print(f"float {ref:.3f} on {len(ids)} tokens ({args.window}-token windows) "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     out = dict(command=" ".join(sys.argv), tokens=len(ids), window=args.window, float=ref,

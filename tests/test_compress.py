@@ -194,6 +194,13 @@ def test_two_plane_activations_are_fifteen_bits_and_move_the_model_toward_float(
     assert err(act_quant=WIDE_POINTS, wide=WIDE_POINTS) < 0.02 * err(act_quant=WIDE_POINTS)
     with pytest.raises(ValueError, match="cannot be wide"):
         Emulator(tiny_compressed, wide=["p"])
+    # by default the emulation widens what the model's config does (what its program runs)
+    import dataclasses
+    cm = dataclasses.replace(tiny_compressed, config=tiny_compressed.config.but(
+        wide_points=("ffn_mid", "head_in")))
+    np.testing.assert_array_equal(Emulator(cm)(ids), Emulator(tiny_compressed,
+                                                            wide=("ffn_mid", "head_in"))(ids))
+    assert not np.array_equal(Emulator(cm)(ids), Emulator(tiny_compressed)(ids))
 
 
 def test_emulated_probabilities_keep_their_mass(tiny_compressed):

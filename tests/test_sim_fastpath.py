@@ -40,7 +40,8 @@ def opt_program(tmp_path_factory):
 def compressed_program(tiny_ckpt):
     from flightllm_overlay.compress import CompressionConfig, compress
     tokens = np.random.default_rng(3).integers(3, 300, 256).tolist()
-    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=256, attn_mass=0.9)
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=256, attn_mass=0.9,
+                                            wide_points=("attn_out", "ffn_mid", "head_in"))
     return compile_compressed(compress(tiny_ckpt, tokens, cfg, progress=False), ctx=256)
 
 
@@ -87,7 +88,7 @@ def _kinds(program):
                         kinds.add((op, "dyn"))
                 elif op == "MISC":
                     kinds.add((op, isa.MISC_OPS[f["op"]]))
-                    for flag in ("amax", "given_max", "diffuse"):
+                    for flag in ("amax", "given_max", "diffuse", "residual"):
                         if f.get(flag, 0):
                             kinds.add((op, flag))
                 else:
@@ -125,7 +126,7 @@ def test_the_programs_compared_cover_every_instruction_kind(tiny_program, opt_pr
             ("MM", "dyn"), ("LD", "static"), ("LD", "at_pos"), ("LD", "history"),
             ("LD", "remote"), ("LD", "wfmt"), ("LD", "stripe"), ("ST", "at_pos"),
             ("SYS", "barrier"), ("SYS", "end"), ("MISC", "amax"), ("MISC", "given_max"),
-            ("MISC", "diffuse")} | \
+            ("MISC", "diffuse"), ("MISC", "residual")} | \
         {("MISC", op) for op in isa.MISC_OPS}
     assert want - kinds == set()
 

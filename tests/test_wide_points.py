@@ -125,3 +125,15 @@ def test_wide_points_with_split_reductions(models, sim_overlay):
     split = _run(sim_overlay, compile_compressed(cmw, ctx=256, all_logits=True, schedule="all",
                                                  weight_slots=512))
     np.testing.assert_allclose(split[1], plain[1], atol=0.02 * np.abs(plain[1]).max())
+
+
+def test_a_program_file_keeps_its_wide_points(models, tmp_path):
+    """A loaded program compiles its other length buckets from the placement recipe: the
+    recipe must carry the wide points."""
+    from flightllm_overlay.compiler.program import Program
+    _, cmw = models
+    program = compile_compressed(cmw, ctx=256)
+    back = Program.load(program.save(tmp_path / "wide.fllm"))
+    assert back.recipe.wide_points == WIDE
+    from flightllm_overlay.compiler.buckets import builder_of
+    assert builder_of(back) is not None    # the replay gives the file's own streams exactly

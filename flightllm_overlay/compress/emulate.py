@@ -72,14 +72,17 @@ class Emulator:
 
     act_quant: True (every point of `POINTS`, as the device), False (none: the weights alone), or
     the names of the points to quantise (to measure what each costs).  wide: the points of
-    `WIDE_POINTS` among them quantised as two INT8 planes (`two_plane_quant`) instead of one."""
+    `WIDE_POINTS` among them quantised as two INT8 planes (`two_plane_quant`) instead of one;
+    None (default): the model's own (`cm.config.wide_points`, what its compiled program does)."""
 
-    def __init__(self, cm, act_quant=True, wide=()):
+    def __init__(self, cm, act_quant=True, wide=None):
         self.args = cm.args
         self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
         if self.points - set(POINTS):
             raise ValueError(f"unknown quantisation points {sorted(self.points - set(POINTS))}; "
                              f"choose from {POINTS}")
+        if wide is None:
+            wide = getattr(cm.config, "wide_points", ())
         self.wide = set(WIDE_POINTS if wide is True else () if wide is False else wide)
         if self.wide - set(WIDE_POINTS):
             raise ValueError(f"points {sorted(self.wide - set(WIDE_POINTS))} cannot be wide; "
