@@ -78,7 +78,8 @@ def _legal_stripe(op, f):
         for one, other in isa.MISC_FLAG_CONFLICTS:     # and never two that exclude each other
             if f.get(one) and f.get(other):
                 f = dict(f, **{one: 0})
-        if f.get("residual") and f.get("rows", 0) > 1 and 0 < f.get("a_stride", 0) < 2 * f.get("k", 0):
+        if f.get("residual") and f.get("rows", 0) > 1 and \
+                0 < f.get("a_stride", 0) < 2 * f.get("k", 0):
             f = dict(f, residual=0)           # the residual's rows must not overlap
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
