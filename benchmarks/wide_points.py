@@ -1,7 +1,7 @@
 """What two-plane (hi + residual lo) INT8 activations at the worst points buy a compressed model: emulated perplexity per set of wide points.
 
     PYTHONPATH=. python benchmarks/wide_points.py --load CKPT [CKPT ...] [--tokens 2048]
-        [--window 512] [--json FILE]
+        [--window 512] [--rows NAME ...] [--device] [--no-float] [--json FILE]
 
 Each checkpoint (`compression_quality.py --save` wrote them) runs in the float emulation of the
 device (`compress.Emulator`, every INT8 point quantised) with no wide point, then with down's
@@ -10,10 +10,17 @@ input (`ffn_mid`), the LM head's input (`head_in`), both, and every linear's inp
 (`config.WIDE_POINTS`: o_proj's, down_proj's and the LM head's inputs); the float reference
 and the weights alone
 (no activation quantisation) are the bounds.  Slow (about 20 s per row on 2 cores).
+
+With --device each row whose wide points the compiler can run (`config.WIDE_POINTS`, every
+other point INT8) is also compiled (`compile_compressed`, every logit row, context 512) and run
+on the simulated U280: its perplexity there (`runtime.perplexity.perplexity_device`), and the
+timing model's cycles of one 128-row prefill launch and of one decode step at position 128.
+About 1 to 3 minutes per row for 2,048 to 4,096 tokens.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -38,6 +45,25 @@ ROWS = (("weights only", False, ()),
         ("wide every linear input", True, WIDE_POINTS))
 
 
+def on_device(cm, ids, window: int) -> dict:
+    """Perplexity of `cm` compiled and run on the simulated U280, and the timing model's cycles
+    of a 128-row prefill launch (every logit row) and a decode step at position 128."""
+    from flightllm_overlay.compiler import compile_compressed
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.runtime import Session
+    from flightllm_overlay.runtime.perplexity import perplexity_device
+    from flightllm_overlay.sim.device import SimulatedU280
+    program = compile_compressed(cm, ctx=max(512, window), all_logits=True)
+    with Session(FlightLLMOverlay(device=SimulatedU280()), program) as s:
+        c0 = s.stats.device_cycles
+        s.run("prefill", ids[:128], 0)
+        c1 = s.stats.device_cycles
+        s.run("decode", ids[128:129], 128)
+        c2 = s.stats.device_cycles
+        return dict(ppl=perplexity_device(s, ids, window), prefill_cycles=int(c1 - c0),
+                    decode_cycles=int(c2 - c1))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -46,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--rows", nargs="*", default=None, help="row names to run (default all)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", action="store_true", help="also run each row the device "
+                    "can run on the simulated overlay")
     ap.add_argument("--no-float", action="store_true", help="skip the float reference (its "
                     "perplexity then reads as 1)")
     args = ap.parse_args(argv)
@@ -64,10 +92,20 @@ def main(argv=None) -> int:
                 continue
             t0 = time.perf_counter()
             ppl = perplexity(Emulator(cm, act_quant=act, wide=wide), ids, args.window)
-            out["results"].append(dict(setting=cm.config.name, row=name, wide=list(wide),
-                                       ppl=ppl, vs_float=ppl / ref - 1))
+            row = dict(setting=cm.config.name, row=name, wide=list(wide), ppl=ppl,
+                       vs_float=ppl / ref - 1)
             print(f"{cm.config.name:10s} {name:26s} ppl {ppl:8.3f} {100 * (ppl / ref - 1):+6.2f}% "
                   f"vs float ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.device and act is True and set(wide) <= set(DEVICE_WIDE):
+                t0 = time.perf_counter()
+                row["device"] = on_device(dataclasses.replace(
+                    cm, config=cm.config.but(wide_points=wide)), ids, args.window)
+                d = row["device"]
+                print(f"{'':10s} {'  on the device':26s} ppl {d['ppl']:8.3f} "
+                      f"{100 * (d['ppl'] / ref - 1):+6.2f}% vs float; prefill-128 "
+                      f"{d['prefill_cycles']} cycles, decode {d['decode_cycles']} cycles "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            out["results"].append(row)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
