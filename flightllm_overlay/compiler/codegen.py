@@ -23,6 +23,10 @@ from .prefetch import hoist_weight_loads
 from .quantize import softmax_scale
 from .staged_prefill import StagedPrefill
 
+#: the largest token group `dyn_m` and `dyn_rows` can name (MM/MV `m_group`, MISC `groups`)
+_MAX_TOKEN_GROUP = min((1 << dict(isa.FORMATS[op].fields)[name]) - 1
+                       for op, name in (("MM", "m_group"), ("MISC", "groups")))
+
 
 class StepCodegen(OnChipDecode, StagedPrefill):
     """Emits the instruction streams of one step for every core: every activation on chip
@@ -81,8 +85,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         their results are never read by the prompt's rows, nor stored (KV appends and logits
         follow `len`).  A staged prefill works on row ranges, so it keeps every row."""
         T = self.T
-        return (self.prefill_row_skip and 1 < T < 256 and not self.staged and rows > 0
-                and rows % T == 0)
+        return (self.prefill_row_skip and 1 < T <= _MAX_TOKEN_GROUP and not self.staged
+                and rows > 0 and rows % T == 0)
 
     def _misc(self, s, op, **f):
         if self._token_rows(f.get("rows", 0)) and not f.get("given_max") \
@@ -122,6 +126,14 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                     residual=1, **f)
         self._quant(s, a_addr, rows, k, self.HQ + (total + r0) * k, self.HS + 4 * (total + r0),
                     a_stride=stride)
+
+    def _planes_linear(self, s, point, tiles, k, out, cols, stride):
+        """A linear on the T rows of its input at HQ (k columns; two planes at a wide `point`)
+        into `cols` FP16 columns at `out`, rows `stride` bytes apart, the planes' outputs added."""
+        n = self.planes(point)
+        self._linear(s, tiles, self.HQ, k, n * self.T, [(0, cols, out, stride)])
+        if n == 2:
+            self._plane_sum(s, out, self.T, cols, stride)
 
     def _plane_sum(self, s, out, rows, cols, stride):
         """A wide linear's output: rows [0, rows) (the hi plane's) += rows [rows, 2 rows) (the
@@ -288,13 +300,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._residual_add(s, cp, barrier)
 
     def _wide_o_linear(self, s, cp, point, tiles, k):
-        """o_proj or down_proj on HQ (k columns; two planes at a wide point) into this core's
-        columns of O, the planes' outputs added."""
-        dim, T, n = self.a.dim, self.T, self.planes(point)
-        oc, out = cp.o_rows[1] - cp.o_rows[0], self.O + 2 * cp.o_rows[0]
-        self._linear(s, tiles, self.HQ, k, n * T, [(0, oc, out, 2 * dim)])
-        if n == 2:
-            self._plane_sum(s, out, T, oc, 2 * dim)
+        """o_proj or down_proj into this core's columns of O."""
+        self._planes_linear(s, point, tiles, k, self.O + 2 * cp.o_rows[0],
+                            cp.o_rows[1] - cp.o_rows[0], 2 * self.a.dim)
 
     # -- split reductions (sfu_split, decode): partial row maxima, one-pass quantisation ----------
     def _norm_quant(self, s, gain):

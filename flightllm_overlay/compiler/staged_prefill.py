@@ -197,10 +197,7 @@ class StagedPrefill:
         att_ranges = [(i, (c0, c1)) for i, (c0, c1) in self.q_ranges]
         self._gather_quant(s, "attn_out", self.GB_ATT, self.ATT, att_ranges, hd)  # G_ATT
         oc = cp.o_rows[1] - cp.o_rows[0]
-        n = self.planes("attn_out")
-        self._linear(s, tiles["wo"], self.HQ, hd, n * T, [(0, oc, self.O1, 2 * oc)])  # OPROJ
-        if n == 2:
-            self._plane_sum(s, self.O1, T, oc, 2 * oc)
+        self._planes_linear(s, "attn_out", tiles["wo"], hd, self.O1, oc, 2 * oc)    # OPROJ
         s.append(self._barrier())                                       # B2
         self._residual(s, cp, self.GB_O1, self.O1, gain=self.NORM + 2 * dim)         # RES1
         s.append(self._barrier())                                       # B2b: O1 read by all
@@ -214,10 +211,7 @@ class StagedPrefill:
                        k=fc, a_stride=2 * fc, b_stride=2 * fc, out_stride=2 * fc)
         s.append(self._barrier())                                       # B3
         self._gather_quant(s, "ffn_mid", self.GB_FF, self.GATE, self.f_ranges, hid)  # G_FF
-        n = self.planes("ffn_mid")
-        self._linear(s, tiles["w_down"], self.HQ, hid, n * T, [(0, oc, self.O2, 2 * oc)])  # DOWN
-        if n == 2:
-            self._plane_sum(s, self.O2, T, oc, 2 * oc)
+        self._planes_linear(s, "ffn_mid", tiles["w_down"], hid, self.O2, oc, 2 * oc)  # DOWN
         s.append(self._barrier())                                       # B4
         self._residual(s, cp, self.GB_O2, self.O2)                                   # RES2
 

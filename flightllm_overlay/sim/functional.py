@@ -24,7 +24,7 @@ from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
 from .counters import CoreCounters, RunCounters
-from .misc_unit import misc_action
+from .misc_unit import dynamic as misc_dynamic, misc_action
 from .snapshots import SnapshotCache, memory_version, snapshot_key
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
@@ -539,8 +539,7 @@ class _RunContext:
 
     # -- MISC -----------------------------------------------------------------------------------
     def misc(self, core, f, cc, op):
-        dyn = f.get("dyn_k", 0) or f.get("dyn_rows", 0)
-        if not dyn:                               # a static MISC runs its prepared plan
+        if not misc_dynamic(f):                   # a static MISC runs its prepared plan
             plan = self.sim._misc_plans.get((core.index, id(f)))
             if plan is not None and plan[0] is f:
                 plan[1]()

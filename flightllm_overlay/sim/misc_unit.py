@@ -9,12 +9,18 @@ from ..spec import isa
 from .core_buffers import _F16, _F32, _I8, _array
 
 
+def dynamic(f) -> bool:
+    """Whether a MISC instruction's work depends on the run-time `pos`/`len` (its K or its rows),
+    so that an action bound for one run cannot serve the next."""
+    return bool(f.get("dyn_k", 0) or f.get("dyn_rows", 0))
+
+
 def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=None) -> tuple:
     """(action, elements processed, dynamic) of a MISC instruction on `core` with its run-time
     K already applied; `dynamic` actions depend on `pos` or `len` and must not be reused.
     `live`: the rows processed (`semantics.live_rows`), None for all; the others are neither
     read nor written."""
-    dyn = bool(f.get("dyn_k", 0) or f.get("dyn_rows", 0))
+    dyn = dynamic(f)
     g = core.bufs["gbuf"]
     a = _Rows(_array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k,
                      "MISC a"), live)
