@@ -50,6 +50,7 @@ setup(
             "bitstreams/*.xclbin",
             "bitstreams/flightllm.xclbin.d/*",
             "src/*",
+            "sim/*.cpp",          # the simulator's native kernels, built on first use (sim/native.py)
             "src/csim_shim/*.h",
             "src/synth_shim/*.h",
             "src/rtl/*.v",

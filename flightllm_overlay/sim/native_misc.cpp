@@ -1,0 +1,385 @@
+// native_misc.cpp: the MISC unit's operations on the simulated buffers in one call each, bit for bit the numpy definitions of spec/arithmetic.py.
+//
+// Built and loaded by sim/native.py; called by sim/misc_unit.py.  Each function computes one
+// instruction: `rows` rows of `k` FP16 elements at `a` (row stride in bytes), only the rows listed
+// in `live` when it is not null (dyn_rows).  Every output is staged and written only after all
+// inputs are read (the ISA's rule, so in-place operation is exact).
+//
+// The functions return FALLBACK, having written nothing, when an input holds a NaN or an
+// infinity or a result is a NaN: the numpy definitions then run (NaN payloads and signs follow
+// numpy's rules, which are not worth restating here).  For finite inputs every FP32 operation is
+// the one numpy performs, in the same order (-ffp-contract=off: no fused multiply-add), row sums
+// are float64 left to right, and FP16 rounding is IEEE round to nearest even (F16C when the CPU
+// has it, else flightllm_fp.h), so the results are numpy's on any CPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "flightllm_fp.h"
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
+#define API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr int OK = 0, FALLBACK = 1;
+
+struct F16Table {
+    float v[65536];
+    F16Table() {
+        for (uint32_t h = 0; h < 65536; h++) v[h] = fllm_f16_to_f32((uint16_t)h);
+    }
+};
+const F16Table kF16;
+
+inline float h2f(uint16_t h) { return kF16.v[h]; }
+inline bool finite16(uint16_t h) { return (h & 0x7C00u) != 0x7C00u; }
+inline bool nan16(uint16_t h) { return (h & 0x7FFFu) > 0x7C00u; }
+
+// FP32 -> FP16 of n finite-or-infinite values (round to nearest even)
+inline void to_f16(const float* s, uint16_t* d, int64_t n) {
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i*)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) d[i] = fllm_f32_to_f16(s[i]);
+}
+
+inline void to_f32(const uint16_t* s, float* d, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] = h2f(s[i]);
+}
+
+inline bool all_finite16(const uint16_t* s, int64_t n) {
+    uint16_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (uint16_t)(((s[i] & 0x7C00u) == 0x7C00u) ? 1 : 0);
+    return !bad;
+}
+
+inline bool any_nan16(const uint16_t* s, int64_t n) {
+    uint16_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (uint16_t)(((s[i] & 0x7FFFu) > 0x7C00u) ? 1 : 0);
+    return bad;
+}
+
+inline bool all_finite32(const float* s, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!std::isfinite(s[i])) return false;
+    return true;
+}
+
+inline float row_sum(const float* v, int64_t n) {
+    double s = 0.0;
+    for (int64_t c = 0; c < n; c++) s = s + (double)v[c];
+    return (float)s;
+}
+
+// the rows an instruction processes
+struct Rows {
+    int64_t rows;
+    const int64_t* live;
+    int64_t nlive;
+    int64_t count() const { return live ? nlive : rows; }
+    int64_t at(int64_t i) const { return live ? live[i] : i; }
+};
+
+template <typename T>
+inline T* row_ptr(uint8_t* base, int64_t stride, int64_t r) { return (T*)(base + r * stride); }
+template <typename T>
+inline const T* row_ptr(const uint8_t* base, int64_t stride, int64_t r) { return (const T*)(base + r * stride); }
+
+// per-thread scratch: the staged FP16 outputs and one FP32 row
+struct Scratch {
+    std::vector<uint16_t> out;
+    std::vector<float> x, y, z;
+    void size(int64_t n_out, int64_t k) {
+        if ((int64_t)out.size() < n_out) out.resize(n_out);
+        if ((int64_t)x.size() < k) { x.resize(k); y.resize(k); z.resize(k); }
+    }
+};
+thread_local Scratch S;
+
+// operand b (FP16 or FP32, broadcast when its stride is 0) as FP32 into dst; false if not finite
+inline bool load_b(const uint8_t* b, int64_t stride, int b_f32, int64_t r, int64_t k, float* dst) {
+    if (b_f32) {
+        const float* p = row_ptr<float>(b, stride, r);
+        if (!all_finite32(p, k)) return false;
+        std::memcpy(dst, p, 4 * k);
+        return true;
+    }
+    const uint16_t* p = row_ptr<uint16_t>(b, stride, r);
+    if (!all_finite16(p, k)) return false;
+    to_f32(p, dst, k);
+    return true;
+}
+
+// the staged rows back into `out`, after a final NaN check
+inline int write_out(const Rows& R, int64_t k, uint8_t* out, int64_t os) {
+    const int64_t n = R.count();
+    if (any_nan16(S.out.data(), n * k)) return FALLBACK;
+    for (int64_t i = 0; i < n; i++)
+        std::memcpy(row_ptr<uint16_t>(out, os, R.at(i)), S.out.data() + i * k, 2 * k);
+    return OK;
+}
+
+inline bool attention_keep(int64_t q, int64_t c, int64_t sink, int64_t win) {
+    if (c > q) return false;
+    if (!win) return true;
+    int64_t qb = q / FLLM_ATTN_BLOCK, kb = c / FLLM_ATTN_BLOCK;
+    return kb < sink || qb - kb < win;
+}
+
+}  // namespace
+
+// FP32 -> FP16 (round to nearest even) of n values; NaN-free input (the caller checks)
+API void fllm_f32_to_f16(const float* src, uint16_t* dst, int64_t n) { to_f16(src, dst, n); }
+
+// eadd (mul = 0) / emul (mul = 1): fp16(fp32(a) op fp32(b)); b broadcast when bs == 0
+API int fllm_misc_eltwise(int mul, const uint8_t* a, int64_t as, const uint8_t* b, int64_t bs, int b_f32,
+                          uint8_t* out, int64_t os, int64_t rows, int64_t k, const int64_t* live, int64_t nlive,
+                          float* amax) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k, k);
+    float *x = S.x.data(), *y = S.y.data();
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = R.at(i);
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, r);
+        if (!all_finite16(ar, k) || !load_b(b, bs, b_f32, bs ? r : 0, k, y)) return FALLBACK;
+        to_f32(ar, x, k);
+        if (mul)
+            for (int64_t c = 0; c < k; c++) x[c] = x[c] * y[c];
+        else
+            for (int64_t c = 0; c < k; c++) x[c] = x[c] + y[c];
+        to_f16(x, S.out.data() + i * k, k);
+    }
+    if (amax) {                                   // the rows' maxima of the FP16 results
+        if (any_nan16(S.out.data(), n * k)) return FALLBACK;
+        for (int64_t i = 0; i < n; i++) {
+            float m = 0.0f;
+            const uint16_t* o = S.out.data() + i * k;
+            for (int64_t c = 0; c < k; c++) m = std::max(m, std::fabs(h2f(o[c])));
+            amax[R.at(i)] = m;
+        }
+    }
+    return write_out(R, k, out, os);
+}
+
+// silu (op 0): x / (1 + exp32(-x)); relu (op 1): x <= 0 -> +0
+API int fllm_misc_unary(int op, const uint8_t* a, int64_t as, uint8_t* out, int64_t os, int64_t rows, int64_t k,
+                        const int64_t* live, int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k, k);
+    float* x = S.x.data();
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
+        if (!all_finite16(ar, k)) return FALLBACK;
+        uint16_t* o = S.out.data() + i * k;
+        if (op == 1) {
+            for (int64_t c = 0; c < k; c++) o[c] = (ar[c] & 0x8000u) || ar[c] == 0 ? 0 : ar[c];
+            continue;
+        }
+        for (int64_t c = 0; c < k; c++) {
+            float v = h2f(ar[c]);
+            x[c] = v / (1.0f + fllm_exp32(-v));
+        }
+        to_f16(x, o, k);
+    }
+    return write_out(R, k, out, os);
+}
+
+// rmsnorm: x * (1 / sqrt(row_sum(x*x) / k + eps)) * gamma; amax (may be null): the output rows' maxima
+API int fllm_misc_rmsnorm(const uint8_t* a, int64_t as, const uint8_t* gamma, int g_f32, float eps, uint8_t* out,
+                          int64_t os, int64_t rows, int64_t k, const int64_t* live, int64_t nlive, float* amax) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k, k);
+    float *x = S.x.data(), *g = S.y.data(), *sq = S.z.data();
+    if (!load_b(gamma, 0, g_f32, 0, k, g)) return FALLBACK;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
+        if (!all_finite16(ar, k)) return FALLBACK;
+        to_f32(ar, x, k);
+        for (int64_t c = 0; c < k; c++) sq[c] = x[c] * x[c];
+        const float ms = row_sum(sq, k) / (float)k;
+        const float inv = 1.0f / std::sqrt(ms + eps);
+        for (int64_t c = 0; c < k; c++) x[c] = (x[c] * inv) * g[c];
+        to_f16(x, S.out.data() + i * k, k);
+    }
+    if (amax) {
+        if (any_nan16(S.out.data(), n * k)) return FALLBACK;
+        for (int64_t i = 0; i < n; i++) {
+            float m = 0.0f;
+            const uint16_t* o = S.out.data() + i * k;
+            for (int64_t c = 0; c < k; c++) m = std::max(m, std::fabs(h2f(o[c])));
+            amax[R.at(i)] = m;
+        }
+    }
+    return write_out(R, k, out, os);
+}
+
+// layernorm: d = x - row_sum(x)/k; (d * (1 / sqrt(row_sum(d*d)/k + eps))) * gain + bias
+API int fllm_misc_layernorm(const uint8_t* a, int64_t as, const uint8_t* gb, int64_t gbs, int g_f32, float eps,
+                            uint8_t* out, int64_t os, int64_t rows, int64_t k, const int64_t* live, int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k, k);
+    std::vector<float> gain(k), bias(k);
+    if (!load_b(gb, gbs, g_f32, 0, k, gain.data()) || !load_b(gb, gbs, g_f32, 1, k, bias.data())) return FALLBACK;
+    float *x = S.x.data(), *sq = S.z.data();
+    const float kf = (float)k;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
+        if (!all_finite16(ar, k)) return FALLBACK;
+        to_f32(ar, x, k);
+        const float mean = row_sum(x, k) / kf;
+        for (int64_t c = 0; c < k; c++) {
+            x[c] = x[c] - mean;
+            sq[c] = x[c] * x[c];
+        }
+        const float inv = 1.0f / std::sqrt(row_sum(sq, k) / kf + eps);
+        for (int64_t c = 0; c < k; c++) x[c] = ((x[c] * inv) * gain[c]) + bias[c];
+        to_f16(x, S.out.data() + i * k, k);
+    }
+    return write_out(R, k, out, os);
+}
+
+// softmax of a * scale per row, keys masked by the causal block-sparse pattern when `causal`
+// (query position pos + row % groups)
+API int fllm_misc_softmax(const uint8_t* a, int64_t as, uint8_t* out, int64_t os, int64_t rows, int64_t k, float scale,
+                          int causal, int64_t pos, int64_t groups, int64_t sink, int64_t win, const int64_t* live,
+                          int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k, k);
+    float *x = S.x.data(), *e = S.y.data();
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = R.at(i);
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, r);
+        if (!all_finite16(ar, k)) return FALLBACK;
+        const int64_t q = pos + r % groups;
+        float m = -INFINITY;
+        for (int64_t c = 0; c < k; c++) {
+            float z = h2f(ar[c]) * scale;
+            if (causal && !attention_keep(q, c, sink, win)) z = -INFINITY;
+            if (std::isnan(z)) return FALLBACK;
+            x[c] = z;
+            m = std::max(m, z);
+        }
+        if (!std::isfinite(m)) m = 0.0f;
+        for (int64_t c = 0; c < k; c++) e[c] = fllm_exp32(x[c] - m);
+        float s = row_sum(e, k);
+        if (!(s > 0.0f)) s = 1.0f;
+        for (int64_t c = 0; c < k; c++) e[c] = e[c] / s;
+        to_f16(e, S.out.data() + i * k, k);
+    }
+    return write_out(R, k, out, os);
+}
+
+// rope: rotate-half with the table row (row % tokens): [cos | sin]; each product rounded to FP16
+API int fllm_misc_rope(const uint8_t* a, int64_t as, const uint8_t* table, int64_t ts, int64_t tokens, uint8_t* out,
+                       int64_t os, int64_t rows, int64_t k, const int64_t* live, int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count(), h = k / 2;
+    S.size(n * k, k);
+    float *p = S.x.data(), *q = S.y.data();
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = R.at(i);
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, r);
+        const uint16_t* t = row_ptr<uint16_t>(table, ts, r % tokens);
+        if (!all_finite16(ar, k) || !all_finite16(t, k)) return FALLBACK;
+        for (int64_t c = 0; c < h; c++) {
+            const float x1 = h2f(ar[c]), x2 = h2f(ar[c + h]), cs = h2f(t[c]), sn = h2f(t[c + h]);
+            p[c] = x1 * cs;                       // [x1 cos | x2 cos] and [-x2 sin | x1 sin]
+            p[c + h] = x2 * cs;
+            q[c] = -x2 * sn;
+            q[c + h] = x1 * sn;
+        }
+        uint16_t* o = S.out.data() + i * k;
+        to_f16(p, o, k);                          // each product rounded to FP16, then the sum
+        for (int64_t c = 0; c < k; c++) p[c] = h2f(o[c]);
+        to_f16(q, o, k);
+        for (int64_t c = 0; c < k; c++) p[c] = p[c] + h2f(o[c]);
+        to_f16(p, o, k);
+    }
+    return write_out(R, k, out, os);
+}
+
+// quant: INT8 codes per row at scale = amax / 127 (1 for a zero row), amax the row's absolute
+// maximum or the largest of its `n_given` given maxima; `diffuse`: small values' running sum;
+// `residual`: fp16(x - q * scale) written over a's row
+API int fllm_misc_quant(uint8_t* a, int64_t as, uint8_t* q, int64_t qs, float* scales, const uint8_t* given,
+                        int64_t gs, int64_t n_given, int diffuse, int residual, int64_t rows, int64_t k,
+                        const int64_t* live, int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    S.size(n * k + (residual ? n * k : 0), k);
+    std::vector<int8_t> codes(n * k);
+    std::vector<float> sc(n);
+    float *x = S.x.data(), *rest = S.y.data();
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = R.at(i);
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, r);
+        if (!all_finite16(ar, k)) return FALLBACK;
+        to_f32(ar, x, k);
+        float amax = 0.0f;
+        if (given) {
+            const float* gr = row_ptr<float>(given, gs, r);
+            if (!all_finite32(gr, n_given)) return FALLBACK;
+            amax = gr[0];
+            for (int64_t j = 1; j < n_given; j++) amax = std::max(amax, gr[j]);
+        } else {
+            for (int64_t c = 0; c < k; c++) amax = std::max(amax, std::fabs(x[c]));
+        }
+        float scale = amax / (float)FLLM_QMAX;
+        if (amax == 0.0f) scale = 1.0f;
+        if (!std::isfinite(scale)) return FALLBACK;
+        float run = 0.0f, prev = 0.0f;
+        int8_t* qr = codes.data() + i * k;
+        for (int64_t c = 0; c < k; c++) {
+            const float t = x[c] / scale;
+            float v = std::nearbyint(t);
+            if (diffuse && v == 0.0f) {
+                run = run + t;
+                const float cur = std::nearbyint(run);
+                v = cur - prev;
+                prev = cur;
+            }
+            if (!(v >= -128.0f && v <= 127.0f)) return FALLBACK;   // numpy's int8 cast would wrap
+            qr[c] = (int8_t)v;
+            if (residual) rest[c] = x[c] - (float)qr[c] * scale;
+        }
+        sc[i] = scale;
+        if (residual) to_f16(rest, S.out.data() + i * k, k);
+    }
+    if (residual && any_nan16(S.out.data(), n * k)) return FALLBACK;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = R.at(i);
+        std::memcpy(row_ptr<int8_t>(q, qs, r), codes.data() + i * k, k);
+        scales[r] = sc[i];
+        if (residual) std::memcpy(row_ptr<uint16_t>(a, as, r), S.out.data() + i * k, 2 * k);
+    }
+    return OK;
+}
+
+// amax: each row's absolute maximum as FP32
+API int fllm_misc_amax(const uint8_t* a, int64_t as, float* out2, int64_t rows, int64_t k, const int64_t* live,
+                       int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count();
+    std::vector<float> m(n);
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
+        if (!all_finite16(ar, k)) return FALLBACK;
+        float v = 0.0f;
+        for (int64_t c = 0; c < k; c++) v = std::max(v, std::fabs(h2f(ar[c])));
+        m[i] = v;
+    }
+    for (int64_t i = 0; i < n; i++) out2[R.at(i)] = m[i];
+    return OK;
+}
