@@ -220,6 +220,9 @@ def cmd_info(args) -> int:
     from .overlay import FlightLLMOverlay
     ol = FlightLLMOverlay()
     print(ol.describe())
+    if ol.is_simulated:
+        from .sim import native
+        print(f"Simulator arithmetic: {native.status()}")
     print("\nIPs:")
     for name, ip in sorted(ol.ip_dict.items()):
         driver = type(getattr(ol, name)).__name__

@@ -34,6 +34,7 @@ def test_info_names_the_simulated_device_and_vlnvs(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "SIMULATED" in out and "flightllm:hls:scheduler:1.0" in out and "SchedulerDriver" in out
+    assert "Simulator arithmetic: native kernels: " in out      # built with the host's g++
 
 
 def test_bad_input_gives_clear_error(tmp_path, capsys):

@@ -7,6 +7,7 @@ from ..errors import IllegalInstructionError, ProgramError
 from ..spec import arithmetic as U
 from ..spec import isa
 from .core_buffers import _F16, _F32, _I8, _array
+from .misc_native import native_action
 
 
 def dynamic(f) -> bool:
@@ -25,26 +26,34 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
     a = _Rows(_array(g, f.get("a_addr", 0), rows, k, _F16, f.get("a_stride", 0) or 2 * k,
                      "MISC a"), live)
     sel = slice(None) if live is None else live
+    ops = {"a": a.view}                       # the operands, for the native kernel
 
     def operand_b(cols, per_row=True):
         dt = _F32 if f.get("b_f32", 0) else _F16
         if f.get("bcast_b", 0) or not per_row:
-            return _Rows(_array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols,
-                                "MISC b"), None)
-        return _Rows(_array(g, f.get("b_addr", 0), rows, cols, dt,
-                            f.get("b_stride", 0) or dt.itemsize * cols, "MISC b"), live)
+            b = _Rows(_array(g, f.get("b_addr", 0), 1, cols, dt, dt.itemsize * cols,
+                             "MISC b"), None)
+        else:
+            b = _Rows(_array(g, f.get("b_addr", 0), rows, cols, dt,
+                             f.get("b_stride", 0) or dt.itemsize * cols, "MISC b"), live)
+        ops["b"] = b.view
+        return b
 
     def out_f16():
         if f.get("out_abuf", 0):
             raise ProgramError(f"MISC {mop} writes FP16 to the global buffer; only quant "
                                f"writes the activation buffer")
-        return _array(g, f.get("out_addr", 0), rows, k, _F16,
-                      f.get("out_stride", 0) or 2 * k, "MISC out")
+        ops["out"] = _array(g, f.get("out_addr", 0), rows, k, _F16,
+                            f.get("out_stride", 0) or 2 * k, "MISC out")
+        return ops["out"]
 
-    imm = isa.bits_f32(f.get("imm", 0))
+    imm = ops["imm"] = isa.bits_f32(f.get("imm", 0))
     elements = (rows if live is None else len(live)) * k
+
     def maxima():
-        return _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "MISC row maxima")[0]
+        ops["out2"] = _array(g, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows,
+                             "MISC row maxima")
+        return ops["out2"][0]
 
     if mop in ("eadd", "emul"):
         fn, b, out = (U.eadd if mop == "eadd" else U.emul), operand_b(k), out_f16()
@@ -64,31 +73,31 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
             out[sel] = U.rmsnorm(a(), b(), imm)
     elif mop == "layernorm":                  # gamma row, then beta one b_stride further
         dt = _F32 if f.get("b_f32", 0) else _F16
-        gb = _array(g, f.get("b_addr", 0), 2, k, dt, f.get("b_stride", 0) or dt.itemsize * k,
-                    "layernorm gain and bias")
+        gb = ops["gb"] = _array(g, f.get("b_addr", 0), 2, k, dt,
+                                f.get("b_stride", 0) or dt.itemsize * k, "layernorm gain and bias")
         out = out_f16()
         elements *= 2
 
         def action():
             out[sel] = U.layernorm(a(), gb[0], gb[1], imm)
     elif mop == "softmax":
-        valid = None
-        if f.get("causal", 0):
-            q_pos = pos + (np.arange(rows) if live is None else live)[:, None] % groups
-            valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
-                                             f.get("blk_sink", 0), f.get("blk_win", 0))
         out = out_f16()
         elements *= 2
         dyn = True                              # the mask depends on pos: never planned
 
         def action():
+            valid = None
+            if f.get("causal", 0):
+                q_pos = pos + (np.arange(rows) if live is None else live)[:, None] % groups
+                valid = isa.attention_block_keep(q_pos, np.arange(k)[None, :],
+                                                 f.get("blk_sink", 0), f.get("blk_win", 0))
             out[sel] = U.softmax(a(), imm, valid)
     elif mop == "rope":
         if k % 2:
             raise ProgramError("rope needs an even row length (head dimension)")
         tokens = min(rows, groups)
-        table = _array(g, f.get("b_addr", 0), tokens, k, _F16,
-                       f.get("b_stride", 0) or 2 * k, "rope table")
+        table = ops["table"] = _array(g, f.get("b_addr", 0), tokens, k, _F16,
+                                      f.get("b_stride", 0) or 2 * k, "rope table")
         out = out_f16()
         which = (np.arange(rows) if live is None else live) % tokens
 
@@ -98,17 +107,19 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
         if not f.get("out_abuf", 0):
             raise ProgramError("quant writes INT8 to the activation buffer: set out_abuf")
         ab = core.bufs["abuf"]
-        out = _array(ab, f.get("out_addr", 0), rows, k, _I8, f.get("out_stride", 0) or k,
-                     "quant out")
-        out2 = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows, "quant scales")[0]
+        out = ops["q"] = _array(ab, f.get("out_addr", 0), rows, k, _I8,
+                                f.get("out_stride", 0) or k, "quant out")
+        ops["scales"] = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows,
+                               "quant scales")
+        out2 = ops["scales"][0]
         elements *= 2
         diffuse = bool(f.get("diffuse", 0))
 
         given = None
         if f.get("given_max", 0):       # one pass: the row maxima are given
             n = max(1, groups)
-            given = _array(g, f.get("b_addr", 0), rows, n, _F32,
-                           f.get("b_stride", 0) or 4 * n, "quant row maxima")
+            given = ops["given"] = _array(g, f.get("b_addr", 0), rows, n, _F32,
+                                          f.get("b_stride", 0) or 4 * n, "quant row maxima")
             elements //= 2
         if f.get("residual", 0):        # the rounding's residual, in place over a
 
@@ -138,6 +149,7 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
         def action():
             compute()
             out2[sel] = U.row_absmax(out[sel])
+    action = native_action(mop, f, ops, rows, k, groups, pos, live, action) or action
     return action, elements, dyn
 
 

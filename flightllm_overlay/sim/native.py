@@ -28,7 +28,7 @@ from ..errors import FlightLLMError
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"                 # flightllm_fp.h, flightllm_hw.h: the HLS kernels' own
 SOURCES = ("native_misc.cpp", "native_mpe.cpp")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-fast-math",
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
          "-Wno-unknown-pragmas", "-Wno-unused-label",
          "-std=c++17", "-fPIC", "-shared", "-fvisibility=hidden")
 BUILD_TIMEOUT_S = 300

@@ -51,7 +51,39 @@ inline void to_f16(const float* s, uint16_t* d, int64_t n) {
 }
 
 inline void to_f32(const uint16_t* s, float* d, int64_t n) {
-    for (int64_t i = 0; i < n; i++) d[i] = h2f(s[i]);
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(s + i))));
+#endif
+    for (; i < n; i++) d[i] = h2f(s[i]);
+}
+
+// exp32 (flightllm_fp.h, units.exp32) of a NaN-free x, in a form the compiler vectorises:
+// rint(v) as (v + 1.5*2^52) - 1.5*2^52 (round to nearest even, exact for |v| < 2^51), whose
+// low bits also give n; n is in [-159, 128] and p in [0.7, 1.5], so p * 2^n is a normal float64
+// and exactly ldexp(p, n)
+inline float exp32(float x) {
+    constexpr double magic = 6755399441055744.0;               // 1.5 * 2^52
+    double t = (double)x;
+    t = std::max(t, FLLM_EXP_CLAMP_LO);
+    t = std::min(t, FLLM_EXP_CLAMP_HI);
+    const double shifted = t * FLLM_EXP_LOG2E + magic;
+    const double n = shifted - magic;
+    const double r = (t - n * FLLM_EXP_LN2_HI) - n * FLLM_EXP_LN2_LO;
+    static_assert(sizeof(FLLM_EXP_COEFFS) == 14 * sizeof(double), "Horner below is degree 13");
+    const double* c = FLLM_EXP_COEFFS;            // Horner from the top, written out
+    double p = c[13];
+    p = p * r + c[12]; p = p * r + c[11]; p = p * r + c[10]; p = p * r + c[9];
+    p = p * r + c[8];  p = p * r + c[7];  p = p * r + c[6];  p = p * r + c[5];
+    p = p * r + c[4];  p = p * r + c[3];  p = p * r + c[2];  p = p * r + c[1];
+    p = p * r + c[0];
+    uint64_t bits;
+    std::memcpy(&bits, &shifted, 8);
+    const uint64_t two_n = (bits - 0x4338000000000000ull + 1023ull) << 52;
+    double scale;
+    std::memcpy(&scale, &two_n, 8);
+    return (float)(p * scale);
 }
 
 inline bool all_finite16(const uint16_t* s, int64_t n) {
@@ -138,6 +170,11 @@ inline bool attention_keep(int64_t q, int64_t c, int64_t sink, int64_t win) {
 // FP32 -> FP16 (round to nearest even) of n values; NaN-free input (the caller checks)
 API void fllm_f32_to_f16(const float* src, uint16_t* dst, int64_t n) { to_f16(src, dst, n); }
 
+// exp32 of n NaN-free values (for the tests: the kernels' exp32 against units.exp32)
+API void fllm_exp32_array(const float* src, float* dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = exp32(src[i]);
+}
+
 // eadd (mul = 0) / emul (mul = 1): fp16(fp32(a) op fp32(b)); b broadcast when bs == 0
 API int fllm_misc_eltwise(int mul, const uint8_t* a, int64_t as, const uint8_t* b, int64_t bs, int b_f32,
                           uint8_t* out, int64_t os, int64_t rows, int64_t k, const int64_t* live, int64_t nlive,
@@ -184,10 +221,8 @@ API int fllm_misc_unary(int op, const uint8_t* a, int64_t as, uint8_t* out, int6
             for (int64_t c = 0; c < k; c++) o[c] = (ar[c] & 0x8000u) || ar[c] == 0 ? 0 : ar[c];
             continue;
         }
-        for (int64_t c = 0; c < k; c++) {
-            float v = h2f(ar[c]);
-            x[c] = v / (1.0f + fllm_exp32(-v));
-        }
+        to_f32(ar, x, k);
+        for (int64_t c = 0; c < k; c++) x[c] = x[c] / (1.0f + exp32(-x[c]));
         to_f16(x, o, k);
     }
     return write_out(R, k, out, os);
@@ -272,7 +307,7 @@ API int fllm_misc_softmax(const uint8_t* a, int64_t as, uint8_t* out, int64_t os
             m = std::max(m, z);
         }
         if (!std::isfinite(m)) m = 0.0f;
-        for (int64_t c = 0; c < k; c++) e[c] = fllm_exp32(x[c] - m);
+        for (int64_t c = 0; c < k; c++) e[c] = exp32(x[c] - m);
         float s = row_sum(e, k);
         if (!(s > 0.0f)) s = 1.0f;
         for (int64_t c = 0; c < k; c++) e[c] = e[c] / s;
@@ -341,19 +376,25 @@ API int fllm_misc_quant(uint8_t* a, int64_t as, uint8_t* q, int64_t qs, float* s
         if (!std::isfinite(scale)) return FALLBACK;
         float run = 0.0f, prev = 0.0f;
         int8_t* qr = codes.data() + i * k;
+        float* t = S.z.data();
+        bool wraps = false;
         for (int64_t c = 0; c < k; c++) {
-            const float t = x[c] / scale;
-            float v = std::nearbyint(t);
-            if (diffuse && v == 0.0f) {
-                run = run + t;
+            t[c] = std::nearbyint(x[c] / scale);
+            wraps |= !(t[c] >= -128.0f && t[c] <= 127.0f);      // numpy's int8 cast would wrap
+        }
+        if (wraps) return FALLBACK;
+        if (diffuse) {                           // values rounding to 0 join the running sum
+            for (int64_t c = 0; c < k; c++) {
+                if (t[c] != 0.0f) continue;
+                run = run + x[c] / scale;
                 const float cur = std::nearbyint(run);
-                v = cur - prev;
+                t[c] = cur - prev;
                 prev = cur;
             }
-            if (!(v >= -128.0f && v <= 127.0f)) return FALLBACK;   // numpy's int8 cast would wrap
-            qr[c] = (int8_t)v;
-            if (residual) rest[c] = x[c] - (float)qr[c] * scale;
         }
+        for (int64_t c = 0; c < k; c++) qr[c] = (int8_t)t[c];
+        if (residual)
+            for (int64_t c = 0; c < k; c++) rest[c] = x[c] - (float)qr[c] * scale;
         sc[i] = scale;
         if (residual) to_f16(rest, S.out.data() + i * k, k);
     }

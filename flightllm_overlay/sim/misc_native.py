@@ -1,0 +1,106 @@
+"""MISC instructions on the native kernels (sim/native_misc.cpp): one C call per instruction, numpy when a kernel declines.
+
+`native_action` turns the operands `misc_unit.misc_action` bound for an instruction into an
+action that calls the kernel with the views' addresses and strides computed once.  A kernel
+returns non-zero, having written nothing, for inputs it leaves to the numpy definition (NaN,
+infinities, codes numpy's INT8 cast would wrap); the numpy action then runs.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from . import native
+
+_P, _I, _i, _f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+_ROWS = (_I, _I, _P, _I)                  # rows, k, live, nlive
+PROTOTYPES = {
+    "fllm_misc_eltwise": (_i, _P, _I, _P, _I, _i, _P, _I, *_ROWS, _P),
+    "fllm_misc_unary": (_i, _P, _I, _P, _I, *_ROWS),
+    "fllm_misc_rmsnorm": (_P, _I, _P, _i, _f, _P, _I, *_ROWS, _P),
+    "fllm_misc_layernorm": (_P, _I, _P, _I, _i, _f, _P, _I, *_ROWS),
+    "fllm_misc_softmax": (_P, _I, _P, _I, _I, _I, _f, _i, _I, _I, _I, _I, _P, _I),
+    "fllm_misc_rope": (_P, _I, _P, _I, _I, _P, _I, *_ROWS),
+    "fllm_misc_quant": (_P, _I, _P, _I, _P, _P, _I, _I, _i, _i, *_ROWS),
+    "fllm_misc_amax": (_P, _I, _P, *_ROWS),
+}
+_kernels: dict = {}
+
+
+def kernels():
+    """{name: ctypes function} of the MISC kernels, or None when the library is unavailable."""
+    lib = native.library()
+    if lib is None:
+        return None
+    if _kernels.get("lib") is not lib:
+        _kernels.clear()
+        for name, args in PROTOTYPES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, ctypes.c_int
+            _kernels[name] = fn
+        _kernels["lib"] = lib
+    return _kernels
+
+
+def _rows(view) -> tuple | None:
+    """(address, row stride in bytes) of a 2-D view whose rows are contiguous, else None."""
+    if view.ndim != 2 or (view.shape[1] > 1 and view.strides[1] != view.itemsize):
+        return None
+    return view.__array_interface__["data"][0], view.strides[0]
+
+
+def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, live, fallback):
+    """The native action for MISC `mop` with the bound views `ops` (a, b, out, out2, table,
+    given, gb), or None when no kernel applies; `fallback` is the numpy action."""
+    kern = kernels()
+    if kern is None:
+        return None
+    views = {name: _rows(v) for name, v in ops.items() if isinstance(v, np.ndarray)}
+    if any(v is None for v in views.values()):
+        return None
+    if live is not None:
+        live = np.ascontiguousarray(live, dtype=np.int64)
+    lp, nl = (None, 0) if live is None else (live.ctypes.data, len(live))
+    tail = (rows, k, lp, nl)
+    a, as_ = views["a"]
+    out = views.get("out", (None, 0))
+    amax = views["out2"][0] if "out2" in views and mop in ("eadd", "emul", "rmsnorm") else None
+    b_f32 = int(bool(f.get("b_f32", 0)))
+    if mop in ("eadd", "emul"):
+        b, bs = views["b"]
+        if ops["b"].shape[0] == 1 and rows > 1:
+            bs = 0                                          # broadcast row
+        call, args = kern["fllm_misc_eltwise"], (int(mop == "emul"), a, as_, b, bs, b_f32, *out,
+                                                 *tail, amax)
+    elif mop in ("silu", "relu"):
+        call, args = kern["fllm_misc_unary"], (int(mop == "relu"), a, as_, *out, *tail)
+    elif mop == "rmsnorm":
+        call, args = kern["fllm_misc_rmsnorm"], (a, as_, views["b"][0], b_f32,
+                                                 ops["imm"], *out, *tail, amax)
+    elif mop == "layernorm":
+        call, args = kern["fllm_misc_layernorm"], (a, as_, *views["gb"], b_f32,
+                                                   ops["imm"], *out, *tail)
+    elif mop == "softmax":
+        call, args = kern["fllm_misc_softmax"], (
+            a, as_, *out, rows, k, ops["imm"], int(bool(f.get("causal", 0))),
+            pos, groups, f.get("blk_sink", 0), f.get("blk_win", 0), lp, nl)
+    elif mop == "rope":
+        call, args = kern["fllm_misc_rope"], (a, as_, *views["table"], ops["table"].shape[0],
+                                              *out, *tail)
+    elif mop == "quant":
+        given = views.get("given", (None, 0))
+        n_given = ops["given"].shape[1] if ops.get("given") is not None else 0
+        call, args = kern["fllm_misc_quant"], (a, as_, *views["q"], views["scales"][0], *given,
+                                               n_given, int(bool(f.get("diffuse", 0))),
+                                               int(bool(f.get("residual", 0))), *tail)
+    elif mop == "amax":
+        call, args = kern["fllm_misc_amax"], (a, as_, views["out2"][0], *tail)
+    else:
+        return None
+
+    def action():
+        if call(*args):
+            fallback()
+    action.keep = (live, ops)                  # the views and rows the addresses point into
+    return action
