@@ -185,7 +185,9 @@ def cmd_generate(args) -> int:
     from .overlay import FlightLLMOverlay
     from .runtime import Generator, Session
     from .runtime.sources import load_model, program_for
+    from .sim import native
     t0 = time.perf_counter()
+    native.prepare()                    # a first run builds the simulator's kernels meanwhile
     ckpt = load_model(args.model, "generate with", lazy=True)   # weights only to compile
     source = program_for(ckpt, args.program, args.compressed, args.ctx,
                          use_cache=not args.no_cache, log=_log)

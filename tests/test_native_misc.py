@@ -247,3 +247,40 @@ def test_exp32_equals_the_definition(kern):
     with np.errstate(over="ignore"):
         want = U.exp32(x)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_built_in_the_background_into_the_cache(monkeypatch, tmp_path):
+    """prepare() starts g++ at once; library() waits for it and loads the result; a second
+    process (here: a reset) finds the built library by its key instead of building again."""
+    monkeypatch.setenv("FLIGHTLLM_CACHE", str(tmp_path))
+    monkeypatch.delenv("FLIGHTLLM_NATIVE", raising=False)
+    native.reset()
+    try:
+        native.prepare()
+        assert "build" in native._state
+        lib = native.library()
+        built = list((tmp_path / "native").iterdir())
+        assert lib is not None and len(built) == 1 and built[0].suffix == ".so", built
+        native.reset()
+        mtime = built[0].stat().st_mtime_ns
+        native.prepare()
+        assert "build" not in native._state and native.library() is not None
+        assert built[0].stat().st_mtime_ns == mtime
+    finally:
+        native.reset()
+
+
+def test_a_failed_build_warns_and_runs_on_numpy(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIGHTLLM_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    native.reset()
+    try:
+        with pytest.warns(RuntimeWarning, match="install g\\+\\+"):
+            assert native.library() is None
+        assert "numpy only" in native.status() and "no C++ compiler" in native.status()
+        native.reset()
+        monkeypatch.setenv("FLIGHTLLM_NATIVE", "1")
+        with pytest.raises(native.NativeBuildError, match="unset FLIGHTLLM_NATIVE"):
+            native.library()
+    finally:
+        native.reset()

@@ -119,6 +119,8 @@ class Generator:
         from ..compiler.cache import ProgramCache
         from ..model import load_checkpoint
         from ..overlay import FlightLLMOverlay
+        from ..sim import native
+        native.prepare()                            # built while the model compiles
         ckpt = load_checkpoint(model, lazy=True)    # weights read only if it compiles
         store = None
         if cache is not False and cache is not None:

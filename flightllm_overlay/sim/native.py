@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,7 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-t
 BUILD_TIMEOUT_S = 300
 
 _state: dict = {}
+_lock = threading.Lock()
 
 
 class NativeBuildError(FlightLLMError):
@@ -63,36 +65,80 @@ def _key(cxx: str) -> str:
     return h.hexdigest()[:20]
 
 
-def _build(cxx: str, out: Path) -> None:
+def _start_build(cxx: str, out: Path):
+    """Start compiling the library into `out` (a temporary name first, renamed when done)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp.so", prefix=out.stem + ".", dir=out.parent)
     os.close(fd)
     cmd = [cxx, *FLAGS, f"-I{SRC}", "-o", tmp, *(str(HERE / s) for s in SOURCES)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, tmp, out, cmd
+
+
+def _finish_build(build) -> None:
+    proc, tmp, out, cmd = build
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        if r.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        try:
+            _, err = proc.communicate(timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"{cmd[0]} took over {BUILD_TIMEOUT_S} s") from None
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
         os.replace(tmp, out)                    # atomic: concurrent builders agree
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def prepare() -> None:
+    """Start building the library in the background when it is not built yet (a cold
+    `flightllm generate` calls this before compiling the model, so both run at once)."""
+    if "lib" in _state or "build" in _state or os.environ.get("FLIGHTLLM_NATIVE", "") == "0":
+        return
+    try:
+        cxx = os.environ.get("CXX", "g++")
+        path = _path(cxx)
+        if shutil.which(cxx) is not None and not path.exists():
+            _state["build"] = _start_build(cxx, path)
+    except OSError:
+        pass                                    # library() reports it
+
+
+def _path(cxx: str) -> Path:
+    from ..paths import default_cache_dir
+    return default_cache_dir() / "native" / f"kernels-{_key(cxx)}.so"
+
+
 def library():
     """The loaded kernel library (ctypes.CDLL), or None when turned off or not buildable."""
     if "lib" in _state:
         return _state["lib"]
+    with _lock:
+        if "lib" not in _state:
+            _load()
+    return _state["lib"]
+
+
+def _load() -> None:
     mode = os.environ.get("FLIGHTLLM_NATIVE", "").strip()
     lib, why = None, "turned off by FLIGHTLLM_NATIVE=0"
     if mode != "0":
         cxx = os.environ.get("CXX", "g++")
         try:
-            if shutil.which(cxx) is None:
-                raise RuntimeError(f"no C++ compiler `{cxx}` on PATH (install g++, or set CXX)")
-            from ..paths import default_cache_dir
-            path = default_cache_dir() / "native" / f"kernels-{_key(cxx)}.so"
-            if not path.exists():
-                _build(cxx, path)
+            build = _state.pop("build", None)
+            if build is None:
+                if shutil.which(cxx) is None:
+                    raise RuntimeError(f"no C++ compiler `{cxx}` on PATH (install g++, or set "
+                                       f"CXX)")
+                path = _path(cxx)
+                if not path.exists():
+                    build = _start_build(cxx, path)
+            else:
+                path = build[2]
+            if build is not None:
+                _finish_build(build)
             lib = ctypes.CDLL(str(path))
             why = str(path)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
@@ -102,9 +148,8 @@ def library():
                                        f"({why}); unset FLIGHTLLM_NATIVE to run on numpy") from exc
             warnings.warn(f"flightllm_overlay: the simulator runs on numpy alone, several times "
                           f"slower, because its native kernels could not be built ({why}); "
-                          f"install g++ (or set CXX) to build them", RuntimeWarning, stacklevel=2)
+                          f"install g++ (or set CXX) to build them", RuntimeWarning, stacklevel=3)
     _state["lib"], _state["why"] = lib, why
-    return lib
 
 
 def status() -> str:
