@@ -28,9 +28,13 @@ class Dyn(IntEnum):
 # ---------------------------------------------------------------------------------------------
 # LD / ST
 # ---------------------------------------------------------------------------------------------
+_DYN = {int(d): d for d in Dyn}              # Dyn(value) without the enum call
+
+
 def dyn_rows(f: dict, pos: int, length: int) -> tuple:
     """(rows, HBM byte offset) an LD/ST moves at run time, after its dynamic mode."""
-    mode, rows = Dyn(f.get("dyn", 0)), f.get("rows", 0)
+    dyn, rows = f.get("dyn", 0), f.get("rows", 0)
+    mode = _DYN[dyn] if dyn in _DYN else Dyn(dyn)       # an unknown mode raises ValueError
     if mode is Dyn.STATIC:
         return rows, f.get("hbm_addr", 0)
     if mode is Dyn.LAST:
