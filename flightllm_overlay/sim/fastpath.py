@@ -194,6 +194,16 @@ class Plan:
                 core.replace_tags(addr, end, ctx.wbuf_snapshot(parts, rows, row_bytes, f))
             return weight_load
 
+        if len(pages) == 1 and pages[0][2] == pages[0][1] + 1:     # one page: one lookup
+            page_versions, page = pages[0][0], pages[0][1]
+
+            def weight_load(ctx):
+                snap = snaps.get(key)
+                if snap is None or snap.version != (page_versions[page],):
+                    snap = ctx.wbuf_snapshot(parts, rows, row_bytes, f)
+                core.replace_tags(addr, end, snap)
+            return weight_load
+
         def weight_load(ctx):
             snap = snaps.get(key)
             if snap is None or snap.version != tuple(
