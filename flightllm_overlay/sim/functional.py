@@ -23,6 +23,7 @@ from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
+from . import mpe_native as _mpe_native
 from .counters import CoreCounters, RunCounters
 from .misc_unit import dynamic as misc_dynamic, misc_action
 from .snapshots import SnapshotCache, memory_version, snapshot_key
@@ -446,27 +447,41 @@ class _RunContext:
             w_t = self._sparse_weights_t(core, f, n, k)
             cc.macs += m * 16 * f.get("nnz", 0)
         else:
-            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+            w_t = None
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
-        if no_wscale:
-            w_scale = None
-        else:
-            if s_addr % 4:              # the lazy path below must check what _array checks
-                raise ProgramError(f"MPE weight scales: address {s_addr:#x} / stride {4 * n} "
-                                   f"not aligned to 4-byte float32 elements")
-            core_tag = core.find_tag(s_addr, s_addr + 4 * n)
-            if core_tag is None:
-                core.materialize(s_addr, s_addr + 4 * n)
-                w_scale = _array(core.bufs["wbuf"], s_addr, 1, n, _F32, 4 * n,
-                                 "MPE weight scales")[0]
-            else:
-                t0, snap = core_tag
-                w_scale = snap.data[s_addr - t0:s_addr - t0 + 4 * n].view(_F32)
+        scales = None if no_wscale else self._weight_scale_bytes(core, s_addr, n)
+        if w_t is None:
+            kernel = _mpe_native.kernel()
+            if kernel is not None and _mpe_native.mpe(
+                    kernel, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride,
+                    wt, *(scales or (None, 0)), out, n, k):
+                return
+            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+        w_scale = None if scales is None else scales[0][scales[1]:scales[1] + 4 * n].view(_F32)
         if live is None:
             out[...] = U.mpe_fast(a, w_t, a_scale, w_scale)
         else:
             out[live] = U.mpe_fast(a[live], w_t, a_scale[live], w_scale)
+
+    def _weight_scale_bytes(self, core, addr, n):
+        """(uint8 array, offset) of an MPE's n FP32 weight scales in the weight buffer."""
+        if addr % 4:                    # the lazy path must check what _array checks
+            raise ProgramError(f"MPE weight scales: address {addr:#x} / stride {4 * n} "
+                               f"not aligned to 4-byte float32 elements")
+        _region(core.bufs["wbuf"], addr, 1, 4 * n, 4 * n, "MPE weight scales")
+        return self._wbuf_bytes(core, addr, addr + 4 * n)
+
+    @staticmethod
+    def _wbuf_bytes(core, start, end):
+        """(uint8 array, offset) holding the weight buffer's bytes [start, end): the snapshot
+        of a lazy range, else the buffer itself (materialised)."""
+        tag = core.find_tag(start, end)
+        if tag is None:
+            core.materialize(start, end)
+            return core.bufs["wbuf"], start
+        t0, snap = tag
+        return snap.data, start - t0
 
     def _sparse_weights_t(self, core, f, n, k):
         """(K, N) float32 weights of a sparse MPE: kept INT8 values from wbuf placed by the
