@@ -1,4 +1,4 @@
-"""The MPE's native kernel (sim/native_mpe.cpp) equals its numpy definition bit for bit: random and extreme operands, and whole tiny models."""
+"""The MPE's native kernels (sim/native_mpe.cpp) equal their numpy definition bit for bit: random and extreme operands, and whole tiny models."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,11 +13,11 @@ from flightllm_overlay.spec import arithmetic as U
 
 
 @pytest.fixture
-def kernel():
-    fn = mpe_native.kernel()
-    if fn is None:
+def lib():
+    lib = mpe_native.kernels()
+    if lib is None:
         pytest.skip(f"no native kernels here: {native.status()}")
-    return fn
+    return lib
 
 
 def _operands(rng, m, k, n, wt, pad, scaled, a_codes=None, w_codes=None):
@@ -57,14 +57,16 @@ def _numpy(a, w_t, a_scale, w_scale, out, live):
             out[live] = U.mpe_fast(a[live], w_t, a_scale[live], w_scale)
 
 
-def _both(kernel, a, w_t, a_scale, w_scale, wargs, live, out_pad=0):
-    """(native ok, native output, numpy output) as uint16 bit patterns."""
+def _both(lib, a, w_t, a_scale, w_scale, wargs, live, out_pad=0):
+    """(ok, output) of the INT8 kernel, of the epilogue on numpy's FP32 product, and numpy's
+    output (uint16 bit patterns)."""
     m, n = a.shape[0], w_t.shape[1]
-    outs = [np.full((m, n + out_pad), 0x7777, np.uint16)[:, :n] for _ in range(2)]
-    ok = mpe_native.mpe(kernel, a, a_scale, live, *wargs, outs[0].view(np.float16), n,
-                        a.shape[1])
-    _numpy(a, w_t, a_scale, w_scale, outs[1].view(np.float16), live)
-    return ok, outs[0], outs[1]
+    outs = [np.full((m, n + out_pad), 0x7777, np.uint16)[:, :n] for _ in range(3)]
+    ok = mpe_native.mpe(lib, a, a_scale, live, *wargs, outs[0].view(np.float16), n, a.shape[1])
+    acc = U.mpe_fp32_acc(a if live is None else a[live], w_t)
+    ok_e = mpe_native.epilogue(lib, acc, a_scale, live, *wargs[4:], outs[1].view(np.float16))
+    _numpy(a, w_t, a_scale, w_scale, outs[2].view(np.float16), live)
+    return (ok, outs[0]), (ok_e, outs[1]), outs[2]
 
 
 SHAPES = [(1, 576, 193), (2, 1536, 65), (3, 10, 64), (16, 577, 31), (17, 1031, 9),
@@ -73,15 +75,16 @@ SHAPES = [(1, 576, 193), (2, 1536, 65), (3, 10, 64), (16, 577, 31), (17, 1031, 9
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("wt", [0, 1])
-def test_random_operands_equal_numpy(kernel, m, k, n, wt):
+def test_random_operands_equal_numpy(lib, m, k, n, wt):
     rng = np.random.default_rng(m * 7919 + k * 31 + n + wt)
     for scaled, pad, live in [(True, 0, None), (None, 5, None), (True, 3, "half")]:
         a, w_t, w_scale, wargs = _operands(rng, m, k, n, wt, pad, scaled)
         a_scale = (rng.random(m) * 1e-2).astype(np.float32)
         rows = None if live is None else np.flatnonzero(np.arange(m) % 2 == 0)
-        ok, got, want = _both(kernel, a, w_t, a_scale, w_scale, wargs, rows, out_pad=pad)
-        assert ok
-        assert np.array_equal(got, want)
+        *got, want = _both(lib, a, w_t, a_scale, w_scale, wargs, rows, out_pad=pad)
+        for ok, out in got:
+            assert ok
+            assert np.array_equal(out, want)
 
 
 EXTREME_SCALES = [  # (a_scale per row, w_scale cycled over columns): no inf times zero
@@ -91,7 +94,7 @@ EXTREME_SCALES = [  # (a_scale per row, w_scale cycled over columns): no inf tim
 
 @pytest.mark.parametrize("wt", [0, 1])
 @pytest.mark.parametrize("scales", EXTREME_SCALES)
-def test_extreme_codes_and_scales_equal_numpy(kernel, wt, scales):
+def test_extreme_codes_and_scales_equal_numpy(lib, wt, scales):
     """-128 codes everywhere (|acc| = 2**14 k, above 2**24: FP32 rounds it), a zero row;
     scales huge (FP16 overflow to inf), tiny (FP16 subnormals and zeros), FP32 subnormal,
     zero, negative (-0.0 outputs) and infinite."""
@@ -103,23 +106,24 @@ def test_extreme_codes_and_scales_equal_numpy(kernel, wt, scales):
     w_codes = np.full((k, n) if wt else (n, k), -128, np.int8)
     a, w_t, w_scale, wargs = _operands(rng, m, k, n, wt, 1, scales[1], a_codes, w_codes)
     a_scale = np.array(scales[0], np.float32)
-    ok, got, want = _both(kernel, a, w_t, a_scale, w_scale, wargs, None)
-    assert ok
-    assert np.array_equal(got, want)
-    assert {0x7C00, 0xFC00, 0x8000, 0x0000} <= set(got.ravel().tolist())   # inf, -inf, -0, 0
-    assert (got & 0x3FF)[(got & 0x7C00) == 0].any()                       # FP16 subnormals
+    *got, want = _both(lib, a, w_t, a_scale, w_scale, wargs, None)
+    for ok, out in got:
+        assert ok
+        assert np.array_equal(out, want)
+    assert {0x7C00, 0xFC00, 0x8000, 0x0000} <= set(want.ravel().tolist())   # inf, -inf, -0, 0
+    assert (want & 0x3FF)[(want & 0x7C00) == 0].any()                       # FP16 subnormals
 
 
 @pytest.mark.parametrize("a_scale0,w_scale0", [(np.nan, 1.0), (1.0, np.nan), (np.inf, 0.0),
                                                (1e38, 0.0)])
-def test_a_nan_result_leaves_the_instruction_to_numpy(kernel, a_scale0, w_scale0):
+def test_a_nan_result_leaves_the_instruction_to_numpy(lib, a_scale0, w_scale0):
     """NaN scales, inf * 0 and an FP32 overflow times a zero scale: the kernel says so."""
     rng = np.random.default_rng(9)
     a, w_t, w_scale, wargs = _operands(rng, 2, 33, 5, 0, 0, [w_scale0, 1.0], a_codes=1,
                                        w_codes=100)
     a_scale = np.array([a_scale0, 1.0], np.float32)
-    ok, _, want = _both(kernel, a, w_t, a_scale, w_scale, wargs, None)
-    assert not ok
+    *got, want = _both(lib, a, w_t, a_scale, w_scale, wargs, None)
+    assert got[0][0] is False and got[1][0] is False
     assert np.isnan(want.view(np.float16)).any()
 
 
@@ -136,20 +140,23 @@ def _record(program, steps):
     return logits, hbm
 
 
-RUNS = [("prefill", list(range(5, 45)), 0), ("decode", [7], 40), ("decode", [11], 41),
-        ("prefill", list(range(60, 80)), 42), ("decode", [3], 62)]
+#: the first prefill has enough rows for the BLAS product, the second takes the INT8 kernel
+RUNS = [("prefill", list(range(5, 5 + 2 * mpe_native.BLAS_ROWS)), 0), ("decode", [7], 96),
+        ("prefill", list(range(60, 80)), 97), ("decode", [3], 117)]
 
 
 @pytest.mark.parametrize("which", ["llama", "opt"])
-def test_tiny_models_native_equals_numpy(which, kernel, tiny_program, tiny_opt_ckpt,
+def test_tiny_models_native_equals_numpy(which, lib, tiny_program, tiny_opt_ckpt,
                                          monkeypatch):
     from flightllm_overlay.compiler import compile_model
     program = tiny_program if which == "llama" else compile_model(tiny_opt_ckpt, ctx=128)
     calls = []
-    real = mpe_native.mpe
-    monkeypatch.setattr(mpe_native, "mpe", lambda *args: calls.append(1) or real(*args))
+    for name in ("mpe", "epilogue"):
+        real = getattr(mpe_native, name)
+        monkeypatch.setattr(mpe_native, name, lambda *args, name=name, real=real:
+                            calls.append(name) or real(*args))
     got = _record(program, RUNS)
-    assert calls
+    assert set(calls) == {"mpe", "epilogue"}
     monkeypatch.setenv("FLIGHTLLM_NATIVE", "0")
     native.reset()
     try:

@@ -451,18 +451,24 @@ class _RunContext:
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
         scales = None if no_wscale else self._weight_scale_bytes(core, s_addr, n)
-        if w_t is None:
-            kernel = _mpe_native.kernel()
-            if kernel is not None and _mpe_native.mpe(
-                    kernel, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride,
-                    wt, *(scales or (None, 0)), out, n, k):
+        lib = _mpe_native.kernels()
+        if lib is not None and w_t is None and m < _mpe_native.BLAS_ROWS:
+            if _mpe_native.mpe(lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end),
+                               w_stride, wt, *(scales or (None, 0)), out, n, k):
                 return
-            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+        if w_t is None:
+            w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt,
+                                  keep=lib is None)
+        a_live, s_live = (a, a_scale) if live is None else (a[live], a_scale[live])
+        if lib is not None and _mpe_native.epilogue(lib, U.mpe_fp32_acc(a_live, w_t), a_scale,
+                                                    live, *(scales or (None, 0)), out):
+            return
         w_scale = None if scales is None else scales[0][scales[1]:scales[1] + 4 * n].view(_F32)
+        result = U.mpe_fast(a_live, w_t, s_live, w_scale)
         if live is None:
-            out[...] = U.mpe_fast(a, w_t, a_scale, w_scale)
+            out[...] = result
         else:
-            out[live] = U.mpe_fast(a[live], w_t, a_scale[live], w_scale)
+            out[live] = result
 
     def _weight_scale_bytes(self, core, addr, n):
         """(uint8 array, offset) of an MPE's n FP32 weight scales in the weight buffer."""
@@ -514,32 +520,35 @@ class _RunContext:
         vals = core.bufs["wbuf"][w_addr:end].view(_I8)
         return np.ascontiguousarray(WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
 
-    def _weights_t(self, core, addr, end, rows, cols, stride, wt):
+    def _weights_t(self, core, addr, end, rows, cols, stride, wt, keep=True):
         """(K, N) float32 weights for the MPE, from a snapshot when the range is one.
 
         A snapshot keeps the FP32 matrix from its second use on (every decode step reuses
-        it); its first use, usually the prefill's, converts into the simulator's scratch
-        array, so that the first token does not wait for FP32 copies of every weight (4 bytes
-        of fresh memory per weight).  The matrix is only read by the product that follows."""
+        it) when `keep`; its first use, usually the prefill's, and every use when not `keep`
+        (the native kernels serve decode from the INT8 bytes) convert into the simulator's
+        scratch array, so that the first token does not wait for FP32 copies of every weight
+        (4 bytes of fresh memory per weight).  The matrix is only read by the product that
+        follows."""
         tag = core.find_tag(addr, end)
         if tag is not None:
             t0, snap = tag
             key = (addr - t0, rows, cols, stride, wt)
             w_t = snap.derived.get(key)
-            if w_t is None or w_t is _USED_ONCE:
-                raw = np.ndarray((rows, cols), _I8, buffer=snap.data, offset=addr - t0,
-                                 strides=(stride, 1))
-                # converted in the stored layout: a transposed view is as good to the FP32
-                # product (exact, so the order of its sums does not matter) and saves a copy
-                if w_t is None:
-                    snap.derived[key] = _USED_ONCE
-                    w = self._scratch_f32(rows, cols)
-                    np.copyto(w, raw)
-                    return w if wt else w.T
+            if w_t is not None and w_t is not _USED_ONCE:
+                return w_t
+            raw = np.ndarray((rows, cols), _I8, buffer=snap.data, offset=addr - t0,
+                             strides=(stride, 1))
+            # converted in the stored layout: a transposed view is as good to the FP32
+            # product (exact, so the order of its sums does not matter) and saves a copy
+            if w_t is _USED_ONCE and keep:
                 w = raw.astype(_F32)
-                w_t = w if wt else w.T
-                snap.derived[key] = w_t
-            return w_t
+                w_t = snap.derived[key] = w if wt else w.T
+                return w_t
+            if keep:
+                snap.derived[key] = _USED_ONCE
+            w = self._scratch_f32(rows, cols)
+            np.copyto(w, raw)
+            return w if wt else w.T
         core.materialize(addr, end)
         raw = np.ndarray((rows, cols), _I8, buffer=core.bufs["wbuf"], offset=addr,
                          strides=(stride, 1))

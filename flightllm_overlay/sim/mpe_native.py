@@ -1,50 +1,72 @@
-"""The MPE's call into its native kernel (`fllm_mpe` of sim/native_mpe.cpp): the ctypes signature and the operands' addresses."""
+"""The MPE's calls into its native kernels (`fllm_mpe`, `fllm_mpe_epilogue` of sim/native_mpe.cpp): ctypes signatures and the operands' addresses."""
 from __future__ import annotations
 
 import ctypes
+import weakref
 
 import numpy as np
 
 from . import native
 
+#: Processed rows from which an MPE takes FP32 BLAS for its product (then the native epilogue):
+#: BLAS (multithreaded, FP32 FMA) beats the INT8 kernel there (benchmarks in the commit log).
+BLAS_ROWS = 48
+
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_ARGTYPES = [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I]
-_ADDRESSES = {}          # id(array) -> (array, address of its first byte)
+_SIGNATURES = {"fllm_mpe": [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I],
+               "fllm_mpe_epilogue": [_P, _P, _I, _P, _I, _P, _P, _I, _I]}
+_ADDRESSES = {}          # id(array) -> (weak reference to the array, address of its first byte)
 
 
 def address(x: np.ndarray) -> int:
     """The address of x's first byte (cached: the simulator's buffers, snapshots and operand
     views live long and are asked for again at every instruction)."""
     hit = _ADDRESSES.get(id(x))
-    if hit is not None and hit[0] is x:
+    if hit is not None and hit[0]() is x:
         return hit[1]
     if len(_ADDRESSES) > 100_000:
         _ADDRESSES.clear()
     addr = x.ctypes.data
-    _ADDRESSES[id(x)] = (x, addr)
+    _ADDRESSES[id(x)] = (weakref.ref(x), addr)
     return addr
 
 
-def kernel():
-    """fllm_mpe with its signature, or None when the native kernels are off or unavailable."""
+def kernels():
+    """The kernel library with the MPE's signatures set, or None when the native kernels are
+    off or unavailable."""
     lib = native.library()
-    if lib is None:
-        return None
-    fn = lib.fllm_mpe
-    if fn.argtypes is None:
-        fn.argtypes, fn.restype = _ARGTYPES, ctypes.c_int
-    return fn
+    if lib is not None and lib.fllm_mpe.argtypes is None:
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return lib
 
 
-def mpe(fn, a, a_scale, live, w_bytes, w_offset, w_stride, wt, s_bytes, s_offset, out,
+def _rows(live):
+    return (None, 0) if live is None else (address(live), len(live))
+
+
+def _scales(s_bytes, s_offset):
+    return None if s_bytes is None else address(s_bytes) + s_offset
+
+
+def mpe(lib, a, a_scale, live, w_bytes, w_offset, w_stride, wt, s_bytes, s_offset, out,
         n, k) -> bool:
     """out[rows] = the MPE of INT8 activations `a` (m, k) and the INT8 weights at
     w_bytes[w_offset:] ((n, k) rows, or (k, n) when `wt`, row stride w_stride bytes), the FP32
     weight scales at s_bytes[s_offset:] (s_bytes None: none); rows: `live`, or all.  False
     when a result is a NaN: the numpy definition must then redo the instruction."""
     m = a.shape[0]
-    live_ptr, nlive = (None, 0) if live is None else (address(live), len(live))
-    s_ptr = None if s_bytes is None else address(s_bytes) + s_offset
-    return fn(address(a), a.strides[0], address(a_scale), m, live_ptr, nlive,
-              address(w_bytes) + w_offset, w_stride, wt, s_ptr, address(out), out.strides[0],
-              n, k) == 0
+    return lib.fllm_mpe(address(a), a.strides[0], address(a_scale), m, *_rows(live),
+                        address(w_bytes) + w_offset, w_stride, wt, _scales(s_bytes, s_offset),
+                        address(out), out.strides[0], n, k) == 0
+
+
+def epilogue(lib, acc, a_scale, live, s_bytes, s_offset, out) -> bool:
+    """out[rows] = the MPE epilogue of `acc`, fp32(acc) of the processed rows (float32, one
+    row each); the other operands as for `mpe`."""
+    acc = np.ascontiguousarray(acc, np.float32)
+    m, n = out.shape
+    return lib.fllm_mpe_epilogue(acc.ctypes.data, address(a_scale), m, *_rows(live),
+                                 _scales(s_bytes, s_offset), address(out), out.strides[0],
+                                 n) == 0

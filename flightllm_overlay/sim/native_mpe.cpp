@@ -8,8 +8,12 @@
 // the epilogue is two FP32 multiplies in that order (-ffp-contract=off) and IEEE round to
 // nearest even, what numpy does.  A result that is a NaN (a NaN scale, or inf times zero)
 // returns FALLBACK: the numpy definition then redoes the whole instruction, NaN payloads and all.
+//
+// One row (decode's MV) streams the INT8 weight rows as they are, prefetched; more rows widen
+// COLS weight columns to INT16 once for all rows (either layout) and take them ROWS rows at a
+// time.  Many rows (prefill) go to FP32 BLAS instead, multithreaded, and then to
+// fllm_mpe_epilogue (sim/mpe_native.py, BLAS_ROWS).
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -21,9 +25,9 @@ extern "C" void fllm_f32_to_f16(const float* src, uint16_t* dst, int64_t n);   /
 namespace {
 
 constexpr int OK = 0, FALLBACK = 1;
-constexpr int64_t COLS = 4;      // output columns of one (n, k) dot-product block
-constexpr int64_t ROWS = 2;      // output rows of one (n, k) dot-product block
-constexpr int64_t WT_COLS = 256; // output columns of one (k, n) block
+constexpr int64_t COLS = 3;      // output columns of one dot-product block
+constexpr int64_t ROWS = 4;      // output rows of one dot-product block of a matrix-matrix product
+constexpr int64_t DIRECT_ROWS = 1;   // (n, k) weights of at most this many rows: read directly
 
 struct Mpe {
     const int8_t* a; int64_t as; const float* a_scale;
@@ -36,7 +40,7 @@ struct Mpe {
 
 // per-thread scratch: the activations as INT16, INT32 sums, one FP32 row, the weight scales
 struct Scratch {
-    std::vector<int16_t> a16;
+    std::vector<int16_t> a16, w16;
     std::vector<int32_t> acc;
     std::vector<float> f, ws;
 };
@@ -52,59 +56,78 @@ void widen_a(const Mpe& p) {
     }
 }
 
-// R x C dot products of length k: rows of `a` (INT16, stride k) times weight rows (INT8, stride
-// ws) into acc[r * ldc + c]; the k loop vectorizes as multiply-adds of INT16 pairs into INT32
-template <int R, int C>
-inline void dot_block(const int16_t* a, int64_t k, const int8_t* w, int64_t ws, int32_t* acc,
-                      int64_t ldc) {
+// R x C dot products of length k: rows of `a` (INT16, stride k) times weight rows (W, stride
+// ws) into acc[r * ldc + c], c < nc; the k loop vectorizes as multiply-adds of INT16 pairs
+template <int R, int C, typename W>
+inline void dot_block(const int16_t* a, int64_t k, const W* w, int64_t ws, int32_t* acc,
+                      int64_t ldc, int64_t nc = C) {
     int32_t s[R][C] = {};
     for (int64_t x = 0; x < k; x++)
         for (int r = 0; r < R; r++)
             for (int c = 0; c < C; c++)
                 s[r][c] += (int32_t)a[r * k + x] * (int32_t)(int16_t)w[c * ws + x];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r * ldc + c] = s[r][c];
+        for (int c = 0; c < nc; c++) acc[r * ldc + c] = s[r][c];
 }
 
-template <int R>
-inline void dot_rows(const Mpe& p, const int16_t* a, int32_t* acc) {
-    int64_t j = 0;
-    for (; j + COLS <= p.n; j += COLS)
-        dot_block<R, COLS>(a, p.k, p.w + j * p.ws, p.ws, acc + j, p.n);
-    for (; j < p.n; j++)
-        dot_block<R, 1>(a, p.k, p.w + j * p.ws, p.ws, acc + j, p.n);
+// asks for (n, k) weight rows [j, j + COLS) ahead of their use (the hardware prefetcher alone
+// leaves a streamed matrix-vector product at half the memory bandwidth)
+inline void prefetch_rows(const Mpe& p, int64_t j) {
+    for (int64_t c = j; c < std::min(j + COLS, p.n); c++)
+        for (int64_t x = 0; x < p.k; x += 64) __builtin_prefetch(p.w + c * p.ws + x);
 }
 
-// acc (rows x n) of (n, k) weights
-void products_nk(const Mpe& p) {
-    int64_t i = 0;
-    for (; i + ROWS <= p.rows; i += ROWS)
-        dot_rows<ROWS>(p, S.a16.data() + i * p.k, S.acc.data() + i * p.n);
-    for (; i < p.rows; i++)
-        dot_rows<1>(p, S.a16.data() + i * p.k, S.acc.data() + i * p.n);
-}
-
-// acc (rows x n) of (k, n) weights: per row, columns in blocks, one multiply-add per k
-void products_kn(const Mpe& p) {
-    int32_t s[WT_COLS];
+// acc (rows x n) of (n, k) weights read as they are: one row at a time (matrix-vector)
+void products_direct(const Mpe& p) {
     for (int64_t i = 0; i < p.rows; i++) {
         const int16_t* a = S.a16.data() + i * p.k;
-        for (int64_t j0 = 0; j0 < p.n; j0 += WT_COLS) {
-            const int64_t nb = std::min(WT_COLS, p.n - j0);
-            std::fill(s, s + nb, 0);
-            for (int64_t x = 0; x < p.k; x++) {
-                const int32_t ax = a[x];
-                const int8_t* w = p.w + x * p.ws + j0;
-                for (int64_t c = 0; c < nb; c++) s[c] += ax * (int32_t)w[c];
-            }
-            std::copy(s, s + nb, S.acc.data() + i * p.n + j0);
+        int32_t* acc = S.acc.data() + i * p.n;
+        int64_t j = 0;
+        for (; j + COLS <= p.n; j += COLS) {
+            prefetch_rows(p, j + 2 * COLS);
+            dot_block<1, COLS>(a, p.k, p.w + j * p.ws, p.ws, acc + j, p.n);
+        }
+        for (; j < p.n; j++)
+            dot_block<1, 1>(a, p.k, p.w + j * p.ws, p.ws, acc + j, p.n);
+    }
+}
+
+// weight columns [j, j + nc) as INT16 rows of k into w16 (COLS rows, zeros past nc)
+void widen_w(const Mpe& p, int wt, int64_t j, int64_t nc, int16_t* w16) {
+    for (int64_t c = 0; c < COLS; c++) {
+        int16_t* dst = w16 + c * p.k;
+        if (c >= nc) {
+            std::fill(dst, dst + p.k, 0);
+        } else if (wt) {
+            const int8_t* src = p.w + j + c;
+            for (int64_t x = 0; x < p.k; x++) dst[x] = src[x * p.ws];
+        } else {
+            const int8_t* src = p.w + (j + c) * p.ws;
+            for (int64_t x = 0; x < p.k; x++) dst[x] = src[x];
         }
     }
 }
 
-// out row r = fp16((fp32(acc) * a_scale) * w_scale); false when a result is a NaN
-bool epilogue_row(const int32_t* acc, float a_scale, const float* w_scale, int64_t n,
-                  uint16_t* out) {
+// acc (rows x n), COLS weight columns at a time widened once for all rows (matrix-matrix)
+void products_blocked(const Mpe& p, int wt) {
+    S.w16.resize(COLS * p.k);
+    int16_t* w16 = S.w16.data();
+    for (int64_t j = 0; j < p.n; j += COLS) {
+        const int64_t nc = std::min(COLS, p.n - j);
+        widen_w(p, wt, j, nc, w16);
+        int64_t i = 0;
+        for (; i + ROWS <= p.rows; i += ROWS)
+            dot_block<ROWS, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k,
+                                  S.acc.data() + i * p.n + j, p.n, nc);
+        for (; i < p.rows; i++)
+            dot_block<1, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k,
+                               S.acc.data() + i * p.n + j, p.n, nc);
+    }
+}
+
+// an out row = fp16((fp32(acc) * a_scale) * w_scale); false when a result is a NaN
+template <typename T>
+bool epilogue_row(const T* acc, float a_scale, const float* w_scale, int64_t n, uint16_t* out) {
     float* f = S.f.data();
     if (w_scale)
         for (int64_t j = 0; j < n; j++) f[j] = ((float)acc[j] * a_scale) * w_scale[j];
@@ -121,7 +144,9 @@ bool epilogue_row(const int32_t* acc, float a_scale, const float* w_scale, int64
     return true;
 }
 
-int epilogue(const Mpe& p) {
+// the epilogue of every processed row: acc holds the rows' sums (rows x n, contiguous)
+template <typename T>
+int epilogue(const Mpe& p, const T* acc) {
     S.f.resize(p.n);
     const float* w_scale = nullptr;
     if (p.w_scale) {             // copied: a snapshot's bytes need not be 4-byte aligned
@@ -131,7 +156,7 @@ int epilogue(const Mpe& p) {
     }
     for (int64_t i = 0; i < p.rows; i++) {
         const int64_t r = p.row(i);
-        if (!epilogue_row(S.acc.data() + i * p.n, p.a_scale[r], w_scale, p.n,
+        if (!epilogue_row(acc + i * p.n, p.a_scale[r], w_scale, p.n,
                           (uint16_t*)(p.out + r * p.os)))
             return FALLBACK;
     }
@@ -150,10 +175,19 @@ API int fllm_mpe(const int8_t* a, int64_t as, const float* a_scale, int64_t m, c
     const Mpe p{a, as, a_scale, live, live ? nlive : m, w, ws, w_scale, out, os, n, k};
     widen_a(p);
     S.acc.resize(p.rows * n);
-    if (wt)
-        products_kn(p);
+    if (!wt && p.rows <= DIRECT_ROWS)
+        products_direct(p);
     else
-        products_nk(p);
-    return epilogue(p);
+        products_blocked(p, wt);
+    return epilogue(p, S.acc.data());
+}
+
+// The epilogue of products made elsewhere: acc (the processed rows' sums as FP32, exact
+// integers, rows x n contiguous); the other operands and the result as for fllm_mpe.
+API int fllm_mpe_epilogue(const float* acc, const float* a_scale, int64_t m, const int64_t* live,
+                          int64_t nlive, const uint8_t* w_scale, uint8_t* out, int64_t os,
+                          int64_t n) {
+    const Mpe p{nullptr, 0, a_scale, live, live ? nlive : m, nullptr, 0, w_scale, out, os, n, 0};
+    return epilogue(p, acc);
 }
 
