@@ -450,20 +450,27 @@ class _RunContext:
             w_t = None
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
-        scales = None if no_wscale else self._weight_scale_bytes(core, s_addr, n)
+        scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
         lib = _mpe_native.kernels()
-        if lib is not None and w_t is None and m < _mpe_native.BLAS_ROWS:
-            if _mpe_native.mpe(lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end),
-                               w_stride, wt, *(scales or (None, 0)), out, n, k):
-                return
+        if w_t is None and lib is not None and m < _mpe_native.BLAS_ROWS and _mpe_native.mpe(
+                lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride, wt,
+                *scales, out, n, k):
+            return
         if w_t is None:
             w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt,
                                   keep=lib is None)
+        self._mpe_fp32(lib, a, a_scale, live, w_t, scales, out)
+
+    @staticmethod
+    def _mpe_fp32(lib, a, a_scale, live, w_t, scales, out):
+        """The MPE from FP32 weights: one exact FP32 product, then the epilogue (native when
+        the kernels are there and no result is a NaN)."""
         a_live, s_live = (a, a_scale) if live is None else (a[live], a_scale[live])
         if lib is not None and _mpe_native.epilogue(lib, U.mpe_fp32_acc(a_live, w_t), a_scale,
-                                                    live, *(scales or (None, 0)), out):
+                                                    live, *scales, out):
             return
-        w_scale = None if scales is None else scales[0][scales[1]:scales[1] + 4 * n].view(_F32)
+        s_bytes, s_off = scales
+        w_scale = None if s_bytes is None else s_bytes[s_off:s_off + 4 * out.shape[1]].view(_F32)
         result = U.mpe_fast(a_live, w_t, s_live, w_scale)
         if live is None:
             out[...] = result

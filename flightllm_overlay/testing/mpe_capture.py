@@ -3,7 +3,8 @@
 ``with capture() as ops: session.run(...)`` appends one ``MPEOp`` per MPE instruction: the INT8
 activations and either the dense INT8 weights or, for an N:16 operand, the kept values, codes and
 indices exactly as they sit in the core's buffers.  It wraps the functional simulator's MPE
-handler and the ``units.mpe_fast`` call it makes; results are unchanged.
+handler and the ``units.mpe_fast`` call it makes, with the MPE's native kernels off inside the
+block (they do not go through ``mpe_fast``); results are unchanged.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..sim import functional as F
+from ..sim import mpe_native
 from ..spec import arithmetic as U
 from ..hw.mpe_model import MPEOp
 
@@ -22,6 +24,7 @@ def capture(limit: int | None = None):
     ops: list[MPEOp] = []
     state = {"op": None, "sparse": None}
     orig_mpe, orig_sparse, orig_fast = F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast
+    orig_kernels = mpe_native.kernels
 
     def mpe(self, core, f, cc, op):
         state["op"], state["sparse"] = op, None
@@ -50,7 +53,9 @@ def capture(limit: int | None = None):
         return orig_fast(a, w_t, a_scale, w_scale)
 
     F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast = mpe, sparse, fast
+    mpe_native.kernels = lambda: None
     try:
         yield ops
     finally:
         F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast = orig_mpe, orig_sparse, orig_fast
+        mpe_native.kernels = orig_kernels
