@@ -86,16 +86,26 @@ inline float exp32(float x) {
     return (float)(p * scale);
 }
 
+// (branch-free, so that the loops vectorise) an all-ones exponent carries into bit 15
 inline bool all_finite16(const uint16_t* s, int64_t n) {
-    uint16_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad |= (uint16_t)(((s[i] & 0x7C00u) == 0x7C00u) ? 1 : 0);
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= ((uint32_t)(s[i] & 0x7C00u) + 0x400u) & 0x8000u;
     return !bad;
 }
 
+// a magnitude above 0x7C00 (NaN) carries into bit 16
 inline bool any_nan16(const uint16_t* s, int64_t n) {
-    uint16_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad |= (uint16_t)(((s[i] & 0x7FFFu) > 0x7C00u) ? 1 : 0);
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= ((uint32_t)(s[i] & 0x7FFFu) + 0x83FFu) & 0x10000u;
     return bad;
+}
+
+// the largest |x| of n NaN-free FP16 values, as FP32: for magnitudes the order of the bit
+// patterns is the order of the values
+inline float absmax16(const uint16_t* s, int64_t n) {
+    uint16_t m = 0;
+    for (int64_t i = 0; i < n; i++) m = std::max<uint16_t>(m, (uint16_t)(s[i] & 0x7FFFu));
+    return h2f(m);
 }
 
 inline bool all_finite32(const float* s, int64_t n) {
@@ -196,12 +206,7 @@ API int fllm_misc_eltwise(int mul, const uint8_t* a, int64_t as, const uint8_t* 
     }
     if (amax) {                                   // the rows' maxima of the FP16 results
         if (any_nan16(S.out.data(), n * k)) return FALLBACK;
-        for (int64_t i = 0; i < n; i++) {
-            float m = 0.0f;
-            const uint16_t* o = S.out.data() + i * k;
-            for (int64_t c = 0; c < k; c++) m = std::max(m, std::fabs(h2f(o[c])));
-            amax[R.at(i)] = m;
-        }
+        for (int64_t i = 0; i < n; i++) amax[R.at(i)] = absmax16(S.out.data() + i * k, k);
     }
     return write_out(R, k, out, os);
 }
@@ -248,12 +253,7 @@ API int fllm_misc_rmsnorm(const uint8_t* a, int64_t as, const uint8_t* gamma, in
     }
     if (amax) {
         if (any_nan16(S.out.data(), n * k)) return FALLBACK;
-        for (int64_t i = 0; i < n; i++) {
-            float m = 0.0f;
-            const uint16_t* o = S.out.data() + i * k;
-            for (int64_t c = 0; c < k; c++) m = std::max(m, std::fabs(h2f(o[c])));
-            amax[R.at(i)] = m;
-        }
+        for (int64_t i = 0; i < n; i++) amax[R.at(i)] = absmax16(S.out.data() + i * k, k);
     }
     return write_out(R, k, out, os);
 }
@@ -369,7 +369,7 @@ API int fllm_misc_quant(uint8_t* a, int64_t as, uint8_t* q, int64_t qs, float* s
             amax = gr[0];
             for (int64_t j = 1; j < n_given; j++) amax = std::max(amax, gr[j]);
         } else {
-            for (int64_t c = 0; c < k; c++) amax = std::max(amax, std::fabs(x[c]));
+            amax = absmax16(ar, k);
         }
         float scale = amax / (float)FLLM_QMAX;
         if (amax == 0.0f) scale = 1.0f;
@@ -377,10 +377,13 @@ API int fllm_misc_quant(uint8_t* a, int64_t as, uint8_t* q, int64_t qs, float* s
         float run = 0.0f, prev = 0.0f;
         int8_t* qr = codes.data() + i * k;
         float* t = S.z.data();
-        bool wraps = false;
+        // rint as (v + 1.5 * 2^23) - 1.5 * 2^23: exact for |v| < 2^22, and a larger |v| stays
+        // outside [-128, 127], where numpy's int8 cast would wrap (left to numpy)
+        constexpr float magic = 12582912.0f;
+        uint32_t wraps = 0;
         for (int64_t c = 0; c < k; c++) {
-            t[c] = std::nearbyint(x[c] / scale);
-            wraps |= !(t[c] >= -128.0f && t[c] <= 127.0f);      // numpy's int8 cast would wrap
+            t[c] = (x[c] / scale + magic) - magic;
+            wraps |= (uint32_t)(t[c] < -128.0f) | (uint32_t)(t[c] > 127.0f);
         }
         if (wraps) return FALLBACK;
         if (diffuse) {                           // values rounding to 0 join the running sum
@@ -417,9 +420,7 @@ API int fllm_misc_amax(const uint8_t* a, int64_t as, float* out2, int64_t rows, 
     for (int64_t i = 0; i < n; i++) {
         const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
         if (!all_finite16(ar, k)) return FALLBACK;
-        float v = 0.0f;
-        for (int64_t c = 0; c < k; c++) v = std::max(v, std::fabs(h2f(ar[c])));
-        m[i] = v;
+        m[i] = absmax16(ar, k);
     }
     for (int64_t i = 0; i < n; i++) out2[R.at(i)] = m[i];
     return OK;
