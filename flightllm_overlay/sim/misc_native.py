@@ -43,22 +43,11 @@ def kernels():
     return _kernels
 
 
-_ADDRESSES: dict = {}
-
-
 def _rows(view) -> tuple | None:
-    """(address, row stride in bytes) of a 2-D view whose rows are contiguous, else None
-    (remembered per view: the buffers' views are cached and reused run after run)."""
-    hit = _ADDRESSES.get(id(view))
-    if hit is not None and hit[0] is view:
-        return hit[1]
-    rows = None
-    if view.ndim == 2 and (view.shape[1] <= 1 or view.strides[1] == view.itemsize):
-        rows = view.__array_interface__["data"][0], view.strides[0]
-    if len(_ADDRESSES) > 100_000:
-        _ADDRESSES.clear()
-    _ADDRESSES[id(view)] = (view, rows)
-    return rows
+    """(address, row stride in bytes) of a 2-D view whose rows are contiguous, else None."""
+    if view.ndim != 2 or (view.shape[1] > 1 and view.strides[1] != view.itemsize):
+        return None
+    return native.address(view), view.strides[0]
 
 
 def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, live, fallback):

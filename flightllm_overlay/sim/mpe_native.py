@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import ctypes
-import weakref
 
 import numpy as np
 
 from . import native
+from .native import address
 
 #: Processed rows from which an MPE takes FP32 BLAS for its product (then the native epilogue):
 #: BLAS (multithreaded, FP32 FMA) beats the INT8 kernel there (benchmarks in the commit log).
@@ -15,22 +15,6 @@ BLAS_ROWS = 48
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {"fllm_mpe": [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I],
                "fllm_mpe_epilogue": [_P, _P, _I, _P, _I, _P, _P, _I, _I]}
-_ADDRESSES = {}          # id(array) -> (weak reference to the array, address of its first byte)
-
-
-def address(x: np.ndarray) -> int:
-    """The address of x's first byte (cached: the simulator's buffers, snapshots and operand
-    views live long and are asked for again at every instruction)."""
-    hit = _ADDRESSES.get(id(x))
-    if hit is not None and hit[0]() is x:
-        return hit[1]
-    if len(_ADDRESSES) > 100_000:
-        _ADDRESSES.clear()
-    addr = x.ctypes.data
-    _ADDRESSES[id(x)] = (weakref.ref(x), addr)
-    return addr
-
-
 def kernels():
     """The kernel library with the MPE's signatures set, or None when the native kernels are
     off or unavailable."""

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+import weakref
 from pathlib import Path
 
 from ..errors import FlightLLMError
@@ -150,6 +151,22 @@ def _load() -> None:
                           f"slower, because its native kernels could not be built ({why}); "
                           f"install g++ (or set CXX) to build them", RuntimeWarning, stacklevel=3)
     _state["lib"], _state["why"] = lib, why
+
+
+_ADDRESSES: dict = {}    # id(array) -> (weak reference to the array, address of its first byte)
+
+
+def address(x) -> int:
+    """The address of numpy array x's first byte (cached: the simulator's buffers, snapshots and
+    operand views live long and are asked for again at every instruction)."""
+    hit = _ADDRESSES.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    if len(_ADDRESSES) > 100_000:
+        _ADDRESSES.clear()
+    addr = x.ctypes.data
+    _ADDRESSES[id(x)] = (weakref.ref(x), addr)
+    return addr
 
 
 def status() -> str:
