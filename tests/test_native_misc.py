@@ -11,6 +11,8 @@ from flightllm_overlay.sim import misc_native, misc_unit, native
 from flightllm_overlay.spec import isa
 
 GBUF, ABUF = 1 << 20, 1 << 18
+#: the numpy definitions warn on the NaN and infinity inputs these tests give on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 A, B, OUT, OUT2, GIVEN = 0, 0x40000, 0x80000, 0xC0000, 0xD0000
 
 
