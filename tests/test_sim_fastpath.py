@@ -132,15 +132,17 @@ def test_the_programs_compared_cover_every_instruction_kind(tiny_program, opt_pr
 
 
 def test_a_step_of_each_kind_is_prepared(tiny_program, overlays):
-    """The fast path is not the reference under another name: static loads, dense MPE work and
-    KV-cache moves run as prepared steps."""
+    """The fast path is not the reference under another name: static loads, dense MPE work,
+    KV-cache moves and the attention's MPE and MISC work (bound once for every length) run as
+    prepared steps."""
     _, fast = overlays
     with Session(fast, tiny_program) as s:
         s.run("decode", [5], 3)
     sim = fast.device._simulator
     (_, _, plan), = [v for v in sim._plans.values() if v[2] is not None][-1:]
     names = {step.__name__ for rnd in plan.rounds for steps, _, _ in rnd for step in steps}
-    assert {"load", "weight_load", "mpe", "move", "misc", "remote_load"} <= names
+    assert {"load", "weight_load", "mpe", "move", "misc", "remote_load", "dyn_misc",
+            "dyn_mpe"} <= names
 
 
 def test_errors_are_the_same_on_both_paths(overlays, tiny_program):

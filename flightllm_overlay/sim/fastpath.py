@@ -29,6 +29,7 @@ from ..spec import isa
 from ..spec.semantics import dyn_rows
 from .memory import PAGE as _PAGE
 from .core_buffers import _copy_rows, _region, _strided
+from .misc_unit import misc_action
 from .snapshots import snapshot_key
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
@@ -121,9 +122,13 @@ class Plan:
                 step = self._prepare_dyn_move(ctx, core, op, f)
             elif op == "MISC" and not f.get("dyn_k", 0):
                 step = self._prepare_misc(ctx, core, f)
+            elif op == "MISC" and not f.get("dyn_rows", 0):
+                step = self._prepare_dyn_misc(ctx, core, f)
             elif op in ("MM", "MV") and not (f.get("dyn_n", 0) or f.get("dyn_k", 0)
                                              or f.get("sparse", 0)):
                 step = self._prepare_mpe(ctx, core, op, f)
+            elif op in ("MM", "MV") and not f.get("sparse", 0):
+                step = self._prepare_dyn_mpe(ctx, core, op, f)
         except FlightLLMError:
             step = _REFERENCE               # the reference handler raises it when it runs
         if step is not _REFERENCE:
@@ -286,6 +291,34 @@ class Plan:
                 box[:] = plan[1:]
         return misc
 
+    def _prepare_dyn_misc(self, ctx, core, f):
+        """A MISC whose row length K is pos + len (decode's attention: softmax, the
+        probabilities' scaling and quant): the reference binds its operands again for every K.
+        When no operand's row stride follows K (explicit strides, or a single row) and the
+        operation has a native kernel, it is bound once for the compiled K and run for each
+        run's K and pos; anything else (K too large, a kernel that declines) is the reference's."""
+        rows, kmax = f.get("rows", 0), f.get("k", 0)
+        mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
+        per_row = [("a_stride", True), ("out_stride", mop != "amax"),
+                   ("b_stride", mop in ("eadd", "emul") and not f.get("bcast_b", 0))]
+        if not rows or not kmax or mop in (None, "rope", "layernorm", "rmsnorm") or (
+                rows > 1 and any(used and not f.get(name, 0) for name, used in per_row)):
+            return _REFERENCE
+        action, elements, _ = misc_action(core, f, mop, rows, kmax, max(1, f.get("groups", 0)),
+                                          0, None)
+        at = getattr(action, "at", None)
+        if at is None:
+            return _REFERENCE
+        handler, ci, per_k = type(ctx).misc, core.index, elements // kmax
+
+        def dyn_misc(ctx):
+            k = ctx.P + ctx.L
+            if 0 < k <= kmax and at(k, ctx.P):
+                ctx.counters.per_core[ci].misc_elements += per_k * k
+            else:                   # raises, does nothing, or runs the numpy definition
+                handler(ctx, core, f, ctx.counters.per_core[ci], "MISC")
+        return dyn_misc
+
     def _prepare_mpe(self, ctx, core, op, f):
         dims = ctx.mpe_dims(f, op)
         if dims is None:
@@ -296,6 +329,34 @@ class Plan:
         def mpe(ctx):
             execute(ctx, core, f, ctx.counters.per_core[ci], operands)
         return mpe
+
+    def _prepare_dyn_mpe(self, ctx, core, op, f):
+        """A dense MM/MV whose N or K is pos + len (the attention's products with the KV
+        history): bound once for the compiled N and K when no row stride follows them (explicit
+        activation, output and weight strides); each run takes the views' first N and K columns.
+        Anything else (a length past the compiled one, nothing to do) is the reference's."""
+        m, nmax, kmax = f.get("m", 0), f.get("n", 0), f.get("k", 0)
+        dyn_n, dyn_k = f.get("dyn_n", 0), f.get("dyn_k", 0)
+        if not (m and nmax and kmax and f.get("w_stride", 0)) or (dyn_k and not f.get(
+                "a_stride", 0)) or (dyn_n and not f.get("out_stride", 0)) or (
+                op == "MV" and m > isa.MV_MAX_ROWS):
+            return _REFERENCE
+        (m, _, _, a, a_scale, out, _, _, w_stride, _, sparse, w_addr, wt, no_wscale,
+         s_addr) = ctx.mpe_operands(core, f, m, nmax, kmax)
+        execute, handler, ci = type(ctx).mpe_execute, type(ctx).mpe, core.index
+
+        def dyn_mpe(ctx):
+            eff = ctx.P + ctx.L
+            n, k = (eff if dyn_n else nmax), (eff if dyn_k else kmax)
+            if not 0 < eff or n > nmax or k > kmax:     # the reference raises or does nothing
+                handler(ctx, core, f, ctx.counters.per_core[ci], op)
+                return
+            rows, cols = (k, n) if wt else (n, k)
+            execute(ctx, core, f, ctx.counters.per_core[ci],
+                    (m, n, k, a[:, :k], a_scale, out[:, :n], rows, cols, w_stride,
+                     w_addr + (rows - 1) * w_stride + cols, sparse, w_addr, wt, no_wscale,
+                     s_addr))
+        return dyn_mpe
 
     # -- running ------------------------------------------------------------------------------
     def run(self, ctx) -> None:

@@ -26,6 +26,10 @@ PROTOTYPES = {
     "fllm_misc_amax": (_P, _I, _P, *_ROWS),
 }
 _kernels: dict = {}
+_KERNEL = {"eadd": "fllm_misc_eltwise", "emul": "fllm_misc_eltwise", "silu": "fllm_misc_unary",
+           "relu": "fllm_misc_unary", "rmsnorm": "fllm_misc_rmsnorm",
+           "layernorm": "fllm_misc_layernorm", "softmax": "fllm_misc_softmax",
+           "rope": "fllm_misc_rope", "quant": "fllm_misc_quant", "amax": "fllm_misc_amax"}
 
 
 def kernels():
@@ -62,45 +66,51 @@ def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, l
     if live is not None:
         live = np.ascontiguousarray(live, dtype=np.int64)
     lp, nl = (None, 0) if live is None else (live.ctypes.data, len(live))
-    tail = (rows, k, lp, nl)
     a, as_ = views["a"]
     out = views.get("out", (None, 0))
     amax = views["out2"][0] if "out2" in views and mop in ("eadd", "emul", "rmsnorm") else None
     b_f32 = int(bool(f.get("b_f32", 0)))
-    if mop in ("eadd", "emul"):
-        b, bs = views["b"]
-        if ops["b"].shape[0] == 1 and rows > 1:
-            bs = 0                                          # broadcast row
-        call, args = kern["fllm_misc_eltwise"], (int(mop == "emul"), a, as_, b, bs, b_f32, *out,
-                                                 *tail, amax)
-    elif mop in ("silu", "relu"):
-        call, args = kern["fllm_misc_unary"], (int(mop == "relu"), a, as_, *out, *tail)
-    elif mop == "rmsnorm":
-        call, args = kern["fllm_misc_rmsnorm"], (a, as_, views["b"][0], b_f32,
-                                                 ops["imm"], *out, *tail, amax)
-    elif mop == "layernorm":
-        call, args = kern["fllm_misc_layernorm"], (a, as_, *views["gb"], b_f32,
-                                                   ops["imm"], *out, *tail)
-    elif mop == "softmax":
-        call, args = kern["fllm_misc_softmax"], (
-            a, as_, *out, rows, k, ops["imm"], int(bool(f.get("causal", 0))),
-            pos, groups, f.get("blk_sink", 0), f.get("blk_win", 0), lp, nl)
-    elif mop == "rope":
-        call, args = kern["fllm_misc_rope"], (a, as_, *views["table"], ops["table"].shape[0],
-                                              *out, *tail)
-    elif mop == "quant":
-        given = views.get("given", (None, 0))
-        n_given = ops["given"].shape[1] if ops.get("given") is not None else 0
-        call, args = kern["fllm_misc_quant"], (a, as_, *views["q"], views["scales"][0], *given,
-                                               n_given, int(bool(f.get("diffuse", 0))),
-                                               int(bool(f.get("residual", 0))), *tail)
-    elif mop == "amax":
-        call, args = kern["fllm_misc_amax"], (a, as_, views["out2"][0], *tail)
-    else:
+    kernel = kern.get(_KERNEL.get(mop))
+    if kernel is None:
         return None
 
+    def args(k, pos):
+        """The kernel's arguments for row length k and position pos."""
+        tail = (rows, k, lp, nl)
+        if mop in ("eadd", "emul"):
+            b, bs = views["b"]
+            if ops["b"].shape[0] == 1 and rows > 1:
+                bs = 0                                      # broadcast row
+            return (int(mop == "emul"), a, as_, b, bs, b_f32, *out, *tail, amax)
+        if mop in ("silu", "relu"):
+            return (int(mop == "relu"), a, as_, *out, *tail)
+        if mop == "rmsnorm":
+            return (a, as_, views["b"][0], b_f32, ops["imm"], *out, *tail, amax)
+        if mop == "layernorm":
+            return (a, as_, *views["gb"], b_f32, ops["imm"], *out, *tail)
+        if mop == "softmax":
+            return (a, as_, *out, rows, k, ops["imm"], int(bool(f.get("causal", 0))), pos,
+                    groups, f.get("blk_sink", 0), f.get("blk_win", 0), lp, nl)
+        if mop == "rope":
+            return (a, as_, *views["table"], ops["table"].shape[0], *out, *tail)
+        if mop == "quant":
+            given = views.get("given", (None, 0))
+            n_given = ops["given"].shape[1] if ops.get("given") is not None else 0
+            return (a, as_, *views["q"], views["scales"][0], *given, n_given,
+                    int(bool(f.get("diffuse", 0))), int(bool(f.get("residual", 0))), *tail)
+        return (a, as_, views["out2"][0], *tail)            # amax
+
+    bound = args(k, pos)
+
     def action():
-        if call(*args):
+        if kernel(*bound):
             fallback()
+
+    def at(k_run: int, pos_run: int) -> bool:
+        """Run for row length k_run <= k at position pos_run, on the same addresses (valid
+        when no operand's row stride follows k); False when the kernel declined (nothing
+        written: the caller runs the numpy definition)."""
+        return kernel(*args(k_run, pos_run)) == 0
+    action.at = at
     action.keep = (live, ops)                  # the views and rows the addresses point into
     return action
