@@ -26,10 +26,10 @@ import numpy as np
 from ..config import UNITS
 from ..errors import AddressError, FlightLLMError
 from ..spec import isa
-from ..spec.semantics import dyn_rows
+from ..spec.semantics import dyn_rows, live_rows
 from .memory import PAGE as _PAGE
 from .core_buffers import _copy_rows, _region, _strided
-from .misc_unit import misc_action
+from .misc_unit import dynamic as misc_dynamic, misc_action
 from .snapshots import snapshot_key
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
@@ -120,9 +120,9 @@ class Plan:
             elif op in ("LD", "ST") and f.get("dyn", 0) and not f.get("wfmt", 0) \
                     and not f.get("remote", 0) and not f.get("stripe", 0):
                 step = self._prepare_dyn_move(ctx, core, op, f)
-            elif op == "MISC" and not f.get("dyn_k", 0):
+            elif op == "MISC" and not misc_dynamic(f):
                 step = self._prepare_misc(ctx, core, f)
-            elif op == "MISC" and not f.get("dyn_rows", 0):
+            elif op == "MISC":
                 step = self._prepare_dyn_misc(ctx, core, f)
             elif op in ("MM", "MV") and not (f.get("dyn_n", 0) or f.get("dyn_k", 0)
                                              or f.get("sparse", 0)):
@@ -292,29 +292,34 @@ class Plan:
         return misc
 
     def _prepare_dyn_misc(self, ctx, core, f):
-        """A MISC whose row length K is pos + len (decode's attention: softmax, the
-        probabilities' scaling and quant): the reference binds its operands again for every K.
-        When no operand's row stride follows K (explicit strides, or a single row) and the
-        operation has a native kernel, it is bound once for the compiled K and run for each
-        run's K and pos; anything else (K too large, a kernel that declines) is the reference's."""
-        rows, kmax = f.get("rows", 0), f.get("k", 0)
+        """A MISC whose work follows the run: its row length K is pos + len (`dyn_k`: decode's
+        attention, softmax, the probabilities' scaling and quant) or its rows are the prompt's
+        (`dyn_rows`: prefill).  The reference binds its operands again every run; here it is
+        bound once (for the compiled K) and run with each run's K, pos and rows, when it has a
+        native kernel and, with `dyn_k`, no operand's row stride follows K (explicit strides,
+        or one row).  Anything else (K past the compiled one, a kernel that declines) is the
+        reference's."""
+        rows, kmax, dyn_k = f.get("rows", 0), f.get("k", 0), f.get("dyn_k", 0)
         mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
         per_row = [("a_stride", True), ("out_stride", mop != "amax"),
                    ("b_stride", mop in ("eadd", "emul") and not f.get("bcast_b", 0))]
-        if not rows or not kmax or mop in (None, "rope", "layernorm", "rmsnorm") or (
-                rows > 1 and any(used and not f.get(name, 0) for name, used in per_row)):
+        if not rows or not kmax or mop is None or dyn_k and (
+                mop in ("rope", "layernorm", "rmsnorm") or rows > 1 and any(
+                    used and not f.get(name, 0) for name, used in per_row)):
             return _REFERENCE
         action, elements, _ = misc_action(core, f, mop, rows, kmax, max(1, f.get("groups", 0)),
                                           0, None)
         at = getattr(action, "at", None)
         if at is None:
             return _REFERENCE
-        handler, ci, per_k = type(ctx).misc, core.index, elements // kmax
+        handler, ci, per_element = type(ctx).misc, core.index, elements // (rows * kmax)
 
         def dyn_misc(ctx):
-            k = ctx.P + ctx.L
-            if 0 < k <= kmax and at(k, ctx.P):
-                ctx.counters.per_core[ci].misc_elements += per_k * k
+            k = ctx.P + ctx.L if dyn_k else kmax
+            live = live_rows(f, rows, ctx.L)
+            if 0 < k <= kmax and at(k, ctx.P, live):
+                done = rows if live is None else len(live)
+                ctx.counters.per_core[ci].misc_elements += per_element * done * k
             else:                   # raises, does nothing, or runs the numpy definition
                 handler(ctx, core, f, ctx.counters.per_core[ci], "MISC")
         return dyn_misc

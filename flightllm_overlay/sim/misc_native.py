@@ -63,9 +63,6 @@ def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, l
     views = {name: _rows(v) for name, v in ops.items() if isinstance(v, np.ndarray)}
     if any(v is None for v in views.values()):
         return None
-    if live is not None:
-        live = np.ascontiguousarray(live, dtype=np.int64)
-    lp, nl = (None, 0) if live is None else (live.ctypes.data, len(live))
     a, as_ = views["a"]
     out = views.get("out", (None, 0))
     amax = views["out2"][0] if "out2" in views and mop in ("eadd", "emul", "rmsnorm") else None
@@ -74,8 +71,10 @@ def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, l
     if kernel is None:
         return None
 
-    def args(k, pos):
-        """The kernel's arguments for row length k and position pos."""
+    def args(k, pos, live):
+        """The kernel's arguments for row length k, position pos and rows `live` (an int64
+        array, alive while the kernel runs)."""
+        lp, nl = (None, 0) if live is None else (live.ctypes.data, len(live))
         tail = (rows, k, lp, nl)
         if mop in ("eadd", "emul"):
             b, bs = views["b"]
@@ -100,17 +99,21 @@ def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, l
                     int(bool(f.get("diffuse", 0))), int(bool(f.get("residual", 0))), *tail)
         return (a, as_, views["out2"][0], *tail)            # amax
 
-    bound = args(k, pos)
+    if live is not None:
+        live = np.ascontiguousarray(live, dtype=np.int64)
+    bound = args(k, pos, live)
 
     def action():
         if kernel(*bound):
             fallback()
 
-    def at(k_run: int, pos_run: int) -> bool:
-        """Run for row length k_run <= k at position pos_run, on the same addresses (valid
-        when no operand's row stride follows k); False when the kernel declined (nothing
-        written: the caller runs the numpy definition)."""
-        return kernel(*args(k_run, pos_run)) == 0
+    def at(k_run: int, pos_run: int, live_run) -> bool:
+        """Run for row length k_run <= k at position pos_run on rows live_run (None: all), on
+        the same addresses (valid when no operand's row stride follows k); False when the
+        kernel declined (nothing written: the caller runs the numpy definition)."""
+        if live_run is not None:
+            live_run = np.ascontiguousarray(live_run, dtype=np.int64)
+        return kernel(*args(k_run, pos_run, live_run)) == 0
     action.at = at
     action.keep = (live, ops)                  # the views and rows the addresses point into
     return action
