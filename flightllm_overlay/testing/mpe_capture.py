@@ -3,8 +3,9 @@
 ``with capture() as ops: session.run(...)`` appends one ``MPEOp`` per MPE instruction: the INT8
 activations and either the dense INT8 weights or, for an N:16 operand, the kept values, codes and
 indices exactly as they sit in the core's buffers.  It wraps the functional simulator's MPE
-handler and the ``units.mpe_fast`` call it makes, with the MPE's native kernels off inside the
-block (they do not go through ``mpe_fast``); results are unchanged.
+handler and the ``units.mpe_fast`` call it makes; inside the block the simulator runs its
+reference executor (the fast path's prepared steps do not go through the handler) with the MPE's
+native kernels off (they do not go through ``mpe_fast``); results are unchanged.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def capture(limit: int | None = None):
     ops: list[MPEOp] = []
     state = {"op": None, "sparse": None}
     orig_mpe, orig_sparse, orig_fast = F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast
-    orig_kernels = mpe_native.kernels
+    orig_kernels, orig_plan = mpe_native.kernels, F.FunctionalSimulator._plan
 
     def mpe(self, core, f, cc, op):
         state["op"], state["sparse"] = op, None
@@ -54,8 +55,9 @@ def capture(limit: int | None = None):
 
     F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast = mpe, sparse, fast
     mpe_native.kernels = lambda: None
+    F.FunctionalSimulator._plan = lambda self, ctx, memory, streams: None
     try:
         yield ops
     finally:
         F._RunContext.mpe, F._RunContext._sparse_weights_t, U.mpe_fast = orig_mpe, orig_sparse, orig_fast
-        mpe_native.kernels = orig_kernels
+        mpe_native.kernels, F.FunctionalSimulator._plan = orig_kernels, orig_plan
