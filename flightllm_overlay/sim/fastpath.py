@@ -29,7 +29,7 @@ from ..spec import isa
 from ..spec.semantics import dyn_rows, live_rows
 from .memory import PAGE as _PAGE
 from .core_buffers import _copy_rows, _region, _strided
-from .misc_unit import dynamic as misc_dynamic, misc_action
+from .misc_unit import dynamic as misc_dynamic, misc_action, operation as misc_operation
 from .snapshots import snapshot_key
 
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
@@ -199,16 +199,6 @@ class Plan:
                 core.replace_tags(addr, end, ctx.wbuf_snapshot(parts, rows, row_bytes, f))
             return weight_load
 
-        if len(pages) == 1 and pages[0][2] == pages[0][1] + 1:     # one page: one lookup
-            page_versions, page = pages[0][0], pages[0][1]
-
-            def weight_load(ctx):
-                snap = snaps.get(key)
-                if snap is None or snap.version != (page_versions[page],):
-                    snap = ctx.wbuf_snapshot(parts, rows, row_bytes, f)
-                core.replace_tags(addr, end, snap)
-            return weight_load
-
         def weight_load(ctx):
             snap = snaps.get(key)
             if snap is None or snap.version != tuple(
@@ -300,7 +290,7 @@ class Plan:
         or one row).  Anything else (K past the compiled one, a kernel that declines) is the
         reference's."""
         rows, kmax, dyn_k = f.get("rows", 0), f.get("k", 0), f.get("dyn_k", 0)
-        mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
+        mop = misc_operation(f)
         per_row = [("a_stride", True), ("out_stride", mop != "amax"),
                    ("b_stride", mop in ("eadd", "emul") and not f.get("bcast_b", 0))]
         if not rows or not kmax or mop is None or dyn_k and (

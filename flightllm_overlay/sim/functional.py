@@ -25,7 +25,7 @@ from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_c
 from . import fastpath as _fastpath
 from . import mpe_native as _mpe_native
 from .counters import CoreCounters, RunCounters
-from .misc_unit import dynamic as misc_dynamic, misc_action
+from .misc_unit import dynamic as misc_dynamic, misc_action, operation as misc_operation
 from .snapshots import SnapshotCache, memory_version, snapshot_key
 from .core_buffers import _F16, _F32, _I8, Core as _Core, Snapshot as _Snapshot, _array, _copy_rows, \
     _region, _strided
@@ -576,7 +576,7 @@ class _RunContext:
                 plan[1]()
                 cc.misc_elements += plan[2]
                 return
-        mop = isa.MISC_OPS[f.get("op", 0)] if f.get("op", 0) < len(isa.MISC_OPS) else None
+        mop = misc_operation(f)
         rows, k, groups = f.get("rows", 0), f.get("k", 0), max(1, f.get("groups", 0))
         if f.get("dyn_k", 0):
             if self.P + self.L > k:

@@ -25,7 +25,6 @@ PROTOTYPES = {
     "fllm_misc_quant": (_P, _I, _P, _I, _P, _P, _I, _I, _i, _i, *_ROWS),
     "fllm_misc_amax": (_P, _I, _P, *_ROWS),
 }
-_kernels: dict = {}
 _KERNEL = {"eadd": "fllm_misc_eltwise", "emul": "fllm_misc_eltwise", "silu": "fllm_misc_unary",
            "relu": "fllm_misc_unary", "rmsnorm": "fllm_misc_rmsnorm",
            "layernorm": "fllm_misc_layernorm", "softmax": "fllm_misc_softmax",
@@ -34,17 +33,7 @@ _KERNEL = {"eadd": "fllm_misc_eltwise", "emul": "fllm_misc_eltwise", "silu": "fl
 
 def kernels():
     """{name: ctypes function} of the MISC kernels, or None when the library is unavailable."""
-    lib = native.library()
-    if lib is None:
-        return None
-    if _kernels.get("lib") is not lib:
-        _kernels.clear()
-        for name, args in PROTOTYPES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, ctypes.c_int
-            _kernels[name] = fn
-        _kernels["lib"] = lib
-    return _kernels
+    return native.functions(PROTOTYPES)
 
 
 def _rows(view) -> tuple | None:

@@ -16,6 +16,12 @@ def dynamic(f) -> bool:
     return bool(f.get("dyn_k", 0) or f.get("dyn_rows", 0))
 
 
+def operation(f):
+    """The MISC operation's name (`isa.MISC_OPS`), None for an unknown opcode."""
+    op = f.get("op", 0)
+    return isa.MISC_OPS[op] if op < len(isa.MISC_OPS) else None
+
+
 def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=None) -> tuple:
     """(action, elements processed, dynamic) of a MISC instruction on `core` with its run-time
     K already applied; `dynamic` actions depend on `pos` or `len` and must not be reused.

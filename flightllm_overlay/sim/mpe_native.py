@@ -15,15 +15,12 @@ BLAS_ROWS = 48
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {"fllm_mpe": [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I],
                "fllm_mpe_epilogue": [_P, _P, _I, _P, _I, _P, _P, _I, _I]}
+
+
 def kernels():
-    """The kernel library with the MPE's signatures set, or None when the native kernels are
-    off or unavailable."""
-    lib = native.library()
-    if lib is not None and lib.fllm_mpe.argtypes is None:
-        for name, argtypes in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, ctypes.c_int
-    return lib
+    """{name: ctypes function} of the MPE's kernels, or None when the native kernels are off
+    or unavailable."""
+    return native.functions(_SIGNATURES)
 
 
 def _rows(live):
@@ -34,23 +31,23 @@ def _scales(s_bytes, s_offset):
     return None if s_bytes is None else address(s_bytes) + s_offset
 
 
-def mpe(lib, a, a_scale, live, w_bytes, w_offset, w_stride, wt, s_bytes, s_offset, out,
+def mpe(fns, a, a_scale, live, w_bytes, w_offset, w_stride, wt, s_bytes, s_offset, out,
         n, k) -> bool:
     """out[rows] = the MPE of INT8 activations `a` (m, k) and the INT8 weights at
     w_bytes[w_offset:] ((n, k) rows, or (k, n) when `wt`, row stride w_stride bytes), the FP32
     weight scales at s_bytes[s_offset:] (s_bytes None: none); rows: `live`, or all.  False
     when a result is a NaN: the numpy definition must then redo the instruction."""
     m = a.shape[0]
-    return lib.fllm_mpe(address(a), a.strides[0], address(a_scale), m, *_rows(live),
-                        address(w_bytes) + w_offset, w_stride, wt, _scales(s_bytes, s_offset),
-                        address(out), out.strides[0], n, k) == 0
+    return fns["fllm_mpe"](address(a), a.strides[0], address(a_scale), m, *_rows(live),
+                           address(w_bytes) + w_offset, w_stride, wt,
+                           _scales(s_bytes, s_offset), address(out), out.strides[0], n, k) == 0
 
 
-def epilogue(lib, acc, a_scale, live, s_bytes, s_offset, out) -> bool:
+def epilogue(fns, acc, a_scale, live, s_bytes, s_offset, out) -> bool:
     """out[rows] = the MPE epilogue of `acc`, fp32(acc) of the processed rows (float32, one
     row each); the other operands as for `mpe`."""
     acc = np.ascontiguousarray(acc, np.float32)
     m, n = out.shape
-    return lib.fllm_mpe_epilogue(acc.ctypes.data, address(a_scale), m, *_rows(live),
-                                 _scales(s_bytes, s_offset), address(out), out.strides[0],
-                                 n) == 0
+    return fns["fllm_mpe_epilogue"](acc.ctypes.data, address(a_scale), m, *_rows(live),
+                                    _scales(s_bytes, s_offset), address(out),
+                                    out.strides[0], n) == 0

@@ -93,18 +93,28 @@ def _finish_build(build) -> None:
             os.unlink(tmp)
 
 
+def _cxx() -> str:
+    return os.environ.get("CXX", "g++")
+
+
+def _begin(cxx: str) -> None:
+    """Start building the library when it is not built and no build is running."""
+    if "build" not in _state:
+        path = _path(cxx)
+        if not path.exists():
+            _state["build"] = _start_build(cxx, path)
+
+
 def prepare() -> None:
     """Start building the library in the background when it is not built yet (a cold
     `flightllm generate` calls this before compiling the model, so both run at once)."""
-    if "lib" in _state or "build" in _state or os.environ.get("FLIGHTLLM_NATIVE", "") == "0":
-        return
+    if "lib" in _state or os.environ.get("FLIGHTLLM_NATIVE", "") == "0" \
+            or shutil.which(_cxx()) is None:
+        return                                  # library() reports a missing compiler
     try:
-        cxx = os.environ.get("CXX", "g++")
-        path = _path(cxx)
-        if shutil.which(cxx) is not None and not path.exists():
-            _state["build"] = _start_build(cxx, path)
+        _begin(_cxx())
     except OSError:
-        pass                                    # library() reports it
+        pass                                    # library() starts it again and reports it
 
 
 def _path(cxx: str) -> Path:
@@ -126,22 +136,16 @@ def _load() -> None:
     mode = os.environ.get("FLIGHTLLM_NATIVE", "").strip()
     lib, why = None, "turned off by FLIGHTLLM_NATIVE=0"
     if mode != "0":
-        cxx = os.environ.get("CXX", "g++")
+        cxx = _cxx()
         try:
+            if shutil.which(cxx) is None:
+                raise RuntimeError(f"no C++ compiler `{cxx}` on PATH (install g++, or set CXX)")
+            _begin(cxx)
             build = _state.pop("build", None)
-            if build is None:
-                if shutil.which(cxx) is None:
-                    raise RuntimeError(f"no C++ compiler `{cxx}` on PATH (install g++, or set "
-                                       f"CXX)")
-                path = _path(cxx)
-                if not path.exists():
-                    build = _start_build(cxx, path)
-            else:
-                path = build[2]
             if build is not None:
                 _finish_build(build)
-            lib = ctypes.CDLL(str(path))
-            why = str(path)
+            lib = ctypes.CDLL(str(_path(cxx)))
+            why = str(_path(cxx))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             if mode == "1":
@@ -151,6 +155,23 @@ def _load() -> None:
                           f"slower, because its native kernels could not be built ({why}); "
                           f"install g++ (or set CXX) to build them", RuntimeWarning, stacklevel=3)
     _state["lib"], _state["why"] = lib, why
+
+
+def functions(signatures: dict):
+    """{name: ctypes function returning int} of the library with these argument types set
+    (once per loaded library), or None when the library is unavailable."""
+    lib = library()
+    if lib is None:
+        return None
+    bound = _state.setdefault("functions", {}).get(id(signatures))
+    if bound is None:
+        bound = {}
+        for name, argtypes in signatures.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
+            bound[name] = fn
+        _state["functions"][id(signatures)] = bound
+    return bound
 
 
 _ADDRESSES: dict = {}    # id(array) -> (weak reference to the array, address of its first byte)

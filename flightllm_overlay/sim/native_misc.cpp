@@ -159,12 +159,15 @@ inline bool load_b(const uint8_t* b, int64_t stride, int b_f32, int64_t r, int64
     return true;
 }
 
-// the staged rows back into `out`, after a final NaN check
-inline int write_out(const Rows& R, int64_t k, uint8_t* out, int64_t os) {
+// the staged rows back into `out` after a final NaN check, and with `amax` (may be null) each
+// row's largest absolute FP16 result
+inline int write_out(const Rows& R, int64_t k, uint8_t* out, int64_t os, float* amax = nullptr) {
     const int64_t n = R.count();
     if (any_nan16(S.out.data(), n * k)) return FALLBACK;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
+        if (amax) amax[R.at(i)] = absmax16(S.out.data() + i * k, k);
         std::memcpy(row_ptr<uint16_t>(out, os, R.at(i)), S.out.data() + i * k, 2 * k);
+    }
     return OK;
 }
 
@@ -204,11 +207,7 @@ API int fllm_misc_eltwise(int mul, const uint8_t* a, int64_t as, const uint8_t* 
             for (int64_t c = 0; c < k; c++) x[c] = x[c] + y[c];
         to_f16(x, S.out.data() + i * k, k);
     }
-    if (amax) {                                   // the rows' maxima of the FP16 results
-        if (any_nan16(S.out.data(), n * k)) return FALLBACK;
-        for (int64_t i = 0; i < n; i++) amax[R.at(i)] = absmax16(S.out.data() + i * k, k);
-    }
-    return write_out(R, k, out, os);
+    return write_out(R, k, out, os, amax);
 }
 
 // silu (op 0): x / (1 + exp32(-x)); relu (op 1): x <= 0 -> +0
@@ -251,11 +250,7 @@ API int fllm_misc_rmsnorm(const uint8_t* a, int64_t as, const uint8_t* gamma, in
         for (int64_t c = 0; c < k; c++) x[c] = (x[c] * inv) * g[c];
         to_f16(x, S.out.data() + i * k, k);
     }
-    if (amax) {
-        if (any_nan16(S.out.data(), n * k)) return FALLBACK;
-        for (int64_t i = 0; i < n; i++) amax[R.at(i)] = absmax16(S.out.data() + i * k, k);
-    }
-    return write_out(R, k, out, os);
+    return write_out(R, k, out, os, amax);
 }
 
 // layernorm: d = x - row_sum(x)/k; (d * (1 / sqrt(row_sum(d*d)/k + eps))) * gain + bias
