@@ -1,7 +1,8 @@
 """SmolLM2 quality per compression setting: perplexity and answer agreement with the float model (float emulation of the device).
 
     PYTHONPATH=. python benchmarks/compression_quality.py [--tokens 8192] [--window 512]
-        [--settings float w8a8 dense4 flightllm flightllm-wanda paper magnitude]
+        [--settings float bf16 fp16 w8a8 dense4 flightllm flightllm-linear
+         flightllm-wanda paper magnitude]
         [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--load DIR] [--jobs 1]
 
 For each setting: perplexity on the first --tokens tokens of the bundled evaluation text (enwiki
@@ -32,12 +33,19 @@ from flightllm_overlay.model import load_checkpoint  # noqa: E402
 #: setting -> (config or None for the float model, what it is)
 SETTINGS = {
     "float": (None, "the float reference (SmolLM2's Q4_1 weights dequantised)"),
+    # yardsticks, not compression: the float model as GPUs run it (weights and arithmetic in
+    # bfloat16 / float16, norms and softmax in float32)
+    "bf16": ("bfloat16", "the float reference in bfloat16 (a yardstick: 7-bit mantissas)"),
+    "fp16": ("float16", "the float reference in float16 (a yardstick: 10-bit mantissas)"),
     "w8a8": (CompressionConfig.w8a8(), "INT8 weights per row, INT8 activations"),
     "dense4": (CompressionConfig.dense4(), "4-bit groups of 32, dense (the Q4_1 source's grid)"),
     "flightllm": (CompressionConfig.flightllm(), "q/k 70% N:16 (attention-aware), <= 4 code bits"),
+    "flightllm-linear": (CompressionConfig.flightllm().but(name="flightllm-linear",
+                                                           qk_budget="linear"),
+                         "as flightllm, q/k at 70% in every linear (not shared by layers)"),
     "flightllm-wanda": (CompressionConfig.flightllm().but(name="flightllm-wanda",
-                                                          qk_criterion=None),
-                        "as flightllm, q/k pruned by Wanda scores"),
+                                                          qk_criterion=None, qk_budget="linear"),
+                        "as flightllm, q/k pruned by Wanda scores, 70% in every linear"),
     "paper": (CompressionConfig.paper(), "q/k 70% N:16, <= 3.5 code bits (the paper's budget)"),
     "magnitude": (CompressionConfig.magnitude(), "flightllm budget, magnitude, round-to-nearest"),
 }
@@ -53,9 +61,11 @@ def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, p
     cfg = SETTINGS[name][0]
     prompts = PROMPTS[:n_prompts]
     out = {"name": name, "what": SETTINGS[name][1]}
-    if cfg is None:
-        runner, greedy = reference_runner(ckpt), reference_greedy(ckpt)
-        out.update(code_bits=None, hbm_bits=32.0, density=1.0, report="")
+    if cfg is None or isinstance(cfg, str):
+        import torch
+        dtype = None if cfg is None else getattr(torch, cfg)
+        runner, greedy = reference_runner(ckpt, dtype), reference_greedy(ckpt, dtype)
+        out.update(code_bits=None, hbm_bits=32.0 if cfg is None else 16.0, density=1.0, report="")
     else:
         saved = Path(load or "") / f"{name}.safetensors"
         if load and saved.exists():

@@ -97,3 +97,20 @@ def test_benchmark_summary_without_answers_and_rescore(tmp_path):
     x = res["rows"][1]
     assert x["first_sentence"] == 0.0 and x["paris"] is True      # "1." alone no longer agrees
     assert x["token_agreement"] == 0.5 and "rescored" in json.loads(saved.read_text())
+
+
+def test_the_reference_in_bfloat16_is_a_nearby_but_different_model(tiny_ckpt):
+    """The benchmark's yardsticks: the float model with bfloat16 / float16 weights and arithmetic
+    stays close to the float32 logits (within the 7- / 10-bit mantissas' reach) but not equal."""
+    from flightllm_overlay.compress.emulate import reference_runner
+    ids = list(range(3, 40))
+    ref = reference_runner(tiny_ckpt)(ids)
+    spread = float(np.abs(ref).max())
+    for dtype, lo, hi in ((torch.bfloat16, 1e-4, 0.1), (torch.float16, 1e-6, 0.02)):
+        got = reference_runner(tiny_ckpt, dtype)(ids)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        err = float(np.abs(got - ref).max()) / spread
+        assert lo < err < hi, (dtype, err)
+        out = reference_greedy(tiny_ckpt, dtype)(ids[:5], 4, ())
+        assert len(out) == 4
+    assert tiny_ckpt.weights["model.norm.weight"].dtype == torch.float32   # not cast in place

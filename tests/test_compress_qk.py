@@ -89,7 +89,8 @@ def test_k_importance_of_a_constant_channel_follows_the_rope_rotation():
 
 
 def test_attention_criterion_in_the_pipeline(tiny_ckpt):
-    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128, density_qk=0.5)
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128, density_qk=0.5,
+                                            qk_budget="linear")
     assert cfg.qk_criterion == "attention"
     cm = compress(tiny_ckpt, None, cfg, progress=False)
     wanda = compress(tiny_ckpt, None, cfg.but(qk_criterion=None), progress=False)
@@ -111,3 +112,49 @@ def test_unknown_qk_criterion_is_a_clear_error():
     from flightllm_overlay.errors import CompileError
     with pytest.raises(CompileError, match="q/k pruning criterion"):
         CompressionConfig(qk_criterion="entropy")
+
+
+def _energy_lost(score, codes):
+    """Sum of squared scores of the weights a block code choice prunes."""
+    from flightllm_overlay.compress.prune import block_mask
+    return float((np.square(score) * ~block_mask(score, codes)).sum())
+
+
+def test_one_budget_over_several_weights_prunes_the_unimportant_one_harder():
+    from flightllm_overlay.compress.prune import choose_block_n, choose_block_n_joint
+    rng = np.random.default_rng(3)
+    quiet = np.abs(rng.standard_normal((32, 64))) * 0.1       # a layer whose q/k matter little
+    loud = np.abs(rng.standard_normal((64, 64)))
+    a, b = choose_block_n_joint([quiet, loud], 0.7, energy=True)
+    assert a.shape == (2, 4) and b.shape == (4, 4)
+    kept = (a.sum() + b.sum()) * 16
+    total = quiet.size + loud.size
+    assert kept <= 0.7 * total + 1e-9 and kept > 0.7 * total - 16 * 16
+    assert a.mean() < 0.7 * 16 < b.mean()                     # the quiet weight gives up more
+    separate = [choose_block_n(s, 0.7) for s in (quiet, loud)]
+    assert (_energy_lost(quiet, a) + _energy_lost(loud, b)
+            < 0.8 * sum(_energy_lost(s, c) for s, c in zip((quiet, loud), separate)))
+    # one weight alone: the same codes as its own budget (score sums; energy ranks the blocks
+    # by squared scores instead, which may differ)
+    assert np.array_equal(choose_block_n_joint([loud], 0.7)[0], choose_block_n(loud, 0.7))
+
+
+def test_model_wide_qk_budget_in_the_pipeline(tiny_ckpt):
+    from flightllm_overlay.errors import CompileError
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128, density_qk=0.5,
+                                            qk_budget="linear")
+    per_linear = compress(tiny_ckpt, None, cfg, progress=False)
+    cm = compress(tiny_ckpt, None, cfg.but(qk_budget="model"), progress=False)
+    n = tiny_ckpt.args.n_layers
+    masks = [cm.layers[i][k].mask for i in range(n) for k in ("wq", "wk")]
+    kept = sum(int(m.sum()) for m in masks)
+    assert kept <= 0.5 * sum(m.size for m in masks) + 1e-9
+    dens = [m.mean() for m in masks]
+    assert max(dens) - min(dens) > 0.02                       # not 0.5 in every linear
+    assert all(per_linear.layers[i][k].density <= 0.5 + 1e-9 for i in range(n)
+               for k in ("wq", "wk"))
+    assert cm.config.qk_budget == "model"
+    with pytest.raises(CompileError, match="qk_criterion='attention'"):
+        CompressionConfig(density_qk=0.7, qk_budget="model")
+    with pytest.raises(CompileError, match="unknown q/k budget"):
+        CompressionConfig(qk_budget="layer")

@@ -1,5 +1,6 @@
 """SmolLM2-135M-Instruct compiled to W8A8 and compressed (FlightLLM setting) on the simulated overlay:
-the Paris answer down every near-tie branch, and perplexity within 3% of the float reference.
+the Paris answer (and, compressed, three more facts of the answer set) down every near-tie
+branch, and perplexity within 3% of the float reference.
 
 Margins: a greedy answer flips when the CPU's floating-point path (AVX2 vs AVX-512 reduction
 orders: logits move by about 1e-4) reorders two tokens whose logits are closer than that.  The
@@ -42,10 +43,10 @@ def session(smollm2, sim_overlay):
         yield s
 
 
-def answers_over_near_ties(gen, tokenizer, prompt, n, max_answers=4):
+def answers_over_near_ties(gen, tokenizer, prompt, n, max_answers=4, want="Paris"):
     """Greedy answers on the overlay, following the runner-up too wherever the top two logits
     are closer than MARGIN (where another CPU's rounding could pick it), until the answer says
-    "Paris" or ends; at most max_answers answers (more near-ties: an answer on a knife edge)."""
+    `want` or ends; at most max_answers answers (more near-ties: an answer on a knife edge)."""
     base = gen.encode_prompt(prompt)
     todo, done = [[]], []
     while todo:
@@ -59,7 +60,7 @@ def answers_over_near_ties(gen, tokenizer, prompt, n, max_answers=4):
                     f"more than {max_answers} near-tie answers: {done}")
                 todo.append(out + [int(second)])
             out = out + [int(first)]
-            if out[-1] in tokenizer.stop_ids or "Paris" in tokenizer.decode(out):
+            if out[-1] in tokenizer.stop_ids or want in tokenizer.decode(out):
                 break
             logits = gen.decode_one(out[-1], pos)
         done.append(tokenizer.decode(out, skip_special_tokens=True))
@@ -90,21 +91,42 @@ def test_w8a8_perplexity_within_3_percent_of_float(session, smollm2):
     assert dev / ref > 0.97          # a suspiciously better score means something is off
 
 
-@pytest.mark.xfail(reason="INT8 activations flip SmolLM2's first answer token, a near-tie in the "
-                   "float model itself ('The' leads by 0.08 logits): in the float emulation of "
-                   "the benchmark of 2026-12-06 (later run: small probabilities diffused, "
-                   "smoothing alpha 0.9) dense4 answers 'The capital of France is Paris.' but "
-                   "the FlightLLM setting 'L'Etoile, la France, ...' and W8A8 'L'Etoile, la "
-                   "Marseur, ...'; not a margin that holds on every CPU",
-                   strict=False)
-def test_compressed_model_answers_paris_on_the_overlay_with_margin(smollm2, sim_overlay):
+@pytest.fixture(scope="module")
+def flightllm_session(smollm2, sim_overlay):
     """The FlightLLM setting (q/k at 70% N:16 density chosen by their effect on attention,
-    mixed 2/3/4/8-bit weights at <= 4 code bits, the Q4_1 source's codes kept) compiled and run
-    on the simulated overlay answers Paris, also down every near-tie branch."""
+    mixed 2/3/4/8-bit weights at <= 4 code bits, the Q4_1 source's codes kept) compiled for the
+    simulated overlay.  Compression is deterministic across CPUs
+    (test_compress_determinism.py) and the simulator bit-exact, so its answers are the same on
+    every CPU; MARGIN guards what remains."""
     from flightllm_overlay.compiler import compile_compressed
     from flightllm_overlay.compress import CompressionConfig, compress
     cm = compress(smollm2, None, CompressionConfig.flightllm(), progress=False)
     assert cm.totals()["code_bits"] <= 4.0
     with Session(sim_overlay, compile_compressed(cm, ctx=256)) as s:
-        gen = Generator(s, smollm2.tokenizer)
-        assert_paris_over_near_ties(gen, smollm2.tokenizer)
+        yield Generator(s, smollm2.tokenizer)
+
+
+def test_compressed_model_answers_paris_on_the_overlay_with_margin(flightllm_session, smollm2):
+    """Down every near-tie branch (on 2026-12-06 the first answer token led by 0.22 logits,
+    the closest step of the answer by 0.16: ten times MARGIN)."""
+    assert_paris_over_near_ties(flightllm_session, smollm2.tokenizer)
+
+
+# prompts of the answer benchmark's set (compress/answers.py) whose compressed answer has the
+# float model's fact; on 2026-12-06 their closest steps led by 0.05, 0.45 and 0.03 logits
+FACTS = [("Who wrote the play Romeo and Juliet?", "Shakespeare"),
+         ("What are the first five prime numbers?", "2, 3, 5, 7"),
+         ("What is the chemical symbol for gold?", "Au")]
+
+
+@pytest.mark.parametrize("prompt,fact", FACTS, ids=["shakespeare", "primes", "gold"])
+def test_compressed_model_keeps_facts_on_the_overlay_with_margin(flightllm_session, smollm2,
+                                                                 prompt, fact):
+    from flightllm_overlay.compress.answers import PROMPTS, reference_greedy
+    assert prompt in [p for _, p in PROMPTS]
+    tok = smollm2.tokenizer
+    ref = tok.decode(reference_greedy(smollm2)(flightllm_session.encode_prompt(prompt), 24,
+                                                tok.stop_ids), skip_special_tokens=True)
+    assert fact in ref, ref                                  # the float model's own answer
+    answers = answers_over_near_ties(flightllm_session, tok, prompt, 24, want=fact)
+    assert all(fact in a for a in answers), answers

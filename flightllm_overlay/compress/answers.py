@@ -114,8 +114,9 @@ def answers(greedy, tokenizer, prompts=PROMPTS, new_tokens: int = NEW_TOKENS,
     return Answers(toks, texts)
 
 
-def reference_greedy(ckpt):
-    """The float reference's greedy(prompt_ids, n, stop_ids), for `answers`."""
-    from ..model.llama import Transformer
-    model = Transformer.from_checkpoint(ckpt)
+def reference_greedy(ckpt, dtype=None):
+    """The float reference's greedy(prompt_ids, n, stop_ids), for `answers` (dtype: see
+    `emulate.reference_model`)."""
+    from .emulate import reference_model
+    model = reference_model(ckpt, dtype)
     return lambda ids, n, stop: model.greedy(ids, n, stop)

@@ -96,6 +96,12 @@ class CompressedModel:
                      f"{t['code_bits']:.2f} per kept weight ({t['weight_bits']:.2f} with group "
                      f"parameters), {t['hbm_bits']:.2f} HBM bits per weight with indices and "
                      f"scales, density {t['density']:.3f}")
+        qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]
+        if any(pw.sparse for pw in qk):
+            size = sum(pw.shape[0] * pw.shape[1] for pw in qk)
+            kept = sum(pw.density * pw.shape[0] * pw.shape[1] for pw in qk)
+            lines.append(f"q/k: {kept / size:.3f} of their weights kept "
+                         f"({getattr(self.config, 'qk_budget', 'linear')} budget)")
         if self.info.get("attn_pattern"):
             lines.append(f"block-sparse prefill attention: (sink, window) 64-token blocks per "
                          f"head, {self.info['attn_density']:.2f} of the causal blocks computed "

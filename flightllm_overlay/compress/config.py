@@ -11,6 +11,9 @@ from .prune import CRITERIA, check_density
 #: same tuple; tests/test_wide_points.py holds them equal).  The emulation can widen more
 #: (`emulate.WIDE_POINTS`).
 WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")
+#: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
+#: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
+QK_BUDGETS = ("linear", "model")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class CompressionConfig:
     qk_criterion: str | None = None
     keep_grid: bool = True
     wide_points: tuple = ()
+    qk_budget: str = "linear"
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -70,6 +74,11 @@ class CompressionConfig:
         if self.qk_criterion not in (None, "attention") + CRITERIA:
             raise CompileError(f"unknown q/k pruning criterion {self.qk_criterion!r}; use "
                                f"'attention', one of {CRITERIA}, or None")
+        if self.qk_budget not in QK_BUDGETS:
+            raise CompileError(f"unknown q/k budget {self.qk_budget!r}; use one of {QK_BUDGETS}")
+        if self.qk_budget == "model" and self.qk_criterion != "attention":
+            raise CompileError("qk_budget='model' shares the q/k density over layers by predicted "
+                               "attention KL, which needs qk_criterion='attention'")
         if self.act_bits != 8:
             raise CompileError(f"activations are INT8 on the device; act_bits={self.act_bits} "
                                f"is not supported")
@@ -123,12 +132,14 @@ class CompressionConfig:
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
         2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
-        INT8 activations; q/k pruned by their effect on the attention distributions, the rest
-        by Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
+        INT8 activations; q/k pruned by their effect on the attention distributions (70% of
+        all q/k weights kept, shared between layers by predicted attention KL), the rest by
+        Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
         smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
         weights, as SmolLM2's Q4_1), migration strength 0.9."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
-                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention")
+                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention",
+                   qk_budget="model")
 
     @classmethod
     def dense4(cls) -> "CompressionConfig":
@@ -148,6 +159,7 @@ class CompressionConfig:
     def magnitude(cls) -> "CompressionConfig":
         """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
         return cls.flightllm().but(name="magnitude", criterion="magnitude", qk_criterion=None,
+                                   qk_budget="linear",
                                    error_feedback=False)
 
     @classmethod

@@ -11,6 +11,7 @@ RoPE, softmax and the residual stream stay float32 (the device uses FP16 there).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -174,10 +175,19 @@ class Emulator:
         return out
 
 
-def reference_runner(ckpt) -> Runner:
-    """The float reference (`model.Transformer`) as a Runner."""
+def reference_model(ckpt, dtype=None):
+    """The float reference (`model.Transformer`); dtype (e.g. torch.bfloat16): its weights, and
+    so its arithmetic, in that type (norms and softmax in float32), as a GPU user runs it."""
     from ..model.llama import Transformer
-    model = Transformer.from_checkpoint(ckpt)
+    if dtype is None or dtype == torch.float32:
+        return Transformer.from_checkpoint(ckpt)
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt.weights.items()}
+    return Transformer.from_checkpoint(SimpleNamespace(args=ckpt.args, weights=weights))
+
+
+def reference_runner(ckpt, dtype=None) -> Runner:
+    """The float reference (`model.Transformer`, `reference_model`) as a Runner."""
+    model = reference_model(ckpt, dtype)
 
     def run(tokens):
         model.reset()

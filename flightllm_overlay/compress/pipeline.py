@@ -13,7 +13,7 @@ from .config import CompressionConfig
 from .gptq import gptq, output_error, rtn
 from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
-from .prune import prune
+from .prune import block_mask, choose_block_n_joint, prune
 from .qkscore import AttentionImportance, attention_scores
 from .smooth import float_layers, smoothed_layers, tensor
 
@@ -34,6 +34,20 @@ def _grid_record(grid, pw, on_grid: bool) -> dict:
         rec.update({k: round(err[k], 4) for k in ("rms_steps", "max_steps", "exact")},
                    lossless=err["lossless"])
     return rec
+
+
+def _qk_masks(layers, attn, cfg) -> dict:
+    """{(layer, 'wq'|'wk'): (mask, block_n)} of the attention-aware q/k pruning: per linear at
+    cfg.density_qk, or (qk_budget 'model') at that density over every q/k weight of the model
+    together, blocks ranked by their predicted attention KL."""
+    keys = [(i, k) for i in range(len(layers)) for k in ("wq", "wk")]
+    scores = {(i, k): attention_scores(layers[i][0][k], snap((attn.q if k == "wq" else attn.k)[i]))
+              for i, k in keys}
+    if cfg.qk_budget == "linear":
+        return {key: prune(layers[key[0]][0][key[1]], cfg.density_qk, score=scores[key])
+                for key in keys}
+    codes = choose_block_n_joint([scores[key] for key in keys], cfg.density_qk, energy=True)
+    return {key: (block_mask(scores[key], c), c.astype(np.uint8)) for key, c in zip(keys, codes)}
 
 
 def calibration_tokens(ckpt, n: int) -> list:
@@ -81,16 +95,17 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
                      hooks=() if attn is None else (attn.hook,)) if need_stats else None)
 
     # pruning masks and the candidates' errors, then one global bit allocation
+    qk_masks = {} if attn is None else _qk_masks(layers, attn, cfg)
     plan, options = [], []
     steps = [(i, k) for i in range(args.n_layers) for k in LINEARS]
     for i, k in tqdm(steps, desc="prune + score", unit="linear", disable=not progress):
         w = layers[i][0][k]
         st = None if stats is None else stats[i][INPUT_OF[k]]
-        score = None
-        if attn is not None and k in ("wq", "wk"):
-            score = attention_scores(w, snap((attn.q if k == "wq" else attn.k)[i]))
-        mask, block_n = prune(w, cfg.density_of(k), None if st is None else st.sq_norm,
-                              cfg.criterion_of(k), score)
+        if (i, k) in qk_masks:
+            mask, block_n = qk_masks[i, k]
+        else:
+            mask, block_n = prune(w, cfg.density_of(k), None if st is None else st.sq_norm,
+                                  cfg.criterion_of(k))
         plan.append((i, k, mask, block_n))
         c = cands[w.shape[1]]
         if len(c) == 1:

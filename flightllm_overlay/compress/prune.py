@@ -30,51 +30,69 @@ def check_density(density: float, what: str = "a layer") -> None:
 
 
 def _kept_scores(score: np.ndarray) -> np.ndarray:
-    """(R/16, K/16, 4): per block, score kept with N = 2, 4, 8, 16 (top-N of each row, summed)."""
+    """(R/16 * K/16, 4): per block, score kept with N = 2, 4, 8, 16 (top-N of each row, summed)."""
     r, k = score.shape
     blk = score.reshape(r // BLOCK, BLOCK, k // BLOCK, BLOCK).transpose(0, 2, 1, 3)
     srt = -np.sort(-blk, axis=-1)                        # descending along each block row
     csum = np.cumsum(srt, axis=-1)                       # (.., 16 rows, 16)
-    return np.stack([csum[..., n - 1].sum(-1) for n in FSB_CODES], axis=-1)
+    kept = np.stack([csum[..., n - 1].sum(-1) for n in FSB_CODES], axis=-1)
+    return kept.reshape(-1, len(FSB_CODES))
+
+
+def _check_blocks(score: np.ndarray) -> None:
+    r, k = score.shape
+    if r % BLOCK or k % BLOCK:
+        raise CompileError(f"N:16 pruning needs whole 16x16 blocks; the weight is {r} x {k}")
 
 
 def choose_block_n(score: np.ndarray, density: float) -> np.ndarray:
-    """(R/16, K/16) N:16 codes keeping at most `density` of the weights, losing the least score.
+    """(R/16, K/16) N:16 codes keeping at most `density` of the weights, losing the least score."""
+    return choose_block_n_joint([score], density)[0]
+
+
+def choose_block_n_joint(scores: list, density: float, energy: bool = False) -> list:
+    """N:16 codes of several weights under one budget: at most `density` of all their weights
+    kept together, losing the least score (`energy`: the least sum of squared scores, which for
+    the attention-aware scores is the predicted attention KL, comparable across linears and
+    layers).  One (R/16, K/16) array per weight.
 
     Greedy over steps 16->8->4->2 of every block, cheapest score lost per pruned weight first;
     a block's steps cost more the lower it goes, so the greedy order respects each block's chain.
     """
-    r, k = score.shape
-    if r % BLOCK or k % BLOCK:
-        raise CompileError(f"N:16 pruning needs whole 16x16 blocks; the weight is {r} x {k}")
+    for score in scores:
+        _check_blocks(score)
     check_density(density)
-    nb = (r // BLOCK) * (k // BLOCK)
+    shapes = [(s.shape[0] // BLOCK, s.shape[1] // BLOCK) for s in scores]
+    kept = np.concatenate([_kept_scores(np.square(s) if energy else s) for s in scores])
+    nb = len(kept)
     codes = np.full(nb, BLOCK, np.int64)
-    target = density * r * k
-    if codes.sum() * BLOCK <= target + 1e-9:
-        return codes.reshape(r // BLOCK, k // BLOCK)
-    kept = _kept_scores(score).reshape(nb, len(FSB_CODES))
-    steps = []                                           # (cost per weight, level, block)
-    for level in range(len(FSB_CODES) - 1, 0, -1):       # 16->8 is level 3, 8->4 level 2, ...
-        hi, lo = FSB_CODES[level], FSB_CODES[level - 1]
-        cost = (kept[:, level] - kept[:, level - 1]) / ((hi - lo) * BLOCK)
-        steps.append((cost, np.full(nb, len(FSB_CODES) - level), np.arange(nb), lo))
-    cost = np.concatenate([s[0] for s in steps])
-    order_key = np.concatenate([s[1] for s in steps])
-    blocks = np.concatenate([s[2] for s in steps])
-    new_n = np.concatenate([np.full(nb, s[3]) for s in steps])
-    total = codes.sum() * BLOCK
-    for i in np.lexsort((order_key, cost)):
-        b = blocks[i]
-        if new_n[i] >= codes[b]:
-            continue
-        if FSB_CODES[FSB_CODES.index(codes[b]) - 1] != new_n[i]:
-            continue                                     # a step out of its block's chain order
-        total -= (codes[b] - new_n[i]) * BLOCK
-        codes[b] = new_n[i]
-        if total <= target + 1e-9:
-            break
-    return codes.reshape(r // BLOCK, k // BLOCK)
+    target = density * nb * BLOCK * BLOCK
+    if codes.sum() * BLOCK > target + 1e-9:
+        steps = []                                       # (cost per weight, level, block)
+        for level in range(len(FSB_CODES) - 1, 0, -1):   # 16->8 is level 3, 8->4 level 2, ...
+            hi, lo = FSB_CODES[level], FSB_CODES[level - 1]
+            cost = (kept[:, level] - kept[:, level - 1]) / ((hi - lo) * BLOCK)
+            steps.append((cost, np.full(nb, len(FSB_CODES) - level), np.arange(nb), lo))
+        cost = np.concatenate([s[0] for s in steps])
+        order_key = np.concatenate([s[1] for s in steps])
+        blocks = np.concatenate([s[2] for s in steps])
+        new_n = np.concatenate([np.full(nb, s[3]) for s in steps])
+        total = codes.sum() * BLOCK
+        for i in np.lexsort((order_key, cost)):
+            b = blocks[i]
+            if new_n[i] >= codes[b]:
+                continue
+            if FSB_CODES[FSB_CODES.index(codes[b]) - 1] != new_n[i]:
+                continue                                 # a step out of its block's chain order
+            total -= (codes[b] - new_n[i]) * BLOCK
+            codes[b] = new_n[i]
+            if total <= target + 1e-9:
+                break
+    out, at = [], 0
+    for rb, kb in shapes:
+        out.append(codes[at:at + rb * kb].reshape(rb, kb))
+        at += rb * kb
+    return out
 
 
 def block_mask(score: np.ndarray, block_n: np.ndarray) -> np.ndarray:
