@@ -61,6 +61,30 @@ def test_grid_pack_keeps_the_codes_and_rounds_only_to_int8():
     assert output_error(w, pw, h) < 0.9 * e_fb
 
 
+def test_error_feedback_on_the_grids_own_parameters_spreads_the_int8_rounding():
+    """Codes re-chosen with error feedback, the grid's row scales and (M, B) kept: a few codes
+    move by a step or two and the calibrated output error falls below the grid's own codes'."""
+    rng = np.random.default_rng(4)
+    # groups of very different ranges (as LLM rows have): the quiet ones' grid steps are a few
+    # INT8 units of the row, where the INT8 rounding shows
+    spread = np.repeat(np.exp(rng.uniform(-3.5, 0, (64, 4))), 32, axis=1)
+    w = q4_1((rng.standard_normal((64, 128)) * spread).astype(np.float32))
+    pw = grid_pack(find_grid(w))
+    x = rng.standard_normal((2048, 128))
+    x[:, rng.choice(128, 4, replace=False)] *= 20.0           # outlier input channels
+    x = x @ (np.eye(128) + 0.3 * rng.standard_normal((128, 128)))
+    h = x.T @ x
+    fb = gptq(w, h + 0.01 * np.mean(np.diag(h)) * np.eye(128), 4, 32, fixed=pw)
+    assert all(np.array_equal(a, b) for a, b in ((fb.scale, pw.scale), (fb.mult, pw.mult),
+                                                  (fb.offset, pw.offset)))
+    moved = fb.q.astype(int) - pw.q
+    assert 0 < np.mean(moved != 0) < 0.2 and np.abs(moved).max() <= 2
+    assert output_error(w, fb, h) < 0.9 * output_error(w, pw, h)
+    from flightllm_overlay.errors import CompileError
+    with pytest.raises(CompileError, match="cannot pack"):
+        gptq(w, h, 4, 64, fixed=pw)
+
+
 def test_a_grid_the_int8_target_can_hold_is_lossless():
     """Steps and minima that are whole INT8 units of the row scale: the unit reproduces them."""
     rng = np.random.default_rng(2)
@@ -114,6 +138,7 @@ def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
     assert len(grids) == 5 * q4_ckpt.args.n_layers
     assert all(g["grid"] == "4b/32" and g["kept"] for g in grids.values())
     assert "15 of 21 linears on it, codes kept in 15" in cm.report()
+    assert all(0 <= g["moved"] < 0.05 for g in grids.values())      # error feedback: few codes
     off = compress(q4_ckpt, None, cfg.but(keep_grid=False), progress=False)
     assert not any(g["kept"] for g in off.info.get("grids", {}).values())
     per_channel = compress(q4_ckpt, None, cfg.but(smooth_group=None), progress=False)

@@ -113,9 +113,13 @@ class CompressedModel:
             line = (f"source grid {'/'.join(names)}: {len(grids)} of {7 * len(self.layers)} "
                     f"linears on it, codes kept in {len(kept)}")
             if kept:
+                moved = [g.get("moved", 0.0) for g in kept]
                 line += (f", lossless in {sum(g['lossless'] for g in kept)} (the INT8 target "
                          f"rounds the rest: rms {np.mean([g['rms_steps'] for g in kept]):.3f}, "
                          f"max {max(g['max_steps'] for g in kept):.3f} of a grid step)")
+                if any(moved):
+                    line += (f"; error feedback moved {100 * np.mean(moved):.2f}% of the codes "
+                             f"(in {sum(m > 0 for m in moved)} linears) to spread that rounding")
             lines.append(line)
         return "\n".join(lines)
 

@@ -92,15 +92,22 @@ def _inverse_hessian_factor(h: np.ndarray) -> np.ndarray:
 
 
 def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
-         block: int = 64) -> PackedWeight:
-    """Error-feedback packing of float w (R, K) given the damped Hessian (K, K) of its inputs."""
+         block: int = 64, fixed: PackedWeight | None = None) -> PackedWeight:
+    """Error-feedback packing of float w (R, K) given the damped Hessian (K, K) of its inputs.
+
+    fixed: a packing of w in this format whose row scales and group parameters are kept (e.g. a
+    source grid's, `grid.grid_pack`): only the codes are chosen, with error feedback, so the
+    dequantisation unit's INT8 rounding of the grid is spread where the inputs least see it."""
     check_bits(bits, group)
     w = np.asarray(w, np.float64)
     r, k = w.shape
     if bits < 8 and k % group:
         raise CompileError(f"{bits}-bit weights in groups of {group} need K ({k}) to be a multiple")
     kept = np.ones((r, k), bool) if mask is None else np.asarray(mask, bool)
-    scale = row_scale(w, kept)
+    if fixed is not None and (fixed.bits, fixed.group, fixed.shape) != (bits, group, (r, k)):
+        raise CompileError(f"fixed group parameters of a {fixed.bits}-bit/{fixed.group} "
+                           f"{fixed.shape} weight cannot pack a {bits}-bit/{group} {(r, k)} one")
+    scale = row_scale(w, kept) if fixed is None else fixed.scale
     W = w / scale[:, None]                                # INT8 units, updated in place
     U = _inverse_hessian_factor(np.asarray(hessian, np.float64))
     hd = np.diag(hessian)
@@ -116,7 +123,10 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
         Ub = U[b0:b1, b0:b1]
         for j in range(b1 - b0):
             col = b0 + j
-            if bits < 8 and col % group == 0:
+            if bits < 8 and col % group == 0 and fixed is not None:
+                gi = col // group
+                mult[:, gi], offset[:, gi] = fixed.mult[:, gi], fixed.offset[:, gi]
+            elif bits < 8 and col % group == 0:
                 gi = col // group
                 sl = slice(j, j + group)
                 mult[:, gi], offset[:, gi] = group_params(Wb[:, sl], kept[:, col:col + group],

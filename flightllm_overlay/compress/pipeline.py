@@ -18,21 +18,28 @@ from .qkscore import AttentionImportance, attention_scores
 from .smooth import float_layers, smoothed_layers, tensor
 
 
-def _same_codes(pw, grid) -> bool:
-    """Whether pw holds the grid's own codes on its kept weights."""
+def _on_grid(pw, grid) -> tuple:
+    """(whether pw keeps the grid: its format, row scales and group parameters, share of pw's
+    kept weights whose code differs from the grid's: error feedback moved them)."""
+    if (pw.bits, pw.group) != (grid.bits, grid.group):
+        return False, 1.0
+    ref = grid_pack(grid, pw.mask, pw.block_n)
+    same = all(np.array_equal(a, b) for a, b in ((pw.scale, ref.scale), (pw.mult, ref.mult),
+                                                  (pw.offset, ref.offset)))
     kept = np.ones(pw.shape, bool) if pw.mask is None else pw.mask
-    return pw.bits == grid.bits and pw.group == grid.group and bool(
-        np.array_equal(pw.q[kept], grid.codes[kept]))
+    return same, float(np.mean(pw.q[kept] != grid.codes[kept]))
 
 
 def _grid_record(grid, pw, on_grid: bool) -> dict:
-    """What became of a linear's source grid: its name, whether its codes were kept, and (in
-    the grid's format) how exactly the device holds it (`grid.grid_error`)."""
-    rec = {"grid": grid.name, "kept": on_grid and _same_codes(pw, grid)}
+    """What became of a linear's source grid: its name, whether it was kept (its group
+    parameters; `moved`: the share of codes error feedback changed), and (in the grid's format)
+    how exactly the device holds it (`grid.grid_error`)."""
+    kept, moved = _on_grid(pw, grid) if on_grid else (False, 1.0)
+    rec = {"grid": grid.name, "kept": kept}
     if on_grid:
         err = grid_error(grid, pw)
         rec.update({k: round(err[k], 4) for k in ("rms_steps", "max_steps", "exact")},
-                   lossless=err["lossless"])
+                   lossless=err["lossless"], moved=round(moved, 5))
     return rec
 
 
@@ -48,6 +55,22 @@ def _qk_masks(layers, attn, cfg) -> dict:
                 for key in keys}
     codes = choose_block_n_joint([scores[key] for key in keys], cfg.density_qk, energy=True)
     return {key: (block_mask(scores[key], c), c.astype(np.uint8)) for key, c in zip(keys, codes)}
+
+
+def _error_feedback(w, st, damp, opt, group, mask, block_n, grid=None):
+    """GPTQ-like packing of one linear; on its source grid, the best on calibrated output error
+    of: the grid's codes (only the INT8 target rounds), the codes re-chosen with error feedback
+    on the grid's own group parameters (the INT8 rounding spread where the inputs least see it;
+    pruned: SparseGPT's reconstruction on the grid), and (pruned) a free re-fit."""
+    h = st.damped(damp)
+    if grid is None:
+        return gptq(w, h, opt.bits, group, mask, block_n)
+    kept = grid_pack(grid, mask, block_n)
+    cands = [kept, gptq(w, h, opt.bits, group, mask, block_n, fixed=kept)]
+    if mask is not None:
+        cands.append(gptq(w, h, opt.bits, group, mask, block_n))
+    errs = [output_error(w, c, st.hessian) for c in cands]
+    return cands[int(np.argmin(errs))]
 
 
 def calibration_tokens(ckpt, n: int) -> list:
@@ -83,12 +106,9 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
                          desc="source grids", unit="linear", disable=not progress):
             grids[i, k] = find_grid(layers[i][0][k], low, cfg.group_choices)
     sparse = cfg.density < 1 or cfg.density_qk < 1
-    # calibration statistics: for pruning, for choosing formats, and for error feedback on
-    # linears whose only format is not their source grid's (kept grids need none)
-    need_stats = sparse or any(len(c) > 1 for c in cands.values()) or (cfg.error_feedback and any(
-        grids.get((i, k)) is None or cands[layers[i][0][k].shape[1]][0]
-        != (grids[i, k].bits, grids[i, k].group)
-        for i in range(args.n_layers) for k in LINEARS))
+    # calibration statistics: for pruning, for choosing formats, and for error feedback (on a
+    # kept source grid too: it spreads the INT8 target's rounding)
+    need_stats = sparse or any(len(c) > 1 for c in cands.values()) or cfg.error_feedback
     attn = (AttentionImportance(args) if cfg.density_qk < 1 and cfg.qk_criterion == "attention"
             else None)
     stats = (collect(ckpt, layers, tokens, progress=progress,
@@ -127,19 +147,13 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         group = opt.group or 32
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
-        if on_grid and mask is None:        # the source's codes: only the INT8 target rounds
-            packed[i][k] = grid_pack(grid)
+        if on_grid and (stats is None or not cfg.error_feedback):   # the source's codes
+            packed[i][k] = grid_pack(grid, mask, block_n)
         elif cfg.error_feedback:
-            h = stats[i][INPUT_OF[k]].damped(cfg.damp)
-            packed[i][k] = gptq(w, h, opt.bits, group, mask, block_n)
-            if on_grid:                     # pruned: keep the codes, or reconstruct (SparseGPT)?
-                kept = grid_pack(grid, mask, block_n)
-                hs = stats[i][INPUT_OF[k]].hessian
-                if output_error(w, kept, hs) <= output_error(w, packed[i][k], hs):
-                    packed[i][k] = kept
+            packed[i][k] = _error_feedback(w, stats[i][INPUT_OF[k]], cfg.damp, opt, group, mask,
+                                           block_n, grid if on_grid else None)
         else:
-            packed[i][k] = grid_pack(grid, mask, block_n) if on_grid else rtn(
-                w, opt.bits, group, mask, block_n)
+            packed[i][k] = rtn(w, opt.bits, group, mask, block_n)
         if grid is not None:
             grid_info[f"{i}.{k}"] = _grid_record(grid, packed[i][k], on_grid)
 
