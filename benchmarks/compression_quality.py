@@ -1,7 +1,7 @@
 """SmolLM2 quality per compression setting: perplexity and answer agreement with the float model (float emulation of the device).
 
     PYTHONPATH=. python benchmarks/compression_quality.py [--tokens 8192] [--window 512]
-        [--settings float bf16 fp16 w8a8 dense4 flightllm flightllm-linear
+        [--settings float bf16 fp16 w8a8 dense4 flightllm flightllm-model
          flightllm-wanda paper magnitude]
         [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--load DIR] [--jobs 1]
 
@@ -40,12 +40,12 @@ SETTINGS = {
     "w8a8": (CompressionConfig.w8a8(), "INT8 weights per row, INT8 activations"),
     "dense4": (CompressionConfig.dense4(), "4-bit groups of 32, dense (the Q4_1 source's grid)"),
     "flightllm": (CompressionConfig.flightllm(), "q/k 70% N:16 (attention-aware), <= 4 code bits"),
-    "flightllm-linear": (CompressionConfig.flightllm().but(name="flightllm-linear",
-                                                           qk_budget="linear"),
-                         "as flightllm, q/k at 70% in every linear (not shared by layers)"),
+    "flightllm-model": (CompressionConfig.flightllm().but(name="flightllm-model",
+                                                          qk_budget="model"),
+                        "as flightllm, q/k's 70% over the whole model (shared by layers)"),
     "flightllm-wanda": (CompressionConfig.flightllm().but(name="flightllm-wanda",
-                                                          qk_criterion=None, qk_budget="linear"),
-                        "as flightllm, q/k pruned by Wanda scores, 70% in every linear"),
+                                                          qk_criterion=None),
+                        "as flightllm, q/k pruned by Wanda scores"),
     "paper": (CompressionConfig.paper(), "q/k 70% N:16, <= 3.5 code bits (the paper's budget)"),
     "magnitude": (CompressionConfig.magnitude(), "flightllm budget, magnitude, round-to-nearest"),
 }

@@ -132,14 +132,13 @@ class CompressionConfig:
     def flightllm(cls) -> "CompressionConfig":
         """The default FlightLLM-style setting: q/k at 70% density in N:16 blocks, mixed
         2/3/4/8-bit weights averaging at most 4 code bits per weight (groups of 32-128),
-        INT8 activations; q/k pruned by their effect on the attention distributions (70% of
-        all q/k weights kept, shared between layers by predicted attention KL), the rest by
+        INT8 activations; q/k pruned by their effect on the attention distributions (70% in
+        each; `qk_budget='model'` shares it between layers, not better on SmolLM2), the rest by
         Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
         smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
         weights, as SmolLM2's Q4_1), migration strength 0.9."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
-                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention",
-                   qk_budget="model")
+                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention")
 
     @classmethod
     def dense4(cls) -> "CompressionConfig":
@@ -159,7 +158,6 @@ class CompressionConfig:
     def magnitude(cls) -> "CompressionConfig":
         """Baseline at the FlightLLM budget: magnitude pruning, round-to-nearest weights."""
         return cls.flightllm().but(name="magnitude", criterion="magnitude", qk_criterion=None,
-                                   qk_budget="linear",
                                    error_feedback=False)
 
     @classmethod
