@@ -101,7 +101,7 @@ class CompressedModel:
             size = sum(pw.shape[0] * pw.shape[1] for pw in qk)
             kept = sum(pw.density * pw.shape[0] * pw.shape[1] for pw in qk)
             lines.append(f"q/k: {kept / size:.3f} of their weights kept "
-                         f"({getattr(self.config, 'qk_budget', 'linear')} budget)")
+                         f"({self.config.qk_budget} budget)")
         if self.info.get("attn_pattern"):
             lines.append(f"block-sparse prefill attention: (sink, window) 64-token blocks per "
                          f"head, {self.info['attn_density']:.2f} of the causal blocks computed "

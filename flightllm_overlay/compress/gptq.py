@@ -113,8 +113,9 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
     hd = np.diag(hessian)
     q = np.zeros((r, k), np.uint8)
     ng = k // group if bits < 8 else 0
-    mult = np.zeros((r, ng), np.int64)
-    offset = np.zeros((r, ng), np.int64)
+    mult, offset = np.zeros((r, ng), np.int64), np.zeros((r, ng), np.int64)
+    if fixed is not None and bits < 8:
+        mult, offset = fixed.mult.astype(np.int64), fixed.offset.astype(np.int64)
     bs = max(block, group if bits < 8 else 1)
     for b0 in range(0, k, bs):
         b1 = min(k, b0 + bs)
@@ -123,10 +124,7 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
         Ub = U[b0:b1, b0:b1]
         for j in range(b1 - b0):
             col = b0 + j
-            if bits < 8 and col % group == 0 and fixed is not None:
-                gi = col // group
-                mult[:, gi], offset[:, gi] = fixed.mult[:, gi], fixed.offset[:, gi]
-            elif bits < 8 and col % group == 0:
+            if bits < 8 and col % group == 0 and fixed is None:
                 gi = col // group
                 sl = slice(j, j + group)
                 mult[:, gi], offset[:, gi] = group_params(Wb[:, sl], kept[:, col:col + group],

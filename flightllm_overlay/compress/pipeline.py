@@ -18,26 +18,15 @@ from .qkscore import AttentionImportance, attention_scores
 from .smooth import float_layers, smoothed_layers, tensor
 
 
-def _on_grid(pw, grid) -> tuple:
-    """(whether pw keeps the grid: its format, row scales and group parameters, share of pw's
-    kept weights whose code differs from the grid's: error feedback moved them)."""
-    if (pw.bits, pw.group) != (grid.bits, grid.group):
-        return False, 1.0
-    ref = grid_pack(grid, pw.mask, pw.block_n)
-    same = all(np.array_equal(a, b) for a, b in ((pw.scale, ref.scale), (pw.mult, ref.mult),
-                                                  (pw.offset, ref.offset)))
-    kept = np.ones(pw.shape, bool) if pw.mask is None else pw.mask
-    return same, float(np.mean(pw.q[kept] != grid.codes[kept]))
-
-
-def _grid_record(grid, pw, on_grid: bool) -> dict:
-    """What became of a linear's source grid: its name, whether it was kept (its group
-    parameters; `moved`: the share of codes error feedback changed), and (in the grid's format)
-    how exactly the device holds it (`grid.grid_error`)."""
-    kept, moved = _on_grid(pw, grid) if on_grid else (False, 1.0)
+def _grid_record(grid, pw, on_grid: bool, kept: bool) -> dict:
+    """What became of a linear's source grid: its name, whether it was kept (its row scales and
+    group parameters; `moved`: the share of kept weights whose code error feedback changed),
+    and (in the grid's format) how exactly the device holds it (`grid.grid_error`)."""
     rec = {"grid": grid.name, "kept": kept}
     if on_grid:
         err = grid_error(grid, pw)
+        live = np.ones(pw.shape, bool) if pw.mask is None else pw.mask
+        moved = float(np.mean(pw.q[live] != grid.codes[live])) if kept else 1.0
         rec.update({k: round(err[k], 4) for k in ("rms_steps", "max_steps", "exact")},
                    lossless=err["lossless"], moved=round(moved, 5))
     return rec
@@ -48,29 +37,33 @@ def _qk_masks(layers, attn, cfg) -> dict:
     cfg.density_qk, or (qk_budget 'model') at that density over every q/k weight of the model
     together, blocks ranked by their predicted attention KL."""
     keys = [(i, k) for i in range(len(layers)) for k in ("wq", "wk")]
-    scores = {(i, k): attention_scores(layers[i][0][k], snap((attn.q if k == "wq" else attn.k)[i]))
-              for i, k in keys}
+
+    def score(i, k):
+        return attention_scores(layers[i][0][k], snap((attn.q if k == "wq" else attn.k)[i]))
     if cfg.qk_budget == "linear":
-        return {key: prune(layers[key[0]][0][key[1]], cfg.density_qk, score=scores[key])
-                for key in keys}
-    codes = choose_block_n_joint([scores[key] for key in keys], cfg.density_qk, energy=True)
-    return {key: (block_mask(scores[key], c), c.astype(np.uint8)) for key, c in zip(keys, codes)}
+        return {(i, k): prune(layers[i][0][k], cfg.density_qk, score=score(i, k))
+                for i, k in keys}
+    scores = [score(i, k) for i, k in keys]
+    codes = choose_block_n_joint(scores, cfg.density_qk, energy=True)
+    return {key: (block_mask(sc, c), c.astype(np.uint8))
+            for key, sc, c in zip(keys, scores, codes)}
 
 
-def _error_feedback(w, st, damp, opt, group, mask, block_n, grid=None):
-    """GPTQ-like packing of one linear; on its source grid, the best on calibrated output error
-    of: the grid's codes (only the INT8 target rounds), the codes re-chosen with error feedback
-    on the grid's own group parameters (the INT8 rounding spread where the inputs least see it;
-    pruned: SparseGPT's reconstruction on the grid), and (pruned) a free re-fit."""
+def _error_feedback(w, st, damp, opt, group, mask, block_n, grid=None) -> tuple:
+    """(packing, whether it keeps the grid) of one linear, GPTQ-like; on its source grid, the
+    best on calibrated output error of: the grid's codes (only the INT8 target rounds), the
+    codes re-chosen with error feedback on the grid's own group parameters (the INT8 rounding
+    spread where the inputs least see it; pruned: SparseGPT's reconstruction on the grid), and
+    (pruned) a free re-fit, which leaves the grid."""
     h = st.damped(damp)
     if grid is None:
-        return gptq(w, h, opt.bits, group, mask, block_n)
+        return gptq(w, h, opt.bits, group, mask, block_n), False
     kept = grid_pack(grid, mask, block_n)
     cands = [kept, gptq(w, h, opt.bits, group, mask, block_n, fixed=kept)]
     if mask is not None:
         cands.append(gptq(w, h, opt.bits, group, mask, block_n))
-    errs = [output_error(w, c, st.hessian) for c in cands]
-    return cands[int(np.argmin(errs))]
+    best = int(np.argmin([output_error(w, c, st.hessian) for c in cands]))
+    return cands[best], best < 2
 
 
 def calibration_tokens(ckpt, n: int) -> list:
@@ -147,15 +140,16 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         group = opt.group or 32
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
-        if on_grid and (stats is None or not cfg.error_feedback):   # the source's codes
-            packed[i][k] = grid_pack(grid, mask, block_n)
-        elif cfg.error_feedback:
-            packed[i][k] = _error_feedback(w, stats[i][INPUT_OF[k]], cfg.damp, opt, group, mask,
-                                           block_n, grid if on_grid else None)
+        if cfg.error_feedback:              # (calibration statistics are then collected)
+            pw, kept = _error_feedback(w, stats[i][INPUT_OF[k]], cfg.damp, opt, group, mask,
+                                       block_n, grid if on_grid else None)
+        elif on_grid:                       # the source's codes
+            pw, kept = grid_pack(grid, mask, block_n), True
         else:
-            packed[i][k] = rtn(w, opt.bits, group, mask, block_n)
+            pw, kept = rtn(w, opt.bits, group, mask, block_n), False
+        packed[i][k] = pw
         if grid is not None:
-            grid_info[f"{i}.{k}"] = _grid_record(grid, packed[i][k], on_grid)
+            grid_info[f"{i}.{k}"] = _grid_record(grid, pw, on_grid, kept)
 
     info = {"calibration_tokens": len(tokens)}
     if grids:

@@ -97,12 +97,10 @@ def _cxx() -> str:
     return os.environ.get("CXX", "g++")
 
 
-def _begin(cxx: str) -> None:
-    """Start building the library when it is not built and no build is running."""
-    if "build" not in _state:
-        path = _path(cxx)
-        if not path.exists():
-            _state["build"] = _start_build(cxx, path)
+def _begin(cxx: str, path: Path) -> None:
+    """Start building the library at `path` when it is not built and no build is running."""
+    if "build" not in _state and not path.exists():
+        _state["build"] = _start_build(cxx, path)
 
 
 def prepare() -> None:
@@ -112,7 +110,7 @@ def prepare() -> None:
             or shutil.which(_cxx()) is None:
         return                                  # library() reports a missing compiler
     try:
-        _begin(_cxx())
+        _begin(_cxx(), _path(_cxx()))
     except OSError:
         pass                                    # library() starts it again and reports it
 
@@ -140,12 +138,13 @@ def _load() -> None:
         try:
             if shutil.which(cxx) is None:
                 raise RuntimeError(f"no C++ compiler `{cxx}` on PATH (install g++, or set CXX)")
-            _begin(cxx)
+            path = _path(cxx)
+            _begin(cxx, path)
             build = _state.pop("build", None)
             if build is not None:
                 _finish_build(build)
-            lib = ctypes.CDLL(str(_path(cxx)))
-            why = str(_path(cxx))
+            lib = ctypes.CDLL(str(path))
+            why = str(path)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             if mode == "1":
