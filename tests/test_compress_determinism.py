@@ -28,7 +28,8 @@ def integer_tiny_checkpoint():
     import torch
     from flightllm_overlay.model import load_checkpoint
     from flightllm_overlay.model.testing import make_tiny_llama
-    ckpt = load_checkpoint(make_tiny_llama(Path(tempfile.mkdtemp()) / "tiny", seed=0))
+    with tempfile.TemporaryDirectory() as tmp:        # loaded into memory: the folder can go
+        ckpt = load_checkpoint(make_tiny_llama(Path(tmp) / "tiny", seed=0))
     rng = np.random.default_rng(0)
     for name in sorted(ckpt.weights):
         v = ckpt.weights[name]

@@ -65,8 +65,10 @@ def _text_outputs(nb) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECT))
-def test_notebook_runs_headless_in_fast_mode(name, tmp_path, monkeypatch):
+def test_notebook_runs_headless_in_fast_mode(name, tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLIGHTLLM_NOTEBOOK_FAST", "1")
+    kernel_tmp = tmp_path_factory.mktemp("kernel-tmp")        # the kernel's tempfile folder
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
     monkeypatch.setenv("FLIGHTLLM_DEVICE", "sim")             # never reach for a card in tests
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
@@ -85,3 +87,5 @@ def test_notebook_runs_headless_in_fast_mode(name, tmp_path, monkeypatch):
     assert images >= PLOTS.get(name, 0), f"{name}: a plot is missing"
     assert elapsed < LIMIT_S, f"{name} took {elapsed:.1f} s headless; keep it under {LIMIT_S:g} s"
     assert list(tmp_path.iterdir()) == [], "the notebook wrote into its working directory"
+    left = sorted(p.name for p in kernel_tmp.iterdir())        # the kernel has stopped
+    assert left == [], f"{name} left temporary files behind: {left}"
