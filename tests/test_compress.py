@@ -151,7 +151,7 @@ def test_emulation_tracks_the_float_reference(tiny_ckpt, tiny_ids):
     from flightllm_overlay.compress.smooth import smoothed_layers
     cm = compress(tiny_ckpt, None, CompressionConfig.w8a8().but(calib_tokens=128), progress=False)
     layers = smoothed_layers(tiny_ckpt, tiny_ids[:128])
-    emu = Emulator(cm, act_quant=False)
+    emu = Emulator(cm, act_quant=False, fp16=False)
     emu.layers = [({k: torch.from_numpy(w) for k, w in lin.items()}, torch.from_numpy(an),
                    torch.from_numpy(fn)) for lin, an, fn in layers]
     emu.embed = tiny_ckpt.weights["model.embed_tokens.weight"]
@@ -163,6 +163,29 @@ def test_emulation_tracks_the_float_reference(tiny_ckpt, tiny_ids):
     p_ref = perplexity(reference_runner(tiny_ckpt), tiny_ids, 128)
     p_emu = perplexity(Emulator(cm), tiny_ids, 128)
     assert abs(p_emu / p_ref - 1) < 0.03, (p_ref, p_emu)
+
+
+def test_emulation_rounds_to_fp16_where_the_device_does(tiny_compressed, tiny_ids):
+    """fp16=True (default): the logits are FP16 values (an MPE output) and the RoPE chain is the
+    device's own (`spec.arithmetic.rope`, bit for bit); fp16=False computes float32 throughout."""
+    import torch
+    from flightllm_overlay.compress.emulate import rope_fp16
+    from flightllm_overlay.model.llama import rope_tables
+    from flightllm_overlay.spec import arithmetic
+    ids = tiny_ids[:32]
+    on, off = Emulator(tiny_compressed)(ids), Emulator(tiny_compressed, fp16=False)(ids)
+    assert np.array_equal(on, on.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(off, off.astype(np.float16).astype(np.float32))
+    assert 0 < np.abs(on - off).max() < 0.1 * np.abs(off).max()
+    a = tiny_compressed.args
+    cos, sin = rope_tables(a, 64)
+    x = torch.from_numpy(np.random.default_rng(2).normal(0, 3, (64, 2, a.head_dim))
+                         .astype(np.float16).astype(np.float32))
+    half = a.head_dim // 2
+    table = torch.cat([cos[:, :half], sin[:, :half]], -1).half().numpy()   # [cos | sin] per row
+    for h in range(2):
+        want = arithmetic.rope(x[:, h].half().numpy(), table)
+        assert np.array_equal(rope_fp16(x, cos, sin)[:, h].half().numpy(), want)
 
 
 def test_emulation_quantises_the_points_it_is_given(tiny_compressed, tiny_ids):
@@ -190,8 +213,9 @@ def test_two_plane_activations_are_fifteen_bits_and_move_the_model_toward_float(
     assert bool((one <= step / 2 * 1.0001).all()) and float((one / step).max()) > 0.45
     assert bool((two <= step / 254 * 1.0001).all())
     ids = tiny_ids[:64]
-    ref = Emulator(tiny_compressed, act_quant=False)(ids)
-    err = lambda **kw: np.abs(Emulator(tiny_compressed, **kw)(ids) - ref).mean()  # noqa: E731
+    # float32 between the points: the planes' precision, not FP16's (11 bits), is measured
+    ref = Emulator(tiny_compressed, act_quant=False, fp16=False)(ids)
+    err = lambda **kw: np.abs(Emulator(tiny_compressed, fp16=False, **kw)(ids) - ref).mean()  # noqa: E731
     assert err(wide=WIDE_POINTS) < 0.7 * err()                                  # 0.55
     assert err(act_quant=WIDE_POINTS, wide=WIDE_POINTS) < 0.02 * err(act_quant=WIDE_POINTS)
     with pytest.raises(ValueError, match="cannot be wide"):
