@@ -339,7 +339,11 @@ def _add_compress(sub):
     p.add_argument("--rtn", action="store_true",
                    help="round-to-nearest instead of the GPTQ-like error feedback")
     p.add_argument("--calib-tokens", type=T.positive, default=None,
-                   help="calibration tokens from the bundled text (default 512)")
+                   help="calibration tokens from the bundled text (default: the "
+                        "preset's, 2,048 for flightllm, 512 for w8a8)")
+    p.add_argument("--sequential", action="store_true",
+                   help="pack the layers in order, each linear's error feedback on the inputs "
+                        "of the partly compressed model (GPTQ's order; not better on SmolLM2)")
     p.add_argument("--attn-mass", type=T.finite, default=None,
                    help="block-sparse prefill attention keeping at least this share of each "
                         "head's calibration attention mass (e.g. 0.95; default: dense)")
@@ -359,6 +363,8 @@ def _compression_config(args):
         changes["error_feedback"] = False
     if args.group_bits:
         changes["group_bits"] = True
+    if args.sequential:
+        changes["sequential"] = True
     return cfg.but(**changes) if changes else cfg
 
 

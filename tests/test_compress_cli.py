@@ -19,9 +19,10 @@ def test_help(cmd, capsys):
 def test_compress_then_ppl(tiny_folder, tmp_path, capsys):
     out = tmp_path / "tiny.safetensors"
     assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
-                 "--density-qk", "0.5", "--calib-tokens", "128", "--quiet"]) == 0
+                 "--density-qk", "0.5", "--calib-tokens", "128", "--sequential", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "wrote" in text
+    assert "calibration: 128 tokens; error feedback layer by layer" in text
     assert re.search(r"^\s+0\s+4b/32 50%", text, re.M) or "50%" in text   # q at half density
     assert "HBM bits per weight" in text and "density" in text
     text_file = tmp_path / "t.txt"

@@ -106,17 +106,10 @@ def flightllm_session(smollm2, sim_overlay):
         yield Generator(s, smollm2.tokenizer)
 
 
-@pytest.mark.xfail(reason="the float model's own first answer token is a near-tie ('The' "
-                   "leads by 0.08 logits) that any compression perturbs: on the overlay the "
-                   "FlightLLM setting answered 'The capital of France is Paris, France.' (first "
-                   "token 0.22 logits ahead) with q/k's density shared between layers, and "
-                   "French ('L'Etoile, ...') with per-linear q/k and once error feedback spread "
-                   "the INT8 rounding of the kept Q4_1 grids (the default since: perplexity "
-                   "+7.0% -> +5.9%, first sentences 4 -> 6 of 23 in the emulation); "
-                   "deterministic on every CPU, but not a margin to rely on",
-                   strict=False)
 def test_compressed_model_answers_paris_on_the_overlay_with_margin(flightllm_session, smollm2):
-    """Down every near-tie branch."""
+    """Down every near-tie branch.  (With 512 calibration tokens the setting answered in French
+    ('L'Etoile, ...'); with 2,048 it answers "The capital of France is Paris.", as the float
+    model does, its first token 0.92 logits ahead and no step closer than 0.27.)"""
     assert_paris_over_near_ties(flightllm_session, smollm2.tokenizer)
 
 

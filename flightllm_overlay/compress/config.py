@@ -43,7 +43,9 @@ class CompressionConfig:
     when that gives the smaller calibrated output error.  wide_points: the linear inputs of
     `WIDE_POINTS` whose activations the device quantises as two INT8 planes (hi, then the
     residual's lo at its own scale; about 15 bits; decode reads the weights once for both, the
-    prefill MPE does that linear twice; docs/compression.md).
+    prefill MPE does that linear twice; docs/compression.md).  sequential: with error_feedback,
+    pack the layers in order, each linear's error feedback weighing its error by the inputs of
+    the partly compressed model (`compress.sequential`; GPTQ's and SparseGPT's order).
     """
 
     name: str = "custom"
@@ -65,6 +67,7 @@ class CompressionConfig:
     keep_grid: bool = True
     wide_points: tuple = ()
     qk_budget: str = "linear"
+    sequential: bool = False
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -136,9 +139,12 @@ class CompressionConfig:
         each; `qk_budget='model'` shares it between layers, not better on SmolLM2), the rest by
         Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
         smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
-        weights, as SmolLM2's Q4_1), migration strength 0.9."""
+        weights, as SmolLM2's Q4_1), migration strength 0.9; 2,048 calibration tokens (against
+        512 on SmolLM2: -1.6 and -2.2 points of perplexity on two 4,096-token texts, about 3
+        minutes on 2 cores)."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
-                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention")
+                   smooth_group=32, smooth_alpha=0.9, qk_criterion="attention",
+                   calib_tokens=2048)
 
     @classmethod
     def dense4(cls) -> "CompressionConfig":

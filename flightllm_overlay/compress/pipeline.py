@@ -15,6 +15,7 @@ from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
 from .prune import block_mask, choose_block_n_joint, prune
 from .qkscore import AttentionImportance, attention_scores
+from .sequential import pack_in_order
 from .smooth import float_layers, smoothed_layers, tensor
 
 
@@ -134,15 +135,18 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
 
     packed = [dict() for _ in range(args.n_layers)]
     grid_info = {}
-    for (i, k, mask, block_n), opts, j in tqdm(list(zip(plan, options, choice)), desc="pack",
-                                               unit="linear", disable=not progress):
-        w, opt = layers[i][0][k], opts[j]
+    chosen = {(i, k): (mask, block_n, opts[j])
+              for (i, k, mask, block_n), opts, j in zip(plan, options, choice)}
+
+    def pack(i, k, w, st):
+        """Pack linear k of layer i from weights w (its target) and input statistics st."""
+        mask, block_n, opt = chosen[i, k]
         group = opt.group or 32
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
         if cfg.error_feedback:              # (calibration statistics are then collected)
-            pw, kept = _error_feedback(w, stats[i][INPUT_OF[k]], cfg.damp, opt, group, mask,
-                                       block_n, grid if on_grid else None)
+            pw, kept = _error_feedback(w, st, cfg.damp, opt, group, mask, block_n,
+                                       grid if on_grid else None)
         elif on_grid:                       # the source's codes
             pw, kept = grid_pack(grid, mask, block_n), True
         else:
@@ -150,6 +154,14 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         packed[i][k] = pw
         if grid is not None:
             grid_info[f"{i}.{k}"] = _grid_record(grid, pw, on_grid, kept)
+        return pw
+
+    if cfg.sequential and cfg.error_feedback:
+        pack_in_order(ckpt, layers, tokens, lambda i, names, st: {
+            k: pack(i, k, layers[i][0][k], st).float() for k in names}, progress=progress)
+    else:
+        for i, k in tqdm(steps, desc="pack", unit="linear", disable=not progress):
+            pack(i, k, layers[i][0][k], None if stats is None else stats[i][INPUT_OF[k]])
 
     info = {"calibration_tokens": len(tokens)}
     if grids:

@@ -198,31 +198,11 @@ class Transformer:
         end = start_pos + T
         self._ensure_capacity(end)
         a, emit = self.args, hook or (lambda *_: None)
-        cos, sin = self.cos[start_pos:end], self.sin[start_pos:end]  # (T, hd)
 
         h = self.tok_embeddings[tokens]  # (T, dim)
         emit("embed", -1, h)
-        for i, lw in enumerate(self.layers):
-            x = rms_norm(h, lw.attn_norm, a.norm_eps)  # (T, dim)
-            emit("attn_in", i, x)
-            q = rope(F.linear(x, lw.wq).view(T, a.n_heads, a.head_dim), cos, sin)  # (T, H, hd)
-            k = rope(F.linear(x, lw.wk).view(T, a.n_kv_heads, a.head_dim), cos, sin)  # (T, n_kv, hd)
-            v = F.linear(x, lw.wv).view(T, a.n_kv_heads, a.head_dim)  # (T, n_kv, hd)
-            emit("q", i, q), emit("k", i, k), emit("v", i, v)
-            self.k_cache[i, :, start_pos:end] = k.transpose(0, 1)
-            self.v_cache[i, :, start_pos:end] = v.transpose(0, 1)
-            keep = self._block_keep(i, start_pos, T) if T > 1 else None  # prefill only
-            att = attention(q, self.k_cache[i, :, :end], self.v_cache[i, :, :end], start_pos, keep)
-            emit("attn", i, att)
-            att = F.linear(att, lw.wo)  # (T, dim)
-            emit("attn_out", i, att)
-            h = h + att
-            x = rms_norm(h, lw.ffn_norm, a.norm_eps)
-            emit("ffn_in", i, x)
-            ffn = feed_forward(x, lw, hook and (lambda mid, i=i: emit("ffn_mid", i, mid)))  # (T, dim)
-            emit("ffn_out", i, ffn)
-            h = h + ffn
-            emit("block_out", i, h)
+        for i in range(len(self.layers)):
+            h = self.block(i, h, start_pos, hook)
         self.pos = end
         if not logits:
             return None
@@ -233,6 +213,39 @@ class Transformer:
         return out
 
     __call__ = forward
+
+    def block(self, i: int, h: torch.Tensor, start_pos: int, hook: Hook | None = None,
+              lw: LayerWeights | None = None) -> torch.Tensor:
+        """Layer `i` on the residual stream `h` (T, dim) at positions ``start_pos..``: its K/V go
+        into the cache (which must hold ``start_pos + T`` positions), the new stream comes back.
+        lw: weights in place of the layer's own (calibration runs a layer with some linears
+        already compressed)."""
+        a, emit = self.args, hook or (lambda *_: None)
+        lw = lw or self.layers[i]
+        T = h.shape[0]
+        end = start_pos + T
+        cos, sin = self.cos[start_pos:end], self.sin[start_pos:end]  # (T, hd)
+        x = rms_norm(h, lw.attn_norm, a.norm_eps)  # (T, dim)
+        emit("attn_in", i, x)
+        q = rope(F.linear(x, lw.wq).view(T, a.n_heads, a.head_dim), cos, sin)  # (T, H, hd)
+        k = rope(F.linear(x, lw.wk).view(T, a.n_kv_heads, a.head_dim), cos, sin)  # (T, n_kv, hd)
+        v = F.linear(x, lw.wv).view(T, a.n_kv_heads, a.head_dim)  # (T, n_kv, hd)
+        emit("q", i, q), emit("k", i, k), emit("v", i, v)
+        self.k_cache[i, :, start_pos:end] = k.transpose(0, 1)
+        self.v_cache[i, :, start_pos:end] = v.transpose(0, 1)
+        keep = self._block_keep(i, start_pos, T) if T > 1 else None  # prefill only
+        att = attention(q, self.k_cache[i, :, :end], self.v_cache[i, :, :end], start_pos, keep)
+        emit("attn", i, att)
+        att = F.linear(att, lw.wo)  # (T, dim)
+        emit("attn_out", i, att)
+        h = h + att
+        x = rms_norm(h, lw.ffn_norm, a.norm_eps)
+        emit("ffn_in", i, x)
+        ffn = feed_forward(x, lw, hook and (lambda mid: emit("ffn_mid", i, mid)))  # (T, dim)
+        emit("ffn_out", i, ffn)
+        h = h + ffn
+        emit("block_out", i, h)
+        return h
 
     def _block_keep(self, layer: int, start_pos: int, T: int) -> torch.Tensor | None:
         """(H, T, S) keys kept by the block-sparse attention pattern of `layer`, if one is set."""
