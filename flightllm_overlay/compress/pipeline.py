@@ -138,9 +138,9 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     chosen = {(i, k): (mask, block_n, opts[j])
               for (i, k, mask, block_n), opts, j in zip(plan, options, choice)}
 
-    def pack(i, k, w, st):
-        """Pack linear k of layer i from weights w (its target) and input statistics st."""
-        mask, block_n, opt = chosen[i, k]
+    def pack(i, k, st):
+        """Pack linear k of layer i with the input statistics st (its error feedback's)."""
+        w, (mask, block_n, opt) = layers[i][0][k], chosen[i, k]
         group = opt.group or 32
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
@@ -158,10 +158,10 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
 
     if cfg.sequential and cfg.error_feedback:
         pack_in_order(ckpt, layers, tokens, lambda i, names, st: {
-            k: pack(i, k, layers[i][0][k], st).float() for k in names}, progress=progress)
+            k: pack(i, k, st).float() for k in names}, progress=progress)
     else:
         for i, k in tqdm(steps, desc="pack", unit="linear", disable=not progress):
-            pack(i, k, layers[i][0][k], None if stats is None else stats[i][INPUT_OF[k]])
+            pack(i, k, None if stats is None else stats[i][INPUT_OF[k]])
 
     info = {"calibration_tokens": len(tokens)}
     if grids:
