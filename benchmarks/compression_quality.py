@@ -40,6 +40,8 @@ SETTINGS = {
     "w8a8": (CompressionConfig.w8a8(), "INT8 weights per row, INT8 activations"),
     "dense4": (CompressionConfig.dense4(), "4-bit groups of 32, dense (the Q4_1 source's grid)"),
     "flightllm": (CompressionConfig.flightllm(), "q/k 70% N:16 (attention-aware), <= 4 code bits"),
+    "flightllm-wide": (CompressionConfig.flightllm_wide(),
+                       "as flightllm, down_proj's and the LM head's inputs as two INT8 planes"),
     "flightllm-model": (CompressionConfig.flightllm().but(name="flightllm-model",
                                                           qk_budget="model"),
                         "as flightllm, q/k's 70% over the whole model (shared by layers)"),

@@ -320,8 +320,10 @@ def _add_compress(sub):
     _model_arg(p)
     p.add_argument("-o", "--output", required=True, type=T.output_file,
                    help="compressed checkpoint to write (.safetensors)")
-    p.add_argument("--preset", default="flightllm", choices=["flightllm", "w8a8", "magnitude"],
-                   help="starting setting (default flightllm); the options below override it")
+    p.add_argument("--preset", default="flightllm",
+                   help="starting setting: flightllm (default), flightllm-wide, dense4, paper, "
+                        "w8a8 or magnitude (docs/compression.md compares them); the options "
+                        "below override it")
     p.add_argument("--density-qk", type=T.finite, default=None,
                    help="fraction of q_proj/k_proj weights kept, in [0.125, 1] (flightllm: 0.7)")
     p.add_argument("--density", type=T.finite, default=None,

@@ -83,3 +83,16 @@ def test_compress_with_block_sparse_attention(tiny_folder, tmp_path, capsys):
     assert main(["compress", str(tiny_folder), "-o", str(out), "--attn-mass", "1.5",
                  "--quiet"]) == 2
     assert "attn_mass" in capsys.readouterr().err
+
+
+def test_every_preset_is_offered_and_a_wrong_one_named(tiny_folder, tmp_path, capsys):
+    from flightllm_overlay.compress.config import PRESETS, CompressionConfig
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in PRESETS)
+    assert CompressionConfig.preset("flightllm-wide").wide_points == ("ffn_mid", "head_in")
+    assert main(["compress", str(tiny_folder), "-o", str(tmp_path / "x.safetensors"),
+                 "--preset", "fastest", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown compression preset 'fastest'" in err and "flightllm-wide" in err
