@@ -96,11 +96,11 @@ class CompressedModel:
                      f"{t['code_bits']:.2f} per kept weight ({t['weight_bits']:.2f} with group "
                      f"parameters), {t['hbm_bits']:.2f} HBM bits per weight with indices and "
                      f"scales, density {t['density']:.3f}")
-        cfg, n_cal = self.config, self.info.get("calibration_tokens")
-        lines.append(f"calibration: {n_cal} tokens; error feedback " + (
-            "layer by layer on the compressed model's inputs (sequential)"
-            if cfg.error_feedback and cfg.sequential else "on the float model's inputs"
-            if cfg.error_feedback else "off (round to nearest)"))
+        feedback = ("off (round to nearest)" if not self.config.error_feedback else
+                    "layer by layer on the compressed model's inputs (sequential)"
+                    if self.config.sequential else "on the float model's inputs")
+        lines.append(f"calibration: {self.info.get('calibration_tokens')} tokens; error "
+                     f"feedback {feedback}")
         qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]
         if any(pw.sparse for pw in qk):
             size = sum(pw.shape[0] * pw.shape[1] for pw in qk)

@@ -98,7 +98,6 @@ class Emulator:
     def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True):
         self.args = cm.args
         self.fp16 = fp16
-        self._r = to_fp16 if fp16 else (lambda x: x)
         self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
         if self.points - set(POINTS):
             raise ValueError(f"unknown quantisation points {sorted(self.points - set(POINTS))}; "
@@ -153,7 +152,7 @@ class Emulator:
         S = start + T
         cos, sin = self.cos[start:S], self.sin[start:S]
         causal = torch.arange(S)[None, :] > torch.arange(start, S)[:, None]      # (T, S)
-        r = self._r                                      # FP16 where the device rounds
+        r = to_fp16 if self.fp16 else (lambda x: x)      # FP16 where the device rounds
         rot = rope_fp16 if self.fp16 else rope
         h = r(self.embed[tokens])                                          # (T, dim)
         for li, (lin, an, fn) in enumerate(self.layers):

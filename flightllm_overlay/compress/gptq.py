@@ -113,9 +113,10 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
     hd = np.diag(hessian)
     q = np.zeros((r, k), np.uint8)
     ng = k // group if bits < 8 else 0
-    mult, offset = np.zeros((r, ng), np.int64), np.zeros((r, ng), np.int64)
-    if fixed is not None and bits < 8:
+    if fixed is not None and bits < 8:                  # the given group parameters, kept
         mult, offset = fixed.mult.astype(np.int64), fixed.offset.astype(np.int64)
+    else:                                               # chosen group by group below
+        mult, offset = np.zeros((r, ng), np.int64), np.zeros((r, ng), np.int64)
     bs = max(block, group if bits < 8 else 1)
     for b0 in range(0, k, bs):
         b1 = min(k, b0 + bs)

@@ -25,13 +25,13 @@ GROUPS = (("qkv", "attn_in"), ("o", "attn"), ("gate_up", "ffn_in"), ("down", "ff
 
 
 class _Capture:
-    """Forward hook summing x^T x of one point of one layer over the windows it sees."""
+    """Forward hook of one layer's block summing x^T x of one point over the windows it sees."""
 
-    def __init__(self, layer: int, point: str):
-        self.layer, self.point, self.h, self.n = layer, point, 0.0, 0
+    def __init__(self, point: str):
+        self.point, self.h, self.n = point, 0.0, 0
 
     def __call__(self, name, layer, x):
-        if layer == self.layer and name == self.point:
+        if name == self.point:
             x = x.detach().reshape(-1, x.shape[-1]).double()
             self.h, self.n = self.h + (x.T @ x).numpy(), self.n + x.shape[0]
 
@@ -44,7 +44,6 @@ def pack_in_order(ckpt, layers, tokens, pack: Callable, window: int = 256,
     weights the device will hold}, which the layer's later groups and later layers then see."""
     model = model_with(ckpt, layers, torch.float64)
     window = min(window, ckpt.args.max_seq_len)
-    model._ensure_capacity(window)
     stream = [model.tok_embeddings[torch.as_tensor(tokens[s:s + window], dtype=torch.long)]
               for s in range(0, len(tokens), window)]       # the residual stream, per window
     names = {g: [k for k, v in INPUT_OF.items() if v == g] for g, _ in GROUPS}
@@ -52,7 +51,7 @@ def pack_in_order(ckpt, layers, tokens, pack: Callable, window: int = 256,
                   disable=not progress):
         lw = dataclasses.replace(model.layers[i])
         for g, point in GROUPS:
-            cap = _Capture(i, point)
+            cap = _Capture(point)
             for h in stream:
                 model.block(i, h, 0, cap, lw=lw)
             held = pack(i, names[g], InputStats(snap(cap.h), cap.n))

@@ -217,13 +217,14 @@ class Transformer:
     def block(self, i: int, h: torch.Tensor, start_pos: int, hook: Hook | None = None,
               lw: LayerWeights | None = None) -> torch.Tensor:
         """Layer `i` on the residual stream `h` (T, dim) at positions ``start_pos..``: its K/V go
-        into the cache (which must hold ``start_pos + T`` positions), the new stream comes back.
+        into the cache (grown as needed), the new stream comes back.
         lw: weights in place of the layer's own (calibration runs a layer with some linears
         already compressed)."""
         a, emit = self.args, hook or (lambda *_: None)
         lw = lw or self.layers[i]
         T = h.shape[0]
         end = start_pos + T
+        self._ensure_capacity(end)
         cos, sin = self.cos[start_pos:end], self.sin[start_pos:end]  # (T, hd)
         x = rms_norm(h, lw.attn_norm, a.norm_eps)  # (T, dim)
         emit("attn_in", i, x)
