@@ -346,6 +346,10 @@ def _add_compress(sub):
     p.add_argument("--sequential", action="store_true",
                    help="pack the layers in order, each linear's error feedback on the inputs "
                         "of the partly compressed model (GPTQ's order; not better on SmolLM2)")
+    p.add_argument("--allocation", choices=["fisher", "relative"], default=None,
+                   help="how the bit budget is shared between linears: fisher (default: by the "
+                        "predicted loss increase, one backward pass over the calibration text) "
+                        "or relative (each linear's relative output error)")
     p.add_argument("--attn-mass", type=T.finite, default=None,
                    help="block-sparse prefill attention keeping at least this share of each "
                         "head's calibration attention mass (e.g. 0.95; default: dense)")
@@ -359,7 +363,7 @@ def _compression_config(args):
     changes = {"density_qk": args.density_qk, "density": args.density, "avg_bits": args.avg_bits,
                "bit_choices": args.bits, "group_choices": args.groups,
                "criterion": args.criterion, "calib_tokens": args.calib_tokens,
-               "attn_mass": args.attn_mass}
+               "attn_mass": args.attn_mass, "allocation": args.allocation}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.rtn:
         changes["error_feedback"] = False

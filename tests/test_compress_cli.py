@@ -23,6 +23,7 @@ def test_compress_then_ppl(tiny_folder, tmp_path, capsys):
     text = capsys.readouterr().out
     assert out.is_file() and "wrote" in text
     assert "calibration: 128 tokens; error feedback layer by layer" in text
+    assert "formats allocated by predicted loss" in text         # the default allocation
     assert re.search(r"^\s+0\s+4b/32 50%", text, re.M) or "50%" in text   # q at half density
     assert "HBM bits per weight" in text and "density" in text
     text_file = tmp_path / "t.txt"
@@ -33,6 +34,15 @@ def test_compress_then_ppl(tiny_folder, tmp_path, capsys):
     assert "200 tokens" in lines[0]
     vals = [float(line.split()[0]) for line in lines[1:]]
     assert len(vals) == 2 and all(v > 1 for v in vals) and "float emulation" in lines[2]
+
+
+def test_allocation_option(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "rel.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--calib-tokens", "64", "--allocation", "relative", "--quiet"]) == 0
+    assert "formats allocated by each linear's relative output error" in capsys.readouterr().out
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--allocation", "hessian"]) == 2
+    assert "invalid choice: 'hessian'" in capsys.readouterr().err
 
 
 def test_errors_are_clear(tiny_folder, tmp_path, capsys):

@@ -12,8 +12,10 @@ import numpy as np
 
 #: sha256 (first 16 hex digits) of the packed tensors of `compressed_tiny()`.  It changes only
 #: when the compression's decisions change: update it deliberately, with the reason, then.
-#: (f6ea997f59dd96c8 -> f18f764ad7e4e19a: the flightllm preset's smoothing alpha 0.5 -> 0.9.)
-PINNED = "f18f764ad7e4e19a"
+#: (f6ea997f59dd96c8 -> f18f764ad7e4e19a: the flightllm preset's smoothing alpha 0.5 -> 0.9;
+#: -> a585f3609a7e0dbb: formats allocated by predicted loss (`allocation='fisher'`); with
+#: `allocation='relative'` the digest is still f18f764ad7e4e19a.)
+PINNED = "a585f3609a7e0dbb"
 
 #: a generic vector path on any x86-64 CPU: torch's default kernels (no AVX2/AVX-512), MKL
 #: limited to SSE4.2 with its compatible branch, OpenBLAS's Prescott kernels -- other reduction

@@ -52,9 +52,10 @@ class InputStats:
         return h
 
 
-def model_with(ckpt, layers, dtype=torch.float32):
-    """The float reference (`model.Transformer`) over `layers` ([(linears, attn_norm, ffn_norm)]),
-    computing in `dtype` (float64 for calibration: see the module docstring)."""
+def model_with(ckpt, layers, dtype=torch.float32, cls=None):
+    """The float reference (`model.Transformer`, or its subclass `cls`) over `layers`
+    ([(linears, attn_norm, ffn_norm)]), computing in `dtype` (float64 for calibration: see the
+    module docstring)."""
     from ..model.llama import Transformer
     npd = np.float64 if dtype == torch.float64 else np.float32
     cast = (lambda a: torch.from_numpy(np.asarray(a, npd)))
@@ -68,7 +69,7 @@ def model_with(ckpt, layers, dtype=torch.float32):
             weights[p + HF_NAMES[k] + ".weight"] = cast(w)
         weights[p + "input_layernorm.weight"] = cast(an)
         weights[p + "post_attention_layernorm.weight"] = cast(fn)
-    return Transformer(ckpt.args, weights)
+    return (cls or Transformer)(ckpt.args, weights)
 
 
 def collect(ckpt, layers, tokens, window: int = 256, progress: bool = True,

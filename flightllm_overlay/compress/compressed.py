@@ -25,6 +25,10 @@ from .config import CompressionConfig
 FORMAT, VERSION = "flightllm-compressed", 1
 LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 SHORT = {"wq": "q", "wk": "k", "wv": "v", "wo": "o", "w_gate": "gate", "w_up": "up", "w_down": "down"}
+#: the report's words for `CompressionConfig.allocation`
+ALLOCATION_TEXT = {"fisher": "predicted loss increase (each output row's error weighted by the "
+                             "calibration loss's squared gradient there)",
+                   "relative": "each linear's relative output error"}
 
 
 @dataclass
@@ -101,6 +105,8 @@ class CompressedModel:
                     if self.config.sequential else "on the float model's inputs")
         lines.append(f"calibration: {self.info.get('calibration_tokens')} tokens; error "
                      f"feedback {feedback}")
+        if self.info.get("allocation"):
+            lines.append("formats allocated by " + ALLOCATION_TEXT[self.info["allocation"]])
         qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]
         if any(pw.sparse for pw in qk):
             size = sum(pw.shape[0] * pw.shape[1] for pw in qk)

@@ -14,6 +14,10 @@ WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")
 #: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
 #: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
 QK_BUDGETS = ("linear", "model")
+#: How the bit allocation compares formats between linears: 'fisher' by the predicted loss
+#: increase (output errors weighted by the loss's squared gradients, `compress.fisher`),
+#: 'relative' by each linear's relative output error.
+ALLOCATIONS = ("fisher", "relative")
 #: The named settings (`CompressionConfig.preset`; the classmethod of each, '-' read as '_').
 PRESETS = ("flightllm", "flightllm-wide", "dense4", "paper", "w8a8", "magnitude")
 
@@ -48,6 +52,10 @@ class CompressionConfig:
     prefill MPE does that linear twice; docs/compression.md).  sequential: with error_feedback,
     pack the layers in order, each linear's error feedback weighing its error by the inputs of
     the partly compressed model (`compress.sequential`; GPTQ's and SparseGPT's order).
+    allocation: how formats are compared between linears under the bit budget: 'fisher' (the
+    predicted loss increase, each output row's error weighted by the squared gradient of the
+    calibration loss there; one backward pass over the calibration tokens) or 'relative'
+    (each linear's relative output error, every linear alike).
     """
 
     name: str = "custom"
@@ -70,6 +78,7 @@ class CompressionConfig:
     wide_points: tuple = ()
     qk_budget: str = "linear"
     sequential: bool = False
+    allocation: str = "fisher"
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -84,6 +93,9 @@ class CompressionConfig:
         if self.qk_budget == "model" and self.qk_criterion != "attention":
             raise CompileError("qk_budget='model' shares the q/k density over layers by predicted "
                                "attention KL, which needs qk_criterion='attention'")
+        if self.allocation not in ALLOCATIONS:
+            raise CompileError(f"unknown bit allocation {self.allocation!r}; use one of "
+                               f"{ALLOCATIONS}")
         if self.act_bits != 8:
             raise CompileError(f"activations are INT8 on the device; act_bits={self.act_bits} "
                                f"is not supported")

@@ -1,7 +1,9 @@
 """Mixed precision: per linear, the (bits, group) format under an average-bits budget, by calibrated output error.
 
-Each linear's candidates are scored by its relative output error on the calibration inputs,
-tr(dW H dW^T) / tr(W H W^T), with round-to-nearest on its pruning mask.  The allocator picks one
+Each linear's candidates are scored by round-to-nearest on its pruning mask: with the loss
+sensitivity of its output rows (`fisher.output_fisher`, the default: `allocation='fisher'`) by
+the predicted loss increase sum_r F_r dW_r H dW_r^T, comparable between linears; otherwise by
+its relative output error tr(dW H dW^T) / tr(W H W^T).  The allocator picks one
 candidate per linear minimising the summed error such that the average bits per kept weight
 (code bits plus the 32 bits of each group's (M, B), counted exactly as packed; 8-bit weights carry
 no group parameters) stay
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..spec.wformat import BITS, GROUPS
-from .gptq import output_error, rtn
+from .gptq import rtn
 
 GROUP_PARAM_BITS = 32        # one uint16 multiplier + one int16 offset per group
 
@@ -58,22 +60,33 @@ class Option:
 
 
 def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False,
-                  grid=None) -> list:
+                  grid=None, fisher=None) -> list:
     """An Option per candidate format for one linear (cost: code bits, plus the group
     parameters when group_bits).  grid: the weight's source grid (`grid.SourceGrid`), whose own
-    format is scored with the grid's codes kept (`grid.grid_pack`) when that is better."""
+    format is scored with the grid's codes kept (`grid.grid_pack`) when that is better.
+    fisher: (rows,) loss sensitivity of the output rows: the error is then the predicted loss
+    increase sum_r fisher_r dW_r H dW_r^T; without it, the relative output error."""
     from .grid import grid_pack
-    energy = max(float(((w.astype(np.float64) @ hessian) * w).sum()), 1e-30)
+    w64 = w.astype(np.float64)
+    energy = max(float(((w64 @ hessian) * w64).sum()), 1e-30)
+
+    def error(pw):
+        d = (pw.float() - w).astype(np.float64)
+        per_row = (d @ hessian) * d
+        if fisher is None:
+            return float(per_row.sum()) / energy
+        return float(per_row.sum(1) @ np.asarray(fisher, np.float64))
+
     kept = w.size if mask is None else int(mask.sum())
     out = []
     for bits, group in cands:
         pw = rtn(w, bits, group or 32, mask, block_n)
-        err = output_error(w, pw, hessian)
+        err = error(pw)
         if grid is not None and (bits, group) == (grid.bits, grid.group):
-            err = min(err, output_error(w, grid_pack(grid, mask, block_n), hessian))
+            err = min(err, error(grid_pack(grid, mask, block_n)))
         lay = pw.layout()
         out.append(Option(bits, group, 8.0 * (lay["codes"] + group_bits * lay["groups"]),
-                          err / energy, kept))
+                          err, kept))
     return out
 
 

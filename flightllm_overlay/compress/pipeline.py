@@ -10,6 +10,7 @@ from ..errors import FlightLLMError
 from .calibrate import INPUT_OF, collect, snap
 from .compressed import LINEARS, CompressedModel
 from .config import CompressionConfig
+from .fisher import output_fisher
 from .gptq import gptq, output_error, rtn
 from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
@@ -102,11 +103,14 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
     sparse = cfg.density < 1 or cfg.density_qk < 1
     # calibration statistics: for pruning, for choosing formats, and for error feedback (on a
     # kept source grid too: it spreads the INT8 target's rounding)
-    need_stats = sparse or any(len(c) > 1 for c in cands.values()) or cfg.error_feedback
+    choosing = any(len(c) > 1 for c in cands.values())      # formats to allocate
+    need_stats = sparse or choosing or cfg.error_feedback
     attn = (AttentionImportance(args) if cfg.density_qk < 1 and cfg.qk_criterion == "attention"
             else None)
     stats = (collect(ckpt, layers, tokens, progress=progress,
                      hooks=() if attn is None else (attn.hook,)) if need_stats else None)
+    sensitivity = (output_fisher(ckpt, layers, tokens, progress=progress)
+                   if choosing and cfg.allocation == "fisher" else {})
 
     # pruning masks and the candidates' errors, then one global bit allocation
     qk_masks = {} if attn is None else _qk_masks(layers, attn, cfg)
@@ -130,7 +134,7 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
             options.append([Option(bits, group, bits * kept + params, 0.0, kept)])
         else:
             options.append(score_options(w, st.hessian, mask, block_n, c, cfg.group_bits,
-                                         grids.get((i, k))))
+                                         grids.get((i, k)), sensitivity.get((i, k))))
     choice = allocate(options, cfg.avg_bits)
 
     packed = [dict() for _ in range(args.n_layers)]
@@ -164,6 +168,8 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
             pack(i, k, None if stats is None else stats[i][INPUT_OF[k]])
 
     info = {"calibration_tokens": len(tokens)}
+    if choosing:
+        info["allocation"] = cfg.allocation
     if grids:
         info["grids"] = grid_info
     if cfg.attn_mass is not None:

@@ -101,13 +101,16 @@ def block_keep(heads, start_pos: int, T: int) -> torch.Tensor:
                                       for s, w in heads]))
 
 
-def feed_forward(x: torch.Tensor, lw: LayerWeights, on_mid: Callable | None = None) -> torch.Tensor:
+def feed_forward(x: torch.Tensor, lw: LayerWeights, on_mid: Callable | None = None,
+                 linear: Callable | None = None) -> torch.Tensor:
     """SwiGLU: ``down(silu(gate(x)) * up(x))``. x: (T, dim) -> (T, dim).  `on_mid` is called
-    with the down projection's input, ``silu(gate(x)) * up(x)`` (T, hidden_dim)."""
-    mid = F.silu(F.linear(x, lw.w_gate)) * F.linear(x, lw.w_up)
+    with the down projection's input, ``silu(gate(x)) * up(x)`` (T, hidden_dim).  linear:
+    ``linear(x, w, name)`` in place of ``F.linear(x, w)`` (name: 'w_gate', 'w_up', 'w_down')."""
+    lin = linear or (lambda x, w, _name: F.linear(x, w))
+    mid = F.silu(lin(x, lw.w_gate, "w_gate")) * lin(x, lw.w_up, "w_up")
     if on_mid is not None:
         on_mid(mid)
-    return F.linear(mid, lw.w_down)
+    return lin(mid, lw.w_down, "w_down")
 
 
 # ============================================================================ model
@@ -226,27 +229,40 @@ class Transformer:
         end = start_pos + T
         self._ensure_capacity(end)
         cos, sin = self.cos[start_pos:end], self.sin[start_pos:end]  # (T, hd)
+        lin = (lambda x, w, name: self.linear(i, name, x, w))
         x = rms_norm(h, lw.attn_norm, a.norm_eps)  # (T, dim)
         emit("attn_in", i, x)
-        q = rope(F.linear(x, lw.wq).view(T, a.n_heads, a.head_dim), cos, sin)  # (T, H, hd)
-        k = rope(F.linear(x, lw.wk).view(T, a.n_kv_heads, a.head_dim), cos, sin)  # (T, n_kv, hd)
-        v = F.linear(x, lw.wv).view(T, a.n_kv_heads, a.head_dim)  # (T, n_kv, hd)
+        q = rope(lin(x, lw.wq, "wq").view(T, a.n_heads, a.head_dim), cos, sin)  # (T, H, hd)
+        k = rope(lin(x, lw.wk, "wk").view(T, a.n_kv_heads, a.head_dim), cos, sin)  # (T, n_kv, hd)
+        v = lin(x, lw.wv, "wv").view(T, a.n_kv_heads, a.head_dim)  # (T, n_kv, hd)
         emit("q", i, q), emit("k", i, k), emit("v", i, v)
-        self.k_cache[i, :, start_pos:end] = k.transpose(0, 1)
-        self.v_cache[i, :, start_pos:end] = v.transpose(0, 1)
+        keys, values = self.cache_kv(i, k, v, start_pos)
         keep = self._block_keep(i, start_pos, T) if T > 1 else None  # prefill only
-        att = attention(q, self.k_cache[i, :, :end], self.v_cache[i, :, :end], start_pos, keep)
+        att = attention(q, keys, values, start_pos, keep)
         emit("attn", i, att)
-        att = F.linear(att, lw.wo)  # (T, dim)
+        att = lin(att, lw.wo, "wo")  # (T, dim)
         emit("attn_out", i, att)
         h = h + att
         x = rms_norm(h, lw.ffn_norm, a.norm_eps)
         emit("ffn_in", i, x)
-        ffn = feed_forward(x, lw, hook and (lambda mid: emit("ffn_mid", i, mid)))  # (T, dim)
+        ffn = feed_forward(x, lw, hook and (lambda mid: emit("ffn_mid", i, mid)), lin)  # (T, dim)
         emit("ffn_out", i, ffn)
         h = h + ffn
         emit("block_out", i, h)
         return h
+
+    def linear(self, layer: int, name: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Linear `name` ('wq' .. 'w_down') of `layer` on x: ``F.linear(x, w)`` (a subclass may
+        watch or perturb a linear's output, e.g. `compress.fisher`)."""
+        return F.linear(x, w)
+
+    def cache_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int) -> tuple:
+        """Store the new keys and values (T, n_kv, hd) of `layer` at ``start_pos..`` and return
+        all of them so far, each (n_kv, start_pos + T, hd)."""
+        end = start_pos + k.shape[0]
+        self.k_cache[layer, :, start_pos:end] = k.transpose(0, 1)
+        self.v_cache[layer, :, start_pos:end] = v.transpose(0, 1)
+        return self.k_cache[layer, :, :end], self.v_cache[layer, :, :end]
 
     def _block_keep(self, layer: int, start_pos: int, T: int) -> torch.Tensor | None:
         """(H, T, S) keys kept by the block-sparse attention pattern of `layer`, if one is set."""
