@@ -93,6 +93,33 @@ def test_error_feedback_beats_round_to_nearest_on_correlated_inputs():
     assert np.array_equal(back.int8(), pw.int8())
 
 
+def test_act_order_quantises_the_inputs_that_carry_most_first():
+    """Columns in order of decreasing Hessian diagonal, group parameters chosen beforehand: the
+    codes come back in the weight's column order (the packing reproduces w) and, on inputs whose
+    scales differ widely, the output error is lower than in the given order."""
+    rng = np.random.default_rng(6)
+    x = _inputs(rng, 1024, 128, outliers=12, gain=8.0) * rng.uniform(0.2, 3.0, 128)
+    h = x.T @ x
+    hd = h + 0.01 * np.mean(np.diag(h)) * np.eye(128)
+    w = rng.standard_normal((48, 128))
+    mask, block_n = prune(w, 0.5, np.diag(h))
+    for bits, m, bn in [(3, None, None), (2, None, None), (3, mask, block_n), (8, None, None)]:
+        plain = gptq(w, hd, bits, 32, m, bn)
+        ordered = gptq(w, hd, bits, 32, m, bn, act_order=True)
+        assert ordered.shape == plain.shape and ordered.bits == bits
+        if m is not None:
+            assert (ordered.int8()[~m] == 0).all()
+        rel = output_error(w, ordered, h) / float(((w @ h) * w).sum())
+        assert rel < {2: 0.3, 3: 0.08, 8: 1e-3}[bits], (bits, rel)
+        if bits < 8:
+            assert output_error(w, ordered, h) < output_error(w, plain, h), bits
+    # kept group parameters (a source grid's) stay as given in act order too
+    fixed = rtn(w, 4, 32)
+    kept = gptq(w, hd, 4, 32, fixed=fixed, act_order=True)
+    assert np.array_equal(kept.mult, fixed.mult) and np.array_equal(kept.offset, fixed.offset)
+    assert output_error(w, kept, h) <= output_error(w, fixed, h)
+
+
 def test_allocator_meets_budget_and_gives_sensitive_layers_more_bits():
     rng = np.random.default_rng(5)
     h = np.eye(128)

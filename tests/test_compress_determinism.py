@@ -14,8 +14,9 @@ import numpy as np
 #: when the compression's decisions change: update it deliberately, with the reason, then.
 #: (f6ea997f59dd96c8 -> f18f764ad7e4e19a: the flightllm preset's smoothing alpha 0.5 -> 0.9;
 #: -> a585f3609a7e0dbb: formats allocated by predicted loss (`allocation='fisher'`); with
-#: `allocation='relative'` the digest is still f18f764ad7e4e19a.)
-PINNED = "a585f3609a7e0dbb"
+#: `allocation='relative'` the digest is still f18f764ad7e4e19a; -> 980dca0e772d6af8: error
+#: feedback in act order, `act_order=True`.)
+PINNED = "980dca0e772d6af8"
 
 #: a generic vector path on any x86-64 CPU: torch's default kernels (no AVX2/AVX-512), MKL
 #: limited to SSE4.2 with its compatible branch, OpenBLAS's Prescott kernels -- other reduction

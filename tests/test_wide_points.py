@@ -31,12 +31,14 @@ PROMPT = np.random.default_rng(4).integers(3, 300, 200).tolist()
 
 
 def _run(overlay, program):
-    """(prefill logits of PROMPT in two launches, decode logits of one token after 40)."""
+    """(prefill logits of PROMPT in two launches, decode logits of PROMPT[40:48] one token at
+    a time after PROMPT[:40])."""
     with Session(overlay, program) as s:
         got = np.concatenate([s.run("prefill", PROMPT[:128], 0),
                               s.run("prefill", PROMPT[128:], 128)])
         s.run("prefill", PROMPT[:40], 0)
-        return got, s.run("decode", [9], 40)[-1]
+        return got, np.stack([s.run("decode", [t], 40 + n)[-1]
+                              for n, t in enumerate(PROMPT[40:48])])
 
 
 def test_the_device_and_the_compression_offer_the_same_wide_points():
@@ -95,14 +97,16 @@ def test_a_wide_program_moves_toward_the_weights_only_emulation(models, sim_over
     distance to the common reference, not on the direction of each change)."""
     cm, cmw = models
     ref = Emulator(cm, act_quant=False)
-    want, want_step = ref(PROMPT), ref(PROMPT[:40] + [9])[-1]
+    want, want_step = ref(PROMPT), ref(PROMPT[:48])[40:48]
     dist = lambda x, y: float(np.abs(x - y).mean())  # noqa: E731
     emu = [dist(Emulator(cm, wide=w)(PROMPT), want) for w in ((), WIDE)]
-    assert emu[1] < 0.93 * emu[0]                                # measured 0.887
+    assert emu[1] < 0.93 * emu[0]                                # measured 0.889
     (got, step), (got_w, step_w) = (_run(sim_overlay, compile_compressed(
         m, ctx=256, all_logits=True)) for m in models)
-    assert dist(got_w, want) < 0.93 * dist(got, want)            # measured 0.880
-    assert dist(step_w, want_step) < 0.93 * dist(step, want_step)
+    assert dist(got_w, want) < 0.93 * dist(got, want)            # measured 0.852
+    # over 8 decode steps (one step alone measured 0.99 with one compression and 0.88 with
+    # another: a single token's logits are too few to judge by)
+    assert dist(step_w, want_step) < 0.93 * dist(step, want_step)  # measured 0.826
 
 
 def test_staged_and_on_chip_prefill_agree_with_wide_points(models, sim_overlay):

@@ -92,12 +92,17 @@ def _inverse_hessian_factor(h: np.ndarray) -> np.ndarray:
 
 
 def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
-         block: int = 64, fixed: PackedWeight | None = None) -> PackedWeight:
+         block: int = 64, fixed: PackedWeight | None = None,
+         act_order: bool = False) -> PackedWeight:
     """Error-feedback packing of float w (R, K) given the damped Hessian (K, K) of its inputs.
 
     fixed: a packing of w in this format whose row scales and group parameters are kept (e.g. a
     source grid's, `grid.grid_pack`): only the codes are chosen, with error feedback, so the
-    dequantisation unit's INT8 rounding of the grid is spread where the inputs least see it."""
+    dequantisation unit's INT8 rounding of the grid is spread where the inputs least see it.
+    act_order: quantise the columns in order of decreasing Hessian diagonal (the inputs that
+    carry most first, GPTQ's "act order"), each group's parameters chosen beforehand from the
+    weights as given (static groups); else column by column, each group's parameters chosen
+    when the quantiser reaches it."""
     check_bits(bits, group)
     w = np.asarray(w, np.float64)
     r, k = w.shape
@@ -109,14 +114,23 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
                            f"{fixed.shape} weight cannot pack a {bits}-bit/{group} {(r, k)} one")
     scale = row_scale(w, kept) if fixed is None else fixed.scale
     W = w / scale[:, None]                                # INT8 units, updated in place
-    U = _inverse_hessian_factor(np.asarray(hessian, np.float64))
+    hessian = np.asarray(hessian, np.float64)
     hd = np.diag(hessian)
-    q = np.zeros((r, k), np.uint8)
     ng = k // group if bits < 8 else 0
     if fixed is not None and bits < 8:                  # the given group parameters, kept
         mult, offset = fixed.mult.astype(np.int64), fixed.offset.astype(np.int64)
-    else:                                               # chosen group by group below
+    else:                                               # chosen group by group (below)
         mult, offset = np.zeros((r, ng), np.int64), np.zeros((r, ng), np.int64)
+    # the column order: as given, or by decreasing Hessian diagonal with static groups
+    order = np.argsort(-hd, kind="stable") if act_order else np.arange(k)
+    static = act_order and bits < 8 and fixed is None
+    if static:
+        for gi in range(ng):
+            sl = slice(gi * group, (gi + 1) * group)
+            mult[:, gi], offset[:, gi] = group_params(W[:, sl], kept[:, sl], bits, hd[sl])
+    W, kept_o = W[:, order], kept[:, order]
+    U = _inverse_hessian_factor(hessian[np.ix_(order, order)])
+    q = np.zeros((r, k), np.uint8)                      # in the quantisation order
     bs = max(block, group if bits < 8 else 1)
     for b0 in range(0, k, bs):
         b1 = min(k, b0 + bs)
@@ -125,7 +139,7 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
         Ub = U[b0:b1, b0:b1]
         for j in range(b1 - b0):
             col = b0 + j
-            if bits < 8 and col % group == 0 and fixed is None:
+            if bits < 8 and col % group == 0 and fixed is None and not static:
                 gi = col // group
                 sl = slice(j, j + group)
                 mult[:, gi], offset[:, gi] = group_params(Wb[:, sl], kept[:, col:col + group],
@@ -136,16 +150,17 @@ def gptq(w, hessian, bits: int, group: int, mask=None, block_n=None,
                 v = qc
                 qc = qc.astype(np.int64).astype(np.uint8)
             else:
-                gi = col // group
+                gi = order[col] // group
                 qc, v = nearest(x[:, None], mult[:, gi], offset[:, gi], bits)
                 qc, v = qc[:, 0], v[:, 0]
-            keep = kept[:, col]
+            keep = kept_o[:, col]
             v = np.where(keep, v, 0.0)
             q[:, col] = np.where(keep, qc, 0)
             e = (x - v) / Ub[j, j]
             Wb[:, j + 1:] -= np.outer(e, Ub[j, j + 1:])
             Err[:, j] = e
         W[:, b1:] -= Err @ U[b0:b1, b1:]
+    q[:, order] = q.copy()                              # back to the weight's column order
     if bits == 8:
         return PackedWeight(8, group, q, None, None, scale,
                             None if block_n is None else np.asarray(block_n, np.uint8), mask)

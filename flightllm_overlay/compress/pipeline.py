@@ -51,19 +51,23 @@ def _qk_masks(layers, attn, cfg) -> dict:
             for key, sc, c in zip(keys, scores, codes)}
 
 
-def _error_feedback(w, st, damp, opt, group, mask, block_n, grid=None) -> tuple:
-    """(packing, whether it keeps the grid) of one linear, GPTQ-like; on its source grid, the
+def _error_feedback(w, st, cfg, opt, group, mask, block_n, grid=None) -> tuple:
+    """(packing, whether it keeps the grid) of one linear, GPTQ-like (columns in act order when
+    cfg.act_order); on its source grid, the
     best on calibrated output error of: the grid's codes (only the INT8 target rounds), the
     codes re-chosen with error feedback on the grid's own group parameters (the INT8 rounding
     spread where the inputs least see it; pruned: SparseGPT's reconstruction on the grid), and
     (pruned) a free re-fit, which leaves the grid."""
-    h = st.damped(damp)
+    h = st.damped(cfg.damp)
+
+    def fit(fixed=None):
+        return gptq(w, h, opt.bits, group, mask, block_n, fixed=fixed, act_order=cfg.act_order)
     if grid is None:
-        return gptq(w, h, opt.bits, group, mask, block_n), False
+        return fit(), False
     kept = grid_pack(grid, mask, block_n)
-    cands = [kept, gptq(w, h, opt.bits, group, mask, block_n, fixed=kept)]
+    cands = [kept, fit(kept)]
     if mask is not None:
-        cands.append(gptq(w, h, opt.bits, group, mask, block_n))
+        cands.append(fit())
     best = int(np.argmin([output_error(w, c, st.hessian) for c in cands]))
     return cands[best], best < 2
 
@@ -149,7 +153,7 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
         if cfg.error_feedback:              # (calibration statistics are then collected)
-            pw, kept = _error_feedback(w, st, cfg.damp, opt, group, mask, block_n,
+            pw, kept = _error_feedback(w, st, cfg, opt, group, mask, block_n,
                                        grid if on_grid else None)
         elif on_grid:                       # the source's codes
             pw, kept = grid_pack(grid, mask, block_n), True
