@@ -1,7 +1,7 @@
 """What two-plane (hi + residual lo) INT8 activations at the worst points buy a compressed model: emulated perplexity per set of wide points.
 
     PYTHONPATH=. python benchmarks/wide_points.py --load CKPT [CKPT ...] [--tokens 2048]
-        [--window 512] [--rows NAME ...] [--device] [--no-float] [--json FILE]
+        [--skip 0] [--window 512] [--rows NAME ...] [--device] [--no-float] [--json FILE]
 
 Each checkpoint (`compression_quality.py --save` wrote them) runs in the float emulation of the
 device (`compress.Emulator`, every INT8 point quantised) with no wide point, then with down's
@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--load", nargs="+", required=True, help="compressed checkpoints")
     ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--skip", type=int, default=0,
+                    help="start this many tokens into the text (e.g. 4096 with --tokens 4096: "
+                         "a second, disjoint text)")
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--rows", nargs="*", default=None, help="row names to run (default all)")
     ap.add_argument("--json", default=None)
@@ -78,12 +81,15 @@ def main(argv=None) -> int:
                     "perplexity then reads as 1)")
     args = ap.parse_args(argv)
     ckpt = load_checkpoint(args.model)
-    ids = ckpt.tokenizer.encode(text("eval"))[:args.tokens]
+    ids = ckpt.tokenizer.encode(text("eval"))[args.skip:args.skip + args.tokens]
+    if len(ids) < 2:
+        ap.error(f"--skip {args.skip} leaves no text to score (the text has fewer tokens)")
     t0 = time.perf_counter()
     ref = 1.0 if args.no_float else perplexity(reference_runner(ckpt), ids, args.window)
-    print(f"float {ref:.3f} on {len(ids)} tokens ({args.window}-token windows) "
+    print(f"float {ref:.3f} on {len(ids)} tokens from token {args.skip} ({args.window}-token windows) "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    out = dict(command=" ".join(sys.argv), tokens=len(ids), window=args.window, float=ref,
+    out = dict(command=" ".join(sys.argv), tokens=len(ids), skip=args.skip, window=args.window,
+               float=ref,
                results=[])
     for path in args.load:
         cm = CompressedModel.load(path)

@@ -167,8 +167,8 @@ class CompressionConfig:
     @classmethod
     def flightllm_wide(cls) -> "CompressionConfig":
         """The flightllm setting with down_proj's and the LM head's inputs as two INT8 planes: on
-        SmolLM2 on the simulated overlay +4.77% / +4.41% over float on two 4,096-token texts,
-        against +6.36% / +4.98% (docs/compression.md), for 14% more decode and 27% more
+        SmolLM2 on the simulated overlay +4.80% / +3.70% over float on two 4,096-token texts,
+        against +6.25% / +4.75% (docs/compression.md), for 14% more decode and 27% more
         prefill cycles."""
         return cls.flightllm().but(name="flightllm-wide", wide_points=("ffn_mid", "head_in"))
 
