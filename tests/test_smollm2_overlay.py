@@ -109,7 +109,8 @@ def flightllm_session(smollm2, sim_overlay):
 def test_compressed_model_answers_paris_on_the_overlay_with_margin(flightllm_session, smollm2):
     """Down every near-tie branch.  (With 512 calibration tokens the setting answered in French
     ('L'Etoile, ...'); with 2,048 it answers "The capital of France is Paris.", as the float
-    model does, its first token 0.92 logits ahead and no step closer than 0.27.)"""
+    model does: its first token 0.92 logits ahead and no step closer than 0.27 in column-order
+    packing; the act-order checkpoint passes too, its margins not re-read.)"""
     assert_paris_over_near_ties(flightllm_session, smollm2.tokenizer)
 
 

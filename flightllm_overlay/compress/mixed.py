@@ -67,15 +67,16 @@ def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False,
     fisher: (rows,) loss sensitivity of the output rows: the error is then the predicted loss
     increase sum_r fisher_r dW_r H dW_r^T; without it, the relative output error."""
     from .grid import grid_pack
-    w64 = w.astype(np.float64)
-    energy = max(float(((w64 @ hessian) * w64).sum()), 1e-30)
+    if fisher is None:
+        w64 = w.astype(np.float64)
+        energy = max(float(((w64 @ hessian) * w64).sum()), 1e-30)
+    else:
+        fisher = np.asarray(fisher, np.float64)
 
     def error(pw):
         d = (pw.float() - w).astype(np.float64)
         per_row = (d @ hessian) * d
-        if fisher is None:
-            return float(per_row.sum()) / energy
-        return float(per_row.sum(1) @ np.asarray(fisher, np.float64))
+        return float(per_row.sum()) / energy if fisher is None else float(per_row.sum(1) @ fisher)
 
     kept = w.size if mask is None else int(mask.sum())
     out = []

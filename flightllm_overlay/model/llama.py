@@ -220,14 +220,13 @@ class Transformer:
     def block(self, i: int, h: torch.Tensor, start_pos: int, hook: Hook | None = None,
               lw: LayerWeights | None = None) -> torch.Tensor:
         """Layer `i` on the residual stream `h` (T, dim) at positions ``start_pos..``: its K/V go
-        into the cache (grown as needed), the new stream comes back.
+        into the cache (`cache_kv`), the new stream comes back.
         lw: weights in place of the layer's own (calibration runs a layer with some linears
         already compressed)."""
         a, emit = self.args, hook or (lambda *_: None)
         lw = lw or self.layers[i]
         T = h.shape[0]
         end = start_pos + T
-        self._ensure_capacity(end)
         cos, sin = self.cos[start_pos:end], self.sin[start_pos:end]  # (T, hd)
         lin = (lambda x, w, name: self.linear(i, name, x, w))
         x = rms_norm(h, lw.attn_norm, a.norm_eps)  # (T, dim)
@@ -257,9 +256,10 @@ class Transformer:
         return F.linear(x, w)
 
     def cache_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int) -> tuple:
-        """Store the new keys and values (T, n_kv, hd) of `layer` at ``start_pos..`` and return
-        all of them so far, each (n_kv, start_pos + T, hd)."""
+        """Store the new keys and values (T, n_kv, hd) of `layer` at ``start_pos..`` (the cache
+        grown as needed) and return all of them so far, each (n_kv, start_pos + T, hd)."""
         end = start_pos + k.shape[0]
+        self._ensure_capacity(end)
         self.k_cache[layer, :, start_pos:end] = k.transpose(0, 1)
         self.v_cache[layer, :, start_pos:end] = v.transpose(0, 1)
         return self.k_cache[layer, :, :end], self.v_cache[layer, :, :end]
