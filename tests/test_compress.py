@@ -256,6 +256,33 @@ def test_two_plane_activations_are_fifteen_bits_and_move_the_model_toward_float(
     assert not np.array_equal(Emulator(cm)(ids), Emulator(tiny_compressed)(ids))
 
 
+def test_activation_scales_per_group_of_channels(tiny_compressed, tiny_ids):
+    """act_group=G (a design study: per-group scales are not on the device yet) gives each G
+    consecutive channels of a linear input a scale of its own: per slice the per-row quantiser's
+    result, so an outlier channel coarsens only its own group; a group as wide as every input is
+    the device's per-row quantisation; the linear inputs alone quantised per group of 8 bring
+    the model toward the weights-only emulation; a G that does not divide an input is refused."""
+    import torch
+    from flightllm_overlay.compress.emulate import WIDE_POINTS, fake_quant, grouped
+    x = torch.from_numpy(_inputs(np.random.default_rng(6), 16, 256).astype(np.float32))
+    g = grouped(fake_quant, x, 32)
+    for c in range(0, 256, 32):
+        assert torch.equal(g[:, c:c + 32], fake_quant(x[:, c:c + 32]))
+    assert float((g - x).abs().mean()) < 0.5 * float((fake_quant(x) - x).abs().mean())
+    assert torch.equal(grouped(fake_quant, x, 256), fake_quant(x))
+    a = tiny_compressed.args
+    ids = tiny_ids[:64]
+    widest = max(a.dim, a.head_dim, a.hidden_dim)
+    np.testing.assert_array_equal(Emulator(tiny_compressed, act_group=widest, wide=())(ids),
+                                  Emulator(tiny_compressed, wide=())(ids))
+    ref = Emulator(tiny_compressed, act_quant=False, fp16=False)(ids)
+    err = lambda **kw: np.abs(Emulator(tiny_compressed, act_quant=WIDE_POINTS, fp16=False,  # noqa: E731
+                                       **kw)(ids) - ref).mean()
+    assert err(act_group=8) < 0.75 * err()                                      # 0.57
+    with pytest.raises(ValueError, match="does not divide"):
+        Emulator(tiny_compressed, act_group=48)
+
+
 def test_emulated_probabilities_keep_their_mass(tiny_compressed):
     """The emulation's diffused quantisation is the device's (spec/arithmetic.py): the same
     codes on softmax rows up to FP32 sums, and the mass of many small probabilities kept."""

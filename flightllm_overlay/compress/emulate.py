@@ -62,6 +62,16 @@ def two_plane_quant(x: torch.Tensor) -> torch.Tensor:
     return hi * s + fake_quant(r)
 
 
+def grouped(quantise: Callable, x: torch.Tensor, group: int | None) -> torch.Tensor:
+    """`quantise` (fake_quant, two_plane_quant) applied to each run of `group` consecutive
+    channels of a row as if it were a row of its own: one scale per group instead of per row;
+    None, or a group as wide as the row or wider: per row."""
+    if group is None or group >= x.shape[-1]:
+        return quantise(x)
+    *lead, k = x.shape
+    return quantise(x.reshape(*lead, k // group, group)).reshape(x.shape)
+
+
 def diffused_quant(x: torch.Tensor) -> torch.Tensor:
     """INT8 per row with the small values diffused (the MISC quant's `diffuse`): a value that
     rounds to 0 is added to the row's running sum of such values, and its code is the step of
@@ -93,9 +103,15 @@ class Emulator:
     fp16: round to FP16 where the device does (default); False keeps float32 between the
     quantisation points (what the INT8 points and the weights cost without FP16's rounding:
     on SmolLM2's FlightLLM setting calibrated on 512 tokens, 4,096 tokens of text, +5.9% over
-    float against +7.0% with it and +7.35% on the simulated U280)."""
+    float against +7.0% with it and +7.35% on the simulated U280).
+    act_group: None (default, the device today) quantises each linear input with one scale per
+    row; a channel count G gives every group of G consecutive channels of a row its own scale
+    (llama.cpp's Q8_1 blocks), the datapath measured in docs/compression.md ("Activation scales
+    per group of channels") and not on the device yet: a design study, not what a compiled
+    program computes."""
 
-    def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True):
+    def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True,
+                 act_group: int | None = None):
         self.args = cm.args
         self.fp16 = fp16
         self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
@@ -108,6 +124,13 @@ class Emulator:
         if self.wide - set(WIDE_POINTS):
             raise ValueError(f"points {sorted(self.wide - set(WIDE_POINTS))} cannot be wide; "
                              f"choose from {WIDE_POINTS}")
+        a = cm.args
+        widths = {a.dim, a.head_dim, a.hidden_dim}      # (the attention output: per head)
+        if act_group is not None and (act_group < 1 or any(
+                act_group < k and k % act_group for k in widths)):
+            raise ValueError(f"act_group {act_group} does not divide the linear inputs' widths "
+                             f"{sorted(widths)}; pick a common divisor (e.g. 32 or 64)")
+        self.act_group = act_group
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
         self.layers = [({k: t(pw.float()) for k, pw in layer.items()}, t(an), t(fn))
                        for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
@@ -127,7 +150,8 @@ class Emulator:
     def _q(self, point: str, x):
         if point not in self.points:
             return x
-        return two_plane_quant(x) if point in self.wide else fake_quant(x)
+        quantise = two_plane_quant if point in self.wide else fake_quant
+        return grouped(quantise, x, self.act_group if point in WIDE_POINTS else None)
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:
