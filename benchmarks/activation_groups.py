@@ -1,17 +1,18 @@
 """What activation scales per group of channels (llama.cpp's Q8_1 blocks) would buy a compressed model: emulated perplexity and answers, per row against per group, side by side.
 
     PYTHONPATH=. python benchmarks/activation_groups.py --load CKPT [CKPT ...] [--groups 32 64]
-        [--tokens 4096] [--skip 0] [--window 512] [--answers] [--json FILE]
+        [--tokens 4096] [--skip 0] [--window 512] [--answers] [--device] [--json FILE]
 
 The device quantises each linear input with one INT8 scale per row (per head for the attention
 output).  This runs each checkpoint (`compression_quality.py --save` wrote them) in the float
 emulation of the device (`compress.Emulator`, every INT8 point) as the device does it (its own
 wide points), then with every group of G consecutive channels of a linear input on its own scale
-(`Emulator(cm, act_group=G, wide=())`: one plane, no wide point), for each G of --groups.  A
-design study: no compiled program runs per-group scales yet (docs/compression.md, "Activation
-scales per group of channels").  With --answers, also the 23 prompts' greedy answers against the
-float model's (first sentence identical, token agreement).  About 20 s per row and text on 2
-cores; --answers adds about 90 s per row.
+(`Emulator(cm, act_group=G, wide=())`: one plane, no wide point), for each G of --groups
+(docs/compression.md, "Activation scales per group of channels").  With --answers, also the 23 prompts' greedy answers against the
+float model's (first sentence identical, token agreement).  With --device, each row whose group
+the device takes (32, 64, 128; `act_group` in the config) is also compiled and run on the
+simulated U280 (`wide_points.on_device`: perplexity, prefill-128 and decode cycles).  About
+20 s per row and text on 2 cores; --answers adds about 90 s per row, --device about 40 s.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import CompressedModel, Emulator  # noqa: E402
 from flightllm_overlay.compress.answers import PROMPTS, answers, reference_greedy  # noqa: E402
+from flightllm_overlay.compress.config import ACT_GROUPS as DEVICE_GROUPS  # noqa: E402
 from flightllm_overlay.compress.emulate import perplexity, reference_runner  # noqa: E402
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", type=int, default=0, help="start this many tokens into the text")
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--answers", action="store_true", help="also the prompts' greedy answers")
+    ap.add_argument("--device", action="store_true", help="also on the simulated overlay")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ckpt = load_checkpoint(args.model)
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
         base = None
         for group in [None] + args.groups:
             t0 = time.perf_counter()
-            emu = Emulator(cm) if group is None else Emulator(cm, act_group=group, wide=())
+            emu = (Emulator(cm, act_group=0) if group is None
+                   else Emulator(cm, act_group=group, wide=()))
             ppl = perplexity(emu, ids, args.window)
             base = base or ppl
             row = dict(setting=cm.config.name, act_group=group, ppl=ppl, vs_float=ppl / ref - 1,
@@ -69,6 +73,17 @@ def main(argv=None) -> int:
                 line += (f"; first sentence {100 * agree['first_sentence']:.0f}%, tokens "
                          f"{100 * agree['tokens']:.0f}%")
             print(f"{line} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.device and (group is None or group in DEVICE_GROUPS):
+                import dataclasses
+                from wide_points import on_device
+                t0 = time.perf_counter()
+                dev = cm if group is None else dataclasses.replace(
+                    cm, config=cm.config.but(act_group=group, wide_points=()))
+                row["device"] = d = on_device(dev, ids, args.window)
+                print(f"{'':10s} {'  on the device':12s} ppl {d['ppl']:8.3f} "
+                      f"{100 * (d['ppl'] / ref - 1):+6.2f}% vs float; prefill-128 "
+                      f"{d['prefill_cycles']} cycles, decode {d['decode_cycles']} cycles "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
             out["results"].append(row)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))

@@ -257,7 +257,7 @@ def test_two_plane_activations_are_fifteen_bits_and_move_the_model_toward_float(
 
 
 def test_activation_scales_per_group_of_channels(tiny_compressed, tiny_ids):
-    """act_group=G (a design study: per-group scales are not on the device yet) gives each G
+    """act_group=G (any G in the emulation; the device takes 32, 64 and 128) gives each G
     consecutive channels of a linear input a scale of its own: per slice the per-row quantiser's
     result, so an outlier channel coarsens only its own group; a group as wide as every input is
     the device's per-row quantisation; the linear inputs alone quantised per group of 8 bring

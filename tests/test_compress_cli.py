@@ -45,6 +45,17 @@ def test_allocation_option(tiny_folder, tmp_path, capsys):
     assert "invalid choice: 'hessian'" in capsys.readouterr().err
 
 
+def test_act_group_option(tiny_folder, tmp_path, capsys):
+    from flightllm_overlay.compress import CompressedModel
+    out = tmp_path / "g.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--calib-tokens", "64", "--act-group", "32", "--quiet"]) == 0
+    assert "one INT8 scale per 32 channels" in capsys.readouterr().out
+    assert CompressedModel.load(out).config.act_group == 32
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--act-group", "48"]) == 2
+    assert "invalid choice: 48" in capsys.readouterr().err
+
+
 def test_errors_are_clear(tiny_folder, tmp_path, capsys):
     assert main(["compress", str(tiny_folder), "-o", str(tmp_path / "x"), "--density-qk", "0.05",
                  "--quiet"]) == 2

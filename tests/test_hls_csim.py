@@ -252,6 +252,10 @@ MPE_CASES = [
     ("MM", 7, 9, 40, {"dyn_m": 1, "wt": 1}, (48, 12, 20)),
     ("MM", 16, 12, 10, {"dyn_m": 1, "m_group": 8, "dyn_n": 1}, (10, 10, 32)),
     ("MM", 6, 7, 9, {"dyn_m": 1, "m_group": 3}, (0, 0, 0)),     # len >= group: every row
+    # agroup: A's scales per 32 / 64 / 128 columns (one pass per group)
+    ("MM", 5, 20, 64, {"agroup": 1}, (0, 0, 0)),
+    ("MV", 3, 24, 256, {"agroup": 2, "wt": 1}, (0, 0, 64)),
+    ("MM", 12, 20, 256, {"agroup": 3, "dyn_m": 1, "m_group": 8, "no_wscale": 1}, (272, 0, 0)),
 ]
 
 
@@ -270,7 +274,8 @@ def test_mpe(csim, tmp_path, case, schedule):
         w_rows, w_cols = (kk, nn) if flags.get("wt") else (nn, kk)
         w = rng.integers(-128, 128, (w_rows, max(w_s, w_cols)), dtype=np.int64).astype(I8)
         w[0, :] = -128
-        sa = rng.uniform(1e-4, 1e-1, m).astype(F32)
+        group = isa.ACT_GROUPS[flags.get("agroup", 0)]
+        sa = rng.uniform(1e-4, 1e-1, m * (k // group if group else 1)).astype(F32)
         sw = rng.uniform(1e-4, 1e-1, n).astype(F32)
         b.load(core, "abuf", 0, a.reshape(1, -1), k=1)
         b.load(core, "abuf", 400_000, sa[None, :], k=2)
@@ -332,6 +337,9 @@ MISC_CASES = {
     "quant-residual-dyn": (dict(op="quant", out_abuf=1, residual=1, dyn_k=1), 4, 20),
     "quant-residual-given-max": (dict(op="quant", out_abuf=1, residual=1, given_max=1, groups=3,
                                       b_stride=20), 5, 64),
+    "quant-agroup": (dict(op="quant", out_abuf=1, agroup=1, out_stride=80), 5, 64),
+    "quant-agroup-dyn-rows": (dict(op="quant", out_abuf=1, agroup=3, dyn_rows=1, groups=8), 16,
+                              256),
 }
 
 
@@ -353,7 +361,7 @@ def test_misc(csim, tmp_path, name, schedule):
             a[1] = 40 + 0.5 * rng.standard_normal(a.shape[1])  # a mean that dwarfs the spread
         if fields["op"] == "relu":
             a[0, :4] = [0.0, -0.0, np.inf, -np.inf]
-        if name in ("quant", "quant-diffuse", "quant-residual"):
+        if name in ("quant", "quant-diffuse", "quant-residual", "quant-agroup"):
             a[1] = 0
             a[2, :3] = [127, 0.5, -1.5]
         if name == "quant-diffuse-probabilities":     # softmax-like rows: many small values

@@ -81,6 +81,9 @@ def _legal_stripe(op, f):
         if f.get("residual") and f.get("rows", 0) > 1 and \
                 0 < f.get("a_stride", 0) < 2 * f.get("k", 0):
             f = dict(f, residual=0)           # the residual's rows must not overlap
+    group = isa.ACT_GROUPS[f.get("agroup", 0)] if op in ("MM", "MV", "MISC") else 0
+    if group and (f.get("k", 0) % group or f.get("dyn_k") or f.get("dyn_n")):
+        f = dict(f, agroup=0)                 # whole groups of a static row length
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -119,7 +122,8 @@ def test_random_stream_round_trips(insns):
 FIELD_CONTEXT = {("MISC", "amax"): dict(op=isa.MISC_OPS.index("rmsnorm")),
                  ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant")),
                  ("MISC", "diffuse"): dict(op=isa.MISC_OPS.index("quant")),
-                 ("MISC", "residual"): dict(op=isa.MISC_OPS.index("quant"))}
+                 ("MISC", "residual"): dict(op=isa.MISC_OPS.index("quant")),
+                 ("MISC", "agroup"): dict(op=isa.MISC_OPS.index("quant"))}
 
 
 @pytest.mark.parametrize("op, name", all_fields())
@@ -239,6 +243,16 @@ def test_semantically_illegal_words_are_rejected(op, name, value, match):
     ("MV", dict(sparse=1, n=16, k=24, nnz=4), "whole 16x16 blocks"),
     ("MM", dict(sparse=1, n=16, k=16, wt=1, nnz=4), "no wt"),
     ("MV", dict(sparse=1, n=16, k=16, dyn_n=1, nnz=4), "no dynamic"),
+    ("MM", dict(agroup=1, k=48), "whole number of groups"),
+    ("MV", dict(agroup=2, k=128, dyn_k=1), "static"),
+    ("MISC", dict(op=isa.MISC_OPS.index("quant"), out_abuf=1, agroup=3, k=192),
+     "whole number of groups"),
+    ("MISC", dict(op=isa.MISC_OPS.index("quant"), out_abuf=1, agroup=1, k=64, given_max=1),
+     "agroup and given_max"),
+    ("MISC", dict(op=isa.MISC_OPS.index("quant"), out_abuf=1, agroup=1, k=64, diffuse=1),
+     "agroup and diffuse"),
+    ("MISC", dict(op=isa.MISC_OPS.index("quant"), out_abuf=1, agroup=1, k=64, residual=1),
+     "agroup and residual"),
 ])
 def test_illegal_packed_loads_and_sparse_matrices_are_rejected(op, fields, match):
     with pytest.raises(IllegalInstructionError, match=match):
@@ -383,7 +397,8 @@ def test_generated_tables_describe_every_bit():
 
 
 @pytest.mark.parametrize("field, op", [("amax", "eadd"), ("amax", "quant"), ("given_max", "emul"),
-                                       ("diffuse", "softmax"), ("residual", "rmsnorm")])
+                                       ("diffuse", "softmax"), ("residual", "rmsnorm"),
+                                       ("agroup", "eadd")])
 def test_quant_and_row_maxima_fields_only_with_their_operations(field, op):
     with pytest.raises(IllegalInstructionError, match=field):
         isa.encode(Instruction("MISC", op=isa.MISC_OPS.index(op), **{field: 1}))

@@ -36,6 +36,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     split_reductions = True         # sfu_split also splits the quantisations' row maxima
     prefill_row_skip = True         # prefill MPE/MISC work skips the rows past the prompt
     wide_points_supported = WIDE_POINTS   # linear inputs it can run as two INT8 planes
+    act_groups_supported = True     # activation scales per group of channels (`agroup`)
 
     def __init__(self, plan: Placement, rows: int, ctx: int, all_logits: bool,
                  fused: bool = True):
@@ -49,6 +50,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             raise CompileError(f"this model family's code generator cannot run "
                                f"{sorted(unsupported)} as two INT8 planes; it can "
                                f"{list(self.wide_points_supported) or 'none'}")
+        self._check_act_group(plan)
         self.plan_weight_slots(plan, ctx)
         self.staged = False
         try:
@@ -57,6 +59,28 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             if not (self.staged_prefill and rows > isa.MV_MAX_ROWS and "on-chip" in str(exc)):
                 raise
             self.plan_staged(plan, rows, ctx)
+
+    def _check_act_group(self, plan) -> None:
+        """`plan.act_group` channels per activation scale at every linear input (0: one per
+        row): the ISA's `agroup` index, refused where this generator or the model cannot."""
+        group = plan.act_group
+        if group not in isa.ACT_GROUPS:
+            raise CompileError(f"activation scales per {group} channels: the ISA takes "
+                               f"{[g for g in isa.ACT_GROUPS if g]} (or 0, one per row)")
+        a = plan.args
+        widths = (a.dim, a.n_heads * a.head_dim, a.hidden_dim)
+        if group and (not self.act_groups_supported or plan.wide_points
+                      or any(k % group for k in widths)):
+            raise CompileError(
+                f"activation scales per {group} channels need this model family's LLaMA code "
+                f"generator, no two-plane (wide) points, and linear inputs {widths} that are "
+                f"whole groups; pick another group or none")
+        self.agroup = isa.ACT_GROUPS.index(group)
+
+    def act_scales(self, k: int) -> int:
+        """FP32 scales per row of a linear input of k channels (HS holds rows of them)."""
+        group = isa.ACT_GROUPS[self.agroup]
+        return k // group if group else 1
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _barrier(self) -> Instruction:
@@ -114,8 +138,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         runs on 2 * total rows and `_plane_sum` adds the two outputs."""
         total = rows if total is None else total
         if self.planes(point) == 1:
-            return self._quant(s, a_addr, rows, k, self.HQ + r0 * k, self.HS + 4 * r0,
-                               a_stride=a_stride, **f)
+            return self._quant(s, a_addr, rows, k, self.HQ + r0 * k,
+                               self.HS + 4 * r0 * self.act_scales(k), a_stride=a_stride,
+                               agroup=self.agroup, **f)
         stride = a_stride or 2 * k
         if copy_core is not None:
             s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=copy_core,
@@ -151,7 +176,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             mm = min(tile, m - m0)
             g = dict(f)
             g["a_addr"] = f["a_addr"] + m0 * f["a_stride"]
-            g["a_scale"] = f["a_scale"] + 4 * m0
+            g["a_scale"] = f["a_scale"] + 4 * m0 * (self.act_scales(f["k"]) if f.get("agroup")
+                                                    else 1)
             g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
             s.append(Instruction(op, m=mm, **g))
 
@@ -170,7 +196,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                     continue
                 w = self._tile_operand(tile, half, lo - t0, hi - t0)
                 self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
-                          out_addr=out + 2 * (lo - r0), out_stride=stride, **w)
+                          out_addr=out + 2 * (lo - r0), out_stride=stride, agroup=self.agroup,
+                          **w)
             if after is not None:
                 after(s, t1)
 
@@ -313,7 +340,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T, k=dim,
                    a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
                    imm=f32_bits(self.a.norm_eps), **mx)
-        self._quant(s, self.H, T, dim, self.HQ, self.HS,
+        self._quant(s, self.H, T, dim, self.HQ, self.HS, agroup=self.agroup,
                     **(dict(given_max=1, b_addr=self.AMX, groups=1) if mx else {}))
 
     def _head_maxima(self) -> list:
@@ -520,7 +547,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, n * rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS,
-                          a_stride=dim, out_addr=lg, out_stride=2 * cols,
+                          a_stride=dim, out_addr=lg, out_stride=2 * cols, agroup=self.agroup,
                           **self._tile_operand(tile, half, c0, c0 + cols))
                 if n == 2:
                     self._plane_sum(s, lg, rows, cols, 2 * cols)

@@ -106,7 +106,7 @@ class OnChipDecode:
         self.S, self.FF, self.LG = self.R1, self.R1, self.R1
         self.S_alt = self.S + (self.att_rows * ctx * 2 if self.split else 0)
         # split reductions (LLaMA decode): partial row maxima for one-pass quantisations
-        self.reductions = self.split and self.split_reductions
+        self.reductions = self.split and self.split_reductions and not plan.act_group
         self.max_groups = (1 << dict(isa.FORMATS["MISC"].fields)["groups"]) - 1
         self.AMXF_BYTES = 4 * self.max_groups
         self.AMX = g.alloc(4, "row maximum") if self.reductions else 0
@@ -119,7 +119,7 @@ class OnChipDecode:
         kmax = max(dim, hd, a.hidden_dim)
         n = 2 if wide else 1                    # planes of the wide linear inputs
         self.HQ = ab.alloc(n * T * kmax, "quantised activations")
-        self.HS = ab.alloc(n * 4 * T, "activation scales")
+        self.HS = ab.alloc(n * 4 * T * self.act_scales(kmax), "activation scales")
         self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
         self.PQ = ab.alloc(n_s * self.att_rows * ctx, "quantised probabilities")

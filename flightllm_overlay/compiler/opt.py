@@ -208,6 +208,7 @@ class OptStepCodegen(StepCodegen):
     staged_prefill = False
     split_reductions = False        # its layer body quantises in two passes
     wide_points_supported = ("head_in",)   # its layer body quantises one plane
+    act_groups_supported = False    # its layer body quantises one scale per row
 
     def __init__(self, plan, rows, ctx, all_logits, fused=True):
         super().__init__(plan, rows, ctx, all_logits, fused)

@@ -111,6 +111,7 @@ class Placement:
         self.weight_slots = weight_slots        # tiles in flight: 2 = ping-pong halves
         self.attn_pattern = qm.attn_pattern
         self.wide_points = tuple(getattr(qm, "wide_points", ()))   # two-plane linear inputs
+        self.act_group = int(getattr(qm, "act_group", 0))     # channels per activation scale
         # the meta and fsb buffers are split into as many slots as the weight buffer
         self.meta_half = target.buffer("meta").bytes // weight_slots
         self.fsb_half = target.buffer("fsb").bytes // weight_slots

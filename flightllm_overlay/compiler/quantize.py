@@ -41,6 +41,8 @@ class QuantizedModel:
                                        # blocks for prefill attention (window 0: dense)
     wide_points: tuple = ()            # linear inputs quantised as two INT8 planes (hi and the
                                        # residual's lo): some of "attn_out", "ffn_mid", "head_in"
+    act_group: int = 0                 # channels per activation scale at every linear input
+                                       # (isa.ACT_GROUPS; 0: one scale per row)
 
 
 def quantize_linear(w: np.ndarray, weight_bits: int):
@@ -87,7 +89,8 @@ def quantized_from_compressed(cm) -> QuantizedModel:
                           embedding=np.asarray(cm.embed).astype(np.float16),
                           smoothing={"compressed": cm.config.name},
                           attn_pattern=cm.info.get("attn_pattern"),
-                          wide_points=tuple(cm.config.wide_points))
+                          wide_points=tuple(cm.config.wide_points),
+                          act_group=int(getattr(cm.config, "act_group", None) or 0))
 
 
 def rope_table(args, length: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CompileError, ProgramError
+from ..spec import isa
 from ..spec import wformat as WF
 from .schedule import NAMES, ScheduleOptions
 
@@ -32,7 +33,8 @@ MAX_WEIGHTS_PER_LAYER = 32
 MAX_SLOTS = 1024
 MAX_BLOCKS = 63                  # blk_sink and blk_win are 6-bit ISA fields
 KEYS = {"weight_slots", "schedule", "fused", "weights", "lm_head", "attn_pattern"}
-OPTIONAL_KEYS = {"wide_points"}     # absent in files written before two-plane activations
+OPTIONAL_KEYS = {"wide_points",     # absent in files written before two-plane activations
+                 "act_group"}       # and before activation scales per group of channels
 WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")   # the linear inputs a program may run wide
 
 
@@ -100,6 +102,7 @@ class PlacementRecipe:
     lm_head: WeightFormat
     attn_pattern: list | None = None  # per layer, per query head: (sink, window) in blocks
     wide_points: tuple = ()           # linear inputs run as two INT8 planes
+    act_group: int = 0                # channels per activation scale at the linears' inputs
 
     @classmethod
     def of(cls, qm, weight_slots: int, schedule: ScheduleOptions, fused: bool):
@@ -109,7 +112,8 @@ class PlacementRecipe:
         pattern = [[(int(s), int(w)) for s, w in heads] for heads in qm.attn_pattern] \
             if qm.attn_pattern else None
         return cls(int(weight_slots), schedule, bool(fused), layers,
-                   WeightFormat.of(qm.lm_head[0]), pattern, tuple(qm.wide_points))
+                   WeightFormat.of(qm.lm_head[0]), pattern, tuple(qm.wide_points),
+                   int(getattr(qm, "act_group", 0)))
 
     def _formats(self):
         for i, layer in enumerate(self.layers):
@@ -124,7 +128,8 @@ class PlacementRecipe:
                 "weights": [{k: f.text for k, f in layer.items()} for layer in self.layers],
                 "attn_pattern": None if self.attn_pattern is None else
                 [[list(p) for p in heads] for heads in self.attn_pattern],
-                "wide_points": list(self.wide_points)}
+                "wide_points": list(self.wide_points),
+                **({"act_group": self.act_group} if self.act_group else {})}
 
     def tensors(self) -> dict:
         """{tensor name: flat uint8 codes} of the sparse weights."""
@@ -142,7 +147,7 @@ class PlacementRecipe:
         return cls(section["weight_slots"], ScheduleOptions(**section["schedule"]),
                    section["fused"], layers, fmt(section["lm_head"], code_tensor(None, "lm_head")),
                    None if pattern is None else [[tuple(p) for p in heads] for heads in pattern],
-                   tuple(section.get("wide_points", ())))
+                   tuple(section.get("wide_points", ())), section.get("act_group", 0))
 
     def model(self, base):
         """`base`, the family's shape-only model of the program's shape, with each weight in
@@ -164,7 +169,8 @@ class PlacementRecipe:
             layers.append(layer)
         head = self.lm_head.shape_weight(*base.lm_head[0].shape, where="lm_head")
         return dataclasses.replace(base, layers=layers, lm_head=(head, head),
-                                   attn_pattern=self.attn_pattern, wide_points=self.wide_points)
+                                   attn_pattern=self.attn_pattern, wide_points=self.wide_points,
+                                   act_group=self.act_group)
 
 
 def check_section(c, h: dict) -> None:
@@ -178,6 +184,10 @@ def check_section(c, h: dict) -> None:
     if not (isinstance(wide, list) and all(isinstance(w, str) and w in WIDE_POINTS for w in wide)
             and len(set(wide)) == len(wide)):
         raise c.fail(f"placement.wide_points must list distinct names of {list(WIDE_POINTS)}")
+    group = p.get("act_group", 0)
+    if not (type(group) is int and group in isa.ACT_GROUPS):
+        raise c.fail(f"placement.act_group must be one of {list(isa.ACT_GROUPS)} (channels per "
+                     f"activation scale; 0: one per row)")
     c.int(p, "weight_slots", 2, MAX_SLOTS, where)
     c.bool(p, "fused", where)
     schedule = c.obj(p, "schedule", where)

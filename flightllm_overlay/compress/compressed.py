@@ -107,6 +107,9 @@ class CompressedModel:
                      f"feedback {feedback}")
         if self.info.get("allocation"):
             lines.append("formats allocated by " + ALLOCATION_TEXT[self.info["allocation"]])
+        if getattr(self.config, "act_group", None):
+            lines.append(f"activations: one INT8 scale per {self.config.act_group} channels at "
+                         f"every linear input")
         qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]
         if any(pw.sparse for pw in qk):
             size = sum(pw.shape[0] * pw.shape[1] for pw in qk)

@@ -18,6 +18,8 @@ QK_BUDGETS = ("linear", "model")
 #: increase (output errors weighted by the loss's squared gradients, `compress.fisher`),
 #: 'relative' by each linear's relative output error.
 ALLOCATIONS = ("fisher", "relative")
+#: channels per INT8 activation scale the device takes at the linears' inputs (`agroup`)
+ACT_GROUPS = (32, 64, 128)
 #: The named settings (`CompressionConfig.preset`; the classmethod of each, '-' read as '_').
 PRESETS = ("flightllm", "flightllm-wide", "dense4", "paper", "w8a8", "magnitude")
 
@@ -58,7 +60,10 @@ class CompressionConfig:
     (each linear's relative output error, every linear alike).  act_order: the error
     feedback quantises a linear's input columns in order of decreasing calibration energy, the
     group parameters chosen beforehand (GPTQ's act order with static groups); False: in column
-    order, each group's parameters chosen when reached.
+    order, each group's parameters chosen when reached.  act_group: channels per INT8
+    activation scale at every linear input (32, 64 or 128: llama.cpp's Q8_1 blocks, the ISA's
+    `agroup`; an outlier channel coarsens only its group); None: one scale per row.  Not with
+    wide_points.
     """
 
     name: str = "custom"
@@ -83,6 +88,7 @@ class CompressionConfig:
     sequential: bool = False
     allocation: str = "fisher"
     act_order: bool = True
+    act_group: int | None = None
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -115,6 +121,10 @@ class CompressionConfig:
             raise CompileError(f"wide_points must be distinct names of {WIDE_POINTS}, got "
                                f"{wide}")
         object.__setattr__(self, "wide_points", tuple(p for p in WIDE_POINTS if p in wide))
+        if self.act_group is not None and (self.act_group not in ACT_GROUPS or wide):
+            raise CompileError(f"act_group={self.act_group}: channels per activation scale are "
+                               f"one of {ACT_GROUPS} (None: one per row), and not with two-plane "
+                               f"points (wide_points={wide})")
         object.__setattr__(self, "bit_choices", tuple(int(b) for b in self.bit_choices))
         object.__setattr__(self, "group_choices", tuple(int(g) for g in self.group_choices))
 
@@ -130,6 +140,8 @@ class CompressionConfig:
         d = asdict(self)
         d["bit_choices"], d["group_choices"] = list(self.bit_choices), list(self.group_choices)
         d["wide_points"] = list(self.wide_points)
+        if self.act_group is None:          # (files written before it carry no key)
+            del d["act_group"]
         return d
 
     @classmethod

@@ -3,7 +3,8 @@
 The emulation multiplies by exactly the weights the device holds (`PackedWeight.float()`: INT8
 after the dequantisation unit, times the row scales) and quantises, as the device's MISC quant
 does (symmetric, per row, scale = absmax / 127), every linear input (the attention output per
-head), q, k and v per token and head; the softmax probabilities, times each key's V scale, per
+token row over all heads, as the compiled program's quant of it), q, k and v per token and
+head; the softmax probabilities, times each key's V scale, per
 row with the small values diffused (the quant's `diffuse`: values that round to 0 are summed
 and the sum is rounded, so the many small probabilities of a long row keep their mass).  Where
 the device rounds to FP16 (every MPE output, the norms, each op of the RoPE chain, the softmax,
@@ -104,11 +105,10 @@ class Emulator:
     quantisation points (what the INT8 points and the weights cost without FP16's rounding:
     on SmolLM2's FlightLLM setting calibrated on 512 tokens, 4,096 tokens of text, +5.9% over
     float against +7.0% with it and +7.35% on the simulated U280).
-    act_group: None (default, the device today) quantises each linear input with one scale per
-    row; a channel count G gives every group of G consecutive channels of a row its own scale
-    (llama.cpp's Q8_1 blocks), the datapath measured in docs/compression.md ("Activation scales
-    per group of channels") and not on the device yet: a design study, not what a compiled
-    program computes."""
+    act_group: a channel count G gives every group of G consecutive channels of a linear
+    input its own scale (llama.cpp's Q8_1 blocks; the ISA's `agroup`), 0 one scale per row;
+    None (default): the model's own (`cm.config.act_group`, what its compiled program does).
+    Any G dividing the inputs may be emulated (a design study); the device takes 32, 64, 128."""
 
     def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True,
                  act_group: int | None = None):
@@ -124,8 +124,11 @@ class Emulator:
         if self.wide - set(WIDE_POINTS):
             raise ValueError(f"points {sorted(self.wide - set(WIDE_POINTS))} cannot be wide; "
                              f"choose from {WIDE_POINTS}")
+        if act_group is None:
+            act_group = getattr(cm.config, "act_group", None)
+        act_group = act_group or None
         a = cm.args
-        widths = {a.dim, a.head_dim, a.hidden_dim}      # (the attention output: per head)
+        widths = {a.dim, a.n_heads * a.head_dim, a.hidden_dim}
         if act_group is not None and (act_group < 1 or any(
                 act_group < k and k % act_group for k in widths)):
             raise ValueError(f"act_group {act_group} does not divide the linear inputs' widths "
@@ -199,7 +202,8 @@ class Emulator:
             if "p" in self.points:
                 p = diffused_quant(p)
             att = r(p @ v.permute(1, 0, 2)[:, None])                       # (KV, g, T, d)
-            att = self._q("attn_out", att.permute(2, 0, 1, 3).reshape(T, H, d)).reshape(T, H * d)
+            # o_proj's input is quantised per token row over every head, as the device does
+            att = self._q("attn_out", att.permute(2, 0, 1, 3).reshape(T, H * d))
             h = r(h + r(att @ lin["wo"].T))
             x = self._q("ffn_in", r(rms_norm(h, fn, a.norm_eps)))
             y = self._q("ffn_mid", r(r(F.silu(r(x @ lin["w_gate"].T))) * r(x @ lin["w_up"].T)))

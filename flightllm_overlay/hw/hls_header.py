@@ -120,6 +120,8 @@ def render(target_name: str = "u280") -> str:
     _array(out, "WEIGHT_GROUPS", isa.WEIGHT_GROUPS, comment="LD wgroup: columns sharing one "
            "(M, B) below 8 bits (isa.WEIGHT_GROUPS)")
     _const(out, "NUM_WEIGHT_GROUPS", len(isa.WEIGHT_GROUPS))
+    _array(out, "ACT_GROUPS", isa.ACT_GROUPS, comment="quant / MM / MV agroup: channels per "
+           "activation scale, 0 = one per row (isa.ACT_GROUPS)")
     _const(out, "SPARSE_BLOCK", isa.SPARSE_BLOCK, comment="N:16 blocks of 16 x 16 weights")
     _array(out, "FSB_CODES", wformat.FSB_CODES, comment="legal N of N:16 (spec/wformat.py; "
            "N = SPARSE_BLOCK: dense block, no indices)")

@@ -421,7 +421,12 @@ class _RunContext:
         (m, n, k, a, a_scale, out, dense weight rows, cols, stride, end)."""
         abuf, wbuf, gbuf = core.bufs["abuf"], core.bufs["wbuf"], core.bufs["gbuf"]
         a = _array(abuf, f.get("a_addr", 0), m, k, _I8, f.get("a_stride", 0) or k, "MPE input")
-        a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
+        group = isa.ACT_GROUPS[f.get("agroup", 0)]
+        if group:                       # (m, k / group) scales, row by row
+            a_scale = _array(abuf, f.get("a_scale", 0), m, k // group, _F32, 4 * (k // group),
+                             "MPE input scales")
+        else:
+            a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
         rows, cols = (k, n) if f.get("wt", 0) else (n, k)
         w_stride = f.get("w_stride", 0) or cols
         w_end = None
@@ -451,6 +456,19 @@ class _RunContext:
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
         scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
+        group = isa.ACT_GROUPS[f.get("agroup", 0)]
+        if group:                       # activation scales per group of columns: numpy
+            if w_t is None:
+                w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+            s_bytes, s_off = scales
+            w_scale = None if s_bytes is None else s_bytes[s_off:s_off + 4 * n].view(_F32)
+            a_live, s_live = (a, a_scale) if live is None else (a[live], a_scale[live])
+            result = U.mpe_grouped(a_live, w_t, s_live, w_scale, group)
+            if live is None:
+                out[...] = result
+            else:
+                out[live] = result
+            return
         lib = _mpe_native.kernels()
         if w_t is None and lib is not None and m < _mpe_native.BLAS_ROWS and _mpe_native.mpe(
                 lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride, wt,

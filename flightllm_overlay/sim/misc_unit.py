@@ -115,10 +115,19 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
         ab = core.bufs["abuf"]
         out = ops["q"] = _array(ab, f.get("out_addr", 0), rows, k, _I8,
                                 f.get("out_stride", 0) or k, "quant out")
+        elements *= 2
+        group = isa.ACT_GROUPS[f.get("agroup", 0)]
+        if group:                       # a scale per group of channels (isa checked the rest)
+            per_row = k // group
+            scales = _array(ab, f.get("out2_addr", 0), rows, per_row, _F32, 4 * per_row,
+                            "quant scales")
+
+            def action():
+                out[sel], scales[sel] = U.quantize_groups(a(), group)
+            return action, elements, dyn        # (no native kernel: numpy)
         ops["scales"] = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows,
                                "quant scales")
         out2 = ops["scales"][0]
-        elements *= 2
         diffuse = bool(f.get("diffuse", 0))
 
         given = None

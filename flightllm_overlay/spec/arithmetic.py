@@ -83,6 +83,40 @@ def mpe_epilogue(acc: np.ndarray, a_scale: np.ndarray, w_scale) -> np.ndarray:
     return out.astype(F16)
 
 
+def mpe_grouped(a: np.ndarray, w_t: np.ndarray, a_scales: np.ndarray, w_scale,
+                group: int) -> np.ndarray:
+    """MPE result with activation scales per group of `group` columns (`agroup`), FP32 before the
+    FP16 output: t = 0, then for each group g in order t = fp32(t + fp32(P_g * a_scales[:, g]))
+    with P_g the exact integer sum over the group's columns, then t * w_scale.  One group is
+    `mpe_fast`'s fp32(acc) * a_scale * w_scale, bit for bit.  a (M, K) INT8, w_t (K, N) with
+    INT8 values, a_scales (M, K/group) FP32."""
+    k = a.shape[1]
+    a32 = a.astype(F32)
+    out = np.zeros((a.shape[0], w_t.shape[1]), F32)
+    for g in range(k // group):
+        cols = slice(g * group, (g + 1) * group)
+        part = a32[:, cols] @ w_t[cols]             # |P_g| <= group * 128 * 128: exact in FP32
+        part *= a_scales[:, g:g + 1]
+        out += part
+    if w_scale is not None:
+        out *= w_scale[None, :]
+    return out
+
+
+def mpe_grouped_reference(a, w, a_scales, w_scale, group: int) -> np.ndarray:
+    """Slow, obviously-correct `mpe_grouped` (int64 group sums, one FP32 operation at a time),
+    FP16 out, for the tests."""
+    m, k = a.shape
+    out = np.zeros((m, w.shape[0]), F32)
+    for g in range(k // group):
+        cols = slice(g * group, (g + 1) * group)
+        part = (a[:, cols].astype(np.int64) @ w[:, cols].astype(np.int64).T).astype(F32)
+        out = (out + (part * np.asarray(a_scales, F32)[:, g:g + 1]).astype(F32)).astype(F32)
+    if w_scale is not None:
+        out = (out * np.asarray(w_scale, F32)[None, :]).astype(F32)
+    return out.astype(F16)
+
+
 def mpe_reference(a: np.ndarray, w: np.ndarray, a_scale, w_scale) -> np.ndarray:
     """Slow, obviously-correct MPE reference (int64 accumulation) used by the tests."""
     acc = a.astype(np.int64) @ w.astype(np.int64).T
@@ -261,6 +295,19 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
     x /= scale[:, None]
     q = _diffused(x, np.rint(x)) if diffuse else np.rint(x, out=x)
     return q.astype(np.int8), scale
+
+
+def quantize_groups(a, group: int):
+    """`quantize_rows` on every run of `group` consecutive elements of a row (the MISC quant's
+    `agroup`): (q int8 (R, K), scales float32 (R, K/group)); group 0: one scale per row,
+    scales (R, 1)."""
+    x = f32(a)
+    r, k = x.shape
+    if not group:
+        q, s = quantize_rows(x)
+        return q, s[:, None]
+    q, s = quantize_rows(x.reshape(r * (k // group), group))
+    return q.reshape(r, k), s.reshape(r, k // group)
 
 
 def quant_residual(a, q, scale):

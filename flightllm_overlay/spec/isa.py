@@ -29,6 +29,8 @@ WEIGHT_FORMATS = ("int8", "packed")  # LD's dequantisation unit: HBM format -> I
 WEIGHT_BITS = wformat.BITS          # LD `wbits`: code widths of packed weights
 WEIGHT_GROUPS = wformat.GROUPS      # LD `wgroup`: group sizes of packed weights below 8 bits
 SPARSE_BLOCK = wformat.BLOCK        # N:16 blocks of 16 x 16 weights
+ACT_GROUPS = (0, 32, 64, 128)        # MISC quant / MM / MV `agroup`: channels per activation
+                                     # scale (0: one scale per row)
 ATTN_BLOCK = 64                      # block-sparse attention: 64-token query and key blocks
 
 
@@ -247,6 +249,7 @@ def _check_semantics(op: str, f: dict) -> None:
         _check_packed_move(op, f)
     if op in ("MM", "MV"):
         _check_sparse_matrix(op, f)
+        _check_act_group(op, f, f.get("k", 0))
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -263,6 +266,7 @@ def _check_semantics(op: str, f: dict) -> None:
             if f.get(one) and f.get(other):
                 raise IllegalInstructionError(f"MISC {mop} with {one} and {other}: {why}")
         k, stride = f.get("k", 0), f.get("a_stride", 0)
+        _check_act_group(op, f, k)
         if f.get("residual") and f.get("rows", 0) > 1 and stride and stride < 2 * k:
             raise IllegalInstructionError(
                 f"MISC quant with residual=1 writes each row of a in place: a's rows must not "
@@ -287,6 +291,16 @@ def _check_packed_move(op: str, f: dict) -> None:
     if f.get("sparse") and (f.get("rows", 0) % SPARSE_BLOCK or k % SPARSE_BLOCK):
         raise IllegalInstructionError(f"sparse LD: rows={f.get('rows', 0)} and wk={k} must be "
                                       f"multiples of {SPARSE_BLOCK} (whole N:16 blocks)")
+
+
+def _check_act_group(op: str, f: dict, k: int) -> None:
+    """Activation scales per group of `ACT_GROUPS[agroup]` channels: whole groups of a static
+    row length."""
+    group = ACT_GROUPS[f.get("agroup", 0)]
+    if group and (k % group or f.get("dyn_k") or f.get("dyn_n")):
+        raise IllegalInstructionError(
+            f"{op} with agroup={f['agroup']} ({group} channels per activation scale): k={k} must "
+            f"be a whole number of groups and static (no dyn_k or dyn_n)")
 
 
 def _check_sparse_matrix(op: str, f: dict) -> None:
@@ -381,6 +395,8 @@ def disassemble_one(insn: Instruction) -> str:
             text += " " + ",".join(flags)
         if f("dyn_m", 0):
             text += f" m_group={f('m_group', 0)}"
+        if f("agroup", 0):
+            text += f" agroup={ACT_GROUPS[f('agroup', 0)]}"
         if f("sparse", 0):
             text += (f" sparse kept=16*{f('nnz', 0)} meta[{f('meta_addr', 0):#x}+"
                      f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")
@@ -396,6 +412,8 @@ def disassemble_one(insn: Instruction) -> str:
             text += f" imm={bits_f32(f('imm', 0)):.6g}"
         if flags:
             text += " " + ",".join(flags)
+        if f("agroup", 0):
+            text += f" agroup={ACT_GROUPS[f('agroup', 0)]}"
     else:
         text = f"SYS  {SYS_OPS[f('op', 0)] if f('op', 0) < len(SYS_OPS) else f('op', 0)}"
         if f("fence", 0):

@@ -46,6 +46,8 @@ ENUM_MEANING = {
     "WEIGHT_BITS": {2: "2-bit codes, (M, B) per group", 3: "3-bit codes, (M, B) per group",
                     4: "4-bit codes, (M, B) per group", 8: "INT8 codes, no groups"},
     "WEIGHT_GROUPS": {g: f"{g} columns per (M, B)" for g in (16, 32, 64, 128)},
+    "ACT_GROUPS": {0: "one activation scale per row", **{
+        g: f"one activation scale per {g} channels of a row" for g in (32, 64, 128)}},
     "SYS_OPS": {"barrier": "fence, then wait for every core to reach its matching barrier",
                 "end": "fence, end of this core's stream (every core must end together)"},
     "SYS_FENCES": {"all": "the barrier drains every queue of the core",
@@ -67,6 +69,7 @@ def render_field_tables() -> str:
              ("WEIGHT_FORMATS", isa.WEIGHT_FORMATS, "LD `wfmt`"),
              ("WEIGHT_BITS", isa.WEIGHT_BITS, "LD `wbits`"),
              ("WEIGHT_GROUPS", isa.WEIGHT_GROUPS, "LD `wgroup`"),
+             ("ACT_GROUPS", isa.ACT_GROUPS, "quant / MM / MV `agroup`"),
              ("SYS_OPS", isa.SYS_OPS, "SYS `op`"),
              ("SYS_FENCES", isa.SYS_FENCES, "SYS `fence`"))
     u280 = load_target("u280")

@@ -85,6 +85,10 @@ MATRIX_FIELDS = (
                  "prompt)"),
     ("m_group", 8, "with dyn_m: tokens per group of A's rows (head-major blocks of tokens); "
                    "0 means `m`"),
+    ("agroup", 2, "activation scales per group of columns (index into `ACT_GROUPS`; 0: one per "
+                  "row): `a_scale` holds M x K/G FP32 scales, row by row, and each group's exact"
+                  " integer sum is scaled by its own before the FP32 sum over groups; k a "
+                  "multiple of G, static"),
 )
 MISC_FIELDS = (
     ("op", 4, "operation (index into `MISC_OPS`)"),
@@ -128,6 +132,10 @@ MISC_FIELDS = (
     ("residual", 1, "quant: also overwrite a in gbuf (in place, rows `a_stride` apart) with the "
                     "FP16 residual fp16(x - fp32(q * scale)) of each element, which a second quant"
                     " makes the low plane of a two-plane activation; must be 0 otherwise"),
+    ("agroup", 2, "quant: one scale per group of G consecutive elements of a row (index into "
+                  "`ACT_GROUPS`; 0: one per row), the `rows` x K/G FP32 scales row by row at "
+                  "`out2_addr`; K a multiple of G, static; not with given_max, diffuse or "
+                  "residual; must be 0 otherwise"),
 )
 SYS_FIELDS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),
@@ -143,8 +151,12 @@ MISC_FLAG_OPS = {
     "given_max": (("quant",), "only quant takes given row maxima"),
     "diffuse": (("quant",), "only quant rounds with error diffusion"),
     "residual": (("quant",), "only quant writes the residual of its rounding"),
+    "agroup": (("quant",), "only quant writes activation scales"),
 }
 #: MISC flags that exclude each other: (flag, flag) -> the refusal's reason
 MISC_FLAG_CONFLICTS = {
     ("dyn_rows", "given_max"): "`groups` counts the given maxima there, not tokens per group",
+    ("agroup", "given_max"): "given maxima are per row, not per group of channels",
+    ("agroup", "diffuse"): "error diffusion runs along a whole row",
+    ("agroup", "residual"): "a two-plane activation's planes have one scale per row",
 }

@@ -61,6 +61,7 @@ static inline MatFields fllm_decode_mat(const insn_bits_t& b) {
     f.blk_win = FLLM_GET(b, MM, BLK_WIN);
     f.dyn_m = FLLM_GET(b, MM, DYN_M);
     f.m_group = FLLM_GET(b, MM, M_GROUP);
+    f.agroup = FLLM_GET(b, MM, AGROUP);
     return f;
 }
 
@@ -92,6 +93,7 @@ static inline MiscFields fllm_decode_misc(const insn_bits_t& b) {
     f.diffuse = FLLM_GET(b, MISC, DIFFUSE);
     f.dyn_rows = FLLM_GET(b, MISC, DYN_ROWS);
     f.residual = FLLM_GET(b, MISC, RESIDUAL);
+    f.agroup = FLLM_GET(b, MISC, AGROUP);
     return f;
 }
 

@@ -66,6 +66,7 @@ struct MatFields {         // MM / MV
     // the results are those of the dense product, so the C simulation computes that
     unsigned blk_sink, blk_win;
     unsigned dyn_m, m_group;   // dyn_m: only rows whose token (r mod m_group, 0: m) is below len
+    unsigned agroup;           // A's scales per FLLM_ACT_GROUPS[agroup] columns (0: one per row)
 };
 
 struct MiscFields {
@@ -77,6 +78,7 @@ struct MiscFields {
     unsigned diffuse;             // quant: round the running sum (error diffusion)
     unsigned dyn_rows;            // only rows whose token (r mod groups) is below len
     unsigned residual;            // quant: overwrite a with the FP16 residual of the rounding
+    unsigned agroup;              // quant: one scale per FLLM_ACT_GROUPS[agroup] elements (0: per row)
 };
 
 #include "flightllm_decode.h"   // fllm_decode_move / fllm_decode_mat / fllm_decode_misc

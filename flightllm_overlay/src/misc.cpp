@@ -333,7 +333,11 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
             uint64_t q_stride = f.out_stride ? f.out_stride : k;
             if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out_addr, rows, k, 1, q_stride, "quant out")))
                 return err;
-            if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, 1, rows, 4, 4 * rows, "quant scales")))
+            // agroup: one scale per G elements of a row (isa checked k % G == 0, no given_max,
+            // diffuse or residual); ns scales per row, row by row
+            const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1;
+            if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, 1, rows * ns, 4, 4 * rows * ns,
+                                        "quant scales")))
                 return err;
             const uint64_t n_given = groups, g_stride = f.b_stride ? f.b_stride : 4 * n_given;
             if (f.given_max &&
@@ -364,6 +368,30 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                 }
                 float scale = amax / (float)FLLM_QMAX;
                 if (amax == 0.0f) scale = 1.0f;
+                if (G) {                                 // per group: its own maximum and scale
+                QUANT_GROUPS:
+                    for (uint64_t g = 0; g < ns; g++) {
+#pragma HLS LOOP_TRIPCOUNT max = 2048
+                        float gmax = 0.0f;
+                    QUANT_GROUP_MAX:
+                        for (uint64_t c = g * G; c < (g + 1) * G; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 128
+                            float v = std::fabs(x[c]);
+                            if (v > gmax) gmax = v;
+                        }
+                        float gs = gmax == 0.0f ? 1.0f : gmax / (float)FLLM_QMAX;
+                    QUANT_GROUP_ROUND:
+                        for (uint64_t c = g * G; c < (g + 1) * G; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 128
+                            float q = std::nearbyint(x[c] / gs);
+                            if (q > FLLM_QMAX) q = FLLM_QMAX;
+                            if (q < -FLLM_QMAX) q = -FLLM_QMAX;
+                            staging[r * k + c] = (uint8_t)(int8_t)q;
+                        }
+                        fllm_st_u32(staging, rows * k + 4 * (r * ns + g), fllm_f32_bits(gs));
+                    }
+                    continue;
+                }
                 float run = 0.0f, prev = 0.0f;           // diffuse: small values' running sum, its last rounding
             QUANT_ROUND:
                 for (uint64_t c = 0; c < k; c++) {       // phase 2: round half to even, clip
@@ -399,10 +427,11 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
             QUANT_SCALES:
                 for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
-                    if (live(r)) store(req, FLLM_BUF_ABUF, f.out2_addr + 4 * r, 4, staging + rows * k + 4 * r);
+                    if (live(r))
+                        store(req, FLLM_BUF_ABUF, f.out2_addr + 4 * ns * r, 4 * ns, staging + rows * k + 4 * ns * r);
                 }
             } else {
-                store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows, staging + rows * k);
+                store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows * ns, staging + rows * k);
             }
             elements_out = f.given_max ? elements : 2 * elements;
             return 0;

@@ -94,6 +94,7 @@ struct PassOperands {      // where one pass reads its operands
     const MatFields* f;
     const CoreBuffers* core;
     uint64_t m, n, k, a_stride, w_stride, i, jb;
+    uint64_t cb0, cb1;     // the pass's column blocks [cb0, cb1) (agroup: one group's)
 };
 
 // The activation bytes of rows i (A) and i+1 (B) for column block cb (zeros past k or past m).
@@ -111,10 +112,9 @@ ACTS:
 // One pass of a dense operand: per column block, one beat per output row of block-row jb.
 static void dense_pass(const PassOperands& p, fllm_link_t& op) {
     const MatFields& f = *p.f;
-    const uint64_t nbc = (p.k + BLK - 1) / BLK;
     const unsigned rows = (unsigned)(p.n - p.jb * BLK < BLK ? p.n - p.jb * BLK : BLK);
 DENSE_BLOCKS:
-    for (uint64_t cb = 0; cb < nbc; cb++) {
+    for (uint64_t cb = p.cb0; cb < p.cb1; cb++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
         uint8_t by[FLLM_BEAT_BYTES] = {0};
         put_activations(p, cb, by);
@@ -132,7 +132,7 @@ DENSE_BLOCKS:
                 by[t] = kk < p.k ? p.core->wbuf[wa] : 0;
             }
             by[57] = (uint8_t)r;
-            op.write(fllm_beat_of(by, cb + 1 == nbc && r + 1 == rows));
+            op.write(fllm_beat_of(by, cb + 1 == p.cb1 && r + 1 == rows));
         }
     }
 }
@@ -142,7 +142,7 @@ static void sparse_pass(const PassOperands& p, fllm_link_t& op) {
     const MatFields& f = *p.f;
     const uint64_t nbc = p.k / BLK;
 SPARSE_BLOCKS:
-    for (uint64_t cb = 0; cb < nbc; cb++) {
+    for (uint64_t cb = p.cb0; cb < p.cb1; cb++) {
 #pragma HLS LOOP_TRIPCOUNT max = 4096
         const uint64_t b = p.jb * nbc + cb;
         const unsigned code = p.core->fsb[f.fsb_addr + b], group = BLK / code;
@@ -165,7 +165,7 @@ SPARSE_BLOCKS:
                 else by[16 + t / 2] = (uint8_t)col;
             }
             by[57] = (uint8_t)r0;
-            op.write(fllm_beat_of(by, cb + 1 == nbc && q + 1 == code));
+            op.write(fllm_beat_of(by, cb + 1 == p.cb1 && q + 1 == code));
         }
     }
 }
@@ -209,7 +209,11 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
     uint64_t o_stride = f.out_stride ? f.out_stride : 2 * n;
     unsigned err;
     if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_addr, m, k, 1, a_stride, "MPE input"))) return err;
-    if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, 1, m, 4, 4 * m, "MPE input scales"))) return err;
+    // agroup: A's rows carry ns scales, one per G columns (isa checked k % G == 0, static k)
+    const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1;
+    if ((err = f.agroup ? fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, m, ns, 4, 4 * ns, "MPE input scales")
+                        : fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, 1, m, 4, 4 * m, "MPE input scales")))
+        return err;
     if (f.sparse) {
         if ((err = sparse_operand(f, core, n, k))) return err;
     } else if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, f.w_addr, rows, cols, w_stride, "MPE weights"))) {
@@ -235,7 +239,10 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
 
     // Passes: two rows of A by one 16-row block of outputs; the feeder waits for each pass's
     // results (docs/mpe_stream.md: one pass in flight), then writes them through the epilogue.
-    PassOperands p = {&f, &core, m, n, k, a_stride, w_stride, 0, 0};
+    // With agroup one pass per group of columns, each group's exact sums scaled by their own
+    // scale and added in FP32 in group order (units.mpe_grouped).
+    const uint64_t nbc = (k + BLK - 1) / BLK, group_blocks = G ? G / BLK : nbc;
+    PassOperands p = {&f, &core, m, n, k, a_stride, w_stride, 0, 0, 0, nbc};
 PASS_ROWS:
     for (uint64_t i = 0; i < m; i += 2) {
 #pragma HLS LOOP_TRIPCOUNT max = 128
@@ -245,19 +252,34 @@ PASS_ROWS:
 #pragma HLS LOOP_TRIPCOUNT max = 4096
             p.i = i;
             p.jb = jb;
-            if (f.sparse) sparse_pass(p, mpe_op);
-            else dense_pass(p, mpe_op);
-            int32_t acc[2][BLK];
-            read_results(mpe_res, acc);
+            float t[2][BLK];
+        GROUPS:
+            for (uint64_t g = 0; g < ns; g++) {
+#pragma HLS LOOP_TRIPCOUNT max = 2048
+                p.cb0 = g * group_blocks;
+                p.cb1 = G ? p.cb0 + group_blocks : nbc;
+                if (f.sparse) sparse_pass(p, mpe_op);
+                else dense_pass(p, mpe_op);
+                int32_t acc[2][BLK];
+                read_results(mpe_res, acc);
+                for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
+                    const uint64_t row = i + lane;
+                    const float sa = fllm_ld_f32(core.abuf, f.a_scale + 4 * (G ? row * ns + g : row));
+                    for (unsigned r = 0; r < BLK; r++) {
+#pragma HLS PIPELINE II = 1
+                        float y = (float)acc[lane][r] * sa;             // FP32 product, rounded
+                        t[lane][r] = g ? t[lane][r] + y : y;            // FP32 sum, rounded
+                    }
+                }
+            }
         EPILOGUE:
             for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
                 const uint64_t row = i + lane;
                 if (!live(row)) continue;
-                const float sa = fllm_ld_f32(core.abuf, f.a_scale + 4 * row);
                 for (unsigned r = 0; r < BLK && jb * BLK + r < n; r++) {
 #pragma HLS PIPELINE II = 1
                     const uint64_t j = jb * BLK + r;
-                    float y = (float)acc[lane][r] * sa;                 // FP32 product, rounded
+                    float y = t[lane][r];
                     if (!f.no_wscale) y = y * fllm_ld_f32(core.wbuf, f.w_scale + 4 * j);
                     fllm_st_u16(core.gbuf, f.out_addr + row * o_stride + 2 * j, fllm_f32_to_f16(y));
                 }

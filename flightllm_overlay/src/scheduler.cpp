@@ -92,9 +92,18 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
                       "order (n and k multiples of %u, no wt, no dynamic n/k, w_stride 0)", FLLM_SPARSE_BLOCK);
         if (opcode == FLLM_OPCODE_MV && f.m > FLLM_MV_MAX_ROWS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MV handles at most %u rows", FLLM_MV_MAX_ROWS);
+        const unsigned G = FLLM_ACT_GROUPS[f.agroup];
+        if (G && (f.k % G || f.dyn_k || f.dyn_n))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MM/MV with agroup=%u: k=%u must be a whole number of "
+                      "groups of %u and static", f.agroup, f.k, G);
     } else if (opcode == FLLM_OPCODE_MISC) {
         if (FLLM_GET(b, MISC, OP) >= FLLM_NUM_MISC_OPS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MISC op is not a legal value");
+        MiscFields f = fllm_decode_misc(b);
+        const unsigned G = FLLM_ACT_GROUPS[f.agroup];
+        if (G && (f.op != FLLM_MISC_OP_QUANT || f.given_max || f.diffuse || f.residual || f.k % G || f.dyn_k))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MISC with agroup=%u: only a quant of whole groups of %u "
+                      "(static k; not with given_max, diffuse or residual)", f.agroup, G);
     } else if (opcode == FLLM_OPCODE_SYS) {
         if (FLLM_GET(b, SYS, OP) >= FLLM_NUM_SYS_OPS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "SYS op is not a legal value");
