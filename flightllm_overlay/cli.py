@@ -350,10 +350,11 @@ def _add_compress(sub):
                    help="how the bit budget is shared between linears: fisher (default: by the "
                         "predicted loss increase, one backward pass over the calibration text) "
                         "or relative (each linear's relative output error)")
-    p.add_argument("--act-group", type=int, choices=[32, 64, 128], default=None,
-                   help="one INT8 activation scale per this many channels at every linear "
-                        "input instead of one per row (llama.cpp's Q8_1 blocks; on SmolLM2 the "
-                        "FlightLLM setting +5.2%% -> +3.7%% over float, emulated)")
+    p.add_argument("--act-group", type=int, choices=[0, 32, 64, 128], default=None,
+                   help="shared-exponent INT8 activation groups of this many channels at every "
+                        "linear input (the presets' 32; 0: one scale per row, the device's "
+                        "former form: SmolLM2's FlightLLM setting +5.2%% instead of +3.7%% "
+                        "over float, emulated)")
     p.add_argument("--attn-mass", type=T.finite, default=None,
                    help="block-sparse prefill attention keeping at least this share of each "
                         "head's calibration attention mass (e.g. 0.95; default: dense)")
@@ -367,9 +368,10 @@ def _compression_config(args):
     changes = {"density_qk": args.density_qk, "density": args.density, "avg_bits": args.avg_bits,
                "bit_choices": args.bits, "group_choices": args.groups,
                "criterion": args.criterion, "calib_tokens": args.calib_tokens,
-               "attn_mass": args.attn_mass, "allocation": args.allocation,
-               "act_group": args.act_group}
+               "attn_mass": args.attn_mass, "allocation": args.allocation}
     changes = {k: v for k, v in changes.items() if v is not None}
+    if args.act_group is not None:
+        changes["act_group"] = args.act_group or None
     if args.rtn:
         changes["error_feedback"] = False
     if args.group_bits:

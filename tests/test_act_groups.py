@@ -45,13 +45,15 @@ def _run(overlay, program):
 
 
 def test_the_config_takes_the_device_groups_only():
-    assert CompressionConfig.flightllm().act_group is None
-    assert "act_group" not in CompressionConfig.flightllm().to_dict()   # old digests hold
+    assert CompressionConfig().act_group is None
+    assert "act_group" not in CompressionConfig().to_dict()      # older files read the same
+    for name in ("flightllm", "dense4", "paper", "w8a8"):
+        assert CompressionConfig.preset(name).act_group == GROUP
+    assert CompressionConfig.preset("flightllm-wide").act_group is None
     cfg = CompressionConfig.flightllm().but(act_group=64)
     assert CompressionConfig.from_dict(cfg.to_dict()) == cfg
-    for bad in (dict(act_group=48), dict(act_group=64, wide_points=("ffn_mid",))):
-        with pytest.raises(CompileError, match="act_group"):
-            CompressionConfig.flightllm().but(**bad)
+    with pytest.raises(CompileError, match="act_group"):
+        CompressionConfig.flightllm().but(act_group=48)
 
 
 def test_a_grouped_program_quantises_and_multiplies_per_group(grouped):
@@ -103,19 +105,35 @@ def test_staged_prefill_and_split_reductions_compute_the_same_groups(grouped, si
     np.testing.assert_allclose(split[1], on_chip[1], atol=0.02 * np.abs(on_chip[1]).max())
 
 
-def test_the_compiler_refuses_groups_it_cannot_run(grouped, tiny_ckpt):
-    """Linear inputs that are not whole groups (the standard tiny LLaMA's FFN of 200), or
-    groups together with two-plane points, are refused by name at compile time."""
+def test_a_model_that_is_not_whole_groups_runs_one_scale_per_row(tiny_ckpt):
+    """The standard tiny LLaMA's FFN is 200 wide: compressed with groups of 32 asked for, it runs
+    one scale per row, and the report says why; asked for explicitly, the compiler refuses."""
+    from flightllm_overlay.compiler import compile_quantized
+    from flightllm_overlay.compiler.quantize import quantized_from_compressed
     cm = compress(tiny_ckpt, None, CompressionConfig.flightllm().but(avg_bits=5.5,
                                                                      calib_tokens=128),
                   progress=False)
+    assert cm.config.act_group == GROUP and cm.act_group is None
+    assert "groups of 32 asked for, but the linear inputs' widths (96, 96, 200)" in cm.report()
+    words = compile_compressed(cm, ctx=64).step("decode").streams()[0]
+    assert not any(i.fields.get("agroup") for i in isa.decode_stream(words))
+    qm = dataclasses.replace(quantized_from_compressed(cm), act_group=GROUP)
     with pytest.raises(CompileError, match="whole groups"):
-        compile_compressed(dataclasses.replace(cm, config=cm.config.but(act_group=32)), ctx=64)
-    from flightllm_overlay.compiler.quantize import quantized_from_compressed
-    from flightllm_overlay.compiler import compile_quantized
-    qm = dataclasses.replace(quantized_from_compressed(grouped), wide_points=("head_in",))
-    with pytest.raises(CompileError, match="two-plane"):
         compile_quantized(qm, ctx=64)
+
+
+def test_wide_points_keep_one_scale_per_row_beside_groups(grouped, sim_overlay):
+    """With wide points too, those linear inputs run two per-row planes (their quants and MPEs
+    without agroup) and the others groups; the device follows its emulation."""
+    cm = dataclasses.replace(grouped, config=grouped.config.but(wide_points=("ffn_mid",)))
+    insns = isa.decode_stream(compile_compressed(cm, ctx=256).step("decode").streams()[0])
+    quants = [i for i in insns if i.op == "MISC" and i.fields.get("op") == QUANT]
+    assert all(not i.fields.get("agroup") for i in quants if i.fields.get("residual"))
+    assert any(i.fields.get("agroup") for i in quants)
+    got, _ = _run(sim_overlay, compile_compressed(cm, ctx=256, all_logits=True))
+    want = Emulator(cm)(PROMPT)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.98 and np.median(cos) > 0.995
 
 
 def test_a_program_file_keeps_its_activation_groups(grouped, tmp_path):

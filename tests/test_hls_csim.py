@@ -275,7 +275,9 @@ def test_mpe(csim, tmp_path, case, schedule):
         w = rng.integers(-128, 128, (w_rows, max(w_s, w_cols)), dtype=np.int64).astype(I8)
         w[0, :] = -128
         group = isa.ACT_GROUPS[flags.get("agroup", 0)]
-        sa = rng.uniform(1e-4, 1e-1, m * (k // group if group else 1)).astype(F32)
+        sa = rng.uniform(1e-4, 1e-1, m).astype(F32)
+        if group:                       # per row: the FP32 scale, then exponent bytes
+            sa = U.pack_group_scales(sa, rng.integers(0, 256, (m, k // group)), group, k).view(F32)
         sw = rng.uniform(1e-4, 1e-1, n).astype(F32)
         b.load(core, "abuf", 0, a.reshape(1, -1), k=1)
         b.load(core, "abuf", 400_000, sa[None, :], k=2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from ..spec import isa
+from ..spec.arithmetic import group_scale_bytes
 from ..spec.isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .on_chip_decode import OnChipDecode
@@ -69,18 +70,22 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                                f"{[g for g in isa.ACT_GROUPS if g]} (or 0, one per row)")
         a = plan.args
         widths = (a.dim, a.n_heads * a.head_dim, a.hidden_dim)
-        if group and (not self.act_groups_supported or plan.wide_points
-                      or any(k % group for k in widths)):
+        if group and (not self.act_groups_supported or any(k % group for k in widths)):
             raise CompileError(
-                f"activation scales per {group} channels need this model family's LLaMA code "
-                f"generator, no two-plane (wide) points, and linear inputs {widths} that are "
-                f"whole groups; pick another group or none")
+                f"activation groups of {group} channels need this model family's LLaMA code "
+                f"generator and linear inputs {widths} that are whole groups; pick another "
+                f"group or none")
         self.agroup = isa.ACT_GROUPS.index(group)
 
-    def act_scales(self, k: int) -> int:
-        """FP32 scales per row of a linear input of k channels (HS holds rows of them)."""
-        group = isa.ACT_GROUPS[self.agroup]
-        return k // group if group else 1
+    def point_agroup(self, point: str) -> int:
+        """The `agroup` of a linear input: the model's, or 0 at a wide point (its two planes
+        have one scale per row each)."""
+        return 0 if self.planes(point) == 2 else self.agroup
+
+    def act_scale_bytes(self, k: int) -> int:
+        """Bytes of scales per row of a linear input of k channels (HS holds rows of them): the
+        FP32 row scale, and with activation groups an exponent byte per group."""
+        return group_scale_bytes(isa.ACT_GROUPS[self.agroup], k)
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _barrier(self) -> Instruction:
@@ -139,8 +144,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         total = rows if total is None else total
         if self.planes(point) == 1:
             return self._quant(s, a_addr, rows, k, self.HQ + r0 * k,
-                               self.HS + 4 * r0 * self.act_scales(k), a_stride=a_stride,
-                               agroup=self.agroup, **f)
+                               self.HS + r0 * self.act_scale_bytes(k), a_stride=a_stride,
+                               agroup=self.point_agroup(point), **f)
         stride = a_stride or 2 * k
         if copy_core is not None:
             s.append(Instruction("LD", buf="gbuf", remote=1, remote_core=copy_core,
@@ -156,7 +161,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         """A linear on the T rows of its input at HQ (k columns; two planes at a wide `point`)
         into `cols` FP16 columns at `out`, rows `stride` bytes apart, the planes' outputs added."""
         n = self.planes(point)
-        self._linear(s, tiles, self.HQ, k, n * self.T, [(0, cols, out, stride)])
+        self._linear(s, tiles, self.HQ, k, n * self.T, [(0, cols, out, stride)],
+                     agroup=self.point_agroup(point))
         if n == 2:
             self._plane_sum(s, out, self.T, cols, stride)
 
@@ -176,16 +182,18 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             mm = min(tile, m - m0)
             g = dict(f)
             g["a_addr"] = f["a_addr"] + m0 * f["a_stride"]
-            g["a_scale"] = f["a_scale"] + 4 * m0 * (self.act_scales(f["k"]) if f.get("agroup")
-                                                    else 1)
+            g["a_scale"] = f["a_scale"] + m0 * (self.act_scale_bytes(f["k"]) if f.get("agroup")
+                                                else 4)
             g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
             s.append(Instruction(op, m=mm, **g))
 
-    def _linear(self, s, tiles, a_addr, k, rows, segments, after=None):
+    def _linear(self, s, tiles, a_addr, k, rows, segments, after=None, agroup=None):
         """MPE over weight tiles (round robin over the weight-buffer slots): rows [r0, r1) of the
         (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
         in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS.  `after(s, end)`, if
-        given, follows each tile: rows [0, end) of the matrix are then computed."""
+        given, follows each tile: rows [0, end) of the matrix are then computed.  `agroup`: the
+        input's activation groups (default the model's)."""
+        agroup = self.agroup if agroup is None else agroup
         for tile in tiles:
             half = self._next_half()
             self._load_tile(s, tile, half)
@@ -196,8 +204,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                     continue
                 w = self._tile_operand(tile, half, lo - t0, hi - t0)
                 self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
-                          out_addr=out + 2 * (lo - r0), out_stride=stride, agroup=self.agroup,
-                          **w)
+                          out_addr=out + 2 * (lo - r0), out_stride=stride, agroup=agroup, **w)
             if after is not None:
                 after(s, t1)
 
@@ -547,7 +554,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             for c0 in range(0, tile.rows, cols_max):      # logits columns that fit on chip
                 cols = min(cols_max, tile.rows - c0)
                 self._mpe(s, n * rows, n=cols, k=dim, a_addr=self.HQ, a_scale=self.HS,
-                          a_stride=dim, out_addr=lg, out_stride=2 * cols, agroup=self.agroup,
+                          a_stride=dim, out_addr=lg, out_stride=2 * cols,
+                          agroup=self.point_agroup("head_in"),
                           **self._tile_operand(tile, half, c0, c0 + cols))
                 if n == 2:
                     self._plane_sum(s, lg, rows, cols, 2 * cols)

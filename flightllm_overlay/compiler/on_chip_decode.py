@@ -119,7 +119,7 @@ class OnChipDecode:
         kmax = max(dim, hd, a.hidden_dim)
         n = 2 if wide else 1                    # planes of the wide linear inputs
         self.HQ = ab.alloc(n * T * kmax, "quantised activations")
-        self.HS = ab.alloc(n * 4 * T * self.act_scales(kmax), "activation scales")
+        self.HS = ab.alloc(n * T * self.act_scale_bytes(kmax), "activation scales")
         self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
         self.PQ = ab.alloc(n_s * self.att_rows * ctx, "quantised probabilities")

@@ -90,7 +90,7 @@ def quantized_from_compressed(cm) -> QuantizedModel:
                           smoothing={"compressed": cm.config.name},
                           attn_pattern=cm.info.get("attn_pattern"),
                           wide_points=tuple(cm.config.wide_points),
-                          act_group=int(getattr(cm.config, "act_group", None) or 0))
+                          act_group=int(getattr(cm, "act_group", None) or 0))
 
 
 def rope_table(args, length: int) -> np.ndarray:

@@ -113,7 +113,7 @@ class StagedPrefill:
         uses = {N0, QKV, G_ATT, OPROJ, RES1, FFN, G_FF, DOWN, HEAD}
         n = 2 if wide else 1                    # planes of the wide linear inputs
         ab.add("HQ", n * T * max(dim, hd, hid), uses)
-        ab.add("HS", n * 4 * T * self.act_scales(max(dim, hd, hid)), uses)
+        ab.add("HS", n * T * self.act_scale_bytes(max(dim, hd, hid)), uses)
         ab.add("QQ", (nq + 2 * nk) * T * d, {QKV, ATTN})
         ab.add("QS", 4 * (nq + 2 * nk) * T, {QKV, ATTN})
         ab.add("PQ", T * C, {ATTN})

@@ -52,6 +52,19 @@ class CompressedModel:
     info: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ figures
+    @property
+    def act_group(self) -> int | None:
+        """Channels per activation group the program runs (`config.act_group` when every linear
+        input -- model width, attention output, FFN width -- is whole groups of it, else None:
+        one scale per row, which the report says)."""
+        group = getattr(self.config, "act_group", None)
+        return group if group and not any(k % group for k in self.input_widths) else None
+
+    @property
+    def input_widths(self) -> tuple:
+        a = self.args
+        return (a.dim, a.n_heads * a.head_dim, a.hidden_dim)
+
     def linears(self):
         for i, layer in enumerate(self.layers):
             for name in LINEARS:
@@ -107,9 +120,13 @@ class CompressedModel:
                      f"feedback {feedback}")
         if self.info.get("allocation"):
             lines.append("formats allocated by " + ALLOCATION_TEXT[self.info["allocation"]])
-        if getattr(self.config, "act_group", None):
-            lines.append(f"activations: one INT8 scale per {self.config.act_group} channels at "
-                         f"every linear input")
+        group = getattr(self.config, "act_group", None)
+        if group and self.act_group:
+            lines.append(f"activations: shared-exponent groups of {group} channels at every "
+                         f"linear input (the row's INT8 step divided by up to 2^7 per group)")
+        elif group:
+            lines.append(f"activations: one INT8 scale per row (groups of {group} asked for, but "
+                         f"the linear inputs' widths {self.input_widths} are not whole groups)")
         qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]
         if any(pw.sparse for pw in qk):
             size = sum(pw.shape[0] * pw.shape[1] for pw in qk)

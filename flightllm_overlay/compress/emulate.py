@@ -63,14 +63,22 @@ def two_plane_quant(x: torch.Tensor) -> torch.Tensor:
     return hi * s + fake_quant(r)
 
 
-def grouped(quantise: Callable, x: torch.Tensor, group: int | None) -> torch.Tensor:
-    """`quantise` (fake_quant, two_plane_quant) applied to each run of `group` consecutive
-    channels of a row as if it were a row of its own: one scale per group instead of per row;
-    None, or a group as wide as the row or wider: per row."""
-    if group is None or group >= x.shape[-1]:
-        return quantise(x)
+def group_quant(x: torch.Tensor, group: int | None) -> torch.Tensor:
+    """INT8 with shared-exponent groups, as the MISC quant's `agroup` (`spec.arithmetic.
+    quantize_groups`): the row's step absmax / 127, divided for each run of `group` channels by
+    2**e, the largest e <= 7 with the group's max * 2**e <= absmax.  None, or a group as wide as
+    the row: `fake_quant`."""
     *lead, k = x.shape
-    return quantise(x.reshape(*lead, k // group, group)).reshape(x.shape)
+    if group is None or group >= k:
+        return fake_quant(x)
+    g = x.reshape(*lead, k // group, group)
+    amax = x.abs().amax(-1, keepdim=True)[..., None]                  # (..., 1, 1)
+    gmax = g.abs().amax(-1, keepdim=True)
+    e = torch.zeros_like(gmax)
+    for j in range(1, 8):
+        e = torch.where(gmax * 2.0 ** j <= amax, torch.full_like(e, j), e)
+    step = amax.clamp_min(1e-30) / 127.0 * torch.exp2(-e)
+    return (torch.clamp(torch.round(g / step), -127, 127) * step).reshape(x.shape)
 
 
 def diffused_quant(x: torch.Tensor) -> torch.Tensor:
@@ -106,9 +114,10 @@ class Emulator:
     on SmolLM2's FlightLLM setting calibrated on 512 tokens, 4,096 tokens of text, +5.9% over
     float against +7.0% with it and +7.35% on the simulated U280).
     act_group: a channel count G gives every group of G consecutive channels of a linear
-    input its own scale (llama.cpp's Q8_1 blocks; the ISA's `agroup`), 0 one scale per row;
-    None (default): the model's own (`cm.config.act_group`, what its compiled program does).
-    Any G dividing the inputs may be emulated (a design study); the device takes 32, 64, 128."""
+    input its own step, the row's divided by a power of two (`group_quant`, the ISA's
+    `agroup`), 0 one scale per row; None (default): the model's own (`cm.act_group`, what its
+    compiled program does).  Any G dividing the inputs may be emulated; the device takes
+    32, 64 and 128."""
 
     def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True,
                  act_group: int | None = None):
@@ -125,7 +134,7 @@ class Emulator:
             raise ValueError(f"points {sorted(self.wide - set(WIDE_POINTS))} cannot be wide; "
                              f"choose from {WIDE_POINTS}")
         if act_group is None:
-            act_group = getattr(cm.config, "act_group", None)
+            act_group = getattr(cm, "act_group", None)
         act_group = act_group or None
         a = cm.args
         widths = {a.dim, a.n_heads * a.head_dim, a.hidden_dim}
@@ -153,8 +162,9 @@ class Emulator:
     def _q(self, point: str, x):
         if point not in self.points:
             return x
-        quantise = two_plane_quant if point in self.wide else fake_quant
-        return grouped(quantise, x, self.act_group if point in WIDE_POINTS else None)
+        if point in self.wide:
+            return two_plane_quant(x)
+        return group_quant(x, self.act_group if point in WIDE_POINTS else None)
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:

@@ -422,9 +422,10 @@ class _RunContext:
         abuf, wbuf, gbuf = core.bufs["abuf"], core.bufs["wbuf"], core.bufs["gbuf"]
         a = _array(abuf, f.get("a_addr", 0), m, k, _I8, f.get("a_stride", 0) or k, "MPE input")
         group = isa.ACT_GROUPS[f.get("agroup", 0)]
-        if group:                       # (m, k / group) scales, row by row
-            a_scale = _array(abuf, f.get("a_scale", 0), m, k // group, _F32, 4 * (k // group),
-                             "MPE input scales")
+        if group:                       # per row: FP32 scale, exponent bytes
+            width = U.group_scale_bytes(group, k)
+            a_scale = _array(abuf, f.get("a_scale", 0), m, width // 4, _F32, width,
+                             "MPE input scales").view(np.uint8)
         else:
             a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
         rows, cols = (k, n) if f.get("wt", 0) else (n, k)
@@ -448,28 +449,40 @@ class _RunContext:
         live = live_rows(f, m, self.L)            # dyn_m: the prompt's rows only
         if live is not None:
             m = len(live)
+        group = isa.ACT_GROUPS[f.get("agroup", 0)]
+        lib = _mpe_native.kernels()
         if sparse:
-            w_t = self._sparse_weights_t(core, f, n, k)
+            grouped_native = group and lib is not None and m < _mpe_native.BLAS_ROWS
+            w_t = self._sparse_weights_t(core, f, n, k, int8=grouped_native)
             cc.macs += m * 16 * f.get("nnz", 0)
         else:
             w_t = None
             cc.macs += m * n * k
         cc.fixed_chain_macs += m * n * k
         scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
-        group = isa.ACT_GROUPS[f.get("agroup", 0)]
-        if group:                       # activation scales per group of columns: numpy
+        if group:                       # shared-exponent activation groups
+            if lib is not None and m < _mpe_native.BLAS_ROWS and (w_t is None or w_t.dtype == _I8):
+                row_scale = np.ascontiguousarray(a_scale[:, :4]).view(_F32)[:, 0] / np.float32(128)
+                weights = ((*self._wbuf_bytes(core, w_addr, w_end), w_stride, wt) if w_t is None
+                           else (w_t.view(np.uint8).reshape(-1), 0, k, 0))
+                if _mpe_native.mpe_grouped(lib, a, row_scale, np.ascontiguousarray(a_scale[:, 4:]),
+                                           group, live, *weights, *scales, out, n, k):
+                    return
+                if w_t is not None:     # a NaN: the numpy definition redoes it
+                    w_t = np.ascontiguousarray(w_t.T.astype(_F32))
             if w_t is None:
-                w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt)
+                w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt,
+                                      keep=lib is None)
             s_bytes, s_off = scales
             w_scale = None if s_bytes is None else s_bytes[s_off:s_off + 4 * n].view(_F32)
             a_live, s_live = (a, a_scale) if live is None else (a[live], a_scale[live])
-            result = U.mpe_grouped(a_live, w_t, s_live, w_scale, group)
+            row_scale, exps = U.split_group_scales(s_live, group, k)
+            result = U.mpe_grouped(a_live, w_t, row_scale, exps, w_scale, group)
             if live is None:
                 out[...] = result
             else:
                 out[live] = result
             return
-        lib = _mpe_native.kernels()
         if w_t is None and lib is not None and m < _mpe_native.BLAS_ROWS and _mpe_native.mpe(
                 lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride, wt,
                 *scales, out, n, k):
@@ -514,9 +527,10 @@ class _RunContext:
         t0, snap = tag
         return snap.data, start - t0
 
-    def _sparse_weights_t(self, core, f, n, k):
+    def _sparse_weights_t(self, core, f, n, k, int8=False):
         """(K, N) float32 weights of a sparse MPE: kept INT8 values from wbuf placed by the
-        N:16 codes (fsb buffer) and 4-bit indices (meta buffer), as the sparse MUX reads them."""
+        N:16 codes (fsb buffer) and 4-bit indices (meta buffer), as the sparse MUX reads them;
+        `int8`: (N, K) INT8 instead (for the native kernels)."""
         nnz, w_addr = f.get("nnz", 0), f.get("w_addr", 0)
         fa, ma, ml = f.get("fsb_addr", 0), f.get("meta_addr", 0), f.get("meta_len", 0)
         nb = (n // 16) * (k // 16)
@@ -532,18 +546,18 @@ class _RunContext:
         end = _region(core.bufs["wbuf"], w_addr, 1, 16 * nnz, 0, "sparse MPE weights")
         tag = core.find_tag(w_addr, end)
         key = ("sparse", n, k, fsb.tobytes(), meta.tobytes())
+        form = (lambda d: d) if int8 else (lambda d: np.ascontiguousarray(d.T.astype(_F32)))
         if tag is not None:
             t0, snap = tag
-            key = (w_addr - t0,) + key
+            key = (w_addr - t0, int8) + key
             w_t = snap.derived.get(key)
             if w_t is None:
                 vals = snap.data[w_addr - t0:end - t0].view(_I8)
-                w_t = snap.derived[key] = np.ascontiguousarray(
-                    WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
+                w_t = snap.derived[key] = form(WF.expand_sparse(vals, fsb, meta, n, k))
             return w_t
         core.materialize(w_addr, end)
         vals = core.bufs["wbuf"][w_addr:end].view(_I8)
-        return np.ascontiguousarray(WF.expand_sparse(vals, fsb, meta, n, k).T.astype(_F32))
+        return form(WF.expand_sparse(vals, fsb, meta, n, k))
 
     def _weights_t(self, core, addr, end, rows, cols, stride, wt, keep=True):
         """(K, N) float32 weights for the MPE, from a snapshot when the range is one.

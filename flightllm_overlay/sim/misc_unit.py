@@ -117,13 +117,14 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
                                 f.get("out_stride", 0) or k, "quant out")
         elements *= 2
         group = isa.ACT_GROUPS[f.get("agroup", 0)]
-        if group:                       # a scale per group of channels (isa checked the rest)
-            per_row = k // group
-            scales = _array(ab, f.get("out2_addr", 0), rows, per_row, _F32, 4 * per_row,
-                            "quant scales")
+        if group:                       # shared-exponent groups (isa checked the rest)
+            width = U.group_scale_bytes(group, k)
+            scales = _array(ab, f.get("out2_addr", 0), rows, width // 4, _F32, width,
+                            "quant scales").view(np.uint8)
 
             def action():
-                out[sel], scales[sel] = U.quantize_groups(a(), group)
+                q, s, e = U.quantize_groups(a(), group)
+                out[sel], scales[sel] = q, U.pack_group_scales(s, e, group, k)
             return action, elements, dyn        # (no native kernel: numpy)
         ops["scales"] = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows,
                                "quant scales")

@@ -14,6 +14,8 @@ BLAS_ROWS = 48
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {"fllm_mpe": [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I],
+               "fllm_mpe_grouped": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, ctypes.c_int,
+                                    _P, _P, _I, _I, _I],
                "fllm_mpe_epilogue": [_P, _P, _I, _P, _I, _P, _P, _I, _I]}
 
 
@@ -41,6 +43,18 @@ def mpe(fns, a, a_scale, live, w_bytes, w_offset, w_stride, wt, s_bytes, s_offse
     return fns["fllm_mpe"](address(a), a.strides[0], address(a_scale), m, *_rows(live),
                            address(w_bytes) + w_offset, w_stride, wt,
                            _scales(s_bytes, s_offset), address(out), out.strides[0], n, k) == 0
+
+
+def mpe_grouped(fns, a, a_scale, exps, group, live, w_bytes, w_offset, w_stride, wt, s_bytes,
+                s_offset, out, n, k) -> bool:
+    """`mpe` with shared-exponent activation groups: `a_scale` the rows' scales / 128 (float32,
+    m), `exps` (m, >= k/group) uint8 exponent bytes, `group` columns each."""
+    m = a.shape[0]
+    return fns["fllm_mpe_grouped"](address(a), a.strides[0], address(a_scale), m, *_rows(live),
+                                   address(exps), exps.strides[0], group,
+                                   address(w_bytes) + w_offset, w_stride, wt,
+                                   _scales(s_bytes, s_offset), address(out), out.strides[0],
+                                   n, k) == 0
 
 
 def epilogue(fns, acc, a_scale, live, s_bytes, s_offset, out) -> bool:

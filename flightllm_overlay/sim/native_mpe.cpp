@@ -35,6 +35,7 @@ struct Mpe {
     const int8_t* w; int64_t ws; const uint8_t* w_scale;   // FP32, maybe unaligned
     uint8_t* out; int64_t os;
     int64_t n, k;
+    const uint8_t* exps = nullptr; int64_t es = 0; int64_t group = 0;   // agroup: exponent bytes
     int64_t row(int64_t i) const { return live ? live[i] : i; }
 };
 
@@ -42,6 +43,7 @@ struct Mpe {
 struct Scratch {
     std::vector<int16_t> a16, w16;
     std::vector<int32_t> acc;
+    std::vector<int64_t> acc64;
     std::vector<float> f, ws;
 };
 thread_local Scratch S;
@@ -52,20 +54,27 @@ void widen_a(const Mpe& p) {
     for (int64_t i = 0; i < p.rows; i++) {
         const int8_t* src = p.a + p.row(i) * p.as;
         int16_t* dst = S.a16.data() + i * p.k;
-        for (int64_t c = 0; c < p.k; c++) dst[c] = src[c];
+        if (!p.exps) {
+            for (int64_t c = 0; c < p.k; c++) dst[c] = src[c];
+            continue;
+        }
+        // agroup: each group's activations shifted left by 7 - e (|a| <= 127 * 2^7: INT16),
+        // so that one sum over k is the shifted sum of the groups' sums
+        const uint8_t* e = p.exps + p.row(i) * p.es;
+        for (int64_t c = 0; c < p.k; c++) dst[c] = (int16_t)(src[c] * (1 << (7 - (e[c / p.group] & 7))));
     }
 }
 
 // R x C dot products of length k: rows of `a` (INT16, stride k) times weight rows (W, stride
 // ws) into acc[r * ldc + c], c < nc; the k loop vectorizes as multiply-adds of INT16 pairs
-template <int R, int C, typename W>
-inline void dot_block(const int16_t* a, int64_t k, const W* w, int64_t ws, int32_t* acc,
+template <int R, int C, typename W, typename Acc>
+inline void dot_block(const int16_t* a, int64_t k, const W* w, int64_t ws, Acc* acc,
                       int64_t ldc, int64_t nc = C) {
-    int32_t s[R][C] = {};
+    Acc s[R][C] = {};
     for (int64_t x = 0; x < k; x++)
         for (int r = 0; r < R; r++)
             for (int c = 0; c < C; c++)
-                s[r][c] += (int32_t)a[r * k + x] * (int32_t)(int16_t)w[c * ws + x];
+                s[r][c] += (Acc)a[r * k + x] * (Acc)(int16_t)w[c * ws + x];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < nc; c++) acc[r * ldc + c] = s[r][c];
 }
@@ -78,10 +87,11 @@ inline void prefetch_rows(const Mpe& p, int64_t j) {
 }
 
 // acc (rows x n) of (n, k) weights read as they are: one row at a time (matrix-vector)
-void products_direct(const Mpe& p) {
+template <typename Acc>
+void products_direct(const Mpe& p, Acc* acc0) {
     for (int64_t i = 0; i < p.rows; i++) {
         const int16_t* a = S.a16.data() + i * p.k;
-        int32_t* acc = S.acc.data() + i * p.n;
+        Acc* acc = acc0 + i * p.n;
         int64_t j = 0;
         for (; j + COLS <= p.n; j += COLS) {
             prefetch_rows(p, j + 2 * COLS);
@@ -109,7 +119,8 @@ void widen_w(const Mpe& p, int wt, int64_t j, int64_t nc, int16_t* w16) {
 }
 
 // acc (rows x n), COLS weight columns at a time widened once for all rows (matrix-matrix)
-void products_blocked(const Mpe& p, int wt) {
+template <typename Acc>
+void products_blocked(const Mpe& p, int wt, Acc* acc) {
     S.w16.resize(COLS * p.k);
     int16_t* w16 = S.w16.data();
     for (int64_t j = 0; j < p.n; j += COLS) {
@@ -117,11 +128,9 @@ void products_blocked(const Mpe& p, int wt) {
         widen_w(p, wt, j, nc, w16);
         int64_t i = 0;
         for (; i + ROWS <= p.rows; i += ROWS)
-            dot_block<ROWS, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k,
-                                  S.acc.data() + i * p.n + j, p.n, nc);
+            dot_block<ROWS, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k, acc + i * p.n + j, p.n, nc);
         for (; i < p.rows; i++)
-            dot_block<1, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k,
-                               S.acc.data() + i * p.n + j, p.n, nc);
+            dot_block<1, COLS>(S.a16.data() + i * p.k, p.k, w16, p.k, acc + i * p.n + j, p.n, nc);
     }
 }
 
@@ -176,10 +185,31 @@ API int fllm_mpe(const int8_t* a, int64_t as, const float* a_scale, int64_t m, c
     widen_a(p);
     S.acc.resize(p.rows * n);
     if (!wt && p.rows <= DIRECT_ROWS)
-        products_direct(p);
+        products_direct(p, S.acc.data());
     else
-        products_blocked(p, wt);
+        products_blocked(p, wt, S.acc.data());
     return epilogue(p, S.acc.data());
+}
+
+// The same with shared-exponent activation groups (agroup; spec/arithmetic.py mpe_grouped):
+// exps (per processed row's index r, exps[r * es + g] the exponent byte of group g of `group`
+// columns); acc = sum_g P_g * 2^(7 - e_g) exact in INT64, then the epilogue with a_scale the
+// rows' scales / 128 (exact: the caller divides).
+API int fllm_mpe_grouped(const int8_t* a, int64_t as, const float* a_scale, int64_t m,
+                         const int64_t* live, int64_t nlive, const uint8_t* exps, int64_t es,
+                         int64_t group, const int8_t* w, int64_t ws, int wt,
+                         const uint8_t* w_scale, uint8_t* out, int64_t os, int64_t n, int64_t k) {
+    Mpe p{a, as, a_scale, live, live ? nlive : m, w, ws, w_scale, out, os, n, k};
+    p.exps = exps;
+    p.es = es;
+    p.group = group;
+    widen_a(p);
+    S.acc64.resize(p.rows * n);
+    if (!wt && p.rows <= DIRECT_ROWS)
+        products_direct(p, S.acc64.data());
+    else
+        products_blocked(p, wt, S.acc64.data());
+    return epilogue(p, S.acc64.data());
 }
 
 // The epilogue of products made elsewhere: acc (the processed rows' sums as FP32, exact

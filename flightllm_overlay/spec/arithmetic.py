@@ -83,35 +83,55 @@ def mpe_epilogue(acc: np.ndarray, a_scale: np.ndarray, w_scale) -> np.ndarray:
     return out.astype(F16)
 
 
-def mpe_grouped(a: np.ndarray, w_t: np.ndarray, a_scales: np.ndarray, w_scale,
+#: Largest per-group exponent of `agroup`: a group's step is the row's divided by 2**e, e <= 7.
+GROUP_EXP_MAX = 7
+
+
+def group_scale_bytes(group: int, k: int) -> int:
+    """Bytes per row of an `agroup` quant's scales: the FP32 row scale, then one exponent byte
+    per group, padded to 4 bytes (4 with one scale per row, group 0)."""
+    return 4 if not group else 4 + 4 * -(-(k // group) // 4)
+
+
+def split_group_scales(raw: np.ndarray, group: int, k: int):
+    """(row scales float32 (R,), exponents int64 (R, K/group)) from the (R, group_scale_bytes)
+    uint8 rows an `agroup` quant writes; an exponent is its byte's low three bits."""
+    raw = np.ascontiguousarray(raw, np.uint8)
+    scales = raw[:, :4].copy().view(F32)[:, 0]
+    return scales, (raw[:, 4:4 + k // group] & GROUP_EXP_MAX).astype(np.int64)
+
+
+def mpe_grouped(a: np.ndarray, w_t: np.ndarray, a_scale: np.ndarray, exps: np.ndarray, w_scale,
                 group: int) -> np.ndarray:
-    """MPE result with activation scales per group of `group` columns (`agroup`), FP32 before the
-    FP16 output: t = 0, then for each group g in order t = fp32(t + fp32(P_g * a_scales[:, g]))
-    with P_g the exact integer sum over the group's columns, then t * w_scale.  One group is
-    `mpe_fast`'s fp32(acc) * a_scale * w_scale, bit for bit.  a (M, K) INT8, w_t (K, N) with
-    INT8 values, a_scales (M, K/group) FP32."""
+    """MPE result with shared-exponent activation groups (`agroup`), FP32 before the FP16 output:
+    acc = sum_g P_g * 2**(7 - e_g) exactly (P_g the exact integer sum over group g's columns),
+    then fp32(acc) * fp32(a_scale / 128), then * w_scale.  a (M, K) INT8, w_t (K, N) with INT8
+    values, a_scale (M,) the row scales, exps (M, K/group) the groups' exponents."""
     k = a.shape[1]
     a32 = a.astype(F32)
-    out = np.zeros((a.shape[0], w_t.shape[1]), F32)
+    acc = np.zeros((a.shape[0], w_t.shape[1]), np.float64)   # |acc| < 2**40: exact in float64
+    shift = np.exp2(GROUP_EXP_MAX - np.asarray(exps, np.float64))
     for g in range(k // group):
         cols = slice(g * group, (g + 1) * group)
         part = a32[:, cols] @ w_t[cols]             # |P_g| <= group * 128 * 128: exact in FP32
-        part *= a_scales[:, g:g + 1]
-        out += part
+        acc += part * shift[:, g:g + 1]
+    out = acc.astype(F32)
+    out *= (np.asarray(a_scale, F32) / F32(128))[:, None]
     if w_scale is not None:
         out *= w_scale[None, :]
     return out
 
 
-def mpe_grouped_reference(a, w, a_scales, w_scale, group: int) -> np.ndarray:
-    """Slow, obviously-correct `mpe_grouped` (int64 group sums, one FP32 operation at a time),
-    FP16 out, for the tests."""
+def mpe_grouped_reference(a, w, a_scale, exps, w_scale, group: int) -> np.ndarray:
+    """Slow, obviously-correct `mpe_grouped` (Python integers), FP16 out, for the tests."""
     m, k = a.shape
-    out = np.zeros((m, w.shape[0]), F32)
+    acc = np.zeros((m, w.shape[0]), object)
     for g in range(k // group):
         cols = slice(g * group, (g + 1) * group)
-        part = (a[:, cols].astype(np.int64) @ w[:, cols].astype(np.int64).T).astype(F32)
-        out = (out + (part * np.asarray(a_scales, F32)[:, g:g + 1]).astype(F32)).astype(F32)
+        part = a[:, cols].astype(object) @ w[:, cols].astype(object).T
+        acc += part * np.array([[1 << (GROUP_EXP_MAX - int(e))] for e in exps[:, g]], object)
+    out = np.array(acc.tolist(), np.float64).astype(F32)     # exact ints -> one rounding
+    out = (out * (np.asarray(a_scale, F32) / F32(128))[:, None]).astype(F32)
     if w_scale is not None:
         out = (out * np.asarray(w_scale, F32)[None, :]).astype(F32)
     return out.astype(F16)
@@ -298,16 +318,32 @@ def quantize_rows(a, amax=None, diffuse: bool = False):
 
 
 def quantize_groups(a, group: int):
-    """`quantize_rows` on every run of `group` consecutive elements of a row (the MISC quant's
-    `agroup`): (q int8 (R, K), scales float32 (R, K/group)); group 0: one scale per row,
-    scales (R, 1)."""
+    """The MISC quant with `agroup`: shared-exponent groups of `group` elements.  Each row has
+    its scale s = absmax / 127 (1.0 for an all-zero row); group g of it the largest e_g <= 7
+    with max|x_g| * 2**e_g <= absmax (7 for an all-zero group), and codes
+    clip(rint(x / fp32(s * 2**-e_g)), -127, 127): a group of small values gets up to 2**7
+    finer steps.  Returns (q int8 (R, K), scales float32 (R,), exponents int64 (R, K/group))."""
     x = f32(a)
     r, k = x.shape
-    if not group:
-        q, s = quantize_rows(x)
-        return q, s[:, None]
-    q, s = quantize_rows(x.reshape(r * (k // group), group))
-    return q.reshape(r, k), s.reshape(r, k // group)
+    amax = np.abs(x).max(axis=-1) if k else np.zeros(r, F32)
+    scale = amax / F32(QMAX)
+    scale[amax == 0] = 1
+    gmax = np.abs(x).reshape(r, k // group, group).max(axis=-1)
+    exps = np.zeros(gmax.shape, np.int64)
+    for e in range(1, GROUP_EXP_MAX + 1):           # exact: scaling by a power of two
+        exps[gmax * F32(2.0 ** e) <= amax[:, None]] = e
+    step = (scale[:, None] * np.exp2(-exps).astype(F32)).astype(F32)
+    q = np.rint(x / np.repeat(step, group, axis=1))
+    return np.clip(q, -QMAX, QMAX).astype(np.int8), scale, exps
+
+
+def pack_group_scales(scales, exps, group: int, k: int) -> np.ndarray:
+    """The (R, group_scale_bytes) uint8 rows a quant with `agroup` writes (its out2 region)."""
+    r = len(scales)
+    raw = np.zeros((r, group_scale_bytes(group, k)), np.uint8)
+    raw[:, :4] = np.asarray(scales, F32).reshape(r, 1).view(np.uint8)
+    raw[:, 4:4 + k // group] = np.asarray(exps, np.uint8)
+    return raw
 
 
 def quant_residual(a, q, scale):

@@ -85,10 +85,11 @@ MATRIX_FIELDS = (
                  "prompt)"),
     ("m_group", 8, "with dyn_m: tokens per group of A's rows (head-major blocks of tokens); "
                    "0 means `m`"),
-    ("agroup", 2, "activation scales per group of columns (index into `ACT_GROUPS`; 0: one per "
-                  "row): `a_scale` holds M x K/G FP32 scales, row by row, and each group's exact"
-                  " integer sum is scaled by its own before the FP32 sum over groups; k a "
-                  "multiple of G, static"),
+    ("agroup", 2, "shared-exponent activation groups (index into `ACT_GROUPS`; 0: one scale per "
+                  "row): each row of A has W = 4 + 4 ceil(K/G/4) bytes at `a_scale`, its FP32 "
+                  "scale and an exponent byte e per G columns; each group's exact sum enters the "
+                  "accumulator shifted by 7 - e, which is scaled by scale / 128; k a multiple of "
+                  "G, static"),
 )
 MISC_FIELDS = (
     ("op", 4, "operation (index into `MISC_OPS`)"),
@@ -132,10 +133,11 @@ MISC_FIELDS = (
     ("residual", 1, "quant: also overwrite a in gbuf (in place, rows `a_stride` apart) with the "
                     "FP16 residual fp16(x - fp32(q * scale)) of each element, which a second quant"
                     " makes the low plane of a two-plane activation; must be 0 otherwise"),
-    ("agroup", 2, "quant: one scale per group of G consecutive elements of a row (index into "
-                  "`ACT_GROUPS`; 0: one per row), the `rows` x K/G FP32 scales row by row at "
-                  "`out2_addr`; K a multiple of G, static; not with given_max, diffuse or "
-                  "residual; must be 0 otherwise"),
+    ("agroup", 2, "quant: shared-exponent groups of G consecutive elements (index into "
+                  "`ACT_GROUPS`; 0: one scale per row): the row's FP32 scale and, per group, the "
+                  "largest e <= 7 its values allow, its step the row's / 2^e; W = 4 + 4 "
+                  "ceil(K/G/4) bytes per row at `out2_addr`; K a multiple of G, static; not "
+                  "with given_max, diffuse or residual; must be 0 otherwise"),
 )
 SYS_FIELDS = (
     ("op", 4, "operation (index into `SYS_OPS`)"),

@@ -137,7 +137,7 @@ def outputs(op: str, f: dict) -> list:
         if g("out_abuf", 0):
             res = [("gbuf", g("a_addr", 0), rows, 2 * k, g("a_stride", 0) or 2 * k)] \
                 if g("residual", 0) else []          # quant's residual, in place over a
-            scales = 4 * rows * act_scales_per_row(g("agroup", 0), k)
+            scales = rows * act_scale_bytes(g("agroup", 0), k)
             return [("abuf", g("out_addr", 0), rows, k, g("out_stride", 0) or k),
                     ("abuf", g("out2_addr", 0), 1, scales, scales)] + res
         maxima = [("gbuf", g("out2_addr", 0), 1, 4 * rows, 4 * rows)]
@@ -148,10 +148,11 @@ def outputs(op: str, f: dict) -> list:
     return []
 
 
-def act_scales_per_row(agroup: int, k: int) -> int:
-    """FP32 activation scales per row of K channels under `agroup` (quant out, MPE input)."""
-    group = isa.ACT_GROUPS[agroup]
-    return k // group if group else 1
+def act_scale_bytes(agroup: int, k: int) -> int:
+    """Bytes of activation scales per row of K channels under `agroup` (quant out, MPE input):
+    the FP32 row scale, and with groups an exponent byte per group (`arithmetic.group_scale_bytes`)."""
+    from .arithmetic import group_scale_bytes
+    return group_scale_bytes(isa.ACT_GROUPS[agroup], k)
 
 
 def _span(start: int, rows: int, stride: int, row_bytes: int) -> tuple:
@@ -193,7 +194,7 @@ def footprint(insn: isa.Instruction, ctx_cap: int) -> list:
         m, n, k = f("m", 0), f("n", 0), f("k", 0)
         out.append(("abuf", *_span(f("a_addr", 0), m, f("a_stride", 0) or k, k), False))
         out.append(("abuf", f("a_scale", 0),
-                    f("a_scale", 0) + 4 * m * act_scales_per_row(f("agroup", 0), k), False))
+                    f("a_scale", 0) + m * act_scale_bytes(f("agroup", 0), k), False))
         rows, cols = (k, n) if f("wt", 0) else (n, k)
         w0 = f("w_addr", 0)
         if f("sparse", 0):                      # kept weights, codes, indices

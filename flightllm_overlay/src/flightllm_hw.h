@@ -487,5 +487,6 @@ static constexpr double FLLM_EXP_LN2_LO = 1.9082149292705877e-10;
 static constexpr double FLLM_EXP_CLAMP_LO = -110.0;
 static constexpr double FLLM_EXP_CLAMP_HI = 89.0;
 static constexpr int FLLM_QMAX = 127;                                    // quant: |q| <= QMAX
+static constexpr unsigned FLLM_GROUP_EXP_MAX = 7;                        // quant agroup: a group's step is the row's / 2^e, e <= GROUP_EXP_MAX
 
 #endif  // FLIGHTLLM_HW_H

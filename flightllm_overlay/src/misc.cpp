@@ -333,11 +333,12 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
             uint64_t q_stride = f.out_stride ? f.out_stride : k;
             if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out_addr, rows, k, 1, q_stride, "quant out")))
                 return err;
-            // agroup: one scale per G elements of a row (isa checked k % G == 0, no given_max,
-            // diffuse or residual); ns scales per row, row by row
-            const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1;
-            if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, 1, rows * ns, 4, 4 * rows * ns,
-                                        "quant scales")))
+            // agroup: shared-exponent groups of G elements (isa checked k % G == 0, no given_max,
+            // diffuse or residual); per row W bytes: the FP32 scale, one exponent byte per group
+            const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 0;
+            const uint64_t W = G ? 4 + 4 * ((ns + 3) / 4) : 4;
+            if ((err = G ? fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, rows, W / 4, 4, W, "quant scales")
+                         : fllm_check_array(FLLM_BUF_ABUF_BYTES, f.out2_addr, 1, rows, 4, 4 * rows, "quant scales")))
                 return err;
             const uint64_t n_given = groups, g_stride = f.b_stride ? f.b_stride : 4 * n_given;
             if (f.given_max &&
@@ -368,7 +369,10 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                 }
                 float scale = amax / (float)FLLM_QMAX;
                 if (amax == 0.0f) scale = 1.0f;
-                if (G) {                                 // per group: its own maximum and scale
+                if (G) {                                 // shared-exponent groups: step = scale / 2^e
+                    uint8_t* out2 = staging + rows * k + r * W;
+                    fllm_st_u32(out2, 0, fllm_f32_bits(scale));
+                    for (uint64_t b = 4; b < W; b++) out2[b] = 0;
                 QUANT_GROUPS:
                     for (uint64_t g = 0; g < ns; g++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2048
@@ -379,16 +383,19 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
                             float v = std::fabs(x[c]);
                             if (v > gmax) gmax = v;
                         }
-                        float gs = gmax == 0.0f ? 1.0f : gmax / (float)FLLM_QMAX;
+                        unsigned e = 0;                  // the largest e <= 7 with gmax * 2^e <= amax
+                        for (unsigned j = 1; j <= FLLM_GROUP_EXP_MAX; j++)
+                            if (gmax * (float)(1u << j) <= amax) e = j;
+                        const float step = scale / (float)(1u << e);     // exact: a power of two
+                        out2[4 + g] = (uint8_t)e;
                     QUANT_GROUP_ROUND:
                         for (uint64_t c = g * G; c < (g + 1) * G; c++) {
 #pragma HLS LOOP_TRIPCOUNT max = 128
-                            float q = std::nearbyint(x[c] / gs);
+                            float q = std::nearbyint(x[c] / step);
                             if (q > FLLM_QMAX) q = FLLM_QMAX;
                             if (q < -FLLM_QMAX) q = -FLLM_QMAX;
                             staging[r * k + c] = (uint8_t)(int8_t)q;
                         }
-                        fllm_st_u32(staging, rows * k + 4 * (r * ns + g), fllm_f32_bits(gs));
                     }
                     continue;
                 }
@@ -427,11 +434,10 @@ static unsigned misc_job(const MiscFields& f, uint32_t pos, uint32_t len, fllm_l
             QUANT_SCALES:
                 for (uint64_t r = 0; r < rows; r++) {
 #pragma HLS LOOP_TRIPCOUNT max = 65535
-                    if (live(r))
-                        store(req, FLLM_BUF_ABUF, f.out2_addr + 4 * ns * r, 4 * ns, staging + rows * k + 4 * ns * r);
+                    if (live(r)) store(req, FLLM_BUF_ABUF, f.out2_addr + W * r, W, staging + rows * k + W * r);
                 }
             } else {
-                store(req, FLLM_BUF_ABUF, f.out2_addr, 4 * rows * ns, staging + rows * k);
+                store(req, FLLM_BUF_ABUF, f.out2_addr, W * rows, staging + rows * k);
             }
             elements_out = f.given_max ? elements : 2 * elements;
             return 0;

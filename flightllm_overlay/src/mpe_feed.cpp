@@ -209,10 +209,11 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
     uint64_t o_stride = f.out_stride ? f.out_stride : 2 * n;
     unsigned err;
     if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_addr, m, k, 1, a_stride, "MPE input"))) return err;
-    // agroup: A's rows carry ns scales, one per G columns (isa checked k % G == 0, static k)
-    const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1;
-    if ((err = f.agroup ? fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, m, ns, 4, 4 * ns, "MPE input scales")
-                        : fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, 1, m, 4, 4 * m, "MPE input scales")))
+    // agroup: shared-exponent groups of G columns (isa checked k % G == 0, static k); per row of A
+    // W bytes of scales: the FP32 row scale, then one exponent byte per group
+    const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1, W = G ? 4 + 4 * ((ns + 3) / 4) : 4;
+    if ((err = G ? fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, m, W / 4, 4, W, "MPE input scales")
+                 : fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, 1, m, 4, 4 * m, "MPE input scales")))
         return err;
     if (f.sparse) {
         if ((err = sparse_operand(f, core, n, k))) return err;
@@ -239,8 +240,8 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
 
     // Passes: two rows of A by one 16-row block of outputs; the feeder waits for each pass's
     // results (docs/mpe_stream.md: one pass in flight), then writes them through the epilogue.
-    // With agroup one pass per group of columns, each group's exact sums scaled by their own
-    // scale and added in FP32 in group order (units.mpe_grouped).
+    // With agroup one pass per group of columns, each group's exact sums shifted left by 7 - e
+    // into an exact accumulator, then scaled by the row scale / 128 (units.mpe_grouped).
     const uint64_t nbc = (k + BLK - 1) / BLK, group_blocks = G ? G / BLK : nbc;
     PassOperands p = {&f, &core, m, n, k, a_stride, w_stride, 0, 0, 0, nbc};
 PASS_ROWS:
@@ -252,7 +253,7 @@ PASS_ROWS:
 #pragma HLS LOOP_TRIPCOUNT max = 4096
             p.i = i;
             p.jb = jb;
-            float t[2][BLK];
+            int64_t t[2][BLK];
         GROUPS:
             for (uint64_t g = 0; g < ns; g++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2048
@@ -264,11 +265,12 @@ PASS_ROWS:
                 read_results(mpe_res, acc);
                 for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
                     const uint64_t row = i + lane;
-                    const float sa = fllm_ld_f32(core.abuf, f.a_scale + 4 * (G ? row * ns + g : row));
+                    const unsigned e = G ? core.abuf[f.a_scale + row * W + 4 + g] & FLLM_GROUP_EXP_MAX : 0;
+                    const unsigned shift = G ? FLLM_GROUP_EXP_MAX - e : 0;
                     for (unsigned r = 0; r < BLK; r++) {
 #pragma HLS PIPELINE II = 1
-                        float y = (float)acc[lane][r] * sa;             // FP32 product, rounded
-                        t[lane][r] = g ? t[lane][r] + y : y;            // FP32 sum, rounded
+                        const int64_t part = (int64_t)acc[lane][r] * ((int64_t)1 << shift);   // exact
+                        t[lane][r] = g ? t[lane][r] + part : part;
                     }
                 }
             }
@@ -276,10 +278,12 @@ PASS_ROWS:
             for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
                 const uint64_t row = i + lane;
                 if (!live(row)) continue;
+                const float sa = fllm_ld_f32(core.abuf, f.a_scale + (G ? row * W : 4 * row));
+                const float sd = G ? sa / 128.0f : sa;               // exact: a power of two
                 for (unsigned r = 0; r < BLK && jb * BLK + r < n; r++) {
 #pragma HLS PIPELINE II = 1
                     const uint64_t j = jb * BLK + r;
-                    float y = t[lane][r];
+                    float y = (float)t[lane][r] * sd;                // FP32 product, rounded
                     if (!f.no_wscale) y = y * fllm_ld_f32(core.wbuf, f.w_scale + 4 * j);
                     fllm_st_u16(core.gbuf, f.out_addr + row * o_stride + 2 * j, fllm_f32_to_f16(y));
                 }
