@@ -75,15 +75,10 @@ def main(argv=None) -> int:
             print(f"{line} ({time.perf_counter() - t0:.0f} s)", flush=True)
             if args.device and (group is None or group in DEVICE_GROUPS):
                 import dataclasses
-                from wide_points import on_device
-                t0 = time.perf_counter()
+                from wide_points import device_row
                 dev = cm if group is None else dataclasses.replace(
                     cm, config=cm.config.but(act_group=group, wide_points=()))
-                row["device"] = d = on_device(dev, ids, args.window)
-                print(f"{'':10s} {'  on the device':12s} ppl {d['ppl']:8.3f} "
-                      f"{100 * (d['ppl'] / ref - 1):+6.2f}% vs float; prefill-128 "
-                      f"{d['prefill_cycles']} cycles, decode {d['decode_cycles']} cycles "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                row["device"] = device_row(dev, ids, args.window, ref, 12)
             out["results"].append(row)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))

@@ -64,6 +64,17 @@ def on_device(cm, ids, window: int) -> dict:
                     decode_cycles=int(c2 - c1))
 
 
+def device_row(cm, ids, window: int, ref: float, width: int) -> dict:
+    """`on_device` for one checkpoint, its line printed (label padded to `width`)."""
+    t0 = time.perf_counter()
+    d = on_device(cm, ids, window)
+    print(f"{'':10s} {'  on the device':{width}s} ppl {d['ppl']:8.3f} "
+          f"{100 * (d['ppl'] / ref - 1):+6.2f}% vs float; prefill-128 "
+          f"{d['prefill_cycles']} cycles, decode {d['decode_cycles']} cycles "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return d
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -103,14 +114,8 @@ def main(argv=None) -> int:
             print(f"{cm.config.name:10s} {name:26s} ppl {ppl:8.3f} {100 * (ppl / ref - 1):+6.2f}% "
                   f"vs float ({time.perf_counter() - t0:.0f} s)", flush=True)
             if args.device and act is True and set(wide) <= set(DEVICE_WIDE):
-                t0 = time.perf_counter()
-                row["device"] = on_device(dataclasses.replace(
-                    cm, config=cm.config.but(wide_points=wide)), ids, args.window)
-                d = row["device"]
-                print(f"{'':10s} {'  on the device':26s} ppl {d['ppl']:8.3f} "
-                      f"{100 * (d['ppl'] / ref - 1):+6.2f}% vs float; prefill-128 "
-                      f"{d['prefill_cycles']} cycles, decode {d['decode_cycles']} cycles "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                row["device"] = device_row(dataclasses.replace(
+                    cm, config=cm.config.but(wide_points=wide)), ids, args.window, ref, 26)
             out["results"].append(row)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))

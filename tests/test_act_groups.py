@@ -11,13 +11,12 @@ from flightllm_overlay.compress import CompressionConfig, Emulator, compress
 from flightllm_overlay.errors import CompileError
 from flightllm_overlay.model import load_checkpoint
 from flightllm_overlay.model.testing import make_tiny_llama
-from flightllm_overlay.runtime import Session
 from flightllm_overlay.spec import isa
+from prompt_runs import PROMPT, run_prompt as _run
 from staged_target import staging_target
 
 GROUP = 32
 QUANT = isa.MISC_OPS.index("quant")
-PROMPT = np.random.default_rng(4).integers(3, 300, 200).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +30,6 @@ def grouped(tmp_path_factory):
     cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=512, act_group=GROUP)
     cm = compress(ckpt, tokens, cfg, progress=False)
     return cm
-
-
-def _run(overlay, program):
-    """(prefill logits of PROMPT in two launches, decode logits of PROMPT[40:48] one token at
-    a time after PROMPT[:40])."""
-    with Session(overlay, program) as s:
-        got = np.concatenate([s.run("prefill", PROMPT[:128], 0),
-                              s.run("prefill", PROMPT[128:], 128)])
-        s.run("prefill", PROMPT[:40], 0)
-        return got, np.stack([s.run("decode", [t], 40 + n)[-1]
-                              for n, t in enumerate(PROMPT[40:48])])
 
 
 def test_the_config_takes_the_device_groups_only():

@@ -11,8 +11,8 @@ from flightllm_overlay.compiler import recipe
 from flightllm_overlay.compress import CompressionConfig, Emulator, compress
 from flightllm_overlay.compress import config as compress_config
 from flightllm_overlay.errors import CompileError
-from flightllm_overlay.runtime import Session
 from flightllm_overlay.spec import isa
+from prompt_runs import PROMPT, run_prompt as _run
 from staged_target import staging_target
 
 WIDE = ("attn_out", "ffn_mid", "head_in")
@@ -27,18 +27,6 @@ def models(tiny_ckpt):
     return cm, dataclasses.replace(cm, config=cm.config.but(wide_points=WIDE))
 
 
-PROMPT = np.random.default_rng(4).integers(3, 300, 200).tolist()
-
-
-def _run(overlay, program):
-    """(prefill logits of PROMPT in two launches, decode logits of PROMPT[40:48] one token at
-    a time after PROMPT[:40])."""
-    with Session(overlay, program) as s:
-        got = np.concatenate([s.run("prefill", PROMPT[:128], 0),
-                              s.run("prefill", PROMPT[128:], 128)])
-        s.run("prefill", PROMPT[:40], 0)
-        return got, np.stack([s.run("decode", [t], 40 + n)[-1]
-                              for n, t in enumerate(PROMPT[40:48])])
 
 
 def test_the_device_and_the_compression_offer_the_same_wide_points():

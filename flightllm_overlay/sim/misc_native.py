@@ -24,6 +24,7 @@ PROTOTYPES = {
     "fllm_misc_rope": (_P, _I, _P, _I, _I, _P, _I, *_ROWS),
     "fllm_misc_quant": (_P, _I, _P, _I, _P, _P, _I, _I, _i, _i, *_ROWS),
     "fllm_misc_amax": (_P, _I, _P, *_ROWS),
+    "fllm_misc_quant_groups": (_P, _I, _P, _I, _P, _I, _I, *_ROWS),
 }
 _KERNEL = {"eadd": "fllm_misc_eltwise", "emul": "fllm_misc_eltwise", "silu": "fllm_misc_unary",
            "relu": "fllm_misc_unary", "rmsnorm": "fllm_misc_rmsnorm",
@@ -41,6 +42,26 @@ def _rows(view) -> tuple | None:
     if view.ndim != 2 or (view.shape[1] > 1 and view.strides[1] != view.itemsize):
         return None
     return native.address(view), view.strides[0]
+
+
+def quant_groups_action(a, q, scales, group: int, live, fallback):
+    """The native action of a quant with shared-exponent groups (`agroup`) over the views a
+    (FP16 rows), q (INT8 rows), scales (uint8 rows), or None when no kernel applies;
+    `fallback` is the numpy action (also run when the kernel declines: a non-finite value)."""
+    kern = kernels()
+    fn = None if kern is None else kern.get("fllm_misc_quant_groups")
+    views = [_rows(v) for v in (a, q, scales)]
+    if fn is None or any(v is None for v in views):
+        return None
+    (pa, sa), (pq, sq), (ps, ss) = views
+    rows, k = a.shape
+    lv = None if live is None else np.ascontiguousarray(live, dtype=np.int64)
+    lp, nl = (None, 0) if lv is None else (lv.ctypes.data, len(lv))
+
+    def action():
+        if fn(pa, sa, pq, sq, ps, ss, group, rows, k, lp, nl):
+            fallback()
+    return action
 
 
 def native_action(mop, f, ops: dict, rows: int, k: int, groups: int, pos: int, live, fallback):

@@ -7,7 +7,7 @@ from ..errors import IllegalInstructionError, ProgramError
 from ..spec import arithmetic as U
 from ..spec import isa
 from .core_buffers import _F16, _F32, _I8, _array
-from .misc_native import native_action
+from .misc_native import native_action, quant_groups_action
 
 
 def dynamic(f) -> bool:
@@ -125,7 +125,8 @@ def misc_action(core, f, mop, rows: int, k: int, groups: int, pos: int, live=Non
             def action():
                 q, s, e = U.quantize_groups(a(), group)
                 out[sel], scales[sel] = q, U.pack_group_scales(s, e, group, k)
-            return action, elements, dyn        # (no native kernel: numpy)
+            return (quant_groups_action(a.view, out, scales, group, live, action) or action,
+                    elements, dyn)
         ops["scales"] = _array(ab, f.get("out2_addr", 0), 1, rows, _F32, 4 * rows,
                                "quant scales")
         out2 = ops["scales"][0]

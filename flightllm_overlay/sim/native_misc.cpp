@@ -420,3 +420,48 @@ API int fllm_misc_amax(const uint8_t* a, int64_t as, float* out2, int64_t rows, 
     for (int64_t i = 0; i < n; i++) out2[R.at(i)] = m[i];
     return OK;
 }
+
+// The quant with shared-exponent groups (`agroup`; spec/arithmetic.py quantize_groups): per row
+// the FP32 scale absmax / 127, per group of `group` elements the largest e <= GROUP_EXP_MAX with
+// max * 2^e <= absmax and codes rint(x / (scale / 2^e)); q rows of k INT8 (stride qs), then
+// out2 rows of os2 bytes (the scale, the exponent bytes, zero padding).  FALLBACK on a
+// non-finite input or scale.
+API int fllm_misc_quant_groups(const uint8_t* a, int64_t as, uint8_t* q, int64_t qs, uint8_t* out2,
+                               int64_t os2, int64_t group, int64_t rows, int64_t k,
+                               const int64_t* live, int64_t nlive) {
+    Rows R{rows, live, nlive};
+    const int64_t n = R.count(), ng = k / group;
+    S.size(0, k);
+    std::vector<int8_t> codes(n * k);
+    std::vector<uint8_t> scales(n * os2, 0);
+    float* x = S.x.data();
+    constexpr float magic = 12582912.0f;       // rint, exact for |v| < 2^22 (|v| <= 127 here)
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t* ar = row_ptr<uint16_t>(a, as, R.at(i));
+        if (!all_finite16(ar, k)) return FALLBACK;
+        to_f32(ar, x, k);
+        const float amax = absmax16(ar, k);
+        const float scale = amax == 0.0f ? 1.0f : amax / (float)FLLM_QMAX;
+        if (!std::isfinite(scale)) return FALLBACK;
+        uint8_t* o = scales.data() + i * os2;
+        std::memcpy(o, &scale, 4);
+        for (int64_t g = 0; g < ng; g++) {
+            const float* xg = x + g * group;
+            float gmax = 0.0f;
+            for (int64_t c = 0; c < group; c++) gmax = std::max(gmax, std::fabs(xg[c]));
+            unsigned e = 0;
+            for (unsigned j = 1; j <= FLLM_GROUP_EXP_MAX; j++)
+                if (gmax * (float)(1u << j) <= amax) e = j;
+            o[4 + g] = (uint8_t)e;
+            const float step = scale / (float)(1u << e);            // exact: a power of two
+            int8_t* qr = codes.data() + i * k + g * group;
+            for (int64_t c = 0; c < group; c++) {
+                float t = (xg[c] / step + magic) - magic;
+                qr[c] = (int8_t)std::min(127.0f, std::max(-127.0f, t));
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++) std::memcpy(q + R.at(i) * qs, codes.data() + i * k, k);
+    for (int64_t i = 0; i < n; i++) std::memcpy(out2 + R.at(i) * os2, scales.data() + i * os2, os2);
+    return OK;
+}

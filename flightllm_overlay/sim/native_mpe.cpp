@@ -172,6 +172,18 @@ int epilogue(const Mpe& p, const T* acc) {
     return OK;
 }
 
+// widen, multiply (direct or blocked), epilogue: one MM/MV with Acc sums
+template <typename Acc>
+int run(const Mpe& p, int wt, std::vector<Acc>& acc) {
+    widen_a(p);
+    acc.resize(p.rows * p.n);
+    if (!wt && p.rows <= DIRECT_ROWS)
+        products_direct(p, acc.data());
+    else
+        products_blocked(p, wt, acc.data());
+    return epilogue(p, acc.data());
+}
+
 }  // namespace
 
 // One dense MM/MV: a (m rows of k INT8, row stride as bytes) with a_scale (m FP32), the rows
@@ -182,13 +194,7 @@ API int fllm_mpe(const int8_t* a, int64_t as, const float* a_scale, int64_t m, c
                  int64_t nlive, const int8_t* w, int64_t ws, int wt, const uint8_t* w_scale,
                  uint8_t* out, int64_t os, int64_t n, int64_t k) {
     const Mpe p{a, as, a_scale, live, live ? nlive : m, w, ws, w_scale, out, os, n, k};
-    widen_a(p);
-    S.acc.resize(p.rows * n);
-    if (!wt && p.rows <= DIRECT_ROWS)
-        products_direct(p, S.acc.data());
-    else
-        products_blocked(p, wt, S.acc.data());
-    return epilogue(p, S.acc.data());
+    return run(p, wt, S.acc);
 }
 
 // The same with shared-exponent activation groups (agroup; spec/arithmetic.py mpe_grouped):
@@ -203,13 +209,7 @@ API int fllm_mpe_grouped(const int8_t* a, int64_t as, const float* a_scale, int6
     p.exps = exps;
     p.es = es;
     p.group = group;
-    widen_a(p);
-    S.acc64.resize(p.rows * n);
-    if (!wt && p.rows <= DIRECT_ROWS)
-        products_direct(p, S.acc64.data());
-    else
-        products_blocked(p, wt, S.acc64.data());
-    return epilogue(p, S.acc64.data());
+    return run(p, wt, S.acc64);
 }
 
 // The epilogue of products made elsewhere: acc (the processed rows' sums as FP32, exact
