@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from ..spec import isa
-from ..spec.arithmetic import group_scale_bytes
+from ..spec.semantics import act_scale_bytes
 from ..spec.isa import Instruction, f32_bits
 from .deps import insert_tokens
 from .on_chip_decode import OnChipDecode
@@ -85,7 +85,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
     def act_scale_bytes(self, k: int) -> int:
         """Bytes of scales per row of a linear input of k channels (HS holds rows of them): the
         FP32 row scale, and with activation groups an exponent byte per group."""
-        return group_scale_bytes(isa.ACT_GROUPS[self.agroup], k)
+        return act_scale_bytes(self.agroup, k)
 
     # -- emit helpers -----------------------------------------------------------------------------
     def _barrier(self) -> Instruction:

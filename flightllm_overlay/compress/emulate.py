@@ -136,8 +136,7 @@ class Emulator:
         if act_group is None:
             act_group = getattr(cm, "act_group", None)
         act_group = act_group or None
-        a = cm.args
-        widths = {a.dim, a.n_heads * a.head_dim, a.hidden_dim}
+        widths = set(cm.input_widths)
         if act_group is not None and (act_group < 1 or any(
                 act_group < k and k % act_group for k in widths)):
             raise ValueError(f"act_group {act_group} does not divide the linear inputs' widths "

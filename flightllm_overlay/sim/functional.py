@@ -23,6 +23,7 @@ from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
+from . import mpe_groups as _mpe_groups
 from . import mpe_native as _mpe_native
 from .counters import CoreCounters, RunCounters
 from .misc_unit import dynamic as misc_dynamic, misc_action, operation as misc_operation
@@ -423,9 +424,7 @@ class _RunContext:
         a = _array(abuf, f.get("a_addr", 0), m, k, _I8, f.get("a_stride", 0) or k, "MPE input")
         group = isa.ACT_GROUPS[f.get("agroup", 0)]
         if group:                       # per row: FP32 scale, exponent bytes
-            width = U.group_scale_bytes(group, k)
-            a_scale = _array(abuf, f.get("a_scale", 0), m, width // 4, _F32, width,
-                             "MPE input scales").view(np.uint8)
+            a_scale = _mpe_groups.scales_view(abuf, f, m, k, group)
         else:
             a_scale = _array(abuf, f.get("a_scale", 0), 1, m, _F32, 4 * m, "MPE input scales")[0]
         rows, cols = (k, n) if f.get("wt", 0) else (n, k)
@@ -461,27 +460,7 @@ class _RunContext:
         cc.fixed_chain_macs += m * n * k
         scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
         if group:                       # shared-exponent activation groups
-            if lib is not None and m < _mpe_native.BLAS_ROWS and (w_t is None or w_t.dtype == _I8):
-                row_scale = np.ascontiguousarray(a_scale[:, :4]).view(_F32)[:, 0] / np.float32(128)
-                weights = ((*self._wbuf_bytes(core, w_addr, w_end), w_stride, wt) if w_t is None
-                           else (w_t.view(np.uint8).reshape(-1), 0, k, 0))
-                if _mpe_native.mpe_grouped(lib, a, row_scale, np.ascontiguousarray(a_scale[:, 4:]),
-                                           group, live, *weights, *scales, out, n, k):
-                    return
-                if w_t is not None:     # a NaN: the numpy definition redoes it
-                    w_t = np.ascontiguousarray(w_t.T.astype(_F32))
-            if w_t is None:
-                w_t = self._weights_t(core, w_addr, w_end, rows, cols, w_stride, wt,
-                                      keep=lib is None)
-            s_bytes, s_off = scales
-            w_scale = None if s_bytes is None else s_bytes[s_off:s_off + 4 * n].view(_F32)
-            a_live, s_live = (a, a_scale) if live is None else (a[live], a_scale[live])
-            row_scale, exps = U.split_group_scales(s_live, group, k)
-            result = U.mpe_grouped(a_live, w_t, row_scale, exps, w_scale, group)
-            if live is None:
-                out[...] = result
-            else:
-                out[live] = result
+            _mpe_groups.execute(self, core, operands, live, w_t, scales, group, lib)
             return
         if w_t is None and lib is not None and m < _mpe_native.BLAS_ROWS and _mpe_native.mpe(
                 lib, a, a_scale, live, *self._wbuf_bytes(core, w_addr, w_end), w_stride, wt,

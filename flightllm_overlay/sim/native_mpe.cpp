@@ -61,7 +61,10 @@ void widen_a(const Mpe& p) {
         // agroup: each group's activations shifted left by 7 - e (|a| <= 127 * 2^7: INT16),
         // so that one sum over k is the shifted sum of the groups' sums
         const uint8_t* e = p.exps + p.row(i) * p.es;
-        for (int64_t c = 0; c < p.k; c++) dst[c] = (int16_t)(src[c] * (1 << (7 - (e[c / p.group] & 7))));
+        for (int64_t c0 = 0; c0 < p.k; c0 += p.group) {
+            const int16_t scale = (int16_t)(1 << (7 - (e[c0 / p.group] & 7)));
+            for (int64_t c = c0; c < c0 + p.group; c++) dst[c] = (int16_t)(src[c] * scale);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ProgramError
 from . import isa
+from .arithmetic import group_scale_bytes
 
 
 class Dyn(IntEnum):
@@ -151,7 +152,6 @@ def outputs(op: str, f: dict) -> list:
 def act_scale_bytes(agroup: int, k: int) -> int:
     """Bytes of activation scales per row of K channels under `agroup` (quant out, MPE input):
     the FP32 row scale, and with groups an exponent byte per group (`arithmetic.group_scale_bytes`)."""
-    from .arithmetic import group_scale_bytes
     return group_scale_bytes(isa.ACT_GROUPS[agroup], k)
 
 
