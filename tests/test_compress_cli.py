@@ -23,6 +23,7 @@ def test_compress_then_ppl(tiny_folder, tmp_path, capsys):
     text = capsys.readouterr().out
     assert out.is_file() and "wrote" in text
     assert "calibration: 128 tokens; error feedback layer by layer" in text
+    assert "group parameters re-fitted by least squares" in text      # the default
     assert "formats allocated by predicted loss" in text         # the default allocation
     assert re.search(r"^\s+0\s+4b/32 50%", text, re.M) or "50%" in text   # q at half density
     assert "HBM bits per weight" in text and "density" in text
@@ -121,3 +122,12 @@ def test_every_preset_is_offered_and_a_wrong_one_named(tiny_folder, tmp_path, ca
                  "--preset", "fastest", "--quiet"]) != 0
     err = capsys.readouterr().err
     assert "unknown compression preset 'fastest'" in err and "flightllm-wide" in err
+
+
+def test_no_refit_option(tiny_folder, tmp_path, capsys):
+    from flightllm_overlay.compress import CompressedModel
+    out = tmp_path / "plain.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--calib-tokens", "64", "--no-refit", "--quiet"]) == 0
+    assert "re-fitted" not in capsys.readouterr().out
+    assert CompressedModel.load(out).config.refit is False

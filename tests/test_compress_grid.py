@@ -141,8 +141,11 @@ def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
     assert all(0 <= g["moved"] < 0.05 for g in grids.values())      # error feedback: few codes
     # requantised in column order (each group's parameters re-fitted on the error-updated
     # weights; act order's static groups, fitted on the weights as given, land on the grid too)
-    off = compress(q4_ckpt, None, cfg.but(keep_grid=False, act_order=False), progress=False)
+    off = compress(q4_ckpt, None, cfg.but(keep_grid=False, act_order=False, refit=False),
+                   progress=False)
     assert not any(g["kept"] for g in off.info.get("grids", {}).values())
+    # the same with the group parameters re-fitted to the output error (the default)
+    refit = compress(q4_ckpt, None, cfg.but(keep_grid=False, act_order=False), progress=False)
     per_channel = compress(q4_ckpt, None, cfg.but(smooth_group=None), progress=False)
     assert len(per_channel.info["grids"]) < len(grids)        # per-channel smoothing breaks it
     # kept codes reproduce the source closer than error-feedback requantisation does
@@ -155,3 +158,4 @@ def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
         e_kept = np.abs(cm.layers[i][k].float() - w).mean()
         e_gptq = np.abs(off.layers[i][k].float() - w).mean()
         assert e_kept < 0.9 * e_gptq, (i, k, e_kept, e_gptq)
+        assert e_kept < np.abs(refit.layers[i][k].float() - w).mean(), (i, k)

@@ -116,6 +116,8 @@ class CompressedModel:
         feedback = ("off (round to nearest)" if not self.config.error_feedback else
                     "layer by layer on the compressed model's inputs (sequential)"
                     if self.config.sequential else "on the float model's inputs")
+        if self.config.error_feedback and self.config.refit:
+            feedback += ", then each row's group parameters re-fitted by least squares"
         lines.append(f"calibration: {self.info.get('calibration_tokens')} tokens; error "
                      f"feedback {feedback}")
         if self.info.get("allocation"):

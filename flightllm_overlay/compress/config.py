@@ -60,8 +60,11 @@ class CompressionConfig:
     (each linear's relative output error, every linear alike).  act_order: the error
     feedback quantises a linear's input columns in order of decreasing calibration energy, the
     group parameters chosen beforehand (GPTQ's act order with static groups); False: in column
-    order, each group's parameters chosen when reached.  act_group: shared-exponent activation
-    groups of this many channels at every linear input that is not wide (32, 64 or 128; the
+    order, each group's parameters chosen when reached.  refit: after the error feedback, each
+    row's group parameters (M, B) re-fitted by least squares to its calibrated output error, the
+    codes kept (`refit.py`; not on a kept source grid, whose parameters are the grid's).
+    act_group: shared-exponent activation groups of this many channels at every linear input
+    that is not wide (32, 64 or 128; the
     ISA's `agroup`: each group's INT8 step is the row's divided by up to 2^7, so an outlier
     channel coarsens only its own group); None: one scale per row.  A model whose linear inputs
     are not whole groups runs one scale per row (`CompressedModel.act_group`, the report).
@@ -89,6 +92,7 @@ class CompressionConfig:
     sequential: bool = False
     allocation: str = "fisher"
     act_order: bool = True
+    refit: bool = True
     act_group: int | None = None
 
     def __post_init__(self):
@@ -150,6 +154,7 @@ class CompressionConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise CompileError(f"unknown compression settings {unknown}; known: {sorted(names)}")
+        d = {"refit": False, **d}       # (files written before the re-fit were packed without)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def but(self, **changes) -> "CompressionConfig":

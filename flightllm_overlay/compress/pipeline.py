@@ -15,6 +15,7 @@ from .gptq import gptq, output_error, rtn
 from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
 from .prune import block_mask, choose_block_n_joint, prune
+from .refit import refit_groups
 from .qkscore import AttentionImportance, attention_scores
 from .sequential import pack_in_order
 from .smooth import float_layers, smoothed_layers, tensor
@@ -61,7 +62,8 @@ def _error_feedback(w, st, cfg, opt, group, mask, block_n, grid=None) -> tuple:
     h = st.damped(cfg.damp)
 
     def fit(fixed=None):
-        return gptq(w, h, opt.bits, group, mask, block_n, fixed=fixed, act_order=cfg.act_order)
+        pw = gptq(w, h, opt.bits, group, mask, block_n, fixed=fixed, act_order=cfg.act_order)
+        return refit_groups(w, pw, h) if cfg.refit and fixed is None else pw
     if grid is None:
         return fit(), False
     kept = grid_pack(grid, mask, block_n)

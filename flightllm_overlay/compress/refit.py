@@ -1,0 +1,76 @@
+"""Least-squares re-fit of a packing's group parameters (M, B) to the calibration inputs, codes kept.
+
+After the error feedback has chosen the codes, each row's dequantised weights are linear in its
+group parameters: kept weight j of group g is ``s (M_g q_j + B_g) / 256`` before the unit's INT8
+rounding.  The (M, B) that minimise the row's output error ``(w - w') H (w - w')^T`` over the
+calibration inputs solve one small linear system per row (2 unknowns per group; the groups are
+coupled through H), where the error feedback fixed each group's parameters from the weights
+before their codes were known.  The solution is rounded to the fixed point and checked through
+the unit's own arithmetic: a row keeps its old parameters where they are better.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec.wformat import SHIFT, PackedWeight
+
+#: rows solved together (bounds the (rows, groups, K) work arrays to ~100 MB)
+ROWS = 128
+
+
+def row_errors(w: np.ndarray, pw: PackedWeight, hessian: np.ndarray) -> np.ndarray:
+    """(R,) each row's squared output error d H d^T over the calibration inputs."""
+    d = pw.float().astype(np.float64) - w
+    return np.einsum("rk,rk->r", d @ hessian, d)
+
+
+def _normal_equations(q, kept, W, H, group):
+    """Per row the (2G, 2G) matrix and (2G,) right-hand side of the least-squares problem in
+    (M_1..M_G, B_1..B_G) / 256, for codes q and kept weights (R, K), target W in INT8 units."""
+    r, k = q.shape
+    ng = k // group
+    qa = (q * kept).reshape(r, ng, group)
+    oa = kept.reshape(r, ng, group).astype(np.float64)
+    h3 = H.reshape(ng, group, k)
+    # H times each group's code column and its ones column: (G, R, K), one GEMM per group
+    hq, ho = np.matmul(qa.transpose(1, 0, 2), h3), np.matmul(oa.transpose(1, 0, 2), h3)
+    hq = hq.reshape(ng, r, ng, group)
+    ho = ho.reshape(ng, r, ng, group)
+    mm = np.einsum("gris,ris->rgi", hq, qa)
+    mb = np.einsum("gris,ris->rgi", ho, qa)      # [r, g, i]: ones of g against codes of i
+    bb = np.einsum("gris,ris->rgi", ho, oa)
+    a = np.concatenate([np.concatenate([mm, mb.transpose(0, 2, 1)], 2),
+                        np.concatenate([mb, bb], 2)], 1)
+    hw = (W @ H).reshape(r, ng, group)
+    rhs = np.concatenate([(qa * hw).sum(2), (oa * hw).sum(2)], 1)
+    return a, rhs
+
+
+def refit_groups(w, pw: PackedWeight, hessian, damp: float = 1e-9) -> PackedWeight:
+    """`pw` with each row's (M, B) re-fitted to float `w` (R, K) under `hessian` (K, K), the
+    codes, row scales, mask and N:16 codes kept; rows whose re-fit is not better through the
+    unit's INT8 arithmetic keep their parameters.  INT8 weights (no groups) come back as given."""
+    if pw.bits == 8:
+        return pw
+    w = np.asarray(w, np.float64)
+    H = np.asarray(hessian, np.float64)
+    r, k = pw.shape
+    ng = k // pw.group
+    kept = np.ones((r, k), bool) if pw.mask is None else np.asarray(pw.mask, bool)
+    W = w / pw.scale.astype(np.float64)[:, None]
+    q = pw.q.astype(np.float64)
+    mult, offset = pw.mult.copy(), pw.offset.copy()
+    for r0 in range(0, r, ROWS):
+        sl = slice(r0, min(r, r0 + ROWS))
+        a, rhs = _normal_equations(q[sl], kept[sl], W[sl], H, pw.group)
+        ridge = damp * np.trace(a, axis1=1, axis2=2) / (2 * ng) + 1e-30
+        a[:, np.arange(2 * ng), np.arange(2 * ng)] += ridge[:, None]
+        theta = np.linalg.solve(a, rhs[..., None])[..., 0] * (1 << SHIFT)
+        mult[sl] = np.clip(np.rint(theta[:, :ng]), 0, 65535).astype(np.uint16)
+        offset[sl] = np.clip(np.rint(theta[:, ng:]), -32768, 32767).astype(np.int16)
+    new = PackedWeight(pw.bits, pw.group, pw.q, mult, offset, pw.scale, pw.block_n, pw.mask)
+    better = row_errors(w, new, H) < row_errors(w, pw, H)
+    return PackedWeight(pw.bits, pw.group, pw.q,
+                        np.where(better[:, None], mult, pw.mult).astype(np.uint16),
+                        np.where(better[:, None], offset, pw.offset).astype(np.int16),
+                        pw.scale, pw.block_n, pw.mask)
