@@ -138,3 +138,14 @@ def test_benchmark_script_prints_the_table_and_its_verdict(capsys):
     assert "U280 capacity" in out and "paper (U280)" in out and "Verdict: fits" in out
     assert main(["--set", "mm_macs_per_cycle=8192", "--buffer-depth-scale", "2"]) == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
+
+
+def test_activation_group_shifters_are_one_per_chain_output():
+    """ISA agroup: each 16-DSP chain's partial sum per packed MAC lane is shifted into its
+    accumulator; the shifters follow the MAC rate and cost LUTs, no DSP."""
+    base = R.estimate()
+    shifters = item(base, "mpe", "activation-group shifters")
+    assert shifters.count == TARGET.mm_macs_per_cycle // R.CHAIN_LEN == 256
+    assert shifters.cost.dsp == 0 and shifters.cost.lut > 0
+    wide = R.estimate(TARGET.with_overrides(mm_macs_per_cycle=8192))
+    assert item(wide, "mpe", "activation-group shifters").count == 2 * shifters.count

@@ -117,6 +117,15 @@ MPE_CHAIN_EXTRA = Cost(lut=3618, ff=1695)
 MPE_DSP = CHAIN_DSP
 #: One DSP of the RTL MPE core as written (src/rtl/mpe_core.v), per-chain costs shared out.
 RTL_MPE_DSP = CHAIN_DSP + MPE_CHAIN_EXTRA * (1 / 16)
+#: DSP48E2 per configurable sparse DSP chain (src/rtl/csd_chain.v): one partial sum per packed
+#: MAC lane leaves a chain per pass, over 16 input channels.
+CHAIN_LEN = 16
+#: One activation-group shifter (ISA `agroup`): a chain's partial sum over 16 channels (one
+#: group of >= 32 holds them) enters its accumulator shifted left by 7 - e, so each chain output
+#: gets a 0-7 barrel shifter on its ~20-bit sum (three 2:1 mux levels over 27 bits, two LUT6
+#: levels: ~48 LUT) and an accumulator 8 bits wider (~8 LUT of carry chain), with a pipeline
+#: register; an estimate, not synthesized (the RTL chain does not have it).
+GROUP_SHIFTER = Cost(lut=56, ff=36)
 #: Smallest reduction length K the epilogue keeps up with: a 16-wide chain finishes one output
 #: every K/16 cycles, so the array completes mm_macs/K outputs per cycle.  LLaMA-family linears
 #: have K >= the hidden size (576 for SmolLM2-135M); attention P.V with under 256 keys stalls briefly.
@@ -339,6 +348,10 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
         Item("mpe", f"INT8 DSP48E2 ({dsp_macs} MACs each) with sparse MUX, RN, OAU",
              math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs), MPE_DSP,
              "mm_macs_per_cycle / dsp_macs; MV mode reuses these chains"),
+        Item("mpe", "activation-group shifters (0-7 shift per chain output, accumulator +8 "
+                    "bits)", math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs
+                                       / CHAIN_LEN) * dsp_macs, GROUP_SHIFTER,
+             f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA agroup)"),
         Item("mpe", "epilogue lanes (INT32->FP32, x2 scales, ->FP16)",
              max(1, t.mm_macs_per_cycle // EPILOGUE_MIN_K), EPILOGUE_LANE,
              f"mm_macs_per_cycle / EPILOGUE_MIN_K ({EPILOGUE_MIN_K})"),
