@@ -11,6 +11,7 @@ the unit's own arithmetic: a row keeps its old parameters where they are better.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..spec.wformat import SHIFT, PackedWeight
 
@@ -65,7 +66,9 @@ def refit_groups(w, pw: PackedWeight, hessian, damp: float = 1e-9) -> PackedWeig
         a, rhs = _normal_equations(q[sl], kept[sl], W[sl], H, pw.group)
         ridge = damp * np.trace(a, axis1=1, axis2=2) / (2 * ng) + 1e-30
         a[:, np.arange(2 * ng), np.arange(2 * ng)] += ridge[:, None]
-        theta = np.linalg.solve(a, rhs[..., None])[..., 0] * (1 << SHIFT)
+        # (torch's batched solve: numpy's loops over the small systems ~50x slower here)
+        theta = torch.linalg.solve(torch.from_numpy(a), torch.from_numpy(rhs)).numpy()
+        theta *= 1 << SHIFT
         mult[sl] = np.clip(np.rint(theta[:, :ng]), 0, 65535).astype(np.uint16)
         offset[sl] = np.clip(np.rint(theta[:, ng:]), -32768, 32767).astype(np.int16)
     new = PackedWeight(pw.bits, pw.group, pw.q, mult, offset, pw.scale, pw.block_n, pw.mask)
