@@ -180,8 +180,8 @@ class CompressionConfig:
         512 on SmolLM2: -1.6 and -2.2 points of perplexity on two 4,096-token texts, about 3
         minutes on 2 cores); activations in shared-exponent groups of 32 channels at every
         linear input (SmolLM2 on the simulated overlay, two 4,096-token texts: +6.25% / +4.75%
-        over float with one scale per row, about +3.8% / +2.5% with groups;
-        docs/compression.md)."""
+        over float with one scale per row, +3.83% / +2.91% with groups, +3.58% / +3.04% with
+        the group parameters also re-fitted, `refit`; docs/compression.md)."""
         return cls(name="flightllm", density_qk=0.7, avg_bits=4.0, bit_choices=(2, 3, 4, 8),
                    smooth_group=32, smooth_alpha=0.9, qk_criterion="attention",
                    calib_tokens=2048, act_group=32)
@@ -199,7 +199,7 @@ class CompressionConfig:
     def dense4(cls) -> "CompressionConfig":
         """4-bit weights in groups of 32, dense: a Q4_1 source's own grid (kept, `keep_grid`);
         activations in shared-exponent groups of 32 channels (on the simulated overlay, SmolLM2,
-        two 4,096-token texts: about +0.6% / +0.4% over float, against +1.18% / +1.83% with one
+        two 4,096-token texts: +1.01% / +0.98% over float, against +1.18% / +1.83% with one
         scale per row and two planes at down_proj's and the LM head's inputs, which also cost
         14% more decode cycles; docs/compression.md); error feedback in column order (act order
         measured +0.9 and -0.6 points on two texts: no better where the grid is kept)."""
