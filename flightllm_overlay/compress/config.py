@@ -64,10 +64,10 @@ class CompressionConfig:
     row's group parameters (M, B) re-fitted by least squares to its calibrated output error, the
     codes kept (`refit.py`; not on a kept source grid, whose parameters are the grid's).
     act_group: shared-exponent activation groups of this many channels at every linear input
-    that is not wide (32, 64 or 128; the
-    ISA's `agroup`: each group's INT8 step is the row's divided by up to 2^7, so an outlier
-    channel coarsens only its own group); None: one scale per row.  A model whose linear inputs
-    are not whole groups runs one scale per row (`CompressedModel.act_group`, the report).
+    that is not wide (32, 64 or 128; the ISA's `agroup`: each group's INT8 step is the row's
+    divided by up to 2^7, so an outlier channel coarsens only its own group); None: one scale
+    per row.  A model whose linear inputs are not whole groups runs one scale per row
+    (`CompressedModel.act_group`, the report).
     """
 
     name: str = "custom"

@@ -15,8 +15,8 @@ from .gptq import gptq, output_error, rtn
 from .grid import find_grid, grid_error, grid_pack
 from .mixed import GROUP_PARAM_BITS, Option, allocate, candidates, score_options
 from .prune import block_mask, choose_block_n_joint, prune
-from .refit import refit_groups
 from .qkscore import AttentionImportance, attention_scores
+from .refit import refit_groups
 from .sequential import pack_in_order
 from .smooth import float_layers, smoothed_layers, tensor
 
