@@ -111,3 +111,21 @@ def test_degenerate_rows_and_dead_channels_stay_finite_and_exact():
         assert np.isfinite(new.float()).all()
         assert (row_errors(w, new, h)[:2] == 0).all()           # zero and constant rows: exact
         assert (row_errors(w, new, h) <= row_errors(w, pw, h) + 1e-9).all()
+
+
+def test_wide_inputs_are_solved_in_smaller_batches_with_the_same_result(monkeypatch):
+    """The work arrays are bounded (LLaMA-7B's down_proj, K 11,008, goes two rows at a time);
+    each row's system is its own, so the batch size does not change the result."""
+    from flightllm_overlay.compress import refit as R
+    assert R.batch_rows(1536, 32) == R.ROWS and R.batch_rows(11008, 32) == 2
+    assert 2 * 8 * (11008 // 32) * 11008 * R.batch_rows(11008, 32) <= R.WORK_BYTES
+    rng = np.random.default_rng(5)
+    h, hd = _hessian(rng, 128)
+    w = rng.standard_normal((40, 128))
+    pw = gptq(w, hd, 3, 32, act_order=True)
+    whole = refit_groups(w, pw, hd)
+    monkeypatch.setattr(R, "WORK_BYTES", 2 * 8 * 4 * 128 * 3)         # three rows a batch
+    assert R.batch_rows(128, 32) == 3
+    split = refit_groups(w, pw, hd)
+    assert np.allclose(row_errors(w, split, h), row_errors(w, whole, h), rtol=1e-6)
+    assert (split.mult != whole.mult).mean() < 0.01

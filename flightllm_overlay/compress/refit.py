@@ -15,8 +15,17 @@ import torch
 
 from ..spec.wformat import SHIFT, PackedWeight
 
-#: rows solved together (bounds the (rows, groups, K) work arrays to ~100 MB)
+#: bytes of the two (groups, rows, K) float64 work arrays of one batch of rows
+WORK_BYTES = 160 << 20
+#: rows solved together at most
 ROWS = 128
+
+
+def batch_rows(k: int, group: int) -> int:
+    """Rows per batch: at most ROWS, fewer where K is wide (SmolLM2's down_proj, K 1,536 in 48
+    groups: 128; LLaMA-7B's, K 11,008 in 344 groups: 2), so the work arrays stay within
+    WORK_BYTES."""
+    return int(max(1, min(ROWS, WORK_BYTES // (2 * 8 * (k // group) * k))))
 
 
 def row_errors(w: np.ndarray, pw: PackedWeight, hessian: np.ndarray) -> np.ndarray:
@@ -61,8 +70,9 @@ def refit_groups(w, pw: PackedWeight, hessian, damp: float = 1e-9) -> PackedWeig
     W = w / pw.scale.astype(np.float64)[:, None]
     q = pw.q.astype(np.float64)
     mult, offset = pw.mult.copy(), pw.offset.copy()
-    for r0 in range(0, r, ROWS):
-        sl = slice(r0, min(r, r0 + ROWS))
+    rows = batch_rows(k, pw.group)
+    for r0 in range(0, r, rows):
+        sl = slice(r0, min(r, r0 + rows))
         a, rhs = _normal_equations(q[sl], kept[sl], W[sl], H, pw.group)
         ridge = damp * np.trace(a, axis1=1, axis2=2) / (2 * ng) + 1e-30
         a[:, np.arange(2 * ng), np.arange(2 * ng)] += ridge[:, None]
