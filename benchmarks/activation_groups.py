@@ -17,7 +17,6 @@ simulated U280 (`wide_points.on_device`: perplexity, prefill-128 and decode cycl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from flightllm_overlay.compress.config import ACT_GROUPS as DEVICE_GROUPS  # noq
 from flightllm_overlay.compress.emulate import perplexity, reference_runner  # noqa: E402
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
+from wide_points import device_row, record  # noqa: E402  (this folder: run as a script)
 
 
 def main(argv=None) -> int:
@@ -75,13 +75,10 @@ def main(argv=None) -> int:
             print(f"{line} ({time.perf_counter() - t0:.0f} s)", flush=True)
             if args.device and (group is None or group in DEVICE_GROUPS):
                 import dataclasses
-                from wide_points import device_row
                 dev = cm if group is None else dataclasses.replace(
                     cm, config=cm.config.but(act_group=group, wide_points=()))
                 row["device"] = device_row(dev, ids, args.window, ref, 12)
-            out["results"].append(row)
-            if args.json:
-                Path(args.json).write_text(json.dumps(out, indent=1))
+            record(out, row, args.json)
     return 0
 
 

@@ -75,6 +75,13 @@ def device_row(cm, ids, window: int, ref: float, width: int) -> dict:
     return d
 
 
+def record(out: dict, row: dict, path) -> None:
+    """Add a result row and, with --json, rewrite the file (a long run leaves what it measured)."""
+    out["results"].append(row)
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -116,9 +123,7 @@ def main(argv=None) -> int:
             if args.device and act is True and set(wide) <= set(DEVICE_WIDE):
                 row["device"] = device_row(dataclasses.replace(
                     cm, config=cm.config.but(wide_points=wide)), ids, args.window, ref, 26)
-            out["results"].append(row)
-            if args.json:
-                Path(args.json).write_text(json.dumps(out, indent=1))
+            record(out, row, args.json)
     return 0
 
 

@@ -24,7 +24,7 @@ static unsigned index_at(const uint8_t* meta, uint64_t at, uint64_t i) {
     return (i & 1) ? (byte >> 4) : (byte & 0xF);
 }
 
-// The checks of a sparse operand (functional.py _sparse_weights_t and wformat.expand_sparse, in
+// The checks of a sparse operand (sim/mpe_weights.py _sparse_weights_t and wformat.expand_sparse, in
 // their order) and the block offsets.  0 or FLLM_ERR_*.
 static unsigned sparse_operand(const MatFields& f, const CoreBuffers& core, uint64_t n, uint64_t k) {
     const uint64_t nbc = k / BLK, nb = (n / BLK) * nbc;
