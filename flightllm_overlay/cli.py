@@ -362,6 +362,11 @@ def _add_compress(sub):
     p.add_argument("--attn-mass", type=T.finite, default=None,
                    help="block-sparse prefill attention keeping at least this share of each "
                         "head's calibration attention mass (e.g. 0.95; default: dense)")
+    p.add_argument("--exact-groups", action=argparse.BooleanOptionalAction, default=None,
+                   help="dense linears below 8 bits run on the MPE's exact group arithmetic "
+                        "(ISA wcodes: (q M + B)/256 times the row scale, no rounding to INT8), "
+                        "their codes chosen for it; --no-exact-groups: every weight through the "
+                        "unit's INT8 (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compress)
 
@@ -384,6 +389,8 @@ def _compression_config(args):
         changes["sequential"] = True
     if args.no_refit:
         changes["refit"] = False
+    if args.exact_groups is not None:
+        changes["exact_groups"] = args.exact_groups
     return cfg.but(**changes) if changes else cfg
 
 

@@ -131,3 +131,23 @@ def test_no_refit_option(tiny_folder, tmp_path, capsys):
                  "--calib-tokens", "64", "--no-refit", "--quiet"]) == 0
     assert "re-fitted" not in capsys.readouterr().out
     assert CompressedModel.load(out).config.refit is False
+
+
+def test_exact_groups_option(tiny_folder, tmp_path, capsys):
+    from flightllm_overlay.compress import CompressedModel
+    out = tmp_path / "exact.safetensors"
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--calib-tokens", "64", "--exact-groups", "--quiet"]) == 0
+    assert "exact group arithmetic (wcodes)" in capsys.readouterr().out
+    cm = CompressedModel.load(out)
+    assert cm.config.exact_groups is True
+    assert all(pw.exact == (pw.bits < 8 and not pw.sparse) for _, _, pw in cm.linears())
+    assert any(pw.exact for _, _, pw in cm.linears())
+    assert main(["compress", str(tiny_folder), "-o", str(out), "--avg-bits", "5.5",
+                 "--calib-tokens", "64", "--no-exact-groups", "--quiet"]) == 0
+    assert "exact group arithmetic" not in capsys.readouterr().out
+    cm = CompressedModel.load(out)
+    assert cm.config.exact_groups is False and not any(pw.exact for _, _, pw in cm.linears())
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    assert "--no-exact-groups" in capsys.readouterr().out

@@ -159,3 +159,18 @@ def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
         e_gptq = np.abs(off.layers[i][k].float() - w).mean()
         assert e_kept < 0.9 * e_gptq, (i, k, e_kept, e_gptq)
         assert e_kept < np.abs(refit.layers[i][k].float() - w).mean(), (i, k)
+
+
+def test_on_exact_group_arithmetic_the_kept_grid_is_lossless(q4_ckpt):
+    """With exact_groups the dense linears on the grid keep its codes as they are (no error
+    feedback to spread a rounding that is not there) and hold it to (M, B)'s fixed point."""
+    cfg = CompressionConfig.dense4().but(avg_bits=5.0, calib_tokens=128, exact_groups=True)
+    cm = compress(q4_ckpt, None, cfg, progress=False)
+    grids = cm.info["grids"]
+    assert len(grids) == 5 * q4_ckpt.args.n_layers
+    assert all(g["kept"] and g["lossless"] and g["moved"] == 0 and g["exact"] == 1.0
+               for g in grids.values())
+    assert all(cm.layers[int(key.split(".")[0])][key.split(".")[1]].exact for key in grids)
+    assert max(g["max_steps"] for g in grids.values()) < 0.05
+    assert "codes kept in 15, lossless in 15 (15 on exact group arithmetic" in cm.report()
+    assert "INT8 target rounds" not in cm.report()

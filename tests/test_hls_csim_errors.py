@@ -136,6 +136,22 @@ ERROR_CASES = {
     "agroup-on-eadd": lambda: _img([_raw(_misc(k=64), agroup=1)]),
     "sparse-mm-meta-past-end": lambda: _img([_mm(n=16, k=16, sparse=1, meta_addr=65530,
                                                  meta_len=8)]),
+    # wcodes: codes of dense tiles below 8 bits only; an MPE on codes needs dense rows of whole
+    # groups and a static shape; code rows are checked with their group parameters
+    "wcodes-ld-8bit": lambda: _img([_raw(_ld(buf="wbuf", wfmt="packed", wk=32, wbits=2, wgroup=1),
+                                         wbits=3, wcodes=1)]),
+    "wcodes-ld-sparse": lambda: _img([], [_raw(_ld(1, buf="wbuf", wfmt="packed", wk=16, wbits=1,
+                                                   rows=16, sparse=1), wcodes=1)]),
+    "wcodes-ld-not-packed": lambda: _img([_raw(_ld(), wcodes=1)]),
+    "wcodes-st": lambda: _img([_raw(Instruction("ST", buf="gbuf"), wcodes=1)]),
+    "wcodes-mm-value": lambda: _img([_raw(_mm(k=64), wcodes=5)]),
+    "wcodes-mm-k-not-whole": lambda: _img([_raw(_mm(k=48), wcodes=2)]),
+    "wcodes-mm-wt": lambda: _img([_raw(_mm(k=64, wcodes=2), wt=1)]),
+    "wcodes-mv-sparse": lambda: _img([_raw(_mm("MV", n=16, k=64, sparse=1, nnz=16), wcodes=1)]),
+    "wcodes-mm-dyn-k": lambda: _img([], [_raw(_mm(k=64, wcodes=2), dyn_k=1)]),
+    "wcodes-mm-stride": lambda: _img([_raw(_mm(k=64, wcodes=2), w_stride=71)]),
+    "wcodes-rows-past-end": lambda: _img([_mm(k=64, wcodes=2, w_addr=(2 << 20) - 4 * 72 + 1,
+                                              no_wscale=1)]),
     "first-error-wins": lambda: _img([_ld(), _misc(op="rope", k=7), _ld(buf="fsb", buf_addr=4090)]),
 }
 

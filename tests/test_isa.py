@@ -28,8 +28,10 @@ def field_max(op, name) -> int:
         return 63 & ~own_bit(op)
     if (op, name) in isa._ENUMS:
         return len(isa._ENUMS[(op, name)]) - 1
-    if (op, name) in (("ST", "remote"), ("ST", "stripe"), ("ST", "wfmt")):
+    if (op, name) in (("ST", "remote"), ("ST", "stripe"), ("ST", "wfmt"), ("ST", "wcodes")):
         return 0
+    if op in ("MM", "MV") and name == "wcodes":
+        return len(isa.WEIGHT_GROUPS)
     if (op, name) == ("MV", "m"):
         return isa.MV_MAX_ROWS
     return (1 << dict(FORMATS[op].fields)[name]) - 1
@@ -81,6 +83,15 @@ def _legal_stripe(op, f):
         if f.get("residual") and f.get("rows", 0) > 1 and \
                 0 < f.get("a_stride", 0) < 2 * f.get("k", 0):
             f = dict(f, residual=0)           # the residual's rows must not overlap
+    if op in ("LD", "ST") and f.get("wcodes") and (
+            not f.get("wfmt") or bits == 8 or f.get("sparse")):
+        f = dict(f, wcodes=0)                 # codes of dense low-bit packed tiles only
+    if op in ("MM", "MV") and f.get("wcodes") and (
+            f["wcodes"] > len(isa.WEIGHT_GROUPS) or f.get("sparse") or f.get("wt")
+            or f.get("dyn_n") or f.get("dyn_k")
+            or f.get("k", 0) % isa.WEIGHT_GROUPS[min(f["wcodes"], 4) - 1]
+            or 0 < f.get("w_stride", 0) < f.get("k", 0) * 5 // 4):
+        f = dict(f, wcodes=0)                 # dense rows of whole groups, static shape
     group = isa.ACT_GROUPS[f.get("agroup", 0)] if op in ("MM", "MV", "MISC") else 0
     if group and (f.get("k", 0) % group or f.get("dyn_k") or f.get("dyn_n")):
         f = dict(f, agroup=0)                 # whole groups of a static row length
@@ -123,7 +134,8 @@ FIELD_CONTEXT = {("MISC", "amax"): dict(op=isa.MISC_OPS.index("rmsnorm")),
                  ("MISC", "given_max"): dict(op=isa.MISC_OPS.index("quant")),
                  ("MISC", "diffuse"): dict(op=isa.MISC_OPS.index("quant")),
                  ("MISC", "residual"): dict(op=isa.MISC_OPS.index("quant")),
-                 ("MISC", "agroup"): dict(op=isa.MISC_OPS.index("quant"))}
+                 ("MISC", "agroup"): dict(op=isa.MISC_OPS.index("quant")),
+                 ("LD", "wcodes"): dict(wfmt=isa.WEIGHT_FORMATS.index("packed"))}
 
 
 @pytest.mark.parametrize("op, name", all_fields())

@@ -111,8 +111,11 @@ def test_the_u280_estimate_fits():
         assert total[k] <= R.U280_CAPACITY[k]
     assert R.U280_CAPACITY["DSP"] == 9024 and R.U280_CAPACITY["BRAM36"] == 2016
     assert R.U280_CAPACITY["URAM"] == 960
-    # in the neighbourhood of the paper's build (6,345 DSP): the MPE array dominates
-    assert R.PAPER_U280["DSP"] <= total["DSP"] <= 1.2 * R.PAPER_U280["DSP"]
+    # in the neighbourhood of the paper's build (6,345 DSP): the MPE array dominates (the
+    # code-group combine of exact group arithmetic, ISA wcodes, adds 768 the paper has not)
+    assert R.PAPER_U280["DSP"] <= total["DSP"] <= 1.3 * R.PAPER_U280["DSP"]
+    combine = [i for i in est.items if "code-group combine" in i.what]
+    assert len(combine) == 1 and combine[0].count * est.cores == 768
     assert est.slr_utilization()["DSP"] <= 1
 
 

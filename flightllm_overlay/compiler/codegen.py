@@ -212,6 +212,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         """MPE weight fields for local rows [lo, hi) of a tile loaded at `half`: INT8 rows, or
         a sparse tile's kept weights, codes and indices from block-row lo / 16 on."""
         scales = half + tile.kept + 4 * lo
+        if tile.exact:                  # rows of codes and group parameters
+            return dict(w_addr=half + tile.values_before(lo), w_scale=scales,
+                        w_stride=tile.row_bytes, wcodes=isa.WEIGHT_GROUPS.index(tile.group) + 1)
         if not tile.sparse:
             return dict(w_addr=half + lo * tile.k, w_scale=scales, w_stride=tile.k)
         if lo % 16 or (hi % 16 and hi != tile.rows):
@@ -226,8 +229,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
 
     def _load_tile(self, s, tile, half):
         """One striped LD of a weight tile; packed tiles pass the dequantisation unit, which
-        writes the kept INT8 weights and then the FP32 row scales (and, if sparse, the N:16
-        codes and indices to the fsb and meta buffers of the same half)."""
+        writes the kept INT8 weights (exact tiles: each row's codes and group parameters) and
+        then the FP32 row scales (and, if sparse, the N:16 codes and indices to the fsb and meta
+        buffers of the same half)."""
         if not tile.fmt:
             return self._ld(s, tile.region, "wbuf", half, 1, tile.region.nbytes)
         sp = {}
@@ -236,7 +240,8 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                       meta_addr=self.meta_base, fsb_addr=self.fsb_base)
         self._ld(s, tile.region, "wbuf", half, tile.rows, tile.region.nbytes, wfmt="packed",
                  wk=tile.k, wbits=isa.WEIGHT_BITS.index(tile.bits),
-                 wgroup=isa.WEIGHT_GROUPS.index(tile.group) if tile.bits < 8 else 0, **sp)
+                 wgroup=isa.WEIGHT_GROUPS.index(tile.group) if tile.bits < 8 else 0,
+                 wcodes=int(tile.exact), **sp)
 
     def _next_half(self):
         """The next weight slot, round robin (two slots: ping-pong halves), and the matching

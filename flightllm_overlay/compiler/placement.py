@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CompileError
 from .layout import HBMLayout, Region, split_weighted
-from ..spec.wformat import PackedWeight, block_row_sizes
+from ..spec.wformat import PackedWeight, block_row_sizes, code_row_bytes
 from .quantize import QuantizedModel, ShapeWeight, rope_table
 from .schedule import PAPER, ScheduleOptions
 
@@ -25,7 +25,8 @@ class Tile:
 
     fmt 0: raw INT8 rows then FP32 scales.  fmt 1: packed (spec/wformat.py) with `bits`,
     `group` and, when sparse, the N:16 codes `block_n` (rows/16, k/16); the LD leaves the kept
-    INT8 weights (MPE order) and then the row scales in the weight buffer."""
+    INT8 weights (MPE order) and then the row scales in the weight buffer; `exact`: a dense tile
+    whose LD leaves each row's codes and group parameters (`wcodes`, `row_bytes` a row)."""
 
     region: Region
     row0: int
@@ -35,10 +36,17 @@ class Tile:
     bits: int = 8
     group: int = 32
     block_n: np.ndarray | None = None
+    exact: bool = False
 
     @property
     def sparse(self) -> bool:
         return self.block_n is not None
+
+    @property
+    def row_bytes(self) -> int:
+        """Weight-buffer bytes of one dense row: k INT8 values, or k codes and 4 bytes per
+        group."""
+        return code_row_bytes(self.k, self.group) if self.exact else self.k
 
     @cached_property
     def _prefix(self):
@@ -47,15 +55,15 @@ class Tile:
         return np.concatenate([[0], np.cumsum(kept)]), np.concatenate([[0], np.cumsum(meta)])
 
     def values_before(self, r: int) -> int:
-        """INT8 values in the weight buffer before local row r (a block-row start if sparse)."""
-        return int(self._prefix[0][r // 16]) if self.sparse else r * self.k
+        """Weight-buffer bytes before local row r (a block-row start if sparse)."""
+        return int(self._prefix[0][r // 16]) if self.sparse else r * self.row_bytes
 
     def meta_before(self, r: int) -> int:
         return int(self._prefix[1][r // 16]) if self.sparse else 0
 
     @property
     def kept(self) -> int:
-        return self.values_before(self.rows) if self.sparse else self.rows * self.k
+        return self.values_before(self.rows)
 
 
 @dataclass
@@ -135,11 +143,12 @@ class Placement:
         self._place_mutable()
 
     # -- static data ----------------------------------------------------------------------------
-    def tile_rows(self, k: int) -> int:
+    def tile_rows(self, k: int, row_bytes: int | None = None) -> int:
         """Rows per weight tile: as many as fit one weight-buffer slot once padded for
-        striping over the core's channels."""
+        striping over the core's channels (`row_bytes` per row on chip besides its scale,
+        default k)."""
         pad = len(self.target.core_channels[0]) * 64
-        rows = (self.weight_half - pad) // (k + 4)
+        rows = (self.weight_half - pad) // ((row_bytes or k) + 4)
         if rows < 1:
             raise CompileError(f"one weight row of {k} INT8 values does not fit one slot of "
                                f"the weight buffer ({self.weight_half} bytes); compile with "
@@ -165,7 +174,7 @@ class Placement:
             else:
                 blob = np.concatenate([q[r0:r1].reshape(-1).view(np.uint8),
                                        s[r0:r1].astype(np.float32).view(np.uint8)])
-            fmt = dict(fmt=1, bits=q.bits, group=q.group,
+            fmt = dict(fmt=1, bits=q.bits, group=q.group, exact=bool(getattr(q, "exact", False)),
                        block_n=None if q.block_n is None else q[r0:r1].block_n) if packed else {}
             tiles.append(Tile(self.layout.put_striped(core, blob), row0 + r0 - start, r1 - r0, k,
                               **fmt))
@@ -177,7 +186,8 @@ class Placement:
         the meta and fsb buffers; dense packed weights cut like INT8 ones."""
         k = q.shape[1]
         if q.block_n is None:
-            step = self.tile_rows(k)
+            step = self.tile_rows(k, code_row_bytes(k, q.group) if getattr(q, "exact", False)
+                                  else k)
             return [(r, min(stop, r + step)) for r in range(start, stop, step)]
         if start % 16:
             raise CompileError(f"a sparse weight is cut at multiples of 16 rows, not {start}")

@@ -110,15 +110,20 @@ class ShapeWeight:
     compile places (timing and storage studies without the checkpoint).  8 bits dense is the
     raw INT8 format (unless `packed8`); fewer bits or a density below 1 is the packed format
     (spec/wformat.py), with N:16 codes spread evenly to the given density or given as
-    `block_n`.  A saved program's placement is re-run from such weights (compiler/recipe.py)."""
+    `block_n`; `exact`: dense codes on the MPE's exact group arithmetic (`PackedWeight.exact`).
+    A saved program's placement is re-run from such weights (compiler/recipe.py)."""
 
     def __init__(self, rows: int, k: int, bits: int = 8, density: float = 1.0,
-                 group: int = 32, block_n=None, packed8: bool = False):
+                 group: int = 32, block_n=None, packed8: bool = False, exact: bool = False):
         self.shape, self.bits, self.group = (int(rows), int(k)), bits, group
         self.block_n = WF.synthetic_codes(rows, k, density) if block_n is None and density < 1 \
             else block_n
         self.packed8 = bool(packed8)    # 8 dense bits in the packed format (a PackedWeight's)
+        self.exact = bool(exact)
         WF.check_bits(bits, group)
+        if self.exact and (bits == 8 or self.block_n is not None):
+            raise CompileError("exact group arithmetic (wcodes) is for dense weights below 8 "
+                               "bits")
 
     @property
     def sparse(self) -> bool:
@@ -130,20 +135,22 @@ class ShapeWeight:
 
     @property
     def format_key(self) -> tuple:
-        return (self.bits, self.group if self.bits < 8 else 0, self.sparse, self.packed)
+        return (self.bits, self.group if self.bits < 8 else 0, self.sparse, self.packed,
+                self.exact)
 
     def __getitem__(self, rows: slice) -> "ShapeWeight":
         r0, r1, _ = rows.indices(self.shape[0])
         bn = None if self.block_n is None else self.block_n[r0 // 16:-(-r1 // 16)]
         return ShapeWeight(r1 - r0, self.shape[1], self.bits, group=self.group, block_n=bn,
-                           packed8=self.packed8)
+                           packed8=self.packed8, exact=self.exact)
 
     @staticmethod
     def concat(parts) -> "ShapeWeight":
         first = parts[0]
         bn = None if not first.sparse else np.concatenate([p.block_n for p in parts])
         return ShapeWeight(sum(p.shape[0] for p in parts), first.shape[1], first.bits,
-                           group=first.group, block_n=bn, packed8=first.packed8)
+                           group=first.group, block_n=bn, packed8=first.packed8,
+                           exact=first.exact)
 
     def layout(self) -> dict:
         return WF.tile_layout(*self.shape, self.bits, self.group, self.block_n)

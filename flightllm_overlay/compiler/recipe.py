@@ -25,9 +25,10 @@ from ..spec import wformat as WF
 from .schedule import NAMES, ScheduleOptions
 
 #: a weight's format in a program header: "int8" (rows then FP32 scales), or "packed/8",
-#: "packed/<bits>/<group>" (spec/wformat.py), either packed one with "/sparse" (N:16 codes)
-FORMAT_PATTERN = (r"^(int8|packed/(8|(%s)/(%s))(/sparse)?)$"
-                  % ("|".join(str(b) for b in WF.BITS if b < 8), "|".join(map(str, WF.GROUPS))))
+#: "packed/<bits>/<group>" (spec/wformat.py), either packed one with "/sparse" (N:16 codes),
+#: or "packed/<bits>/<group>/exact" (codes on the MPE's exact group arithmetic, ISA `wcodes`)
+_LOW = r"(%s)/(%s)" % ("|".join(str(b) for b in WF.BITS if b < 8), "|".join(map(str, WF.GROUPS)))
+FORMAT_PATTERN = r"^(int8|packed/(8|%s)(/sparse)?|packed/%s/exact)$" % (_LOW, _LOW)
 _WEIGHT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 MAX_WEIGHTS_PER_LAYER = 32
 MAX_SLOTS = 1024
@@ -46,20 +47,23 @@ class WeightFormat:
     group: int = 0                    # columns per (M, B) pair, below 8 bits
     packed: bool = False              # the packed format, not raw INT8 rows + FP32 scales
     codes: np.ndarray | None = None   # N:16 codes of a sparse weight (flat in a file)
+    exact: bool = False               # codes on the MPE's exact group arithmetic (`wcodes`)
 
     @classmethod
     def of(cls, q) -> "WeightFormat":
         """The format of a weight as placed: an INT8 array, a PackedWeight or a ShapeWeight."""
         if isinstance(q, np.ndarray):
             return cls()
-        return cls(q.bits, q.group if q.bits < 8 else 0, getattr(q, "packed", True), q.block_n)
+        return cls(q.bits, q.group if q.bits < 8 else 0, getattr(q, "packed", True), q.block_n,
+                   bool(getattr(q, "exact", False)))
 
     @property
     def text(self) -> str:
         if not self.packed:
             return "int8"
         bits = "8" if self.bits == 8 else f"{self.bits}/{self.group}"
-        return f"packed/{bits}" + ("/sparse" if self.codes is not None else "")
+        return f"packed/{bits}" + ("/sparse" if self.codes is not None else "") + \
+            ("/exact" if self.exact else "")
 
     @classmethod
     def parse(cls, text: str, codes=None) -> "WeightFormat":
@@ -68,7 +72,7 @@ class WeightFormat:
             return cls()
         parts = text.split("/")
         bits = int(parts[1])
-        return cls(bits, int(parts[2]) if bits < 8 else 0, True, codes)
+        return cls(bits, int(parts[2]) if bits < 8 else 0, True, codes, parts[-1] == "exact")
 
     def shape_weight(self, rows: int, k: int, where: str):
         """A ShapeWeight of this format and shape (its codes checked against the shape)."""
@@ -84,7 +88,7 @@ class WeightFormat:
             except CompileError as exc:
                 raise ProgramError(f"{where}: {exc}; recompile the program") from None
         return ShapeWeight(rows, k, self.bits, group=self.group or 32, block_n=codes,
-                           packed8=self.packed and self.bits == 8)
+                           packed8=self.packed and self.bits == 8, exact=self.exact)
 
 
 def code_tensor(layer, name: str) -> str:

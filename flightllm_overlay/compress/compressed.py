@@ -8,6 +8,10 @@ The checkpoint is one safetensors file:
 * metadata ``format`` = "flightllm-compressed", ``version``, ``header`` (JSON: model args,
   config, each linear's shape and format, the source, calibration) and ``sha256`` (over the
   header and every tensor's name, dtype, shape and bytes, in name order).
+
+A linear's format carries ``"exact": true`` when it runs on the MPE's exact group arithmetic
+(`PackedWeight.exact`; the blob is the same bytes either way); files without the key (all
+those written before it, and every linear on the INT8 path) load as exact=False.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from ..spec.wformat import PackedWeight
 from .config import CompressionConfig
 
 FORMAT, VERSION = "flightllm-compressed", 1
+#: the keys of a linear's format in the header (and optionally "exact")
+FORMAT_KEYS = frozenset({"rows", "k", "bits", "group", "sparse"})
 LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 SHORT = {"wq": "q", "wk": "k", "wv": "v", "wo": "o", "w_gate": "gate", "w_up": "up", "w_down": "down"}
 #: the report's words for `CompressionConfig.allocation`
@@ -122,6 +128,11 @@ class CompressedModel:
                      f"feedback {feedback}")
         if self.info.get("allocation"):
             lines.append("formats allocated by " + ALLOCATION_TEXT[self.info["allocation"]])
+        exact = sum(pw.exact for _, _, pw in self.linears())
+        if exact:
+            lines.append(f"exact group arithmetic (wcodes): {exact} of {7 * len(self.layers)} "
+                         f"linears compute with (q M + B) / 256 times the row scale, without "
+                         f"rounding to INT8")
         group = getattr(self.config, "act_group", None)
         if group and self.act_group:
             lines.append(f"activations: shared-exponent groups of {group} channels at every "
@@ -139,22 +150,41 @@ class CompressedModel:
             lines.append(f"block-sparse prefill attention: (sink, window) 64-token blocks per "
                          f"head, {self.info['attn_density']:.2f} of the causal blocks computed "
                          f"at {min(2048, self.args.max_seq_len)} tokens")
-        grids = [g for g in self.info.get("grids", {}).values()]
+        grids = self.info.get("grids", {})
         if grids:
-            kept = [g for g in grids if g["kept"]]
-            names = sorted({g["grid"] for g in grids})
+            kept = [g for g in grids.values() if g["kept"]]
+            names = sorted({g["grid"] for g in grids.values()})
             line = (f"source grid {'/'.join(names)}: {len(grids)} of {7 * len(self.layers)} "
                     f"linears on it, codes kept in {len(kept)}")
             if kept:
                 moved = [g.get("moved", 0.0) for g in kept]
-                line += (f", lossless in {sum(g['lossless'] for g in kept)} (the INT8 target "
-                         f"rounds the rest: rms {np.mean([g['rms_steps'] for g in kept]):.3f}, "
-                         f"max {max(g['max_steps'] for g in kept):.3f} of a grid step)")
+                on_exact = {key for key, g in grids.items() if g["kept"] and self._exact(key)}
+                ex = [g for key, g in grids.items() if key in on_exact]
+                i8 = [g for key, g in grids.items() if g["kept"] and key not in on_exact]
+                parts = []
+                if ex:
+                    parts.append(f"{len(ex)} on exact group arithmetic, held to (M, B)'s fixed "
+                                 f"point: rms {np.mean([g['rms_steps'] for g in ex]):.4f}, max "
+                                 f"{max(g['max_steps'] for g in ex):.4f} of a grid step")
+                if i8:
+                    parts.append(f"the INT8 target rounds the {'others' if ex else 'rest'}: rms "
+                                 f"{np.mean([g['rms_steps'] for g in i8]):.3f}, max "
+                                 f"{max(g['max_steps'] for g in i8):.3f} of a grid step")
+                line += (f", lossless in {sum(g['lossless'] for g in kept)} "
+                         f"({'; '.join(parts)})")
                 if any(moved):
                     line += (f"; error feedback moved {100 * np.mean(moved):.2f}% of the codes "
                              f"(in {sum(m > 0 for m in moved)} linears) to spread that rounding")
             lines.append(line)
         return "\n".join(lines)
+
+    def _exact(self, key: str) -> bool:
+        """Whether linear "layer.name" (the keys of info['grids']) runs on exact arithmetic."""
+        i, _, name = key.partition(".")
+        try:
+            return bool(self.layers[int(i)][name].exact)
+        except (ValueError, IndexError, KeyError):
+            return False
 
     # ------------------------------------------------------------------ file
     def tensors(self) -> tuple:
@@ -165,6 +195,8 @@ class CompressedModel:
             tensors[key] = pw.blob()
             fmts[key] = {"rows": pw.shape[0], "k": pw.shape[1], "bits": pw.bits,
                          "group": pw.group, "sparse": pw.sparse}
+            if pw.exact:                    # (absent: INT8, as in files from before it)
+                fmts[key]["exact"] = True
         for i, (an, fn) in enumerate(zip(self.attn_norm, self.ffn_norm)):
             tensors[f"layers.{i}.attn_norm"] = np.asarray(an, np.float32)
             tensors[f"layers.{i}.ffn_norm"] = np.asarray(fn, np.float32)
@@ -224,7 +256,8 @@ class CompressedModel:
             for key, f in header["linears"].items():
                 _, i, name = key.split(".")
                 layers[int(i)][name] = PackedWeight.from_blob(tensors[key], f["rows"], f["k"],
-                                                              f["bits"], f["group"], f["sparse"])
+                                                              f["bits"], f["group"], f["sparse"],
+                                                              f.get("exact", False))
         except (FlightLLMError, KeyError, ValueError, IndexError, TypeError) as exc:
             raise CheckpointError(f"{where}: a packed weight does not decode ({exc}); the file "
                                   f"is inconsistent, recreate it with `flightllm compress`") from exc
@@ -286,7 +319,7 @@ def check_header(header, tensors: dict, where: str):
         odd = sorted(set(header["linears"]) ^ want)[:3]
         raise bad(f"its linears do not match {args.n_layers} layers (e.g. {odd})")
     for key, f in header["linears"].items():
-        if not isinstance(f, dict) or set(f) != {"rows", "k", "bits", "group", "sparse"}:
+        if not isinstance(f, dict) or not (FORMAT_KEYS <= set(f) <= FORMAT_KEYS | {"exact"}):
             raise bad(f"the format of {key} is malformed")
         rows_k = (f["rows"], f["k"])
         if rows_k != shapes[key.split(".")[2]]:
@@ -295,6 +328,10 @@ def check_header(header, tensors: dict, where: str):
                 or isinstance(f["group"], bool) or not isinstance(f["group"], int) or \
                 not 0 < f["group"] <= f["k"]:
             raise bad(f"{key} has an invalid format {f}")
+        if not isinstance(f.get("exact", False), bool) or \
+                f.get("exact") and (f["bits"] == 8 or f["sparse"]):
+            raise bad(f"{key} has an invalid format {f} (exact group arithmetic is for dense "
+                      f"weights below 8 bits)")
         t = tensors.get(key)
         if t is None or t.dtype != np.uint8 or t.ndim != 1:
             raise bad(f"tensor {key} is missing or not a uint8 blob")

@@ -67,7 +67,11 @@ class CompressionConfig:
     that is not wide (32, 64 or 128; the ISA's `agroup`: each group's INT8 step is the row's
     divided by up to 2^7, so an outlier channel coarsens only its own group); None: one scale
     per row.  A model whose linear inputs are not whole groups runs one scale per row
-    (`CompressedModel.act_group`, the report).
+    (`CompressedModel.act_group`, the report).  exact_groups: dense linears below 8 bits run on
+    the MPE's exact group arithmetic (ISA `wcodes`): the device computes with (q M + B)/256
+    times the row scale instead of rounding each weight to INT8 (`PackedWeight.exact`), and the
+    codes and parameters are chosen for that arithmetic; a kept source grid is then held to
+    (M, B)'s fixed point.  N:16-sparse and 8-bit linears keep the INT8 path (`exact_for`).
     """
 
     name: str = "custom"
@@ -94,6 +98,7 @@ class CompressionConfig:
     act_order: bool = True
     refit: bool = True
     act_group: int | None = None
+    exact_groups: bool = False
 
     def __post_init__(self):
         check_density(self.density_qk, "q_proj/k_proj")
@@ -129,6 +134,8 @@ class CompressionConfig:
         if self.act_group is not None and self.act_group not in ACT_GROUPS:
             raise CompileError(f"act_group={self.act_group}: channels per activation group are "
                                f"one of {ACT_GROUPS} (None: one scale per row)")
+        if not isinstance(self.exact_groups, bool):
+            raise CompileError(f"exact_groups is True or False, got {self.exact_groups!r}")
         object.__setattr__(self, "bit_choices", tuple(int(b) for b in self.bit_choices))
         object.__setattr__(self, "group_choices", tuple(int(g) for g in self.group_choices))
 
@@ -140,12 +147,19 @@ class CompressionConfig:
             return self.qk_criterion
         return self.criterion
 
+    def exact_for(self, bits: int, sparse: bool) -> bool:
+        """Whether a linear packed `bits`-bit, sparse or dense, runs on the exact group
+        arithmetic (`PackedWeight.exact`): with exact_groups, every dense one below 8 bits."""
+        return bool(self.exact_groups) and bits < 8 and not sparse
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bit_choices"], d["group_choices"] = list(self.bit_choices), list(self.group_choices)
         d["wide_points"] = list(self.wide_points)
         if self.act_group is None:          # (files written before it carry no key)
             del d["act_group"]
+        if not self.exact_groups:           # (nor this one: such files stay as they were)
+            del d["exact_groups"]
         return d
 
     @classmethod
@@ -154,7 +168,8 @@ class CompressionConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise CompileError(f"unknown compression settings {unknown}; known: {sorted(names)}")
-        d = {"refit": False, **d}       # (files written before the re-fit were packed without)
+        # (files written before the re-fit were packed without; before exact groups, on INT8)
+        d = {"refit": False, "exact_groups": False, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def but(self, **changes) -> "CompressionConfig":

@@ -7,7 +7,10 @@ smoothing and row scaling keep a grid, scaled; per-channel smoothing does not), 
 keeps those codes in the device format: the dequantisation unit's (M, B) per group are
 ``256 * step / s`` and ``256 * low / s`` in units of the row scale ``s``, so the unit's output is
 the source weight rounded to INT8 (the only loss: the INT8 target; (M, B) hold the grid to
-1/512 of an INT8 step).  `grid_error` says how close that is, per linear.
+1/512 of an INT8 step).  On the MPE's exact group arithmetic (`PackedWeight.exact`, ISA
+`wcodes`: dense, below 8 bits) the device computes with (q M + B) / 256 unrounded, so the grid
+is held to (M, B)'s fixed point: each weight within (q + 1) / 512 of an INT8 unit of its row
+(`fixed_point_bound`).  `grid_error` says how close that is, per linear.
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.wformat import BITS, SHIFT, WMAX, PackedWeight, check_bits
+from ..spec.wformat import BITS, SHIFT, WMAX, PackedWeight, check_bits, codes_to_exact
 
 #: a weight is on its group's grid when (w - low) / step is within TOL of an integer
 TOL = 1e-3
-#: "lossless": every kept weight reproduced within this fraction of its group's step
+#: "lossless": every kept weight reproduced within this fraction of its group's step (on the
+#: exact group arithmetic: within (M, B)'s fixed point, `fixed_point_bound`)
 LOSSLESS = 1e-4
 
 
@@ -92,11 +96,13 @@ def find_grid(w, bit_choices=(2, 3, 4), group_choices=(128, 64, 32, 16)) -> Sour
     return None
 
 
-def grid_pack(grid: SourceGrid, mask=None, block_n=None) -> PackedWeight:
+def grid_pack(grid: SourceGrid, mask=None, block_n=None, exact: bool = False) -> PackedWeight:
     """The grid's own codes in the device format (pruned weights: code 0, masked out).
 
     Row scale s = max |kept weight| / 127; per group M = rint(256 step / s), B = rint(256 low / s),
-    so the dequantisation unit's INT8 is the source weight rounded to the row's INT8 grid."""
+    so the dequantisation unit's INT8 is the source weight rounded to the row's INT8 grid; with
+    `exact` (dense: the exact group arithmetic) the device computes with the source weight to
+    (M, B)'s fixed point."""
     check_bits(grid.bits, grid.group)
     w = grid.float()
     kept = np.ones(w.shape, bool) if mask is None else np.asarray(mask, bool)
@@ -108,21 +114,44 @@ def grid_pack(grid: SourceGrid, mask=None, block_n=None) -> PackedWeight:
     q = np.where(kept, grid.codes, 0).astype(np.uint8)
     return PackedWeight(grid.bits, grid.group, q, mult, offset, scale,
                         None if block_n is None else np.asarray(block_n, np.uint8),
-                        None if mask is None else kept)
+                        None if mask is None else kept, exact)
+
+
+def fixed_point_bound(q: np.ndarray) -> np.ndarray:
+    """The most, in INT8 units of the row, that (q M + B) / 256 can miss a grid weight of code q
+    when M and B are the grid's step and low rounded to the fixed point (each off by at most
+    1/2 of 1/256): (q + 1) / 512."""
+    return (np.asarray(q, np.float64) + 1) / (2 << SHIFT)
+
+
+def _device_weights(pw: PackedWeight) -> np.ndarray:
+    """(R, K) float64 weights the device computes with (`PackedWeight.float`, unrounded)."""
+    if not pw.exact:
+        return pw.float().astype(np.float64)
+    r, k = pw.shape
+    g = pw.group
+    w = codes_to_exact(pw.q.reshape(r, k // g, g), pw.mult[..., None], pw.offset[..., None])
+    return w.reshape(r, k) * pw.scale.astype(np.float64)[:, None]
 
 
 def grid_error(grid: SourceGrid, pw: PackedWeight) -> dict:
     """How exactly `pw` holds the grid on its kept weights: rms and max error in units of each
-    group's step, the share of weights reproduced exactly, and `lossless` (all within LOSSLESS)."""
+    group's step, the share of weights reproduced exactly, and `lossless` (all so).  Reproduced
+    exactly: within LOSSLESS of the step; on the exact group arithmetic (`pw.exact`), within
+    (M, B)'s fixed point (`fixed_point_bound` of the code the weight has)."""
     w = grid.float()
     kept = np.ones(w.shape, bool) if pw.mask is None else pw.mask
-    r, k = w.shape
     step = np.repeat(np.where(grid.step > 0, grid.step, 1.0), grid.group, axis=1)
-    err = np.abs(pw.float().astype(np.float64) - w) / step
-    err = err[kept]
+    diff = np.abs(_device_weights(pw) - w)
+    err = (diff / step)[kept]
+    if pw.exact:        # (a float64 hair of the weight's size over the bound is still within)
+        s = pw.scale.astype(np.float64)[:, None]
+        held = (diff <= fixed_point_bound(pw.q) * s + 1e-12 * (np.abs(w) + s))[kept]
+    else:
+        held = err <= LOSSLESS
     return {"grid": grid.name, "rms_steps": float(np.sqrt(np.mean(err ** 2))),
-            "max_steps": float(err.max()), "exact": float(np.mean(err <= LOSSLESS)),
-            "lossless": bool(err.max() <= LOSSLESS)}
+            "max_steps": float(err.max()), "exact": float(np.mean(held)),
+            "lossless": bool(held.all())}
 
 
 def supported(grid: SourceGrid | None) -> bool:

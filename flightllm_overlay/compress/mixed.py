@@ -1,6 +1,7 @@
 """Mixed precision: per linear, the (bits, group) format under an average-bits budget, by calibrated output error.
 
-Each linear's candidates are scored by round-to-nearest on its pruning mask: with the loss
+Each linear's candidates are scored by round-to-nearest on its pruning mask (through the
+arithmetic each will run on: the unit's INT8, or the exact group arithmetic): with the loss
 sensitivity of its output rows (`fisher.output_fisher`, the default: `allocation='fisher'`) by
 the predicted loss increase sum_r F_r dW_r H dW_r^T, comparable between linears; otherwise by
 its relative output error tr(dW H dW^T) / tr(W H W^T).  The allocator picks one
@@ -60,12 +61,14 @@ class Option:
 
 
 def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False,
-                  grid=None, fisher=None) -> list:
+                  grid=None, fisher=None, exact_groups: bool = False) -> list:
     """An Option per candidate format for one linear (cost: code bits, plus the group
     parameters when group_bits).  grid: the weight's source grid (`grid.SourceGrid`), whose own
     format is scored with the grid's codes kept (`grid.grid_pack`) when that is better.
     fisher: (rows,) loss sensitivity of the output rows: the error is then the predicted loss
-    increase sum_r fisher_r dW_r H dW_r^T; without it, the relative output error."""
+    increase sum_r fisher_r dW_r H dW_r^T; without it, the relative output error.
+    exact_groups: the candidates below 8 bits of a dense linear are scored on the exact group
+    arithmetic they will run on (`CompressionConfig.exact_for`, `PackedWeight.exact`)."""
     from .grid import grid_pack
     if fisher is None:
         w64 = w.astype(np.float64)
@@ -81,10 +84,11 @@ def score_options(w, hessian, mask, block_n, cands, group_bits: bool = False,
     kept = w.size if mask is None else int(mask.sum())
     out = []
     for bits, group in cands:
-        pw = rtn(w, bits, group or 32, mask, block_n)
+        exact = exact_groups and bits < 8 and block_n is None
+        pw = rtn(w, bits, group or 32, mask, block_n, exact)
         err = error(pw)
         if grid is not None and (bits, group) == (grid.bits, grid.group):
-            err = min(err, error(grid_pack(grid, mask, block_n)))
+            err = min(err, error(grid_pack(grid, mask, block_n, exact)))
         lay = pw.layout()
         out.append(Option(bits, group, 8.0 * (lay["codes"] + group_bits * lay["groups"]),
                           err, kept))

@@ -58,11 +58,17 @@ def _error_feedback(w, st, cfg, opt, group, mask, block_n, grid=None) -> tuple:
     best on calibrated output error of: the grid's codes (only the INT8 target rounds), the
     codes re-chosen with error feedback on the grid's own group parameters (the INT8 rounding
     spread where the inputs least see it; pruned: SparseGPT's reconstruction on the grid), and
-    (pruned) a free re-fit, which leaves the grid."""
+    (pruned) a free re-fit, which leaves the grid.  On the exact group arithmetic
+    (`cfg.exact_for`: dense) the grid's codes are the source to (M, B)'s fixed point: no rounding
+    to spread, nothing pruned to reconstruct, so they are kept as they are."""
+    exact = cfg.exact_for(opt.bits, block_n is not None)
+    if grid is not None and exact:
+        return grid_pack(grid, mask, block_n, exact=True), True
     h = st.damped(cfg.damp)
 
     def fit(fixed=None):
-        pw = gptq(w, h, opt.bits, group, mask, block_n, fixed=fixed, act_order=cfg.act_order)
+        pw = gptq(w, h, opt.bits, group, mask, block_n, fixed=fixed, act_order=cfg.act_order,
+                  exact=exact)
         return refit_groups(w, pw, h) if cfg.refit and fixed is None else pw
     if grid is None:
         return fit(), False
@@ -88,7 +94,10 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
 
     tokens: calibration token ids (default: the bundled calibration text); the first
     config.calib_tokens are used.  Smoothing (function-preserving) comes first, so the packed
-    weights are those of the smoothed model and the smoothed norm gains go with them.
+    weights are those of the smoothed model and the smoothed norm gains go with them.  With
+    config.exact_groups every dense linear below 8 bits is packed for, and marked to run on,
+    the MPE's exact group arithmetic (`PackedWeight.exact`): its codes and group parameters are
+    chosen, scored and re-fitted through that arithmetic instead of the unit's INT8 rounding.
     """
     cfg = config or CompressionConfig.flightllm()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -140,7 +149,8 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
             options.append([Option(bits, group, bits * kept + params, 0.0, kept)])
         else:
             options.append(score_options(w, st.hessian, mask, block_n, c, cfg.group_bits,
-                                         grids.get((i, k)), sensitivity.get((i, k))))
+                                         grids.get((i, k)), sensitivity.get((i, k)),
+                                         cfg.exact_groups))
     choice = allocate(options, cfg.avg_bits)
 
     packed = [dict() for _ in range(args.n_layers)]
@@ -154,13 +164,14 @@ def compress(ckpt, tokens=None, config: CompressionConfig | None = None,
         group = opt.group or 32
         grid = grids.get((i, k))
         on_grid = grid is not None and (opt.bits, opt.group) == (grid.bits, grid.group)
+        exact = cfg.exact_for(opt.bits, block_n is not None)
         if cfg.error_feedback:              # (calibration statistics are then collected)
             pw, kept = _error_feedback(w, st, cfg, opt, group, mask, block_n,
                                        grid if on_grid else None)
         elif on_grid:                       # the source's codes
-            pw, kept = grid_pack(grid, mask, block_n), True
+            pw, kept = grid_pack(grid, mask, block_n, exact), True
         else:
-            pw, kept = rtn(w, opt.bits, group, mask, block_n), False
+            pw, kept = rtn(w, opt.bits, group, mask, block_n, exact), False
         packed[i][k] = pw
         if grid is not None:
             grid_info[f"{i}.{k}"] = _grid_record(grid, pw, on_grid, kept)

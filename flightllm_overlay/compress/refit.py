@@ -6,7 +6,9 @@ rounding.  The (M, B) that minimise the row's output error ``(w - w') H (w - w')
 calibration inputs solve one small linear system per row (2 unknowns per group; the groups are
 coupled through H), where the error feedback fixed each group's parameters from the weights
 before their codes were known.  The solution is rounded to the fixed point and checked through
-the unit's own arithmetic: a row keeps its old parameters where they are better.
+the arithmetic the weight runs on (the unit's INT8 rounding, or for an `exact` packing the
+MPE's exact group arithmetic, where the least squares are exact up to the fixed point): a row
+keeps its old parameters where they are better.
 """
 from __future__ import annotations
 
@@ -58,8 +60,10 @@ def _normal_equations(q, kept, W, H, group):
 
 def refit_groups(w, pw: PackedWeight, hessian, damp: float = 1e-9) -> PackedWeight:
     """`pw` with each row's (M, B) re-fitted to float `w` (R, K) under `hessian` (K, K), the
-    codes, row scales, mask and N:16 codes kept; rows whose re-fit is not better through the
-    unit's INT8 arithmetic keep their parameters.  INT8 weights (no groups) come back as given."""
+    codes, row scales, mask, N:16 codes and `exact` kept; rows whose re-fit is not better
+    through the arithmetic the weight runs on (`PackedWeight.float`: the unit's INT8, or the
+    exact group arithmetic) keep their parameters.  INT8 weights (no groups) come back as
+    given."""
     if pw.bits == 8:
         return pw
     w = np.asarray(w, np.float64)
@@ -81,9 +85,10 @@ def refit_groups(w, pw: PackedWeight, hessian, damp: float = 1e-9) -> PackedWeig
         theta *= 1 << SHIFT
         mult[sl] = np.clip(np.rint(theta[:, :ng]), 0, 65535).astype(np.uint16)
         offset[sl] = np.clip(np.rint(theta[:, ng:]), -32768, 32767).astype(np.int16)
-    new = PackedWeight(pw.bits, pw.group, pw.q, mult, offset, pw.scale, pw.block_n, pw.mask)
+    new = PackedWeight(pw.bits, pw.group, pw.q, mult, offset, pw.scale, pw.block_n, pw.mask,
+                       pw.exact)
     better = row_errors(w, new, H) < row_errors(w, pw, H)
     return PackedWeight(pw.bits, pw.group, pw.q,
                         np.where(better[:, None], mult, pw.mult).astype(np.uint16),
                         np.where(better[:, None], offset, pw.offset).astype(np.int16),
-                        pw.scale, pw.block_n, pw.mask)
+                        pw.scale, pw.block_n, pw.mask, pw.exact)

@@ -191,6 +191,8 @@ def render(target_name: str = "u280") -> str:
     _const(out, "EXP_CLAMP_LO", _double(arithmetic.EXP_CLAMP[0]), "double")
     _const(out, "EXP_CLAMP_HI", _double(arithmetic.EXP_CLAMP[1]), "double")
     _const(out, "QMAX", arithmetic.QMAX, "int", "quant: |q| <= QMAX")
+    _const(out, "CODE_SHIFT", arithmetic.CODE_SHIFT, comment="MPE wcodes: the exact group sum "
+           "is scaled by 2^-CODE_SHIFT before the epilogue")
     _const(out, "GROUP_EXP_MAX", arithmetic.GROUP_EXP_MAX, comment="quant agroup: a group's step "
            "is the row's / 2^e, e <= GROUP_EXP_MAX")
     out += ["", "#endif  // FLIGHTLLM_HW_H", ""]

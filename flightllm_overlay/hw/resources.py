@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config
+from ..sim.timing import CODE_SUM_TREES
 from .design import AXI_DATA_WIDTH
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +127,18 @@ CHAIN_LEN = 16
 #: levels: ~48 LUT) and an accumulator 8 bits wider (~8 LUT of carry chain), with a pipeline
 #: register; an estimate, not synthesized (the RTL chain does not have it).
 GROUP_SHIFTER = Cost(lut=56, ff=36)
+#: One code-group combine (ISA `wcodes`, exact group arithmetic): per chain output a DSP48E2
+#: multiplies the group's code sum P by its 16-bit M, then the rows' activation sum A by its B,
+#: accumulating both in its 48-bit P register (one multiply a cycle: a group of 32 leaves the
+#: chain in two passes); LUTs for the two operand muxes (27 + 18 bits), FFs for the M, B and A
+#: operand registers.  An estimate, not synthesized (the RTL chain does not have it).
+CODE_COMBINE = Cost(dsp=1, lut=25, ff=60)
+#: One activation-group sum tree of the code path: 16 INT8 channels of a row a cycle into a
+#: 13-bit group sum (15 adders of 9-12 bits, ~150 LUT), with its row's accumulator.
+CODE_SUM_TREE = Cost(lut=160, ff=100)
+#: The rows' group sums of a row block, kept for every output pass: 128 rows x 344 groups
+#: (K 11,008, LLaMA-2-7B's down_proj, in groups of 32) x 24 bits = 1.06 Mbit: four URAM.
+CODE_SUM_STORE = Cost(uram=4, lut=200, ff=100)
 #: Smallest reduction length K the epilogue keeps up with: a 16-wide chain finishes one output
 #: every K/16 cycles, so the array completes mm_macs/K outputs per cycle.  LLaMA-family linears
 #: have K >= the hidden size (576 for SmolLM2-135M); attention P.V with under 256 keys stalls briefly.
@@ -352,6 +365,14 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
                     "bits)", math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs
                                        / CHAIN_LEN) * dsp_macs, GROUP_SHIFTER,
              f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA agroup)"),
+        Item("mpe", "code-group combine DSPs (M x P + B x A per chain output)",
+             math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs
+                       / CHAIN_LEN) * dsp_macs, CODE_COMBINE,
+             f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA wcodes)"),
+        Item("mpe", "code-group activation sum trees", CODE_SUM_TREES, CODE_SUM_TREE,
+             "timing.CODE_SUM_TREES (ISA wcodes)"),
+        Item("mpe", "code-group activation sum store", 1, CODE_SUM_STORE,
+             "a row block's group sums (ISA wcodes)"),
         Item("mpe", "epilogue lanes (INT32->FP32, x2 scales, ->FP16)",
              max(1, t.mm_macs_per_cycle // EPILOGUE_MIN_K), EPILOGUE_LANE,
              f"mm_macs_per_cycle / EPILOGUE_MIN_K ({EPILOGUE_MIN_K})"),

@@ -23,6 +23,7 @@ from ..spec import isa
 from ..spec import wformat as WF
 from ..spec.semantics import Dyn, dyn_rows, live_rows, stripe_channels, stripe_count
 from . import fastpath as _fastpath
+from . import mpe_codes as _mpe_codes
 from . import mpe_groups as _mpe_groups
 from . import mpe_native as _mpe_native
 from .counters import CoreCounters, RunCounters
@@ -294,24 +295,25 @@ class _RunContext(WeightReads):
 
     def ld_packed(self, core, f):
         """A weight load through the dequantisation unit (spec/wformat.py): a packed tile of
-        `row_bytes` in HBM becomes INT8 kept weights + FP32 row scales in wbuf, and, if sparse,
-        N:16 codes in the fsb buffer and 4-bit indices in the meta buffer."""
+        `row_bytes` in HBM becomes INT8 kept weights (`wcodes`: the codes and their group
+        parameters) + FP32 row scales in wbuf, and, if sparse, N:16 codes in the fsb buffer and
+        4-bit indices in the meta buffer."""
         rows, k, addr = f.get("rows", 0), f.get("wk", 0), f.get("buf_addr", 0)
         if not rows or not k:
             return
         bits, group = isa.WEIGHT_BITS[f.get("wbits", 0)], isa.WEIGHT_GROUPS[f.get("wgroup", 0)]
-        sparse = bool(f.get("sparse", 0))
+        sparse, codes = bool(f.get("sparse", 0)), bool(f.get("wcodes", 0))
         parts = self._hbm(core, f, 1, f.get("hbm_addr", 0))
         hr = self.counters.hbm_read
         for p in parts:
             hr[p[0]] = hr.get(p[0], 0) + p[3] * p[4]
-        key = ("packed", tuple(p[1] for p in parts), rows, k, bits, group, sparse,
+        key = ("packed", tuple(p[1] for p in parts), rows, k, bits, group, sparse, codes,
                f.get("row_bytes", 0))
         version = tuple(memory_version(self.memory, p[1], p[2]) for p in parts)
         snap = self.sim._snapshots.get(key)
         if snap is None or snap.version != version:
             blob = np.concatenate([self._view(p).reshape(-1) for p in parts])
-            tile = WF.dequant_tile(blob, rows, k, bits, group, sparse)
+            tile = WF.dequant_tile(blob, rows, k, bits, group, sparse, codes)
             snap = _Snapshot(version, tile.wbuf_bytes())
             snap.derived["tile"] = tile
             self.sim._snapshots[key] = snap
@@ -429,7 +431,9 @@ class _RunContext(WeightReads):
         rows, cols = (k, n) if f.get("wt", 0) else (n, k)
         w_stride = f.get("w_stride", 0) or cols
         w_end = None
-        if not f.get("sparse", 0):
+        if f.get("wcodes", 0):          # rows of codes and group parameters
+            w_end = _mpe_codes.operand_end(wbuf, f, n)
+        elif not f.get("sparse", 0):
             w_end = _region(wbuf, f.get("w_addr", 0), rows, cols, w_stride, "MPE weights")
         if not f.get("sparse", 0) and not f.get("no_wscale", 0) and f.get("w_scale", 0) % 4:
             raise ProgramError(f"MPE weight scales: address {f.get('w_scale', 0):#x} / stride "
@@ -449,6 +453,12 @@ class _RunContext(WeightReads):
             m = len(live)
         group = isa.ACT_GROUPS[f.get("agroup", 0)]
         lib = _mpe_native.kernels()
+        if f.get("wcodes", 0):          # codes with exact group arithmetic
+            cc.macs += m * n * k
+            cc.fixed_chain_macs += m * n * k
+            scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
+            _mpe_codes.execute(self, core, f, operands, live, scales, group)
+            return
         if sparse:
             grouped_native = group and lib is not None and m < _mpe_native.BLAS_ROWS
             w_t = self._sparse_weights_t(core, f, n, k, int8=grouped_native)

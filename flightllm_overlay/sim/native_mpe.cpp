@@ -215,6 +215,51 @@ API int fllm_mpe_grouped(const int8_t* a, int64_t as, const float* a_scale, int6
     return run(p, wt, S.acc64);
 }
 
+// An operand of codes (wcodes; spec/arithmetic.py mpe_codes): n rows, row stride ws, each k code
+// bytes followed by its k / group (M uint16, B int16) pairs (little endian, maybe unaligned);
+// exps/es/agroup as for fllm_mpe_grouped (exps null: one scale per row).  Per processed row,
+// A_g = sum of the (shifted) activations of weight group g, once; per output, acc = sum_g
+// M_g P_g + B_g A_g with P_g = sum q a (|P_g| < 2^31) exact in INT64, then fp32(acc) * 2^-8 and
+// the epilogue with a_scale (the caller divides by 128 with agroup).
+API int fllm_mpe_codes(const int8_t* a, int64_t as, const float* a_scale, int64_t m,
+                       const int64_t* live, int64_t nlive, const uint8_t* exps, int64_t es,
+                       int64_t agroup, const uint8_t* w, int64_t ws, int64_t group,
+                       const uint8_t* w_scale, uint8_t* out, int64_t os, int64_t n, int64_t k) {
+    Mpe p{a, as, a_scale, live, live ? nlive : m, nullptr, 0, w_scale, out, os, n, k};
+    p.exps = exps;
+    p.es = es;
+    p.group = agroup;
+    widen_a(p);
+    const int64_t groups = k / group;
+    std::vector<int64_t> asum(groups);
+    std::vector<float> acc(p.rows * n);
+    for (int64_t i = 0; i < p.rows; i++) {
+        const int16_t* x = S.a16.data() + i * k;
+        for (int64_t g = 0; g < groups; g++) {
+            int64_t t = 0;
+            for (int64_t c = g * group; c < (g + 1) * group; c++) t += x[c];
+            asum[g] = t;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t* q = w + j * ws;
+            const uint8_t* par = q + k;
+            __builtin_prefetch(q + 2 * ws);
+            int64_t sum = 0;
+            for (int64_t g = 0; g < groups; g++) {
+                int32_t pg = 0;
+                for (int64_t c = g * group; c < (g + 1) * group; c++) pg += (int32_t)x[c] * q[c];
+                uint16_t mu;
+                int16_t b;
+                std::memcpy(&mu, par + 4 * g, 2);
+                std::memcpy(&b, par + 4 * g + 2, 2);
+                sum += (int64_t)mu * pg + (int64_t)b * asum[g];
+            }
+            acc[i * n + j] = (float)sum * 0x1p-8f;
+        }
+    }
+    return epilogue(p, acc.data());
+}
+
 // The epilogue of products made elsewhere: acc (the processed rows' sums as FP32, exact
 // integers, rows x n contiguous); the other operands and the result as for fllm_mpe.
 API int fllm_mpe_epilogue(const float* acc, const float* a_scale, int64_t m, const int64_t* live,

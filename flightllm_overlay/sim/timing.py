@@ -30,6 +30,10 @@ from ..spec.counters import CounterField, Counters
 from ..spec.semantics import mpe_operand, rows_at_capacity, stripe_channels
 
 _MPE = ("MM", "MV")
+#: An MPE on codes (ISA `wcodes`) sums each row's activations per weight group (the B * A term)
+#: in this many adder trees per core (16 channels a cycle each), while the first output pass of
+#: a row block runs: a block of more rows than trees takes that pass ceil(rows / trees) times.
+CODE_SUM_TREES = 16
 _TWO_PHASE = ("softmax", "rmsnorm", "layernorm", "quant")
 
 
@@ -37,6 +41,12 @@ def _passes(mop: str, f: dict) -> int:
     """Passes a MISC op makes over its rows: two for the two-phase ops (a reduction first), one
     for a quantisation whose row maxima are given (`given_max`)."""
     return 2 if mop in _TWO_PHASE and not (mop == "quant" and f.get("given_max", 0)) else 1
+
+
+def code_group(f: dict) -> int:
+    """Columns per (M, B) group of an MPE on codes (`wcodes`), 0 for INT8 weights."""
+    g = f.get("wcodes", 0)
+    return isa.WEIGHT_GROUPS[g - 1] if 0 < g <= len(isa.WEIGHT_GROUPS) else 0
 
 
 def _ceil(a: int, b: int) -> int:
@@ -127,22 +137,37 @@ class TimingModel:
             return max(1, _ceil(rows * rb, self.burst))
         return rows * max(1, _ceil(rb, self.burst))
 
-    def mpe_passes(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> tuple:
+    def mpe_passes(self, op: str, m: int, n: int, k: int, kept: int | None = None,
+                   code_group: int = 0) -> tuple:
         """(passes, MAC slots per pass) of an MPE instruction.  A dense operand takes
         ceil(n/pn) * ceil(k/pk) passes per row block; a sparse one (``kept`` weights in N:16
         blocks) keeps the configurable chain full, so its kept weights fill pn * pk slots a pass
-        (paper §3.2: the chain is reconfigured per block so that no DSP multiplies a zero)."""
+        (paper §3.2: the chain is reconfigured per block so that no DSP multiplies a zero).
+
+        Codes in groups of `code_group` columns (`wcodes`): each chain output's combine DSP does
+        M * P and B * A once per group, so groups shorter than two passes (G < 2 pk) halve the
+        rate; and a row block's first output pass waits for its rows' group sums
+        (`CODE_SUM_TREES`)."""
         pm, pn, pk = self.t.mm_parallel if op == "MM" else self.t.mv_parallel
         inner = _ceil(n, pn) * _ceil(k, pk) if kept is None else _ceil(kept, pn * pk)
-        return _ceil(m, pm) * inner, pm * pn * pk
+        passes = _ceil(m, pm) * inner
+        if code_group:
+            if code_group < 2 * pk:
+                passes *= 2
+            full, rest = divmod(m, pm)
+            waits = full * (_ceil(pm, CODE_SUM_TREES) - 1) + (
+                _ceil(rest, CODE_SUM_TREES) - 1 if rest else 0)
+            passes += waits * _ceil(k, pk)
+        return passes, pm * pn * pk
 
-    def mpe_cycles(self, op: str, m: int, n: int, k: int, kept: int | None = None) -> int:
-        return self.mpe_latency + self.mpe_passes(op, m, n, k, kept)[0]
+    def mpe_cycles(self, op: str, m: int, n: int, k: int, kept: int | None = None,
+                   code_group: int = 0) -> int:
+        return self.mpe_latency + self.mpe_passes(op, m, n, k, kept, code_group)[0]
 
     def mpe_slots(self, op: str, f: dict) -> tuple:
         """MAC slots of an MPE instruction: (configurable sparse chain, fixed dense chain)."""
         m, n, k, kept = mpe_operand(f)
-        passes, width = self.mpe_passes(op, m, n, k, kept)
+        passes, width = self.mpe_passes(op, m, n, k, kept, code_group(f))
         return passes * width, self.mpe_passes(op, m, n, k)[0] * width
 
     def misc_elements(self, f: dict) -> int:
@@ -168,7 +193,8 @@ class TimingModel:
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
             m, n, k, kept = mpe_operand(f)
-            return self.mpe_cycles(op, m, n, k, kept), [], 0, m * (n * k if kept is None else kept)
+            return (self.mpe_cycles(op, m, n, k, kept, code_group(f)), [], 0,
+                    m * (n * k if kept is None else kept))
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"
             return self.misc_cycles(mop, g("rows", 0), g("k", 0), f), [], 0, 0

@@ -137,6 +137,75 @@ def mpe_grouped_reference(a, w, a_scale, exps, w_scale, group: int) -> np.ndarra
     return out.astype(F16)
 
 
+#: An MPE on codes (`wcodes`) scales its exact accumulator by 2**-CODE_SHIFT before the epilogue
+#: (the (M, B) fixed point of spec/wformat.py).
+CODE_SHIFT = 8
+_CODE_CHUNK = 1 << 14           # columns of one exact float64 product in `mpe_codes`
+
+
+def code_weights(q: np.ndarray, mult: np.ndarray, offset: np.ndarray, group: int) -> np.ndarray:
+    """(N, K) float64 integers M q + B of an operand of codes (q (N, K), mult/offset (N, K/G))."""
+    n, k = q.shape
+    w = (q.reshape(n, k // group, group).astype(np.int64) * mult.astype(np.int64)[..., None]
+         + offset.astype(np.int64)[..., None])
+    return w.reshape(n, k).astype(np.float64)
+
+
+def mpe_codes(a: np.ndarray, w_int: np.ndarray, a_scale: np.ndarray, w_scale,
+              exps: np.ndarray | None = None, agroup: int = 0) -> np.ndarray:
+    """MPE result (FP32, before the FP16 output) of an operand of codes (`wcodes`).
+
+    The hardware accumulates per group P = sum q a and A = sum a and adds M P + B A, shifted by
+    7 - e of the activation group with `agroup`; that is acc = sum_j a_j 2**(7 - e_j) (M q_j + B)
+    exactly, which float64 products of up to 2**14 columns compute without rounding:
+    |a 2**(7-e)| <= 2**14 and |M q + B| < 2**24 (codes are bytes; 4-bit codes: < 2**20), so
+    every partial sum is an integer below 2**52.  Then
+    fp32(acc) * 2**-8, * a_scale (/ 128 with agroup), * w_scale.  a (M, K) INT8; w_int (N, K)
+    from `code_weights`; exps (M, K/agroup) the activation groups' exponents."""
+    a64 = a.astype(np.float64)
+    if agroup:
+        shift = np.exp2(GROUP_EXP_MAX - np.asarray(exps, np.float64))
+        a64 = (a64.reshape(a.shape[0], -1, agroup) * shift[..., None]).reshape(a.shape)
+    # codes the ISA allows are bytes: |M q + B| < 2**24, so partial sums of at most
+    # _CODE_CHUNK columns stay below 2**52 (exact); longer rows add chunks in INT64
+    if a.shape[1] <= _CODE_CHUNK:
+        acc = a64 @ w_int.T
+    else:
+        acc = sum((a64[:, c:c + _CODE_CHUNK] @ w_int[:, c:c + _CODE_CHUNK].T).astype(np.int64)
+                  for c in range(0, a.shape[1], _CODE_CHUNK))
+    out = acc.astype(F32)
+    out *= F32(2.0 ** -CODE_SHIFT)
+    out *= (np.asarray(a_scale, F32) / F32(128) if agroup else np.asarray(a_scale, F32))[:, None]
+    if w_scale is not None:
+        out *= np.asarray(w_scale, F32)[None, :]
+    return out
+
+
+def mpe_codes_reference(a, q, mult, offset, group: int, a_scale, w_scale, exps=None,
+                        agroup: int = 0) -> np.ndarray:
+    """Slow, obviously-correct `mpe_codes` (Python integers, the hardware's P and A per group of
+    min(group, agroup) columns), FP16 out, for the tests."""
+    m, k = a.shape
+    sub = min(group, agroup) if agroup else group
+    acc = np.zeros((m, q.shape[0]), object)
+    for s in range(k // sub):
+        cols = slice(s * sub, (s + 1) * sub)
+        g = s * sub // group
+        p = a[:, cols].astype(object) @ q[:, cols].astype(object).T
+        total = a[:, cols].astype(object).sum(1)[:, None]
+        part = p * mult[:, g].astype(object)[None, :] + total * offset[:, g].astype(object)[None, :]
+        if agroup:
+            h = s * sub // agroup
+            part = part * np.array([[1 << (GROUP_EXP_MAX - int(e))] for e in exps[:, h]], object)
+        acc += part
+    out = np.array(acc.tolist(), np.float64).astype(F32) * F32(2.0 ** -CODE_SHIFT)
+    scale = np.asarray(a_scale, F32) / F32(128) if agroup else np.asarray(a_scale, F32)
+    out = (out * scale[:, None]).astype(F32)
+    if w_scale is not None:
+        out = (out * np.asarray(w_scale, F32)[None, :]).astype(F32)
+    return out.astype(F16)
+
+
 def mpe_reference(a: np.ndarray, w: np.ndarray, a_scale, w_scale) -> np.ndarray:
     """Slow, obviously-correct MPE reference (int64 accumulation) used by the tests."""
     acc = a.astype(np.int64) @ w.astype(np.int64).T

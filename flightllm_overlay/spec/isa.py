@@ -250,6 +250,7 @@ def _check_semantics(op: str, f: dict) -> None:
     if op in ("MM", "MV"):
         _check_sparse_matrix(op, f)
         _check_act_group(op, f, f.get("k", 0))
+        _check_code_operand(op, f)
     stripe = f.get("stripe", 0)
     if stripe and (op == "ST" or f.get("remote") or stripe > 1 and (
             (f.get("rows", 0) > 1 and not f.get("wfmt")) or f.get("row_bytes", 0) % stripe)):
@@ -279,6 +280,9 @@ def _check_semantics(op: str, f: dict) -> None:
 def _check_packed_move(op: str, f: dict) -> None:
     """A packed weight load (wfmt=packed) and its format fields; unused otherwise."""
     if not f.get("wfmt"):
+        if f.get("wcodes"):
+            raise IllegalInstructionError(f"{op} with wcodes=1 but no wfmt=packed: only a "
+                                          f"dequantising LD can pass codes to the MPE")
         return
     bits, group = WEIGHT_BITS[f.get("wbits", 0)], WEIGHT_GROUPS[f.get("wgroup", 0)]
     k = f.get("wk", 0)
@@ -291,6 +295,34 @@ def _check_packed_move(op: str, f: dict) -> None:
     if f.get("sparse") and (f.get("rows", 0) % SPARSE_BLOCK or k % SPARSE_BLOCK):
         raise IllegalInstructionError(f"sparse LD: rows={f.get('rows', 0)} and wk={k} must be "
                                       f"multiples of {SPARSE_BLOCK} (whole N:16 blocks)")
+    if f.get("wcodes") and (bits == 8 or f.get("sparse")):
+        raise IllegalInstructionError(f"LD with wcodes=1 passes the codes of a dense tile below "
+                                      f"8 bits to the MPE; this tile is "
+                                      f"{'sparse' if f.get('sparse') else '8-bit'}")
+
+
+def _code_group(wcodes: int) -> int:
+    """Columns per (M, B) group of an MPE's code operand (`wcodes` > 0)."""
+    if wcodes > len(WEIGHT_GROUPS):
+        raise IllegalInstructionError(f"wcodes={wcodes} is not a legal value; legal: 0 (INT8 "
+                                      f"weights) or 1..{len(WEIGHT_GROUPS)} (codes in groups of "
+                                      f"{WEIGHT_GROUPS})")
+    return WEIGHT_GROUPS[wcodes - 1]
+
+
+def _check_code_operand(op: str, f: dict) -> None:
+    """An MPE on codes with exact group arithmetic (`wcodes`): dense (N, K) rows of whole
+    groups, static shape."""
+    if not f.get("wcodes"):
+        return
+    group = _code_group(f["wcodes"])
+    k, stride = f.get("k", 0), f.get("w_stride", 0)
+    if (f.get("sparse") or f.get("wt") or f.get("dyn_n") or f.get("dyn_k") or k % group
+            or 0 < stride < k + 4 * k // group):
+        raise IllegalInstructionError(
+            f"{op} with wcodes (groups of {group}): the codes are dense (N, K) rows of whole "
+            f"groups, each followed by its group parameters (no sparse, no wt, no dynamic n/k, "
+            f"k={k} a multiple of {group}, w_stride={stride} 0 or at least k + 4 k / {group})")
 
 
 def _check_act_group(op: str, f: dict, k: int) -> None:
@@ -379,7 +411,7 @@ def disassemble_one(insn: Instruction) -> str:
         if f("wfmt", 0):
             bits = WEIGHT_BITS[f("wbits", 0)]
             text += f" w{bits}" + (f"g{WEIGHT_GROUPS[f('wgroup', 0)]}" if bits < 8 else "")
-            text += f"->int8 k={f('wk', 0)}"
+            text += f"->{'codes' if f('wcodes', 0) else 'int8'} k={f('wk', 0)}"
             if f("sparse", 0):
                 text += (f" sparse kept=16*{f('wn', 0)} meta[{f('meta_addr', 0):#x}+"
                          f"{f('wmeta', 0)}] fsb[{f('fsb_addr', 0):#x}]")
@@ -397,6 +429,8 @@ def disassemble_one(insn: Instruction) -> str:
             text += f" m_group={f('m_group', 0)}"
         if f("agroup", 0):
             text += f" agroup={ACT_GROUPS[f('agroup', 0)]}"
+        if f("wcodes", 0):
+            text += f" wcodes=g{_code_group(f('wcodes', 0))}"
         if f("sparse", 0):
             text += (f" sparse kept=16*{f('nnz', 0)} meta[{f('meta_addr', 0):#x}+"
                      f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")

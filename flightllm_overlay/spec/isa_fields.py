@@ -49,6 +49,10 @@ MOVE_FIELDS = (
     ("wn", 20, "packed sparse: kept weights / 16 (the sum of the tile's N codes); the INT8 values"
                " take 16 * wn bytes of wbuf, followed by the row scales"),
     ("wmeta", 16, "packed sparse: bytes of indices written to the meta buffer"),
+    ("wcodes", 1, "packed below 8 bits, dense: the codes pass the dequantisation unit unchanged "
+                  "for an MPE with `wcodes` (exact group arithmetic): wbuf gets per row its wk "
+                  "codes (one byte each) followed by its (M uint16, B int16) group parameters "
+                  "(wk + 4 wk / G bytes a row), then the FP32 row scales; must be 0 otherwise"),
 )
 MATRIX_FIELDS = (
     ("wt", 1, "0: weights stored (N, K) row-major; 1: stored (K, N) row-major (already "
@@ -90,6 +94,12 @@ MATRIX_FIELDS = (
                   "scale and an exponent byte e per G columns; each group's exact sum enters the "
                   "accumulator shifted by 7 - e, which is scaled by scale / 128; k a multiple of "
                   "G, static"),
+    ("wcodes", 3, "0: INT8 weights; g > 0: each weight row at `w_addr` is k codes q (one "
+                  "unsigned byte each) followed by its (M uint16, B int16) parameters per group "
+                  "of G = `WEIGHT_GROUPS[g - 1]` columns, as an LD with `wcodes` leaves them "
+                  "(w_stride 0: k + 4 k / G); the MPE accumulates exactly the sum over groups of "
+                  "M * sum(q a) + B * sum(a) (no INT8 rounding of the weights) and scales it by "
+                  "2^-8 before the epilogue; dense, wt = 0, static n and k, k a multiple of G"),
 )
 MISC_FIELDS = (
     ("op", 4, "operation (index into `MISC_OPS`)"),

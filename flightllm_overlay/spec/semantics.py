@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ProgramError
-from . import isa
+from . import isa, wformat
 from .arithmetic import group_scale_bytes
 
 
@@ -155,6 +155,18 @@ def act_scale_bytes(agroup: int, k: int) -> int:
     return group_scale_bytes(isa.ACT_GROUPS[agroup], k)
 
 
+def packed_param_bytes(f: dict) -> int:
+    """wbuf bytes of group parameters a packed LD writes beside the codes (`wcodes`), else 0."""
+    if not f.get("wcodes", 0):
+        return 0
+    return 4 * f.get("rows", 0) * (f.get("wk", 0) // isa.WEIGHT_GROUPS[f.get("wgroup", 0)])
+
+
+def code_row_bytes(f: dict) -> int:
+    """Bytes of one weight row of an MPE with `wcodes`: k codes, then 4 bytes per group."""
+    return wformat.code_row_bytes(f.get("k", 0), isa.WEIGHT_GROUPS[f.get("wcodes", 1) - 1])
+
+
 def _span(start: int, rows: int, stride: int, row_bytes: int) -> tuple:
     return start, start + max(rows - 1, 0) * stride + row_bytes
 
@@ -171,9 +183,10 @@ def footprint(insn: isa.Instruction, ctx_cap: int) -> list:
         rows, rb = f("rows", 0), f("row_bytes", 0)
         buf = isa.BUFFERS[f("buf", 0)]
         b0 = f("buf_addr", 0)
-        if f("wfmt", 0):                        # packed load: kept INT8 weights + row scales
-            kept = 16 * f("wn", 0) if f("sparse", 0) else rows * f("wk", 0)
-            out.append((buf, b0, b0 + kept + 4 * rows, True))
+        if f("wfmt", 0):                        # packed load: kept INT8 weights (or codes
+            kept = 16 * f("wn", 0) if f("sparse", 0) else rows * f("wk", 0)   # and parameters)
+            params = packed_param_bytes(insn.fields)
+            out.append((buf, b0, b0 + kept + params + 4 * rows, True))
             if f("sparse", 0):                  # and the N:16 codes and indices
                 out.append(("fsb", f("fsb_addr", 0),
                             f("fsb_addr", 0) + rows // 16 * (f("wk", 0) // 16), True))
@@ -201,6 +214,9 @@ def footprint(insn: isa.Instruction, ctx_cap: int) -> list:
             out.append(("wbuf", w0, w0 + 16 * f("nnz", 0), False))
             out.append(("fsb", f("fsb_addr", 0), f("fsb_addr", 0) + n // 16 * (k // 16), False))
             out.append(("meta", f("meta_addr", 0), f("meta_addr", 0) + f("meta_len", 0), False))
+        elif f("wcodes", 0):                    # code rows, each with its group parameters
+            row = code_row_bytes(insn.fields)
+            out.append(("wbuf", *_span(w0, n, f("w_stride", 0) or row, row), False))
         else:
             out.append(("wbuf", *_span(w0, rows, f("w_stride", 0) or cols, cols), False))
         if not f("no_wscale", 0):

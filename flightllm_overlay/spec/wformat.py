@@ -13,7 +13,11 @@ that a single LD with ``wfmt=packed`` streams in):
 
       w8 = clamp((q * M + B + 128) >> 8, -127, 127)        (integer arithmetic, >> floors)
 
-  so low-bit weights become INT8 multiplies and the MPE stays an INT8 engine.
+  so low-bit weights become INT8 multiplies and the MPE stays an INT8 engine.  Or, for a dense
+  tile (LD ``wcodes``), the unit passes the codes through with their (M, B) and the MPE
+  (``wcodes``) computes with the unrounded weights ``(q * M + B) / 256`` exactly, group by group
+  (``codes_to_exact``; spec/arithmetic.py ``mpe_codes``): a source grid such as Q4_1 is then held
+  to (M, B)'s fixed point instead of INT8's half unit.
 * **Row scales**: FP32 per output row, applied in the MPE epilogue (as for INT8 weights).
 
 Blob (little endian, no padding between sections), for a tile of R rows:
@@ -28,7 +32,9 @@ Kept weights (codes, indices, and the INT8 values the LD writes to the weight bu
 *MPE order*: dense tiles row by row; sparse tiles block-row by block-row, block by block, row by
 row inside a block, kept columns ascending.  The LD writes to the weight buffer the INT8 kept
 values in that order followed by the R row scales; the FSB codes to the FSB buffer; the indices
-to the meta buffer.  A sparse MPE instruction walks the same order.
+to the meta buffer.  A sparse MPE instruction walks the same order.  With ``wcodes`` the LD
+writes per row its codes (one byte each) followed by its group parameters as in the blob, then
+the row scales (``code_row_bytes``).
 """
 from __future__ import annotations
 
@@ -72,6 +78,18 @@ def codes_to_int8(q, mult, offset, bits: int) -> np.ndarray:
     acc = (q.astype(np.int32) * np.asarray(mult, np.int32) + np.asarray(offset, np.int32)
            + (1 << (SHIFT - 1))) >> SHIFT
     return np.clip(acc, -WMAX, WMAX).astype(np.int8)
+
+
+def code_row_bytes(k: int, group: int) -> int:
+    """Weight-buffer bytes of one row a `wcodes` LD writes: k codes, then 4 bytes per group."""
+    return k + 4 * (k // group)
+
+
+def codes_to_exact(q, mult, offset) -> np.ndarray:
+    """The unrounded weights, in INT8 units, an MPE with `wcodes` computes with: (q M + B) / 256
+    (float64, exact; shapes broadcast as for `codes_to_int8`)."""
+    acc = np.asarray(q, np.int64) * np.asarray(mult, np.int64) + np.asarray(offset, np.int64)
+    return acc.astype(np.float64) / (1 << SHIFT)
 
 
 def block_order(mask: np.ndarray) -> np.ndarray:
@@ -130,7 +148,7 @@ class DeviceTile:
     """What one packed LD writes on chip: INT8 kept values + row scales (weight buffer), FSB
     codes, indices (meta buffer)."""
 
-    values: np.ndarray       # int8, MPE order
+    values: np.ndarray       # int8, MPE order (wcodes: uint8 rows of codes and (M, B))
     scales: np.ndarray       # float32 (rows,)
     fsb: np.ndarray          # uint8, empty when dense
     meta: np.ndarray         # uint8, empty when dense
@@ -198,8 +216,13 @@ def tile_layout(rows: int, k: int, bits: int, group: int, fsb=None) -> dict:
     return out
 
 
-def dequant_tile(blob, rows: int, k: int, bits: int, group: int, sparse: bool) -> DeviceTile:
-    """The memory controller's LD of one packed tile (the dequantisation unit included)."""
+def dequant_tile(blob, rows: int, k: int, bits: int, group: int, sparse: bool,
+                 codes: bool = False) -> DeviceTile:
+    """The memory controller's LD of one packed tile (the dequantisation unit included);
+    `codes`: the unit passes a dense low-bit tile's codes and group parameters (LD `wcodes`)."""
+    if codes and (bits == 8 or sparse):
+        raise ProgramError(f"LD with wcodes passes the codes of a dense tile below 8 bits; this "
+                           f"tile is {'sparse' if sparse else '8-bit'}")
     blob = np.frombuffer(blob, np.uint8) if not isinstance(blob, np.ndarray) else blob
     check_bits(bits, group)
     if sparse and (rows % BLOCK or k % BLOCK):
@@ -223,6 +246,12 @@ def dequant_tile(blob, rows: int, k: int, bits: int, group: int, sparse: bool) -
     pos += lay["meta"]
     q = _unpack_bits(blob[pos:pos + lay["codes"]], lay["kept"], bits)
     pos += lay["codes"]
+    if codes:                   # per row: its codes, then its groups' (M, B)
+        params = blob[pos:pos + lay["groups"]].reshape(rows, -1)
+        pos += lay["groups"]
+        values = np.concatenate([q.reshape(rows, k), params], axis=1).reshape(-1)
+        scales = blob[pos:pos + 4 * rows].copy().view(np.float32)
+        return DeviceTile(values, scales, fsb.copy(), meta.copy())
     if bits < 8:
         gp = blob[pos:pos + lay["groups"]].view(np.int16).reshape(rows, k // group, 2)
         pos += lay["groups"]
@@ -251,7 +280,8 @@ class PackedWeight:
 
     q (R, K) uint8 codes (0 where pruned); mult/offset (R, K/group) group parameters (None for
     8 bits); scale (R,) float32 row scales; block_n (R/16, K/16) N:16 codes, or None when dense;
-    mask (R, K) bool kept weights (None when dense).
+    mask (R, K) bool kept weights (None when dense); exact: the MPE takes the codes and applies
+    (M, B) exactly (LD/MPE `wcodes`; dense, below 8 bits) instead of the unit's INT8 rounding.
     """
 
     bits: int
@@ -262,10 +292,14 @@ class PackedWeight:
     scale: np.ndarray
     block_n: np.ndarray | None = None
     mask: np.ndarray | None = None
+    exact: bool = False
 
     def __post_init__(self):
         check_bits(self.bits, self.group)
         r, k = self.q.shape
+        if self.exact and (self.bits == 8 or self.block_n is not None):
+            raise CompileError("exact group arithmetic (wcodes) is for dense weights below 8 "
+                               "bits")
         if self.bits < 8 and (k % self.group or self.mult is None
                               or self.mult.shape != (r, k // self.group)):
             raise CompileError(f"{self.bits}-bit weight ({r} x {k}) needs group parameters of "
@@ -300,12 +334,12 @@ class PackedWeight:
         pick = (lambda a: None if a is None else a[rows])
         bn = None if self.block_n is None else self.block_n[r0 // BLOCK:-(-r1 // BLOCK)]
         return PackedWeight(self.bits, self.group, self.q[rows], pick(self.mult),
-                            pick(self.offset), self.scale[rows], bn, pick(self.mask))
+                            pick(self.offset), self.scale[rows], bn, pick(self.mask), self.exact)
 
     @property
     def format_key(self) -> tuple:
-        """(bits, group, sparse): weights with the same key can share a tile."""
-        return (self.bits, self.group if self.bits < 8 else 0, self.sparse)
+        """(bits, group, sparse, exact): weights with the same key can share a tile."""
+        return (self.bits, self.group if self.bits < 8 else 0, self.sparse, self.exact)
 
     @staticmethod
     def concat(parts) -> "PackedWeight":
@@ -318,7 +352,7 @@ class PackedWeight:
         cat = (lambda name: None if getattr(first, name) is None
                else np.concatenate([getattr(p, name) for p in parts]))
         return PackedWeight(first.bits, first.group, cat("q"), cat("mult"), cat("offset"),
-                            cat("scale"), cat("block_n"), cat("mask"))
+                            cat("scale"), cat("block_n"), cat("mask"), first.exact)
 
     def int8(self) -> np.ndarray:
         """(R, K) INT8 weights the MPE multiplies (zeros where pruned)."""
@@ -334,8 +368,15 @@ class PackedWeight:
         return w
 
     def float(self) -> np.ndarray:
-        """The float weights the device computes with: int8() times the row scales."""
-        return self.int8().astype(np.float32) * self.scale[:, None]
+        """The float weights the device computes with: int8() times the row scales, or with
+        `exact` the unrounded (q M + B) / 256 times the row scales."""
+        if not self.exact:
+            return self.int8().astype(np.float32) * self.scale[:, None]
+        r, k = self.shape
+        g = self.group
+        w = codes_to_exact(self.q.reshape(r, k // g, g), self.mult[..., None],
+                           self.offset[..., None]).reshape(r, k)
+        return (w * self.scale[:, None]).astype(np.float32)
 
     def nbytes_of(self, rows: int | None = None) -> int:
         return self.layout()["total"] if rows is None else self[:rows].layout()["total"]
@@ -345,9 +386,10 @@ class PackedWeight:
         return tile_layout(r, k, self.bits, self.group, self.block_n)
 
     def wbuf_bytes(self) -> int:
-        """Weight-buffer bytes after the LD: kept INT8 values + row scales."""
+        """Weight-buffer bytes after the LD: kept INT8 values (or codes and their group
+        parameters) + row scales."""
         lay = self.layout()
-        return lay["kept"] + lay["scales"]
+        return lay["kept"] + (lay["groups"] if self.exact else 0) + lay["scales"]
 
     @property
     def bits_per_weight(self) -> float:
@@ -380,8 +422,9 @@ class PackedWeight:
 
     @classmethod
     def from_blob(cls, blob, rows: int, k: int, bits: int, group: int,
-                  sparse: bool) -> "PackedWeight":
-        """Inverse of `blob` (codes, group parameters and mask recovered exactly)."""
+                  sparse: bool, exact: bool = False) -> "PackedWeight":
+        """Inverse of `blob` (codes, group parameters and mask recovered exactly); `exact` is
+        not in the blob (the same bytes serve either datapath)."""
         blob = np.frombuffer(blob, np.uint8) if not isinstance(blob, np.ndarray) else blob
         tile = dequant_tile(blob, rows, k, bits, group, sparse)
         lay = tile_layout(rows, k, bits, group, tile.fsb if sparse else None)
@@ -400,7 +443,7 @@ class PackedWeight:
             block_n = tile.fsb.reshape(rows // BLOCK, k // BLOCK).copy()
         else:
             q[...] = codes.reshape(rows, k)
-        return cls(bits, group, q, mult, offset, tile.scales.copy(), block_n, mask)
+        return cls(bits, group, q, mult, offset, tile.scales.copy(), block_n, mask, exact)
 
 
 def quantize(w, bits: int = 4, group: int = 32, mask=None, block_n=None) -> PackedWeight:

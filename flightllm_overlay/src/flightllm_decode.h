@@ -30,6 +30,7 @@ static inline MoveFields fllm_decode_move(const insn_bits_t& b) {
     f.fsb_addr = FLLM_GET(b, LD, FSB_ADDR);
     f.wn = FLLM_GET(b, LD, WN);
     f.wmeta = FLLM_GET(b, LD, WMETA);
+    f.wcodes = FLLM_GET(b, LD, WCODES);
     return f;
 }
 
@@ -62,6 +63,7 @@ static inline MatFields fllm_decode_mat(const insn_bits_t& b) {
     f.dyn_m = FLLM_GET(b, MM, DYN_M);
     f.m_group = FLLM_GET(b, MM, M_GROUP);
     f.agroup = FLLM_GET(b, MM, AGROUP);
+    f.wcodes = FLLM_GET(b, MM, WCODES);
     return f;
 }
 

@@ -117,7 +117,7 @@ static constexpr unsigned FLLM_MV_MAX_ROWS = 16;                         // MV r
 // LD: copy rows from an HBM pseudo-channel (or a remote core's buffer) into an on-chip buffer
 static constexpr unsigned FLLM_OPCODE_LD = 0x1;
 static constexpr unsigned FLLM_LD_UNIT = 0;
-static constexpr unsigned FLLM_LD_BITS = 260;
+static constexpr unsigned FLLM_LD_BITS = 261;
 static constexpr unsigned FLLM_LD_WORDS = 9;
 static constexpr unsigned FLLM_LD_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_LD_OPCODE_W = 4;
@@ -167,10 +167,12 @@ static constexpr unsigned FLLM_LD_WN_OFF = 224;
 static constexpr unsigned FLLM_LD_WN_W = 20;
 static constexpr unsigned FLLM_LD_WMETA_OFF = 244;
 static constexpr unsigned FLLM_LD_WMETA_W = 16;
+static constexpr unsigned FLLM_LD_WCODES_OFF = 260;
+static constexpr unsigned FLLM_LD_WCODES_W = 1;
 // ST: copy rows from an on-chip buffer to an HBM pseudo-channel
 static constexpr unsigned FLLM_OPCODE_ST = 0x2;
 static constexpr unsigned FLLM_ST_UNIT = 1;
-static constexpr unsigned FLLM_ST_BITS = 260;
+static constexpr unsigned FLLM_ST_BITS = 261;
 static constexpr unsigned FLLM_ST_WORDS = 9;
 static constexpr unsigned FLLM_ST_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_ST_OPCODE_W = 4;
@@ -220,10 +222,12 @@ static constexpr unsigned FLLM_ST_WN_OFF = 224;
 static constexpr unsigned FLLM_ST_WN_W = 20;
 static constexpr unsigned FLLM_ST_WMETA_OFF = 244;
 static constexpr unsigned FLLM_ST_WMETA_W = 16;
+static constexpr unsigned FLLM_ST_WCODES_OFF = 260;
+static constexpr unsigned FLLM_ST_WCODES_W = 1;
 // MM: INT8 x INT8 matrix-matrix product with FP16 epilogue
 static constexpr unsigned FLLM_OPCODE_MM = 0x3;
 static constexpr unsigned FLLM_MM_UNIT = 2;
-static constexpr unsigned FLLM_MM_BITS = 306;
+static constexpr unsigned FLLM_MM_BITS = 309;
 static constexpr unsigned FLLM_MM_WORDS = 10;
 static constexpr unsigned FLLM_MM_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MM_OPCODE_W = 4;
@@ -281,10 +285,12 @@ static constexpr unsigned FLLM_MM_M_GROUP_OFF = 296;
 static constexpr unsigned FLLM_MM_M_GROUP_W = 8;
 static constexpr unsigned FLLM_MM_AGROUP_OFF = 304;
 static constexpr unsigned FLLM_MM_AGROUP_W = 2;
+static constexpr unsigned FLLM_MM_WCODES_OFF = 306;
+static constexpr unsigned FLLM_MM_WCODES_W = 3;
 // MV: INT8 x INT8 matrix-vector product (M <= 16) with FP16 epilogue
 static constexpr unsigned FLLM_OPCODE_MV = 0x4;
 static constexpr unsigned FLLM_MV_UNIT = 3;
-static constexpr unsigned FLLM_MV_BITS = 306;
+static constexpr unsigned FLLM_MV_BITS = 309;
 static constexpr unsigned FLLM_MV_WORDS = 10;
 static constexpr unsigned FLLM_MV_OPCODE_OFF = 0;
 static constexpr unsigned FLLM_MV_OPCODE_W = 4;
@@ -342,6 +348,8 @@ static constexpr unsigned FLLM_MV_M_GROUP_OFF = 296;
 static constexpr unsigned FLLM_MV_M_GROUP_W = 8;
 static constexpr unsigned FLLM_MV_AGROUP_OFF = 304;
 static constexpr unsigned FLLM_MV_AGROUP_W = 2;
+static constexpr unsigned FLLM_MV_WCODES_OFF = 306;
+static constexpr unsigned FLLM_MV_WCODES_W = 3;
 // MISC: special-function unit: FP16 element-wise and two-phase row operations
 static constexpr unsigned FLLM_OPCODE_MISC = 0x5;
 static constexpr unsigned FLLM_MISC_UNIT = 4;
@@ -487,6 +495,7 @@ static constexpr double FLLM_EXP_LN2_LO = 1.9082149292705877e-10;
 static constexpr double FLLM_EXP_CLAMP_LO = -110.0;
 static constexpr double FLLM_EXP_CLAMP_HI = 89.0;
 static constexpr int FLLM_QMAX = 127;                                    // quant: |q| <= QMAX
+static constexpr unsigned FLLM_CODE_SHIFT = 8;                           // MPE wcodes: the exact group sum is scaled by 2^-CODE_SHIFT before the epilogue
 static constexpr unsigned FLLM_GROUP_EXP_MAX = 7;                        // quant agroup: a group's step is the row's / 2^e, e <= GROUP_EXP_MAX
 
 #endif  // FLIGHTLLM_HW_H

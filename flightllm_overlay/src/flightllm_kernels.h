@@ -52,8 +52,9 @@ struct MoveFields {        // LD / ST
     unsigned buf_addr, rows, row_bytes, buf_stride;
     // LD through the dequantisation unit (wfmt = packed, spec/wformat.py): columns, code width
     // and group size (indices into FLLM_WEIGHT_BITS / FLLM_WEIGHT_GROUPS), N:16 sparsity with
-    // where the codes (fsb) and indices (meta) go, and the tile's kept weights / 16 and index bytes
-    unsigned wfmt, wk, wbits, wgroup, sparse, meta_addr, fsb_addr, wn, wmeta;
+    // where the codes (fsb) and indices (meta) go, and the tile's kept weights / 16 and index bytes;
+    // wcodes: a dense tile below 8 bits passes its codes and (M, B) to wbuf instead of INT8 weights
+    unsigned wfmt, wk, wbits, wgroup, sparse, meta_addr, fsb_addr, wn, wmeta, wcodes;
 };
 
 struct MatFields {         // MM / MV
@@ -67,6 +68,8 @@ struct MatFields {         // MM / MV
     unsigned blk_sink, blk_win;
     unsigned dyn_m, m_group;   // dyn_m: only rows whose token (r mod m_group, 0: m) is below len
     unsigned agroup;           // A's scales per FLLM_ACT_GROUPS[agroup] columns (0: one per row)
+    unsigned wcodes;           // 0: INT8 weights; g > 0: rows of codes, each followed by its (M, B)
+                               // per FLLM_WEIGHT_GROUPS[g - 1] columns (exact group arithmetic)
 };
 
 struct MiscFields {

@@ -1,4 +1,4 @@
-// memctrl_move.cpp: memctrl's LD and ST datapaths: HBM or a remote core -> on-chip buffer (all dyn modes, striped, packed weights through the dequantisation unit) and buffer -> HBM.
+// memctrl_move.cpp: memctrl's LD and ST datapaths: HBM or a remote core -> on-chip buffer (all dyn modes, striped, packed weights through the dequantisation unit or as codes with their group parameters) and buffer -> HBM.
 //
 // Semantics: docs/isa.md section 5 (LD, ST) and section 4 (dyn modes); reference: the ld/st
 // methods of sim/functional.py, whose checks are made here in the same order.  Every HBM access
@@ -127,7 +127,9 @@ PORTS:
 // It writes the kept INT8 weights (MPE order) then the row scales to wbuf at buf_addr, and if
 // sparse the codes to fsb at fsb_addr and the indices to meta at meta_addr.  MPE order: dense
 // tiles row by row; sparse tiles block-row by block-row, block by block, row by row inside a
-// block, kept columns ascending.
+// block, kept columns ascending.  With wcodes (dense, below 8 bits) the unit converts nothing:
+// wbuf gets per row its k codes (one byte each) followed by that row's (M, B) bytes as in the
+// blob (k + 4 k / group bytes a row), then the row scales (wformat.dequant_tile codes=True).
 // ---------------------------------------------------------------------------------------------
 static constexpr unsigned BLK = FLLM_SPARSE_BLOCK;
 
@@ -270,7 +272,9 @@ COUNT_PARTS:
         FLLM_FAIL(FLLM_ERR_PROGRAM, "sparse LD: the tile keeps %llu weights with %llu index bytes, but the "
                   "instruction says wn=%u (x16) and wmeta=%u", (unsigned long long)kept,
                   (unsigned long long)meta_bytes, f.wn, f.wmeta);
-    if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, kept + 4 * rows, 0, "LD (packed) of wbuf")))
+    // wbuf bytes before the row scales: the kept INT8 weights, or (wcodes) rows of codes and (M, B)
+    const uint64_t code_row = k + 4 * groups, values = f.wcodes ? rows * code_row : kept;
+    if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, addr, 1, values + 4 * rows, 0, "LD (packed) of wbuf")))
         return err;
     if (f.sparse) {
         if ((err = fllm_check_region(FLLM_BUF_FSB_BYTES, f.fsb_addr, 1, nb, 0, "LD (packed) of fsb"))) return err;
@@ -282,7 +286,19 @@ COUNT_PARTS:
     uint8_t* w = core.wbuf + addr;
     uint16_t mult = 0;
     int16_t offset = 0;
-    if (!f.sparse) {
+    if (f.wcodes) {              // isa: dense, bits < 8; the codes pass the unit unchanged
+    CODE_ROWS:
+        for (uint64_t r = 0; r < rows; r++) {
+#pragma HLS LOOP_TRIPCOUNT max = 65535
+        CODE_ROW_BYTES:
+            for (uint64_t c = 0; c < code_row; c++) {
+#pragma HLS LOOP_TRIPCOUNT max = 81920
+#pragma HLS PIPELINE II = 1
+                w[r * code_row + c] = c < k ? (uint8_t)read_code(TILE_ARGS, codes_at, r * k + c, bits)
+                                            : TILE(params_at + 4 * groups * r + (c - k));
+            }
+        }
+    } else if (!f.sparse) {
     DEQUANT_DENSE:
         for (uint64_t i = 0; i < kept; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 2097152
@@ -315,7 +331,7 @@ SCALES:
     for (uint64_t i = 0; i < 4 * rows; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 262140
 #pragma HLS PIPELINE II = 1
-        w[kept + i] = TILE(scales_at + i);
+        w[values + i] = TILE(scales_at + i);
     }
     if (f.sparse) {
     FSB_CODES:

@@ -1,4 +1,4 @@
-// mpe_feed.cpp: memctrl's MPE feeder: checks an MM/MV instruction, streams its operands to the mpe kernel as the beats of docs/mpe_stream.md, and applies the FP32 -> FP16 epilogue to the results.
+// mpe_feed.cpp: memctrl's MPE feeder: checks an MM/MV instruction, streams its operands to the mpe kernel as the beats of docs/mpe_stream.md (INT8 weights, N:16 sparse or codes with exact group arithmetic), and applies the FP32 -> FP16 epilogue to the results.
 //
 // Semantics: docs/isa.md section 5 (MM and MV); reference: units.mpe_epilogue / int_matmul and
 // the mpe and _sparse_weights_t methods of sim/functional.py (same checks, same order).  The
@@ -9,10 +9,22 @@
 // INT8 weights lie in wbuf in MPE order (block-row by block-row, block by block, row by row, kept
 // columns ascending) and the blocks with N < 16 have one 4-bit column index per kept weight in the
 // meta buffer (low nibble first).
+//
+// An operand of codes (wcodes = g > 0; spec/arithmetic.py mpe_codes) is n rows, w_stride apart,
+// each k codes q (one unsigned byte; an LD writes 0..15) followed by its (M uint16, B int16) per
+// group of G = FLLM_WEIGHT_GROUPS[g - 1] columns.  The codes go through the MPE's INT8 chain as
+// dense weights in offset binary (the byte q ^ 0x80 is the INT8 q - 128, exact for any byte), one
+// pass per group (per min(G, agroup) columns with agroup), giving P' = sum (q - 128) a exactly;
+// the feeder sums the pass's activations (A = sum a), so P = P' + 128 A, and adds M P + B A per
+// output into the exact accumulator, which the epilogue scales by 2^-8 (the (M, B) fixed point)
+// first.
 #include "memctrl.h"
 
 static constexpr unsigned BLK = FLLM_SPARSE_BLOCK;
 static constexpr unsigned MAX_BLOCKS = FLLM_BUF_FSB_BYTES;     // one code byte per block
+// wcodes: the exact accumulator counts units of 2^-8 weights ((M, B)'s fixed point,
+// arithmetic.CODE_SHIFT = the dequantisation unit's shift)
+static constexpr float CODE_SCALE = 1.0f / (float)(1u << FLLM_CODE_SHIFT);
 
 // Where each block's kept weights and indices start (relative to w_addr and to the first index
 // nibble), filled by sparse_operand for the current instruction.
@@ -95,6 +107,7 @@ struct PassOperands {      // where one pass reads its operands
     const CoreBuffers* core;
     uint64_t m, n, k, a_stride, w_stride, i, jb;
     uint64_t cb0, cb1;     // the pass's column blocks [cb0, cb1) (agroup: one group's)
+    uint8_t wflip;         // XORed into each weight byte: 0x80 for codes (q - 128 in INT8), else 0
 };
 
 // The activation bytes of rows i (A) and i+1 (B) for column block cb (zeros past k or past m).
@@ -109,8 +122,9 @@ ACTS:
     }
 }
 
-// One pass of a dense operand: per column block, one beat per output row of block-row jb.
-static void dense_pass(const PassOperands& p, fllm_link_t& op) {
+// One pass of a dense operand: per column block, one beat per output row of block-row jb.  asum:
+// the sums of the activations the pass sends for rows i and i+1 (the adder tree of wcodes' A).
+static void dense_pass(const PassOperands& p, fllm_link_t& op, int32_t asum[2]) {
     const MatFields& f = *p.f;
     const unsigned rows = (unsigned)(p.n - p.jb * BLK < BLK ? p.n - p.jb * BLK : BLK);
 DENSE_BLOCKS:
@@ -118,6 +132,12 @@ DENSE_BLOCKS:
 #pragma HLS LOOP_TRIPCOUNT max = 4096
         uint8_t by[FLLM_BEAT_BYTES] = {0};
         put_activations(p, cb, by);
+    ACT_SUMS:
+        for (unsigned c = 0; c < BLK; c++) {
+#pragma HLS UNROLL
+            asum[0] += (int8_t)by[24 + c];
+            asum[1] += (int8_t)by[40 + c];
+        }
         by[56] = code_byte(BLK);
         by[FLLM_KIND_BYTE] = FLLM_KIND_MPE_OPERAND;
         for (unsigned t = 0; t < BLK / 2; t++) by[16 + t] = (uint8_t)((2 * t) | ((2 * t + 1) << 4));
@@ -129,7 +149,7 @@ DENSE_BLOCKS:
             for (unsigned t = 0; t < BLK; t++) {
                 uint64_t kk = cb * BLK + t;
                 uint64_t wa = f.wt ? f.w_addr + kk * p.w_stride + j : f.w_addr + j * p.w_stride + kk;
-                by[t] = kk < p.k ? p.core->wbuf[wa] : 0;
+                by[t] = kk < p.k ? (uint8_t)(p.core->wbuf[wa] ^ p.wflip) : 0;
             }
             by[57] = (uint8_t)r;
             op.write(fllm_beat_of(by, cb + 1 == p.cb1 && r + 1 == rows));
@@ -205,17 +225,24 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
     }
     uint64_t a_stride = f.a_stride ? f.a_stride : k;
     uint64_t rows = f.wt ? k : n, cols = f.wt ? n : k;
-    uint64_t w_stride = f.w_stride ? f.w_stride : cols;
+    // wcodes: (M, B) per GW columns; a row of codes and parameters is k + 4 k / GW bytes (isa
+    // checked: dense, no wt, static n and k, k % GW == 0)
+    const uint64_t GW = f.wcodes ? FLLM_WEIGHT_GROUPS[f.wcodes - 1] : 0, code_row = GW ? k + 4 * (k / GW) : 0;
+    uint64_t w_stride = f.w_stride ? f.w_stride : GW ? code_row : cols;
     uint64_t o_stride = f.out_stride ? f.out_stride : 2 * n;
     unsigned err;
     if ((err = fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_addr, m, k, 1, a_stride, "MPE input"))) return err;
     // agroup: shared-exponent groups of G columns (isa checked k % G == 0, static k); per row of A
     // W bytes of scales: the FP32 row scale, then one exponent byte per group
-    const uint64_t G = FLLM_ACT_GROUPS[f.agroup], ns = G ? k / G : 1, W = G ? 4 + 4 * ((ns + 3) / 4) : 4;
+    const uint64_t G = FLLM_ACT_GROUPS[f.agroup], na = G ? k / G : 1, W = G ? 4 + 4 * ((na + 3) / 4) : 4;
     if ((err = G ? fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, m, W / 4, 4, W, "MPE input scales")
                  : fllm_check_array(FLLM_BUF_ABUF_BYTES, f.a_scale, 1, m, 4, 4 * m, "MPE input scales")))
         return err;
-    if (f.sparse) {
+    if (GW) {
+        if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, f.w_addr, n, code_row, w_stride,
+                                     "MPE code rows (codes and group parameters)")))
+            return err;
+    } else if (f.sparse) {
         if ((err = sparse_operand(f, core, n, k))) return err;
     } else if ((err = fllm_check_region(FLLM_BUF_WBUF_BYTES, f.w_addr, rows, cols, w_stride, "MPE weights"))) {
         return err;
@@ -241,9 +268,14 @@ unsigned fllm_exec_mpe(const MatFields& f, bool mv, uint32_t pc, CoreRun& run, C
     // Passes: two rows of A by one 16-row block of outputs; the feeder waits for each pass's
     // results (docs/mpe_stream.md: one pass in flight), then writes them through the epilogue.
     // With agroup one pass per group of columns, each group's exact sums shifted left by 7 - e
-    // into an exact accumulator, then scaled by the row scale / 128 (units.mpe_grouped).
-    const uint64_t nbc = (k + BLK - 1) / BLK, group_blocks = G ? G / BLK : nbc;
-    PassOperands p = {&f, &core, m, n, k, a_stride, w_stride, 0, 0, 0, nbc};
+    // into an exact accumulator, then scaled by the row scale / 128 (units.mpe_grouped).  With
+    // wcodes one pass per S = min(GW, G) columns (a sub-group of one weight group and one
+    // activation group): part = (M P + B A) << (7 - e) with P = P' + 128 A (|P'| < 2^21 in the
+    // MPE's 32 bits, |P| < 2^22), |M P| < 2^38, |B A| < 2^29, shifted < 2^46, summed over <= 4096
+    // passes < 2^58: exact in the 64-bit accumulator.
+    const uint64_t S = GW ? (G && G < GW ? G : GW) : G, passes = S ? k / S : 1;
+    const uint64_t nbc = (k + BLK - 1) / BLK, group_blocks = S ? S / BLK : nbc;
+    PassOperands p = {&f, &core, m, n, k, a_stride, w_stride, 0, 0, 0, nbc, (uint8_t)(GW ? 0x80 : 0)};
 PASS_ROWS:
     for (uint64_t i = 0; i < m; i += 2) {
 #pragma HLS LOOP_TRIPCOUNT max = 128
@@ -255,21 +287,32 @@ PASS_ROWS:
             p.jb = jb;
             int64_t t[2][BLK];
         GROUPS:
-            for (uint64_t g = 0; g < ns; g++) {
-#pragma HLS LOOP_TRIPCOUNT max = 2048
+            for (uint64_t g = 0; g < passes; g++) {
+#pragma HLS LOOP_TRIPCOUNT max = 4096
                 p.cb0 = g * group_blocks;
-                p.cb1 = G ? p.cb0 + group_blocks : nbc;
+                p.cb1 = S ? p.cb0 + group_blocks : nbc;
+                int32_t asum[2] = {0, 0};
                 if (f.sparse) sparse_pass(p, mpe_op);
-                else dense_pass(p, mpe_op);
+                else dense_pass(p, mpe_op, asum);
                 int32_t acc[2][BLK];
                 read_results(mpe_res, acc);
+                const uint64_t ag = G ? g * S / G : 0;                      // the pass's activation group
+                const uint64_t par = f.w_addr + k + 4 * (GW ? g * S / GW : 0);   // its (M, B) in code row 0
                 for (unsigned lane = 0; lane < 2 && i + lane < m; lane++) {
                     const uint64_t row = i + lane;
-                    const unsigned e = G ? core.abuf[f.a_scale + row * W + 4 + g] & FLLM_GROUP_EXP_MAX : 0;
+                    const unsigned e = G ? core.abuf[f.a_scale + row * W + 4 + ag] & FLLM_GROUP_EXP_MAX : 0;
                     const unsigned shift = G ? FLLM_GROUP_EXP_MAX - e : 0;
                     for (unsigned r = 0; r < BLK; r++) {
 #pragma HLS PIPELINE II = 1
-                        const int64_t part = (int64_t)acc[lane][r] * ((int64_t)1 << shift);   // exact
+                        const uint64_t j = jb * BLK + r;
+                        int64_t sum = acc[lane][r];                          // INT8 weights: P
+                        if (GW && j < n) {                                   // codes: M P + B A
+                            const int64_t mult = fllm_ld_u16(core.wbuf, par + j * w_stride);
+                            const int64_t offset = (int16_t)fllm_ld_u16(core.wbuf, par + j * w_stride + 2);
+                            const int64_t prod = sum + (int64_t)asum[lane] * 128;     // P = P' + 128 A
+                            sum = mult * prod + asum[lane] * offset;
+                        }
+                        const int64_t part = sum * ((int64_t)1 << shift);   // exact
                         t[lane][r] = g ? t[lane][r] + part : part;
                     }
                 }
@@ -283,7 +326,9 @@ PASS_ROWS:
                 for (unsigned r = 0; r < BLK && jb * BLK + r < n; r++) {
 #pragma HLS PIPELINE II = 1
                     const uint64_t j = jb * BLK + r;
-                    float y = (float)t[lane][r] * sd;                // FP32 product, rounded
+                    float y = (float)t[lane][r];                     // FP32, rounded to nearest even
+                    if (GW) y = y * CODE_SCALE;                      // exact: a power of two
+                    y = y * sd;                                      // FP32 product, rounded
                     if (!f.no_wscale) y = y * fllm_ld_f32(core.wbuf, f.w_scale + 4 * j);
                     fllm_st_u16(core.gbuf, f.out_addr + row * o_stride + 2 * j, fllm_f32_to_f16(y));
                 }

@@ -80,6 +80,10 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
         if (f.wfmt && f.sparse && (f.rows % FLLM_SPARSE_BLOCK || f.wk % FLLM_SPARSE_BLOCK))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "sparse LD: rows=%u and wk=%u must be multiples of %u "
                       "(whole N:16 blocks)", f.rows, f.wk, FLLM_SPARSE_BLOCK);
+        if (f.wcodes && (!f.wfmt || FLLM_WEIGHT_BITS[f.wbits] == 8 || f.sparse))
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wcodes=1: only a dequantising LD of a dense tile below 8 bits "
+                      "passes its codes to the MPE (wfmt=%u, %u-bit, sparse=%u)", f.wfmt,
+                      FLLM_WEIGHT_BITS[f.wbits], f.sparse);
         if (f.stripe && (opcode == FLLM_OPCODE_ST || f.remote ||
                          (f.stripe > 1 && ((f.rows > 1 && !f.wfmt) || f.row_bytes % f.stripe))))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "stripe=%u: striping is for LD of one contiguous row "
@@ -96,6 +100,15 @@ static unsigned check_insn(const insn_bits_t& b, unsigned words) {
         if (G && (f.k % G || f.dyn_k || f.dyn_n))
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MM/MV with agroup=%u: k=%u must be a whole number of "
                       "groups of %u and static", f.agroup, f.k, G);
+        if (f.wcodes > FLLM_NUM_WEIGHT_GROUPS)
+            FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "wcodes=%u is not a legal value", f.wcodes);
+        if (f.wcodes) {     // dense (N, K) rows of whole groups, each followed by its (M, B)
+            const unsigned GW = FLLM_WEIGHT_GROUPS[f.wcodes - 1];
+            if (f.sparse || f.wt || f.dyn_n || f.dyn_k || f.k % GW ||
+                (f.w_stride && f.w_stride < f.k + 4 * (f.k / GW)))
+                FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MM/MV with wcodes (groups of %u): dense rows of whole "
+                          "groups, static n and k (k=%u, w_stride=%u)", GW, f.k, f.w_stride);
+        }
     } else if (opcode == FLLM_OPCODE_MISC) {
         if (FLLM_GET(b, MISC, OP) >= FLLM_NUM_MISC_OPS)
             FLLM_FAIL(FLLM_ERR_ILLEGAL_INSTRUCTION, "MISC op is not a legal value");
