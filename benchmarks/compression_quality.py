@@ -9,7 +9,9 @@ For each setting: perplexity on the first --tokens tokens of the bundled evaluat
 prose, CC BY-SA) in non-overlapping --window-token windows, and on the answer prompt set
 (`compress.answers.PROMPTS`, our own: facts, lists, short reasoning, definitions, longer prompts)
 the share of greedy answers whose first sentence is identical to the float model's and the
-token agreement over --new-tokens new tokens; plus whether it answers "Paris".  The compressed
+token agreement over --new-tokens new tokens; the same teacher-forced along the float model's
+answers (top-1 agreement and KL per token: one near tie moves one position, not a whole answer,
+`answers.forced_agreement`); plus whether it answers "Paris".  The compressed
 models run in the float emulation of the device (its weights exactly, INT8 activations);
 calibration uses the bundled calibration text (disjoint from the evaluation text).
 Slow (minutes per setting on 2 cores): a benchmark, not a test.
@@ -26,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import (CompressionConfig, Emulator, compress,  # noqa: E402
                                         perplexity, reference_runner)
-from flightllm_overlay.compress.answers import PROMPTS, answers, reference_greedy  # noqa: E402
+from flightllm_overlay.compress.answers import (PROMPTS, Answers, answers,  # noqa: E402
+                                                forced_agreement, reference_greedy)
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
 
@@ -54,9 +57,11 @@ SETTINGS = {
 
 
 def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, progress=True,
-                load=None):
+                load=None, ref_tokens=None):
     """A result dict of one setting: perplexity, answers (token ids, texts), bits, seconds.
-    load: a folder of checkpoints a previous --save wrote (<setting>.safetensors), reused."""
+    load: a folder of checkpoints a previous --save wrote (<setting>.safetensors), reused.
+    ref_tokens: the float model's answers (token ids): the teacher-forced agreement along
+    them (`answers.forced_agreement`) is added."""
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model)
     ids = ckpt.tokenizer.encode(text("eval"))[:tokens]
@@ -88,13 +93,16 @@ def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, p
                    density=round(t["density"], 4), report=cm.report())
     out["ppl"] = perplexity(runner, ids, window, progress=progress, desc=name)
     ans = answers(greedy, ckpt.tokenizer, prompts, new_tokens, progress=progress, desc=name)
+    if ref_tokens is not None and prompts:
+        forced = forced_agreement(runner, reference_runner(ckpt), ckpt.tokenizer,
+                                  Answers(ref_tokens, []), prompts)
+        out.update(forced_top1=forced["top1"], forced_kl=forced["kl"])
     out.update(tokens=ans.tokens, texts=ans.texts, seconds=round(time.perf_counter() - t0, 1))
     return out
 
 
 def summarise(results: list) -> list:
     """Rows (dicts) with each setting's perplexity change and agreement against 'float'."""
-    from flightllm_overlay.compress.answers import Answers
     ref = next(r for r in results if r["name"] == "float")
     ref_ans = Answers(ref["tokens"], ref["texts"])
     rows = []
@@ -106,6 +114,8 @@ def summarise(results: list) -> list:
                      "first_sentence": _round(agree["first_sentence"]),
                      "token_agreement": _round(agree["tokens"]),
                      "paris": ("Paris" in r["texts"][0]) if r["texts"] else None,
+                     "forced_top1": _round(r.get("forced_top1"), 4),
+                     "forced_kl": _round(r.get("forced_kl"), 5),
                      "code_bits": r["code_bits"], "hbm_bits": r["hbm_bits"],
                      "density": r["density"], "seconds": r["seconds"],
                      "compress_s": r.get("compress_s"), "compress_cpu_s": r.get("compress_cpu_s")})
@@ -123,12 +133,17 @@ def _pct(x, width) -> str:
 def table(rows, args) -> str:
     lines = [f"SmolLM2-135M-Instruct, float emulation of the device (INT8 activations): perplexity on "
              f"{args.tokens} tokens of the bundled enwiki text ({args.window}-token windows); greedy "
-             f"answers to {args.prompts} prompts, {args.new_tokens} new tokens, against float",
+             f"answers to {args.prompts} prompts, {args.new_tokens} new tokens, against float; "
+             f"teacher-forced along float's answers: top-1 agreement and KL (nats per token)",
              f"{'setting':16s} {'ppl':>8s} {'vs float':>9s} {'1st sent.':>9s} {'tokens':>7s} "
+             f"{'forced':>7s} {'KL':>7s} "
              f"{'Paris':>5s} {'code b':>6s} {'HBM b/w':>7s} {'density':>7s} {'compress s':>10s}"]
     for r in rows:
+        top1, kl = r.get("forced_top1"), r.get("forced_kl")
         lines.append(f"{r['setting']:16s} {r['ppl']:8.3f} {100 * r['ppl_vs_float']:+8.1f}% "
                      f"{_pct(r['first_sentence'], 9)} {_pct(r['token_agreement'], 7)} "
+                     f"{'-' if top1 is None else format(100 * top1, '6.1f') + '%':>7s} "
+                     f"{'-' if kl is None else format(kl, '.4f'):>7s} "
                      f"{'-' if r['paris'] is None else 'yes' if r['paris'] else 'NO':>5s} "
                      f"{'-' if r['code_bits'] is None else format(r['code_bits'], '.2f'):>6s} "
                      f"{r['hbm_bits']:7.2f} {r['density']:7.3f} "
@@ -178,20 +193,23 @@ def main(argv=None) -> int:
                       "report": "", "tokens": [], "texts": [], "seconds": 0.0}]
     else:
         reference = []
-    job = (lambda n, progress: run_setting(n, args.model, args.tokens, args.window,
-                                           args.new_tokens, args.prompts, args.save, progress,
-                                           args.load))
+    job = (lambda n, progress, ref_tokens=None: run_setting(
+        n, args.model, args.tokens, args.window, args.new_tokens, args.prompts, args.save,
+        progress, args.load, ref_tokens))
+    # the float model's answers first: the others are also compared along them (teacher-forced)
     if args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
+        first = reference or [job(names[0], False)]
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [pool.submit(run_setting, n, args.model, args.tokens, args.window,
-                                args.new_tokens, args.prompts, args.save, False, args.load)
-                    for n in names]
-            results = reference + [f.result() for f in futs]
+                                args.new_tokens, args.prompts, args.save, False, args.load,
+                                first[0]["tokens"] or None)
+                    for n in names[len(first) - len(reference):]]
+            results = first + [f.result() for f in futs]
     else:
         results = list(reference)
         for n in names:
-            results.append(job(n, True))
+            results.append(job(n, True, results[0]["tokens"] or None if results else None))
             print(f"{n}: perplexity {results[-1]['ppl']:.3f}, first answer: "
                   f"{(results[-1]['texts'] or [None])[0]!r}", flush=True)
             if args.json:      # after each setting: a run cut short leaves what it finished

@@ -114,3 +114,29 @@ def test_the_reference_in_bfloat16_is_a_nearby_but_different_model(tiny_ckpt):
         out = reference_greedy(tiny_ckpt, dtype)(ids[:5], 4, ())
         assert len(out) == 4
     assert tiny_ckpt.weights["model.norm.weight"].dtype == torch.float32   # not cast in place
+
+
+def test_forced_agreement_follows_the_float_answers(tiny_ckpt, tiny_cm):
+    """Teacher-forced along the float model's answers: the float model agrees with itself
+    everywhere with no divergence; the compressed emulation has a KL above zero; a model that
+    differs from float at one position only loses exactly that position."""
+    from flightllm_overlay.compress.answers import forced_agreement
+    from flightllm_overlay.compress.emulate import reference_runner
+    tok, prompts = tiny_ckpt.tokenizer, PROMPTS[:3]
+    ref = answers(reference_greedy(tiny_ckpt), tok, prompts, 6)
+    runner = reference_runner(tiny_ckpt)
+    n = sum(len(t) for t in ref.tokens)
+    same = forced_agreement(runner, runner, tok, ref, prompts)
+    assert same["top1"] == 1.0 and abs(same["kl"]) < 1e-9
+    emu = forced_agreement(Emulator(tiny_cm), runner, tok, ref, prompts)
+    assert 0.0 <= emu["top1"] <= 1.0 and emu["kl"] > 1e-5
+    first = chat_ids(tok, prompts[0][1])
+
+    def one_off(ids):               # the float logits, but a different top token at one place
+        out = np.array(runner(ids), np.float64)
+        if ids[:len(first)] == first:
+            row = out[len(first) - 1]
+            row[(int(row.argmax()) + 1) % row.size] = row.max() + 5.0
+        return out
+    off = forced_agreement(one_off, runner, tok, ref, prompts)
+    assert off["top1"] == pytest.approx(1.0 - 1 / n) and off["kl"] > 0
