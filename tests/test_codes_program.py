@@ -1,8 +1,6 @@
 """Compressed programs whose dense low-bit linears run on exact group arithmetic (`PackedWeight.exact`, the ISA's `wcodes`): the compiled loads and MPE operands, agreement with the float emulation on the simulated overlay, the program file's recipe, and the HLS C simulation."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -14,24 +12,18 @@ from flightllm_overlay.spec import isa
 from prompt_runs import PROMPT, run_prompt as _run
 
 
-def _exact(cm):
-    """The same compressed model with every dense linear below 8 bits on exact arithmetic."""
-    layers = [{k: dataclasses.replace(pw, exact=pw.bits < 8 and not pw.sparse)
-               for k, pw in layer.items()} for layer in cm.layers]
-    return dataclasses.replace(cm, layers=layers)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny LLaMA with whole groups of 32 at every linear input (activation groups on),
     compressed as the FlightLLM setting with 3- and 4-bit linears beside 8-bit ones and
-    sparse q/k; (INT8-target weights, the same codes on exact arithmetic)."""
+    sparse q/k; (on the INT8 path, on exact group arithmetic: the preset)."""
     ckpt = load_checkpoint(make_tiny_llama(tmp_path_factory.mktemp("tiny") / "t", seed=0,
                                            hidden_dim=192))
     tokens = np.random.default_rng(3).integers(3, 300, 512).tolist()
     cfg = CompressionConfig.flightllm().but(avg_bits=4.5, calib_tokens=512)
-    cm = compress(ckpt, tokens, cfg, progress=False)
-    return cm, _exact(cm)
+    assert cfg.exact_groups
+    return (compress(ckpt, tokens, cfg.but(exact_groups=False), progress=False),
+            compress(ckpt, tokens, cfg, progress=False))
 
 
 def _mpe_and_loads(program, step):

@@ -16,8 +16,10 @@ import numpy as np
 #: -> a585f3609a7e0dbb: formats allocated by predicted loss (`allocation='fisher'`); with
 #: `allocation='relative'` the digest is still f18f764ad7e4e19a; -> 980dca0e772d6af8: error
 #: feedback in act order, `act_order=True`; -> ec234f34b87d240b: group parameters re-fitted by
-#: least squares after the error feedback, `refit=True`; with `refit=False` still 980dca0e772d6af8.)
-PINNED = "ec234f34b87d240b"
+#: least squares after the error feedback, `refit=True`; with `refit=False` still 980dca0e772d6af8;
+#: -> 862774b0a3b14b3c: the dense linears' codes chosen for the exact group arithmetic,
+#: `exact_groups=True`; with `exact_groups=False` still ec234f34b87d240b.)
+PINNED = "862774b0a3b14b3c"
 
 #: a generic vector path on any x86-64 CPU: torch's default kernels (no AVX2/AVX-512), MKL
 #: limited to SSE4.2 with its compatible branch, OpenBLAS's Prescott kernels -- other reduction

@@ -128,8 +128,10 @@ def q4_ckpt(tiny_folder):
 
 
 def test_compress_keeps_the_source_grid_and_reports_it(q4_ckpt):
+    """On the INT8 path (exact group arithmetic: the next test)."""
     cfg = CompressionConfig.flightllm().but(density_qk=1.0, avg_bits=5.0, bit_choices=(4,),
-                                            group_choices=(32,), calib_tokens=128)
+                                            group_choices=(32,), calib_tokens=128,
+                                            exact_groups=False)
     cm = compress(q4_ckpt, None, cfg, progress=False)
     grids = cm.info["grids"]
     # group smoothing kept every grid but o_proj's: its input's factors are per KV head's 16
