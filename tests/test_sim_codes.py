@@ -138,7 +138,8 @@ def test_the_timing_model_charges_the_code_path_where_it_costs():
     groups of 16 halve it (the combine DSP does two multiplies a group); a prefill block of 128
     rows waits for its group sums in 16 trees (7 more passes over k for the first output pass)."""
     from flightllm_overlay.config import load_target
-    from flightllm_overlay.sim.timing import CODE_SUM_TREES, TimingModel
+    from flightllm_overlay.hw.design import CODE_SUM_TREES
+    from flightllm_overlay.sim.timing import TimingModel
     tm = TimingModel(load_target("u280"))
     k, n = 576, 1536
     mv = dict(m=1, n=n, k=k)

@@ -43,6 +43,9 @@ CU_BASE = 0x0180_0000           # control port of the first compute unit
 CU_STRIDE = 0x1_0000            # address window of one compute unit's control port
 CONTROL_PORT = "s_axi_control"
 AXI_DATA_WIDTH = 512            # bits, every m_axi port
+#: adder trees per MPE that sum a row's activations per weight group for an MPE on codes (ISA
+#: `wcodes`, 16 channels a cycle each); the timing and resource models read it
+CODE_SUM_TREES = 16
 KERNELS = ("scheduler", "mpe", "misc", "memctrl")
 
 

@@ -27,8 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config
-from ..sim.timing import CODE_SUM_TREES
-from .design import AXI_DATA_WIDTH
+from .design import AXI_DATA_WIDTH, CODE_SUM_TREES
 
 # ---------------------------------------------------------------------------------------------
 # Device primitives and figures to compare with
@@ -370,7 +369,7 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
                        / CHAIN_LEN) * dsp_macs, CODE_COMBINE,
              f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA wcodes)"),
         Item("mpe", "code-group activation sum trees", CODE_SUM_TREES, CODE_SUM_TREE,
-             "timing.CODE_SUM_TREES (ISA wcodes)"),
+             "design.CODE_SUM_TREES (ISA wcodes)"),
         Item("mpe", "code-group activation sum store", 1, CODE_SUM_STORE,
              "a row block's group sums (ISA wcodes)"),
         Item("mpe", "epilogue lanes (INT32->FP32, x2 scales, ->FP16)",

@@ -25,15 +25,12 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import UNITS, Target
+from ..hw.design import CODE_SUM_TREES
 from ..spec import isa
 from ..spec.counters import CounterField, Counters
 from ..spec.semantics import mpe_operand, rows_at_capacity, stripe_channels
 
 _MPE = ("MM", "MV")
-#: An MPE on codes (ISA `wcodes`) sums each row's activations per weight group (the B * A term)
-#: in this many adder trees per core (16 channels a cycle each), while the first output pass of
-#: a row block runs: a block of more rows than trees takes that pass ceil(rows / trees) times.
-CODE_SUM_TREES = 16
 _TWO_PHASE = ("softmax", "rmsnorm", "layernorm", "quant")
 
 
@@ -146,8 +143,9 @@ class TimingModel:
 
         Codes in groups of `code_group` columns (`wcodes`): each chain output's combine DSP does
         M * P and B * A once per group, so groups shorter than two passes (G < 2 pk) halve the
-        rate; and a row block's first output pass waits for its rows' group sums
-        (`CODE_SUM_TREES`)."""
+        rate; and a row block's first output pass waits for its rows' group sums, made by
+        `hw.design.CODE_SUM_TREES` adder trees (a block of more rows than trees takes that pass
+        ceil(rows / trees) times)."""
         pm, pn, pk = self.t.mm_parallel if op == "MM" else self.t.mv_parallel
         inner = _ceil(n, pn) * _ceil(k, pk) if kept is None else _ceil(kept, pn * pk)
         passes = _ceil(m, pm) * inner
