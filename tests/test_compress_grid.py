@@ -176,3 +176,5 @@ def test_on_exact_group_arithmetic_the_kept_grid_is_lossless(q4_ckpt):
     assert max(g["max_steps"] for g in grids.values()) < 0.05
     assert "codes kept in 15, lossless in 15 (15 on exact group arithmetic" in cm.report()
     assert "INT8 target rounds" not in cm.report()
+    assert "(not in the 15 linears whose source grid runs on exact group arithmetic" in \
+        cm.report()

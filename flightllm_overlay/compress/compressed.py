@@ -124,6 +124,11 @@ class CompressedModel:
                     if self.config.sequential else "on the float model's inputs")
         if self.config.error_feedback and self.config.refit:
             feedback += ", then each row's group parameters re-fitted by least squares"
+        as_is = sum(1 for key, g in self.info.get("grids", {}).items()
+                    if g["kept"] and self._exact(key))
+        if self.config.error_feedback and as_is:    # (pipeline._error_feedback keeps them)
+            feedback += (f" (not in the {as_is} linears whose source grid runs on exact group "
+                         f"arithmetic: their codes are the source's)")
         lines.append(f"calibration: {self.info.get('calibration_tokens')} tokens; error "
                      f"feedback {feedback}")
         if self.info.get("allocation"):
