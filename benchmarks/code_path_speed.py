@@ -21,8 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flightllm_overlay.sim import mpe_codes, mpe_native, native  # noqa: E402
-from flightllm_overlay.sim.native import address  # noqa: E402
+from flightllm_overlay.sim import mpe_native  # noqa: E402
 
 
 def mv_kernels(rounds: int) -> dict:
@@ -35,16 +34,14 @@ def mv_kernels(rounds: int) -> dict:
     row = k + 4 * (k // g)
     codes = rng.integers(0, 16, (n, row)).astype(np.uint8)
     out = np.zeros((1, n), np.float16)
-    f8, fc = mpe_native.kernels(), native.functions(mpe_codes._SIGNATURE)
-    if f8 is None or fc is None:
+    fns = mpe_native.kernels()
+    if fns is None:
         raise SystemExit("the native kernels are off or did not build")
+    s_bytes = w_scale.view(np.uint8)
     calls = {
-        "int8": lambda: mpe_native.mpe(f8, a, scale, None, w8, 0, k, 0, w_scale.view(np.uint8),
-                                       0, out, n, k),
-        "codes": lambda: fc["fllm_mpe_codes"](address(a), a.strides[0], address(scale), 1, None,
-                                              0, None, 0, 0, address(codes), row, g,
-                                              address(w_scale), address(out), out.strides[0],
-                                              n, k)}
+        "int8": lambda: mpe_native.mpe(fns, a, scale, None, w8, 0, k, 0, s_bytes, 0, out, n, k),
+        "codes": lambda: mpe_native.mpe_codes(fns, a, scale, None, 0, None, codes.reshape(-1),
+                                              0, row, g, s_bytes, 0, out, n, k)}
     times = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():

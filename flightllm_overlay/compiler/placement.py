@@ -19,6 +19,12 @@ from .quantize import QuantizedModel, ShapeWeight, rope_table
 from .schedule import PAPER, ScheduleOptions
 
 
+def wbuf_row_bytes(k: int, group: int, exact: bool) -> int:
+    """Weight-buffer bytes of one dense row after its LD: k INT8 values, or (exact) k codes
+    and 4 bytes per group."""
+    return code_row_bytes(k, group) if exact else k
+
+
 @dataclass
 class Tile:
     """Rows [row0, row0 + rows) of a weight matrix with K columns, stored at `region`.
@@ -44,9 +50,7 @@ class Tile:
 
     @property
     def row_bytes(self) -> int:
-        """Weight-buffer bytes of one dense row: k INT8 values, or k codes and 4 bytes per
-        group."""
-        return code_row_bytes(self.k, self.group) if self.exact else self.k
+        return wbuf_row_bytes(self.k, self.group, self.exact)
 
     @cached_property
     def _prefix(self):
@@ -186,8 +190,7 @@ class Placement:
         the meta and fsb buffers; dense packed weights cut like INT8 ones."""
         k = q.shape[1]
         if q.block_n is None:
-            step = self.tile_rows(k, code_row_bytes(k, q.group) if getattr(q, "exact", False)
-                                  else k)
+            step = self.tile_rows(k, wbuf_row_bytes(k, q.group, getattr(q, "exact", False)))
             return [(r, min(stop, r + step)) for r in range(start, stop, step)]
         if start % 16:
             raise CompileError(f"a sparse weight is cut at multiples of 16 rows, not {start}")

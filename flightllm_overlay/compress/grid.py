@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.wformat import BITS, SHIFT, WMAX, PackedWeight, check_bits, codes_to_exact
+from ..spec.wformat import BITS, SHIFT, WMAX, PackedWeight, check_bits
 
 #: a weight is on its group's grid when (w - low) / step is within TOL of an integer
 TOL = 1e-3
@@ -124,16 +124,6 @@ def fixed_point_bound(q: np.ndarray) -> np.ndarray:
     return (np.asarray(q, np.float64) + 1) / (2 << SHIFT)
 
 
-def _device_weights(pw: PackedWeight) -> np.ndarray:
-    """(R, K) float64 weights the device computes with (`PackedWeight.float`, unrounded)."""
-    if not pw.exact:
-        return pw.float().astype(np.float64)
-    r, k = pw.shape
-    g = pw.group
-    w = codes_to_exact(pw.q.reshape(r, k // g, g), pw.mult[..., None], pw.offset[..., None])
-    return w.reshape(r, k) * pw.scale.astype(np.float64)[:, None]
-
-
 def grid_error(grid: SourceGrid, pw: PackedWeight) -> dict:
     """How exactly `pw` holds the grid on its kept weights: rms and max error in units of each
     group's step, the share of weights reproduced exactly, and `lossless` (all so).  Reproduced
@@ -142,7 +132,7 @@ def grid_error(grid: SourceGrid, pw: PackedWeight) -> dict:
     w = grid.float()
     kept = np.ones(w.shape, bool) if pw.mask is None else pw.mask
     step = np.repeat(np.where(grid.step > 0, grid.step, 1.0), grid.group, axis=1)
-    diff = np.abs(_device_weights(pw) - w)
+    diff = np.abs(pw.float(np.float64) - w)
     err = (diff / step)[kept]
     if pw.exact:        # (a float64 hair of the weight's size over the bound is still within)
         s = pw.scale.astype(np.float64)[:, None]

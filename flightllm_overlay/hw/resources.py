@@ -356,18 +356,16 @@ def estimate(target: config.Target | str | None = None) -> Estimate:
     dsp_macs = t.dsp_macs
     n_ports = max(len(chs) for chs in t.core_channels)   # one memctrl kernel for every core
     dequant_lanes = n_ports * AXI_DATA_WIDTH // 8
+    mpe_dsps = math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs)
+    chain_outputs = math.ceil(mpe_dsps / CHAIN_LEN) * dsp_macs   # a packed MAC lane per chain
     items = [
         Item("mpe", f"INT8 DSP48E2 ({dsp_macs} MACs each) with sparse MUX, RN, OAU",
-             math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs), MPE_DSP,
-             "mm_macs_per_cycle / dsp_macs; MV mode reuses these chains"),
+             mpe_dsps, MPE_DSP, "mm_macs_per_cycle / dsp_macs; MV mode reuses these chains"),
         Item("mpe", "activation-group shifters (0-7 shift per chain output, accumulator +8 "
-                    "bits)", math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs
-                                       / CHAIN_LEN) * dsp_macs, GROUP_SHIFTER,
+                    "bits)", chain_outputs, GROUP_SHIFTER,
              f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA agroup)"),
-        Item("mpe", "code-group combine DSPs (M x P + B x A per chain output)",
-             math.ceil(max(t.mm_macs_per_cycle, t.mv_macs_per_cycle) / dsp_macs
-                       / CHAIN_LEN) * dsp_macs, CODE_COMBINE,
-             f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA wcodes)"),
+        Item("mpe", "code-group combine DSPs (M x P + B x A per chain output)", chain_outputs,
+             CODE_COMBINE, f"one per packed MAC lane of each {CHAIN_LEN}-DSP chain (ISA wcodes)"),
         Item("mpe", "code-group activation sum trees", CODE_SUM_TREES, CODE_SUM_TREE,
              "design.CODE_SUM_TREES (ISA wcodes)"),
         Item("mpe", "code-group activation sum store", 1, CODE_SUM_STORE,

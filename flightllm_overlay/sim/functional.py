@@ -457,7 +457,7 @@ class _RunContext(WeightReads):
             cc.macs += m * n * k
             cc.fixed_chain_macs += m * n * k
             scales = (None, 0) if no_wscale else self._weight_scale_bytes(core, s_addr, n)
-            _mpe_codes.execute(self, core, f, operands, live, scales, group)
+            _mpe_codes.execute(self, core, f, operands, live, scales, group, lib)
             return
         if sparse:
             grouped_native = group and lib is not None and m < _mpe_native.BLAS_ROWS

@@ -1,21 +1,13 @@
 """The MPE on an operand of codes with exact group arithmetic (`wcodes`, docs/isa.md): rows of codes each followed by its groups' (M, B), native for few rows, else the numpy definition (spec/arithmetic.py)."""
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 
 from ..spec import arithmetic as U
 from ..spec import isa
 from ..spec.semantics import code_row_bytes
-from . import native
+from . import mpe_native as _mpe_native
 from .core_buffers import _F32, _region
-from .mpe_native import BLAS_ROWS
-from .native import address
-
-_P, _I = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURE = {"fllm_mpe_codes": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _P, _P, _I,
-                                 _I, _I]}
 
 
 def operand_end(wbuf, f, n: int) -> int:
@@ -25,11 +17,12 @@ def operand_end(wbuf, f, n: int) -> int:
                    "MPE code rows (codes and group parameters)")
 
 
-def execute(ctx, core, f, operands, live, scales, agroup: int) -> None:
+def execute(ctx, core, f, operands, live, scales, agroup: int, lib) -> None:
     """out[rows] of an MM/MV on codes: `operands` as `mpe_operands` gives them (a_scale the
-    grouped scales' bytes with `agroup`), `scales` the weight scales' (bytes, offset)."""
+    grouped scales' bytes with `agroup`), `scales` the weight scales' (bytes, offset), `lib`
+    the native kernels (None: the numpy definition)."""
     m, n, k, a, a_scale, out, _, _, _, w_end, _, w_addr, _, _, _ = operands
-    group = isa.WEIGHT_GROUPS[f["wcodes"] - 1]
+    group = isa.code_group(f["wcodes"])
     row = code_row_bytes(f)
     stride = f.get("w_stride", 0) or row
     data, off = ctx._wbuf_bytes(core, w_addr, w_end)
@@ -38,18 +31,11 @@ def execute(ctx, core, f, operands, live, scales, agroup: int) -> None:
     else:
         row_scale, exps = a_scale, None
     s_bytes, s_off = scales
-    fns = native.functions(_SIGNATURE)
-    if fns is not None and (m if live is None else len(live)) < BLAS_ROWS:
+    if lib is not None and (m if live is None else len(live)) < _mpe_native.BLAS_ROWS:
         s_native = np.ascontiguousarray(row_scale / np.float32(128) if agroup else row_scale, _F32)
         e_rows = np.ascontiguousarray(np.asarray(a_scale)[:, 4:]) if agroup else None
-        if fns["fllm_mpe_codes"](
-                address(a), a.strides[0], address(s_native), m,
-                *((None, 0) if live is None else (address(live), len(live))),
-                None if e_rows is None else address(e_rows),
-                0 if e_rows is None else e_rows.strides[0], agroup,
-                address(data) + off, stride, group,
-                None if s_bytes is None else address(s_bytes) + s_off,
-                address(out), out.strides[0], n, k) == 0:
+        if _mpe_native.mpe_codes(lib, a, s_native, e_rows, agroup, live, data, off, stride,
+                                 group, s_bytes, s_off, out, n, k):
             return
     rows = np.ndarray((n, row), np.uint8, buffer=data, offset=off, strides=(stride, 1))
     gp = np.ascontiguousarray(rows[:, k:]).view(np.int16).reshape(n, k // group, 2)

@@ -1,4 +1,4 @@
-"""The MPE's calls into its native kernels (`fllm_mpe`, `fllm_mpe_epilogue` of sim/native_mpe.cpp): ctypes signatures and the operands' addresses."""
+"""The MPE's calls into its native kernels (`fllm_mpe`, `fllm_mpe_grouped`, `fllm_mpe_codes`, `fllm_mpe_epilogue` of sim/native_mpe.cpp): ctypes signatures and the operands' addresses."""
 from __future__ import annotations
 
 import ctypes
@@ -16,6 +16,8 @@ _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {"fllm_mpe": [_P, _I, _P, _I, _P, _I, _P, _I, ctypes.c_int, _P, _P, _I, _I, _I],
                "fllm_mpe_grouped": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, ctypes.c_int,
                                     _P, _P, _I, _I, _I],
+               "fllm_mpe_codes": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _P, _P, _I,
+                                  _I, _I],
                "fllm_mpe_epilogue": [_P, _P, _I, _P, _I, _P, _P, _I, _I]}
 
 
@@ -55,6 +57,20 @@ def mpe_grouped(fns, a, a_scale, exps, group, live, w_bytes, w_offset, w_stride,
                                    address(w_bytes) + w_offset, w_stride, wt,
                                    _scales(s_bytes, s_offset), address(out), out.strides[0],
                                    n, k) == 0
+
+
+def mpe_codes(fns, a, a_scale, exps, agroup, live, w_bytes, w_offset, w_stride, group, s_bytes,
+              s_offset, out, n, k) -> bool:
+    """`mpe` on rows of codes and their groups' (M, B) (`wcodes`, groups of `group` columns) at
+    w_bytes[w_offset:], w_stride apart: `a_scale` the rows' scales (/ 128 with agroup, float32,
+    m), `exps` (m, >= k/agroup) uint8 exponent bytes or None (one scale per row)."""
+    m = a.shape[0]
+    return fns["fllm_mpe_codes"](address(a), a.strides[0], address(a_scale), m, *_rows(live),
+                                 None if exps is None else address(exps),
+                                 0 if exps is None else exps.strides[0], agroup,
+                                 address(w_bytes) + w_offset, w_stride, group,
+                                 _scales(s_bytes, s_offset), address(out), out.strides[0],
+                                 n, k) == 0
 
 
 def epilogue(fns, acc, a_scale, live, s_bytes, s_offset, out) -> bool:

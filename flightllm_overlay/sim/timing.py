@@ -40,12 +40,6 @@ def _passes(mop: str, f: dict) -> int:
     return 2 if mop in _TWO_PHASE and not (mop == "quant" and f.get("given_max", 0)) else 1
 
 
-def code_group(f: dict) -> int:
-    """Columns per (M, B) group of an MPE on codes (`wcodes`), 0 for INT8 weights."""
-    g = f.get("wcodes", 0)
-    return isa.WEIGHT_GROUPS[g - 1] if 0 < g <= len(isa.WEIGHT_GROUPS) else 0
-
-
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -165,7 +159,7 @@ class TimingModel:
     def mpe_slots(self, op: str, f: dict) -> tuple:
         """MAC slots of an MPE instruction: (configurable sparse chain, fixed dense chain)."""
         m, n, k, kept = mpe_operand(f)
-        passes, width = self.mpe_passes(op, m, n, k, kept, code_group(f))
+        passes, width = self.mpe_passes(op, m, n, k, kept, isa.code_group(f.get("wcodes", 0)))
         return passes * width, self.mpe_passes(op, m, n, k)[0] * width
 
     def misc_elements(self, f: dict) -> int:
@@ -191,7 +185,7 @@ class TimingModel:
             return self.hbm_cycles(nbytes // len(chans), contiguous), chans, nbytes, 0
         if op in _MPE:
             m, n, k, kept = mpe_operand(f)
-            return (self.mpe_cycles(op, m, n, k, kept, code_group(f)), [], 0,
+            return (self.mpe_cycles(op, m, n, k, kept, isa.code_group(g("wcodes", 0))), [], 0,
                     m * (n * k if kept is None else kept))
         if op == "MISC":
             mop = isa.MISC_OPS[g("op", 0)] if g("op", 0) < len(isa.MISC_OPS) else "?"

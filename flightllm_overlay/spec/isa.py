@@ -301,8 +301,10 @@ def _check_packed_move(op: str, f: dict) -> None:
                                       f"{'sparse' if f.get('sparse') else '8-bit'}")
 
 
-def _code_group(wcodes: int) -> int:
-    """Columns per (M, B) group of an MPE's code operand (`wcodes` > 0)."""
+def code_group(wcodes: int) -> int:
+    """Columns per (M, B) group of an MPE's code operand (MM/MV `wcodes`; 0: INT8 weights)."""
+    if not wcodes:
+        return 0
     if wcodes > len(WEIGHT_GROUPS):
         raise IllegalInstructionError(f"wcodes={wcodes} is not a legal value; legal: 0 (INT8 "
                                       f"weights) or 1..{len(WEIGHT_GROUPS)} (codes in groups of "
@@ -315,7 +317,7 @@ def _check_code_operand(op: str, f: dict) -> None:
     groups, static shape."""
     if not f.get("wcodes"):
         return
-    group = _code_group(f["wcodes"])
+    group = code_group(f["wcodes"])
     k, stride = f.get("k", 0), f.get("w_stride", 0)
     if (f.get("sparse") or f.get("wt") or f.get("dyn_n") or f.get("dyn_k") or k % group
             or 0 < stride < k + 4 * k // group):
@@ -430,7 +432,7 @@ def disassemble_one(insn: Instruction) -> str:
         if f("agroup", 0):
             text += f" agroup={ACT_GROUPS[f('agroup', 0)]}"
         if f("wcodes", 0):
-            text += f" wcodes=g{_code_group(f('wcodes', 0))}"
+            text += f" wcodes=g{code_group(f('wcodes', 0))}"
         if f("sparse", 0):
             text += (f" sparse kept=16*{f('nnz', 0)} meta[{f('meta_addr', 0):#x}+"
                      f"{f('meta_len', 0)}] fsb[{f('fsb_addr', 0):#x}]")

@@ -164,7 +164,7 @@ def packed_param_bytes(f: dict) -> int:
 
 def code_row_bytes(f: dict) -> int:
     """Bytes of one weight row of an MPE with `wcodes`: k codes, then 4 bytes per group."""
-    return wformat.code_row_bytes(f.get("k", 0), isa.WEIGHT_GROUPS[f.get("wcodes", 1) - 1])
+    return wformat.code_row_bytes(f.get("k", 0), isa.code_group(f.get("wcodes", 0)))
 
 
 def _span(start: int, rows: int, stride: int, row_bytes: int) -> tuple:

@@ -367,16 +367,18 @@ class PackedWeight:
             w[~self.mask] = 0
         return w
 
-    def float(self) -> np.ndarray:
+    def float(self, dtype=np.float32) -> np.ndarray:
         """The float weights the device computes with: int8() times the row scales, or with
-        `exact` the unrounded (q M + B) / 256 times the row scales."""
+        `exact` the unrounded (q M + B) / 256 times the row scales (the product is exact in
+        float64; `dtype` float64 keeps it so)."""
         if not self.exact:
-            return self.int8().astype(np.float32) * self.scale[:, None]
+            return (self.int8().astype(np.float32) * self.scale[:, None]).astype(dtype,
+                                                                                 copy=False)
         r, k = self.shape
         g = self.group
         w = codes_to_exact(self.q.reshape(r, k // g, g), self.mult[..., None],
                            self.offset[..., None]).reshape(r, k)
-        return (w * self.scale[:, None]).astype(np.float32)
+        return (w * self.scale[:, None]).astype(dtype)
 
     def nbytes_of(self, rows: int | None = None) -> int:
         return self.layout()["total"] if rows is None else self[:rows].layout()["total"]
