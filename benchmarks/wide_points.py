@@ -5,10 +5,10 @@
 
 Each checkpoint (`compression_quality.py --save` wrote them) runs in the float emulation of the
 device (`compress.Emulator`, every INT8 point quantised) with no wide point, then with down's
-input (`ffn_mid`), the LM head's input (`head_in`), both, and every linear's input
-(`emulate.WIDE_POINTS`) as two INT8 planes, and the ones the device can run wide
-(`config.WIDE_POINTS`: o_proj's, down_proj's and the LM head's inputs); the float reference
-and the weights alone
+input (`ffn_mid`), the LM head's input (`head_in`), both, q and k, the ones the device can run
+wide (`config.WIDE_POINTS`: q, k, o_proj's, down_proj's and the LM head's inputs), every
+linear's input (`emulate.LINEAR_INPUTS`), and those with q and k, as two INT8 planes; the
+float reference and the weights alone
 (no activation quantisation) are the bounds.  Slow (about 20 s per row on 2 cores).
 
 With --device each row whose wide points the compiler can run (`config.WIDE_POINTS`, every
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import CompressedModel, Emulator  # noqa: E402
 from flightllm_overlay.compress.config import WIDE_POINTS as DEVICE_WIDE  # noqa: E402
-from flightllm_overlay.compress.emulate import WIDE_POINTS, perplexity, reference_runner  # noqa: E402
+from flightllm_overlay.compress.emulate import (LINEAR_INPUTS, WIDE_POINTS,  # noqa: E402
+                                                perplexity, reference_runner)
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
 
@@ -41,8 +42,11 @@ ROWS = (("weights only", False, ()),
         ("wide head_in", True, ("head_in",)),
         ("wide attn_out", True, ("attn_out",)),
         ("wide ffn_mid + head_in", True, ("ffn_mid", "head_in")),
-        ("wide attn_out + ffn_mid + head_in", True, DEVICE_WIDE),
-        ("wide every linear input", True, WIDE_POINTS))
+        ("wide attn_out + ffn_mid + head_in", True, ("attn_out", "ffn_mid", "head_in")),
+        ("wide q + k", True, ("q", "k")),
+        ("wide q + k + attn_out + ffn_mid + head_in", True, DEVICE_WIDE),
+        ("wide every linear input", True, LINEAR_INPUTS),
+        ("wide every linear input + q + k", True, WIDE_POINTS))
 
 
 def on_device(cm, ids, window: int) -> dict:

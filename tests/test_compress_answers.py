@@ -140,3 +140,42 @@ def test_forced_agreement_follows_the_float_answers(tiny_ckpt, tiny_cm):
         return out
     off = forced_agreement(one_off, runner, tok, ref, prompts)
     assert off["top1"] == pytest.approx(1.0 - 1 / n) and off["kl"] > 0
+
+
+def test_a_float_head_emulation_holds_the_float_embedding(tiny_cm):
+    """Emulator(float_head=True): the LM head's weights as the checkpoint holds them; the
+    default: the device's INT8 rows (which differ from them)."""
+    head = np.asarray(tiny_cm.embed if tiny_cm.lm_head is None else tiny_cm.lm_head, np.float32)
+    assert np.array_equal(Emulator(tiny_cm, float_head=True).head.numpy(), head)
+    int8 = Emulator(tiny_cm).head.numpy()
+    assert not np.array_equal(int8, head)
+    assert np.abs(int8 - head).max() <= np.abs(head).max(1).max() / 127
+
+
+def test_the_activation_points_benchmark_runs_its_rows(tiny_cm, tiny_folder, tmp_path):
+    """benchmarks/activation_points.py on the tiny model: the chosen rows (and the weights-only
+    row) with perplexity, first sentences against weights only and float, and teacher-forced
+    agreement; an unknown row name is refused."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "activation_points.py"
+    spec = importlib.util.spec_from_file_location("activation_points", path)
+    ap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ap)
+    ck, out = tmp_path / "cm.safetensors", tmp_path / "r.json"
+    tiny_cm.save(ck)
+    assert ap.main(["--model", str(tiny_folder), "--load", str(ck), "--tokens", "64",
+                    "--window", "32", "--prompts", "2", "--new-tokens", "3", "--rows",
+                    "wide linear inputs, q, k", "every point, float head", "--json",
+                    str(out)]) == 0
+    rows = {r["row"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["weights only", "every point, float head", "wide linear inputs, q, k"]
+    assert rows["wide linear inputs, q, k"]["wide"] == ["attn_in", "q", "k", "attn_out",
+                                                         "ffn_in", "ffn_mid", "head_in"]
+    assert rows["every point, float head"]["float_head"] and not rows["weights only"]["wide"]
+    assert rows["weights only"]["first_sentence"] == 2          # against itself
+    for r in rows.values():
+        assert 0 <= r["forced_top1"] <= 1 and r["forced_kl"] >= 0 and r["ppl"] > 1
+    with pytest.raises(SystemExit):
+        ap.main(["--model", str(tiny_folder), "--load", str(ck), "--rows", "no such row"])

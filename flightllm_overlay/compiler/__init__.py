@@ -104,7 +104,7 @@ def compile_quantized(qm: QuantizedModel, target="u280", ctx: int | None = None,
     place = compiler_family(a).placement
     ctx = default_context(a, tgt, ctx)
     check_fits(qm, tgt, ctx)
-    half = slot_bytes(tgt, a, ctx, weight_slots)
+    half = slot_bytes(tgt, a, ctx, weight_slots, qm.wide_points)
     # Rows per prefill run: the 128-row MM tile when the step's activations fit on chip, else
     # fewer (a 128-token bucket then runs as several launches of the same stream).
     rows = min(tgt.prefill_bucket, ctx)

@@ -102,7 +102,8 @@ def _replay(program) -> StepBuilder:
     try:
         plan = family.placement(recipe.model(family.shape_only(args)), target, program.ctx,
                                 program.rows, slot_bytes(target, args, program.ctx,
-                                                         recipe.weight_slots),
+                                                         recipe.weight_slots,
+                                                         recipe.wide_points),
                                 recipe.weight_slots, recipe.schedule)
         builder = StepBuilder(plan, program.rows, program.step("prefill").all_logits, recipe.fused)
         used = {ch: img for ch, img in plan.layout.images.items() if img.size}

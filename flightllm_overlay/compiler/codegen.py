@@ -432,7 +432,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                 return
             done[0] = h1
             self._qkv_epilogue_heads(s, cp, nq, nk, h0, h1)
-            self._quant(s, self.Q + 2 * d * h0, h1 - h0, d, self.QQ + d * h0, self.QS + 4 * h0)
+            self._qkv_quant(s, nq, nk, h0, h1)
             for h in range(max(h0, nq), h1):      # the k and v heads' KV-cache appends
                 self._append_kv(s, cp, li, nq, nk, h - nq)
         if self.split:          # decode: per head, under the next tiles' MV
@@ -441,7 +441,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         else:
             self._linear(s, wqkv, self.HQ, dim, T, segments)
             self._qkv_epilogue(s, cp, nq, nk)
-            self._quant(s, self.Q, (nq + 2 * nk) * T, d, self.QQ, self.QS)
+            self._qkv_quant(s, nq, nk, 0, nq + 2 * nk)
         R = self.att_rows
         if not self.split:      # every head's KV append first: no history load of an early
             for j in range(nk):         # head holds up a later head's append
@@ -450,13 +450,18 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         for j in range(nk):
             kv = cp.kv[li][j]
             slot = j % self.kv_slots
-            kc = self.kc0 + slot * self.kv_slot             # K rows, then K scales, then V rows
+            # K rows, K scales, V rows, then a wide k's second plane: its rows and scales
+            kc = self.kc0 + slot * self.kv_slot
             kcs, vc, vsc = kc + C * d, kc + C * d + 4 * C, self.VSC + 4 * C * slot
+            klo, klos = vc + C * d, vc + 2 * C * d
             # K and V first: on two channels they stream at once (the LD queue is in order)
             self._ld(s, kv.k, "wbuf", kc, C, d, dyn="history")
             self._ld(s, kv.v, "wbuf", vc, C, d, dyn="history")
             self._ld(s, kv.k_scale, "wbuf", kcs, C, 4, dyn="history")
             self._ld(s, kv.v_scale, "gbuf", vsc, C, 4, dyn="history")
+            if kv.k_lo is not None:
+                self._ld(s, kv.k_lo, "wbuf", klo, C, d, dyn="history")
+                self._ld(s, kv.k_lo_scale, "wbuf", klos, C, 4, dyn="history")
             # (sfu_split: heads alternate between two score and probability buffers)
             S, PQ, PS = (self.S_alt, self.PQ_alt, self.PS_alt) if j % 2 else \
                 (self.S, self.PQ, self.PS)
@@ -464,10 +469,21 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                 hl = j * G + g0                            # first local q head of this pass
                 h = cp.q_heads[hl]                         # its global index
                 blk = self._block_pattern(li, h)
-                self._mpe(s, R, n=C, k=d, a_addr=self.QQ + hl * T * d,
-                          a_scale=self.QS + 4 * hl * T, a_stride=d, w_addr=kc,
-                          w_scale=kcs, w_stride=d, out_addr=S, out_stride=2 * C,
-                          dyn_n=1, **blk)
+                q_hi, q_lo = (self.QQ + hl * T * d, self.QS + 4 * hl * T), \
+                    (self.QL + hl * T * d, self.QLS + 4 * hl * T)
+                passes = [(q_hi, (kc, kcs))]            # a wide q or k: hi.lo and lo.hi too
+                if kv.k_lo is not None:
+                    passes.append((q_hi, (klo, klos)))
+                if "q" in self.p.wide_points:
+                    passes.append((q_lo, (kc, kcs)))
+                for i, ((qa, qs), (ka, ks)) in enumerate(passes):
+                    self._mpe(s, R, n=C, k=d, a_addr=qa, a_scale=qs, a_stride=d, w_addr=ka,
+                              w_scale=ks, w_stride=d, out_addr=self.S2 if i else S,
+                              out_stride=2 * C, dyn_n=1, **blk)
+                    if i:
+                        self._misc(s, "eadd", a_addr=S, b_addr=self.S2, out_addr=S, rows=R,
+                                   k=C, a_stride=2 * C, b_stride=2 * C, out_stride=2 * C,
+                                   dyn_k=1)
                 self._misc(s, "softmax", a_addr=S, out_addr=S, rows=R, k=C,
                            a_stride=2 * C, out_stride=2 * C, dyn_k=1, causal=1, groups=T,
                            imm=f32_bits(softmax_scale(a)), **blk)
@@ -502,6 +518,29 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._st(s, getattr(kv, kind), "abuf", self.QQ + h * T * d, T, d, dyn="at_pos")
         self._st(s, getattr(kv, kind + "_scale"), "abuf", self.QS + 4 * h * T, T, 4,
                  dyn="at_pos")
+        if kind == "k" and kv.k_lo is not None:          # a wide k's second plane
+            self._st(s, kv.k_lo, "abuf", self.QL + h * T * d, T, d, dyn="at_pos")
+            self._st(s, kv.k_lo_scale, "abuf", self.QLS + 4 * h * T, T, 4, dyn="at_pos")
+
+    def _qkv_quant(self, s, nq, nk, h0, h1):
+        """Quantise heads [h0, h1) of the q/k/v rows at Q (T rows a head, q then k then v
+        heads) into QQ/QS; the heads of a wide q or k also get their residual's plane at QL/QLS
+        (the same head order): the hi quant writes the residual over Q, a second rounds it."""
+        d, T, wide = self.d, self.T, self.p.wide_points
+        runs = []                               # (first head, end, wide), neighbours merged
+        for a, b, point in ((h0, min(h1, nq), "q"), (max(h0, nq), min(h1, nq + nk), "k"),
+                            (max(h0, nq + nk), h1, "v")):
+            if b > a:
+                if runs and runs[-1][2] == (point in wide) and runs[-1][1] == a:
+                    runs[-1] = (runs[-1][0], b, runs[-1][2])
+                else:
+                    runs.append((a, b, point in wide))
+        for a, b, two in runs:
+            src, rows = self.Q + 2 * d * T * a, (b - a) * T
+            self._quant(s, src, rows, d, self.QQ + d * T * a, self.QS + 4 * T * a,
+                        **(dict(residual=1) if two else {}))
+            if two:
+                self._quant(s, src, rows, d, self.QL + d * T * a, self.QLS + 4 * T * a)
 
     def _block_pattern(self, layer: int, head: int) -> dict:
         """Block-sparse attention fields of a prefill pass (decode attention stays dense)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CompileError
+from .placement import k_planes
 
 
 class ModelTooLargeError(CompileError):
@@ -51,7 +52,8 @@ def footprint(qm, target, ctx: int) -> Footprint:
     weights = sum(weight_bytes(w) for layer in qm.layers for w in layer.values()
                   if isinstance(w, tuple) or hasattr(w, "nbytes_of"))
     weights += weight_bytes(qm.lm_head)
-    kv = a.n_layers * a.n_kv_heads * ctx * 2 * (a.head_dim + 4)     # INT8 K, V + FP32 scales
+    # INT8 K (two planes when k is wide) and V, and their FP32 scales
+    kv = a.n_layers * a.n_kv_heads * ctx * (k_planes(getattr(qm, "wide_points", ())) + 1) * (a.head_dim + 4)
     owned = sum(len(c) for c in target.core_channels)
     return Footprint(weights, kv, owned * target.hbm_channel_bytes,
                      target.hbm_channels * target.hbm_channel_bytes)

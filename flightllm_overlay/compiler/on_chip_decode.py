@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..errors import CompileError
 from ..spec import isa
 from ..spec.semantics import outputs
+from .placement import kv_history_bytes
 
 
 class _Arena:
@@ -45,7 +46,7 @@ class OnChipDecode:
         a, t = plan.args, plan.target
         self.a, self.d = a, a.head_dim
         wsize = t.buffer("wbuf").bytes
-        kv_bytes = 2 * (ctx * self.d) + 4 * ctx
+        kv_bytes = kv_history_bytes(a, ctx, plan.wide_points)
         self.w_half = plan.weight_half              # bytes of one weight slot
         n_slots = plan.weight_slots                 # 2: the paper's ping-pong halves
         if n_slots * self.w_half + kv_bytes > wsize:
@@ -115,6 +116,8 @@ class OnChipDecode:
         self.RT = g.alloc(T * self.d * 2, "rope table rows")
         self.NORM = g.alloc(2 * dim * 2, "norm gains")
         self.VSC = g.alloc(4 * ctx * self.kv_slots, "V scales")
+        qk_wide = wide & {"q", "k"}             # wide scores: a second pass's partial scores
+        self.S2 = g.alloc(self.att_rows * ctx * 2, "partial scores") if qk_wide else 0
         ab = _Arena("activation buffer", t.buffer("abuf").bytes)
         kmax = max(dim, hd, a.hidden_dim)
         n = 2 if wide else 1                    # planes of the wide linear inputs
@@ -122,6 +125,9 @@ class OnChipDecode:
         self.HS = ab.alloc(n * T * self.act_scale_bytes(kmax), "activation scales")
         self.QQ = ab.alloc((nq + 2 * nk) * T * self.d, "quantised q, k, v")
         self.QS = ab.alloc(4 * (nq + 2 * nk) * T, "q, k, v scales")
+        # a wide q's or k's second plane, in the q and k heads' order
+        self.QL = ab.alloc((nq + nk) * T * self.d, "q, k second planes") if qk_wide else 0
+        self.QLS = ab.alloc(4 * (nq + nk) * T, "q, k second planes' scales") if qk_wide else 0
         self.PQ = ab.alloc(n_s * self.att_rows * ctx, "quantised probabilities")
         self.PS = ab.alloc(n_s * 4 * self.att_rows, "probability scales")
         self.PQ_alt = self.PQ + (self.att_rows * ctx if self.split else 0)

@@ -76,6 +76,20 @@ class KVRegions:
     k_scale: Region  # f32 (ctx,)
     v: Region
     v_scale: Region
+    k_lo: Region | None = None        # a wide k's second plane: int8 (ctx, head_dim)
+    k_lo_scale: Region | None = None  # and its f32 (ctx,) scales
+
+
+def k_planes(wide_points) -> int:
+    """INT8 planes of each cached key: 2 when k is a wide point (hi and the residual's lo)."""
+    return 2 if "k" in wide_points else 1
+
+
+def kv_history_bytes(args, ctx: int, wide_points=()) -> int:
+    """Weight-buffer bytes of one KV head's history at `ctx`: its K planes' INT8 rows and FP32
+    scales and its V rows (V's scales go to the global buffer)."""
+    n = k_planes(wide_points)
+    return (n + 1) * ctx * args.head_dim + 4 * ctx * n
 
 
 @dataclass
@@ -101,13 +115,14 @@ class CorePlan:
     spill: Region = None             # the unfused ablation's HBM copy of on-chip intermediates
 
 
-def slot_bytes(target, args, ctx: int, weight_slots: int) -> int:
-    """Bytes of one weight-buffer slot: what the KV history of one head (ctx INT8 rows of K and
-    V, their FP32 scales) leaves of the weight buffer, split into `weight_slots`."""
+def slot_bytes(target, args, ctx: int, weight_slots: int, wide_points=()) -> int:
+    """Bytes of one weight-buffer slot: what the KV history of one head (`kv_history_bytes`: ctx
+    INT8 rows of K (two planes when k is wide) and V, K's FP32 scales) leaves of the weight
+    buffer, split into `weight_slots`."""
     if weight_slots < 2:
         raise CompileError(f"weight_slots={weight_slots}: at least 2 (one tile loads while "
                            f"the MPE reads the other)")
-    kv_bytes = 2 * ctx * args.head_dim + 4 * ctx
+    kv_bytes = kv_history_bytes(args, ctx, wide_points)
     return (target.buffer("wbuf").bytes - kv_bytes) // weight_slots // 64 * 64
 
 
@@ -284,9 +299,11 @@ class Placement:
                     # K and V scales on the next two: the history loads of consecutive heads
                     # stream side by side over every channel of the core, and the small scale
                     # loads barely hold up the next head's K and V in the in-order LD queue.
+                    # (a wide k's second plane and its scales beside the first's)
+                    spans = ((0, C * d), (2, 4 * C), (1, C * d), (3, 4 * C)) + (
+                        ((0, C * d), (2, 4 * C)) if k_planes(self.wide_points) == 2 else ())
                     regs.append(KVRegions(*(self.layout.reserve(chs[(2 * h + i) % len(chs)], n)
-                                            for i, n in ((0, C * d), (2, 4 * C), (1, C * d),
-                                                         (3, 4 * C)))))
+                                            for i, n in spans)))
                     h += 1
                 cp.kv.append(regs)
             home = self.target.channels_of(c)[0]

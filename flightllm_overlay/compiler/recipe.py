@@ -36,7 +36,7 @@ MAX_BLOCKS = 63                  # blk_sink and blk_win are 6-bit ISA fields
 KEYS = {"weight_slots", "schedule", "fused", "weights", "lm_head", "attn_pattern"}
 OPTIONAL_KEYS = {"wide_points",     # absent in files written before two-plane activations
                  "act_group"}       # and before activation scales per group of channels
-WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")   # the linear inputs a program may run wide
+WIDE_POINTS = ("q", "k", "attn_out", "ffn_mid", "head_in")   # the points a program may run wide
 
 
 @dataclass
@@ -105,7 +105,7 @@ class PlacementRecipe:
     layers: list                      # per layer: {weight name: WeightFormat}
     lm_head: WeightFormat
     attn_pattern: list | None = None  # per layer, per query head: (sink, window) in blocks
-    wide_points: tuple = ()           # linear inputs run as two INT8 planes
+    wide_points: tuple = ()           # points (q, k, linear inputs) run as two INT8 planes
     act_group: int = 0                # channels per activation scale at the linears' inputs
 
     @classmethod

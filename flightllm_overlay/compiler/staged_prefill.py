@@ -96,6 +96,9 @@ class StagedPrefill:
         g.add("HB", rb * dim * 2, {N0, RES1, HEAD})
         g.add("Q", (nq + 2 * nk) * T * d * 2, {QKV})
         g.add("S", T * C * 2, {ATTN})
+        qk_wide = wide & {"q", "k"}                 # wide scores: a second pass's partials
+        if qk_wide:
+            g.add("S2", T * C * 2, {ATTN})
         g.add("ATT", T * nq * d * 2, {ATTN, G_ATT, OPROJ})     # read by the others until B2
         g.add("GB_ATT", rb * hd * 2, {G_ATT})
         g.add("O1", o1 * T * oc * 2, {OPROJ, RES1})                 # read by the others until B2b
@@ -116,6 +119,10 @@ class StagedPrefill:
         ab.add("HS", n * T * self.act_scale_bytes(max(dim, hd, hid)), uses)
         ab.add("QQ", (nq + 2 * nk) * T * d, {QKV, ATTN})
         ab.add("QS", 4 * (nq + 2 * nk) * T, {QKV, ATTN})
+        if qk_wide:                                 # a wide q's or k's second plane
+            ab.add("QL", (nq + nk) * T * d, {QKV, ATTN})
+            ab.add("QLS", 4 * (nq + nk) * T, {QKV, ATTN})
+        self.S2 = self.QL = self.QLS = 0
         ab.add("PQ", T * C, {ATTN})
         ab.add("PS", 4 * T, {ATTN})
         at.update(ab.place())

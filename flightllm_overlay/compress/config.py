@@ -6,11 +6,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..errors import CompileError
 from .prune import CRITERIA, check_density
 
-#: The linear inputs the compiler can run as two INT8 planes (hi and the residual's lo, the MISC
-#: quant's `residual`): o_proj's, down_proj's and the LM head's (compiler/recipe.py holds the
-#: same tuple; tests/test_wide_points.py holds them equal).  The emulation can widen more
-#: (`emulate.WIDE_POINTS`).
-WIDE_POINTS = ("attn_out", "ffn_mid", "head_in")
+#: The activations the compiler can run as two INT8 planes (hi and the residual's lo, the MISC
+#: quant's `residual`): q and k (the attention scores: three MPE passes, hi.hi + hi.lo + lo.hi,
+#: and the KV cache holds k's second plane) and the inputs of o_proj, down_proj and the LM head
+#: (compiler/recipe.py holds the same tuple; tests/test_wide_points.py holds them equal).  The
+#: emulation can widen more (`emulate.WIDE_POINTS`).
+WIDE_POINTS = ("q", "k", "attn_out", "ffn_mid", "head_in")
 #: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
 #: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
 QK_BUDGETS = ("linear", "model")
@@ -48,10 +49,11 @@ class CompressionConfig:
     and k_proj: 'attention' (their effect on the attention distributions, `compress.qkscore`),
     or None for `criterion`'s.  keep_grid: where a weight already sits on a low-bit group grid
     (GGUF Q4_0/Q4_1/K-quants) and its format is chosen, keep the source's codes (`compress.grid`)
-    when that gives the smaller calibrated output error.  wide_points: the linear inputs of
-    `WIDE_POINTS` whose activations the device quantises as two INT8 planes (hi, then the
-    residual's lo at its own scale; about 15 bits; decode reads the weights once for both, the
-    prefill MPE does that linear twice; docs/compression.md).  sequential: with error_feedback,
+    when that gives the smaller calibrated output error.  wide_points: the activations of
+    `WIDE_POINTS` the device quantises as two INT8 planes (hi, then the residual's lo at its own
+    scale; about 15 bits; decode reads a linear's weights once for both, the prefill MPE does
+    that linear twice; wide q or k add score passes, wide k a second K plane in the KV cache;
+    docs/compression.md).  sequential: with error_feedback,
     pack the layers in order, each linear's error feedback weighing its error by the inputs of
     the partly compressed model (`compress.sequential`; GPTQ's and SparseGPT's order).
     allocation: how formats are compared between linears under the bit budget: 'fisher' (the

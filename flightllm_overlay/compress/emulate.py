@@ -97,9 +97,11 @@ def diffused_quant(x: torch.Tensor) -> torch.Tensor:
 #: attention output (o's input), the FFN RMSNorm's output (gate/up's input), silu(gate) * up
 #: (down's input), the final RMSNorm's output (the LM head's input).
 POINTS = ("attn_in", "q", "k", "v", "p", "attn_out", "ffn_in", "ffn_mid", "head_in")
-#: The points that are a linear's input (a weight matrix times them), which can be run as two
-#: INT8 planes (hi and the residual's lo) whose outputs are added.
-WIDE_POINTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
+#: The points that are a linear's input (a weight matrix times them; activation groups apply).
+LINEAR_INPUTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
+#: The points that can be run as two INT8 planes (hi and the residual's lo) whose products are
+#: added: the linear inputs, and q and k (the attention scores).
+WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
 
 
 class Emulator:
@@ -117,10 +119,12 @@ class Emulator:
     input its own step, the row's divided by a power of two (`group_quant`, the ISA's
     `agroup`), 0 one scale per row; None (default): the model's own (`cm.act_group`, what its
     compiled program does).  Any G dividing the inputs may be emulated; the device takes
-    32, 64 and 128."""
+    32, 64 and 128.
+    float_head: the LM head's weights in float32 instead of the device's INT8 rows (no compiled
+    program does this: it measures what the head's rounding costs)."""
 
     def __init__(self, cm, act_quant=True, wide=None, fp16: bool = True,
-                 act_group: int | None = None):
+                 act_group: int | None = None, float_head: bool = False):
         self.args = cm.args
         self.fp16 = fp16
         self.points = set(POINTS if act_quant is True else () if act_quant is False else act_quant)
@@ -147,7 +151,8 @@ class Emulator:
                        for layer, an, fn in zip(cm.layers, cm.attn_norm, cm.ffn_norm)]
         self.embed = t(np.asarray(cm.embed, np.float32))
         head = cm.embed if cm.lm_head is None else cm.lm_head
-        self.head = t(quantize(np.asarray(head, np.float32), 8).float())   # INT8 per row
+        head = np.asarray(head, np.float32)
+        self.head = t(head if float_head else quantize(head, 8).float())    # INT8 per row
         self.norm = t(cm.norm)
         self.cos, self.sin = rope_tables(self.args, self.args.max_seq_len)
         self.pattern = cm.info.get("attn_pattern")       # block-sparse prefill attention
@@ -163,7 +168,7 @@ class Emulator:
             return x
         if point in self.wide:
             return two_plane_quant(x)
-        return group_quant(x, self.act_group if point in WIDE_POINTS else None)
+        return group_quant(x, self.act_group if point in LINEAR_INPUTS else None)
 
     @torch.inference_mode()
     def __call__(self, tokens) -> np.ndarray:
