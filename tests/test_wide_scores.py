@@ -12,6 +12,7 @@ from flightllm_overlay.compiler.placement import kv_history_bytes, slot_bytes
 from flightllm_overlay.compiler.opt import quantize_opt
 from flightllm_overlay.compiler.quantize import quantized_from_compressed
 from flightllm_overlay.compress import CompressionConfig, Emulator, compress
+from flightllm_overlay.compress import config as compress_config
 from flightllm_overlay.config import load_target
 from flightllm_overlay.spec import isa
 from prompt_runs import PROMPT, run_prompt as _run
@@ -135,3 +136,77 @@ def test_the_emulation_and_opt_take_or_refuse_wide_scores(models, tiny_opt_ckpt)
     opt = dataclasses.replace(quantize_opt(tiny_opt_ckpt, None), wide_points=QK)
     with pytest.raises(CompileError, match="cannot run"):
         compile_quantized(opt, ctx=128)
+
+
+NORM_INPUTS = ("attn_in", "ffn_in")
+
+
+@pytest.fixture(scope="module")
+def norm_wide(models):
+    """The plain model with q/k/v's and gate/up's inputs wide, and with every point wide."""
+    cm = models[0]
+    return [dataclasses.replace(cm, config=cm.config.but(wide_points=w))
+            for w in (NORM_INPUTS, compress_config.WIDE_POINTS)]
+
+
+def test_wide_norm_outputs_run_each_tile_on_both_planes(models, norm_wide):
+    """A wide attn_in / ffn_in: the normed rows are quantised with their residual and the
+    residual rounded into the rows after; q/k/v's and gate/up's tiles each run both planes
+    (twice the MPE instructions there) and an eadd adds the second plane's outputs before
+    RoPE and before SiLU."""
+    for name in ("prefill", "decode"):
+        base, wide = (compile_compressed(m, ctx=256, all_logits=True).step(name)
+                      for m in (models[0], norm_wide[0]))
+        for words, words_base in zip(wide.streams(), base.streams()):
+            insns, ref = isa.decode_stream(words), isa.decode_stream(words_base)
+            layers = models[0].args.n_layers
+            residual = _count(insns, "MISC", op=QUANT, residual=1)
+            assert residual == 2 * layers and _count(ref, "MISC", op=QUANT, residual=1) == 0
+            linear = lambda ins: sum(1 for i in ins if i.op in ("MM", "MV")          # noqa: E731
+                                     and not i.fields.get("dyn_n")
+                                     and not i.fields.get("dyn_k"))
+            assert linear(insns) > linear(ref)
+            assert _count(insns, "MISC", op=EADD) > _count(ref, "MISC", op=EADD)
+
+
+def test_wide_norm_outputs_and_every_point_move_toward_the_weights_only_emulation(
+        models, norm_wide, sim_overlay):
+    """Two planes at q/k/v's and gate/up's inputs, and at every point, bring the emulation's
+    logits closer to the weights-only emulation's; the device's follow, in prefill and decode,
+    and every point wide beats the linear inputs alone."""
+    cm = models[0]
+    ref = Emulator(cm, act_quant=False)
+    want, want_step = ref(PROMPT), ref(PROMPT[:48])[40:48]
+    dist = lambda x, y: float(np.abs(x - y).mean())  # noqa: E731
+    base_emu = dist(Emulator(cm)(PROMPT), want)
+    got, step = _run(sim_overlay, compile_compressed(cm, ctx=256, all_logits=True))
+    base, base_step = dist(got, want), dist(step, want_step)
+    for m in norm_wide:
+        assert dist(Emulator(m)(PROMPT), want) < 0.97 * base_emu
+        got_w, step_w = _run(sim_overlay, compile_compressed(m, ctx=256, all_logits=True))
+        assert dist(got_w, want) < 0.97 * base and dist(step_w, want_step) < 0.97 * base_step
+
+
+def test_staged_and_on_chip_prefill_agree_with_every_point_wide(norm_wide, sim_overlay):
+    """The staged prefill runs the same two planes at every point (a global buffer of 240 KB
+    instead of 160: the second planes' buffers; still too small for the on-chip plan)."""
+    cmw = norm_wide[1]
+    on_chip = compile_compressed(cmw, ctx=256, all_logits=True)
+    staged = compile_compressed(cmw, target=staging_target(240 * 1024), ctx=256,
+                                all_logits=True)
+    residual = lambda p: _count(isa.decode_stream(p.step("prefill").streams()[0]),  # noqa: E731
+                                "MISC", op=QUANT, residual=1)
+    assert staged.step("prefill").rows == 128 and residual(staged) > residual(on_chip)
+    on_chip = _run(sim_overlay, on_chip)
+    got = _run(sim_overlay, staged)
+    assert np.array_equal(got[0], on_chip[0]) and np.array_equal(got[1], on_chip[1])
+
+
+def test_every_point_wide_with_split_reductions(norm_wide, sim_overlay):
+    """Every schedule option (split reductions, alternating score buffers) with every point
+    wide computes what the default schedule does."""
+    cmw = norm_wide[1]
+    plain = _run(sim_overlay, compile_compressed(cmw, ctx=256, all_logits=True))
+    split = _run(sim_overlay, compile_compressed(cmw, ctx=256, all_logits=True, schedule="all",
+                                                 weight_slots=512))
+    np.testing.assert_allclose(split[1], plain[1], atol=0.02 * np.abs(plain[1]).max())

@@ -187,26 +187,44 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             g["out_addr"] = f["out_addr"] + m0 * f["out_stride"]
             s.append(Instruction(op, m=mm, **g))
 
-    def _linear(self, s, tiles, a_addr, k, rows, segments, after=None, agroup=None):
+    def _linear(self, s, tiles, a_addr, k, rows, segments, after=None, agroup=None, lo=None):
         """MPE over weight tiles (round robin over the weight-buffer slots): rows [r0, r1) of the
         (tiled) matrix go to out_addr with out_stride, for each (r0, r1, out_addr, out_stride)
         in `segments`; A is `rows` x `k` INT8 at a_addr with scales at HS.  `after(s, end)`, if
         given, follows each tile: rows [0, end) of the matrix are then computed.  `agroup`: the
-        input's activation groups (default the model's)."""
+        input's activation groups (default the model's).  `lo`: a wide input's second plane (the
+        `rows` rows after A, scales after A's) goes through each loaded tile too, into these
+        out_addrs (one per segment, same strides)."""
         agroup = self.agroup if agroup is None else agroup
+        if lo is not None:
+            planes = [(a_addr, self.HS, segments),
+                      (a_addr + rows * k, self.HS + 4 * rows,
+                       [(r0, r1, o, st) for (r0, r1, _, st), o in zip(segments, lo)])]
+            for tile in tiles:
+                half = self._next_half()
+                self._load_tile(s, tile, half)
+                for a, scale, segs in planes:
+                    self._tile_mpes(s, tile, half, a, scale, k, rows, segs, 0)
+                if after is not None:
+                    after(s, tile.row0 + tile.rows)
+            return
         for tile in tiles:
             half = self._next_half()
             self._load_tile(s, tile, half)
-            t0, t1 = tile.row0, tile.row0 + tile.rows
-            for r0, r1, out, stride in segments:
-                lo, hi = max(r0, t0), min(r1, t1)
-                if lo >= hi:
-                    continue
-                w = self._tile_operand(tile, half, lo - t0, hi - t0)
-                self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=self.HS, a_stride=k,
-                          out_addr=out + 2 * (lo - r0), out_stride=stride, agroup=agroup, **w)
+            self._tile_mpes(s, tile, half, a_addr, self.HS, k, rows, segments, agroup)
             if after is not None:
-                after(s, t1)
+                after(s, tile.row0 + tile.rows)
+
+    def _tile_mpes(self, s, tile, half, a_addr, a_scale, k, rows, segments, agroup):
+        """The MPEs of one loaded tile: its rows of each output segment."""
+        t0, t1 = tile.row0, tile.row0 + tile.rows
+        for r0, r1, out, stride in segments:
+            lo, hi = max(r0, t0), min(r1, t1)
+            if lo >= hi:
+                continue
+            w = self._tile_operand(tile, half, lo - t0, hi - t0)
+            self._mpe(s, rows, n=hi - lo, k=k, a_addr=a_addr, a_scale=a_scale, a_stride=k,
+                      out_addr=out + 2 * (lo - r0), out_stride=stride, agroup=agroup, **w)
 
     def _tile_operand(self, tile, half, lo, hi) -> dict:
         """MPE weight fields for local rows [lo, hi) of a tile loaded at `half`: INT8 rows, or
@@ -295,7 +313,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         barrier = self._barrier()
         # attention block
         self._ld(s, cp.norms[li], "gbuf", self.NORM, 1, 2 * dim * 2)
-        self._norm_quant(s, self.NORM)
+        self._norm_quant(s, self.NORM, "attn_in")
         self._attention(s, cp, li, tiles["wqkv"])
         s.append(barrier)
         self._exchange(s, cp, self.ATT, hd * 2, self.q_ranges)
@@ -304,9 +322,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._wide_o_linear(s, cp, "attn_out", tiles["wo"], hd)
         self._residual_add(s, cp, barrier)
         # feed-forward block
-        self._norm_quant(s, self.NORM + 2 * dim)
+        self._norm_quant(s, self.NORM + 2 * dim, "ffn_in")
         fc = cp.ffn_rows[1] - cp.ffn_rows[0]
-        up = self.GATE + T * fc * 2
+        up, up_lo = self.GATE + T * fc * 2, self.GATE_LO + T * fc * 2
         done = [0, 0]       # FFN columns whose SiLU x up product is emitted; sub-vectors
         maxima = self._ffn_maxima(li)
 
@@ -320,6 +338,7 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             mx = dict(amax=1, out2_addr=self.AMXF + 4 * (maxima[cp.index][0] + done[1])) \
                 if maxima else {}
             done[1] += 1
+            self._ffn_plane_sum(s, self.GATE, self.GATE_LO, up, up_lo, fc, j0, j1)
             self._misc(s, "silu", a_addr=self.GATE + 2 * j0, out_addr=self.GATE + 2 * j0,
                        rows=T, k=j1 - j0, a_stride=2 * fc, out_stride=2 * fc)
             self._misc(s, "emul", a_addr=self.GATE + 2 * j0, b_addr=up + 2 * j0,
@@ -328,7 +347,9 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,
                      [(0, 2 * fc, self.GATE, 4 * fc)] if T == 1 else
                      [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, up, 2 * fc)],
-                     after=swiglu if self.split else None)
+                     after=swiglu if self.split else None, agroup=self.point_agroup("ffn_in"),
+                     lo=(None if self.planes("ffn_in") == 1 else
+                         [self.GATE_LO] if T == 1 else [self.GATE_LO, up_lo]))
         if fc:
             swiglu(s, 2 * fc)
         s.append(barrier)
@@ -344,10 +365,16 @@ class StepCodegen(OnChipDecode, StagedPrefill):
                             cp.o_rows[1] - cp.o_rows[0], 2 * self.a.dim)
 
     # -- split reductions (sfu_split, decode): partial row maxima, one-pass quantisation ----------
-    def _norm_quant(self, s, gain):
-        """RMSNorm X -> H and its quantisation into HQ; with split reductions the RMSNorm writes
-        the row maximum and the quantisation makes one pass."""
+    def _norm_quant(self, s, gain, point):
+        """RMSNorm X -> H and its quantisation into HQ (two planes at a wide `point`, attn_in or
+        ffn_in); with split reductions the RMSNorm writes the row maximum and the quantisation
+        makes one pass (not a wide point's)."""
         dim, T = self.a.dim, self.T
+        if self.planes(point) == 2:
+            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T,
+                       k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
+                       imm=f32_bits(self.a.norm_eps))
+            return self._act_quant(s, point, self.H, T, dim)
         mx = dict(amax=1, out2_addr=self.AMX) if self.reductions else {}
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T, k=dim,
                    a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
@@ -431,15 +458,21 @@ class StepCodegen(OnChipDecode, StagedPrefill):
             if h1 <= h0:
                 return
             done[0] = h1
+            self._head_plane_sum(s, h0, h1)
             self._qkv_epilogue_heads(s, cp, nq, nk, h0, h1)
             self._qkv_quant(s, nq, nk, h0, h1)
             for h in range(max(h0, nq), h1):      # the k and v heads' KV-cache appends
                 self._append_kv(s, cp, li, nq, nk, h - nq)
+        lo = ([out - self.Q + self.Q_LO for _, _, out, _ in segments]
+              if self.planes("attn_in") == 2 else None)      # a wide input's second plane
         if self.split:          # decode: per head, under the next tiles' MV
-            self._linear(s, wqkv, self.HQ, dim, T, segments, after=epilogue)
+            self._linear(s, wqkv, self.HQ, dim, T, segments, after=epilogue, lo=lo,
+                         agroup=self.point_agroup("attn_in"))
             epilogue(s, (nq + 2 * nk) * d)
         else:
-            self._linear(s, wqkv, self.HQ, dim, T, segments)
+            self._linear(s, wqkv, self.HQ, dim, T, segments, lo=lo,
+                         agroup=self.point_agroup("attn_in"))
+            self._head_plane_sum(s, 0, nq + 2 * nk)
             self._qkv_epilogue(s, cp, nq, nk)
             self._qkv_quant(s, nq, nk, 0, nq + 2 * nk)
         R = self.att_rows
@@ -521,6 +554,25 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         if kind == "k" and kv.k_lo is not None:          # a wide k's second plane
             self._st(s, kv.k_lo, "abuf", self.QL + h * T * d, T, d, dyn="at_pos")
             self._st(s, kv.k_lo_scale, "abuf", self.QLS + 4 * h * T, T, 4, dyn="at_pos")
+
+    def _head_plane_sum(self, s, h0, h1):
+        """A wide attn_in: heads [h0, h1) of the q/k/v rows at Q += their second plane's at
+        Q_LO (T rows of d columns a head, head-major)."""
+        if self.planes("attn_in") == 2 and h1 > h0:
+            d, T = self.d, self.T
+            off = 2 * d * T * h0
+            self._misc(s, "eadd", a_addr=self.Q + off, b_addr=self.Q_LO + off,
+                       out_addr=self.Q + off, rows=(h1 - h0) * T, k=d, a_stride=2 * d,
+                       b_stride=2 * d, out_stride=2 * d)
+
+    def _ffn_plane_sum(self, s, gate, gate_lo, up, up_lo, fc, j0, j1):
+        """A wide ffn_in: FFN columns [j0, j1) of gate and up (T rows, stride 2 fc) += their
+        second plane's."""
+        if self.planes("ffn_in") == 2 and j1 > j0:
+            for a, b in ((gate, gate_lo), (up, up_lo)):
+                self._misc(s, "eadd", a_addr=a + 2 * j0, b_addr=b + 2 * j0,
+                           out_addr=a + 2 * j0, rows=self.T, k=j1 - j0, a_stride=2 * fc,
+                           b_stride=2 * fc, out_stride=2 * fc)
 
     def _qkv_quant(self, s, nq, nk, h0, h1):
         """Quantise heads [h0, h1) of the q/k/v rows at Q (T rows a head, q then k then v

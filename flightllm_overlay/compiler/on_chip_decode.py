@@ -92,6 +92,9 @@ class OnChipDecode:
         self.R2 = g.alloc(r2, "q/k/v or gate/up")
         self.Q = self.R2                        # then K, then V: per core (its head counts)
         self.GATE = self.R2                     # UP follows GATE; per core (its FFN slice)
+        # a wide attn_in's / ffn_in's second plane of q/k/v or gate/up, laid out as R2
+        self.Q_LO = self.GATE_LO = (g.alloc(r2, "q/k/v or gate/up of the second plane")
+                                    if wide & {"attn_in", "ffn_in"} else 0)
         # One attention pass covers a whole query group when a step has one row (decode):
         # rows (g, t) are then also token-major, so the PV output lands in place.
         self.att_rows = plan.group if T == 1 else T

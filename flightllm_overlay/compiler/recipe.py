@@ -36,7 +36,8 @@ MAX_BLOCKS = 63                  # blk_sink and blk_win are 6-bit ISA fields
 KEYS = {"weight_slots", "schedule", "fused", "weights", "lm_head", "attn_pattern"}
 OPTIONAL_KEYS = {"wide_points",     # absent in files written before two-plane activations
                  "act_group"}       # and before activation scales per group of channels
-WIDE_POINTS = ("q", "k", "attn_out", "ffn_mid", "head_in")   # the points a program may run wide
+#: the points a program may run wide (compress.config.WIDE_POINTS, the same tuple)
+WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
 
 
 @dataclass

@@ -95,6 +95,8 @@ class StagedPrefill:
         g.add("XB", rb * dim * 2, {N0, OPROJ, RES1, DOWN, RES2, HEAD})     # HBM-loaded: early
         g.add("HB", rb * dim * 2, {N0, RES1, HEAD})
         g.add("Q", (nq + 2 * nk) * T * d * 2, {QKV})
+        if "attn_in" in wide:                       # its second plane's q/k/v
+            g.add("Q_LO", (nq + 2 * nk) * T * d * 2, {QKV})
         g.add("S", T * C * 2, {ATTN})
         qk_wide = wide & {"q", "k"}                 # wide scores: a second pass's partials
         if qk_wide:
@@ -105,6 +107,9 @@ class StagedPrefill:
         g.add("GB_O1", rb * dim * 2, {RES1})
         g.add("GATE", T * fc * 2, {FFN, ACT, G_FF, DOWN})       # the FFN hidden slice: until B4
         g.add("UP", T * fc * 2, {FFN, ACT})
+        if "ffn_in" in wide:                        # its second plane's gate/up
+            g.add("GATE_LO", T * fc * 2, {FFN, ACT})
+            g.add("UP_LO", T * fc * 2, {FFN, ACT})
         g.add("GB_FF", rb * hid * 2, {G_FF})
         g.add("O2", o2 * T * oc * 2, {DOWN, RES2, N0, QKV, ATTN, HEAD})    # until the next B1
         g.add("GB_O2", rb * dim * 2, {RES2})
@@ -122,7 +127,7 @@ class StagedPrefill:
         if qk_wide:                                 # a wide q's or k's second plane
             ab.add("QL", (nq + nk) * T * d, {QKV, ATTN})
             ab.add("QLS", 4 * (nq + nk) * T, {QKV, ATTN})
-        self.S2 = self.QL = self.QLS = 0
+        self.S2 = self.QL = self.QLS = self.Q_LO = self.GATE_LO = self.UP_LO = 0
         ab.add("PQ", T * C, {ATTN})
         ab.add("PS", 4 * T, {ATTN})
         at.update(ab.place())
@@ -210,7 +215,10 @@ class StagedPrefill:
         s.append(self._barrier())                                       # B2b: O1 read by all
         fc = cp.ffn_rows[1] - cp.ffn_rows[0]
         self._linear(s, tiles["w_gate_up"], self.HQ, dim, T,                         # FFN
-                     [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, self.UP, 2 * fc)])
+                     [(0, fc, self.GATE, 2 * fc), (fc, 2 * fc, self.UP, 2 * fc)],
+                     agroup=self.point_agroup("ffn_in"),
+                     lo=[self.GATE_LO, self.UP_LO] if self.planes("ffn_in") == 2 else None)
+        self._ffn_plane_sum(s, self.GATE, self.GATE_LO, self.UP, self.UP_LO, fc, 0, fc)
         if fc:                                                                       # ACT
             self._misc(s, "silu", a_addr=self.GATE, out_addr=self.GATE, rows=T, k=fc,
                        a_stride=2 * fc, out_stride=2 * fc)

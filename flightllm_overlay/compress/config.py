@@ -7,11 +7,11 @@ from ..errors import CompileError
 from .prune import CRITERIA, check_density
 
 #: The activations the compiler can run as two INT8 planes (hi and the residual's lo, the MISC
-#: quant's `residual`): q and k (the attention scores: three MPE passes, hi.hi + hi.lo + lo.hi,
-#: and the KV cache holds k's second plane) and the inputs of o_proj, down_proj and the LM head
-#: (compiler/recipe.py holds the same tuple; tests/test_wide_points.py holds them equal).  The
-#: emulation can widen more (`emulate.WIDE_POINTS`).
-WIDE_POINTS = ("q", "k", "attn_out", "ffn_mid", "head_in")
+#: quant's `residual`): every linear's input (each weight tile multiplies both planes, the
+#: outputs are added) and q and k (the attention scores: three MPE passes, hi.hi + hi.lo +
+#: lo.hi, and the KV cache holds k's second plane); compiler/recipe.py and the emulation
+#: (`emulate.WIDE_POINTS`) hold the same tuple, tests/test_wide_points.py holds them equal.
+WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
 #: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
 #: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
 QK_BUDGETS = ("linear", "model")
