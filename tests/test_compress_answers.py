@@ -179,3 +179,29 @@ def test_the_activation_points_benchmark_runs_its_rows(tiny_cm, tiny_folder, tmp
         assert 0 <= r["forced_top1"] <= 1 and r["forced_kl"] >= 0 and r["ppl"] > 1
     with pytest.raises(SystemExit):
         ap.main(["--model", str(tiny_folder), "--load", str(ck), "--rows", "no such row"])
+
+
+def test_the_overlay_answers_benchmark_runs_on_the_device(tiny_cm, tiny_folder, tmp_path):
+    """benchmarks/overlay_answers.py on the tiny model: every point wide on the simulated
+    overlay, agreement figures in range, and each miss's float margin at its first differing
+    token (the random model's answers differ from float's)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    from flightllm_overlay.compress.config import WIDE_POINTS
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "overlay_answers.py"
+    spec = importlib.util.spec_from_file_location("overlay_answers", path)
+    oa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oa)
+    ck, out = tmp_path / "cm.safetensors", tmp_path / "r.json"
+    tiny_cm.save(ck)
+    assert oa.main(["--model", str(tiny_folder), "--load", str(ck), "--wide", "all",
+                    "--prompts", "3", "--new-tokens", "4", "--ctx", "128",
+                    "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert row["wide"] == list(WIDE_POINTS) and len(row["texts"]) == 3
+    assert 0 <= row["first_sentence"] <= 1 and 0 <= row["forced_top1"] <= 1
+    assert row["forced_kl"] >= 0
+    assert len(row["misses"]) == round(3 * (1 - row["first_sentence"])) >= 1
+    for m in row["misses"]:
+        assert m["float_margin"] >= 0 and 0 <= m["at"] <= 4

@@ -35,6 +35,8 @@ def test_the_device_and_the_compression_offer_the_same_wide_points():
     assert recipe.WIDE_POINTS == WIDE_POINTS
     with pytest.raises(CompileError, match="wide_points"):
         CompressionConfig.dense4().but(wide_points=("v",))
+    assert CompressionConfig.dense4().wide_points == recipe.WIDE_POINTS   # the accuracy preset
+    assert CompressionConfig.flightllm().wide_points == ()
     cfg = CompressionConfig.dense4().but(wide_points=["head_in", "ffn_mid"])
     assert cfg.wide_points == ("ffn_mid", "head_in")
     assert CompressionConfig.from_dict(cfg.to_dict()) == cfg

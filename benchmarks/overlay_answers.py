@@ -1,0 +1,154 @@
+"""Answers of compressed checkpoints on the simulated overlay against the float model: first sentences, token agreement, teacher-forced top-1 and KL, and each miss's float margin.
+
+    PYTHONPATH=. python benchmarks/overlay_answers.py --load CKPT [CKPT ...]
+        [--wide model|none|all|POINT ...] [--prompts 23] [--new-tokens 32] [--ctx 512]
+        [--json FILE]
+
+Each checkpoint (`compression_quality.py --save` wrote them) is compiled with every logit row
+(`compile_compressed`, its own wide points, or those --wide names: `none`, `all` =
+`config.WIDE_POINTS`, or point names) and run on the simulated U280: greedy answers to the
+prompt set (`compress.answers.PROMPTS`, prefill then decode steps, as a user's generation
+runs), compared with the float model's (first sentence identical, token agreement over
+--new-tokens), the teacher-forced agreement along float's answers (`answers.
+forced_agreement`), and for each answer whose first sentence differs: where it leaves
+float's, float's own margin there (its top token's logit minus the runner-up's) and the
+device's margin between the two tokens.  A miss at a float margin of a few hundredths of a
+logit is a near tie the float model itself barely decides.  Minutes per checkpoint on 2
+cores: a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flightllm_overlay.compress import CompressedModel  # noqa: E402
+from flightllm_overlay.compress.answers import (PROMPTS, answers, chat_ids,  # noqa: E402
+                                                first_sentence, forced_agreement,
+                                                reference_greedy)
+from flightllm_overlay.compress.config import WIDE_POINTS  # noqa: E402
+from flightllm_overlay.compress.emulate import reference_runner  # noqa: E402
+from flightllm_overlay.model import load_checkpoint  # noqa: E402
+
+
+def wide_points(spec, cm) -> tuple:
+    """The wide points --wide names for `cm` (`model`: its own)."""
+    if spec in (None, ["model"]):
+        return tuple(cm.config.wide_points)
+    if spec == ["none"]:
+        return ()
+    if spec == ["all"]:
+        return WIDE_POINTS
+    return tuple(spec)
+
+
+class DeviceRunner:
+    """A compiled program in one Session: `logits(ids)` (every row, prefill launches of the
+    step's rows) and `greedy(ids, n, stop)` (prefill, then decode steps)."""
+
+    def __init__(self, session, program):
+        self.s, self.rows = session, program.step("prefill").rows
+
+    def logits(self, ids) -> np.ndarray:
+        ids = list(ids)
+        return np.concatenate([self.s.run("prefill", ids[i:i + self.rows], i)
+                               for i in range(0, len(ids), self.rows)])
+
+    def greedy(self, ids, n: int, stop) -> list:
+        logits, out, pos = self.logits(ids)[-1], [], len(ids)
+        for _ in range(n):
+            tok = int(np.argmax(logits))
+            out.append(tok)
+            if tok in stop:
+                break
+            logits = self.s.run("decode", [tok], pos)[-1]
+            pos += 1
+        return out
+
+
+def misses(run, ref_run, tokenizer, prompts, ref, got) -> list:
+    """Per answer whose first sentence differs from float's: the prompt, the token position
+    where it leaves float's answer, both tokens, float's own top-1 margin there and the
+    device's margin (float's token minus the device's)."""
+    rows = []
+    for (_, prompt), a, b, same in zip(prompts, ref.tokens, got.tokens,
+                                       got.agreement(ref)["same"]):
+        if same:
+            continue
+        j = next((n for n in range(min(len(a), len(b))) if a[n] != b[n]), min(len(a), len(b)))
+        ids = chat_ids(tokenizer, prompt) + list(a[:j])
+        lf, ld = np.asarray(ref_run(ids))[-1], np.asarray(run(ids))[-1]
+        top = np.sort(lf)[::-1]
+        row = dict(prompt=prompt, at=j, float_margin=float(top[0] - top[1]))
+        if j < min(len(a), len(b)):
+            row.update(float_token=tokenizer.decode([a[j]]), device_token=tokenizer.decode([b[j]]),
+                       device_margin=float(ld[a[j]] - ld[b[j]]))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--load", nargs="+", required=True, help="compressed checkpoints")
+    ap.add_argument("--wide", nargs="+", default=None,
+                    help="model (default), none, all, or point names")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    from flightllm_overlay.compiler import compile_compressed
+    from flightllm_overlay.overlay import FlightLLMOverlay
+    from flightllm_overlay.runtime import Session
+    from flightllm_overlay.sim.device import SimulatedU280
+    ckpt = load_checkpoint(args.model)
+    tok, prompts = ckpt.tokenizer, PROMPTS[:args.prompts]
+    ref_run = reference_runner(ckpt)
+    ref = answers(reference_greedy(ckpt), tok, prompts, args.new_tokens)
+    overlay = FlightLLMOverlay(device=SimulatedU280())
+    out = dict(command=" ".join(sys.argv), prompts=len(prompts), new_tokens=args.new_tokens,
+               results=[])
+    for path in args.load:
+        t0 = time.perf_counter()
+        cm = CompressedModel.load(path)
+        wide = wide_points(args.wide, cm)
+        cm = dataclasses.replace(cm, config=cm.config.but(wide_points=wide))
+        program = compile_compressed(cm, ctx=args.ctx, all_logits=True)
+        with Session(overlay, program) as s:
+            dev = DeviceRunner(s, program)
+            forced = forced_agreement(dev.logits, ref_run, tok, ref, prompts)
+            got = answers(dev.greedy, tok, prompts, args.new_tokens)
+            agree = got.agreement(ref)
+            miss = misses(dev.logits, ref_run, tok, prompts, ref, got)
+        row = dict(checkpoint=path, setting=cm.config.name, wide=list(wide),
+                   first_sentence=agree["first_sentence"], tokens=agree["tokens"],
+                   forced_top1=forced["top1"], forced_kl=forced["kl"],
+                   paris="Paris" in got.texts[0] if prompts else None, misses=miss,
+                   texts=got.texts, first_sentences=[first_sentence(t) for t in got.texts],
+                   seconds=round(time.perf_counter() - t0, 1))
+        out["results"].append(row)
+        n = len(prompts)
+        print(f"{cm.config.name} wide {list(wide) or 'none'}: first sentence "
+              f"{round(agree['first_sentence'] * n)}/{n}, tokens {100 * agree['tokens']:.1f}%, "
+              f"teacher-forced top-1 {100 * forced['top1']:.1f}% KL {forced['kl']:.5f}, "
+              f"Paris {row['paris']} ({row['seconds']:.0f} s)", flush=True)
+        for m in miss:
+            print(f"    miss at token {m['at']}: float {m.get('float_token', 'END')!r} by "
+                  f"{m['float_margin']:.3f} logits, the device {m.get('device_token', 'END')!r}"
+                  f" ({m.get('device_margin', float('nan')):+.3f}): {m['prompt'][:60]!r}",
+                  flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
