@@ -74,13 +74,8 @@ def test_answers_of_the_float_model_agree_with_themselves(tiny_ckpt, tiny_cm):
 
 def test_benchmark_summary_without_answers_and_rescore(tmp_path):
     """compression_quality.py: --prompts 0 rows (perplexity only) and --rescore of a saved file."""
-    import importlib.util
     import json
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compression_quality.py"
-    spec = importlib.util.spec_from_file_location("compression_quality", path)
-    cq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cq)
+    cq = _benchmark("compression_quality")
     base = {"code_bits": None, "hbm_bits": 32.0, "density": 1.0, "seconds": 1.0}
     rows = cq.summarise([{**base, "name": "float", "ppl": 20.0, "texts": [], "tokens": []},
                          {**base, "name": "w8a8", "ppl": 21.0, "texts": [], "tokens": []}])
@@ -156,13 +151,8 @@ def test_the_activation_points_benchmark_runs_its_rows(tiny_cm, tiny_folder, tmp
     """benchmarks/activation_points.py on the tiny model: the chosen rows (and the weights-only
     row) with perplexity, first sentences against weights only and float, and teacher-forced
     agreement; an unknown row name is refused."""
-    import importlib.util
     import json
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "activation_points.py"
-    spec = importlib.util.spec_from_file_location("activation_points", path)
-    ap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ap)
+    ap = _benchmark("activation_points")
     ck, out = tmp_path / "cm.safetensors", tmp_path / "r.json"
     tiny_cm.save(ck)
     assert ap.main(["--model", str(tiny_folder), "--load", str(ck), "--tokens", "64",
@@ -185,14 +175,9 @@ def test_the_overlay_answers_benchmark_runs_on_the_device(tiny_cm, tiny_folder, 
     """benchmarks/overlay_answers.py on the tiny model: every point wide on the simulated
     overlay, agreement figures in range, and each miss's float margin at its first differing
     token (the random model's answers differ from float's)."""
-    import importlib.util
     import json
-    from pathlib import Path
     from flightllm_overlay.compress.config import WIDE_POINTS
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "overlay_answers.py"
-    spec = importlib.util.spec_from_file_location("overlay_answers", path)
-    oa = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oa)
+    oa = _benchmark("overlay_answers")
     ck, out = tmp_path / "cm.safetensors", tmp_path / "r.json"
     tiny_cm.save(ck)
     assert oa.main(["--model", str(tiny_folder), "--load", str(ck), "--wide", "all",
@@ -205,3 +190,14 @@ def test_the_overlay_answers_benchmark_runs_on_the_device(tiny_cm, tiny_folder, 
     assert len(row["misses"]) == round(3 * (1 - row["first_sentence"])) >= 1
     for m in row["misses"]:
         assert m["float_margin"] >= 0 and 0 <= m["at"] <= 4
+
+
+def _benchmark(name: str):
+    """benchmarks/<name>.py loaded as a module (the folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -219,8 +219,8 @@ class CompressionConfig:
         (kept, `keep_grid`) on the MPE's exact group arithmetic (`exact_groups`: the grid held to
         (M, B)'s fixed point), and every activation point the device can widen as two INT8
         planes (`WIDE_POINTS`: the linears' inputs, q and k).  SmolLM2 on the simulated
-        overlay, 4,096 tokens: +0.07% over float (+0.65% with one plane and activation groups of
-        32); its answers to the prompt set: teacher-forced top-1 98.3% / KL 0.0010 (95.0% /
+        overlay, two 4,096-token texts: +0.07% / +0.08% over float (+0.65% / +0.41% with one
+        plane and activation groups of 32); its answers to the prompt set: teacher-forced top-1 98.3% / KL 0.0010 (95.0% /
         0.0076), first sentence 20 of 23 (11 of 23), every miss at a float near tie (0.01 to
         0.05 logits); for 34% more decode and 75% more prefill cycles (docs/compression.md).
         `.but(wide_points=())` is the one-plane setting.  Error feedback in column order where
