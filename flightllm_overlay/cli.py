@@ -367,6 +367,11 @@ def _add_compress(sub):
                         "(ISA wcodes: (q M + B)/256 times the row scale, no rounding to INT8), "
                         "their codes chosen for it; --no-exact-groups: every weight through the "
                         "unit's INT8 (default: the preset's)")
+    p.add_argument("--wide", nargs="+", default=None, metavar="POINT",
+                   help="activation points the device runs as two INT8 planes (about 15 bits; "
+                        "more MPE passes and MISC work: dense4's every point costs SmolLM2 34%% "
+                        "more decode cycles): any of attn_in q k attn_out ffn_in ffn_mid "
+                        "head_in, 'all' or 'none' (default: the preset's; dense4: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compress)
 
@@ -391,6 +396,10 @@ def _compression_config(args):
         changes["refit"] = False
     if args.exact_groups is not None:
         changes["exact_groups"] = args.exact_groups
+    if args.wide is not None:
+        from .compress.config import WIDE_POINTS
+        changes["wide_points"] = {("all",): WIDE_POINTS, ("none",): ()}.get(tuple(args.wide),
+                                                                          tuple(args.wide))
     return cfg.but(**changes) if changes else cfg
 
 

@@ -151,3 +151,26 @@ def test_exact_groups_option(tiny_folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compress", "--help"])
     assert "--no-exact-groups" in capsys.readouterr().out
+
+
+def test_wide_option(tiny_folder, tmp_path, capsys):
+    """--wide names the two-plane points (all, none, or names; the preset's by default, dense4:
+    every point); the report says where; an unknown name is refused with the choices."""
+    from flightllm_overlay.compress import CompressedModel
+    from flightllm_overlay.compress.config import WIDE_POINTS
+    out = tmp_path / "wide.safetensors"
+    common = ["compress", str(tiny_folder), "-o", str(out), "--calib-tokens", "64", "--quiet",
+              "--avg-bits", "5.5", "--bits", "4", "8"]     # (the tiny model's widths need 8)
+    assert main(common + ["--preset", "dense4"]) == 0
+    text = capsys.readouterr().out
+    assert "two INT8 planes" in text and "groups of 32" not in text   # every input wide
+    assert CompressedModel.load(out).config.wide_points == WIDE_POINTS
+    assert main(common + ["--preset", "dense4", "--wide", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "two INT8 planes" not in text and "groups of 32" in text
+    assert CompressedModel.load(out).config.wide_points == ()
+    assert main(common + ["--wide", "k", "ffn_mid"]) == 0
+    assert "at k, ffn_mid" in capsys.readouterr().out
+    assert CompressedModel.load(out).config.wide_points == ("k", "ffn_mid")
+    assert main(common + ["--wide", "v"]) == 2
+    assert "wide_points must be distinct names of" in capsys.readouterr().err

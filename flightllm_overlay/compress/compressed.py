@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import CheckpointError, FlightLLMError
 from ..spec.wformat import PackedWeight
-from .config import CompressionConfig
+from .config import LINEAR_INPUTS, CompressionConfig
 
 FORMAT, VERSION = "flightllm-compressed", 1
 #: the keys of a linear's format in the header (and optionally "exact")
@@ -138,11 +138,18 @@ class CompressedModel:
             lines.append(f"exact group arithmetic (wcodes): {exact} of {7 * len(self.layers)} "
                          f"linears compute with (q M + B) / 256 times the row scale, without "
                          f"rounding to INT8")
+        wide = tuple(getattr(self.config, "wide_points", ()))
+        if wide:
+            lines.append(f"activations: two INT8 planes (hi, then the residual's lo at its own "
+                         f"scale: about 15 bits) at {', '.join(wide)}")
+        narrow = [p for p in LINEAR_INPUTS if p not in wide]
         group = getattr(self.config, "act_group", None)
-        if group and self.act_group:
-            lines.append(f"activations: shared-exponent groups of {group} channels at every "
-                         f"linear input (the row's INT8 step divided by up to 2^7 per group)")
-        elif group:
+        if group and self.act_group and narrow:
+            where = ("every linear input" if len(narrow) == len(LINEAR_INPUTS)
+                     else "the other linear inputs")
+            lines.append(f"activations: shared-exponent groups of {group} channels at {where} "
+                         f"(the row's INT8 step divided by up to 2^7 per group)")
+        elif group and narrow:
             lines.append(f"activations: one INT8 scale per row (groups of {group} asked for, but "
                          f"the linear inputs' widths {self.input_widths} are not whole groups)")
         qk = [layer[k] for layer in self.layers for k in ("wq", "wk")]

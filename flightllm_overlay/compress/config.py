@@ -12,6 +12,8 @@ from .prune import CRITERIA, check_density
 #: lo.hi, and the KV cache holds k's second plane); compiler/recipe.py and the emulation
 #: (`emulate.WIDE_POINTS`) hold the same tuple, tests/test_wide_points.py holds them equal.
 WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
+#: The wide points that are a linear's input (where activation groups apply when not wide).
+LINEAR_INPUTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
 #: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
 #: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
 QK_BUDGETS = ("linear", "model")

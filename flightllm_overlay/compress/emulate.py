@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..model.llama import block_keep, rms_norm, rope, rope_tables
 from ..spec.wformat import quantize
+from .config import LINEAR_INPUTS, WIDE_POINTS
 
 #: A runner maps one window of token ids (from position 0) to its (T, vocab) logits.
 Runner = Callable[[Sequence[int]], np.ndarray]
@@ -97,11 +98,9 @@ def diffused_quant(x: torch.Tensor) -> torch.Tensor:
 #: attention output (o's input), the FFN RMSNorm's output (gate/up's input), silu(gate) * up
 #: (down's input), the final RMSNorm's output (the LM head's input).
 POINTS = ("attn_in", "q", "k", "v", "p", "attn_out", "ffn_in", "ffn_mid", "head_in")
-#: The points that are a linear's input (a weight matrix times them; activation groups apply).
-LINEAR_INPUTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
-#: The points that can be run as two INT8 planes (hi and the residual's lo) whose products are
-#: added: the linear inputs, and q and k (the attention scores).
-WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
+# (config.LINEAR_INPUTS: the points that are a linear's input, where activation groups apply;
+# config.WIDE_POINTS: those that can run as two INT8 planes, hi and the residual's lo, whose
+# products are added: the linear inputs, q and k; the device runs them all)
 
 
 class Emulator:
