@@ -196,22 +196,15 @@ class StepCodegen(OnChipDecode, StagedPrefill):
         `rows` rows after A, scales after A's) goes through each loaded tile too, into these
         out_addrs (one per segment, same strides)."""
         agroup = self.agroup if agroup is None else agroup
-        if lo is not None:
-            planes = [(a_addr, self.HS, segments),
-                      (a_addr + rows * k, self.HS + 4 * rows,
-                       [(r0, r1, o, st) for (r0, r1, _, st), o in zip(segments, lo)])]
-            for tile in tiles:
-                half = self._next_half()
-                self._load_tile(s, tile, half)
-                for a, scale, segs in planes:
-                    self._tile_mpes(s, tile, half, a, scale, k, rows, segs, 0)
-                if after is not None:
-                    after(s, tile.row0 + tile.rows)
-            return
+        planes = [(a_addr, self.HS, segments)]
+        if lo is not None:              # (two planes: one scale per row each, no groups)
+            planes.append((a_addr + rows * k, self.HS + 4 * rows,
+                           [(r0, r1, o, st) for (r0, r1, _, st), o in zip(segments, lo)]))
         for tile in tiles:
             half = self._next_half()
             self._load_tile(s, tile, half)
-            self._tile_mpes(s, tile, half, a_addr, self.HS, k, rows, segments, agroup)
+            for a, scale, segs in planes:
+                self._tile_mpes(s, tile, half, a, scale, k, rows, segs, agroup)
             if after is not None:
                 after(s, tile.row0 + tile.rows)
 
