@@ -6,9 +6,9 @@
 
 Each checkpoint (`compression_quality.py --save` wrote them) is compiled with every logit row
 (`compile_compressed`, its own wide points, or those --wide names: `none`, `all` =
-`config.WIDE_POINTS`, or point names) and run on the simulated U280: greedy answers to the
-prompt set (`compress.answers.PROMPTS`, prefill then decode steps, as a user's generation
-runs), compared with the float model's (first sentence identical, token agreement over
+`config.WIDE_POINTS`, or point names, as `flightllm compress --wide`) and run on the
+simulated U280: greedy answers to the prompt set (`compress.answers.PROMPTS`, a Generator's
+prefill then decode steps, as a user's generation runs), compared with the float model's (first sentence identical, token agreement over
 --new-tokens), the teacher-forced agreement along float's answers (`answers.
 forced_agreement`), and for each answer whose first sentence differs: where it leaves
 float's, float's own margin there (its top token's logit minus the runner-up's) and the
@@ -33,44 +33,29 @@ from flightllm_overlay.compress import CompressedModel  # noqa: E402
 from flightllm_overlay.compress.answers import (PROMPTS, answers, chat_ids,  # noqa: E402
                                                 first_sentence, forced_agreement,
                                                 reference_greedy)
-from flightllm_overlay.compress.config import WIDE_POINTS  # noqa: E402
+from flightllm_overlay.compress.config import wide_points_named  # noqa: E402
 from flightllm_overlay.compress.emulate import reference_runner  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
 
 
 def wide_points(spec, cm) -> tuple:
     """The wide points --wide names for `cm` (`model`: its own)."""
-    if spec in (None, ["model"]):
-        return tuple(cm.config.wide_points)
-    if spec == ["none"]:
-        return ()
-    if spec == ["all"]:
-        return WIDE_POINTS
-    return tuple(spec)
+    return tuple(cm.config.wide_points) if spec in (None, ["model"]) else wide_points_named(spec)
 
 
-class DeviceRunner:
-    """A compiled program in one Session: `logits(ids)` (every row, prefill launches of the
-    step's rows) and `greedy(ids, n, stop)` (prefill, then decode steps)."""
-
-    def __init__(self, session, program):
-        self.s, self.rows = session, program.step("prefill").rows
-
-    def logits(self, ids) -> np.ndarray:
-        ids = list(ids)
-        return np.concatenate([self.s.run("prefill", ids[i:i + self.rows], i)
-                               for i in range(0, len(ids), self.rows)])
-
-    def greedy(self, ids, n: int, stop) -> list:
-        logits, out, pos = self.logits(ids)[-1], [], len(ids)
-        for _ in range(n):
+def greedy_on(gen):
+    """greedy(prompt ids, n, stop ids) -> new token ids (the stop token included when hit)
+    through a Generator's prefill and decode steps, for `answers.answers`."""
+    def greedy(ids, n: int, stop) -> list:
+        logits, out = gen.prefill(list(ids)), []
+        for pos in range(len(ids), len(ids) + n):
             tok = int(np.argmax(logits))
             out.append(tok)
             if tok in stop:
                 break
-            logits = self.s.run("decode", [tok], pos)[-1]
-            pos += 1
+            logits = gen.decode_one(tok, pos)
         return out
+    return greedy
 
 
 def misses(run, ref_run, tokenizer, prompts, ref, got) -> list:
@@ -107,7 +92,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from flightllm_overlay.compiler import compile_compressed
     from flightllm_overlay.overlay import FlightLLMOverlay
-    from flightllm_overlay.runtime import Session
+    from flightllm_overlay.runtime import Generator, Session
+    from flightllm_overlay.runtime.perplexity import device_runner
     from flightllm_overlay.sim.device import SimulatedU280
     ckpt = load_checkpoint(args.model)
     tok, prompts = ckpt.tokenizer, PROMPTS[:args.prompts]
@@ -123,11 +109,11 @@ def main(argv=None) -> int:
         cm = dataclasses.replace(cm, config=cm.config.but(wide_points=wide))
         program = compile_compressed(cm, ctx=args.ctx, all_logits=True)
         with Session(overlay, program) as s:
-            dev = DeviceRunner(s, program)
-            forced = forced_agreement(dev.logits, ref_run, tok, ref, prompts)
-            got = answers(dev.greedy, tok, prompts, args.new_tokens)
+            logits = device_runner(s)
+            forced = forced_agreement(logits, ref_run, tok, ref, prompts)
+            got = answers(greedy_on(Generator(s, tok)), tok, prompts, args.new_tokens)
             agree = got.agreement(ref)
-            miss = misses(dev.logits, ref_run, tok, prompts, ref, got)
+            miss = misses(logits, ref_run, tok, prompts, ref, got)
         row = dict(checkpoint=path, setting=cm.config.name, wide=list(wide),
                    first_sentence=agree["first_sentence"], tokens=agree["tokens"],
                    forced_top1=forced["top1"], forced_kl=forced["kl"],

@@ -397,9 +397,8 @@ def _compression_config(args):
     if args.exact_groups is not None:
         changes["exact_groups"] = args.exact_groups
     if args.wide is not None:
-        from .compress.config import WIDE_POINTS
-        changes["wide_points"] = {("all",): WIDE_POINTS, ("none",): ()}.get(tuple(args.wide),
-                                                                          tuple(args.wide))
+        from .compress.config import wide_points_named
+        changes["wide_points"] = wide_points_named(args.wide)
     return cfg.but(**changes) if changes else cfg
 
 

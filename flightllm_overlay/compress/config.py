@@ -9,11 +9,19 @@ from .prune import CRITERIA, check_density
 #: The activations the compiler can run as two INT8 planes (hi and the residual's lo, the MISC
 #: quant's `residual`): every linear's input (each weight tile multiplies both planes, the
 #: outputs are added) and q and k (the attention scores: three MPE passes, hi.hi + hi.lo +
-#: lo.hi, and the KV cache holds k's second plane); compiler/recipe.py and the emulation
-#: (`emulate.WIDE_POINTS`) hold the same tuple, tests/test_wide_points.py holds them equal.
+#: lo.hi, and the KV cache holds k's second plane); the emulation imports it, compiler/recipe.py
+#: holds the same tuple (tests/test_wide_points.py holds them equal).
 WIDE_POINTS = ("attn_in", "q", "k", "attn_out", "ffn_in", "ffn_mid", "head_in")
 #: The wide points that are a linear's input (where activation groups apply when not wide).
 LINEAR_INPUTS = ("attn_in", "attn_out", "ffn_in", "ffn_mid", "head_in")
+
+
+def wide_points_named(names) -> tuple:
+    """The wide points a user names: 'all' (`WIDE_POINTS`), 'none', or point names (checked
+    where the config takes them)."""
+    return {("all",): WIDE_POINTS, ("none",): ()}.get(tuple(names), tuple(names))
+
+
 #: Where density_qk is met: in every q_proj/k_proj ('linear'), or over all of them together
 #: ('model': the attention-aware scores are predicted attention KL, comparable between layers).
 QK_BUDGETS = ("linear", "model")
@@ -222,9 +230,10 @@ class CompressionConfig:
         (M, B)'s fixed point), and every activation point the device can widen as two INT8
         planes (`WIDE_POINTS`: the linears' inputs, q and k).  SmolLM2 on the simulated
         overlay, two 4,096-token texts: +0.07% / +0.08% over float (+0.65% / +0.41% with one
-        plane and activation groups of 32); its answers to the prompt set: teacher-forced top-1 98.3% / KL 0.0010 (95.0% /
-        0.0076), first sentence 20 of 23 (11 of 23), every miss at a float near tie (0.01 to
-        0.05 logits); for 34% more decode and 75% more prefill cycles (docs/compression.md).
+        plane and activation groups of 32); its answers to the prompt set: teacher-forced
+        top-1 98.3% / KL 0.0010 (95.0% / 0.0076), first sentence 20 of 23 (11 of 23), every
+        miss at a float near tie (0.01 to 0.05 logits); for 34% more decode and 75% more
+        prefill cycles (docs/compression.md).
         `.but(wide_points=())` is the one-plane setting.  Error feedback in column order where
         a grid is not kept; activation groups of 32 where a point is not wide."""
         return cls(name="dense4", avg_bits=4.0, bit_choices=(4,), group_choices=(32,),
