@@ -11,7 +11,9 @@ prose, CC BY-SA) in non-overlapping --window-token windows, and on the answer pr
 the share of greedy answers whose first sentence is identical to the float model's and the
 token agreement over --new-tokens new tokens; the same teacher-forced along the float model's
 answers (top-1 agreement and KL per token: one near tie moves one position, not a whole answer,
-`answers.forced_agreement`); plus whether it answers "Paris".  The compressed
+`answers.forced_agreement`); the first sentences of the prompts the float model decides by at
+least `answers.DECIDED` logits (column "decided": elsewhere a difference may be arithmetic
+noise, `answers.float_margins`); plus whether it answers "Paris".  The compressed
 models run in the float emulation of the device (its weights exactly, INT8 activations);
 calibration uses the bundled calibration text (disjoint from the evaluation text).
 Slow (minutes per setting on 2 cores): a benchmark, not a test.
@@ -28,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import (CompressionConfig, Emulator, compress,  # noqa: E402
                                         perplexity, reference_runner)
-from flightllm_overlay.compress.answers import (PROMPTS, Answers, answers,  # noqa: E402
-                                                forced_agreement, reference_greedy)
+from flightllm_overlay.compress.answers import (DECIDED, PROMPTS, Answers,  # noqa: E402
+                                                answers, float_margins, forced_agreement,
+                                                reference_greedy)
 from flightllm_overlay.data import text  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
 
@@ -97,6 +100,8 @@ def run_setting(name, model, tokens, window, new_tokens, n_prompts, save=None, p
         forced = forced_agreement(runner, reference_runner(ckpt), ckpt.tokenizer,
                                   Answers(ref_tokens, []), prompts)
         out.update(forced_top1=forced["top1"], forced_kl=forced["kl"])
+    if cfg is None and prompts:          # how firmly float decides each first sentence
+        out["margins"] = float_margins(runner, ckpt.tokenizer, ans, prompts)
     out.update(tokens=ans.tokens, texts=ans.texts, seconds=round(time.perf_counter() - t0, 1))
     return out
 
@@ -107,12 +112,15 @@ def summarise(results: list) -> list:
     ref_ans = Answers(ref["tokens"], ref["texts"])
     rows = []
     for r in results:
-        agree = (Answers(r["tokens"], r["texts"]).agreement(ref_ans) if r["texts"]   # --prompts 0:
-                 else {"first_sentence": None, "tokens": None})                    # perplexity only
+        agree = (Answers(r["tokens"], r["texts"]).agreement(ref_ans, ref.get("margins"))
+                 if r["texts"] else {"first_sentence": None, "tokens": None})  # --prompts 0
+        decided = agree.get("decided")
         rows.append({"setting": r["name"], "ppl": round(r["ppl"], 3),
                      "ppl_vs_float": round(r["ppl"] / ref["ppl"] - 1, 4),
                      "first_sentence": _round(agree["first_sentence"]),
                      "token_agreement": _round(agree["tokens"]),
+                     "first_sentence_decided": _round(agree.get("first_sentence_decided")),
+                     "decided_prompts": None if decided is None else len(decided),
                      "paris": ("Paris" in r["texts"][0]) if r["texts"] else None,
                      "forced_top1": _round(r.get("forced_top1"), 4),
                      "forced_kl": _round(r.get("forced_kl"), 5),
@@ -134,14 +142,19 @@ def table(rows, args) -> str:
     lines = [f"SmolLM2-135M-Instruct, float emulation of the device (INT8 activations): perplexity on "
              f"{args.tokens} tokens of the bundled enwiki text ({args.window}-token windows); greedy "
              f"answers to {args.prompts} prompts, {args.new_tokens} new tokens, against float; "
-             f"teacher-forced along float's answers: top-1 agreement and KL (nats per token)",
-             f"{'setting':16s} {'ppl':>8s} {'vs float':>9s} {'1st sent.':>9s} {'tokens':>7s} "
+             f"teacher-forced along float's answers: top-1 agreement and KL (nats per token); "
+             f"decided: the first sentences of the prompts float decides by >= {DECIDED} logits"
+             + (f" ({rows[0]['decided_prompts']} of {args.prompts})"
+                if rows and rows[0].get("decided_prompts") is not None else ""),
+             f"{'setting':16s} {'ppl':>8s} {'vs float':>9s} {'1st sent.':>9s} {'decided':>7s} "
+             f"{'tokens':>7s} "
              f"{'forced':>7s} {'KL':>7s} "
              f"{'Paris':>5s} {'code b':>6s} {'HBM b/w':>7s} {'density':>7s} {'compress s':>10s}"]
     for r in rows:
         top1, kl = r.get("forced_top1"), r.get("forced_kl")
         lines.append(f"{r['setting']:16s} {r['ppl']:8.3f} {100 * r['ppl_vs_float']:+8.1f}% "
-                     f"{_pct(r['first_sentence'], 9)} {_pct(r['token_agreement'], 7)} "
+                     f"{_pct(r['first_sentence'], 9)} {_pct(r.get('first_sentence_decided'), 7)} "
+                     f"{_pct(r['token_agreement'], 7)} "
                      f"{'-' if top1 is None else format(100 * top1, '6.1f') + '%':>7s} "
                      f"{'-' if kl is None else format(kl, '.4f'):>7s} "
                      f"{'-' if r['paris'] is None else 'yes' if r['paris'] else 'NO':>5s} "
@@ -245,7 +258,9 @@ def write_json(path, results, args, argv, complete: bool):
                      "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())},
          "prompts": [p for _, p in PROMPTS[:args.prompts]], "rows": summarise(results),
          "answers": {r["name"]: r["texts"] for r in results},
-         "answer_tokens": {r["name"]: r["tokens"] for r in results}}, indent=1))
+         "answer_tokens": {r["name"]: r["tokens"] for r in results},
+         "float_margins": next((r.get("margins") for r in results if r["name"] == "float"),
+                               None)}, indent=1))
 
 
 def rescore(path) -> dict:
@@ -264,9 +279,11 @@ def rescore(path) -> dict:
     if "answer_tokens" in res:
         rows = summarise([{**row, "name": row["setting"], "ppl": row["ppl"],
                            "tokens": res["answer_tokens"][row["setting"]],
-                           "texts": res["answers"][row["setting"]]} for row in res["rows"]])
+                           "texts": res["answers"][row["setting"]],
+                           "margins": res.get("float_margins")} for row in res["rows"]])
         for row, new in zip(res["rows"], rows):
-            row["token_agreement"] = new["token_agreement"]
+            for key in ("token_agreement", "first_sentence_decided", "decided_prompts"):
+                row[key] = new[key]
     res["rescored"] = ("first_sentence and paris recomputed from the saved answers by "
                        "`compression_quality.py --rescore`" + ("" if "answer_tokens" in res else
                        "; token_agreement as the run computed it (no token ids saved)"))

@@ -13,7 +13,9 @@ prefill then decode steps, as a user's generation runs), compared with the float
 forced_agreement`), and for each answer whose first sentence differs: where it leaves
 float's, float's own margin there (its top token's logit minus the runner-up's) and the
 device's margin between the two tokens.  A miss at a float margin of a few hundredths of a
-logit is a near tie the float model itself barely decides.  Minutes per checkpoint on 2
+logit is a near tie the float model itself barely decides; "decided" counts the first sentences
+of the prompts float decides by at least `answers.DECIDED` logits (`answers.float_margins`).
+Minutes per checkpoint on 2
 cores: a benchmark, not a test.
 """
 from __future__ import annotations
@@ -30,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flightllm_overlay.compress import CompressedModel  # noqa: E402
-from flightllm_overlay.compress.answers import (PROMPTS, answers, chat_ids,  # noqa: E402
-                                                first_sentence, forced_agreement,
-                                                reference_greedy)
+from flightllm_overlay.compress.answers import (DECIDED, PROMPTS, answers,  # noqa: E402
+                                                chat_ids, first_sentence, float_margins,
+                                                forced_agreement, reference_greedy)
 from flightllm_overlay.compress.config import wide_points_named  # noqa: E402
 from flightllm_overlay.compress.emulate import reference_runner  # noqa: E402
 from flightllm_overlay.model import load_checkpoint  # noqa: E402
@@ -99,9 +101,10 @@ def main(argv=None) -> int:
     tok, prompts = ckpt.tokenizer, PROMPTS[:args.prompts]
     ref_run = reference_runner(ckpt)
     ref = answers(reference_greedy(ckpt), tok, prompts, args.new_tokens)
+    margins = float_margins(ref_run, tok, ref, prompts)
     overlay = FlightLLMOverlay(device=SimulatedU280())
     out = dict(command=" ".join(sys.argv), prompts=len(prompts), new_tokens=args.new_tokens,
-               results=[])
+               float_margins=margins, decided_at=DECIDED, results=[])
     for path in args.load:
         t0 = time.perf_counter()
         cm = CompressedModel.load(path)
@@ -112,10 +115,12 @@ def main(argv=None) -> int:
             logits = device_runner(s)
             forced = forced_agreement(logits, ref_run, tok, ref, prompts)
             got = answers(greedy_on(Generator(s, tok)), tok, prompts, args.new_tokens)
-            agree = got.agreement(ref)
+            agree = got.agreement(ref, margins)
             miss = misses(logits, ref_run, tok, prompts, ref, got)
         row = dict(checkpoint=path, setting=cm.config.name, wide=list(wide),
                    first_sentence=agree["first_sentence"], tokens=agree["tokens"],
+                   first_sentence_decided=agree["first_sentence_decided"],
+                   decided=agree["decided"],
                    forced_top1=forced["top1"], forced_kl=forced["kl"],
                    paris="Paris" in got.texts[0] if prompts else None, misses=miss,
                    texts=got.texts, first_sentences=[first_sentence(t) for t in got.texts],
@@ -123,7 +128,9 @@ def main(argv=None) -> int:
         out["results"].append(row)
         n = len(prompts)
         print(f"{cm.config.name} wide {list(wide) or 'none'}: first sentence "
-              f"{round(agree['first_sentence'] * n)}/{n}, tokens {100 * agree['tokens']:.1f}%, "
+              f"{round(agree['first_sentence'] * n)}/{n} (decided prompts "
+              f"{sum(agree['same'][i] for i in agree['decided'])}/{len(agree['decided'])}), "
+              f"tokens {100 * agree['tokens']:.1f}%, "
               f"teacher-forced top-1 {100 * forced['top1']:.1f}% KL {forced['kl']:.5f}, "
               f"Paris {row['paris']} ({row['seconds']:.0f} s)", flush=True)
         for m in miss:

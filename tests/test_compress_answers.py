@@ -80,7 +80,13 @@ def test_benchmark_summary_without_answers_and_rescore(tmp_path):
     rows = cq.summarise([{**base, "name": "float", "ppl": 20.0, "texts": [], "tokens": []},
                          {**base, "name": "w8a8", "ppl": 21.0, "texts": [], "tokens": []}])
     assert rows[1]["ppl_vs_float"] == 0.05 and rows[1]["first_sentence"] is None
-    assert rows[1]["paris"] is None
+    assert rows[1]["paris"] is None and rows[1]["first_sentence_decided"] is None
+    answered = cq.summarise([{**base, "name": "float", "ppl": 20.0, "texts": ["A.", "B."],
+                              "tokens": [[1], [2]], "margins": [0.02, 0.5]},
+                             {**base, "name": "x", "ppl": 21.0, "texts": ["A.", "C."],
+                              "tokens": [[1], [3]]}])
+    assert answered[1]["first_sentence"] == 0.5 and answered[1]["decided_prompts"] == 1
+    assert answered[1]["first_sentence_decided"] == 0.0      # the decided prompt is the miss
     texts = {"float": ["Paris.", "1. Whales\n2. Seals"], "x": ["Paris!", "1. Seals\n2. Whales"]}
     saved = tmp_path / "r.json"
     saved.write_text(json.dumps({"rows": [{**base, "setting": s, "ppl": 20.0, "ppl_vs_float": 0.0,
@@ -92,6 +98,38 @@ def test_benchmark_summary_without_answers_and_rescore(tmp_path):
     x = res["rows"][1]
     assert x["first_sentence"] == 0.0 and x["paris"] is True      # "1." alone no longer agrees
     assert x["token_agreement"] == 0.5 and "rescored" in json.loads(saved.read_text())
+    assert x["first_sentence_decided"] is None              # no float margins saved
+
+
+def test_float_margins_cover_the_first_sentence_only(tiny_ckpt):
+    """sentence_tokens: the tokens up to the first sentence's end; float_margins: float's
+    smallest top-1 margin over exactly those positions (a near tie after the sentence does not
+    count); agreement(ref, margins): the decided prompts and their share."""
+    from flightllm_overlay.compress.answers import DECIDED, float_margins, sentence_tokens
+    tok = tiny_ckpt.tokenizer
+    first, rest = tok.encode("Paris is big.", add_special_tokens=False), \
+        tok.encode(" Yes it is", add_special_tokens=False)
+    assert sentence_tokens(tok, first + rest) == len(first)
+    assert sentence_tokens(tok, rest) == len(rest)                # no end: the whole answer
+    prompts = (("fact", "A?"), ("fact", "B?"))
+    ref = Answers([first + rest, first + rest], ["Paris is big. Yes it is"] * 2)
+    starts = [len(chat_ids(tok, p)) for _, p in prompts]
+
+    def logits(ids):             # margin 1 everywhere, 0.05 at one chosen answer position
+        out = np.zeros((len(ids), 50))
+        out[:, 0] = 1.0
+        tie = len(first) - 1 if ids[:starts[0]] == chat_ids(tok, "A?") else len(first) + 1
+        row = starts[0] - 1 + tie
+        if row < len(ids):
+            out[row, 1] = 0.95
+        return out
+    margins = float_margins(logits, tok, ref, prompts)
+    assert margins == pytest.approx([0.05, 1.0])       # B's tie lies after its first sentence
+    got = Answers([first, first], ["Paris is big.", "Rome is big."]).agreement(ref, margins)
+    assert margins[1] >= DECIDED > margins[0]
+    assert got["decided"] == [1] and got["first_sentence_decided"] == 0.0
+    assert got["first_sentence"] == 0.5
+    assert "decided" not in Answers([first], ["x."]).agreement(ref)      # no margins given
 
 
 def test_the_reference_in_bfloat16_is_a_nearby_but_different_model(tiny_ckpt):
@@ -190,6 +228,8 @@ def test_the_overlay_answers_benchmark_runs_on_the_device(tiny_cm, tiny_folder, 
     assert len(row["misses"]) == round(3 * (1 - row["first_sentence"])) >= 1
     for m in row["misses"]:
         assert m["float_margin"] >= 0 and 0 <= m["at"] <= 4
+    margins = json.loads(out.read_text())["float_margins"]
+    assert len(margins) == 3 and row["decided"] == [i for i, m in enumerate(margins) if m >= 0.1]
 
 
 def _benchmark(name: str):

@@ -15,6 +15,10 @@ whole of it: over 23 prompts they move by 10-20 points between settings that dif
 `forced_agreement` measures the same thing teacher-forced, along the float model's answers:
 at every new token, whether the model's top choice is the float model's, and the KL divergence
 of its next-token distribution from the float model's; one near tie then changes one position.
+`float_margins` says how firmly the float model decides each first sentence (its smallest top-1
+margin over the sentence's tokens); `Answers.agreement(ref, margins)` then also counts the
+first sentences of the prompts float decides by at least `DECIDED` logits, where a difference
+is the compression's and not arithmetic noise.
 """
 from __future__ import annotations
 
@@ -56,6 +60,11 @@ PROMPTS = (
              "orange at sunset, using a simple comparison they would understand."),
 )
 NEW_TOKENS = 32
+#: float's smallest top-1 margin (logits) over a first sentence from which the prompt counts as
+#: decided: twice the most that float16 arithmetic alone moved a margin along SmolLM2's answers
+#: to the prompt set (0.050 logits; bfloat16 moved them by up to 0.57, 0.15 at the 90th
+#: percentile)
+DECIDED = 0.1
 _SENTENCE_END = re.compile(r"[.!?\n]")
 _LIST_NUMBER = re.compile(r"\s*\d{1,3}")
 
@@ -100,13 +109,21 @@ class Answers:
     tokens: list
     texts: list
 
-    def agreement(self, ref: "Answers") -> dict:
+    def agreement(self, ref: "Answers", margins=None) -> dict:
         """{'first_sentence': share identical, 'tokens': mean token agreement, 'same': list of
-        bool per prompt} of these answers against `ref`'s (the float model's)."""
+        bool per prompt} of these answers against `ref`'s (the float model's).  margins: float's
+        per prompt (`float_margins`); adds 'decided' (the prompts float decides by at least
+        `DECIDED` logits, their indices) and 'first_sentence_decided' (the share of those whose
+        first sentence is identical; None when there are none)."""
         same = [first_sentence(a) == first_sentence(b) for a, b in zip(self.texts, ref.texts)]
         tok = [token_agreement(r, a) for r, a in zip(ref.tokens, self.tokens)]
-        return {"first_sentence": sum(same) / len(same), "tokens": sum(tok) / len(tok),
-                "same": same}
+        out = {"first_sentence": sum(same) / len(same), "tokens": sum(tok) / len(tok),
+               "same": same}
+        if margins is not None:
+            decided = [i for i, m in enumerate(margins[:len(same)]) if m >= DECIDED]
+            out.update(decided=decided, first_sentence_decided=(
+                sum(same[i] for i in decided) / len(decided) if decided else None))
+        return out
 
 
 def answers(greedy, tokenizer, prompts=PROMPTS, new_tokens: int = NEW_TOKENS,
@@ -142,6 +159,35 @@ def forced_agreement(logits, ref_logits, tokenizer, ref: Answers, prompts=PROMPT
         kl += float((np.exp(want) * (want - got)).sum())
         n += len(out)
     return {"top1": agree / max(n, 1), "kl": kl / max(n, 1)}
+
+
+def sentence_tokens(tokenizer, out: list) -> int:
+    """How many of an answer's tokens its first sentence takes (the whole answer when the
+    sentence does not end within it)."""
+    stop = tokenizer.stop_ids
+    words = lambda n: tokenizer.decode([t for t in out[:n] if t not in stop],
+                                       skip_special_tokens=True)
+    whole = first_sentence(words(len(out)))
+    return next((n for n in range(1, len(out)) if first_sentence(words(n)) == whole), len(out))
+
+
+def float_margins(ref_logits, tokenizer, ref: Answers, prompts=PROMPTS) -> list:
+    """Per prompt, how firmly the float model decides its first sentence: the smallest margin
+    (logits, its top token's minus the runner-up's) over the sentence's tokens, teacher-forced
+    along its answers `ref` (ref_logits: `emulate.reference_runner`).  A prompt whose margin is
+    a few hundredths of a logit changes its first sentence under any arithmetic that is not
+    float's own (float16's moves margins by up to 0.05): `DECIDED`.  inf for an empty answer."""
+    out = []
+    for (_, prompt), toks in zip(prompts, ref.tokens):
+        n = sentence_tokens(tokenizer, toks) if toks else 0
+        if n == 0:
+            out.append(float("inf"))
+            continue
+        ids = chat_ids(tokenizer, prompt)
+        logits = np.asarray(ref_logits(ids + list(toks[:n])), np.float64)[len(ids) - 1:][:n]
+        top2 = np.sort(logits, -1)[:, -2:]
+        out.append(float((top2[:, 1] - top2[:, 0]).min()))
+    return out
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
