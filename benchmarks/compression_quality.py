@@ -1,8 +1,8 @@
 """SmolLM2 quality per compression setting: perplexity and answer agreement with the float model (float emulation of the device).
 
     PYTHONPATH=. python benchmarks/compression_quality.py [--tokens 8192] [--window 512]
-        [--settings float bf16 fp16 w8a8 dense4 flightllm flightllm-model
-         flightllm-wanda paper magnitude]
+        [--settings float bf16 fp16 w8a8 dense4 flightllm flightllm-linear
+         flightllm-model flightllm-wanda paper magnitude]
         [--new-tokens 32] [--prompts 23] [--json FILE] [--save DIR] [--load DIR] [--jobs 1]
 
 For each setting: perplexity on the first --tokens tokens of the bundled evaluation text (enwiki
@@ -51,9 +51,13 @@ SETTINGS = {
     "flightllm-model": (CompressionConfig.flightllm().but(name="flightllm-model",
                                                           qk_budget="model"),
                         "as flightllm, q/k's 70% over the whole model (shared by layers)"),
+    "flightllm-linear": (CompressionConfig.flightllm().but(name="flightllm-linear",
+                                                           qk_budget="linear"),
+                         "as flightllm, q/k at 70% in every linear (the preset until the "
+                         "seventh session)"),
     "flightllm-wanda": (CompressionConfig.flightllm().but(name="flightllm-wanda",
-                                                          qk_criterion=None),
-                        "as flightllm, q/k pruned by Wanda scores"),
+                                                          qk_criterion=None, qk_budget="linear"),
+                        "as flightllm, q/k pruned by Wanda scores, 70% in every linear"),
     "paper": (CompressionConfig.paper(), "q/k 70% N:16, <= 3.5 code bits (the paper's budget)"),
     "magnitude": (CompressionConfig.magnitude(), "flightllm budget, magnitude, round-to-nearest"),
 }

@@ -57,7 +57,10 @@ def test_emulator_cached_decoding_matches_the_full_window(tiny_cm, tiny_ckpt):
     a = emu.forward(seq[:-3], cache)
     b = emu.forward(seq[-3:], cache)
     whole = emu.forward(seq, emu.new_cache())
-    assert torch.allclose(torch.cat([a, b]), whole, atol=1e-4)
+    # the cached steps multiply other shapes (other float32 summation orders), which may move
+    # an FP16 rounding by one step (2^-11 relative) and carry it on; a broken cache is O(1) off
+    scale = float(whole.abs().max())
+    assert torch.allclose(torch.cat([a, b]), whole, atol=2e-3 * scale)
 
 
 def test_answers_of_the_float_model_agree_with_themselves(tiny_ckpt, tiny_cm):

@@ -18,8 +18,10 @@ import numpy as np
 #: feedback in act order, `act_order=True`; -> ec234f34b87d240b: group parameters re-fitted by
 #: least squares after the error feedback, `refit=True`; with `refit=False` still 980dca0e772d6af8;
 #: -> 862774b0a3b14b3c: the dense linears' codes chosen for the exact group arithmetic,
-#: `exact_groups=True`; with `exact_groups=False` still ec234f34b87d240b.)
-PINNED = "862774b0a3b14b3c"
+#: `exact_groups=True`; with `exact_groups=False` still ec234f34b87d240b; -> 0a38da7e6621da73:
+#: q/k's density met over each layer's q_proj and k_proj together, `qk_budget='layer'`; with
+#: `qk_budget='linear'` still 862774b0a3b14b3c.)
+PINNED = "0a38da7e6621da73"
 
 #: a generic vector path on any x86-64 CPU: torch's default kernels (no AVX2/AVX-512), MKL
 #: limited to SSE4.2 with its compatible branch, OpenBLAS's Prescott kernels -- other reduction

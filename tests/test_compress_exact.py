@@ -211,7 +211,8 @@ def _tensor_digest(cm) -> str:
 
 
 CFG = CompressionConfig.flightllm().but(avg_bits=5.5, density_qk=0.5, bit_choices=(4, 8),
-                                        calib_tokens=64, qk_criterion=None, exact_groups=False)
+                                        calib_tokens=64, qk_criterion=None, exact_groups=False,
+                                        qk_budget="linear")
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,25 @@ def test_model_wide_qk_budget_in_the_pipeline(tiny_ckpt):
     assert all(per_linear.layers[i][k].density <= 0.5 + 1e-9 for i in range(n)
                for k in ("wq", "wk"))
     assert cm.config.qk_budget == "model"
-    with pytest.raises(CompileError, match="qk_criterion='attention'"):
-        CompressionConfig(density_qk=0.7, qk_budget="model")
+    for budget in ("model", "layer"):
+        with pytest.raises(CompileError, match="qk_criterion='attention'.*qk_budget='linear'"):
+            CompressionConfig(density_qk=0.7, qk_budget=budget)
     with pytest.raises(CompileError, match="unknown q/k budget"):
-        CompressionConfig(qk_budget="layer")
+        CompressionConfig(qk_budget="layers")
+
+
+def test_per_layer_qk_budget_in_the_pipeline(tiny_ckpt):
+    """qk_budget='layer' (the flightllm preset's): each layer's q_proj and k_proj together keep
+    at most the density, q and k of a layer may differ, and every layer meets it on its own
+    (the model-wide budget moves weights between layers; this one does not)."""
+    cfg = CompressionConfig.flightllm().but(avg_bits=5.5, calib_tokens=128, density_qk=0.5)
+    assert cfg.qk_budget == "layer"
+    cm = compress(tiny_ckpt, None, cfg, progress=False)
+    share = []
+    for layer in cm.layers:
+        q, k = layer["wq"].mask, layer["wk"].mask
+        kept = (int(q.sum()) + int(k.sum())) / (q.size + k.size)
+        assert 0.5 - 1 / 16 <= kept <= 0.5 + 1e-9
+        share.append((q.mean(), k.mean()))
+    assert any(abs(dq - dk) > 0.02 for dq, dk in share)      # not 0.5 in each linear
+    assert "layer budget" in cm.report()

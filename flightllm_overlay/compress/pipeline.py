@@ -37,8 +37,10 @@ def _grid_record(grid, pw, on_grid: bool, kept: bool) -> dict:
 
 def _qk_masks(layers, attn, cfg) -> dict:
     """{(layer, 'wq'|'wk'): (mask, block_n)} of the attention-aware q/k pruning: per linear at
-    cfg.density_qk, or (qk_budget 'model') at that density over every q/k weight of the model
-    together, blocks ranked by their predicted attention KL."""
+    cfg.density_qk, or at that density over each layer's q_proj and k_proj together (qk_budget
+    'layer': k_proj, whose every weight feeds a KV head's query heads, may keep more than q_proj)
+    or over every q/k weight of the model (qk_budget 'model'), blocks ranked by their predicted
+    attention KL."""
     keys = [(i, k) for i in range(len(layers)) for k in ("wq", "wk")]
 
     def score(i, k):
@@ -47,7 +49,11 @@ def _qk_masks(layers, attn, cfg) -> dict:
         return {(i, k): prune(layers[i][0][k], cfg.density_qk, score=score(i, k))
                 for i, k in keys}
     scores = [score(i, k) for i, k in keys]
-    codes = choose_block_n_joint(scores, cfg.density_qk, energy=True)
+    if cfg.qk_budget == "layer":
+        codes = [c for i in range(0, len(keys), 2)
+                 for c in choose_block_n_joint(scores[i:i + 2], cfg.density_qk, energy=True)]
+    else:
+        codes = choose_block_n_joint(scores, cfg.density_qk, energy=True)
     return {key: (block_mask(sc, c), c.astype(np.uint8))
             for key, sc, c in zip(keys, scores, codes)}
 
