@@ -15,8 +15,7 @@ float's, float's own margin there (its top token's logit minus the runner-up's) 
 device's margin between the two tokens.  A miss at a float margin of a few hundredths of a
 logit is a near tie the float model itself barely decides; "decided" counts the first sentences
 of the prompts float decides by at least `answers.DECIDED` logits (`answers.float_margins`).
-Minutes per checkpoint on 2
-cores: a benchmark, not a test.
+Minutes per checkpoint on 2 cores: a benchmark, not a test.
 """
 from __future__ import annotations
 
