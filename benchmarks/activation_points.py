@@ -13,7 +13,7 @@ of the prompt set have the same first sentence as the weights-only emulation's, 
 the float model: the same share, and the teacher-forced top-1 agreement and KL along float's
 answers (`answers.forced_agreement`: steadier than free-running answers, which one near tie
 sends elsewhere).  Further rows widen every linear input to two INT8 planes, then leave q or k
-unquantised or widen them too, widen what the device can (`config.WIDE_POINTS`), or hold the
+unquantised or widen them too (every point the device can, `config.WIDE_POINTS`), or hold the
 LM head's weights in float (`Emulator(float_head=True)`, which no program does: what the
 head's INT8 rows cost).  Points do not add up: the loss of two
 together is not the sum of each alone.  Slow (20-60 s per row on 2 cores): a benchmark, not a
@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flightllm_overlay.compress import CompressedModel, CompressionConfig, Emulator, compress  # noqa: E402
 from flightllm_overlay.compress.answers import (PROMPTS, answers, forced_agreement,  # noqa: E402
                                                 reference_greedy)
-from flightllm_overlay.compress.config import WIDE_POINTS as DEVICE_WIDE  # noqa: E402
 from flightllm_overlay.compress.emulate import (LINEAR_INPUTS, POINTS, WIDE_POINTS,  # noqa: E402
                                                 perplexity, reference_runner)
 from flightllm_overlay.data import text  # noqa: E402
@@ -56,9 +55,8 @@ def rows_to_run():
     rows["wide linear inputs, all but q, k"] = dict(act_quant=but("q", "k"), wide=lin)
     rows["wide linear inputs, all but q, k, float head"] = dict(act_quant=but("q", "k"),
                                                                 wide=lin, float_head=True)
-    rows["wide linear inputs, q, k"] = dict(act_quant=POINTS, wide=WIDE_POINTS)
-    rows["the device's wide points"] = dict(act_quant=POINTS, wide=DEVICE_WIDE)
-    rows["the device's wide points, float head"] = dict(act_quant=POINTS, wide=DEVICE_WIDE,
+    rows["wide linear inputs, q, k"] = dict(act_quant=POINTS, wide=WIDE_POINTS)   # the device's
+    rows["wide linear inputs, q, k, float head"] = dict(act_quant=POINTS, wide=WIDE_POINTS,
                                                         float_head=True)
     return rows
 

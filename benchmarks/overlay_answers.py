@@ -8,9 +8,9 @@ Each checkpoint (`compression_quality.py --save` wrote them) is compiled with ev
 (`compile_compressed`, its own wide points, or those --wide names: `none`, `all` =
 `config.WIDE_POINTS`, or point names, as `flightllm compress --wide`) and run on the
 simulated U280: greedy answers to the prompt set (`compress.answers.PROMPTS`, a Generator's
-prefill then decode steps, as a user's generation runs), compared with the float model's (first sentence identical, token agreement over
---new-tokens), the teacher-forced agreement along float's answers (`answers.
-forced_agreement`), and for each answer whose first sentence differs: where it leaves
+prefill then decode steps, as a user's generation runs), compared with the float model's
+(first sentence identical, token agreement over --new-tokens), the teacher-forced agreement
+along float's answers (`answers.forced_agreement`), and for each answer whose first sentence differs: where it leaves
 float's, float's own margin there (its top token's logit minus the runner-up's) and the
 device's margin between the two tokens.  A miss at a float margin of a few hundredths of a
 logit is a near tie the float model itself barely decides; "decided" counts the first sentences

@@ -44,7 +44,8 @@ ROWS = (("weights only", False, ()),
         ("wide ffn_mid + head_in", True, ("ffn_mid", "head_in")),
         ("wide attn_out + ffn_mid + head_in", True, ("attn_out", "ffn_mid", "head_in")),
         ("wide q + k", True, ("q", "k")),
-        ("wide q + k + attn_out + ffn_mid + head_in", True, DEVICE_WIDE),
+        ("wide q + k + attn_out + ffn_mid + head_in", True,
+         ("q", "k", "attn_out", "ffn_mid", "head_in")),
         ("wide every linear input", True, LINEAR_INPUTS),
         ("wide every linear input + q + k", True, WIDE_POINTS))
 

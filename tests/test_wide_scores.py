@@ -59,7 +59,8 @@ def test_wide_scores_quantise_cache_and_score_second_planes(models):
             assert residual >= layers and residual == _count(kin, "MISC", op=QUANT, residual=1)
             # (+1 a layer: v's heads are quantised on their own; +1: the second plane)
             assert _count(insns, "MISC", op=QUANT) == _count(ref, "MISC", op=QUANT) + 2 * residual
-            st, ld = _count(insns, "ST") - _count(ref, "ST"), _count(insns, "LD") - _count(ref, "LD")
+            st = _count(insns, "ST") - _count(ref, "ST")
+            ld = _count(insns, "LD") - _count(ref, "LD")
             assert st > 0 and st % (2 * layers) == 0 and ld == st
             assert _count(kin, "ST") - _count(ref, "ST") == st       # q's plane is not cached
             assert scores(insns) == 3 * scores(ref) and scores(kin) == 2 * scores(ref)

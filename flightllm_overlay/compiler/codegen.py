@@ -318,16 +318,13 @@ class StepCodegen(TwoPlanes, AttentionCode, OnChipDecode, StagedPrefill):
         """RMSNorm X -> H and its quantisation into HQ (two planes at a wide `point`, attn_in or
         ffn_in); with split reductions the RMSNorm writes the row maximum and the quantisation
         makes one pass (not a wide point's)."""
-        dim, T = self.a.dim, self.T
-        if self.planes(point) == 2:
-            self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T,
-                       k=dim, a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
-                       imm=f32_bits(self.a.norm_eps))
-            return self._act_quant(s, point, self.H, T, dim)
-        mx = dict(amax=1, out2_addr=self.AMX) if self.reductions else {}
+        dim, T, wide = self.a.dim, self.T, self.planes(point) == 2
+        mx = dict(amax=1, out2_addr=self.AMX) if self.reductions and not wide else {}
         self._misc(s, "rmsnorm", a_addr=self.X, b_addr=gain, out_addr=self.H, rows=T, k=dim,
                    a_stride=2 * dim, out_stride=2 * dim, bcast_b=1,
                    imm=f32_bits(self.a.norm_eps), **mx)
+        if wide:
+            return self._act_quant(s, point, self.H, T, dim)
         self._quant(s, self.H, T, dim, self.HQ, self.HS, agroup=self.agroup,
                     **(dict(given_max=1, b_addr=self.AMX, groups=1) if mx else {}))
 

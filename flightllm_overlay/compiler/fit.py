@@ -53,7 +53,8 @@ def footprint(qm, target, ctx: int) -> Footprint:
                   if isinstance(w, tuple) or hasattr(w, "nbytes_of"))
     weights += weight_bytes(qm.lm_head)
     # INT8 K (two planes when k is wide) and V, and their FP32 scales
-    kv = a.n_layers * a.n_kv_heads * ctx * (k_planes(getattr(qm, "wide_points", ())) + 1) * (a.head_dim + 4)
+    planes = k_planes(getattr(qm, "wide_points", ())) + 1
+    kv = a.n_layers * a.n_kv_heads * ctx * planes * (a.head_dim + 4)
     owned = sum(len(c) for c in target.core_channels)
     return Footprint(weights, kv, owned * target.hbm_channel_bytes,
                      target.hbm_channels * target.hbm_channel_bytes)

@@ -39,8 +39,8 @@ class QuantizedModel:
     smoothing: dict = field(default_factory=dict)   # description of what was calibrated
     attn_pattern: list | None = None   # per layer, per query head: (sink, window) in 64-token
                                        # blocks for prefill attention (window 0: dense)
-    wide_points: tuple = ()            # points (q, k, linear inputs) quantised as two INT8 planes (hi and the
-                                       # residual's lo): some of "attn_out", "ffn_mid", "head_in"
+    wide_points: tuple = ()            # points quantised as two INT8 planes (hi and the
+                                       # residual's lo): some of recipe.WIDE_POINTS
     act_group: int = 0                 # channels per activation scale at every linear input
                                        # (isa.ACT_GROUPS; 0: one scale per row)
 

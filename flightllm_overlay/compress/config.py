@@ -206,7 +206,8 @@ class CompressionConfig:
         each layer's q_proj and k_proj weights together (`qk_budget='layer'`: on SmolLM2 in the
         FP16 emulation +3.28% / +1.85% over float and KL 0.033 along the answers, against
         +3.35% / +2.47% and 0.039 at 70% in each linear; `'model'` shares it between layers
-        too, not better), the rest by Wanda scores; GPTQ-like error feedback, a source's low-bit grid kept where chosen;
+        too, not better), the rest by Wanda scores; GPTQ-like error feedback, a source's
+        low-bit grid kept where chosen;
         smoothing with one factor per 32 input channels (keeps a group-32 grid of the source
         weights, as SmolLM2's Q4_1), migration strength 0.9; 2,048 calibration tokens (against
         512 on SmolLM2: -1.6 and -2.2 points of perplexity on two 4,096-token texts, about 3
